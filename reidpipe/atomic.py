@@ -1,0 +1,76 @@
+"""Atomic writes: every stage output appears complete or not at all.
+
+Outputs are written to a temporary sibling (same directory, so the final rename is atomic on
+POSIX) and renamed into place only after the writer finished without error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+
+def _temp_sibling(path: Path, is_dir: bool) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{path.name}.tmp-"
+    if is_dir:
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=path.parent))
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary file path; on success it replaces ``path``, on error it is deleted.
+
+    The temporary name keeps the suffix of ``path`` so libraries that dispatch on the
+    extension (``np.save``, ``savefig``) write the right format.
+    """
+    final = Path(path)
+    tmp = _temp_sibling(final, is_dir=False)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary directory; on success it replaces the directory ``path`` whole."""
+    final = Path(path)
+    tmp = _temp_sibling(final, is_dir=True)
+    try:
+        yield tmp
+        if final.exists():
+            trash = _temp_sibling(final, is_dir=True)
+            os.replace(final, trash / final.name)
+            os.replace(tmp, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> None:
+    write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def write_yaml(path: str | os.PathLike[str], data: Any) -> None:
+    write_text(path, yaml.safe_dump(data, sort_keys=False))

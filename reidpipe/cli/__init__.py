@@ -1,0 +1,57 @@
+"""``reidpipe`` command line: one subcommand per stage, each a thin wrapper over its module.
+
+Each ``reidpipe/cli/<stage>.py`` defines ``register(subparsers, common)``; ``common`` is the parent
+parser that gives every stage ``--params FILE [FILE ...]`` and repeatable ``--set key.path=value``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from reidpipe.errors import ReidpipeError
+from reidpipe.params import DEFAULT_PARAMS_FILE, Params, load_params
+
+STAGE_COMMANDS = [
+    "params_cmd",
+]
+
+
+def common_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--params", nargs="+", default=[DEFAULT_PARAMS_FILE], metavar="FILE",
+                        help="parameter files, deep-merged in order (default: params.yaml)")
+    common.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY.PATH=VALUE", help="override one parameter (repeatable)")
+    return common
+
+
+def params_from_args(args: argparse.Namespace) -> Params:
+    return load_params(args.params, args.overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reidpipe", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="STAGE")
+    common = common_parser()
+    for name in STAGE_COMMANDS:
+        importlib.import_module(f"reidpipe.cli.{name}").register(subparsers, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except ReidpipeError as exc:
+        print(f"reidpipe {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"reidpipe {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Split manifests: one CSV per split, the interface between data and model stages.
+
+Columns: ``path`` (image file, as reachable from the working directory), ``pid``, ``camid``,
+``seq``, ``frame``; train additionally ``label`` (pids relabelled 0..C-1).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from reidpipe import atomic
+from reidpipe.errors import ReidpipeError
+
+SPLITS = ("train", "val_query", "val_gallery", "query", "gallery")
+COLUMNS = ["path", "pid", "camid", "seq", "frame"]
+TRAIN_COLUMNS = COLUMNS + ["label"]
+_INT_COLUMNS = ["pid", "camid", "seq", "frame", "label"]
+
+
+def manifest_path(split_dir: str | Path, split: str) -> Path:
+    if split not in SPLITS:
+        raise ReidpipeError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    return Path(split_dir) / f"{split}.csv"
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    """Read a manifest, checking its columns; raises ReidpipeError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReidpipeError(f"manifest {path} does not exist (run `reidpipe split` first)")
+    try:
+        frame = pd.read_csv(path, dtype={"path": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ReidpipeError(f"manifest {path} is not a readable CSV: {exc}") from None
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise ReidpipeError(f"manifest {path} lacks columns {missing}; expected at least {COLUMNS}")
+    for column in _INT_COLUMNS:
+        if column in frame.columns and not pd.api.types.is_integer_dtype(frame[column]):
+            raise ReidpipeError(f"manifest {path}: column {column!r} must hold integers")
+    return frame
+
+
+def read_split(split_dir: str | Path, split: str) -> pd.DataFrame:
+    return read_manifest(manifest_path(split_dir, split))
+
+
+def write_manifest(frame: pd.DataFrame, path: str | Path) -> None:
+    with atomic.atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)

@@ -1,0 +1,502 @@
+"""Typed parameters: one schema for ``params.yaml``, Snakemake's config and DVC.
+
+Keys follow TAO's ReIdentificationNet spec where it has one (``model``, ``dataset``, ``train``,
+``train.optim``, ``re_ranking``). ``model``/``dataset``/``train`` hold the values shared by every
+architecture; ``archs.<name>`` holds each architecture's own recipe as a partial override of those
+three sections, and ``pipeline.archs`` lists the architectures the pipeline trains. So
+``model.feat_dim`` applies to every arch unless a recipe sets it.
+
+Validation is generic over the dataclasses below: types come from the annotations, allowed values
+and ranges from each field's metadata. The JSON schema in ``workflow/schemas/`` is generated from
+the same classes (``reidpipe params --schema``), so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import yaml
+
+from reidpipe.errors import ReidpipeError
+from reidpipe.market import ARCHIVE_MD5
+
+DEFAULT_PARAMS_FILE = "params.yaml"
+
+
+def _f(default: Any, *, ge: float | None = None, le: float | None = None, gt: float | None = None,
+       doc: str = "") -> Any:
+    """A dataclass field with a range and a description (the description goes into the schema)."""
+    meta = {"ge": ge, "le": le, "gt": gt, "doc": doc}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# --------------------------------------------------------------------------------------- sections
+
+
+@dataclass
+class DataParams:
+    source: Literal["market1501", "synthetic"] = _f(
+        "market1501", doc="market1501: download the real archive; synthetic: generate one")
+    dataset_dir: str = _f("data/Market-1501-v15.09.15", doc="where the dataset folder lives")
+    urls: list[str] = _f(
+        ["http://188.138.127.15:81/Datasets/Market-1501-v15.09.15.zip"],
+        doc="mirrors tried in order for the Market-1501 archive")
+    archive_path: str = _f("", doc="a local Market-1501 zip to use instead of downloading")
+    md5: str = _f(ARCHIVE_MD5, doc="expected MD5 of the archive")
+    allow_unknown_checksum: bool = _f(
+        False, doc="accept an archive whose MD5 differs (custom URL with another archive)")
+    max_extract_bytes: int = _f(2_000_000_000, gt=0, doc="refuse archives that unpack larger")
+    strict: bool = _f(False, doc="validate also checks Market-1501's exact statistics")
+    synthetic_ids: int = _f(60, ge=4, doc="identities of the synthetic dataset (train + test)")
+    synthetic_seed: int = _f(0, ge=0, doc="seed of the synthetic dataset")
+
+
+@dataclass
+class SplitParams:
+    val_ids: int = _f(100, ge=0, doc="train identities held out for in-training validation")
+    seed: int = _f(0, ge=0, doc="seed choosing the held-out identities")
+
+
+@dataclass
+class ModelParams:
+    backbone: str = _f("resnet50", doc="timm model name (resnet*, swin_*)")
+    backbone_kwargs: dict[str, Any] = _f({}, doc="extra timm.create_model arguments")
+    last_stride: int = _f(1, ge=1, le=2, doc="stride of ResNet's last stage")
+    pretrain_choice: Literal["imagenet", "self", ""] = _f(
+        "imagenet", doc="imagenet: timm weights; self: pretrained_model_path; '': random init")
+    pretrained_model_path: str = _f("", doc="local weights (.pth/.safetensors/.ckpt)")
+    input_channels: int = _f(3, ge=1, le=3)
+    input_width: int = _f(128, ge=16)
+    input_height: int = _f(256, ge=16)
+    neck: Literal["bnneck", ""] = _f("bnneck", doc="BNNeck between feature and classifier")
+    feat_dim: int = _f(2048, ge=8, doc="embedding dimension")
+    reduce_feat_dim: bool = _f(True, doc="add a linear reduction when feat_dim != backbone dim")
+    neck_feat: Literal["before", "after"] = _f("after", doc="test feature before/after BNNeck")
+    metric_loss_type: Literal["triplet", "center", "triplet_center"] = _f("triplet")
+    no_margin: bool = _f(False, doc="soft-margin triplet loss instead of the margin")
+    with_center_loss: bool = _f(False)
+    with_flip_feature: bool = _f(False, doc="average the features of the image and its mirror")
+    label_smooth: bool = _f(True, doc="label smoothing 0.1 in the ID loss")
+    pretrain_hw_ratio: float = _f(2.0, gt=0)
+
+
+@dataclass
+class DatasetParams:
+    num_classes: int = _f(0, ge=0, doc="0: number of train identities from the manifest")
+    batch_size: int = _f(64, ge=2)
+    val_batch_size: int = _f(128, ge=1)
+    num_workers: int = _f(8, ge=0)
+    pixel_mean: list[float] = _f([0.485, 0.456, 0.406])
+    pixel_std: list[float] = _f([0.229, 0.224, 0.225])
+    padding: int = _f(10, ge=0)
+    prob: float = _f(0.5, ge=0, le=1, doc="horizontal flip probability")
+    re_prob: float = _f(0.5, ge=0, le=1, doc="random erasing probability")
+    sampler: Literal["softmax", "triplet", "softmax_triplet"] = _f("softmax_triplet")
+    num_instances: int = _f(4, ge=1, doc="K images per identity in a P x K batch")
+
+
+@dataclass
+class OptimParams:
+    name: Literal["SGD", "Adam", "AdamW"] = _f("Adam")
+    scheduler: Literal["multistep", "cosine"] = _f("multistep")
+    lr_steps: list[int] = _f([40, 70])
+    gamma: float = _f(0.1, gt=0, le=1)
+    base_lr: float = _f(3.5e-4, gt=0)
+    min_lr: float = _f(1.6e-6, ge=0, doc="floor of the cosine schedule")
+    momentum: float = _f(0.9, ge=0, le=1)
+    bias_lr_factor: float = _f(1.0, gt=0)
+    weight_decay: float = _f(5e-4, ge=0)
+    weight_decay_bias: float = _f(5e-4, ge=0)
+    warmup_factor: float = _f(0.01, gt=0, le=1)
+    warmup_epochs: int = _f(10, ge=0)
+    warmup_iters: int = _f(0, ge=0, doc="if > 0, warm up over iterations instead of epochs")
+    warmup_method: Literal["linear", "cosine"] = _f("linear")
+    center_loss_weight: float = _f(5e-4, ge=0)
+    center_lr: float = _f(0.5, gt=0)
+    triplet_loss_margin: float = _f(0.3, ge=0)
+    large_fc_lr: bool = _f(False, doc="classifier at 2x the base lr")
+
+
+@dataclass
+class TrainParams:
+    num_epochs: int = _f(120, ge=1)
+    checkpoint_interval: int = _f(10, ge=1)
+    validation_interval: int = _f(10, ge=1)
+    seed: int = _f(1234, ge=0)
+    num_gpus: int = _f(1, ge=0)
+    gpu_ids: list[int] = _f([])
+    num_nodes: int = _f(1, ge=1, doc="nodes for multi-node DDP")
+    precision: Literal["auto", "32", "16-mixed", "bf16-mixed"] = _f(
+        "auto", doc="auto: bf16-mixed on GPUs that support it, 16-mixed on others, 32 on CPU")
+    resume_training_checkpoint_path: str = _f("", doc="resume from this checkpoint")
+    clip_grad_norm: float = _f(0.0, ge=0, doc="0 disables clipping")
+    max_steps_per_epoch: int = _f(0, ge=0, doc="0: full epochs; >0 caps steps (smoke runs)")
+    optim: OptimParams = field(default_factory=OptimParams)
+
+
+@dataclass
+class ArchRecipe:
+    """An architecture's own recipe: partial ``model``, ``dataset`` and ``train`` overrides."""
+
+    model: dict[str, Any] = _f({})
+    dataset: dict[str, Any] = _f({})
+    train: dict[str, Any] = _f({})
+
+
+@dataclass
+class ReRankingParams:
+    re_ranking: bool = _f(True)
+    k1: int = _f(20, ge=1)
+    k2: int = _f(6, ge=1)
+    lambda_value: float = _f(0.3, ge=0, le=1)
+
+
+@dataclass
+class ExtractParams:
+    batch_size: int = _f(128, ge=1)
+    channel_order: Literal["RGB", "BGR"] = _f("RGB", doc="channel order an ONNX model expects")
+    input_scale: Literal[1, 255] = _f(1, doc="1: pixels in 0-1 before mean/std; 255: 0-255")
+    tao_json: bool = _f(False, doc="also write TAO-format embedding JSON")
+
+
+@dataclass
+class EvaluateParams:
+    distance: Literal["cosine", "euclidean"] = _f("cosine")
+    ap_method: Literal["non_interpolated", "trapezoidal"] = _f(
+        "non_interpolated", doc="trapezoidal = original Market-1501 MATLAB code")
+    max_rank: int = _f(50, ge=1)
+
+
+@dataclass
+class ExportParams:
+    opset: int = _f(18, ge=13)
+    parity_batch_sizes: list[int] = _f([1, 7, 32])
+    max_abs_diff: float = _f(1e-3, gt=0)
+    min_cosine: float = _f(0.9999, gt=0, le=1)
+    max_metric_delta: float = _f(0.1, ge=0, doc="mAP/R1 gate in points")
+    fp16: bool = _f(True, doc="also write an FP16 ONNX for TensorRT")
+
+
+@dataclass
+class DeployParams:
+    tensorrt: Literal["auto", "required", "off"] = _f("auto")
+    min_batch: int = _f(1, ge=1)
+    opt_batch: int = _f(16, ge=1)
+    max_batch: int = _f(64, ge=1)
+    precision: Literal["fp16", "fp32"] = _f("fp16")
+    workspace_mib: int = _f(4096, ge=64)
+    max_metric_delta: float = _f(0.3, ge=0, doc="mAP gate in points vs ONNX Runtime")
+
+
+@dataclass
+class ReportParams:
+    sampled_queries: int = _f(8, ge=1)
+    top_k: int = _f(10, ge=1)
+    hardest_queries: int = _f(10, ge=1)
+
+
+@dataclass
+class PipelineParams:
+    archs: list[str] = _f(["resnet50", "swin_tiny"], doc="architectures to train (keys of archs)")
+
+
+@dataclass
+class Params:
+    pipeline: PipelineParams = field(default_factory=PipelineParams)
+    data: DataParams = field(default_factory=DataParams)
+    split: SplitParams = field(default_factory=SplitParams)
+    model: ModelParams = field(default_factory=ModelParams)
+    dataset: DatasetParams = field(default_factory=DatasetParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    archs: dict[str, ArchRecipe] = field(default_factory=dict)
+    re_ranking: ReRankingParams = field(default_factory=ReRankingParams)
+    extract: ExtractParams = field(default_factory=ExtractParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    export: ExportParams = field(default_factory=ExportParams)
+    deploy: DeployParams = field(default_factory=DeployParams)
+    report: ReportParams = field(default_factory=ReportParams)
+
+    def arch(self, name: str) -> "ArchConfig":
+        """The effective model/dataset/train of one architecture: shared values + its recipe."""
+        if name not in self.archs:
+            raise ReidpipeError(
+                f"params: unknown architecture {name!r}; defined under 'archs': {sorted(self.archs)}")
+        return _arch_config(self, name)
+
+
+@dataclass
+class ArchConfig:
+    name: str
+    model: ModelParams
+    dataset: DatasetParams
+    train: TrainParams
+
+
+# ------------------------------------------------------------------------------------- validation
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        tp, str(tp))
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    def bad() -> ReidpipeError:
+        return ReidpipeError(f"params: {key} = {value!r} is invalid: expected {_describe(tp)}")
+
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise bad()
+        return _build(tp, value, key)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        for choice in choices:
+            if value == choice and type(value) is type(choice):
+                return value
+        raise bad()
+    if origin is list:
+        if not isinstance(value, list):
+            raise bad()
+        (item_tp,) = typing.get_args(tp)
+        return [_convert(item_tp, item, f"{key}[{i}]") for i, item in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise bad()
+        _, value_tp = typing.get_args(tp)
+        if value_tp is Any:
+            return dict(value)
+        return {str(k): _convert(value_tp, v, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad()
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad()
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad()
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad()
+        return value
+    raise bad()
+
+
+def _check_range(meta: Mapping[str, Any], value: Any, key: str) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    bounds = [("ge", lambda v, b: v >= b, ">="), ("le", lambda v, b: v <= b, "<="),
+              ("gt", lambda v, b: v > b, ">")]
+    for name, ok, symbol in bounds:
+        bound = meta.get(name)
+        if bound is not None and not ok(value, bound):
+            raise ReidpipeError(f"params: {key} = {value!r} is out of range: expected {symbol} {bound}")
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        where = f"{prefix}.{unknown[0]}" if prefix else str(unknown[0])
+        raise ReidpipeError(
+            f"params: unknown key {where!r}; allowed under {prefix or 'the top level'}: "
+            f"{', '.join(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _convert(hints[name], value, key)
+        _check_range(fields[name].metadata, kwargs[name], key)
+    return cls(**kwargs)
+
+
+def _arch_config(params: Params, name: str) -> ArchConfig:
+    recipe = params.archs[name]
+    sections = {}
+    for section, cls in (("model", ModelParams), ("dataset", DatasetParams), ("train", TrainParams)):
+        shared = dataclasses.asdict(getattr(params, section))
+        merged = deep_merge(shared, getattr(recipe, section))
+        sections[section] = _build(cls, merged, f"archs.{name}.{section}")
+    return ArchConfig(name=name, **sections)
+
+
+def _check_consistency(params: Params) -> None:
+    for name in params.pipeline.archs:
+        if name not in params.archs:
+            raise ReidpipeError(
+                f"params: pipeline.archs names {name!r}, which has no recipe under 'archs' "
+                f"(defined: {sorted(params.archs)})")
+    for name in params.archs:
+        cfg = params.arch(name)
+        key = f"archs.{name}"
+        if len(cfg.dataset.pixel_mean) != cfg.model.input_channels:
+            raise ReidpipeError(f"params: {key}: dataset.pixel_mean needs "
+                                f"{cfg.model.input_channels} values, got {cfg.dataset.pixel_mean}")
+        if len(cfg.dataset.pixel_std) != cfg.model.input_channels:
+            raise ReidpipeError(f"params: {key}: dataset.pixel_std needs "
+                                f"{cfg.model.input_channels} values, got {cfg.dataset.pixel_std}")
+        if any(s <= 0 for s in cfg.dataset.pixel_std):
+            raise ReidpipeError(f"params: {key}: dataset.pixel_std must be > 0, "
+                                f"got {cfg.dataset.pixel_std}")
+        if cfg.dataset.sampler != "softmax" and cfg.dataset.batch_size % cfg.dataset.num_instances:
+            raise ReidpipeError(
+                f"params: {key}: dataset.batch_size ({cfg.dataset.batch_size}) must be a multiple "
+                f"of dataset.num_instances ({cfg.dataset.num_instances}) for P x K sampling")
+        if cfg.model.pretrain_choice == "self" and not cfg.model.pretrained_model_path:
+            raise ReidpipeError(f"params: {key}: model.pretrain_choice is 'self' but "
+                                "model.pretrained_model_path is empty")
+        steps = cfg.train.optim.lr_steps
+        if steps != sorted(steps):
+            raise ReidpipeError(f"params: {key}: train.optim.lr_steps must increase, got {steps}")
+    d = params.deploy
+    if not d.min_batch <= d.opt_batch <= d.max_batch:
+        raise ReidpipeError(
+            f"params: deploy batch sizes must satisfy min_batch <= opt_batch <= max_batch, got "
+            f"{d.min_batch}/{d.opt_batch}/{d.max_batch}")
+
+
+# ------------------------------------------------------------------------------------ loading
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``override`` into a copy of ``base``; mappings merge, the rest replaces."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ReidpipeError(f"params file {path} does not exist") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ReidpipeError(f"params file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ReidpipeError(f"params file {path} must hold a mapping at the top level")
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (["a", "b", "c"], value parsed as YAML)."""
+    if "=" not in text:
+        raise ReidpipeError(f"--set {text!r}: expected key.path=value")
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ReidpipeError(f"--set {text!r}: {key!r} is not a dotted key path")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def apply_override(data: dict[str, Any], parts: Sequence[str], value: Any) -> None:
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ReidpipeError(f"--set {'.'.join(parts)}: {part!r} is not a mapping")
+        node = child
+    node[parts[-1]] = value
+
+
+def params_from_dict(data: Mapping[str, Any]) -> Params:
+    params = _build(Params, data, "")
+    _check_consistency(params)
+    return params
+
+
+def merged_params_dict(files: Sequence[str | Path] = (DEFAULT_PARAMS_FILE,),
+                       overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The raw merged mapping of ``files`` (deep-merged in order) and ``--set`` overrides."""
+    data: dict[str, Any] = {}
+    for path in files:
+        data = deep_merge(data, read_yaml_mapping(path))
+    for text in overrides:
+        parts, value = parse_override(text)
+        apply_override(data, parts, value)
+    return data
+
+
+def load_params(files: Sequence[str | Path] = (DEFAULT_PARAMS_FILE,),
+                overrides: Sequence[str] = ()) -> Params:
+    """Load, merge and validate; every problem is one ReidpipeError naming the key."""
+    return params_from_dict(merged_params_dict(files, overrides))
+
+
+def params_to_dict(params: Params) -> dict[str, Any]:
+    return dataclasses.asdict(params)
+
+
+# ------------------------------------------------------------------------------------ JSON schema
+
+
+def _schema_for(tp: Any, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    meta = meta or {}
+    origin = typing.get_origin(tp)
+    schema: dict[str, Any]
+    if dataclasses.is_dataclass(tp):
+        hints = typing.get_type_hints(tp)
+        schema = {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {f.name: _schema_for(hints[f.name], f.metadata)
+                           for f in dataclasses.fields(tp)},
+        }
+    elif origin is Literal:
+        schema = {"enum": list(typing.get_args(tp))}
+    elif origin is list:
+        schema = {"type": "array", "items": _schema_for(typing.get_args(tp)[0])}
+    elif origin is dict:
+        _, value_tp = typing.get_args(tp)
+        schema = {"type": "object"}
+        if value_tp is not Any:
+            schema["additionalProperties"] = _schema_for(value_tp)
+    else:
+        schema = {"type": {bool: "boolean", int: "integer", float: "number", str: "string"}[tp]}
+    for name, keyword in (("ge", "minimum"), ("le", "maximum"), ("gt", "exclusiveMinimum")):
+        if meta.get(name) is not None:
+            schema[keyword] = meta[name]
+    if meta.get("doc"):
+        schema["description"] = meta["doc"]
+    return schema
+
+
+def json_schema() -> dict[str, Any]:
+    schema = _schema_for(Params)
+    schema["$schema"] = "http://json-schema.org/draft-07/schema#"
+    schema["description"] = "reidpipe parameters (generated by `reidpipe params --schema`)"
+    return schema
