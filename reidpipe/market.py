@@ -73,3 +73,32 @@ def split_dir(dataset_dir: str | Path, split: str) -> Path:
 
 def is_market_layout(dataset_dir: str | Path) -> bool:
     return all(split_dir(dataset_dir, s).is_dir() for s in SPLIT_DIRS)
+
+
+# Files operating systems drop into image folders; listed in reports, never parsed as images.
+OS_METADATA_FILES = frozenset({"Thumbs.db", ".DS_Store", "desktop.ini"})
+
+
+@dataclass(frozen=True)
+class SplitScan:
+    """The parsed images of one split folder, plus what could not be parsed."""
+
+    images: list[tuple[Path, MarketName]]
+    misnamed: list[Path]
+    os_metadata: list[Path]
+
+
+def scan_split(dataset_dir: str | Path, split: str) -> SplitScan:
+    """List one split folder in name order, parsing every file name."""
+    folder = split_dir(dataset_dir, split)
+    images, misnamed, metadata = [], [], []
+    for path in sorted(folder.iterdir()):
+        if path.name in OS_METADATA_FILES:
+            metadata.append(path)
+            continue
+        parsed = parse_name(path.name) if path.is_file() else None
+        if parsed is None:
+            misnamed.append(path)
+        else:
+            images.append((path, parsed))
+    return SplitScan(images=images, misnamed=misnamed, os_metadata=metadata)

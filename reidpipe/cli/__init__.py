@@ -16,6 +16,8 @@ from reidpipe.params import DEFAULT_PARAMS_FILE, Params, load_params
 
 STAGE_COMMANDS = [
     "params_cmd",
+    "validate",
+    "split",
 ]
 
 

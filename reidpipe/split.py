@@ -1,0 +1,83 @@
+"""Split manifests: train (relabelled), a held-out validation set, query and gallery.
+
+The validation set holds out ``val_ids`` train identities chosen with a seeded generator and splits
+each into a val-query (one image per camera) and a val-gallery, so in-training mAP follows the same
+cross-camera protocol as the test set. Everything is deterministic given the dataset and the seed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from reidpipe import atomic, market
+from reidpipe.errors import ReidpipeError
+from reidpipe.manifest import COLUMNS, manifest_path, write_manifest
+
+
+def _split_frame(dataset_dir: Path, split: str) -> pd.DataFrame:
+    scan = market.scan_split(dataset_dir, split)
+    if scan.misnamed:
+        raise ReidpipeError(
+            f"{len(scan.misnamed)} file(s) in {market.split_dir(dataset_dir, split)} do not follow "
+            f"Market-1501 naming, e.g. {scan.misnamed[0]}; run `reidpipe validate` first")
+    rows = [(str(path), n.pid, n.camid, n.seq, n.frame) for path, n in scan.images]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _hold_out(train: pd.DataFrame, val_ids: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Choose ``val_ids`` identities seen by >= 2 cameras; one query per camera, rest gallery."""
+    cams_per_pid = train.groupby("pid")["camid"].nunique()
+    eligible = np.sort(cams_per_pid[cams_per_pid >= 2].index.to_numpy())
+    if val_ids > len(eligible):
+        raise ReidpipeError(
+            f"split.val_ids = {val_ids} but only {len(eligible)} train identities are seen by two or "
+            "more cameras; lower split.val_ids")
+    rng = np.random.default_rng(seed)
+    chosen = set(rng.choice(eligible, size=val_ids, replace=False).tolist())
+    held = train[train["pid"].isin(chosen)]
+    # One random image per (pid, camera) becomes a query; a rank is drawn per row for determinism.
+    order = held.assign(_draw=rng.random(len(held))).sort_values(["pid", "camid", "_draw"])
+    is_query = ~order.duplicated(["pid", "camid"])
+    # A query needs a gallery image of its identity from another camera.
+    gallery_cams = order[~is_query].groupby("pid")["camid"].agg(set)
+    has_match = [bool(gallery_cams.get(pid, set()) - {cam})
+                 for pid, cam in zip(order["pid"], order["camid"])]
+    is_query &= pd.Series(has_match, index=order.index)
+    val_query = order[is_query].drop(columns="_draw").sort_index()
+    val_gallery = order[~is_query].drop(columns="_draw").sort_index()
+    return val_query, val_gallery
+
+
+def make_split(dataset_dir: str | Path, out_dir: str | Path, val_ids: int, seed: int) -> dict[str, int]:
+    """Write the five manifests into ``out_dir`` atomically; returns the row count of each."""
+    dataset_dir = Path(dataset_dir)
+    if not market.is_market_layout(dataset_dir):
+        raise ReidpipeError(f"{dataset_dir} is not a Market-1501-layout dataset "
+                            f"(expected {', '.join(market.SPLIT_DIRS.values())})")
+    train_all = _split_frame(dataset_dir, "train")
+    if train_all.empty:
+        raise ReidpipeError(f"{market.split_dir(dataset_dir, 'train')} holds no images")
+    val_query, val_gallery = _hold_out(train_all, val_ids, seed)
+    held_pids = set(val_query["pid"]) | set(val_gallery["pid"])
+    train = train_all[~train_all["pid"].isin(held_pids)].copy()
+    labels = {pid: label for label, pid in enumerate(sorted(train["pid"].unique()))}
+    train["label"] = train["pid"].map(labels).astype(int)
+
+    tables = {
+        "train": train,
+        "val_query": val_query,
+        "val_gallery": val_gallery,
+        "query": _split_frame(dataset_dir, "query"),
+        "gallery": _split_frame(dataset_dir, "gallery"),
+    }
+    with atomic.atomic_dir(out_dir) as tmp:
+        for name, table in tables.items():
+            write_manifest(table.reset_index(drop=True), manifest_path(tmp, name))
+        counts = {name: len(table) for name, table in tables.items()}
+        summary = dict(counts, train_ids=len(labels), val_ids=len(held_pids),
+                       dataset_dir=str(dataset_dir), seed=seed)
+        atomic.write_json(Path(tmp) / "split.json", summary)
+    return counts

@@ -1,0 +1,202 @@
+"""Dataset validation: every name parsed, every image decoded, the protocol's invariants checked.
+
+Without ``strict`` any dataset in Market-1501 layout passes when it is consistent (TAO's "users'
+dataset"); ``strict`` also demands Market-1501's exact statistics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from reidpipe import atomic, market
+from reidpipe.errors import ReidpipeError
+
+SHOWN_PROBLEMS = 20
+
+
+@dataclass
+class Problem:
+    file: str
+    problem: str
+
+
+@dataclass
+class ImageCheck:
+    path: Path
+    size: tuple[int, int] | None
+    digest: str | None
+    error: str | None
+
+
+@dataclass
+class ValidationReport:
+    dataset_dir: str
+    strict: bool
+    splits: dict[str, dict[str, Any]] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    ignored_files: list[str] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset_dir": self.dataset_dir,
+            "strict": self.strict,
+            "valid": self.valid,
+            "splits": self.splits,
+            "num_problems": len(self.problems),
+            "problems": [vars(p) for p in self.problems],
+            "warnings": self.warnings,
+            "ignored_files": self.ignored_files,
+        }
+
+    def failure_message(self) -> str:
+        lines = [f"dataset {self.dataset_dir} failed validation: {len(self.problems)} problem(s)"]
+        lines += [f"  {p.file}: {p.problem}" for p in self.problems[:SHOWN_PROBLEMS]]
+        if len(self.problems) > SHOWN_PROBLEMS:
+            lines.append(f"  ... and {len(self.problems) - SHOWN_PROBLEMS} more (see the report)")
+        return "\n".join(lines)
+
+
+def _check_image(path: Path) -> ImageCheck:
+    try:
+        data = path.read_bytes()
+        if not data:
+            return ImageCheck(path, None, None, "empty file (0 bytes)")
+        with Image.open(path) as image:
+            image.load()
+            size = image.size
+        return ImageCheck(path, size, hashlib.md5(data).hexdigest(), None)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        return ImageCheck(path, None, None, f"cannot be decoded: {exc}")
+
+
+def _decode_all(paths: list[Path]) -> list[ImageCheck]:
+    workers = min(32, 4 * (os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(_check_image, paths, chunksize=64))
+
+
+def _split_summary(scan: market.SplitScan, checks: list[ImageCheck]) -> dict[str, Any]:
+    pids = [name.pid for _, name in scan.images]
+    cameras = sorted({name.camid for _, name in scan.images})
+    sizes = Counter(f"{c.size[0]}x{c.size[1]}" for c in checks if c.size)
+    return {
+        "images": len(scan.images),
+        "ids": len({p for p in pids if p > 0}),
+        "cameras": cameras,
+        "junk": sum(p == market.JUNK_PID for p in pids),
+        "distractors": sum(p == market.DISTRACTOR_PID for p in pids),
+        "image_sizes": dict(sizes.most_common()),
+    }
+
+
+def _check_strict_stats(report: ValidationReport) -> None:
+    for split, expected in market.MARKET1501_STATS.items():
+        actual = report.splits[split]
+        for key, value in expected.items():
+            if actual[key] != value:
+                report.problems.append(Problem(
+                    market.SPLIT_DIRS[split],
+                    f"strict: Market-1501 has {value} {key} here, found {actual[key]}"))
+    all_cams = set().union(*(set(report.splits[s]["cameras"]) for s in market.SPLIT_DIRS))
+    if all_cams != set(range(1, market.NUM_CAMERAS + 1)):
+        report.problems.append(Problem(
+            ".", f"strict: Market-1501 has cameras 1-6, found {sorted(all_cams)}"))
+
+
+def validate_dataset(dataset_dir: str | Path, strict: bool = False) -> ValidationReport:
+    """Check a Market-1501-layout folder; never raises for dataset content, only reports it."""
+    dataset_dir = Path(dataset_dir)
+    if not market.is_market_layout(dataset_dir):
+        raise ReidpipeError(
+            f"{dataset_dir} is not a Market-1501-layout dataset: expected the folders "
+            f"{', '.join(market.SPLIT_DIRS.values())}")
+    report = ValidationReport(dataset_dir=str(dataset_dir), strict=strict)
+    scans = {split: market.scan_split(dataset_dir, split) for split in market.SPLIT_DIRS}
+    for scan in scans.values():
+        report.ignored_files += [str(p) for p in scan.os_metadata]
+        report.problems += [Problem(str(p), "name does not match PPPP_cCsS_FFFFFF_BB.jpg")
+                            for p in scan.misnamed]
+
+    digests: dict[str, list[tuple[str, Path]]] = defaultdict(list)
+    for split, scan in scans.items():
+        checks = _decode_all([path for path, _ in scan.images])
+        for check in checks:
+            if check.error:
+                report.problems.append(Problem(str(check.path), check.error))
+            elif strict and check.size != (market.IMAGE_WIDTH, market.IMAGE_HEIGHT):
+                report.problems.append(Problem(
+                    str(check.path), f"strict: size {check.size[0]}x{check.size[1]}, "
+                    f"Market-1501 images are {market.IMAGE_WIDTH}x{market.IMAGE_HEIGHT}"))
+            if check.digest:
+                digests[check.digest].append((split, check.path))
+        report.splits[split] = _split_summary(scan, checks)
+
+    _check_identities(scans, report, strict)
+    _check_duplicates(digests, report)
+    if strict:
+        _check_strict_stats(report)
+    return report
+
+
+def _check_identities(scans: dict[str, market.SplitScan], report: ValidationReport,
+                      strict: bool) -> None:
+    max_cam = market.NUM_CAMERAS if strict else 9
+    for split, scan in scans.items():
+        for path, name in scan.images:
+            if not 1 <= name.camid <= max_cam:
+                report.problems.append(Problem(str(path), f"camera {name.camid} outside 1-{max_cam}"))
+            if split != "gallery" and name.pid <= 0:
+                report.problems.append(Problem(
+                    str(path), f"pid {name.pid} (junk/distractor) is only allowed in the gallery"))
+
+    gallery_cams: dict[int, set[int]] = defaultdict(set)
+    for _, name in scans["gallery"].images:
+        gallery_cams[name.pid].add(name.camid)
+    for path, name in scans["query"].images:
+        if name.pid > 0 and not gallery_cams.get(name.pid, set()) - {name.camid}:
+            report.problems.append(Problem(
+                str(path), f"query pid {name.pid} has no gallery image from another camera"))
+
+    train_ids = {name.pid for _, name in scans["train"].images if name.pid > 0}
+    test_ids = {name.pid for split in ("query", "gallery")
+                for _, name in scans[split].images if name.pid > 0}
+    shared = sorted(train_ids & test_ids)
+    if shared:
+        report.problems.append(Problem(
+            market.TRAIN_DIR, f"{len(shared)} identities appear in train and test: {shared[:10]}"))
+
+
+def _check_duplicates(digests: dict[str, list[tuple[str, Path]]], report: ValidationReport) -> None:
+    """Byte-identical images across train and test leak; within the test side they only warn."""
+    for copies in digests.values():
+        if len(copies) < 2:
+            continue
+        splits = {split for split, _ in copies}
+        names = ", ".join(str(p) for _, p in copies)
+        if "train" in splits and splits - {"train"}:
+            report.problems.append(Problem(str(copies[0][1]),
+                                           f"identical image in train and test: {names}"))
+        else:
+            report.warnings.append(f"identical images: {names}")
+
+
+def run_validation(dataset_dir: str | Path, report_path: str | Path, strict: bool) -> ValidationReport:
+    """Validate, write the JSON report (also on failure), raise if the dataset is invalid."""
+    report = validate_dataset(dataset_dir, strict=strict)
+    atomic.write_json(report_path, report.to_dict())
+    if not report.valid:
+        raise ReidpipeError(report.failure_message())
+    return report
