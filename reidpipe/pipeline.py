@@ -1,0 +1,57 @@
+"""What the Snakefile and dvc.yaml share: the params each stage reads and config loading.
+
+``STAGE_PARAMS`` is the single list of parameter keys each stage reads. dvc.yaml declares exactly
+these under each stage's ``params:`` (a test checks it), and the Snakemake rules hand the same
+values to ``params:`` so that a changed value reruns exactly the stages that read it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from reidpipe.errors import ReidpipeError
+from reidpipe.params import DEFAULT_PARAMS_FILE, Params, params_from_dict
+
+STAGE_PARAMS: dict[str, list[str]] = {
+    "download": ["data.source", "data.dataset_dir", "data.urls", "data.archive_path", "data.md5",
+                 "data.allow_unknown_checksum", "data.max_extract_bytes", "data.synthetic_ids",
+                 "data.synthetic_seed"],
+    "validate": ["data.strict"],
+    "split": ["split.val_ids", "split.seed"],
+}
+
+
+def stage_param_keys(stage: str, arch: str | None = None) -> list[str]:
+    keys = STAGE_PARAMS[stage]
+    return [key.format(arch=arch) for key in keys]
+
+
+def _lookup(config: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            raise ReidpipeError(f"params: missing key {dotted!r}")
+        node = node[part]
+    return node
+
+
+def stage_param_values(config: Mapping[str, Any], stage: str, arch: str | None = None) -> dict[str, Any]:
+    """The values of the keys ``stage`` reads, for Snakemake's params-change rerun trigger."""
+    return {key: _lookup(config, key) for key in stage_param_keys(stage, arch)}
+
+
+def param_files(cli_configfiles: Sequence[str]) -> list[str]:
+    """The files a Snakemake run merged, in merge order: params.yaml, then each --configfile."""
+    files = [DEFAULT_PARAMS_FILE]
+    files += [str(f) for f in cli_configfiles if str(f) not in files]
+    return files
+
+
+def workflow_params(config: Mapping[str, Any]) -> Params:
+    """Validate Snakemake's config before any job starts; errors become WorkflowErrors."""
+    from snakemake.exceptions import WorkflowError
+
+    try:
+        return params_from_dict(config)
+    except ReidpipeError as exc:
+        raise WorkflowError(str(exc)) from None

@@ -1,0 +1,77 @@
+"""The Snakefile and dvc.yaml describe one DAG: same commands, inputs, outputs and params."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reidpipe.pipeline import STAGE_PARAMS, stage_param_keys
+
+ROOT = Path(__file__).resolve().parents[1]
+LOG_REDIRECT = re.compile(r"\s*>\s*logs/\S+\s+2>&1\s*$")
+
+
+def snakemake_jobs() -> dict[frozenset, dict]:
+    """Planned jobs of a forced dry run, keyed by their output set."""
+    out = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "-p", "--forceall", "--cores", "1",
+         "--workflow-profile", "none"],
+        cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    jobs, job = {}, None
+    for line in out.splitlines():
+        if line.startswith("rule ") or line.startswith("localrule "):
+            job = {"rule": line.split()[1].rstrip(":"), "input": [], "output": [], "cmd": None}
+        elif job is not None and line.startswith("    input: "):
+            job["input"] = line.split(": ", 1)[1].split(", ")
+        elif job is not None and line.startswith("    output: "):
+            job["output"] = line.split(": ", 1)[1].split(", ")
+        elif job is not None and line.startswith("    wildcards: "):
+            job["wildcards"] = dict(w.split("=") for w in line.split(": ", 1)[1].split(", "))
+        elif job is not None and line.startswith("Shell command: "):
+            job["cmd"] = LOG_REDIRECT.sub("", line.split(": ", 1)[1]).strip()
+        if job is not None and job["output"] and job["rule"] != "all" and job["cmd"]:
+            jobs[frozenset(job["output"])] = job
+            job = None
+    return jobs
+
+
+def dvc_stages() -> list:
+    from dvc.repo import Repo
+
+    with Repo(str(ROOT)) as repo:
+        stages = []
+        for stage in repo.index.stages:
+            params = [p for dep in stage.deps if hasattr(dep, "params") for p in dep.params]
+            deps = [dep.def_path for dep in stage.deps if not hasattr(dep, "params")]
+            stages.append({"name": stage.name, "cmd": stage.cmd.strip(), "deps": deps,
+                           "outs": [out.def_path for out in stage.outs], "params": params})
+        return stages
+
+
+@pytest.fixture(scope="module")
+def both():
+    return snakemake_jobs(), dvc_stages()
+
+
+def test_same_outputs(both):
+    jobs, stages = both
+    assert {o for job in jobs for o in job} == {o for s in stages for o in s["outs"]}
+
+
+def test_same_commands_inputs_and_params(both):
+    jobs, stages = both
+    for stage in stages:
+        job = jobs[frozenset(stage["outs"])]
+        base, _, arch = stage["name"].partition("@")
+        assert job["rule"] == base, stage["name"]
+        assert job["cmd"] == stage["cmd"], f"{stage['name']}: commands differ"
+        assert sorted(job["input"]) == sorted(stage["deps"]), f"{stage['name']}: inputs differ"
+        expected = stage_param_keys(base, arch or None)
+        assert sorted(stage["params"]) == sorted(expected), f"{stage['name']}: params differ"
+
+
+def test_every_stage_has_a_params_declaration():
+    stages = {s["name"].partition("@")[0] for s in dvc_stages()}
+    assert stages == set(STAGE_PARAMS)

@@ -1,0 +1,43 @@
+rule download:
+    output:
+        directory(DATASET),
+    input:
+        "reidpipe/download.py",
+    params:
+        tracked=stage_param_values(config, "download"),
+    log:
+        "logs/download.log",
+    threads: 1
+    shell:
+        "reidpipe download --out {output} --params {PARAM_FILES} > {log} 2>&1"
+
+
+rule validate:
+    output:
+        "results/validation.json",
+    input:
+        "reidpipe/validate.py",
+        dataset=DATASET,
+    params:
+        tracked=stage_param_values(config, "validate"),
+    log:
+        "logs/validate.log",
+    threads: 2
+    shell:
+        "reidpipe validate {input.dataset} --report {output} --params {PARAM_FILES} > {log} 2>&1"
+
+
+rule split:
+    output:
+        directory(SPLITS),
+    input:
+        "reidpipe/split.py",
+        "results/validation.json",
+        dataset=DATASET,
+    params:
+        tracked=stage_param_values(config, "split"),
+    log:
+        "logs/split.log",
+    threads: 1
+    shell:
+        "reidpipe split {input.dataset} --out {output} --params {PARAM_FILES} > {log} 2>&1"
