@@ -1,0 +1,352 @@
+"""``reidpipe download`` against a real HTTP server on 127.0.0.1 serving zips built here."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import re
+import shutil
+import socket
+import stat
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from reidpipe.cli import main
+from reidpipe.download import MARKER_NAME, fetch_dataset, file_md5
+from reidpipe.errors import ReidpipeError
+from reidpipe.market import ARCHIVE_NAME, TOP_FOLDER, format_name
+from reidpipe.params import DataParams
+
+REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+DROP_AFTER = 5000
+
+
+def _jpeg(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (128, 64, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def market_entries() -> dict[str, bytes]:
+    """A tiny Market-layout tree: 2 ids x 2 cameras per split, real JPEGs."""
+    files = {f"{TOP_FOLDER}/readme.txt": b"tiny test copy of the Market-1501 layout\n"}
+    seed = 0
+    for folder, pids in (("bounding_box_train", (2, 7)), ("bounding_box_test", (0, 3)),
+                         ("query", (3, 5))):
+        for pid in pids:
+            for cam in (1, 2):
+                seed += 1
+                files[f"{TOP_FOLDER}/{folder}/{format_name(pid, cam, 1, 100 * seed, 1)}"] = (
+                    _jpeg(seed))
+    return files
+
+
+def build_zip(path: Path, entries: dict[str, bytes] | None = None,
+              extra: list[tuple[zipfile.ZipInfo, bytes]] = ()) -> str:
+    """Write a zip of ``entries`` (default: the Market tree) plus raw ``extra`` entries; its MD5."""
+    entries = market_entries() if entries is None else entries
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+        for info, data in extra:
+            zf.writestr(info, data)
+    return file_md5(path)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        srv = self.server
+        srv.requests.append((self.path, self.headers.get("Range")))
+        body = srv.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        behaviour = srv.behaviour.get(self.path, "normal")
+        match = re.match(r"bytes=(\d+)-$", self.headers.get("Range") or "")
+        start = int(match.group(1)) if match and behaviour != "ignore_range" else 0
+        if start >= len(body) > 0 and match:
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{len(body)}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if behaviour == "wrong_range" and start:
+            start_sent = 0  # claims 206 but sends from the beginning
+        else:
+            start_sent = start
+        payload = body[start_sent:]
+        self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range",
+                             f"bytes {start_sent}-{len(body) - 1}/{len(body)}")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if behaviour == "drop_first" and srv.drops_left:
+            srv.drops_left -= 1
+            self.wfile.write(payload[:DROP_AFTER])
+            return  # HTTP/1.0: the server closes the connection mid-body
+        self.wfile.write(payload)
+
+
+@pytest.fixture()
+def server():
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    srv.daemon_threads = True
+    srv.files, srv.behaviour, srv.requests, srv.drops_left = {}, {}, [], 1
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02},
+                              daemon=True)
+    thread.start()
+    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture()
+def market_zip(tmp_path: Path) -> tuple[Path, str]:
+    path = tmp_path / "src" / ARCHIVE_NAME
+    path.parent.mkdir()
+    return path, build_zip(path)
+
+
+def _params(tmp_path: Path, md5: str, urls: list[str] = (), **kw) -> DataParams:
+    return dataclasses.replace(DataParams(), dataset_dir=str(tmp_path / "data" / TOP_FOLDER),
+                               urls=list(urls), md5=md5, **kw)
+
+
+def _leftovers(tmp_path: Path) -> list[str]:
+    data = tmp_path / "data"
+    return sorted(p.name for p in data.iterdir()) if data.exists() else []
+
+
+def _assert_dataset(dataset: Path, md5: str) -> None:
+    expected = {name[len(TOP_FOLDER) + 1:]: data for name, data in market_entries().items()}
+    got = {str(p.relative_to(dataset)): p.read_bytes()
+           for p in dataset.rglob("*") if p.is_file() and p.name != MARKER_NAME}
+    assert got == expected
+    assert f'"md5": "{md5}"' in (dataset / MARKER_NAME).read_text()
+
+
+def _serve(server, zip_path: Path, behaviour: str = "normal") -> str:
+    server.files["/m.zip"] = zip_path.read_bytes()
+    server.behaviour["/m.zip"] = behaviour
+    return server.url + "/m.zip"
+
+
+def test_happy_path_downloads_verifies_extracts_and_keeps_archive(tmp_path, server, market_zip):
+    zip_path, md5 = market_zip
+    url = _serve(server, zip_path)
+    lines: list[str] = []
+    result = fetch_dataset(_params(tmp_path, md5, [url]), progress_every=4096, log=lines.append)
+    assert result.source == url and not result.reused and result.md5 == md5
+    _assert_dataset(tmp_path / "data" / TOP_FOLDER, md5)
+    assert _leftovers(tmp_path) == [TOP_FOLDER, ARCHIVE_NAME]
+    assert file_md5(tmp_path / "data" / ARCHIVE_NAME) == md5
+    assert any("MiB" in line for line in lines), lines
+    assert server.requests == [("/m.zip", None)]
+
+
+def test_interrupted_download_resumes_with_range(tmp_path, server, market_zip):
+    zip_path, md5 = market_zip
+    url = _serve(server, zip_path, "drop_first")
+    fetch_dataset(_params(tmp_path, md5, [url]), log=lambda _: None)
+    assert server.requests == [("/m.zip", None), ("/m.zip", f"bytes={DROP_AFTER}-")]
+    _assert_dataset(tmp_path / "data" / TOP_FOLDER, md5)
+
+
+def test_partial_file_from_previous_run_is_continued(tmp_path, server, market_zip):
+    zip_path, md5 = market_zip
+    url = _serve(server, zip_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / (ARCHIVE_NAME + ".part")).write_bytes(zip_path.read_bytes()[:1234])
+    fetch_dataset(_params(tmp_path, md5, [url]), log=lambda _: None)
+    assert server.requests == [("/m.zip", "bytes=1234-")]
+    _assert_dataset(tmp_path / "data" / TOP_FOLDER, md5)
+    assert _leftovers(tmp_path) == [TOP_FOLDER, ARCHIVE_NAME]
+
+
+@pytest.mark.parametrize("behaviour, part, requests", [
+    ("ignore_range", 1234, ["bytes=1234-"]),       # 200 instead of 206: body rewritten from 0
+    ("wrong_range", 1234, ["bytes=1234-", None]),  # 206 from the wrong offset: start over
+    ("normal", 10 ** 6, ["bytes=1000000-", None]),  # .part longer than the file: 416, start over
+])
+def test_server_not_honouring_range_restarts_cleanly(tmp_path, server, market_zip, behaviour,
+                                                     part, requests):
+    zip_path, md5 = market_zip
+    url = _serve(server, zip_path, behaviour)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / (ARCHIVE_NAME + ".part")).write_bytes(b"\xff" * part)
+    fetch_dataset(_params(tmp_path, md5, [url]), log=lambda _: None)
+    assert [r for _, r in server.requests] == requests
+    _assert_dataset(tmp_path / "data" / TOP_FOLDER, md5)
+
+
+def test_checksum_mismatch_fails_and_leaves_nothing(tmp_path, server, market_zip):
+    zip_path, md5 = market_zip
+    url = _serve(server, zip_path)
+    with pytest.raises(ReidpipeError, match=rf"{re.escape(url)}: MD5 {md5}.*expected 0{{32}}"):
+        fetch_dataset(_params(tmp_path, "0" * 32, [url]), log=lambda _: None)
+    assert _leftovers(tmp_path) == []
+
+
+def test_allow_unknown_checksum_accepts_and_logs(tmp_path, server, market_zip):
+    zip_path, md5 = market_zip
+    url = _serve(server, zip_path)
+    lines: list[str] = []
+    result = fetch_dataset(_params(tmp_path, "0" * 32, [url], allow_unknown_checksum=True),
+                           log=lines.append)
+    assert result.md5 == md5
+    assert any("WARNING" in line and md5 in line for line in lines), lines
+    _assert_dataset(tmp_path / "data" / TOP_FOLDER, md5)
+
+
+def test_existing_valid_dataset_is_reused_without_http(tmp_path, server, market_zip):
+    zip_path, md5 = market_zip
+    url = _serve(server, zip_path)
+    fetch_dataset(_params(tmp_path, md5, [url]), log=lambda _: None)
+    (tmp_path / "data" / ARCHIVE_NAME).unlink()
+    server.requests.clear()
+    result = fetch_dataset(_params(tmp_path, md5, [url]), log=lambda _: None)
+    assert result.reused and server.requests == []
+    # the same archive given locally is recognised by its MD5 too
+    assert fetch_dataset(_params(tmp_path, md5, [url]), archive=zip_path,
+                         log=lambda _: None).reused
+
+
+def test_kept_archive_is_extracted_again_without_http(tmp_path, server, market_zip):
+    zip_path, md5 = market_zip
+    url = _serve(server, zip_path)
+    fetch_dataset(_params(tmp_path, md5, [url]), log=lambda _: None)
+    (tmp_path / "data" / TOP_FOLDER / MARKER_NAME).unlink()
+    server.requests.clear()
+    with pytest.raises(ReidpipeError, match="not made by `reidpipe download`"):
+        fetch_dataset(_params(tmp_path, md5, [url]), log=lambda _: None)
+    assert (tmp_path / "data" / TOP_FOLDER / "readme.txt").exists()  # user data not touched
+    shutil.rmtree(tmp_path / "data" / TOP_FOLDER)
+    result = fetch_dataset(_params(tmp_path, md5, [url]), log=lambda _: None)
+    assert result.source == str(tmp_path / "data" / ARCHIVE_NAME) and server.requests == []
+    _assert_dataset(tmp_path / "data" / TOP_FOLDER, md5)
+
+
+def test_all_urls_down_lists_each_url_and_where_to_put_the_zip(tmp_path, server):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}/m.zip"
+    missing = server.url + "/missing.zip"
+    with pytest.raises(ReidpipeError) as err:
+        fetch_dataset(_params(tmp_path, "0" * 32, [closed, missing]), log=lambda _: None)
+    text = str(err.value)
+    assert f"{closed}: cannot connect" in text and f"{missing}: HTTP Error 404" in text
+    assert "--archive PATH" in text and "data.archive_path" in text
+    assert _leftovers(tmp_path) == []
+
+
+def _archive_case(tmp_path: Path, name: str, **build) -> tuple[Path, str]:
+    path = tmp_path / "src" / name
+    path.parent.mkdir(exist_ok=True)
+    return path, build_zip(path, **build)
+
+
+def _link_info(name: str, mode: int) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name)
+    info.create_system = 3
+    info.external_attr = mode << 16
+    return info
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({f"{TOP_FOLDER}/../evil.txt": b"x"}, r"'\.\.'"),
+    ({"/etc/evil.txt": b"x"}, "absolute path"),
+    ([(_link_info(f"{TOP_FOLDER}/query/link", stat.S_IFLNK | 0o777), b"/etc/passwd")],
+     "symbolic link"),
+    ([(_link_info(f"{TOP_FOLDER}/query/fifo", stat.S_IFIFO | 0o644), b"")], "special file"),
+    ({f"{TOP_FOLDER}/zeros.bin": bytes(2 << 20)}, "zip bomb"),
+])
+def test_unsafe_entries_are_refused(tmp_path, extra, message):
+    if isinstance(extra, dict):
+        path, md5 = _archive_case(tmp_path, "bad.zip", entries={**market_entries(), **extra})
+    else:
+        path, md5 = _archive_case(tmp_path, "bad.zip", extra=extra)
+    with pytest.raises(ReidpipeError, match=message):
+        fetch_dataset(_params(tmp_path, md5), archive=path, log=lambda _: None)
+    assert _leftovers(tmp_path) == []
+    assert not (tmp_path / "evil.txt").exists()
+
+
+def test_total_size_bound_is_enforced(tmp_path):
+    path, md5 = _archive_case(tmp_path, "m.zip")
+    with pytest.raises(ReidpipeError, match="data.max_extract_bytes = 10000"):
+        fetch_dataset(_params(tmp_path, md5, max_extract_bytes=10_000), archive=path,
+                      log=lambda _: None)
+    assert _leftovers(tmp_path) == []
+
+
+def test_truncated_zip_fails_clearly_and_leaves_nothing(tmp_path, market_zip):
+    zip_path, _ = market_zip
+    truncated = tmp_path / "src" / "truncated.zip"
+    truncated.write_bytes(zip_path.read_bytes()[:-4000])
+    with pytest.raises(ReidpipeError, match="corrupt or truncated"):
+        fetch_dataset(_params(tmp_path, file_md5(truncated)), archive=truncated,
+                      log=lambda _: None)
+    assert _leftovers(tmp_path) == []
+
+
+def test_corrupt_entry_midway_removes_the_partial_extraction(tmp_path, market_zip):
+    zip_path, _ = market_zip
+    raw = bytearray(zip_path.read_bytes())
+    with zipfile.ZipFile(zip_path) as zf:
+        last = zf.infolist()[-1]
+    body = last.header_offset + 30 + len(last.filename.encode()) + len(last.extra)
+    raw[body + 200: body + 260] = bytes(60)  # damage the last image after others were written
+    corrupt = tmp_path / "src" / "corrupt.zip"
+    corrupt.write_bytes(bytes(raw))
+    with pytest.raises(ReidpipeError, match="corrupt or truncated"):
+        fetch_dataset(_params(tmp_path, file_md5(corrupt)), archive=corrupt, log=lambda _: None)
+    assert _leftovers(tmp_path) == []
+
+
+def test_stale_temp_dir_of_a_killed_run_is_removed(tmp_path, market_zip):
+    zip_path, md5 = market_zip
+    stale = tmp_path / "data" / f".{TOP_FOLDER}.tmp-dead"
+    (stale / "query").mkdir(parents=True)
+    fetch_dataset(_params(tmp_path, md5), archive=zip_path, log=lambda _: None)
+    assert _leftovers(tmp_path) == [TOP_FOLDER]  # and the local archive is not copied
+
+
+def _cli_params(tmp_path: Path, text: str) -> list[str]:
+    override = tmp_path / "override.yaml"
+    override.write_text(text)
+    return ["--params", str(REPO_PARAMS), str(override)]
+
+
+def test_cli_archive_and_url_overrides(tmp_path, server, market_zip, capsys):
+    zip_path, md5 = market_zip
+    params = _cli_params(tmp_path, f"data:\n  md5: {md5}\n  urls: [http://127.0.0.1:9/x]\n")
+    out = tmp_path / "out" / "market"
+    assert main(["download", *params, "--archive", str(zip_path), "--out", str(out)]) == 0
+    _assert_dataset(out, md5)
+    assert "extracted" in capsys.readouterr().out
+    url = _serve(server, zip_path)
+    out2 = tmp_path / "out2" / "market"
+    assert main(["download", *params, "--url", url, "--out", str(out2)]) == 0
+    assert server.requests == [("/m.zip", None)]
+    _assert_dataset(out2, md5)
+
+
+def test_cli_refuses_synthetic_source(tmp_path, capsys):
+    params = _cli_params(tmp_path, "data:\n  source: synthetic\n")
+    assert main(["download", *params, "--out", str(tmp_path / "x")]) == 2
+    assert "reidpipe synth" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
