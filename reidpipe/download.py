@@ -9,7 +9,8 @@ Downloads go to ``<archive>.part`` and are resumed with an HTTP Range request (w
 transfer breaks, and across runs). The verified archive is KEPT next to the dataset folder
 (``<dataset_dir>/../Market-1501-v15.09.15.zip``) so the dataset can be unpacked again without a
 download; delete it by hand to save the ~150 MB. An archive whose download fails its MD5 check is
-deleted, so the next run does not resume onto bad bytes.
+deleted, so the next run does not resume onto bad bytes. With ``data.allow_unknown_checksum``
+any completed dataset folder is reused; delete it to fetch a different archive.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import urllib.request
 import zipfile
 import zlib
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from reidpipe import atomic
@@ -109,6 +110,7 @@ def fetch_dataset(data: DataParams, *, urls: Sequence[str] | None = None,
         md5 = ""
     if md5:
         _check_md5(md5, expected, data.allow_unknown_checksum, str(kept), log)
+        log(f"using the kept archive {kept} (MD5 {md5})")
     else:
         source, md5 = download_archive(url_list, kept, expected_md5=expected,
                                        allow_unknown_checksum=data.allow_unknown_checksum,
