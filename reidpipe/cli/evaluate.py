@@ -1,0 +1,33 @@
+"""``reidpipe evaluate --embeddings DIR --out metrics.json [--cmc CSV] [--per-query CSV]``."""
+
+from __future__ import annotations
+
+import argparse
+
+from reidpipe.cli import params_from_args
+from reidpipe.embeddings import read_embeddings
+from reidpipe.evaluate import evaluate_embeddings, write_evaluation
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser("evaluate", parents=[common],
+                                   help="CMC/mAP/mINP, plain and k-reciprocal re-ranked")
+    parser.add_argument("--embeddings", required=True, metavar="DIR",
+                        help="embeddings folder (reidpipe extract)")
+    parser.add_argument("--out", required=True, metavar="JSON", help="metrics file to write")
+    parser.add_argument("--cmc", metavar="CSV", help="CMC curve (rank,plain[,reranked])")
+    parser.add_argument("--per-query", metavar="CSV", help="per-query AP, first hit and top-k")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    params = params_from_args(args)
+    result = evaluate_embeddings(read_embeddings(args.embeddings), params.evaluate,
+                                 params.re_ranking, top_k=params.report.top_k, device=args.device)
+    write_evaluation(result, args.out, args.cmc, args.per_query)
+    for name, block in result.metrics.items():
+        print(f"{name}: mAP {block['mAP']:.4f}  mINP {block['mINP']:.4f}  "
+              f"rank-1 {block['rank1']:.4f}  ({block['num_queries']} queries, "
+              f"{block['num_skipped']} skipped)")
+    return 0

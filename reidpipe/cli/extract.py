@@ -1,0 +1,43 @@
+"""``reidpipe extract --arch NAME (--model DIR | --onnx FILE) (--splits DIR | --dataset DIR) --out DIR``."""
+
+from __future__ import annotations
+
+import argparse
+
+from reidpipe.cli import params_from_args
+from reidpipe.embeddings import write_embeddings
+from reidpipe.extract import (extract_embeddings, image_sets_from_dataset, image_sets_from_splits,
+                              model_forward)
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser("extract", parents=[common],
+                                   help="write query/gallery embeddings of a model")
+    parser.add_argument("--arch", required=True, metavar="NAME",
+                        help="architecture whose model/dataset params apply (keys of archs)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", metavar="DIR", help="trained model folder (reidpipe train)")
+    source.add_argument("--onnx", metavar="FILE", help="any ONNX re-identification model")
+    images = parser.add_mutually_exclusive_group(required=True)
+    images.add_argument("--splits", metavar="DIR", help="split manifests (query.csv, gallery.csv)")
+    images.add_argument("--dataset", metavar="DIR",
+                        help="a Market-1501-layout folder (query/, bounding_box_test/)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="embeddings folder to write")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    params = params_from_args(args)
+    arch = params.arch(args.arch)
+    sets = (image_sets_from_splits(args.splits) if args.splits
+            else image_sets_from_dataset(args.dataset))
+    forward, pre, batch_size = model_forward(args.model, args.onnx, arch, params.extract,
+                                             args.device)
+    embeddings = extract_embeddings(forward, sets, pre, batch_size,
+                                    flip=arch.model.with_flip_feature,
+                                    workers=max(1, arch.dataset.num_workers))
+    write_embeddings(args.out, embeddings, tao_json=params.extract.tao_json)
+    print(f"{args.out}: query {embeddings.query.features.shape}, "
+          f"gallery {embeddings.gallery.features.shape}")
+    return 0
