@@ -19,6 +19,9 @@ STAGE_COMMANDS = [
     "download",
     "validate",
     "split",
+    "train",
+    "extract",
+    "evaluate",
 ]
 
 

@@ -1,0 +1,99 @@
+"""LightningDataModule over the split manifests: P x K (or shuffled) train batches and the
+held-out validation query/gallery images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from reidpipe.errors import ReidpipeError
+from reidpipe.manifest import read_split
+from reidpipe.params import ArchConfig
+from reidpipe.sampler import IdentityBatchSampler, ShuffleBatchSampler
+from reidpipe.transforms import read_image, test_transform, train_transform
+
+
+class ImageDataset(Dataset):
+    """(image tensor, integer target) for each row of a manifest."""
+
+    def __init__(self, paths: list[str], targets: list[int], transform: torch.nn.Module,
+                 channels: int) -> None:
+        self.paths = paths
+        self.targets = targets
+        self.transform = transform
+        self.channels = channels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(read_image(self.paths[index], self.channels)), self.targets[index]
+
+
+class ReidDataModule(L.LightningDataModule):
+    def __init__(self, splits_dir: str | Path, cfg: ArchConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.splits_dir = Path(splits_dir)
+        self.train_frame = read_split(self.splits_dir, "train")
+        if "label" not in self.train_frame.columns or self.train_frame.empty:
+            raise ReidpipeError(f"{self.splits_dir / 'train.csv'} needs rows and a 'label' column")
+        labels = self.train_frame["label"]
+        if labels.min() < 0 or set(labels) != set(range(labels.max() + 1)):
+            raise ReidpipeError(f"{self.splits_dir / 'train.csv'}: labels must be contiguous "
+                                f"0..C-1, got {labels.nunique()} values from {labels.min()} to "
+                                f"{labels.max()}")
+        self.val_query = read_split(self.splits_dir, "val_query")
+        self.val_gallery = read_split(self.splits_dir, "val_gallery")
+
+    @property
+    def num_classes(self) -> int:
+        found = int(self.train_frame["label"].max()) + 1
+        wanted = self.cfg.dataset.num_classes
+        if wanted and wanted != found:
+            raise ReidpipeError(f"dataset.num_classes = {wanted} but {self.splits_dir}/train.csv "
+                                f"has {found} identities; set it to 0 (from the manifest)")
+        return found
+
+    @property
+    def has_val(self) -> bool:
+        return not self.val_query.empty and not self.val_gallery.empty
+
+    def train_batch_sampler(self) -> Sampler[list[int]]:
+        d, seed = self.cfg.dataset, self.cfg.train.seed
+        if d.sampler == "softmax":
+            return ShuffleBatchSampler(len(self.train_frame), d.batch_size, seed)
+        return IdentityBatchSampler(self.train_frame["label"].tolist(), d.batch_size,
+                                    d.num_instances, seed)
+
+    def _loader(self, dataset: Dataset, **kwargs: object) -> DataLoader:
+        workers = self.cfg.dataset.num_workers
+        return DataLoader(dataset, num_workers=workers, persistent_workers=workers > 0,
+                          pin_memory=torch.cuda.is_available(), **kwargs)  # type: ignore[arg-type]
+
+    def train_dataloader(self) -> DataLoader:
+        frame = self.train_frame
+        dataset = ImageDataset(frame["path"].tolist(), frame["label"].tolist(),
+                               train_transform(self.cfg.model, self.cfg.dataset),
+                               self.cfg.model.input_channels)
+        return self._loader(dataset, batch_sampler=self.train_batch_sampler())
+
+    def val_frame(self) -> pd.DataFrame:
+        """Val query rows then val gallery rows (``is_query`` tells them apart)."""
+        return pd.concat([self.val_query.assign(is_query=True),
+                          self.val_gallery.assign(is_query=False)], ignore_index=True)
+
+    def val_loader(self) -> DataLoader:
+        """Every process evaluates the whole (small) validation set, so no gathering is needed.
+        Not named ``val_dataloader``: validation runs inside the epoch-end hook, see
+        ``lightning_module``."""
+        frame = self.val_frame()
+        dataset = ImageDataset(frame["path"].tolist(), list(range(len(frame))),
+                               test_transform(self.cfg.model, self.cfg.dataset),
+                               self.cfg.model.input_channels)
+        return DataLoader(dataset, batch_size=self.cfg.dataset.val_batch_size, shuffle=False,
+                          num_workers=self.cfg.dataset.num_workers)

@@ -1,0 +1,131 @@
+"""GPU allocation shared by every GPU stage.
+
+Snakemake's ``--resources gpu=N`` only caps how many GPU jobs run at once; it does not say which
+GPU a job gets. Each job therefore takes one lock file per device it uses (``gpu<i>.lock`` under a
+lock directory, ``fcntl.flock`` non-blocking) and sets ``CUDA_VISIBLE_DEVICES`` before CUDA starts.
+The kernel drops a flock when its file is closed, so a killed job never leaves a stale lock.
+GPUs are counted without initialising CUDA (``/proc/driver/nvidia/gpus`` or ``nvidia-smi -L``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, MutableMapping, Sequence
+
+from reidpipe.errors import ReidpipeError
+
+LOCK_DIR_ENV = "REIDPIPE_GPU_LOCK_DIR"
+CUDA_ENV = "CUDA_VISIBLE_DEVICES"
+
+
+def default_lock_dir() -> Path:
+    return Path(os.environ.get(LOCK_DIR_ENV) or Path(tempfile.gettempdir()) / "reidpipe-gpu-locks")
+
+
+def count_gpus() -> int:
+    """Number of NVIDIA GPUs on this machine, found without touching CUDA."""
+    proc = Path("/proc/driver/nvidia/gpus")
+    if proc.is_dir():
+        return sum(1 for _ in proc.iterdir())
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return 0
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+
+
+@dataclass
+class GpuLease:
+    """The GPUs a process holds: ``ids`` are physical indices, or the entries of a preset
+    ``CUDA_VISIBLE_DEVICES`` (then no locks are held). Empty ``ids`` means CPU."""
+
+    ids: list[str]
+    note: str
+    _files: list[IO[str]] = field(default_factory=list, repr=False)
+
+    def release(self) -> None:
+        for handle in self._files:
+            handle.close()
+        self._files.clear()
+
+    def __enter__(self) -> "GpuLease":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _try_lock(path: Path) -> IO[str] | None:
+    handle = open(path, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def allocate_gpus(num_gpus: int, gpu_ids: Sequence[int] = (), *, lock_dir: Path | None = None,
+                  total: int | None = None, env: MutableMapping[str, str] | None = None,
+                  wait_s: float = 0.0) -> GpuLease:
+    """Take ``num_gpus`` free GPUs (from ``gpu_ids`` if given) and set ``CUDA_VISIBLE_DEVICES``.
+
+    A ``CUDA_VISIBLE_DEVICES`` already in ``env`` is honoured as the caller's choice. With no GPU on
+    the machine the lease is empty (CPU). When too few are free, retries for ``wait_s`` seconds.
+    """
+    env = os.environ if env is None else env
+    if num_gpus == 0:
+        return GpuLease([], "train.num_gpus = 0: running on CPU")
+    preset = env.get(CUDA_ENV)
+    if preset is not None and preset.strip() != "":
+        visible = [d.strip() for d in preset.split(",") if d.strip()]
+        if len(visible) < num_gpus:
+            raise ReidpipeError(f"{CUDA_ENV}={preset!r} names {len(visible)} device(s) but "
+                                f"train.num_gpus = {num_gpus}")
+        return GpuLease(visible[:num_gpus], f"using preset {CUDA_ENV}={preset}")
+    total = count_gpus() if total is None else total
+    if total == 0:
+        return GpuLease([], "no NVIDIA GPU found: running on CPU")
+    candidates = list(gpu_ids) or list(range(total))
+    bad = [i for i in candidates if not 0 <= i < total]
+    if bad:
+        raise ReidpipeError(f"train.gpu_ids {list(gpu_ids)} names GPU(s) {bad}, but this machine "
+                            f"has {total} (0..{total - 1})")
+    if num_gpus > len(candidates):
+        raise ReidpipeError(f"train.num_gpus = {num_gpus} but only {len(candidates)} GPU(s) are "
+                            f"available ({candidates})")
+    lock_dir = default_lock_dir() if lock_dir is None else lock_dir
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait_s
+    while True:
+        taken: list[tuple[int, IO[str]]] = []
+        for gpu in candidates:
+            handle = _try_lock(lock_dir / f"gpu{gpu}.lock")
+            if handle is not None:
+                taken.append((gpu, handle))
+                if len(taken) == num_gpus:
+                    ids = [str(g) for g, _ in taken]
+                    env[CUDA_ENV] = ",".join(ids)
+                    return GpuLease(ids, f"locked GPU(s) {','.join(ids)} in {lock_dir}",
+                                    [h for _, h in taken])
+        for _, handle in taken:
+            handle.close()
+        if time.monotonic() >= deadline:
+            raise ReidpipeError(
+                f"only {len(taken)} of GPUs {candidates} are free, {num_gpus} needed (locks in "
+                f"{lock_dir}); lower the GPU jobs run at once or train.num_gpus")
+        time.sleep(1.0)

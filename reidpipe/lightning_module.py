@@ -1,0 +1,165 @@
+"""LightningModule: the BoT training step, in-training validation and the per-epoch log.
+
+Manual optimisation, because the center loss has its own SGD whose gradient is rescaled by
+1/center_loss_weight before its step (BoT); both optimisers and the per-step LR schedule are in
+Lightning's checkpoints, so resume restores them. The checkpoint also carries the Python, NumPy and
+torch RNG states and the epoch-log rows, so a resumed run continues the same log.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+
+from reidpipe import atomic
+from reidpipe.evaluate import plain_distance_rows, rank_queries, summarise
+from reidpipe.losses import CenterLoss, LossPlan, center_step, reid_loss
+from reidpipe.model import build_model
+from reidpipe.params import ArchConfig
+from reidpipe.schedule import make_optimizer, make_scheduler
+
+LOG_COLUMNS = ["epoch", "steps", "loss", "id_loss", "triplet_loss", "center_loss", "lr",
+               "val_mAP", "val_rank1", "seconds"]
+
+
+class ReidModule(L.LightningModule):
+    def __init__(self, cfg: ArchConfig, num_classes: int) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.cfg = cfg
+        self.net = build_model(cfg.model, num_classes)
+        self.plan = LossPlan.from_config(cfg.model, cfg.dataset, cfg.train.optim)
+        self.center = CenterLoss(num_classes, cfg.model.feat_dim) if self.plan.use_center else None
+        self._sums: dict[str, float] = {}
+        self._steps = 0
+        self._started = 0.0
+        self._lr = math.nan
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> Any:
+        optim = self.cfg.train.optim
+        main = make_optimizer(self.net, optim)
+        steps_per_epoch = max(1, self.trainer.estimated_stepping_batches // self.trainer.max_epochs)
+        sched = make_scheduler(main, steps_per_epoch, optim, self.cfg.train.num_epochs)
+        optimizers = [main]
+        if self.center is not None:
+            optimizers.append(torch.optim.SGD(self.center.parameters(), lr=optim.center_lr))
+        return optimizers, [{"scheduler": sched, "interval": "step"}]
+
+    def on_train_epoch_start(self) -> None:
+        self._sums, self._steps, self._started = {}, 0, time.monotonic()
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        opts = self.optimizers()
+        opts = opts if isinstance(opts, list) else [opts]
+        scores, feat = self.net(images)
+        terms = reid_loss(self.plan, scores.float(), feat.float(), labels, self.center)
+        for opt in opts:
+            opt.zero_grad()
+        self.manual_backward(terms["loss"])
+        if self.cfg.train.clip_grad_norm > 0:
+            self.clip_gradients(opts[0], gradient_clip_val=self.cfg.train.clip_grad_norm,
+                                gradient_clip_algorithm="norm")
+        self._lr = opts[0].param_groups[0]["lr"]
+        opts[0].step()
+        if self.center is not None:
+            center_step(self.center, opts[1], self.plan.center_weight)
+        self.lr_schedulers().step()  # type: ignore[union-attr]
+        for name, value in terms.items():
+            self._sums[name] = self._sums.get(name, 0.0) + float(value.detach())
+        self._steps += 1
+        self.log("loss", terms["loss"].detach(), prog_bar=True, on_step=True, on_epoch=False)
+
+    # ------------------------------------------------------------------ epoch end
+    def epoch_row(self, val_loader: torch.utils.data.DataLoader | None,
+                  val_frame: pd.DataFrame | None) -> dict[str, float | int]:
+        """The log row of the epoch just trained: mean loss terms over all processes, the lr of
+        the first parameter group in its last step, and val mAP/R1 when ``val_loader`` is given."""
+        means = torch.tensor([self._sums.get(k, math.nan) / max(self._steps, 1)
+                              for k in LOG_COLUMNS[2:6]], device=self.device)
+        means = self.trainer.strategy.reduce(means, reduce_op="mean")
+        row: dict[str, float | int] = {"epoch": self.current_epoch + 1, "steps": self._steps}
+        row.update({k: float(v) for k, v in zip(LOG_COLUMNS[2:6], means.tolist())})
+        row["lr"] = self._lr
+        row["val_mAP"] = row["val_rank1"] = math.nan
+        if val_loader is not None and val_frame is not None:
+            metrics = self.validate(val_loader, val_frame)
+            row["val_mAP"], row["val_rank1"] = metrics["mAP"], metrics["rank1"]
+            self.log_dict({"val_mAP": metrics["mAP"], "val_R1": metrics["rank1"]}, prog_bar=True)
+        row["seconds"] = round(time.monotonic() - self._started, 2)
+        return row
+
+    @torch.no_grad()
+    def embed(self, loader: torch.utils.data.DataLoader) -> np.ndarray:
+        """Eval-mode test features of every image of ``loader``, in order."""
+        was_training = self.net.training
+        self.net.eval()
+        feats = []
+        for images, _ in loader:
+            feats.append(self.net(images.to(self.device)).float().cpu())
+        self.net.train(was_training)
+        return torch.cat(feats).numpy()
+
+    def validate(self, loader: torch.utils.data.DataLoader,
+                 frame: pd.DataFrame) -> dict[str, float | int]:
+        feats = self.embed(loader)
+        is_query = frame["is_query"].to_numpy()
+        q, g = frame[is_query], frame[~is_query]
+        rows = plain_distance_rows(feats[is_query], feats[~is_query], "cosine", torch.device("cpu"))
+        ranking = rank_queries(rows, len(q), q["pid"].to_numpy(), q["camid"].to_numpy(),
+                               g["pid"].to_numpy(), g["camid"].to_numpy())
+        return summarise(ranking)
+
+    # ------------------------------------------------------------------ checkpoint extras
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng"] = {"python": random.getstate(), "numpy": np.random.get_state(),
+                             "torch": torch.get_rng_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("rng")
+        if state:
+            random.setstate(state["python"])
+            np.random.set_state(state["numpy"])
+            torch.set_rng_state(state["torch"])
+
+
+class EpochLog(L.Callback):
+    """Runs validation when due and writes ``train_log.csv`` after every epoch. Lightning runs
+    checkpoint callbacks last, so each checkpoint holds the rows up to its epoch."""
+
+    def __init__(self, csv_path: Path, datamodule: Any, validation_interval: int) -> None:
+        self.csv_path = csv_path
+        self.datamodule = datamodule
+        self.interval = validation_interval
+        self.rows: list[dict[str, float | int]] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        assert isinstance(pl_module, ReidModule)
+        epoch = pl_module.current_epoch + 1
+        due = self.datamodule.has_val and (epoch % self.interval == 0 or epoch == trainer.max_epochs)
+        loader = self.datamodule.val_loader() if due else None
+        frame = self.datamodule.val_frame() if due else None
+        row = pl_module.epoch_row(loader, frame)
+        self.rows = [r for r in self.rows if r["epoch"] < epoch] + [row]
+        if trainer.is_global_zero:
+            with atomic.atomic_path(self.csv_path) as tmp:
+                pd.DataFrame(self.rows, columns=LOG_COLUMNS).to_csv(tmp, index=False)
+        summary = " ".join(f"{k}={row[k]:.4g}" for k in LOG_COLUMNS[2:9]
+                           if not math.isnan(float(row[k])))
+        if trainer.is_global_zero:
+            print(f"epoch {epoch}/{trainer.max_epochs}: {summary}", flush=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict["rows"])

@@ -1,0 +1,216 @@
+"""Re-identification network: timm backbone -> (reduction) -> BNNeck -> classifier.
+
+Train-mode forward returns ``(scores, feat)``: classifier scores for the ID loss and the pre-BN
+feature for the metric losses. Eval-mode forward returns the test feature (``neck_feat``: after or
+before the BNNeck), not normalised: extraction normalises.
+
+ResNets get last stride 1 (BoT). Swin runs at the re-id input size through timm's ``img_size``
+(64x32 tokens at 256x128: timm pads to whole windows and shrinks the window of the last stage).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import timm
+import torch
+from timm.models import adapt_input_conv
+from timm.models.swin_transformer import SwinTransformer
+from timm.models.swin_transformer import checkpoint_filter_fn as swin_filter
+from torch import nn
+
+from reidpipe.errors import ReidpipeError
+from reidpipe.params import (ArchConfig, DatasetParams, ModelParams, OptimParams, TrainParams)
+
+MODEL_FILE = "model.pt"
+WRAPPER_KEYS = ("state_dict", "model", "teacher", "student", "module", "net", "params")
+KEY_PREFIXES = ("module.", "model.", "backbone.", "base.", "encoder.", "teacher.", "student.")
+_IMG_SIZE_FAMILIES = ("swin", "vit", "deit")
+
+
+class ReidModel(nn.Module):
+    def __init__(self, backbone: nn.Module, backbone_dim: int, model: ModelParams,
+                 num_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.neck_feat = model.neck_feat
+        if model.feat_dim != backbone_dim:
+            if not model.reduce_feat_dim:
+                raise ReidpipeError(
+                    f"model.feat_dim = {model.feat_dim} differs from {model.backbone}'s feature "
+                    f"size {backbone_dim} and model.reduce_feat_dim is false; set feat_dim to "
+                    f"{backbone_dim} or reduce_feat_dim to true")
+            self.reduction: nn.Module = nn.Linear(backbone_dim, model.feat_dim, bias=False)
+            nn.init.kaiming_normal_(self.reduction.weight, mode="fan_out")
+        else:
+            self.reduction = nn.Identity()
+        self.bnneck = model.neck == "bnneck"
+        if self.bnneck:
+            self.bottleneck: nn.Module = nn.BatchNorm1d(model.feat_dim)
+            self.bottleneck.bias.requires_grad_(False)  # BoT: no shift, so the BN only rescales
+        else:
+            self.bottleneck = nn.Identity()
+        self.classifier = nn.Linear(model.feat_dim, num_classes, bias=not self.bnneck)
+        nn.init.normal_(self.classifier.weight, std=0.001)
+        if self.classifier.bias is not None:
+            nn.init.zeros_(self.classifier.bias)
+
+    def forward(self, x: torch.Tensor) -> Any:
+        feat = self.reduction(self.backbone(x))
+        neck = self.bottleneck(feat)
+        if self.training:
+            return self.classifier(neck), feat
+        return neck if self.neck_feat == "after" else feat
+
+
+def _set_last_stride(backbone: nn.Module, stride: int) -> None:
+    for module in backbone.layer4[0].modules():  # type: ignore[union-attr]
+        if isinstance(module, nn.Conv2d) and module.stride == (2, 2):
+            module.stride = (stride, stride)
+
+
+def create_backbone(model: ModelParams, pretrained: bool) -> nn.Module:
+    """The timm backbone without its head (global pooling kept)."""
+    kwargs = dict(model.backbone_kwargs)
+    if model.backbone.startswith(_IMG_SIZE_FAMILIES):
+        kwargs.setdefault("img_size", (model.input_height, model.input_width))
+    kwargs.update(num_classes=0, in_chans=model.input_channels)
+    if not timm.is_model(model.backbone):
+        raise ReidpipeError(f"model.backbone = {model.backbone!r} is not a timm model name")
+    try:
+        backbone = timm.create_model(model.backbone, pretrained=pretrained, **kwargs)
+    except TypeError as exc:
+        raise ReidpipeError(f"model.backbone_kwargs {model.backbone_kwargs} rejected by "
+                            f"{model.backbone}: {exc}") from None
+    except (OSError, RuntimeError, ValueError) as exc:
+        if not pretrained:
+            raise
+        raise ReidpipeError(
+            f"cannot fetch ImageNet weights for {model.backbone} ({type(exc).__name__}: {exc}). "
+            "Offline? Download them once and set model.pretrain_choice: self with "
+            "model.pretrained_model_path: <file>, or pretrain_choice: '' for random init") from None
+    if hasattr(backbone, "layer4"):
+        _set_last_stride(backbone, model.last_stride)
+    return backbone
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a .safetensors, .pth/.pt or Lightning .ckpt file, unwrapped from the usual
+    containers (``state_dict``, ``model``, ``teacher``...)."""
+    if not path.is_file():
+        raise ReidpipeError(f"model.pretrained_model_path {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        data: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - a checkpoint with pickled extras (argparse, numpy...)
+        print(f"note: {path} holds non-tensor objects; loading it with full unpickling")
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # noqa: BLE001
+            raise ReidpipeError(f"cannot read weights {path}: {exc}") from None
+    while isinstance(data, Mapping) and not any(isinstance(v, torch.Tensor) for v in data.values()):
+        inner = next((data[k] for k in WRAPPER_KEYS if isinstance(data.get(k), Mapping)), None)
+        if inner is None:
+            raise ReidpipeError(f"{path} holds no tensors at its top level nor under any of "
+                                f"{WRAPPER_KEYS}; keys: {list(data)[:10]}")
+        data = inner
+    if not isinstance(data, Mapping):
+        raise ReidpipeError(f"{path} does not hold a state dict")
+    return {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
+
+
+@dataclass
+class LoadReport:
+    loaded: int
+    missing: list[str]
+    unexpected: list[str]
+    adapted: list[str]
+
+    def describe(self) -> str:
+        lines = [f"loaded {self.loaded} tensors"]
+        for label, keys in (("adapted", self.adapted), ("missing (left at init)", self.missing),
+                            ("unexpected (ignored)", self.unexpected)):
+            if keys:
+                lines.append(f"{label} {len(keys)}: {', '.join(keys)}")
+        return "\n".join(lines)
+
+
+def _map_key(key: str, targets: Mapping[str, Any]) -> str:
+    while key not in targets:
+        prefix = next((p for p in KEY_PREFIXES if key.startswith(p)), None)
+        if prefix is None:
+            break
+        key = key[len(prefix):]
+    return key
+
+
+def load_backbone_weights(backbone: nn.Module, path: Path) -> LoadReport:
+    """Load local weights into ``backbone``: wrapper prefixes stripped, Swin keys converted and
+    relative-position tables resized by timm's filter, input convs adapted to the channel count;
+    other shape mismatches are reported as unexpected."""
+    target = backbone.state_dict()
+    source = {_map_key(k, target): v for k, v in read_state_dict(path).items()}
+    if isinstance(backbone, SwinTransformer):
+        source = swin_filter(source, backbone)
+    state, unexpected, adapted = {}, [], []
+    for key, value in source.items():
+        want = target.get(key)
+        if want is None:
+            unexpected.append(key)
+            continue
+        if value.shape != want.shape:
+            if value.ndim == 4 and value.shape[0] == want.shape[0] and value.shape[2:] == want.shape[2:]:
+                value = adapt_input_conv(want.shape[1], value, base_chans=value.shape[1])
+                adapted.append(key)
+            else:
+                unexpected.append(f"{key} {tuple(value.shape)} vs {tuple(want.shape)}")
+                continue
+        state[key] = value
+    result = backbone.load_state_dict(state, strict=False)
+    return LoadReport(len(state), sorted(result.missing_keys), sorted(unexpected), adapted)
+
+
+def build_model(model: ModelParams, num_classes: int, weights: bool = True) -> ReidModel:
+    """The network for ``model``; ``weights`` False skips pretrained weights (they get overwritten
+    by a trained state dict)."""
+    choice = model.pretrain_choice if weights else ""
+    backbone = create_backbone(model, pretrained=choice == "imagenet")
+    if choice == "self":
+        report = load_backbone_weights(backbone, Path(model.pretrained_model_path))
+        print(f"pretrained weights {model.pretrained_model_path}: {report.describe()}")
+        if report.loaded == 0:
+            raise ReidpipeError(f"no tensor of {model.pretrained_model_path} matches "
+                                f"{model.backbone}; unexpected keys: {report.unexpected[:5]}")
+    return ReidModel(backbone, backbone.num_features, model, num_classes)
+
+
+def arch_to_dict(cfg: ArchConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def arch_from_dict(data: Mapping[str, Any]) -> ArchConfig:
+    train = dict(data["train"])
+    train["optim"] = OptimParams(**train["optim"])
+    return ArchConfig(name=data["name"], model=ModelParams(**data["model"]),
+                      dataset=DatasetParams(**data["dataset"]), train=TrainParams(**train))
+
+
+def load_trained_model(model_dir: Path) -> tuple[nn.Module, ArchConfig]:
+    """The trained network of ``model_dir`` (from ``reidpipe train``) in eval mode, and its config."""
+    path = Path(model_dir) / MODEL_FILE
+    if not path.is_file():
+        raise ReidpipeError(f"{path} does not exist (run `reidpipe train` first)")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        cfg = arch_from_dict(saved["arch"])
+        net = build_model(cfg.model, saved["num_classes"], weights=False)
+        net.load_state_dict(saved["state_dict"])
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise ReidpipeError(f"{path} is not a reidpipe trained model: {exc}") from None
+    return net.eval(), cfg

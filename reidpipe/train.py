@@ -1,0 +1,172 @@
+"""``reidpipe train``: split manifests -> a trained re-identification model.
+
+Outputs in ``out_dir`` (all written atomically): ``model.pt`` (the network's state dict, the
+effective arch config, the class count and a fingerprint of config + manifests), ``config.yaml``
+(the effective arch config), ``train_log.csv`` (one row per epoch) and ``checkpoints/`` (Lightning
+checkpoints every ``checkpoint_interval`` epochs plus ``last.ckpt``).
+
+A rerun resumes from ``checkpoints/last.ckpt`` (or ``train.resume_training_checkpoint_path``);
+checkpoints made under another config or other manifests are discarded, not resumed. A rerun of a
+finished run with the same fingerprint does nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from reidpipe import atomic
+from reidpipe.datamodule import ReidDataModule
+from reidpipe.devices import allocate_gpus
+from reidpipe.errors import ReidpipeError
+from reidpipe.lightning_module import EpochLog, ReidModule
+from reidpipe.manifest import manifest_path
+from reidpipe.model import MODEL_FILE, arch_to_dict
+from reidpipe.params import ArchConfig, Params
+
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
+LOG_FILE = "train_log.csv"
+CONFIG_FILE = "config.yaml"
+FINGERPRINT_FILE = "fingerprint.txt"
+GPU_WAIT_S = 300.0
+# Keys that change where or how fast training runs, not what it computes.
+_RUNTIME_KEYS = {("train", "num_gpus"), ("train", "gpu_ids"), ("train", "num_nodes"),
+                 ("train", "resume_training_checkpoint_path"), ("dataset", "num_workers"),
+                 ("dataset", "val_batch_size")}
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints appear whole or not at all, so a run killed mid-save still resumes."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
+                        storage_options: Any = None) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with atomic.atomic_path(path) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+
+
+def fingerprint(cfg: ArchConfig, splits_dir: Path) -> str:
+    """Hash of the config (runtime keys aside) and of the train/val manifests."""
+    config = arch_to_dict(cfg)
+    for section, key in _RUNTIME_KEYS:
+        config[section].pop(key)
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    for split in ("train", "val_query", "val_gallery"):
+        digest.update(manifest_path(splits_dir, split).read_bytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class Runtime:
+    accelerator: str
+    devices: int
+    precision: str
+    note: str
+
+
+def resolve_runtime(cfg: ArchConfig, env: dict[str, str] | None = None) -> Runtime:
+    """Lock GPUs (sets CUDA_VISIBLE_DEVICES before CUDA starts) and choose the precision."""
+    lease = allocate_gpus(cfg.train.num_gpus, cfg.train.gpu_ids, env=env, wait_s=GPU_WAIT_S)
+    note = lease.note
+    if lease.ids and not torch.cuda.is_available():
+        note += "; but this torch build sees no CUDA device: running on CPU"
+        lease.release()
+        lease.ids = []
+    precision = cfg.train.precision
+    if lease.ids:
+        if precision == "auto":
+            precision = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+        return Runtime("gpu", len(lease.ids), precision, note)
+    if precision == "auto":
+        precision = "32"
+    if precision == "16-mixed":
+        raise ReidpipeError("train.precision = '16-mixed' needs a GPU; on CPU use 32, "
+                            "bf16-mixed or auto")
+    return Runtime("cpu", 1, precision, note)
+
+
+def _prepare_checkpoints(ckpt_dir: Path, stamp: str) -> None:
+    stamp_file = ckpt_dir / FINGERPRINT_FILE
+    if stamp_file.is_file() and stamp_file.read_text().strip() != stamp:
+        print(f"note: config or manifests changed since {ckpt_dir} was written: starting afresh")
+        shutil.rmtree(ckpt_dir)
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0 and not stamp_file.is_file():
+        atomic.write_text(stamp_file, stamp + "\n")
+
+
+def _is_done(out_dir: Path, stamp: str) -> bool:
+    path = out_dir / MODEL_FILE
+    if not path.is_file():
+        return False
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError):
+        return False
+    return isinstance(saved, dict) and saved.get("fingerprint") == stamp
+
+
+def train_arch(cfg: ArchConfig, splits_dir: str | Path, out_dir: str | Path,
+               runtime: Runtime) -> dict[str, Any]:
+    """Train (or resume, or skip when done) one architecture; returns the last log row."""
+    splits_dir, out_dir = Path(splits_dir), Path(out_dir)
+    ckpt_dir = out_dir / CHECKPOINT_DIR
+    stamp = fingerprint(cfg, splits_dir)
+    if _is_done(out_dir, stamp):
+        print(f"{out_dir / MODEL_FILE} is up to date: nothing to train")
+        return {}
+    _prepare_checkpoints(ckpt_dir, stamp)
+    resume = cfg.train.resume_training_checkpoint_path or None
+    if resume is None and (ckpt_dir / LAST_CHECKPOINT).is_file():
+        resume = str(ckpt_dir / LAST_CHECKPOINT)
+    if resume is not None and not Path(resume).is_file():
+        raise ReidpipeError(f"train.resume_training_checkpoint_path {resume} does not exist")
+    print(f"train {cfg.name}: {runtime.note}; {runtime.accelerator} x{runtime.devices}, "
+          f"precision {runtime.precision}" + (f"; resuming from {resume}" if resume else ""),
+          flush=True)
+
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    datamodule = ReidDataModule(splits_dir, cfg)
+    module = ReidModule(cfg, datamodule.num_classes)
+    epoch_log = EpochLog(out_dir / LOG_FILE, datamodule, cfg.train.validation_interval)
+    checkpoints = ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}",
+                                  auto_insert_metric_name=False, save_top_k=-1, save_last=True,
+                                  every_n_epochs=cfg.train.checkpoint_interval)
+    multi = runtime.devices > 1 or cfg.train.num_nodes > 1
+    trainer = L.Trainer(
+        accelerator=runtime.accelerator, devices=runtime.devices, num_nodes=cfg.train.num_nodes,
+        strategy="ddp" if multi else "auto", precision=runtime.precision,  # type: ignore[arg-type]
+        max_epochs=cfg.train.num_epochs,
+        limit_train_batches=cfg.train.max_steps_per_epoch or 1.0,
+        callbacks=[epoch_log, checkpoints], plugins=[AtomicCheckpointIO()],
+        use_distributed_sampler=False, logger=False, num_sanity_val_steps=0,
+        enable_model_summary=False, default_root_dir=str(out_dir))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    if trainer.is_global_zero:
+        saved = {"state_dict": module.net.state_dict(), "arch": arch_to_dict(cfg),
+                 "num_classes": datamodule.num_classes, "fingerprint": stamp,
+                 "epochs": trainer.current_epoch}
+        with atomic.atomic_path(out_dir / MODEL_FILE) as tmp:
+            torch.save(saved, tmp)
+        atomic.write_yaml(out_dir / CONFIG_FILE, arch_to_dict(cfg))
+    return epoch_log.rows[-1] if epoch_log.rows else {}
+
+
+def train_stage(params: Params, arch: str, splits_dir: str | Path,
+                out_dir: str | Path) -> dict[str, Any]:
+    cfg = params.arch(arch)
+    for split in ("train", "val_query", "val_gallery"):
+        if not manifest_path(splits_dir, split).is_file():
+            raise ReidpipeError(f"{manifest_path(splits_dir, split)} does not exist "
+                                "(run `reidpipe split` first)")
+    return train_arch(cfg, splits_dir, out_dir, resolve_runtime(cfg))

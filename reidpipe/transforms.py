@@ -1,0 +1,47 @@
+"""Image loading and the BoT augmentations (torchvision.transforms.v2 on uint8 tensors).
+
+Train: resize to (input_height, input_width), horizontal flip (``prob``), zero-pad by ``padding``
+and random-crop back, scale to 0-1, normalise by ``pixel_mean``/``pixel_std``, random erasing
+(``re_prob``; erased pixels become 0, i.e. the mean colour). Test: resize, scale, normalise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms import v2
+
+from reidpipe.errors import ReidpipeError
+from reidpipe.params import DatasetParams, ModelParams
+
+
+def read_image(path: str | Path, channels: int = 3) -> torch.Tensor:
+    """A uint8 tensor (channels, H, W): RGB for 3 channels, grey for 1."""
+    if channels not in (1, 3):
+        raise ReidpipeError(f"model.input_channels = {channels}: images load as 1 (grey) or 3 (RGB)")
+    mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
+    try:
+        return decode_image(str(path), mode=mode)
+    except (RuntimeError, OSError) as exc:
+        raise ReidpipeError(f"cannot read image {path}: {exc}") from None
+
+
+def train_transform(model: ModelParams, dataset: DatasetParams) -> v2.Compose:
+    size = (model.input_height, model.input_width)
+    steps: list[v2.Transform] = [v2.Resize(size, antialias=True),
+                                 v2.RandomHorizontalFlip(p=dataset.prob)]
+    if dataset.padding > 0:
+        steps += [v2.Pad(dataset.padding), v2.RandomCrop(size)]
+    steps += [v2.ToDtype(torch.float32, scale=True),
+              v2.Normalize(dataset.pixel_mean, dataset.pixel_std)]
+    if dataset.re_prob > 0:
+        steps.append(v2.RandomErasing(p=dataset.re_prob, value=0))
+    return v2.Compose(steps)
+
+
+def test_transform(model: ModelParams, dataset: DatasetParams) -> v2.Compose:
+    return v2.Compose([v2.Resize((model.input_height, model.input_width), antialias=True),
+                       v2.ToDtype(torch.float32, scale=True),
+                       v2.Normalize(dataset.pixel_mean, dataset.pixel_std)])
