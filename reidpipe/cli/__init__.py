@@ -17,6 +17,7 @@ from reidpipe.params import DEFAULT_PARAMS_FILE, Params, load_params
 STAGE_COMMANDS = [
     "params_cmd",
     "download",
+    "synth",
     "validate",
     "split",
     "train",
