@@ -18,6 +18,11 @@ STAGE_PARAMS: dict[str, list[str]] = {
                  "data.synthetic_seed"],
     "validate": ["data.strict"],
     "split": ["split.val_ids", "split.seed"],
+    "train": ["model", "dataset", "train", "archs.{arch}"],
+    "extract": ["model.input_height", "model.input_width", "model.with_flip_feature",
+                "dataset.pixel_mean", "dataset.pixel_std", "dataset.num_workers", "extract",
+                "archs.{arch}"],
+    "evaluate": ["re_ranking", "evaluate", "report.top_k"],
 }
 
 

@@ -1,0 +1,18 @@
+rule train:
+    output:
+        model="models/{arch}/model.pt",
+        config="models/{arch}/config.yaml",
+        train_log="models/{arch}/train_log.csv",
+    input:
+        "reidpipe/train.py",
+        splits=SPLITS,
+    params:
+        tracked=lambda wildcards: stage_param_values(config, "train", wildcards.arch),
+    log:
+        "logs/train_{arch}.log",
+    threads: 4
+    resources:
+        gpu=1,
+    shell:
+        "reidpipe train --arch {wildcards.arch} --splits {input.splits} --out models/{wildcards.arch}"
+        " --params {PARAM_FILES} > {log} 2>&1"
