@@ -78,8 +78,9 @@ def _read_set(folder: Path, name: str) -> EmbeddingSet:
     if missing:
         raise ReidpipeError(f"{csv} lacks columns {missing}; expected {COLUMNS}")
     for column in ("pid", "camid"):
-        if not pd.api.types.is_integer_dtype(meta[column]):
+        if len(meta) and not pd.api.types.is_integer_dtype(meta[column]):
             raise ReidpipeError(f"{csv}: column {column!r} must hold integers")
+        meta[column] = meta[column].astype(np.int64)
     if len(meta) != len(features):
         raise ReidpipeError(f"{csv} has {len(meta)} rows but {npy} has {len(features)}; they "
                             "must describe the same images in the same order")

@@ -1,8 +1,8 @@
 """Embedding extraction from a trained checkpoint (PyTorch) or any ONNX model (ONNX Runtime).
 
 Both paths share one preprocessing: bilinear resize to (input_height, input_width), pixels to
-0-1 (or 0-255), mean/std normalisation (given in 0-1 units, scaled for 0-255 input), RGB or BGR,
-NCHW float32. Images are decoded by a thread pool one batch ahead of the model. Features are
+0-1 (or 0-255), ``(pixel - mean * scale) / std`` with the mean in 0-1 units, RGB or BGR, NCHW
+float32. Images are decoded by a thread pool one batch ahead of the model. Features are
 optionally averaged with those of the mirrored image, then L2-normalised.
 """
 
@@ -50,9 +50,11 @@ def preprocess_image(image: Image.Image, pre: Preprocess) -> np.ndarray:
     pixels = np.asarray(resized, dtype=np.float32)
     if pre.input_scale == 1:
         pixels = pixels / 255.0
-    scale = np.float32(pre.input_scale)
-    pixels = (pixels - np.asarray(pre.mean, np.float32) * scale) / (
-        np.asarray(pre.std, np.float32) * scale)
+    # The mean is given in 0-1 units and scaled to the input range; the std is a plain divisor,
+    # since scaling it too would make 0-255 input identical to 0-1 input. So a model that takes
+    # raw 0-255 pixels uses mean 0, std 1; a Caffe-style one its mean and std 1.
+    pixels = (pixels - np.asarray(pre.mean, np.float32) * np.float32(pre.input_scale)) / \
+        np.asarray(pre.std, np.float32)
     if pre.channel_order == "BGR":
         pixels = pixels[:, :, ::-1]
     return np.ascontiguousarray(pixels.transpose(2, 0, 1), dtype=np.float32)

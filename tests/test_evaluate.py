@@ -1,0 +1,228 @@
+"""Market-1501 evaluation: hand-computed cases, a per-query reference, the CLI, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reidpipe.cli import main
+from reidpipe.embeddings import Embeddings, EmbeddingSet, read_embeddings, write_embeddings
+from reidpipe.errors import ReidpipeError
+from reidpipe.evaluate import evaluate_embeddings, rank_queries, summarise
+from reidpipe.params import EvaluateParams, ReRankingParams
+
+# Gallery of the hand-computed cases: (pid, camid).
+G_PIDS = np.array([1, -1, 0, 1, 2, 1, 3])
+G_CAMS = np.array([1, 2, 2, 2, 3, 3, 1])
+# Query 0: pid 1 cam 1. g0 is the same pid and camera (removed), g1 junk (removed), g2 a
+# distractor (kept as a negative). Filtered ranking: g2 -, g3 +, g4 -, g5 +, g6 -.
+# Query 1: pid 2 cam 3; its only gallery image g4 is from the same camera: skipped.
+# Query 2: pid 3 cam 2; g6 (camera 1) is nearest.
+Q_PIDS = np.array([1, 2, 3])
+Q_CAMS = np.array([1, 3, 2])
+DIST = np.array([
+    [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7],
+    [0.5, 0.4, 0.3, 0.2, 0.1, 0.6, 0.7],
+    [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.1],
+], dtype=np.float32)
+
+
+def ranked(dist: np.ndarray, **kwargs) -> "object":
+    return rank_queries(lambda s, e: dist[s:e], len(dist), Q_PIDS, Q_CAMS, G_PIDS, G_CAMS, **kwargs)
+
+
+def test_hand_computed_protocol() -> None:
+    r = ranked(DIST, max_rank=5, top_k=6)
+    # Query 0: hits at filtered ranks 2 and 4: AP = (1/2 + 2/4) / 2, INP = 2 / 4.
+    assert r.ap[0] == pytest.approx(0.5)
+    assert r.inp[0] == pytest.approx(0.5)
+    assert r.first_hit[0] == 2 and r.num_matches[0] == 2
+    assert r.top[0].tolist() == [2, 3, 4, 5, 6, -1]
+    assert r.num_matches[1] == 0 and np.isnan(r.ap[1]) and r.first_hit[1] == 0
+    assert r.ap[2] == pytest.approx(1.0) and r.first_hit[2] == 1
+    assert r.top[2].tolist()[:2] == [6, 5]
+    np.testing.assert_allclose(r.cmc, [0.5, 1.0, 1.0, 1.0, 1.0])
+    summary = summarise(r)
+    assert summary["mAP"] == pytest.approx(0.75)
+    assert summary["mINP"] == pytest.approx(0.75)
+    assert summary["rank1"] == pytest.approx(0.5)
+    assert summary["rank5"] == pytest.approx(1.0)
+    assert summary["num_queries"] == 2 and summary["num_skipped"] == 1
+
+
+def test_trapezoidal_ap() -> None:
+    r = ranked(DIST, ap_method="trapezoidal")
+    # MATLAB compute_AP: 0.5 * (0 + 1/2) / 2 + 0.5 * (1/3 + 2/4) / 2 = 1/3.
+    assert r.ap[0] == pytest.approx(1.0 / 3.0)
+    # A first hit at rank 1 counts precision 1 on both sides of the trapezoid.
+    assert r.ap[2] == pytest.approx(1.0)
+
+
+def test_ties_keep_gallery_order() -> None:
+    flat = np.full_like(DIST, 0.5)
+    r = ranked(flat, top_k=5)
+    assert r.top[0].tolist() == [2, 3, 4, 5, 6]
+    assert r.ap[0] == pytest.approx(0.5)
+    # Query 2: filtered order g0 g2 g3 g4 g5 g6 -> its match g6 is 6th.
+    assert r.first_hit[2] == 6
+    assert r.ap[2] == pytest.approx(1.0 / 6.0)
+    tied = DIST.copy()
+    tied[0, 3] = tied[0, 2]    # the match g3 ties the distractor g2, which comes first
+    assert ranked(tied).first_hit[0] == 2
+    tied[0, 2] = tied[0, 3] = -0.0
+    tied[0, 3] = 0.0           # -0.0 and 0.0 are a tie too
+    assert ranked(tied).first_hit[0] == 2
+
+
+def reference_ap(dist_row, q_pid, q_cam, g_pids, g_cams, trapezoidal) -> tuple[float, int, float]:
+    order = np.argsort(dist_row, kind="stable")
+    kept = [j for j in order if g_pids[j] != -1 and not (g_pids[j] == q_pid and g_cams[j] == q_cam)]
+    good = [g_pids[j] == q_pid for j in kept]
+    n_good = sum(good)
+    if n_good == 0:
+        return float("nan"), 0, float("nan")
+    ap, hits, old_precision = 0.0, 0, 1.0
+    ranks = []
+    for rank, is_good in enumerate(good, start=1):
+        hits += is_good
+        precision = hits / rank
+        if is_good:
+            ranks.append(rank)
+            ap += (precision + old_precision) / 2 if trapezoidal else precision
+        old_precision = precision
+    return ap / n_good, ranks[0], n_good / ranks[-1]
+
+
+@pytest.mark.parametrize("method", ["non_interpolated", "trapezoidal"])
+def test_matches_per_query_reference(method: str) -> None:
+    rng = np.random.default_rng(7)
+    nq, ng = 40, 300
+    q_pids, g_pids = rng.integers(0, 12, nq), rng.integers(-1, 12, ng)
+    q_cams, g_cams = rng.integers(1, 4, nq), rng.integers(1, 4, ng)
+    dist = rng.random((nq, ng)).astype(np.float32)
+    dist[:, ::7] = dist[:, 1::7][:, : dist[:, ::7].shape[1]]  # plenty of exact ties
+    r = rank_queries(lambda s, e: dist[s:e], nq, q_pids, q_cams, g_pids, g_cams, ap_method=method)
+    for i in range(nq):
+        ap, first, inp = reference_ap(dist[i], q_pids[i], q_cams[i], g_pids, g_cams,
+                                      method == "trapezoidal")
+        np.testing.assert_allclose(r.ap[i], ap, atol=1e-12, equal_nan=True)
+        np.testing.assert_allclose(r.inp[i], inp, atol=1e-12, equal_nan=True)
+        assert r.first_hit[i] == first
+
+
+def unit_circle(angles) -> np.ndarray:
+    angles = np.asarray(angles, dtype=np.float64)
+    return np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)
+
+
+def hand_embeddings() -> Embeddings:
+    """Features on the unit circle whose cosine distances order the gallery like DIST."""
+    gallery = unit_circle(0.1 * np.arange(1, 8))
+    query = unit_circle([0.0, 0.5, 0.7])
+    meta = lambda pids, cams, prefix: pd.DataFrame(  # noqa: E731
+        {"path": [f"{prefix}/{i}.jpg" for i in range(len(pids))], "pid": pids, "camid": cams})
+    return Embeddings(query=EmbeddingSet(query, meta(Q_PIDS, Q_CAMS, "q")),
+                      gallery=EmbeddingSet(gallery, meta(G_PIDS, G_CAMS, "g")))
+
+
+def write_params(path: Path, re_ranking: bool = True, distance: str = "cosine") -> Path:
+    base = Path(__file__).resolve().parents[1] / "params.yaml"
+    text = base.read_text(encoding="utf-8")
+    text = text.replace("re_ranking: true", f"re_ranking: {str(re_ranking).lower()}")
+    text = text.replace("distance: cosine", f"distance: {distance}")
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("distance", ["cosine", "euclidean"])
+def test_cli_writes_metrics_cmc_and_per_query(tmp_path: Path, distance: str) -> None:
+    write_embeddings(tmp_path / "emb", hand_embeddings())
+    params = write_params(tmp_path / "params.yaml", distance=distance)
+    out = tmp_path / "metrics.json"
+    code = main(["evaluate", "--params", str(params), "--embeddings", str(tmp_path / "emb"),
+                 "--out", str(out), "--cmc", str(tmp_path / "cmc.csv"),
+                 "--per-query", str(tmp_path / "pq.csv"), "--set", "re_ranking.k1=3",
+                 "--set", "evaluate.max_rank=6", "--device", "cpu"])
+    assert code == 0
+    metrics = json.loads(out.read_text())
+    plain = metrics["plain"]
+    assert plain["mAP"] == pytest.approx(0.75) and plain["rank1"] == pytest.approx(0.5)
+    assert plain["num_queries"] == 2 and plain["num_skipped"] == 1
+    assert plain["ap_method"] == "non_interpolated" and plain["distance"] == distance
+    rr = metrics["reranked"]
+    assert (rr["k1"], rr["k2"], rr["lambda_value"]) == (3, 6, 0.3)
+    for key in ("mAP", "mINP", "rank1", "rank5", "rank10", "rank20"):
+        assert 0.0 <= rr[key] <= 1.0
+    cmc = pd.read_csv(tmp_path / "cmc.csv")
+    assert list(cmc.columns) == ["rank", "plain", "reranked"]
+    assert cmc["rank"].tolist() == list(range(1, 7))
+    assert cmc["plain"].tolist() == [0.5] + [1.0] * 5
+    pq = pd.read_csv(tmp_path / "pq.csv", keep_default_na=True)
+    assert pq.loc[0, "path"] == "q/0.jpg" and pq.loc[0, "ap_plain"] == pytest.approx(0.5)
+    assert pq.loc[0, "first_hit_plain"] == 2 and pq.loc[0, "top_plain"] == "2 3 4 5 6"
+    assert pd.isna(pq.loc[1, "ap_plain"]) and pd.isna(pq.loc[1, "first_hit_plain"])
+    assert {"ap_reranked", "first_hit_reranked", "top_reranked", "inp_plain"} <= set(pq.columns)
+
+
+def test_re_ranking_off_and_trapezoidal_label() -> None:
+    result = evaluate_embeddings(hand_embeddings(), EvaluateParams(ap_method="trapezoidal"),
+                                 ReRankingParams(re_ranking=False), device="cpu")
+    assert list(result.metrics) == ["plain"]
+    assert result.metrics["plain"]["ap_method"] == "trapezoidal"
+    assert result.metrics["plain"]["mAP"] == pytest.approx((1 / 3 + 1) / 2)
+    assert list(result.cmc.columns) == ["rank", "plain"]
+
+
+def test_no_query_with_a_match_is_an_error() -> None:
+    emb = hand_embeddings()
+    emb.query.meta["pid"] = [2, 2, 2]
+    emb.query.meta["camid"] = [3, 3, 3]
+    with pytest.raises(ReidpipeError, match="none of the 3 queries"):
+        evaluate_embeddings(emb, EvaluateParams(), ReRankingParams(re_ranking=False), device="cpu")
+
+
+def corrupt(folder: Path, how: str) -> None:
+    if how == "nan":
+        feats = np.load(folder / "gallery.npy")
+        feats[3, 0] = np.nan
+        np.save(folder / "gallery.npy", feats)
+    elif how == "inf":
+        feats = np.load(folder / "query.npy")
+        feats[1, 1] = np.inf
+        np.save(folder / "query.npy", feats)
+    elif how == "dim":
+        np.save(folder / "query.npy", np.ones((3, 5), dtype=np.float32))
+    elif how == "rows":
+        frame = pd.read_csv(folder / "gallery.csv")
+        frame.iloc[:-1].to_csv(folder / "gallery.csv", index=False)
+    elif how == "empty":
+        np.save(folder / "query.npy", np.zeros((0, 2), dtype=np.float32))
+        pd.read_csv(folder / "query.csv").iloc[:0].to_csv(folder / "query.csv", index=False)
+    elif how == "missing":
+        (folder / "gallery.csv").unlink()
+
+
+@pytest.mark.parametrize("how, message", [
+    ("nan", r"gallery.npy: 1 row\(s\) hold NaN or inf, first row 3"),
+    ("inf", r"query.npy: 1 row\(s\) hold NaN or inf, first row 1"),
+    ("dim", r"query dimension 5 != gallery dimension 2"),
+    ("rows", r"gallery.csv has 6 rows but .*gallery.npy has 7"),
+    ("empty", r"query.npy holds no query embeddings"),
+    ("missing", r"gallery.csv is missing"),
+])
+def test_bad_embeddings_are_clear_errors(tmp_path: Path, how: str, message: str,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "emb"
+    write_embeddings(folder, hand_embeddings())
+    corrupt(folder, how)
+    with pytest.raises(ReidpipeError, match=message):
+        read_embeddings(folder)
+    code = main(["evaluate", "--embeddings", str(folder), "--out", str(tmp_path / "m.json"),
+                 "--params", str(write_params(tmp_path / "p.yaml"))])
+    assert code == 2
+    assert "reidpipe evaluate: error:" in capsys.readouterr().err
+    assert not (tmp_path / "m.json").exists()
