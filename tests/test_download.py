@@ -20,7 +20,7 @@ from PIL import Image
 from reidpipe.cli import main
 from reidpipe.download import MARKER_NAME, fetch_dataset, file_md5
 from reidpipe.errors import ReidpipeError
-from reidpipe.market import ARCHIVE_NAME, TOP_FOLDER, format_name
+from reidpipe.market import ARCHIVE_NAME, TOP_FOLDER, format_name, is_market_layout
 from reidpipe.params import DataParams
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -344,8 +344,10 @@ def test_cli_archive_and_url_overrides(tmp_path, server, market_zip, capsys):
     _assert_dataset(out2, md5)
 
 
-def test_cli_refuses_synthetic_source(tmp_path, capsys):
-    params = _cli_params(tmp_path, "data:\n  source: synthetic\n")
-    assert main(["download", *params, "--out", str(tmp_path / "x")]) == 2
-    assert "reidpipe synth" in capsys.readouterr().err
-    assert not (tmp_path / "x").exists()
+def test_synthetic_source_generates_the_dataset(tmp_path, capsys):
+    params = _cli_params(tmp_path, "data:\n  source: synthetic\n  synthetic_ids: 6\n")
+    assert main(["download", *params, "--out", str(tmp_path / "x")]) == 0
+    assert is_market_layout(tmp_path / "x")
+    assert main(["download", *params, "--out", str(tmp_path / "y"), "--url", "http://127.0.0.1:9/"]) == 2
+    assert "data.source is 'synthetic'" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
