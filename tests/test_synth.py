@@ -1,0 +1,173 @@
+"""The synthetic dataset: Market layout and protocol invariants, determinism, learnability."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from reidpipe.cli import main
+from reidpipe.errors import ReidpipeError
+from reidpipe.market import (DISTRACTOR_PID, GALLERY_DIR, IMAGE_HEIGHT, IMAGE_WIDTH, JUNK_PID,
+                             NUM_CAMERAS, QUERY_DIR, TRAIN_DIR, MarketName, parse_name)
+from reidpipe.synth import SynthSummary, generate_synthetic_market
+from reidpipe.validate import validate_dataset
+
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+FOLDERS = (TRAIN_DIR, QUERY_DIR, GALLERY_DIR)
+
+
+def names(root: Path, folder: str) -> list[MarketName]:
+    parsed = [parse_name(p.name) for p in sorted((root / folder).iterdir())]
+    assert None not in parsed
+    return parsed  # type: ignore[return-value]
+
+
+def file_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def default_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SynthSummary]:
+    """The demo size (``data.synthetic_ids`` = 60)."""
+    out = tmp_path_factory.mktemp("synth") / "market"
+    return out, generate_synthetic_market(out, num_ids=60, seed=0, workers=2)
+
+
+def test_layout_names_and_image_format(default_set: tuple[Path, SynthSummary]) -> None:
+    root, summary = default_set
+    assert sorted(p.name for p in root.iterdir()) == sorted(FOLDERS)
+    counts = {folder: len(names(root, folder)) for folder in FOLDERS}
+    assert counts == {TRAIN_DIR: summary.train_images, QUERY_DIR: summary.query_images,
+                      GALLERY_DIR: summary.gallery_images}
+    all_names = [n for folder in FOLDERS for n in names(root, folder)]
+    assert {n.camid for n in all_names} == set(range(1, NUM_CAMERAS + 1))
+    for path in root.rglob("*.jpg"):
+        with Image.open(path) as img:
+            assert (img.format, img.mode, img.size) == ("JPEG", "RGB",
+                                                        (IMAGE_WIDTH, IMAGE_HEIGHT))
+    # The shared validator accepts it too.
+    report = validate_dataset(root)
+    assert report.valid, report.problems[:5]
+
+
+def test_demo_size(default_set: tuple[Path, SynthSummary]) -> None:
+    _, summary = default_set
+    assert (summary.train_ids, summary.test_ids) == (30, 30)
+    assert 15 <= summary.train_images / summary.train_ids <= 25
+    assert 1 <= summary.query_images / summary.test_ids <= 6
+
+
+def test_junk_and_distractors_only_in_gallery(default_set: tuple[Path, SynthSummary]) -> None:
+    root, summary = default_set
+    gallery = [n.pid for n in names(root, GALLERY_DIR)]
+    assert gallery.count(JUNK_PID) == summary.junk > 0
+    assert gallery.count(DISTRACTOR_PID) == summary.distractors > 0
+    # Market's gallery: ~14% distractors, ~19% junk.
+    assert 0.08 < summary.distractors / len(gallery) < 0.2
+    assert 0.12 < summary.junk / len(gallery) < 0.26
+    for folder in (TRAIN_DIR, QUERY_DIR):
+        assert all(n.pid > 0 for n in names(root, folder))
+
+
+def test_identities_split_like_market(default_set: tuple[Path, SynthSummary]) -> None:
+    root, summary = default_set
+    train = {n.pid for n in names(root, TRAIN_DIR)}
+    query = {n.pid for n in names(root, QUERY_DIR)}
+    gallery = {n.pid for n in names(root, GALLERY_DIR)} - {JUNK_PID, DISTRACTOR_PID}
+    assert len(train) == summary.train_ids and len(query) == summary.test_ids
+    assert not train & (query | gallery)
+    assert query == gallery
+
+    gallery_cams: dict[int, set[int]] = defaultdict(set)
+    for n in names(root, GALLERY_DIR):
+        gallery_cams[n.pid].add(n.camid)
+    per_camera: dict[tuple[int, int], int] = defaultdict(int)
+    for n in names(root, QUERY_DIR):
+        assert gallery_cams[n.pid] - {n.camid}, f"query {n} has no cross-camera gallery match"
+        per_camera[(n.pid, n.camid)] += 1
+    assert set(per_camera.values()) <= {1, 2}
+    # Each test identity is queried from every camera it was seen by.
+    for pid in query:
+        assert {c for p, c in per_camera if p == pid} == gallery_cams[pid]
+
+
+def test_same_seed_same_bytes_whatever_the_workers(tmp_path: Path) -> None:
+    first = generate_synthetic_market(tmp_path / "a", num_ids=10, seed=3, workers=1)
+    second = generate_synthetic_market(tmp_path / "b", num_ids=10, seed=3, workers=2)
+    assert file_bytes(tmp_path / "a") == file_bytes(tmp_path / "b")
+    assert first.train_images == second.train_images
+    generate_synthetic_market(tmp_path / "c", num_ids=10, seed=4, workers=2)
+    other = file_bytes(tmp_path / "c")
+    mine = file_bytes(tmp_path / "a")
+    assert other.keys() != mine.keys()
+    assert not set(other.values()) & set(mine.values())
+
+
+def test_existing_dataset_is_rebuilt_atomically(tmp_path: Path) -> None:
+    out = tmp_path / "market"
+    generate_synthetic_market(out, num_ids=6, seed=1, workers=1)
+    (out / TRAIN_DIR / "0001_c1s1_000001_01.jpg").write_bytes(b"stale")
+    generate_synthetic_market(out, num_ids=6, seed=2, workers=1)
+    rebuilt = file_bytes(out)
+    generate_synthetic_market(tmp_path / "fresh", num_ids=6, seed=2, workers=1)
+    assert rebuilt == file_bytes(tmp_path / "fresh")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh", "market"]
+
+
+def test_refuses_to_replace_other_folders(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(ReidpipeError, match="not a Market-1501-layout dataset"):
+        generate_synthetic_market(tmp_path, num_ids=6, seed=0, workers=1)
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+    with pytest.raises(ReidpipeError, match="synthetic ids: got 3"):
+        generate_synthetic_market(tmp_path / "new", num_ids=3, seed=0, workers=1)
+    assert not (tmp_path / "new").exists()
+
+
+def band_colour_histograms(root: Path, folder: str) -> tuple[np.ndarray, list[MarketName]]:
+    """Colour histograms of 8 horizontal bands of the image centre, after a grey-world
+    normalisation that cancels each camera's gain (a classic hand-made ReID descriptor)."""
+    parsed = names(root, folder)
+    images = np.stack([np.asarray(Image.open(root / folder / p.name), dtype=np.float32)
+                       for p in sorted((root / folder).iterdir())])[:, :, 20:44]
+    images = images / images.mean(axis=(1, 2), keepdims=True) * 128
+    levels = np.clip(images // 64, 0, 3).astype(np.int64)
+    bins = levels[..., 0] * 16 + levels[..., 1] * 4 + levels[..., 2]
+    bands = bins.reshape(len(images), 8, -1)
+    hist = np.stack([np.stack([np.bincount(band, minlength=64) for band in image])
+                     for image in bands]).reshape(len(images), -1).astype(np.float64)
+    return hist / hist.sum(axis=1, keepdims=True), parsed
+
+
+def test_identity_is_learnable_but_not_trivial(default_set: tuple[Path, SynthSummary]) -> None:
+    root, _ = default_set
+    query, query_names = band_colour_histograms(root, QUERY_DIR)
+    gallery, gallery_names = band_colour_histograms(root, GALLERY_DIR)
+    g_pid = np.array([n.pid for n in gallery_names])
+    g_cam = np.array([n.camid for n in gallery_names])
+    hits, chance = [], []
+    for feature, q in zip(query, query_names):
+        keep = (g_pid != JUNK_PID) & ~((g_pid == q.pid) & (g_cam == q.camid))
+        distance = np.abs(gallery[keep] - feature).sum(axis=1)
+        hits.append(g_pid[keep][np.argmin(distance)] == q.pid)
+        chance.append(np.mean(g_pid[keep] == q.pid))
+    rank1 = float(np.mean(hits))
+    assert rank1 > 8 * float(np.mean(chance))
+    assert rank1 < 0.9
+
+
+def test_cli_reads_defaults_from_params(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "market"
+    assert main(["synth", "--out", str(out), "--params", str(PARAMS),
+                 "--set", "data.synthetic_ids=6", "--set", "data.synthetic_seed=5",
+                 "--workers", "1"]) == 0
+    assert "3 train ids" in capsys.readouterr().out
+    generate_synthetic_market(tmp_path / "direct", num_ids=6, seed=5, workers=1)
+    assert file_bytes(out) == file_bytes(tmp_path / "direct")
+    assert main(["synth", "--out", str(out), "--params", str(PARAMS), "--ids", "2"]) == 2
+    assert "expected at least 4" in capsys.readouterr().err
