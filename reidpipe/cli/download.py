@@ -31,5 +31,6 @@ def run(args: argparse.Namespace) -> int:
     result = obtain_dataset(params.data, urls=args.urls, archive=args.archive,
                            dataset_dir=args.out)
     state = "reused" if result.reused else "extracted"
-    print(f"{result.dataset_dir}: {state} (archive MD5 {result.md5}, from {result.source})")
+    checksum = f", archive MD5 {result.md5}" if result.md5 else ""
+    print(f"{result.dataset_dir}: {state} from {result.source}{checksum}")
     return 0
