@@ -1,0 +1,67 @@
+import subprocess
+import sys
+import time
+
+import pytest
+
+from reidpipe.devices import CUDA_ENV, allocate_gpus
+from reidpipe.errors import ReidpipeError
+
+# No GPU here: the device count is passed in (``total``); the locks are real flock()s on real files.
+
+
+def test_two_allocations_get_distinct_devices(tmp_path):
+    env_a, env_b = {}, {}
+    with allocate_gpus(1, lock_dir=tmp_path, total=2, env=env_a) as a, \
+            allocate_gpus(1, lock_dir=tmp_path, total=2, env=env_b) as b:
+        assert {a.ids[0], b.ids[0]} == {"0", "1"}
+        assert env_a[CUDA_ENV] == a.ids[0] and env_b[CUDA_ENV] == b.ids[0]
+        with pytest.raises(ReidpipeError, match="free"):
+            allocate_gpus(1, lock_dir=tmp_path, total=2, env={})
+    with allocate_gpus(2, lock_dir=tmp_path, total=2, env={}) as both:  # released on exit
+        assert both.ids == ["0", "1"]
+
+
+def test_lock_held_by_another_process_is_skipped_and_freed_when_it_dies(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from reidpipe.devices import allocate_gpus; "
+         f"lease = allocate_gpus(1, [0], lock_dir=__import__('pathlib').Path({str(tmp_path)!r}), "
+         "total=2, env={}); print(lease.ids[0], flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "0"
+        with allocate_gpus(1, lock_dir=tmp_path, total=2, env={}) as lease:
+            assert lease.ids == ["1"]
+    finally:
+        holder.kill()
+        holder.wait()
+    with allocate_gpus(1, [0], lock_dir=tmp_path, total=2, env={}) as lease:
+        assert lease.ids == ["0"]
+
+
+def test_waits_for_a_device_to_free(tmp_path):
+    first = allocate_gpus(1, lock_dir=tmp_path, total=1, env={})
+    start = time.monotonic()
+    with pytest.raises(ReidpipeError):
+        allocate_gpus(1, lock_dir=tmp_path, total=1, env={}, wait_s=1.5)
+    assert time.monotonic() - start >= 1.5
+    first.release()
+    assert allocate_gpus(1, lock_dir=tmp_path, total=1, env={}).ids == ["0"]
+
+
+def test_preset_visible_devices_are_honoured(tmp_path):
+    env = {CUDA_ENV: "3,5"}
+    lease = allocate_gpus(1, lock_dir=tmp_path, total=8, env=env)
+    assert lease.ids == ["3"] and env[CUDA_ENV] == "3,5"
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(ReidpipeError, match="names 2 device"):
+        allocate_gpus(3, lock_dir=tmp_path, total=8, env=env)
+
+
+def test_cpu_fallbacks_and_bad_ids(tmp_path):
+    assert allocate_gpus(0, lock_dir=tmp_path, total=4, env={}).ids == []
+    lease = allocate_gpus(1, lock_dir=tmp_path, total=0, env={})
+    assert lease.ids == [] and "CPU" in lease.note
+    with pytest.raises(ReidpipeError, match="gpu_ids"):
+        allocate_gpus(1, [2], lock_dir=tmp_path, total=2, env={})
