@@ -1,7 +1,7 @@
 """The embeddings folder: the interface between extraction and evaluation.
 
-Layout: ``query.npy`` and ``gallery.npy`` (float32, N x D, L2-normalised rows) with ``query.csv`` and
-``gallery.csv`` (columns ``path,pid,camid``, one row per embedding, same order); optionally
+Layout: ``query.npy`` and ``gallery.npy`` (float32, N x D, L2-normalised rows) with ``query.csv``
+and ``gallery.csv`` (columns ``path,pid,camid``, one row per embedding, same order); optionally
 ``query.json`` and ``gallery.json`` in TAO's format ``[{"img_path": ..., "embedding": [...]}]``.
 """
 

@@ -123,7 +123,8 @@ def embed_with_torch(module: "torch.nn.Module", paths: Sequence[str], pre: Prepr
     return embed(torch_forward(module, device), paths, pre, batch_size, flip, workers, desc)
 
 
-def onnx_forward(model_path: str | Path, pre: Preprocess, device: str = "auto") -> tuple[Forward, int | None]:
+def onnx_forward(model_path: str | Path, pre: Preprocess,
+                 device: str = "auto") -> tuple[Forward, int | None]:
     """An ONNX Runtime forward and the model's fixed batch size (None when dynamic).
 
     The input name and shape come from the model. A fixed batch is fed at exactly that size,

@@ -1,9 +1,10 @@
-"""k-reciprocal re-ranking (Zhong et al., CVPR 2017), exactly the original definition, without N x N.
+"""k-reciprocal re-ranking (Zhong et al., CVPR 2017): the original definition, never dense N x N.
 
 Definition (N = query + gallery items, d = squared Euclidean distance, each row divided by its
 maximum over all N items):
 
-* ``N(i, k)``: the k nearest items of i (i itself first); ``R(i, k) = {j in N(i, k): i in N(j, k)}``.
+* ``N(i, k)``: the k nearest items of i (i itself first);
+  ``R(i, k) = {j in N(i, k): i in N(j, k)}``.
 * ``R*(i)``: ``R(i, k1+1)`` plus, for every candidate ``c`` in it, ``R(c, round(k1/2)+1)`` when
   more than 2/3 of that set lies in ``R(i, k1+1)``. ``round`` is round-half-to-even, as NumPy's
   ``around`` in the original code.
@@ -21,6 +22,8 @@ Neighbour ties are broken by index (a stable sort), which only matters for dupli
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import scipy.sparse as sp
@@ -73,7 +76,11 @@ def _ragged_positions(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 
 class KReciprocalReRanker:
-    """Prepares V once, then yields re-ranked query x gallery distances a chunk of queries at a time."""
+    """Prepares V once, then gives re-ranked query x gallery distances a chunk of queries at a time.
+
+    ``timings`` accumulates seconds per phase (all-pairs product, top-k, sparse V, Jaccard + final)
+    for the benchmark and logs.
+    """
 
     def __init__(self, query: np.ndarray, gallery: np.ndarray, k1: int = 20, k2: int = 6,
                  lambda_value: float = 0.3, device: str = "auto") -> None:
@@ -81,6 +88,7 @@ class KReciprocalReRanker:
             raise ReidpipeError(f"re-ranking needs k1 >= 1, k2 >= 1 and 0 <= lambda_value <= 1; "
                                 f"got k1={k1}, k2={k2}, lambda_value={lambda_value}")
         self.device = resolve_device(device)
+        self.timings = {"product_s": 0.0, "topk_s": 0.0, "sparse_v_s": 0.0, "jaccard_final_s": 0.0}
         self.lambda_value = float(lambda_value)
         self.num_query = len(query)
         feats = torch.from_numpy(np.concatenate([query, gallery]).astype(np.float32, copy=False))
@@ -91,6 +99,7 @@ class KReciprocalReRanker:
         k_half = min(round(k1 / 2) + 1, n)
         k_qe = min(k2, n)
         rank, self.row_max = self._neighbours(max(k, k_qe))
+        started = time.perf_counter()
         reciprocal = _reciprocal(rank, k)
         expanded = self._expand(reciprocal, _reciprocal(rank, k_half))
         v = self._weights(expanded)
@@ -103,6 +112,7 @@ class KReciprocalReRanker:
         self.v_query = v[: self.num_query]
         self.v_gallery_by_col = v[self.num_query:].tocsc()
         self.v_gallery_by_col.sort_indices()
+        self.timings["sparse_v_s"] += time.perf_counter() - started
 
     def _neighbours(self, k: int) -> tuple[np.ndarray, torch.Tensor]:
         """The k nearest of every item (chunked all-pairs search) and each row's max distance."""
@@ -111,14 +121,23 @@ class KReciprocalReRanker:
         ranks, maxima = [], []
         for start in range(0, n, step):
             stop = min(start + step, n)
+            started = time.perf_counter()
             dist = squared_distances(self.feats[start:stop], self.feats, self.sq[start:stop],
                                      self.sq)
+            self._synchronise()
+            between = time.perf_counter()
             maxima.append(dist.max(dim=1).values)
             ranks.append(_stable_topk(dist, k).cpu())
+            self.timings["product_s"] += between - started
+            self.timings["topk_s"] += time.perf_counter() - between
         row_max = torch.cat(maxima)
         # All-identical features give a zero row; any positive divisor leaves that row all 0.
         row_max = torch.where(row_max > 0, row_max, torch.ones_like(row_max))
         return torch.cat(ranks).numpy(), row_max
+
+    def _synchronise(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     @staticmethod
     def _expand(reciprocal: sp.csr_matrix, half: sp.csr_matrix) -> sp.csr_matrix:
@@ -152,7 +171,7 @@ class KReciprocalReRanker:
         return sp.csr_matrix((weights, cols, pattern.indptr), shape=pattern.shape)
 
     def _jaccard(self, start: int, stop: int) -> np.ndarray:
-        """Jaccard distances of queries [start, stop) to every gallery item via the inverted index."""
+        """Jaccard distances of queries [start, stop) to the gallery via the inverted index."""
         rows_v = self.v_query[start:stop]
         col_index = self.v_gallery_by_col
         num_gallery = col_index.shape[0]
@@ -171,13 +190,16 @@ class KReciprocalReRanker:
 
     def distances(self, start: int, stop: int) -> np.ndarray:
         """Final re-ranked distances of queries [start, stop) to the whole gallery (float32)."""
+        started = time.perf_counter()
         q = self.feats[start:stop]
         g = self.feats[self.num_query:]
         original = squared_distances(q, g, self.sq[start:stop], self.sq[self.num_query:])
         original /= self.row_max[start:stop].unsqueeze(1)
         original = original.cpu().numpy()
         jaccard = self._jaccard(start, stop)
-        return (1.0 - self.lambda_value) * jaccard + self.lambda_value * original
+        final = (1.0 - self.lambda_value) * jaccard + self.lambda_value * original
+        self.timings["jaccard_final_s"] += time.perf_counter() - started
+        return final
 
 
 def re_rank(query: np.ndarray, gallery: np.ndarray, k1: int = 20, k2: int = 6,

@@ -1,4 +1,5 @@
-"""``reidpipe extract --arch NAME (--model DIR | --onnx FILE) (--splits DIR | --dataset DIR) --out DIR``."""
+"""``reidpipe extract --arch NAME (--model DIR | --onnx FILE) (--splits DIR | --dataset DIR)
+--out DIR``."""
 
 from __future__ import annotations
 
