@@ -23,6 +23,7 @@ STAGE_COMMANDS = [
     "train",
     "extract",
     "evaluate",
+    "export_onnx",
 ]
 
 

@@ -1,0 +1,187 @@
+"""ONNX export: real exports of the demo architectures, real ONNX Runtime, real images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from reidpipe.cli import main
+from reidpipe.errors import ReidpipeError
+from reidpipe.export_onnx import (FP16_FILE, FP16_KEEP_FP32_OPS, ONNX_FILE, PARITY_FILE,
+                                  batch_parity, check_onnx, export_graph, export_onnx,
+                                  read_input_contract)
+from reidpipe.extract import Preprocess, onnx_forward, torch_forward
+from reidpipe.model import MODEL_FILE, arch_to_dict, build_model
+from reidpipe.params import load_params
+from reidpipe.split import make_split
+from reidpipe.synth import generate_synthetic_market
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = [str(ROOT / "params.yaml"), str(ROOT / "config" / "demo.yaml")]
+
+
+@pytest.fixture(scope="module")
+def params():
+    return load_params(DEMO)
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory) -> Path:
+    """Real synthetic Market images (19 query, 108 gallery) and their split manifests."""
+    root = tmp_path_factory.mktemp("market")
+    generate_synthetic_market(root / "data", num_ids=8, seed=0, workers=1)
+    make_split(root / "data", root / "splits", val_ids=0, seed=0)
+    return root / "splits"
+
+
+def demo_net(params, arch: str) -> nn.Module:
+    torch.manual_seed(0)
+    return build_model(params.arch(arch).model, num_classes=10, weights=False).eval()
+
+
+class TinyNet(nn.Module):
+    """A small conv embedder for the fast edge-case tests."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 32, 3, stride=2, padding=1)   # 3.5 kB: above the 1 kB inline limit
+        self.norm = nn.LayerNorm(32)
+        self.fc = nn.Linear(32, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.norm(torch.relu(self.conv(x)).mean(dim=(2, 3))))
+
+
+class ExportOnlyBug(TinyNet):
+    """Eager and exported graphs disagree: what a wrong export would look like."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)
+        return -out if torch.compiler.is_exporting() else out
+
+
+class BakedBatch(TinyNet):
+    """Reshapes with a fixed batch, like Swin's window_reverse with a constant batch."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x).reshape(2, -1)
+
+
+def check_folder(out: Path, report: dict, pre: Preprocess, params) -> None:
+    assert json.loads((out / PARITY_FILE).read_text()) == report
+    assert report["status"] == "passed"
+    assert [r["batch_size"] for r in report["batch_parity"]] == [1, 7, 32]
+    for row in report["batch_parity"]:
+        assert row["max_abs_diff"] < 1e-4 and row["min_cosine"] > 0.99999
+    retrieval = report["retrieval"]
+    assert retrieval["num_query"] == 19 and retrieval["num_gallery"] == 108
+    assert retrieval["delta_points"]["mAP"] <= params.export.max_metric_delta
+    assert retrieval["delta_points"]["rank1"] <= params.export.max_metric_delta
+    assert 0 < retrieval["onnx"]["mAP"] <= 1
+    assert report["opset"] == params.export.opset
+    assert read_input_contract(out / ONNX_FILE) == pre
+    model = onnx.load(str(out / ONNX_FILE))
+    assert model.opset_import[0].version == params.export.opset
+    check_onnx(out / ONNX_FILE)
+    # FP16: FP32 I/O, FP16 weights, runs in ONNX Runtime close to FP32
+    half = onnx.load(str(out / FP16_FILE))
+    assert {v.type.tensor_type.elem_type for v in [*half.graph.input, *half.graph.output]} == {
+        onnx.TensorProto.FLOAT}
+    assert {t.data_type for t in half.graph.initializer if t.data_type in (
+        onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)} == {onnx.TensorProto.FLOAT16}
+    assert [r["batch_size"] for r in report["fp16"]["batch_parity"]] == [1, 7, 32]
+    for row in report["fp16"]["batch_parity"]:
+        assert row["min_cosine"] > 0.999
+    assert sorted(p.name for p in out.iterdir()) == sorted([*report["files"], PARITY_FILE])
+
+
+def test_resnet_demo_via_cli(params, splits, tmp_path):
+    net = demo_net(params, "resnet_demo")
+    cfg = params.arch("resnet_demo")
+    model_dir = tmp_path / "models" / "resnet_demo"
+    model_dir.mkdir(parents=True)
+    torch.save({"state_dict": net.state_dict(), "arch": arch_to_dict(cfg), "num_classes": 10},
+               model_dir / MODEL_FILE)
+    out = model_dir / "onnx"
+    assert main(["export-onnx", "--params", *DEMO, "--arch", "resnet_demo", "--model",
+                 str(model_dir), "--splits", str(splits), "--out", str(out)]) == 0
+    report = json.loads((out / PARITY_FILE).read_text())
+    check_folder(out, report, Preprocess.from_params(cfg, params.extract), params)
+    assert set(report["files"]) == {ONNX_FILE, FP16_FILE}   # 45 MB: weights embedded
+
+
+def test_swin_demo_dynamic_batch(params, splits, tmp_path):
+    cfg = params.arch("swin_demo")
+    pre = Preprocess.from_params(cfg, params.extract)
+    out = tmp_path / "onnx"
+    report = export_onnx(demo_net(params, "swin_demo"), pre, "swin_demo", splits, out,
+                         params.export, params.evaluate, batch_size=64)
+    check_folder(out, report, pre, params)
+    assert report["input"]["shape"][0] == "batch" and report["input"]["pixel_mean"] == "[0.5, 0.5, 0.5]"
+    half = onnx.load(str(out / FP16_FILE))
+    producers = {o: n for n in half.graph.node for o in n.output}
+    norms = [n for n in half.graph.node if n.op_type in FP16_KEEP_FP32_OPS]
+    assert norms
+    for node in norms:   # LayerNorm computes in FP32: every float input cast to FLOAT
+        source = producers[node.input[0]]
+        assert source.op_type == "Cast" and source.attribute[0].i == onnx.TensorProto.FLOAT
+
+
+def test_large_weights_go_to_side_file(params, splits, tmp_path):
+    pre = Preprocess(height=32, width=16, mean=(0.5,) * 3, std=(0.5,) * 3)
+    out = tmp_path / "onnx"
+    report = export_onnx(TinyNet().eval(), pre, "tiny", splits, out, params.export,
+                         params.evaluate, batch_size=16, embed_limit=0)
+    assert set(report["files"]) == {ONNX_FILE, ONNX_FILE + ".data", FP16_FILE, FP16_FILE + ".data"}
+    assert sorted(p.name for p in out.iterdir()) == sorted([*report["files"], PARITY_FILE])
+    model = onnx.load(str(out / ONNX_FILE), load_external_data=False)
+    assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    forward, fixed = onnx_forward(out / FP16_FILE, pre, "cpu")
+    assert fixed is None and forward(np.zeros((3, 3, 32, 16), np.float32)).shape == (3, 16)
+
+
+def test_broken_export_fails_the_gate_and_leaves_no_onnx(params, splits, tmp_path):
+    pre = Preprocess(height=32, width=16, mean=(0.5,) * 3, std=(0.5,) * 3)
+    out = tmp_path / "onnx"
+    out.mkdir()
+    (out / ONNX_FILE).write_bytes(b"stale model from an earlier run")
+    with pytest.raises(ReidpipeError, match=r"parity gate failed for tiny: batch 1: max abs diff"):
+        export_onnx(ExportOnlyBug().eval(), pre, "tiny", splits, out, params.export,
+                    params.evaluate, batch_size=16)
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".onnx.tmp")]
+
+
+def test_perturbed_weight_shows_in_batch_parity(tmp_path):
+    pre = Preprocess(height=32, width=16, mean=(0.5,) * 3, std=(0.5,) * 3)
+    net = TinyNet().eval()
+    export_graph(net, pre, tmp_path / ONNX_FILE, opset=18, metadata={})
+    images = np.random.default_rng(0).standard_normal((7, 3, 32, 16)).astype(np.float32)
+    candidate, _ = onnx_forward(tmp_path / ONNX_FILE, pre, "cpu")
+    assert batch_parity(torch_forward(net, "cpu"), candidate, images, [1, 7])[1][
+        "max_abs_diff"] < 1e-5
+    with torch.no_grad():
+        net.fc.weight[0, 0] += 0.5
+    rows = batch_parity(torch_forward(net, "cpu"), candidate, images, [1, 7])
+    assert all(r["max_abs_diff"] > 1e-2 and r["min_cosine"] < 0.9999 for r in rows)
+
+
+def test_fixed_batch_model_is_refused(tmp_path):
+    pre = Preprocess(height=32, width=16, mean=(0.5,) * 3, std=(0.5,) * 3)
+    export_graph(BakedBatch().eval(), pre, tmp_path / ONNX_FILE, opset=18, metadata={})
+    with pytest.raises(ReidpipeError, match="output 'embedding' has batch axis 2; expected a "
+                                            "symbolic"):
+        check_onnx(tmp_path / ONNX_FILE)
+
+
+def test_onnx_without_contract_is_named(tmp_path):
+    pre = Preprocess(height=32, width=16, mean=(0.5,) * 3, std=(0.5,) * 3)
+    export_graph(TinyNet().eval(), pre, tmp_path / ONNX_FILE, opset=18, metadata={})
+    with pytest.raises(ReidpipeError, match="no complete reidpipe input contract"):
+        read_input_contract(tmp_path / ONNX_FILE)
