@@ -165,6 +165,9 @@ def evaluate_embeddings(embeddings: Embeddings, evaluate: EvaluateParams,
     rankings = {"plain": rank_queries(
         plain_distance_rows(q.features, g.features, evaluate.distance, dev), len(q.features),
         *ids, ap_method=evaluate.ap_method, max_rank=evaluate.max_rank, top_k=top_k)}
+    if not (rankings["plain"].num_matches > 0).any():
+        raise ReidpipeError(f"none of the {len(q.features)} queries has a true match in the "
+                            "gallery (same pid, another camera); check the query/gallery sets")
     if re_ranking.re_ranking:
         # Re-ranking works on squared Euclidean distances of the features the plain ranking used.
         feats = [l2_normalise(x) if evaluate.distance == "cosine" else x
@@ -174,9 +177,6 @@ def evaluate_embeddings(embeddings: Embeddings, evaluate: EvaluateParams,
         rankings["reranked"] = rank_queries(
             ranker.distances, len(q.features), *ids, ap_method=evaluate.ap_method,
             max_rank=evaluate.max_rank, top_k=top_k)
-    if not (rankings["plain"].num_matches > 0).any():
-        raise ReidpipeError(f"none of the {len(q.features)} queries has a true match in the "
-                            "gallery (same pid, another camera); check the query/gallery sets")
     metrics: dict[str, dict[str, object]] = {}
     cmc = pd.DataFrame({"rank": np.arange(1, evaluate.max_rank + 1)})
     per_query = pd.DataFrame({"path": q.meta["path"], "pid": ids[0], "camid": ids[1],

@@ -166,8 +166,8 @@ class KReciprocalReRanker:
             diff = self.feats[r] - self.feats[c]
             dist = (diff * diff).sum(dim=1) / self.row_max[r]
             weights[start:start + step] = torch.exp(-dist).cpu().numpy()
-        sums = np.add.reduceat(weights, pattern.indptr[:-1]) if len(weights) else weights
-        weights /= np.repeat(sums, np.diff(pattern.indptr))
+        sums = np.bincount(rows, weights=weights, minlength=pattern.shape[0])
+        weights /= sums[rows].astype(np.float32)
         return sp.csr_matrix((weights, cols, pattern.indptr), shape=pattern.shape)
 
     def _jaccard(self, start: int, stop: int) -> np.ndarray:

@@ -231,3 +231,26 @@ def test_bad_inputs(onnx_models: dict[str, Path], splits_dir: Path, tmp_path: Pa
                  f"model.input_height={HEIGHT}", "--set", f"model.input_width={WIDTH}",
                  "--params", str(Path(__file__).resolve().parents[1] / "params.yaml")])
     assert code == 2 and not (tmp_path / "e").exists()
+
+
+def test_trained_model_folder(splits_dir: Path, tmp_path: Path) -> None:
+    """``--model DIR`` loads the training stage's model.pt through reidpipe.model."""
+    from reidpipe.model import MODEL_FILE, arch_to_dict, build_model
+    from reidpipe.params import load_params
+
+    params = Path(__file__).resolve().parents[1] / "params.yaml"
+    overrides = ["model.backbone=resnet18", "model.pretrain_choice=''", "model.feat_dim=512",
+                 f"model.input_height={HEIGHT}", f"model.input_width={WIDTH}"]
+    cfg = load_params([params], overrides).arch("resnet50")
+    torch.manual_seed(1)
+    net = build_model(cfg.model, num_classes=5, weights=False).eval()
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    torch.save({"state_dict": net.state_dict(), "arch": arch_to_dict(cfg), "num_classes": 5},
+               model_dir / MODEL_FILE)
+    out = run_extract(tmp_path, "--model", str(model_dir), "--splits", str(splits_dir),
+                      *[a for o in overrides for a in ("--set", o)])
+    emb = read_embeddings(out)
+    assert emb.query.features.shape == (4, 512)
+    expected = reference(net, list(emb.gallery.meta["path"]))
+    np.testing.assert_allclose(emb.gallery.features, expected, atol=1e-5)
