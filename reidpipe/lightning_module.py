@@ -121,14 +121,17 @@ class ReidModule(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoint extras
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["rng"] = {"python": random.getstate(), "numpy": np.random.get_state(),
-                             "torch": torch.get_rng_state()}
+        name, keys, pos, has_gauss, cached = np.random.get_state()
+        # Plain types only: Lightning loads checkpoints with torch.load(weights_only=True).
+        checkpoint["rng"] = {"python": random.getstate(), "torch": torch.get_rng_state(),
+                             "numpy": [name, keys.tolist(), pos, has_gauss, cached]}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("rng")
         if state:
             random.setstate(state["python"])
-            np.random.set_state(state["numpy"])
+            name, keys, pos, has_gauss, cached = state["numpy"]
+            np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
             torch.set_rng_state(state["torch"])
 
 

@@ -5,7 +5,7 @@ effective arch config, the class count and a fingerprint of config + manifests),
 (the effective arch config), ``train_log.csv`` (one row per epoch) and ``checkpoints/`` (Lightning
 checkpoints every ``checkpoint_interval`` epochs plus ``last.ckpt``).
 
-A rerun resumes from ``checkpoints/last.ckpt`` (or ``train.resume_training_checkpoint_path``);
+A rerun resumes from the newest checkpoint in ``checkpoints/`` (or ``train.resume_training_checkpoint_path``);
 checkpoints made under another config or other manifests are discarded, not resumed. A rerun of a
 finished run with the same fingerprint does nothing.
 """
@@ -35,7 +35,6 @@ from reidpipe.model import MODEL_FILE, arch_to_dict
 from reidpipe.params import ArchConfig, Params
 
 CHECKPOINT_DIR = "checkpoints"
-LAST_CHECKPOINT = "last.ckpt"
 LOG_FILE = "train_log.csv"
 CONFIG_FILE = "config.yaml"
 FINGERPRINT_FILE = "fingerprint.txt"
@@ -105,6 +104,13 @@ def _prepare_checkpoints(ckpt_dir: Path, stamp: str) -> None:
         atomic.write_text(stamp_file, stamp + "\n")
 
 
+def _latest_checkpoint(ckpt_dir: Path) -> str | None:
+    """The newest complete checkpoint (a kill can fall between ``epochNNN.ckpt`` and the
+    ``last.ckpt`` copy; temporaries start with a dot)."""
+    found = [p for p in ckpt_dir.glob("*.ckpt") if not p.name.startswith(".")]
+    return str(max(found, key=lambda p: p.stat().st_mtime_ns)) if found else None
+
+
 def _is_done(out_dir: Path, stamp: str) -> bool:
     path = out_dir / MODEL_FILE
     if not path.is_file():
@@ -126,9 +132,7 @@ def train_arch(cfg: ArchConfig, splits_dir: str | Path, out_dir: str | Path,
         print(f"{out_dir / MODEL_FILE} is up to date: nothing to train")
         return {}
     _prepare_checkpoints(ckpt_dir, stamp)
-    resume = cfg.train.resume_training_checkpoint_path or None
-    if resume is None and (ckpt_dir / LAST_CHECKPOINT).is_file():
-        resume = str(ckpt_dir / LAST_CHECKPOINT)
+    resume = cfg.train.resume_training_checkpoint_path or _latest_checkpoint(ckpt_dir)
     if resume is not None and not Path(resume).is_file():
         raise ReidpipeError(f"train.resume_training_checkpoint_path {resume} does not exist")
     print(f"train {cfg.name}: {runtime.note}; {runtime.accelerator} x{runtime.devices}, "

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
-from torchvision.io import ImageReadMode, decode_image
+from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import v2
 
 from reidpipe.errors import ReidpipeError
@@ -21,11 +22,13 @@ def read_image(path: str | Path, channels: int = 3) -> torch.Tensor:
     """A uint8 tensor (channels, H, W): RGB for 3 channels, grey for 1."""
     if channels not in (1, 3):
         raise ReidpipeError(f"model.input_channels = {channels}: images load as 1 (grey) or 3 (RGB)")
-    mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
     try:
-        return decode_image(str(path), mode=mode)
-    except (RuntimeError, OSError) as exc:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB" if channels == 3 else "L"))
+    except (UnidentifiedImageError, OSError) as exc:
         raise ReidpipeError(f"cannot read image {path}: {exc}") from None
+    tensor = torch.from_numpy(pixels.copy())
+    return tensor.permute(2, 0, 1) if tensor.ndim == 3 else tensor[None]
 
 
 def train_transform(model: ModelParams, dataset: DatasetParams) -> v2.Compose:

@@ -1,0 +1,120 @@
+"""The train stage end to end on a tiny Market-layout dataset of real JPEGs (CPU)."""
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from market_fixtures import make_tiny_market
+from reidpipe.model import load_trained_model
+from reidpipe.params import load_params
+from reidpipe.sampler import IdentityBatchSampler
+from reidpipe.split import make_split
+from reidpipe.train import Runtime, train_arch
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-c", "import sys; from reidpipe.cli import main; sys.exit(main())"]
+TINY = {
+    "pipeline": {"archs": ["tiny"]},
+    "model": {"backbone": "resnet18", "pretrain_choice": "", "input_width": 16,
+              "input_height": 32, "feat_dim": 32, "metric_loss_type": "triplet_center"},
+    "dataset": {"batch_size": 4, "val_batch_size": 16, "num_workers": 0, "padding": 2,
+                "num_instances": 2},
+    "train": {"num_epochs": 2, "checkpoint_interval": 1, "validation_interval": 1,
+              "num_gpus": 0, "optim": {"lr_steps": [1], "warmup_epochs": 1}},
+    "archs": {"tiny": {}},
+}
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    make_tiny_market(root / "market", train_ids=10)
+    make_split(root / "market", root / "splits", val_ids=2, seed=0)
+    return root / "splits"
+
+
+def params_file(tmp_path, **train):
+    data = yaml.safe_load(yaml.safe_dump(TINY))
+    data["train"].update(train)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def tiny_cfg(tmp_path, **train):
+    return load_params([ROOT / "params.yaml", params_file(tmp_path, **train)]).arch("tiny")
+
+
+def test_train_writes_model_log_and_config_and_rerun_is_a_no_op(tmp_path, splits, capsys):
+    torch.set_num_threads(1)
+    cfg = tiny_cfg(tmp_path)
+    out = tmp_path / "model"
+    last = train_arch(cfg, splits, out, Runtime("cpu", 1, "32", "test"))
+    log = pd.read_csv(out / "train_log.csv")
+    assert log["epoch"].tolist() == [1, 2]
+    assert log[["loss", "id_loss", "triplet_loss", "center_loss", "val_mAP"]].notna().all().all()
+    assert 0 < last["val_mAP"] <= 1
+    net, saved_cfg = load_trained_model(out)
+    assert not net.training and saved_cfg == cfg
+    assert net(torch.rand(3, 3, 32, 16)).shape == (3, 32)
+    assert yaml.safe_load((out / "config.yaml").read_text())["model"]["feat_dim"] == 32
+    stamp = (out / "model.pt").stat().st_mtime_ns
+    assert train_arch(cfg, splits, out, Runtime("cpu", 1, "32", "test")) == {}
+    assert "up to date" in capsys.readouterr().out
+    assert (out / "model.pt").stat().st_mtime_ns == stamp
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, splits):
+    epochs = 6
+    params = params_file(tmp_path, num_epochs=epochs)
+    out = tmp_path / "model"
+    cmd = CLI + ["train", "--params", str(ROOT / "params.yaml"), str(params), "--arch", "tiny",
+                 "--splits", str(splits), "--out", str(out)]
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    deadline = time.monotonic() + 120
+    while not list((out / "checkpoints").glob("epoch*.ckpt")):
+        assert first.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert not (out / "model.pt").exists()
+    done = len(pd.read_csv(out / "train_log.csv")) if (out / "train_log.csv").exists() else 0
+    assert done < epochs
+
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                           env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "resuming from" in rerun.stdout
+    trained = [int(n) for n in re.findall(r"^epoch (\d+)/", rerun.stdout, re.M)]
+    assert trained[0] > 1 and trained[-1] == epochs
+    assert pd.read_csv(out / "train_log.csv")["epoch"].tolist() == list(range(1, epochs + 1))
+    assert torch.load(out / "model.pt", weights_only=True)["epochs"] == epochs
+
+
+def test_two_process_cpu_ddp_uses_the_distributed_sampler(tmp_path, splits):
+    params = params_file(tmp_path, num_epochs=1)
+    script = tmp_path / "ddp.py"
+    script.write_text(
+        "from reidpipe.params import load_params\n"
+        "from reidpipe.train import Runtime, train_arch\n"
+        f"cfg = load_params([{str(ROOT / 'params.yaml')!r}, {str(params)!r}]).arch('tiny')\n"
+        f"train_arch(cfg, {str(splits)!r}, {str(tmp_path / 'model')!r}, "
+        "Runtime('cpu', 2, '32', '2-process CPU DDP'))\n")
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path,
+                         env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    labels = pd.read_csv(splits / "train.csv")["label"].tolist()
+    per_rank = len(IdentityBatchSampler(labels, 4, 2, num_replicas=2, rank=0))
+    assert per_rank < len(IdentityBatchSampler(labels, 4, 2))
+    assert pd.read_csv(tmp_path / "model" / "train_log.csv")["steps"].tolist() == [per_rank]
+    assert (tmp_path / "model" / "model.pt").is_file()
