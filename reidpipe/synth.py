@@ -16,20 +16,21 @@ import math
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from reidpipe.atomic import atomic_dir
+from reidpipe.atomic import atomic_dir, write_json
 from reidpipe.errors import ReidpipeError
 from reidpipe.market import (DISTRACTOR_PID, GALLERY_DIR, IMAGE_HEIGHT, IMAGE_WIDTH, JUNK_PID,
-                             MARKET1501_STATS, NUM_CAMERAS, QUERY_DIR, TRAIN_DIR, format_name,
-                             is_market_layout)
+                             MARKET1501_STATS, NUM_CAMERAS, QUERY_DIR, TRAIN_DIR, format_name)
 
+MARKER_FILE = "synthetic.json"
 MIN_IDS = 4
+MAX_IDS = 9999  # person ids have four digits in Market names
 SUPERSAMPLE = 2
 CANVAS_W = IMAGE_WIDTH * SUPERSAMPLE
 CANVAS_H = IMAGE_HEIGHT * SUPERSAMPLE
@@ -74,7 +75,6 @@ HAIR_COLOURS: tuple[RGB, ...] = ((20, 18, 18), (60, 40, 25), (110, 75, 40), (190
 UPPER_PATTERNS = ("plain", "plain", "plain", "hstripes", "vstripes", "checks", "jacket", "logo")
 LOWER_KINDS = ("trousers", "trousers", "trousers", "shorts", "skirt")
 
-Split = Literal["train", "query", "gallery"]
 Kind = Literal["person", "distractor", "junk"]
 
 
@@ -229,8 +229,9 @@ def _background(rng: np.random.Generator) -> np.ndarray:
 
 def _camera(rng: np.random.Generator) -> Camera:
     views = rng.dirichlet([1.5, 1.5, 1.5])
+    gain = rng.uniform(0.8, 1.2, 3)
     return Camera(
-        gain=tuple(float(g) for g in rng.uniform(0.8, 1.2, 3)),  # type: ignore[arg-type]
+        gain=(float(gain[0]), float(gain[1]), float(gain[2])),
         brightness=float(rng.uniform(0.7, 1.25)),
         gamma=float(rng.uniform(0.8, 1.25)),
         blur=float(rng.uniform(0.0, 0.9)),
@@ -319,11 +320,13 @@ def _plan(num_ids: int, seed: int) -> tuple[list[Camera], list[ImageSpec], dict[
                                        shot, i))
     extras = {"distractor": round(id_gallery * DISTRACTOR_RATIO),
               "junk": round(id_gallery * JUNK_RATIO)}
-    for kind, pid in (("distractor", DISTRACTOR_PID), ("junk", JUNK_PID)):
+    extra_kinds: tuple[tuple[Kind, int], ...] = (("distractor", DISTRACTOR_PID),
+                                                 ("junk", JUNK_PID))
+    for kind, pid in extra_kinds:
         for _ in range(extras[kind]):
             cam = int(rng.integers(NUM_CAMERAS))
             (name,) = names.track(pid, cam + 1, 1)
-            specs.append(ImageSpec(f"{GALLERY_DIR}/{name}", kind, cam, new_seed()))  # type: ignore[arg-type]
+            specs.append(ImageSpec(f"{GALLERY_DIR}/{name}", kind, cam, new_seed()))
     counts = {"train_ids": len(train_pids), "test_ids": len(test_pids), **extras}
     return cameras, specs, counts
 
@@ -448,62 +451,68 @@ def _draw_person(draw: ImageDraw.ImageDraw, who: Identity, view: View, cx: float
     return sh_y, sw
 
 
-def _colours(who: Identity) -> np.ndarray:
-    table = np.zeros((NUM_LABELS, 3), dtype=np.float32)
+def _palette(who: Identity) -> bytes:
+    """The palette mapping body-part labels to the identity's colours."""
+    table = np.zeros((256, 3), dtype=np.uint8)
     for label, colour in ((SKIN, who.skin), (HAIR, who.hair), (UPPER, who.upper),
                           (UPPER2, who.upper2), (LOWER, who.lower), (SHOES, who.shoes),
                           (BAG, who.bag), (BACKPACK, who.backpack), (HAT, who.hat)):
         if colour is not None:
             table[label] = colour
-    return table
+    return table.tobytes()
 
 
-def _paint_person(canvas: np.ndarray, who: Identity, view: View, cx: float, foot: float,
-                  height: float, phase: float) -> np.ndarray:
-    """``canvas`` (H x W x 3 uint8) with one person drawn over it."""
-    labels_img = Image.new("L", (CANVAS_W, CANVAS_H), BG)
-    sh_y, sw = _draw_person(ImageDraw.Draw(labels_img), who, view, cx, foot, height, phase)
-    labels = np.asarray(labels_img)
+def _paint_person(canvas: Image.Image, who: Identity, view: View, cx: float, foot: float,
+                  height: float, phase: float) -> Image.Image:
+    """``canvas`` with one person drawn over it."""
+    labels = Image.new("P", canvas.size, BG)
+    sh_y, sw = _draw_person(ImageDraw.Draw(labels), who, view, cx, foot, height, phase)
+    arr = np.asarray(labels)
     if who.upper_pattern in ("hstripes", "vstripes", "checks"):
         half = max(2.0, who.stripe * height / 2)
         rows = ((np.arange(CANVAS_H) - sh_y) // half).astype(np.int64)[:, None] % 2 == 1
         cols = ((np.arange(CANVAS_W) - cx + 1000) // half).astype(np.int64)[None, :] % 2 == 1
         on = {"hstripes": rows, "vstripes": cols, "checks": rows ^ cols}[who.upper_pattern]
-        labels = np.where((labels == UPPER) & on, UPPER2, labels).astype(np.uint8)
+        arr = np.where((arr == UPPER) & on, UPPER2, arr).astype(np.uint8)
+        labels = Image.frombuffer("P", canvas.size, arr.tobytes(), "raw", "P", 0, 1)
+    labels.putpalette(_palette(who))
     # Rounded-body shading: darker towards the silhouette's sides.
     x = np.arange(CANVAS_W, dtype=np.float32)
     shade = 1.0 - 0.3 * np.clip(((x - cx) / (1.4 * sw)) ** 2, 0.0, 1.0)
-    person = (_colours(who)[labels] * shade[None, :, None]).astype(np.uint8)
-    return np.where((labels != BG)[:, :, None], person, canvas)
+    person = np.asarray(labels.convert("RGB"), dtype=np.float32) * shade[None, :, None]
+    mask = Image.fromarray(((arr != BG) * 255).astype(np.uint8))
+    return Image.composite(Image.fromarray(person.astype(np.uint8)), canvas, mask)
 
 
-def _backdrop(camera: Camera, rng: np.random.Generator) -> np.ndarray:
+def _backdrop(camera: Camera, rng: np.random.Generator) -> Image.Image:
     x0 = int(rng.integers(0, camera.background.shape[1] - CANVAS_W + 1))
-    return np.roll(camera.background[:, x0:x0 + CANVAS_W], int(rng.integers(-12, 13)), axis=0)
+    crop = camera.background[:, x0:x0 + CANVAS_W]
+    return Image.fromarray(np.roll(crop, int(rng.integers(-12, 13)), axis=0))
 
 
-def _occlude(canvas: np.ndarray, occluder: tuple[str, float, RGB], rng: np.random.Generator
+def _occlude(canvas: Image.Image, occluder: tuple[str, float, RGB], rng: np.random.Generator
              ) -> None:
     where, size, colour = occluder
     size *= rng.uniform(0.85, 1.15)
-    if where == "bottom":
-        canvas[int(CANVAS_H * (1 - size)):] = colour
-    elif where == "left":
-        canvas[:, :int(CANVAS_W * size * 1.3)] = colour
-    else:
-        canvas[:, CANVAS_W - int(CANVAS_W * size * 1.3):] = colour
+    width = int(CANVAS_W * size * 1.3)
+    box = {"bottom": (0, int(CANVAS_H * (1 - size)), CANVAS_W, CANVAS_H),
+           "left": (0, 0, width, CANVAS_H),
+           "right": (CANVAS_W - width, 0, CANVAS_W, CANVAS_H)}[where]
+    ImageDraw.Draw(canvas).rectangle(box, fill=colour)
 
 
-def _finish(canvas: np.ndarray, camera: Camera, light: float, rng: np.random.Generator,
+def _finish(canvas: Image.Image, camera: Camera, light: float, rng: np.random.Generator,
             mirror: bool) -> bytes:
     """Apply the camera (downsampling, light, colour cast, noise, blur) and encode a JPEG."""
-    img = Image.fromarray(canvas).resize((IMAGE_WIDTH, IMAGE_HEIGHT), Image.Resampling.BOX)
+    img = canvas.resize((IMAGE_WIDTH, IMAGE_HEIGHT), Image.Resampling.BOX)
     if mirror:
         img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     # Gamma, gain and colour cast as one lookup table per channel.
-    levels = (np.arange(256, dtype=np.float32) / 255.0) ** camera.gamma * 255.0
-    lut = levels[:, None] * (np.array(camera.gain, dtype=np.float32) * camera.brightness * light)
-    arr = lut[np.asarray(img), np.arange(3)]
+    levels = (np.arange(256) / 255.0) ** camera.gamma * 255.0
+    lut = (levels[None, :] * (np.array(camera.gain)[:, None] * camera.brightness * light)
+           ).astype(np.float32)
+    pixels = np.asarray(img)
+    arr = np.stack([lut[c][pixels[:, :, c]] for c in range(3)], axis=-1)
     ramp = 1.0 + camera.light_slope * np.linspace(-1.0, 1.0, IMAGE_WIDTH, dtype=np.float32)
     arr *= ramp[None, :, None]
     arr += rng.standard_normal(arr.shape, dtype=np.float32) * camera.noise
@@ -551,20 +560,23 @@ def render(spec: ImageSpec, cameras: list[Camera]) -> bytes:
 
 # ---------------------------------------------------------------------------------- generation
 
-_WORKER_CAMERAS: list[Camera] = []
-
-
-def _init_worker(cameras: list[Camera]) -> None:
-    _WORKER_CAMERAS[:] = cameras
-
-
-def _write_chunk(root: str, specs: list[ImageSpec]) -> None:
+def _write_images(root: str, cameras: list[Camera], specs: list[ImageSpec]) -> None:
     for spec in specs:
-        Path(root, spec.path).write_bytes(render(spec, _WORKER_CAMERAS))
+        Path(root, spec.path).write_bytes(render(spec, cameras))
 
 
 def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _check_replaceable(out: Path) -> None:
+    """Only an empty folder or an earlier synthetic dataset may be replaced: never a download."""
+    if not out.exists():
+        return
+    if out.is_dir() and (not any(out.iterdir()) or (out / MARKER_FILE).is_file()):
+        return
+    raise ReidpipeError(f"{out}: exists and is not a synthetic dataset (no {MARKER_FILE}); "
+                        "refusing to replace it (remove it or choose another --out)")
 
 
 def generate_synthetic_market(out_dir: str | os.PathLike[str], num_ids: int, seed: int,
@@ -573,36 +585,41 @@ def generate_synthetic_market(out_dir: str | os.PathLike[str], num_ids: int, see
 
     Half the identities (rounded down) are for training, the rest are query/gallery identities;
     the gallery also gets junk (pid -1) and distractor (pid 0) images in Market's proportions.
-    An existing dataset at ``out_dir`` is replaced whole; any other existing path is refused.
+    Next to the three image folders, ``synthetic.json`` records how it was made (Market's own
+    archive also has files beside them). An earlier synthetic dataset at ``out_dir`` is
+    replaced whole; any other non-empty path is refused.
     """
-    if num_ids < MIN_IDS:
-        raise ReidpipeError(f"synthetic ids: got {num_ids}, expected at least {MIN_IDS} "
-                            "(two train and two test identities)")
+    if not MIN_IDS <= num_ids <= MAX_IDS:
+        raise ReidpipeError(f"synthetic ids: got {num_ids}, expected {MIN_IDS} to {MAX_IDS} "
+                            "(at least two train and two test identities, four-digit ids)")
     if seed < 0:
         raise ReidpipeError(f"synthetic seed: got {seed}, expected a non-negative integer")
+    workers = default_workers() if workers is None else workers
+    if workers < 1:
+        raise ReidpipeError(f"synthetic workers: got {workers}, expected at least 1")
     out = Path(out_dir)
-    if out.exists() and not (out.is_dir() and (is_market_layout(out) or not any(out.iterdir()))):
-        raise ReidpipeError(f"{out}: exists and is not a Market-1501-layout dataset; refusing to "
-                            "replace it (remove it or choose another --out)")
-    workers = max(1, workers if workers is not None else default_workers())
+    _check_replaceable(out)
     start = time.perf_counter()
     cameras, specs, counts = _plan(num_ids, seed)
-    with atomic_dir(out) as tmp:
-        for folder in (TRAIN_DIR, GALLERY_DIR, QUERY_DIR):
-            (tmp / folder).mkdir()
-        chunks = [specs[i::workers * 4] for i in range(workers * 4)]
-        if workers == 1:
-            _init_worker(cameras)
-            _write_chunk(str(tmp), specs)
-        else:
-            with ProcessPoolExecutor(workers, initializer=_init_worker,
-                                     initargs=(cameras,)) as pool:
-                list(pool.map(_write_chunk, [str(tmp)] * len(chunks), chunks))
     in_folder = {folder: sum(s.path.startswith(folder + "/") for s in specs)
                  for folder in (TRAIN_DIR, GALLERY_DIR, QUERY_DIR)}
-    return SynthSummary(
+    summary = SynthSummary(
         out_dir=out, num_ids=num_ids, seed=seed,
         train_ids=counts["train_ids"], test_ids=counts["test_ids"],
         train_images=in_folder[TRAIN_DIR], query_images=in_folder[QUERY_DIR],
         gallery_images=in_folder[GALLERY_DIR], distractors=counts["distractor"],
-        junk=counts["junk"], seconds=time.perf_counter() - start)
+        junk=counts["junk"], seconds=0.0)
+    record = {"generator": "reidpipe synth", **{
+        key: value for key, value in asdict(summary).items() if key not in ("out_dir", "seconds")}}
+    with atomic_dir(out) as tmp:
+        for folder in (TRAIN_DIR, GALLERY_DIR, QUERY_DIR):
+            (tmp / folder).mkdir()
+        if workers == 1:
+            _write_images(str(tmp), cameras, specs)
+        else:
+            chunks = [specs[i::workers * 4] for i in range(workers * 4)]
+            with ProcessPoolExecutor(workers) as pool:
+                list(pool.map(_write_images, [str(tmp)] * len(chunks), [cameras] * len(chunks),
+                              chunks))
+        write_json(tmp / MARKER_FILE, record)
+    return replace(summary, seconds=time.perf_counter() - start)

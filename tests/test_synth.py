@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -9,11 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reidpipe.cli import main
+from reidpipe.cli import common_parser
+from reidpipe.cli import synth as synth_cli
 from reidpipe.errors import ReidpipeError
 from reidpipe.market import (DISTRACTOR_PID, GALLERY_DIR, IMAGE_HEIGHT, IMAGE_WIDTH, JUNK_PID,
                              NUM_CAMERAS, QUERY_DIR, TRAIN_DIR, MarketName, parse_name)
-from reidpipe.synth import SynthSummary, generate_synthetic_market
+from reidpipe.synth import MARKER_FILE, SynthSummary, generate_synthetic_market
 from reidpipe.validate import validate_dataset
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -40,7 +43,9 @@ def default_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SynthSu
 
 def test_layout_names_and_image_format(default_set: tuple[Path, SynthSummary]) -> None:
     root, summary = default_set
-    assert sorted(p.name for p in root.iterdir()) == sorted(FOLDERS)
+    assert sorted(p.name for p in root.iterdir()) == sorted([*FOLDERS, MARKER_FILE])
+    record = json.loads((root / MARKER_FILE).read_text())
+    assert record["num_ids"] == 60 and record["gallery_images"] == summary.gallery_images
     counts = {folder: len(names(root, folder)) for folder in FOLDERS}
     assert counts == {TRAIN_DIR: summary.train_images, QUERY_DIR: summary.query_images,
                       GALLERY_DIR: summary.gallery_images}
@@ -121,11 +126,20 @@ def test_existing_dataset_is_rebuilt_atomically(tmp_path: Path) -> None:
 
 def test_refuses_to_replace_other_folders(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("keep me")
-    with pytest.raises(ReidpipeError, match="not a Market-1501-layout dataset"):
+    with pytest.raises(ReidpipeError, match="not a synthetic dataset"):
         generate_synthetic_market(tmp_path, num_ids=6, seed=0, workers=1)
     assert (tmp_path / "notes.txt").read_text() == "keep me"
-    with pytest.raises(ReidpipeError, match="synthetic ids: got 3"):
-        generate_synthetic_market(tmp_path / "new", num_ids=3, seed=0, workers=1)
+    # A real download has the layout but no marker: never replaced.
+    real = tmp_path / "Market-1501-v15.09.15"
+    for folder in FOLDERS:
+        (real / folder).mkdir(parents=True)
+    with pytest.raises(ReidpipeError, match="not a synthetic dataset"):
+        generate_synthetic_market(real, num_ids=6, seed=0, workers=1)
+    with pytest.raises(ReidpipeError, match="workers: got 0"):
+        generate_synthetic_market(tmp_path / "new", num_ids=6, seed=0, workers=0)
+    for bad in (3, 10_000):
+        with pytest.raises(ReidpipeError, match=f"synthetic ids: got {bad}"):
+            generate_synthetic_market(tmp_path / "new", num_ids=bad, seed=0, workers=1)
     assert not (tmp_path / "new").exists()
 
 
@@ -161,13 +175,25 @@ def test_identity_is_learnable_but_not_trivial(default_set: tuple[Path, SynthSum
     assert rank1 < 0.9
 
 
+def run_cli(argv: list[str]) -> int:
+    """Parse with the synth subcommand alone (the full CLI would import every stage)."""
+    parser = argparse.ArgumentParser()
+    synth_cli.register(parser.add_subparsers(), common_parser())
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
 def test_cli_reads_defaults_from_params(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "market"
-    assert main(["synth", "--out", str(out), "--params", str(PARAMS),
-                 "--set", "data.synthetic_ids=6", "--set", "data.synthetic_seed=5",
-                 "--workers", "1"]) == 0
+    assert run_cli(["synth", "--out", str(out), "--params", str(PARAMS),
+                    "--set", "data.synthetic_ids=6", "--set", "data.synthetic_seed=5",
+                    "--workers", "1"]) == 0
     assert "3 train ids" in capsys.readouterr().out
     generate_synthetic_market(tmp_path / "direct", num_ids=6, seed=5, workers=1)
     assert file_bytes(out) == file_bytes(tmp_path / "direct")
-    assert main(["synth", "--out", str(out), "--params", str(PARAMS), "--ids", "2"]) == 2
-    assert "expected at least 4" in capsys.readouterr().err
+    # --ids/--seed win over the params.
+    assert run_cli(["synth", "--out", str(out), "--params", str(PARAMS), "--ids", "8",
+                    "--seed", "5", "--set", "data.synthetic_ids=6", "--workers", "1"]) == 0
+    assert "4 train ids" in capsys.readouterr().out
+    with pytest.raises(ReidpipeError, match="got 2, expected 4 to 9999"):
+        run_cli(["synth", "--out", str(out), "--params", str(PARAMS), "--ids", "2"])
