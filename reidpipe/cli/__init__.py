@@ -24,6 +24,7 @@ STAGE_COMMANDS = [
     "extract",
     "evaluate",
     "export_onnx",
+    "build_trt",
 ]
 
 

@@ -1,0 +1,31 @@
+"""``reidpipe build-trt --arch NAME --onnx-dir DIR --splits DIR --out DIR``."""
+
+from __future__ import annotations
+
+import argparse
+
+from reidpipe.cli import params_from_args
+from reidpipe.tensorrt_build import STATUS_FILE, build_trt_stage
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "build-trt", parents=[common],
+        help="build a TensorRT engine (or record why not), time it, check parity with ONNX Runtime")
+    parser.add_argument("--arch", required=True, metavar="NAME",
+                        help="architecture name (keys of archs)")
+    parser.add_argument("--onnx-dir", required=True, metavar="DIR",
+                        help="folder written by `reidpipe export-onnx`")
+    parser.add_argument("--splits", required=True, metavar="DIR",
+                        help="split manifests; query/gallery give the retrieval parity check")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="folder to write: status.json (+ model.engine, timing.cache)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    status = build_trt_stage(params_from_args(args), args.arch, args.onnx_dir, args.splits,
+                             args.out)
+    detail = f": {status['reason']}" if status["reason"] else ""
+    print(f"{args.out}/{STATUS_FILE}: TensorRT {status['status']}{detail}")
+    return 0

@@ -1,0 +1,285 @@
+"""TensorRT engine from the exported ONNX: build, latency per batch size, parity with ONNX Runtime.
+
+TensorRT 10 and 11 differ in how precision is chosen: 10 takes the FP32 ONNX and
+``BuilderFlag.FP16``; 11 has no precision flags (networks are strongly typed) and builds the FP16
+ONNX as typed by ``export-onnx``. The engine has one optimisation profile for the batch axis
+(``deploy.min_batch/opt_batch/max_batch``); the timing cache is kept next to the engine and reused
+by the next build. Buffers are torch CUDA tensors (``data_ptr``), run with ``execute_async_v3``.
+
+``deploy.tensorrt``: ``auto`` builds when TensorRT and a CUDA device are there and otherwise
+writes ``status.json`` saying skipped and why; ``required`` fails with that reason; ``off`` writes
+a disabled status. ``status.json`` is always written, so the pipeline completes without a GPU.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from reidpipe import atomic
+from reidpipe.errors import ReidpipeError
+from reidpipe.export_onnx import (FP16_FILE, ONNX_FILE, PARITY_FILE, batch_parity, cosine_rows,
+                                  metric_deltas, parity_images, read_input_contract, retrieval)
+from reidpipe.extract import (Forward, Preprocess, extract_embeddings, image_sets_from_splits,
+                              onnx_forward)
+from reidpipe.params import DeployParams, EvaluateParams, Params
+
+STATUS_FILE = "status.json"
+ENGINE_FILE = "model.engine"
+CACHE_FILE = "timing.cache"
+LATENCY_WARMUP = 10
+LATENCY_ITERATIONS = 50
+
+
+def unavailable_reason() -> str | None:
+    """Why TensorRT cannot build here (every missing piece), or None when it can."""
+    reasons = []
+    try:
+        import tensorrt  # noqa: F401
+    except Exception as exc:  # an ImportError, or a broken install failing to load its libraries
+        reasons.append(f"tensorrt not importable: {exc}")
+    if not torch.cuda.is_available():
+        reasons.append("no CUDA device (torch.cuda.is_available() is False)")
+    return "; ".join(reasons) or None
+
+
+def profile_shapes(deploy: DeployParams, pre: Preprocess) -> dict[str, list[int]]:
+    """min/opt/max NCHW shapes of the optimisation profile."""
+    if not deploy.min_batch <= deploy.opt_batch <= deploy.max_batch:
+        raise ReidpipeError(f"deploy batch sizes must satisfy min_batch <= opt_batch <= "
+                            f"max_batch, got {deploy.min_batch}/{deploy.opt_batch}/"
+                            f"{deploy.max_batch}")
+    return {name: [batch, 3, pre.height, pre.width] for name, batch in
+            (("min", deploy.min_batch), ("opt", deploy.opt_batch), ("max", deploy.max_batch))}
+
+
+def latency_batch_sizes(deploy: DeployParams, extra: Sequence[int] = ()) -> list[int]:
+    """The profile's min/opt/max and ``extra`` sizes that fit in the profile, ascending."""
+    sizes = {deploy.min_batch, deploy.opt_batch, deploy.max_batch, *extra}
+    return sorted(b for b in sizes if deploy.min_batch <= b <= deploy.max_batch)
+
+
+def build_plan(has_fp16_flag: bool, precision: str) -> tuple[str, bool]:
+    """(ONNX file to parse, whether to set BuilderFlag.FP16) for a TensorRT version and precision.
+
+    TensorRT 11 (no FP16 flag) takes precision from the graph: the FP16 ONNX for fp16.
+    """
+    if precision == "fp32":
+        return ONNX_FILE, False
+    if has_fp16_flag:
+        return ONNX_FILE, True
+    return FP16_FILE, False
+
+
+def build_engine(onnx_path: Path, shapes: dict[str, list[int]], deploy: DeployParams,
+                 fp16_flag: bool, timing_cache: bytes) -> tuple[bytes, bytes]:
+    """Serialized engine and timing cache; ``timing_cache`` (possibly empty) seeds the build."""
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ReidpipeError(f"TensorRT cannot parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, deploy.workspace_mib << 20)
+    if fp16_flag:
+        config.set_flag(trt.BuilderFlag.FP16)
+    cache = config.create_timing_cache(timing_cache)
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    profile = builder.create_optimization_profile()
+    profile.set_shape(network.get_input(0).name, shapes["min"], shapes["opt"], shapes["max"])
+    config.add_optimization_profile(profile)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ReidpipeError(f"TensorRT failed to build an engine from {onnx_path} (see the "
+                            "TensorRT log above)")
+    return bytes(serialized), bytes(config.get_timing_cache().serialize())
+
+
+class EngineRunner:
+    """Runs a serialized engine on torch CUDA tensors, chunking to the profile's max batch."""
+
+    def __init__(self, engine_bytes: bytes, max_batch: int) -> None:
+        import tensorrt as trt
+
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        self.runtime = trt.Runtime(self.logger)
+        self.engine = self.runtime.deserialize_cuda_engine(engine_bytes)
+        if self.engine is None:
+            raise ReidpipeError("TensorRT cannot deserialize the engine it just built")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        modes = {n: self.engine.get_tensor_mode(n) for n in names}
+        inputs = [n for n in names if modes[n] == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if modes[n] == trt.TensorIOMode.OUTPUT]
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ReidpipeError(f"engine has inputs {inputs} and outputs {outputs}; expected one "
+                                "of each")
+        self.input, self.output = inputs[0], outputs[0]
+        for name in (self.input, self.output):
+            if self.engine.get_tensor_dtype(name) != trt.DataType.FLOAT:
+                raise ReidpipeError(f"engine tensor {name!r} is {self.engine.get_tensor_dtype(name)}"
+                                    "; expected FP32 I/O (export-onnx keeps FP32 inputs/outputs)")
+        self.max_batch = max_batch
+        self.stream = torch.cuda.Stream()
+
+    def run_device(self, images: torch.Tensor) -> torch.Tensor:
+        """One batch (<= max_batch) already on the GPU -> output on the GPU. Runs on its own
+        stream: TensorRT syncs extra on the legacy default stream."""
+        images = images.contiguous()
+        self.context.set_input_shape(self.input, tuple(images.shape))
+        out = torch.empty(tuple(self.context.get_tensor_shape(self.output)), dtype=torch.float32,
+                          device=images.device)
+        self.context.set_tensor_address(self.input, images.data_ptr())
+        self.context.set_tensor_address(self.output, out.data_ptr())
+        self.stream.wait_stream(torch.cuda.current_stream())
+        if not self.context.execute_async_v3(self.stream.cuda_stream):
+            raise ReidpipeError(f"TensorRT execution failed at batch {images.shape[0]}")
+        self.stream.synchronize()
+        return out
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        parts = []
+        for start in range(0, len(images), self.max_batch):
+            chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + self.max_batch]))
+            parts.append(self.run_device(chunk.float().cuda()).cpu().numpy())
+        return np.concatenate(parts)
+
+
+def measure_latency(runner: EngineRunner, pre: Preprocess,
+                    batch_sizes: Sequence[int]) -> list[dict[str, float]]:
+    """GPU time per batch (input already on the device), median and p90 of repeated runs."""
+    rows = []
+    for size in batch_sizes:
+        images = torch.rand(size, 3, pre.height, pre.width, device="cuda")
+        for _ in range(LATENCY_WARMUP):
+            runner.run_device(images)
+        times = []
+        for _ in range(LATENCY_ITERATIONS):
+            start = time.perf_counter()
+            runner.run_device(images)
+            times.append((time.perf_counter() - start) * 1000.0)
+        median = statistics.median(times)
+        rows.append({"batch_size": int(size), "median_ms": round(median, 4),
+                     "p90_ms": round(float(np.percentile(times, 90)), 4),
+                     "images_per_second": round(size * 1000.0 / median, 1)})
+    return rows
+
+
+def _status(mode: str, status: str, reason: str | None, arch: str,
+            deploy: DeployParams) -> dict[str, Any]:
+    """The status.json skeleton; a built engine fills in the rest."""
+    return {"status": status, "reason": reason, "mode": mode, "arch": arch,
+            "precision": deploy.precision, "versions": _versions(), "onnx": None,
+            "profile": None, "workspace_mib": deploy.workspace_mib, "build_seconds": None,
+            "timing_cache_reused": None, "latency": [], "parity": None, "files": {}}
+
+
+def _versions() -> dict[str, str | None]:
+    try:
+        import tensorrt
+
+        trt_version: str | None = tensorrt.__version__
+    except Exception:  # not importable: the status names the reason
+        trt_version = None
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"tensorrt": trt_version, "torch": torch.__version__, "cuda_device": cuda}
+
+
+def _engine_parity(runner: Forward, onnx_dir: Path, pre: Preprocess, splits_dir: str | Path,
+                   deploy: DeployParams, evaluate: EvaluateParams, batch_size: int,
+                   flip: bool) -> dict[str, Any]:
+    sets = image_sets_from_splits(splits_dir)
+    reference, _ = onnx_forward(onnx_dir / ONNX_FILE, pre)
+    sizes = latency_batch_sizes(deploy)
+    images = parity_images(list(sets["query"]["path"]), pre, max(sizes))
+    emb = {name: extract_embeddings(forward, sets, pre, batch_size, flip)
+           for name, forward in (("onnxruntime", reference), ("tensorrt", runner))}
+    scores = {name: retrieval(e, evaluate) for name, e in emb.items()}
+    return {
+        "reference": f"onnxruntime {ONNX_FILE}",
+        "batch_parity": batch_parity(reference, runner, images, sizes),
+        "retrieval": {"num_query": len(sets["query"]), "num_gallery": len(sets["gallery"]),
+                      "flip": flip, **scores,
+                      "delta_points": metric_deltas(scores["onnxruntime"], scores["tensorrt"]),
+                      "min_cosine": float(min(
+                          cosine_rows(getattr(emb["onnxruntime"], s).features,
+                                      getattr(emb["tensorrt"], s).features).min()
+                          for s in ("query", "gallery")))},
+        "max_metric_delta_points": deploy.max_metric_delta,
+    }
+
+
+def build_trt(arch: str, onnx_dir: str | Path, splits_dir: str | Path, out_dir: str | Path,
+              deploy: DeployParams, evaluate: EvaluateParams, batch_size: int,
+              flip: bool = False) -> dict[str, Any]:
+    """Build (or skip, per ``deploy.tensorrt``) and write ``out_dir``; returns the status."""
+    onnx_dir, out_dir = Path(onnx_dir), Path(out_dir)
+    mode = deploy.tensorrt
+    if mode == "off":
+        status = _status(mode, "disabled", "deploy.tensorrt is 'off'", arch, deploy)
+        with atomic.atomic_dir(out_dir) as tmp:
+            atomic.write_json(tmp / STATUS_FILE, status)
+        return status
+    if not (onnx_dir / PARITY_FILE).is_file():
+        raise ReidpipeError(f"{onnx_dir / PARITY_FILE} does not exist: {onnx_dir} is not an "
+                            "`reidpipe export-onnx` folder (run it first)")
+    reason = unavailable_reason()
+    if reason is not None:
+        if mode == "required":
+            raise ReidpipeError(f"deploy.tensorrt is 'required' but {reason}")
+        status = _status(mode, "skipped", reason, arch, deploy)
+        with atomic.atomic_dir(out_dir) as tmp:
+            atomic.write_json(tmp / STATUS_FILE, status)
+        return status
+
+    import tensorrt as trt
+
+    pre = read_input_contract(onnx_dir / ONNX_FILE)
+    onnx_name, fp16_flag = build_plan(hasattr(trt.BuilderFlag, "FP16"), deploy.precision)
+    if not (onnx_dir / onnx_name).is_file():
+        raise ReidpipeError(f"{onnx_dir / onnx_name} does not exist; TensorRT {trt.__version__} "
+                            f"needs it for precision {deploy.precision} (export.fp16 true)")
+    shapes = profile_shapes(deploy, pre)
+    old_cache = out_dir / CACHE_FILE
+    cache_in = old_cache.read_bytes() if old_cache.is_file() else b""
+    start = time.perf_counter()
+    engine, cache_out = build_engine(onnx_dir / onnx_name, shapes, deploy, fp16_flag, cache_in)
+    status = _status(mode, "built", None, arch, deploy)
+    status.update(onnx=onnx_name, builder_fp16_flag=fp16_flag,
+                  profile={"input": "batch x 3 x H x W", **shapes},
+                  build_seconds=round(time.perf_counter() - start, 3),
+                  timing_cache_reused=bool(cache_in))
+    runner = EngineRunner(engine, deploy.max_batch)
+    status["latency"] = measure_latency(runner, pre, latency_batch_sizes(deploy))
+    status["parity"] = _engine_parity(runner, onnx_dir, pre, splits_dir, deploy, evaluate,
+                                      min(batch_size, deploy.max_batch), flip)
+    delta = status["parity"]["retrieval"]["delta_points"]["mAP"]
+    if not delta <= deploy.max_metric_delta:
+        shutil.rmtree(out_dir, ignore_errors=True)   # no stale engine passes for this model's
+        raise ReidpipeError(f"TensorRT parity gate failed for {arch}: mAP differs from ONNX "
+                            f"Runtime by {delta:.3f} points > deploy.max_metric_delta "
+                            f"{deploy.max_metric_delta}")
+    with atomic.atomic_dir(out_dir) as tmp:
+        (tmp / ENGINE_FILE).write_bytes(engine)
+        (tmp / CACHE_FILE).write_bytes(cache_out)
+        status["files"] = {ENGINE_FILE: len(engine), CACHE_FILE: len(cache_out)}
+        atomic.write_json(tmp / STATUS_FILE, status)
+    return status
+
+
+def build_trt_stage(params: Params, arch: str, onnx_dir: str | Path, splits_dir: str | Path,
+                    out_dir: str | Path) -> dict[str, Any]:
+    """``reidpipe build-trt`` for one architecture."""
+    cfg = params.arch(arch)
+    return build_trt(arch, onnx_dir, splits_dir, out_dir, params.deploy, params.evaluate,
+                     params.extract.batch_size, flip=cfg.model.with_flip_feature)
