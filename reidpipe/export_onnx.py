@@ -99,7 +99,8 @@ def model_files(path: Path) -> list[Path]:
     return [path, side] if side.is_file() else [path]
 
 
-def save_onnx(model: onnx.ModelProto, path: Path, embed_limit: int = EMBED_LIMIT_BYTES) -> list[Path]:
+def save_onnx(model: onnx.ModelProto, path: Path,
+              embed_limit: int = EMBED_LIMIT_BYTES) -> list[Path]:
     """Save with the weights embedded, or in ``<name>.onnx.data`` above ``embed_limit`` bytes."""
     weights = sum(t.ByteSize() for t in model.graph.initializer)
     if weights > embed_limit:

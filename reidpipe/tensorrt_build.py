@@ -126,9 +126,10 @@ class EngineRunner:
                                 "of each")
         self.input, self.output = inputs[0], outputs[0]
         for name in (self.input, self.output):
-            if self.engine.get_tensor_dtype(name) != trt.DataType.FLOAT:
-                raise ReidpipeError(f"engine tensor {name!r} is {self.engine.get_tensor_dtype(name)}"
-                                    "; expected FP32 I/O (export-onnx keeps FP32 inputs/outputs)")
+            dtype = self.engine.get_tensor_dtype(name)
+            if dtype != trt.DataType.FLOAT:
+                raise ReidpipeError(f"engine tensor {name!r} is {dtype}; expected FP32 I/O "
+                                    "(export-onnx keeps FP32 inputs and outputs)")
         self.max_batch = max_batch
         self.stream = torch.cuda.Stream()
 

@@ -123,7 +123,8 @@ def test_swin_demo_dynamic_batch(params, splits, tmp_path):
     report = export_onnx(demo_net(params, "swin_demo"), pre, "swin_demo", splits, out,
                          params.export, params.evaluate, batch_size=64)
     check_folder(out, report, pre, params)
-    assert report["input"]["shape"][0] == "batch" and report["input"]["pixel_mean"] == "[0.5, 0.5, 0.5]"
+    assert report["input"]["shape"][0] == "batch"
+    assert report["input"]["pixel_mean"] == "[0.5, 0.5, 0.5]"
     half = onnx.load(str(out / FP16_FILE))
     producers = {o: n for n in half.graph.node for o in n.output}
     norms = [n for n in half.graph.node if n.op_type in FP16_KEEP_FP32_OPS]
