@@ -133,9 +133,11 @@ def check_onnx(path: Path) -> None:
 
 def export_graph(net: nn.Module, pre: Preprocess, path: Path, opset: int,
                  metadata: dict[str, str], embed_limit: int = EMBED_LIMIT_BYTES) -> list[Path]:
-    """Export ``net`` (eval mode) with a dynamic batch axis; returns the files written."""
-    net = net.eval().cpu()
-    example = torch.rand(2, 3, pre.height, pre.width)
+    """Export ``net`` (eval mode, on whatever device it is) with a dynamic batch axis; returns
+    the files written."""
+    net = net.eval()
+    device = next(net.parameters(), torch.empty(0)).device
+    example = torch.rand(2, 3, pre.height, pre.width, device=device)
     batch = torch.export.Dim("batch", min=1)
     try:
         program = torch.onnx.export(
