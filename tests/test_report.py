@@ -1,0 +1,218 @@
+"""`reidpipe report`: tables against metrics.json, git baseline deltas, deployment status, figures,
+self-contained HTML, bad input. Inputs are real stage outputs of a tiny dataset of real JPEGs."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from reidpipe import market
+from reidpipe.cli import main
+from reidpipe.embeddings import Embeddings, EmbeddingSet, write_embeddings
+from reidpipe.errors import ReidpipeError
+from reidpipe.evaluate import evaluate_embeddings, write_evaluation
+from reidpipe.lightning_module import LOG_COLUMNS
+from reidpipe.params import (ArchRecipe, EvaluateParams, Params, PipelineParams, ReRankingParams,
+                             ReportParams)
+from reidpipe.report import build_report
+from reidpipe.validate import run_validation
+from market_fixtures import make_tiny_market
+
+ARCHS = ["net_a", "net_b"]
+METRIC_KEYS = ["mAP", "rank1", "rank5", "rank10", "mINP"]
+
+
+def _embedding_set(paths: list[Path], rng: np.random.Generator, centers: np.ndarray,
+                   noise: float) -> EmbeddingSet:
+    names = [market.parse_name(p.name) for p in paths]
+    pids = np.array([n.pid for n in names])
+    feats = centers[np.clip(pids, 0, None) % len(centers)] + noise * rng.standard_normal(
+        (len(paths), centers.shape[1]))
+    meta = pd.DataFrame({"path": [str(p) for p in paths], "pid": pids,
+                         "camid": [n.camid for n in names]})
+    return EmbeddingSet(features=feats.astype(np.float32), meta=meta)
+
+
+def _write_arch(root: Path, dataset: Path, arch: str, noise: float) -> None:
+    rng = np.random.default_rng(len(arch) + int(10 * noise))
+    centers = rng.standard_normal((64, 16))
+    query = sorted((dataset / market.QUERY_DIR).glob("*.jpg"))
+    gallery = sorted((dataset / market.GALLERY_DIR).glob("*.jpg"))
+    emb = Embeddings(query=_embedding_set(query, rng, centers, noise),
+                     gallery=_embedding_set(gallery, rng, centers, noise))
+    out = root / "results" / arch
+    write_embeddings(out / "embeddings", emb)
+    result = evaluate_embeddings(emb, EvaluateParams(max_rank=20),
+                                 ReRankingParams(k1=4, k2=2), top_k=10, device="cpu")
+    write_evaluation(result, out / "metrics.json", out / "cmc.csv", out / "per_query.csv")
+    log = pd.DataFrame({"epoch": [1, 2, 3, 4], "steps": [5, 10, 15, 20],
+                        "loss": [8.1, 5.9, 4.2, 3.5], "id_loss": [3.1, 3.0, 2.4, 2.0],
+                        "triplet_loss": [5.0, 2.9, 1.8, 1.5], "center_loss": [0.0] * 4,
+                        "lr": [3.5e-6, 3.5e-4, 3.5e-4, 3.5e-5],
+                        "val_mAP": [np.nan, 0.31, np.nan, 0.52],
+                        "val_rank1": [np.nan, 0.4, np.nan, 0.7], "seconds": [9.5, 9.1, 9.0, 9.2]})
+    (root / "models" / arch).mkdir(parents=True)
+    log[LOG_COLUMNS].to_csv(root / "models" / arch / "train_log.csv", index=False)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """results/ and models/ of two archs: real evaluation outputs over real JPEGs."""
+    root = tmp_path_factory.mktemp("report")
+    dataset = make_tiny_market(root / "data", train_ids=2, test_ids=12)
+    run_validation(dataset, root / "results" / "validation.json", strict=False)
+    _write_arch(root, dataset, "net_a", noise=0.8)
+    _write_arch(root, dataset, "net_b", noise=1.2)
+    return root
+
+
+def _params(**report: int) -> Params:
+    return Params(pipeline=PipelineParams(archs=list(ARCHS)),
+                  archs={name: ArchRecipe() for name in ARCHS}, report=ReportParams(**report))
+
+
+def _copy(workspace: Path, tmp_path: Path) -> Path:
+    for name in ("results", "models"):
+        shutil.copytree(workspace / name, tmp_path / name)
+    return tmp_path
+
+
+def _report(root: Path, **report: int) -> tuple[str, str]:
+    """Build the report; small figures unless asked (the figures' cost is not under test)."""
+    report = {"sampled_queries": 2, "top_k": 4, **report}
+    build_report(_params(**report), root / "results", root / "models", root / "reports")
+    return ((root / "reports" / "index.md").read_text(encoding="utf-8"),
+            (root / "reports" / "index.html").read_text(encoding="utf-8"))
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t",
+                    "-c", "commit.gpgsign=false", *args], check=True, capture_output=True)
+
+
+def test_tables_show_metrics_json_values(workspace: Path, tmp_path: Path) -> None:
+    root = _copy(workspace, tmp_path)
+    md, page = _report(root)
+    assert "No baseline" in md and "No baseline" in page
+    written = json.loads((root / "reports" / "metrics.json").read_text())
+    assert list(written) == ARCHS
+    for arch in ARCHS:
+        source = json.loads((root / "results" / arch / "metrics.json").read_text())
+        assert written[arch] == source
+        for ranking, label in (("plain", "plain"), ("reranked", "re-ranked")):
+            cells = [f"{100 * source[ranking][k]:.1f}" for k in METRIC_KEYS]
+            row = f"| {arch} | {label} | " + " | ".join(cells) + " |"
+            assert row in md, row
+            html_row = f"<td>{arch}</td><td>{label}</td>" + "".join(
+                f"<td>{c}</td>" for c in cells)
+            assert html_row in page, html_row
+    # The two archs differ (different noise), so a swapped table would fail.
+    assert written["net_a"]["plain"]["mAP"] != written["net_b"]["plain"]["mAP"]
+
+
+def test_html_is_self_contained_and_figures_are_pngs(workspace: Path, tmp_path: Path) -> None:
+    root = _copy(workspace, tmp_path)
+    md, page = _report(root, sampled_queries=8, top_k=10)
+    out = root / "reports"
+    figures = ["cmc.png"] + [f"{a}_{kind}.png" for a in ARCHS for kind in ("matches", "training")]
+    for name in figures:
+        with Image.open(out / name) as image:
+            assert image.format == "PNG" and image.width > 300
+        assert f"]({name})" in md
+    sources = re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)""", page)
+    assert len(sources) == len(figures)
+    assert all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "<link" not in page and "<script" not in page and "<style>" in page
+    assert "8 sampled queries (seed 0) with their top-10 gallery images" in md
+    # Hardest queries: the lowest re-ranked AP comes first.
+    per_query = pd.read_csv(root / "results" / "net_b" / "per_query.csv")
+    worst = per_query.sort_values("ap_reranked", kind="stable").iloc[0]
+    assert f"| {Path(worst['path']).name} | {worst['pid']} |" in md
+    # Training section from the train log; the validation summary from validation.json.
+    assert "4 epochs logged; final loss 3.500" in md
+    assert "| gallery | 26 | 12 | 2, 3 | 1 | 1 | 64x128 (26) |" in md  # 12 ids x 2 + junk + distractor
+
+
+def test_deltas_against_committed_baseline(workspace: Path, tmp_path: Path) -> None:
+    root = _copy(workspace, tmp_path)
+    source = json.loads((root / "results" / "net_a" / "metrics.json").read_text())
+    baseline = {"net_a": json.loads(json.dumps(source))}  # net_b is new
+    baseline["net_a"]["plain"]["mAP"] -= 0.0123
+    baseline["net_a"]["reranked"]["rank1"] += 0.05
+    (root / "reports").mkdir()
+    (root / "reports" / "metrics.json").write_text(json.dumps(baseline))
+    _git(root, "init", "-q")
+    _git(root, "add", "reports/metrics.json")
+    _git(root, "commit", "-q", "-m", "baseline")
+    # The working-tree copy is not the baseline: only the committed one counts.
+    (root / "reports" / "metrics.json").write_text(json.dumps({"net_a": source}))
+    md, page = _report(root)
+    assert f"against {root / 'reports' / 'metrics.json'} at commit" in md
+    plain = source["plain"]
+    assert f"| net_a | plain | {100 * plain['mAP']:.1f} (+1.2) | {100 * plain['rank1']:.1f} (+0.0) |" in md
+    reranked = source["reranked"]
+    assert f"| net_a | re-ranked | {100 * reranked['mAP']:.1f} (+0.0) | {100 * reranked['rank1']:.1f} (-5.0) |" in md
+    assert f"{100 * plain['mAP']:.1f} <span class=\"up\">(+1.2)</span>" in page
+    assert "<span class=\"down\">(-5.0)</span>" in page
+    assert "Not in the baseline (no delta): net_b." in md
+    assert f"| net_b | plain | {100 * json.loads((root / 'results/net_b/metrics.json').read_text())['plain']['mAP']:.1f} |" in md
+    # After the report the working tree holds the new metrics (the DVC metrics file).
+    assert json.loads((root / "reports" / "metrics.json").read_text())["net_a"] == source
+
+
+def test_deployment_status(workspace: Path, tmp_path: Path) -> None:
+    root = _copy(workspace, tmp_path)
+    onnx_dir = root / "results" / "net_a" / "onnx"
+    onnx_dir.mkdir()
+    parity = {"arch": "net_a", "opset": 18, "export_seconds": 4.2, "status": "passed",
+              "gates": {"max_abs_diff": 0.001, "min_cosine": 0.9999,
+                        "max_metric_delta_points": 0.1},
+              "batch_parity": [{"batch_size": 1, "max_abs_diff": 2.1e-6, "min_cosine": 0.9999998,
+                                "mean_cosine": 0.9999999}],
+              "retrieval": {"torch": {"mAP": 0.8123, "rank1": 0.9}, "onnx": {"mAP": 0.8122,
+                                                                             "rank1": 0.9},
+                            "delta_points": {"mAP": 0.01, "rank1": 0.0}},
+              "fp16": {"batch_parity": [{"batch_size": 7, "max_abs_diff": 3.0e-3,
+                                         "min_cosine": 0.99991, "mean_cosine": 0.99995}]}}
+    (onnx_dir / "parity.json").write_text(json.dumps(parity))
+    trt = root / "results" / "net_a" / "tensorrt"
+    trt.mkdir()
+    (trt / "status.json").write_text(json.dumps(
+        {"status": "skipped", "reason": "no CUDA device (TensorRT needs a GPU)"}))
+    md, page = _report(root)
+    for text in (md, page):
+        assert "TensorRT: skipped (reason: no CUDA device (TensorRT needs a GPU))." in text
+        assert "ONNX export: not run" in text        # net_b
+        assert "TensorRT: not run" in text           # net_b
+        assert "mAP torch 81.2% vs ONNX Runtime 81.2%" in text
+    assert "| FP32 | 1 | 2.10e-06 | 2.0e-07 |" in md
+    assert "| FP16 vs FP32 | 7 | 3.00e-03 | 9.0e-05 |" in md
+    assert "| graph | batch | max abs diff (gate 0.001) | 1 - min cosine (gate 1.0e-04) |" in md
+
+
+def test_cli_and_bad_input(workspace: Path, tmp_path: Path) -> None:
+    root = _copy(workspace, tmp_path)
+    params = tmp_path / "params.yaml"
+    params.write_text(json.dumps({"pipeline": {"archs": ARCHS},
+                                  "archs": {a: {} for a in ARCHS}}))
+    argv = ["report", "--results", str(root / "results"), "--models", str(root / "models"),
+            "--out", str(root / "reports"), "--params", str(params)]
+    assert main(argv + ["--set", "report.sampled_queries=2"]) == 0
+    assert (root / "reports" / "index.html").is_file()
+    leftovers = [p.name for p in (root / "reports").iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+    (root / "results" / "net_b" / "metrics.json").write_text(json.dumps({"plain": {"mAP": "x"}}))
+    with pytest.raises(ReidpipeError, match=r"net_b/metrics.json: plain.mAP = 'x'"):
+        build_report(_params(), root / "results", root / "models", root / "reports")
+    (root / "results" / "net_b" / "metrics.json").unlink()
+    with pytest.raises(ReidpipeError, match=r"net_b/metrics.json does not exist"):
+        build_report(_params(), root / "results", root / "models", root / "reports")
+    assert main(argv) == 2
