@@ -25,6 +25,7 @@ STAGE_COMMANDS = [
     "evaluate",
     "export_onnx",
     "build_trt",
+    "report",
 ]
 
 
