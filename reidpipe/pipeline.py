@@ -23,6 +23,9 @@ STAGE_PARAMS: dict[str, list[str]] = {
                 "dataset.pixel_mean", "dataset.pixel_std", "dataset.num_workers", "extract",
                 "archs.{arch}"],
     "evaluate": ["re_ranking", "evaluate", "report.top_k"],
+    "export_onnx": ["export", "extract.batch_size", "extract.channel_order", "extract.input_scale",
+                    "evaluate", "archs.{arch}"],
+    "build_trt": ["deploy", "extract.batch_size", "evaluate", "archs.{arch}"],
 }
 
 
