@@ -66,7 +66,7 @@ def _rank_chunk(dist: np.ndarray, q_pids: np.ndarray, q_cams: np.ndarray, g_pids
     good = match & keep
     position = np.cumsum(keep, axis=1, dtype=np.int32)   # 1-based rank among kept items
     hits = np.cumsum(good, axis=1, dtype=np.int32)
-    num_matches = hits[:, -1]
+    num_matches = hits[:, -1].copy()   # a view would keep the whole chunk alive
     rows = np.arange(len(dist))
     with np.errstate(invalid="ignore", divide="ignore"):
         precision = np.where(good, hits / position, 0.0)
