@@ -36,6 +36,10 @@ METRIC_COLUMNS = (("mAP", "mAP"), ("rank1", "R1"), ("rank5", "R5"), ("rank10", "
 TRAIN_LOG_COLUMNS = ("epoch", "loss", "id_loss", "triplet_loss", "center_loss", "lr", "val_mAP",
                      "val_rank1")
 SAMPLE_SEED = 0
+# File names of `reidpipe export-onnx` and `reidpipe build-trt` (not imported: both modules pull
+# in torch and onnx, which the report does not need).
+PARITY_FILE = "parity.json"
+TRT_STATUS_FILE = "status.json"
 
 
 # ------------------------------------------------------------------------------ document blocks
@@ -278,8 +282,8 @@ def load_arch(name: str, results_dir: Path, models_dir: Path) -> ArchResults:
             raise ReidpipeError(f"{config_path}: expected a mapping")
     return ArchResults(name=name, metrics=metrics, cmc=cmc, per_query=per_query, query=query,
                        gallery=gallery, train_log=train_log, config=config,
-                       parity=_optional_json(arch_dir / "onnx" / "parity.json"),
-                       tensorrt=_optional_json(arch_dir / "tensorrt" / "status.json"))
+                       parity=_optional_json(arch_dir / "onnx" / PARITY_FILE),
+                       tensorrt=_optional_json(arch_dir / "tensorrt" / TRT_STATUS_FILE))
 
 
 @dataclass
@@ -459,61 +463,74 @@ def training_section(arch: ArchResults, out_dir: Path) -> list[Block]:
     return blocks
 
 
+_BATCH_HEADERS = ["graph", "batch", "max abs diff", "1 - min cosine"]
+
+
+def _batch_rows(label: str, entries: Sequence[dict[str, Any]]) -> list[list[Cell]]:
+    return [[label, row.get("batch_size", "?"), f"{row.get('max_abs_diff', math.nan):.2e}",
+             f"{1 - row.get('min_cosine', math.nan):.1e}"] for row in entries]
+
+
+def _retrieval_text(retrieval: dict[str, Any], ref: str, new: str, ref_label: str,
+                    new_label: str, gate: Any) -> str:
+    a, b = retrieval.get(ref) or {}, retrieval.get(new) or {}
+    deltas = retrieval.get("delta_points") or {}
+    parts = [f"{title} {ref_label} {_pct(a.get(key))} vs {new_label} {_pct(b.get(key))} "
+             f"(|delta| {deltas.get(key, math.nan):.3f} points)"
+             for key, title in (("mAP", "mAP"), ("rank1", "R1"))]
+    return "; ".join(parts) + f"; gate {gate if gate is not None else '?'} points"
+
+
 def _parity_blocks(parity: dict[str, Any] | None) -> list[Block]:
     if parity is None:
-        return [Paragraph("ONNX export: not run (no onnx/parity.json).")]
-    retrieval = parity.get("retrieval") or {}
-    torch_m, onnx_m = retrieval.get("torch") or {}, retrieval.get("onnx") or {}
-    deltas = retrieval.get("delta_points") or {}
+        return [Paragraph(f"ONNX export: not run (no onnx/{PARITY_FILE}).")]
     gates = parity.get("gates") or {}
-    items = [f"status: {parity.get('status', 'unknown')}; opset {parity.get('opset', '?')}; "
-             f"export took {parity.get('export_seconds', '?')} s",
-             f"retrieval: mAP torch {_pct(torch_m.get('mAP'))} vs ONNX Runtime "
-             f"{_pct(onnx_m.get('mAP'))} (|delta| {deltas.get('mAP', float('nan')):.3f} points), "
-             f"R1 {_pct(torch_m.get('rank1'))} vs {_pct(onnx_m.get('rank1'))} (|delta| "
-             f"{deltas.get('rank1', float('nan')):.3f} points); gate "
-             f"{gates.get('max_metric_delta_points', '?')} points"]
-    blocks: list[Block] = [Paragraph("ONNX export (ONNX Runtime vs PyTorch):"), Bullets(items)]
-    rows: list[list[Cell]] = []
-    for label, entries in (("FP32", parity.get("batch_parity") or []),
-                           ("FP16 vs FP32", ((parity.get("fp16") or {}).get("batch_parity") or []))):
-        for row in entries:
-            rows.append([label, row.get("batch_size", "?"), f"{row.get('max_abs_diff', 0):.2e}",
-                         f"{1 - row.get('min_cosine', 0):.1e}"])
+    blocks: list[Block] = [
+        Paragraph(f"ONNX export: {parity.get('status', 'unknown')}, opset "
+                  f"{parity.get('opset', '?')}, exported in {parity.get('export_seconds', '?')} "
+                  f"s. ONNX Runtime vs PyTorch: " + _retrieval_text(
+                      parity.get("retrieval") or {}, "torch", "onnx", "PyTorch", "ONNX Runtime",
+                      gates.get("max_metric_delta_points")) + "; per-batch gates: max abs diff "
+                  f"{gates.get('max_abs_diff', '?')}, min cosine {gates.get('min_cosine', '?')}.")]
+    rows = _batch_rows("ONNX FP32 vs PyTorch", parity.get("batch_parity") or [])
+    rows += _batch_rows("ONNX FP16 vs FP32",
+                        (parity.get("fp16") or {}).get("batch_parity") or [])
     if rows:
-        blocks.append(Table(
-            ["graph", "batch", f"max abs diff (gate {gates.get('max_abs_diff', '?')})",
-             f"1 - min cosine (gate {1 - gates.get('min_cosine', 1):.1e})"], rows))
+        blocks.append(Table(_BATCH_HEADERS, rows))
     return blocks
 
 
-def _flatten(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    """Dotted keys and scalar leaves of nested JSON (lists of scalars joined)."""
-    if isinstance(data, dict):
-        return [item for key, value in data.items()
-                for item in _flatten(value, f"{prefix}.{key}" if prefix else str(key))]
-    if isinstance(data, list):
-        if all(not isinstance(v, (dict, list)) for v in data):
-            return [(prefix, ", ".join(str(v) for v in data))]
-        return [item for i, value in enumerate(data) for item in _flatten(value, f"{prefix}[{i}]")]
-    return [(prefix, data)]
-
-
 def _tensorrt_blocks(status: dict[str, Any] | None) -> list[Block]:
-    """TensorRT's status.json: its status, the reason when skipped or failed, and every other
-    recorded value (parity, latency, versions) as a key/value table."""
+    """``reidpipe build-trt``'s status.json: built (latency, parity with ONNX Runtime), or
+    skipped / disabled with the reason."""
     if status is None:
-        return [Paragraph("TensorRT: not run (no tensorrt/status.json).")]
+        return [Paragraph(f"TensorRT: not run (no tensorrt/{TRT_STATUS_FILE}).")]
     state = str(status.get("status", "unknown"))
-    reason = status.get("reason")
-    text = f"TensorRT: {state}"
-    if reason:
-        text += f" (reason: {reason})"
-    blocks: list[Block] = [Paragraph(text + ".")]
-    rows: list[list[Cell]] = [[key, value if isinstance(value, (int, float, str)) else str(value)]
-                              for key, value in _flatten(status) if key not in ("status", "reason")]
+    if state != "built":
+        reason = status.get("reason") or "no reason recorded"
+        return [Paragraph(f"TensorRT: {state} (reason: {reason}).")]
+    versions = status.get("versions") or {}
+    reused = status.get("timing_cache_reused")
+    blocks: list[Block] = [Paragraph(
+        f"TensorRT: built from `{status.get('onnx', '?')}` with TensorRT "
+        f"{versions.get('tensorrt', '?')} on {versions.get('cuda_device', '?')}, precision "
+        f"{status.get('precision', '?')}, in {status.get('build_seconds', '?')} s"
+        + ("" if reused is None else f" (timing cache {'reused' if reused else 'new'})") + ".")]
+    latency = status.get("latency") or []
+    if latency:
+        blocks.append(Table(["batch", "median latency (ms)", "p90 latency (ms)", "images/s"],
+                            [[r.get("batch_size", "?"), f"{r.get('median_ms', math.nan):.3f}",
+                              f"{r.get('p90_ms', math.nan):.3f}",
+                              f"{r.get('images_per_second', math.nan):.1f}"] for r in latency]))
+    parity = status.get("parity") or {}
+    retrieval = parity.get("retrieval") or {}
+    if retrieval:
+        blocks.append(Paragraph("TensorRT vs ONNX Runtime: " + _retrieval_text(
+            retrieval, "onnxruntime", "tensorrt", "ONNX Runtime", "TensorRT",
+            parity.get("max_metric_delta_points")) + "."))
+    rows = _batch_rows("TensorRT vs ONNX Runtime", parity.get("batch_parity") or [])
     if rows:
-        blocks.append(Table(["TensorRT value", ""], rows))
+        blocks.append(Table(_BATCH_HEADERS, rows))
     return blocks
 
 

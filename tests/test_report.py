@@ -3,6 +3,7 @@ self-contained HTML, bad input. Inputs are real stage outputs of a tiny dataset 
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -14,15 +15,17 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from reidpipe import market
+from reidpipe import market, report
 from reidpipe.cli import main
 from reidpipe.embeddings import Embeddings, EmbeddingSet, write_embeddings
 from reidpipe.errors import ReidpipeError
 from reidpipe.evaluate import evaluate_embeddings, write_evaluation
+from reidpipe.export_onnx import PARITY_FILE
 from reidpipe.lightning_module import LOG_COLUMNS
-from reidpipe.params import (ArchRecipe, EvaluateParams, Params, PipelineParams, ReRankingParams,
-                             ReportParams)
+from reidpipe.params import (ArchRecipe, DeployParams, EvaluateParams, Params, PipelineParams,
+                             ReRankingParams, ReportParams)
 from reidpipe.report import build_report
+from reidpipe.tensorrt_build import STATUS_FILE, build_trt, unavailable_reason
 from reidpipe.validate import run_validation
 from market_fixtures import make_tiny_market
 
@@ -168,34 +171,71 @@ def test_deltas_against_committed_baseline(workspace: Path, tmp_path: Path) -> N
     assert json.loads((root / "reports" / "metrics.json").read_text())["net_a"] == source
 
 
+PARITY = {"arch": "net_a", "opset": 18, "export_seconds": 4.2, "status": "passed",
+          "gates": {"max_abs_diff": 0.001, "min_cosine": 0.9999, "max_metric_delta_points": 0.1},
+          "batch_parity": [{"batch_size": 1, "max_abs_diff": 2.1e-6, "min_cosine": 0.9999998,
+                            "mean_cosine": 0.9999999}],
+          "retrieval": {"torch": {"mAP": 0.8123, "rank1": 0.9},
+                        "onnx": {"mAP": 0.8122, "rank1": 0.9},
+                        "delta_points": {"mAP": 0.01, "rank1": 0.0}},
+          "fp16": {"batch_parity": [{"batch_size": 7, "max_abs_diff": 3.0e-3,
+                                     "min_cosine": 0.99991, "mean_cosine": 0.99995}]}}
+
+
 def test_deployment_status(workspace: Path, tmp_path: Path) -> None:
+    """ONNX parity, TensorRT skipped with its reason (the real build-trt on this machine) or
+    disabled, and "not run" where the files are missing."""
     root = _copy(workspace, tmp_path)
+    assert (report.PARITY_FILE, report.TRT_STATUS_FILE) == (PARITY_FILE, STATUS_FILE)
     onnx_dir = root / "results" / "net_a" / "onnx"
     onnx_dir.mkdir()
-    parity = {"arch": "net_a", "opset": 18, "export_seconds": 4.2, "status": "passed",
-              "gates": {"max_abs_diff": 0.001, "min_cosine": 0.9999,
-                        "max_metric_delta_points": 0.1},
-              "batch_parity": [{"batch_size": 1, "max_abs_diff": 2.1e-6, "min_cosine": 0.9999998,
-                                "mean_cosine": 0.9999999}],
-              "retrieval": {"torch": {"mAP": 0.8123, "rank1": 0.9}, "onnx": {"mAP": 0.8122,
-                                                                             "rank1": 0.9},
-                            "delta_points": {"mAP": 0.01, "rank1": 0.0}},
-              "fp16": {"batch_parity": [{"batch_size": 7, "max_abs_diff": 3.0e-3,
-                                         "min_cosine": 0.99991, "mean_cosine": 0.99995}]}}
-    (onnx_dir / "parity.json").write_text(json.dumps(parity))
-    trt = root / "results" / "net_a" / "tensorrt"
-    trt.mkdir()
-    (trt / "status.json").write_text(json.dumps(
-        {"status": "skipped", "reason": "no CUDA device (TensorRT needs a GPU)"}))
+    (onnx_dir / PARITY_FILE).write_text(json.dumps(PARITY))
+    reason = unavailable_reason()
+    if reason is None:
+        pytest.skip("TensorRT can build here; this test checks how a skipped build is reported")
+    status = build_trt("net_a", onnx_dir, root / "results", root / "results" / "net_a" / "tensorrt",
+                       DeployParams(tensorrt="auto"), EvaluateParams(), batch_size=8)
+    assert status["status"] == "skipped"
     md, page = _report(root)
     for text in (md, page):
-        assert "TensorRT: skipped (reason: no CUDA device (TensorRT needs a GPU))." in text
+        assert f"TensorRT: skipped (reason: {html.escape(reason) if text is page else reason})." in text
         assert "ONNX export: not run" in text        # net_b
         assert "TensorRT: not run" in text           # net_b
-        assert "mAP torch 81.2% vs ONNX Runtime 81.2%" in text
-    assert "| FP32 | 1 | 2.10e-06 | 2.0e-07 |" in md
-    assert "| FP16 vs FP32 | 7 | 3.00e-03 | 9.0e-05 |" in md
-    assert "| graph | batch | max abs diff (gate 0.001) | 1 - min cosine (gate 1.0e-04) |" in md
+        assert "mAP PyTorch 81.2% vs ONNX Runtime 81.2% (|delta| 0.010 points)" in text
+    assert "| ONNX FP32 vs PyTorch | 1 | 2.10e-06 | 2.0e-07 |" in md
+    assert "| ONNX FP16 vs FP32 | 7 | 3.00e-03 | 9.0e-05 |" in md
+    build_trt("net_b", onnx_dir, root / "results", root / "results" / "net_b" / "tensorrt",
+              DeployParams(tensorrt="off"), EvaluateParams(), batch_size=8)
+    md, _ = _report(root)
+    assert "TensorRT: disabled (reason: deploy.tensorrt is 'off')." in md
+
+
+def test_built_tensorrt_engine_report(workspace: Path, tmp_path: Path) -> None:
+    """A built engine's status.json, written by hand in build-trt's schema: building one needs a
+    CUDA GPU and TensorRT, which this test cannot assume."""
+    root = _copy(workspace, tmp_path)
+    trt = root / "results" / "net_a" / "tensorrt"
+    trt.mkdir()
+    status = {"status": "built", "reason": None, "mode": "auto", "arch": "net_a",
+              "precision": "fp16", "versions": {"tensorrt": "10.9.0", "torch": "2.9",
+                                                "cuda_device": "NVIDIA H100"},
+              "onnx": "model_fp16.onnx", "build_seconds": 31.5, "timing_cache_reused": False,
+              "latency": [{"batch_size": 1, "median_ms": 0.8123, "p90_ms": 0.9, "images_per_second":
+                           1231.1}, {"batch_size": 64, "median_ms": 7.5, "p90_ms": 7.9,
+                                     "images_per_second": 8533.3}],
+              "parity": {"batch_parity": [{"batch_size": 16, "max_abs_diff": 4e-3,
+                                           "min_cosine": 0.99995}],
+                         "retrieval": {"onnxruntime": {"mAP": 0.5, "rank1": 0.6},
+                                       "tensorrt": {"mAP": 0.499, "rank1": 0.6},
+                                       "delta_points": {"mAP": 0.1, "rank1": 0.0}},
+                         "max_metric_delta_points": 0.3}}
+    (trt / STATUS_FILE).write_text(json.dumps(status))
+    md, _ = _report(root)
+    assert ("TensorRT: built from `model_fp16.onnx` with TensorRT 10.9.0 on NVIDIA H100, "
+            "precision fp16, in 31.5 s (timing cache new).") in md
+    assert "| 1 | 0.812 | 0.900 | 1231.1 |" in md and "| 64 | 7.500 | 7.900 | 8533.3 |" in md
+    assert "mAP ONNX Runtime 50.0% vs TensorRT 49.9% (|delta| 0.100 points)" in md
+    assert "| TensorRT vs ONNX Runtime | 16 | 4.00e-03 | 5.0e-05 |" in md
 
 
 def test_cli_and_bad_input(workspace: Path, tmp_path: Path) -> None:
