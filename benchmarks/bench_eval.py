@@ -8,6 +8,8 @@ holding N x N arrays; Market scale only). Results are printed and written as JSO
 
     python benchmarks/bench_eval.py                       # everything
     python benchmarks/bench_eval.py --scales market --dims 256 --tasks evaluate rerank
+
+A partial run replaces its own cases in an existing results file and keeps the others.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -83,6 +86,10 @@ def run_case(scale: str, dim: int, task: str) -> dict[str, object]:
     return result
 
 
+def _case_key(case: dict[str, object]) -> tuple[int, int, int]:
+    return (list(SCALES).index(case["scale"]), case["dim"], TASKS.index(case["task"]))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", nargs="+", choices=sorted(SCALES), default=list(SCALES))
@@ -104,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue  # dense N x N arrays do not fit beyond Market scale; one dim suffices
                 q, g = SCALES[scale][:2]
                 print(f"{scale} ({q} x {g}) {dim}-d {task} ...", flush=True)
+                load = os.getloadavg()[0]  # other work on the machine inflates wall times
                 proc = subprocess.run([sys.executable, __file__, "--child", scale, str(dim), task],
                                       capture_output=True, text=True, cwd=ROOT)
                 if proc.returncode != 0:
@@ -112,16 +120,23 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     case = json.loads(proc.stdout.strip().splitlines()[-1])
                 case = {"scale": scale, "num_query": q, "num_gallery": g, "dim": dim,
-                        "task": task, **case}
+                        "task": task, "load_avg_1m_before": round(load, 2), **case}
                 print("   ", json.dumps(case), flush=True)
                 cases.append(case)
     import torch
 
+    # A partial run (--scales/--dims/--tasks) updates its cases in an existing results file.
+    out = Path(args.out)
+    if out.is_file():
+        fresh = {_case_key(c) for c in cases}
+        kept = [c for c in json.loads(out.read_text(encoding="utf-8"))["cases"]
+                if _case_key(c) not in fresh]
+        cases = sorted(kept + cases, key=_case_key)
     report = {"machine": {"cpus": torch.get_num_threads(), "platform": platform.platform(),
                           "torch": torch.__version__, "numpy": np.__version__},
               "re_ranking": {"k1": 20, "k2": 6, "lambda_value": 0.3}, "cases": cases}
-    write_json(args.out, report)
-    print(f"wrote {args.out}")
+    write_json(out, report)
+    print(f"wrote {out}")
     return 0
 
 
