@@ -24,10 +24,12 @@ node_ready() {
 }
 job_runs() {
     timeout 30 sbatch --quiet --wait --output=/dev/null --job-name=start_slurm_probe \
-        --wrap true >/dev/null 2>&1
+        --wrap true >/dev/null 2>&1 && return 0
+    scancel --name=start_slurm_probe >/dev/null 2>&1 || true
+    return 1
 }
 
-if command -v sinfo >/dev/null && node_ready && job_runs; then
+if pgrep -x slurmctld >/dev/null && pgrep -x slurmd >/dev/null && node_ready && job_runs; then
     log "Slurm already up on $NODE"
     exit 0
 fi
