@@ -127,7 +127,7 @@ max-width:1300px;padding:0 1em;color:#222;line-height:1.45}
 h1{border-bottom:2px solid #ddd;padding-bottom:.3em}h2{margin-top:1.8em;border-bottom:1px solid #eee}
 table{border-collapse:collapse;margin:.8em 0;font-size:14px}
 th,td{border:1px solid #ccc;padding:4px 10px;text-align:right}
-th{background:#f3f5f8}td:first-child,th:first-child{text-align:left}
+th{background:#f3f5f8}td.t,th:first-child{text-align:left}
 tr:nth-child(even) td{background:#fafafa}
 .up{color:#1a7f37}.down{color:#c62828}.same{color:#666}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
@@ -145,6 +145,15 @@ def _cell_html(cell: Cell) -> str:
     return html.escape(_cell_text(cell))
 
 
+def _td(cell: Cell) -> str:
+    """Numbers right-aligned (the CSS default), text left-aligned."""
+    try:
+        numeric = isinstance(cell, (Metric, int, float)) or math.isfinite(float(str(cell)))
+    except ValueError:
+        numeric = False
+    return f"<td>{_cell_html(cell)}</td>" if numeric else f"<td class=\"t\">{_cell_html(cell)}</td>"
+
+
 def render_html(title: str, blocks: Sequence[Block], figures_dir: Path) -> str:
     """One self-contained page: figures from ``figures_dir`` embedded as data URIs."""
     parts = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
@@ -160,7 +169,7 @@ def render_html(title: str, blocks: Sequence[Block], figures_dir: Path) -> str:
                          + "</ul>")
         elif isinstance(block, Table):
             head = "".join(f"<th>{html.escape(h)}</th>" for h in block.headers)
-            body = "".join("<tr>" + "".join(f"<td>{_cell_html(c)}</td>" for c in row) + "</tr>"
+            body = "".join("<tr>" + "".join(_td(c) for c in row) + "</tr>"
                            for row in block.rows)
             parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         else:
@@ -368,7 +377,8 @@ def metrics_section(archs: Sequence[ArchResults], baseline: Baseline) -> list[Bl
                   "matching rate within the top 1/5/10 (CMC); mINP: mean inverse negative "
                   "penalty. Re-ranked: k-reciprocal re-ranking (Zhong et al., 2017). "
                   + baseline.note),
-        Table(["arch", "ranking"] + [title for _, title in METRIC_COLUMNS] + ["queries"], rows)]
+        Table(["arch", "ranking"] + [f"{title} (%)" for _, title in METRIC_COLUMNS] + ["queries"],
+              rows)]
     if new:
         blocks.append(Paragraph(f"Not in the baseline (no delta): {', '.join(new)}."))
     return blocks
@@ -411,7 +421,7 @@ def hardest_section(arch: ArchResults, count: int) -> list[Block]:
     ranking = arch.ranking
     frame = arch.per_query.dropna(subset=[f"ap_{ranking}"])
     frame = frame.sort_values(f"ap_{ranking}", kind="stable").head(count)
-    headers = ["query", "id", "cam"]
+    headers = ["query", "identity", "camera"]
     for r in arch.metrics:
         label = report_figures.RANKING_LABELS[r]
         headers += [f"AP {label} (%)", f"first hit {label}"]
@@ -431,33 +441,34 @@ def hardest_section(arch: ArchResults, count: int) -> list[Block]:
     return [Heading(3, "Hardest queries"), Paragraph(text), Table(headers, rows)]
 
 
-def _config_summary(config: dict[str, Any]) -> str:
+def _config_summary(config: dict[str, Any], path: Path) -> str:
     model, dataset, train = (config.get(k) or {} for k in ("model", "dataset", "train"))
     optim = train.get("optim") or {}
     parts = [f"backbone `{model.get('backbone', '?')}`",
-             f"input {model.get('input_height', '?')}x{model.get('input_width', '?')}",
+             f"input {model.get('input_height', '?')}x{model.get('input_width', '?')} (HxW)",
              f"feat_dim {model.get('feat_dim', '?')}",
              f"{train.get('num_epochs', '?')} epochs",
              f"{optim.get('name', '?')} base lr {optim.get('base_lr', '?')}",
              f"batch {dataset.get('batch_size', '?')} (P x K, K = "
              f"{dataset.get('num_instances', '?')})"]
-    return "Recipe (models/<arch>/config.yaml): " + ", ".join(parts) + "."
+    return f"Recipe (`{path}`): " + ", ".join(parts) + "."
 
 
-def training_section(arch: ArchResults, out_dir: Path) -> list[Block]:
+def training_section(arch: ArchResults, models_dir: Path, out_dir: Path) -> list[Block]:
     blocks: list[Block] = [Heading(3, "Training")]
     if arch.config is not None:
-        blocks.append(Paragraph(_config_summary(arch.config)))
+        blocks.append(Paragraph(_config_summary(arch.config, models_dir / arch.name / "config.yaml")))
     if arch.train_log is None or arch.train_log.empty:
-        blocks.append(Paragraph("No training log (models/<arch>/train_log.csv): not trained here."))
+        blocks.append(Paragraph(f"No training log (`{models_dir / arch.name / 'train_log.csv'}`)."))
         return blocks
     file = f"{arch.name}_training.png"
     report_figures.training_figure(arch.name, arch.train_log, out_dir / file)
     last = arch.train_log.iloc[-1]
-    seconds = last.get("seconds")
     text = f"{int(last['epoch'])} epochs logged; final loss {float(last['loss']):.3f}."
-    if seconds is not None and not pd.isna(seconds):
-        text += f" Last epoch took {float(seconds):.1f} s."
+    if "seconds" in arch.train_log.columns:
+        seconds = arch.train_log["seconds"].astype(float)
+        text += (f" Training time {seconds.sum() / 60:.1f} min (sum of epoch times, validation "
+                 f"included); last epoch {seconds.iloc[-1]:.1f} s.")
     blocks += [Paragraph(text), Figure(file, f"{arch.name}: loss terms, learning rate and "
                                              "validation mAP / rank-1 per epoch")]
     return blocks
@@ -614,7 +625,7 @@ def build_report(params: Params, results_dir: str | Path, models_dir: str | Path
                        Figure(file, f"{arch.name}: {len(queries)} sampled queries (seed "
                                     f"{SAMPLE_SEED}) with their top-{top_k} gallery images")]
             blocks += hardest_section(arch, opts.hardest_queries)
-            blocks += training_section(arch, staging)
+            blocks += training_section(arch, models_dir, staging)
             blocks += export_section(arch)
         title = "reidpipe report"
         (staging / "index.md").write_text(render_markdown(title, blocks), encoding="utf-8")

@@ -156,10 +156,13 @@ def training_figure(arch: str, log: pd.DataFrame, path: Path) -> None:
     loss_ax.set_title("Training loss (epoch mean)")
     loss_ax.set_ylabel("loss")
     loss_ax.legend(fontsize=8)
-    lr_ax.plot(epochs, log["lr"].to_numpy(dtype=float), marker=".", color="#555555")
+    lr = log["lr"].to_numpy(dtype=float)
+    lr_ax.plot(epochs, lr, marker=".", color="#555555", drawstyle="steps-mid")
     lr_ax.set_title("Learning rate (first parameter group)")
     lr_ax.set_ylabel("learning rate")
-    lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    if np.nanmin(lr, initial=np.inf) > 0:
+        lr_ax.set_yscale("log")  # warm-up and step decay span orders of magnitude
+        lr_ax.set_ylabel("learning rate (log scale)")
     validated = log.dropna(subset=["val_mAP", "val_rank1"], how="all")
     if len(validated):
         for column, label in (("val_mAP", "mAP"), ("val_rank1", "rank-1")):

@@ -114,7 +114,7 @@ def test_tables_show_metrics_json_values(workspace: Path, tmp_path: Path) -> Non
             cells = [f"{100 * source[ranking][k]:.1f}" for k in METRIC_KEYS]
             row = f"| {arch} | {label} | " + " | ".join(cells) + " |"
             assert row in md, row
-            html_row = f"<td>{arch}</td><td>{label}</td>" + "".join(
+            html_row = f"<td class=\"t\">{arch}</td><td class=\"t\">{label}</td>" + "".join(
                 f"<td>{c}</td>" for c in cells)
             assert html_row in page, html_row
     # The two archs differ (different noise), so a swapped table would fail.
@@ -123,7 +123,7 @@ def test_tables_show_metrics_json_values(workspace: Path, tmp_path: Path) -> Non
 
 def test_html_is_self_contained_and_figures_are_pngs(workspace: Path, tmp_path: Path) -> None:
     root = _copy(workspace, tmp_path)
-    md, page = _report(root, sampled_queries=8, top_k=10)
+    md, page = _report(root, sampled_queries=4, top_k=10)
     out = root / "reports"
     figures = ["cmc.png"] + [f"{a}_{kind}.png" for a in ARCHS for kind in ("matches", "training")]
     for name in figures:
@@ -134,13 +134,14 @@ def test_html_is_self_contained_and_figures_are_pngs(workspace: Path, tmp_path: 
     assert len(sources) == len(figures)
     assert all(s.startswith("data:image/png;base64,") for s in sources)
     assert "<link" not in page and "<script" not in page and "<style>" in page
-    assert "8 sampled queries (seed 0) with their top-10 gallery images" in md
+    assert "4 sampled queries (seed 0) with their top-10 gallery images" in md
     # Hardest queries: the lowest re-ranked AP comes first.
     per_query = pd.read_csv(root / "results" / "net_b" / "per_query.csv")
     worst = per_query.sort_values("ap_reranked", kind="stable").iloc[0]
     assert f"| {Path(worst['path']).name} | {worst['pid']} |" in md
     # Training section from the train log; the validation summary from validation.json.
-    assert "4 epochs logged; final loss 3.500" in md
+    assert ("4 epochs logged; final loss 3.500. Training time 0.6 min (sum of epoch times, "
+            "validation included); last epoch 9.2 s.") in md
     assert "| gallery | 26 | 12 | 2, 3 | 1 | 1 | 64x128 (26) |" in md  # 12 ids x 2 + junk + distractor
 
 
@@ -245,7 +246,7 @@ def test_cli_and_bad_input(workspace: Path, tmp_path: Path) -> None:
                                   "archs": {a: {} for a in ARCHS}}))
     argv = ["report", "--results", str(root / "results"), "--models", str(root / "models"),
             "--out", str(root / "reports"), "--params", str(params)]
-    assert main(argv + ["--set", "report.sampled_queries=2"]) == 0
+    assert main(argv + ["--set", "report.sampled_queries=2", "--set", "report.top_k=4"]) == 0
     assert (root / "reports" / "index.html").is_file()
     leftovers = [p.name for p in (root / "reports").iterdir() if p.name.startswith(".")]
     assert leftovers == []
