@@ -43,7 +43,6 @@ JUNK_RATIO = _GALLERY["junk"] / _ID_GALLERY
 
 # Body-part labels of the supersampled label map; the colour of each comes from the identity.
 BG, SKIN, HAIR, UPPER, UPPER2, LOWER, SHOES, BAG, BACKPACK, HAT = range(10)
-NUM_LABELS = 10
 
 RGB = tuple[int, int, int]
 View = Literal["front", "back", "side"]
