@@ -7,6 +7,7 @@ values to ``params:`` so that a changed value reruns exactly the stages that rea
 
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping, Sequence
 
 from reidpipe.errors import ReidpipeError
@@ -51,7 +52,9 @@ def stage_param_values(config: Mapping[str, Any], stage: str, arch: str | None =
 def param_files(cli_configfiles: Sequence[str]) -> list[str]:
     """The files a Snakemake run merged, in merge order: params.yaml, then each --configfile."""
     files = [DEFAULT_PARAMS_FILE]
-    files += [str(f) for f in cli_configfiles if str(f) not in files]
+    for path in map(str, cli_configfiles):
+        if all(not os.path.samefile(path, known) for known in files if os.path.exists(known)):
+            files.append(os.path.relpath(path) if os.path.isabs(path) else path)
     return files
 
 
