@@ -13,6 +13,7 @@ rule train:
     threads: 4
     resources:
         gpu=1,
+        mpi="",  # the Slurm profile sets an srun launcher here for multi-node DDP
     shell:
-        "reidpipe train --arch {wildcards.arch} --splits {input.splits} --out models/{wildcards.arch}"
+        "{resources.mpi} reidpipe train --arch {wildcards.arch} --splits {input.splits} --out models/{wildcards.arch}"
         " --params {PARAM_FILES} > {log} 2>&1"
