@@ -23,6 +23,7 @@ from typing import Any, Sequence, Union
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from reidpipe import report_figures
 from reidpipe.errors import ReidpipeError
@@ -127,7 +128,7 @@ max-width:1300px;padding:0 1em;color:#222;line-height:1.45}
 h1{border-bottom:2px solid #ddd;padding-bottom:.3em}h2{margin-top:1.8em;border-bottom:1px solid #eee}
 table{border-collapse:collapse;margin:.8em 0;font-size:14px}
 th,td{border:1px solid #ccc;padding:4px 10px;text-align:right}
-th{background:#f3f5f8}td.t,th:first-child{text-align:left}
+th{background:#f3f5f8}td.t,th.t{text-align:left}
 tr:nth-child(even) td{background:#fafafa}
 .up{color:#1a7f37}.down{color:#c62828}.same{color:#666}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
@@ -145,13 +146,17 @@ def _cell_html(cell: Cell) -> str:
     return html.escape(_cell_text(cell))
 
 
-def _td(cell: Cell) -> str:
-    """Numbers right-aligned (the CSS default), text left-aligned."""
+_TEXT_CLASS = ' class="t"'
+
+
+def _is_numeric(cell: Cell) -> bool:
+    """Numbers are right-aligned (the CSS default), text left-aligned."""
+    if isinstance(cell, (Metric, int, float)):
+        return True
     try:
-        numeric = isinstance(cell, (Metric, int, float)) or math.isfinite(float(str(cell)))
+        return math.isfinite(float(cell))
     except ValueError:
-        numeric = False
-    return f"<td>{_cell_html(cell)}</td>" if numeric else f"<td class=\"t\">{_cell_html(cell)}</td>"
+        return False
 
 
 def render_html(title: str, blocks: Sequence[Block], figures_dir: Path) -> str:
@@ -168,9 +173,12 @@ def render_html(title: str, blocks: Sequence[Block], figures_dir: Path) -> str:
             parts.append("<ul>" + "".join(f"<li>{_inline_code(i)}</li>" for i in block.items)
                          + "</ul>")
         elif isinstance(block, Table):
-            head = "".join(f"<th>{html.escape(h)}</th>" for h in block.headers)
-            body = "".join("<tr>" + "".join(_td(c) for c in row) + "</tr>"
-                           for row in block.rows)
+            first = block.rows[0] if block.rows else [""] * len(block.headers)
+            head = "".join(f"<th{'' if _is_numeric(c) else _TEXT_CLASS}>{html.escape(h)}</th>"
+                           for h, c in zip(block.headers, first))
+            body = "".join("<tr>" + "".join(
+                f"<td{'' if _is_numeric(c) else _TEXT_CLASS}>{_cell_html(c)}</td>" for c in row)
+                + "</tr>" for row in block.rows)
             parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         else:
             data = base64.b64encode((figures_dir / block.file).read_bytes()).decode("ascii")
@@ -281,8 +289,6 @@ def load_arch(name: str, results_dir: Path, models_dir: Path) -> ArchResults:
     config = None
     config_path = models_dir / name / "config.yaml"
     if config_path.is_file():
-        import yaml
-
         try:
             config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
@@ -389,8 +395,6 @@ def _sample_queries(arch: ArchResults, count: int, top_k: int) -> list[report_fi
     ranking = arch.ranking
     frame = arch.per_query
     candidates = np.flatnonzero(frame[f"ap_{ranking}"].notna().to_numpy())
-    if len(candidates) == 0:
-        candidates = np.arange(len(frame))
     rng = np.random.default_rng(SAMPLE_SEED)
     chosen = np.sort(rng.choice(candidates, size=min(count, len(candidates)), replace=False))
     queries = []
@@ -424,18 +428,18 @@ def hardest_section(arch: ArchResults, count: int) -> list[Block]:
     headers = ["query", "identity", "camera"]
     for r in arch.metrics:
         label = report_figures.RANKING_LABELS[r]
-        headers += [f"AP {label} (%)", f"first hit {label}"]
+        headers += [f"AP {label} (%)", f"first-hit rank {label}"]
     rows: list[list[Cell]] = []
     for _, row in frame.iterrows():
         cells: list[Cell] = [Path(str(row["path"])).name, int(row["pid"]), int(row["camid"])]
         for r in arch.metrics:
             first = row[f"first_hit_{r}"]
             cells += [_pct(row[f"ap_{r}"]).rstrip("%"),
-                      "n/a" if pd.isna(first) else f"rank {int(first)}"]
+                      "n/a" if pd.isna(first) else int(first)]
         rows.append(cells)
     skipped = int(arch.per_query[f"ap_{ranking}"].isna().sum())
     text = (f"The {len(rows)} queries with the lowest AP ({report_figures.RANKING_LABELS[ranking]} "
-            "ranking), with the rank of their first true match.")
+            "ranking), with the rank of their first true match (1 = top).")
     if skipped:
         text += f" {skipped} queries without any true match in the gallery are not scored."
     return [Heading(3, "Hardest queries"), Paragraph(text), Table(headers, rows)]
