@@ -62,16 +62,26 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = _temp_sibling(final, is_dir=True)
     try:
         yield tmp
-        if final.exists():
-            trash = _temp_sibling(final, is_dir=True)
-            os.replace(final, trash / final.name)
-            os.replace(tmp, final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def replace_dir(src: str | os.PathLike[str], final: str | os.PathLike[str]) -> None:
+    """Move the finished directory ``src`` to ``final``, replacing any directory there whole.
+
+    ``src`` must be on the same filesystem (a sibling or a folder beside it). The old directory is
+    first renamed into a trash folder, so ``final`` is always either the old or the new whole tree.
+    """
+    final = Path(final)
+    if not final.exists():
+        os.replace(src, final)
+        return
+    trash = _temp_sibling(final, is_dir=True)
+    os.replace(final, trash / final.name)
+    os.replace(src, final)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:

@@ -27,6 +27,7 @@ STAGE_PARAMS: dict[str, list[str]] = {
     "export_onnx": ["export", "extract.batch_size", "extract.channel_order", "extract.input_scale",
                     "evaluate", "archs.{arch}"],
     "build_trt": ["deploy", "extract.batch_size", "evaluate", "archs.{arch}"],
+    "report": ["pipeline.archs", "report"],
 }
 
 

@@ -2,7 +2,8 @@
 
 Writes ``index.md`` (figures as sibling PNGs), a self-contained ``index.html`` (figures as base64
 data URIs, inline CSS), ``metrics.json`` (``{arch: {"plain": {...}, "reranked": {...}}}``, the DVC
-metrics file) and the figures ``cmc.png``, ``<arch>_matches.png``, ``<arch>_training.png``.
+metrics file) and the figures ``figures/cmc.png``, ``figures/<arch>_matches.png``,
+``figures/<arch>_training.png``.
 Deltas are taken against the ``metrics.json`` committed at git HEAD in the output folder, when
 there is one. Both documents are rendered from one list of blocks, so they cannot disagree.
 """
@@ -25,11 +26,12 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from reidpipe import report_figures
+from reidpipe import atomic, report_figures
 from reidpipe.errors import ReidpipeError
 from reidpipe.params import Params
 
 METRICS_FILE = "metrics.json"
+FIGURES_DIR = "figures"
 RANKINGS = ("plain", "reranked")
 # (metrics.json key, column title): all fractions, shown as percentages.
 METRIC_COLUMNS = (("mAP", "mAP"), ("rank1", "R1"), ("rank5", "R5"), ("rank10", "R10"),
@@ -465,7 +467,7 @@ def training_section(arch: ArchResults, models_dir: Path, out_dir: Path) -> list
     if arch.train_log is None or arch.train_log.empty:
         blocks.append(Paragraph(f"No training log (`{models_dir / arch.name / 'train_log.csv'}`)."))
         return blocks
-    file = f"{arch.name}_training.png"
+    file = f"{FIGURES_DIR}/{arch.name}_training.png"
     report_figures.training_figure(arch.name, arch.train_log, out_dir / file)
     last = arch.train_log.iloc[-1]
     text = f"{int(last['epoch'])} epochs logged; final loss {float(last['loss']):.3f}."
@@ -608,12 +610,13 @@ def build_report(params: Params, results_dir: str | Path, models_dir: str | Path
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out_dir))
     try:
-        report_figures.cmc_figure({a.name: a.cmc for a in archs}, staging / "cmc.png")
+        (staging / FIGURES_DIR).mkdir()
+        report_figures.cmc_figure({a.name: a.cmc for a in archs}, staging / FIGURES_DIR / "cmc.png")
         blocks: list[Block] = [
             Paragraph(f"Architectures: {', '.join(names)}. Built by `reidpipe report` from "
                       f"`{results_dir}` and `{models_dir}`; nothing is recomputed."),
             *metrics_section(archs, baseline),
-            Figure("cmc.png", "CMC curves of all architectures: solid = plain ranking, dashed = "
+            Figure(f"{FIGURES_DIR}/cmc.png", "CMC curves of all architectures: solid = plain ranking, dashed = "
                               "re-ranked; legend gives rank-1")]
         blocks += validation_section(results_dir / "validation.json")
         for arch in archs:
@@ -622,7 +625,7 @@ def build_report(params: Params, results_dir: str | Path, models_dir: str | Path
                                          for v in arch.per_query[f"top_{arch.ranking}"]),
                                         default=0))
             queries = _sample_queries(arch, opts.sampled_queries, top_k)
-            file = f"{arch.name}_matches.png"
+            file = f"{FIGURES_DIR}/{arch.name}_matches.png"
             report_figures.matches_figure(arch.name, arch.ranking, queries, arch.gallery,
                                           max(top_k, 1), staging / file)
             blocks += [Heading(3, "Sampled matches"),
@@ -639,7 +642,10 @@ def build_report(params: Params, results_dir: str | Path, models_dir: str | Path
             json.dumps({a.name: a.metrics for a in archs}, indent=2) + "\n", encoding="utf-8")
         files = sorted(p.name for p in staging.iterdir())
         for name in files:
-            os.replace(staging / name, out_dir / name)
+            if name == FIGURES_DIR:
+                atomic.replace_dir(staging / name, out_dir / name)
+            else:
+                os.replace(staging / name, out_dir / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ReportResult(files=files, baseline=baseline.note)

@@ -125,7 +125,8 @@ def test_html_is_self_contained_and_figures_are_pngs(workspace: Path, tmp_path: 
     root = _copy(workspace, tmp_path)
     md, page = _report(root, sampled_queries=4, top_k=10)
     out = root / "reports"
-    figures = ["cmc.png"] + [f"{a}_{kind}.png" for a in ARCHS for kind in ("matches", "training")]
+    figures = ["figures/cmc.png"] + [f"figures/{a}_{kind}.png" for a in ARCHS
+                                     for kind in ("matches", "training")]
     for name in figures:
         with Image.open(out / name) as image:
             assert image.format == "PNG" and image.width > 300
