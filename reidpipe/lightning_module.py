@@ -136,8 +136,9 @@ class ReidModule(L.LightningModule):
 
 
 class EpochLog(L.Callback):
-    """Runs validation when due and writes ``train_log.csv`` after every epoch. Lightning runs
-    checkpoint callbacks last, so each checkpoint holds the rows up to its epoch."""
+    """Runs validation when due and writes ``train_log.csv`` after every epoch (row 0: before
+    training). Lightning runs checkpoint callbacks last, so each checkpoint holds the rows up to
+    its epoch."""
 
     def __init__(self, csv_path: Path, datamodule: Any, validation_interval: int) -> None:
         self.csv_path = csv_path
@@ -145,21 +146,31 @@ class EpochLog(L.Callback):
         self.interval = validation_interval
         self.rows: list[dict[str, float | int]] = []
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Row 0: the untrained model's val mAP/R1, the baseline training must beat."""
+        if self.rows or not self.datamodule.has_val:
+            return
+        assert isinstance(pl_module, ReidModule)
+        metrics = pl_module.validate(self.datamodule.val_loader(), self.datamodule.val_frame())
+        self._append(trainer, {"epoch": 0, "steps": 0, "val_mAP": metrics["mAP"],
+                               "val_rank1": metrics["rank1"]})
+
+    def _append(self, trainer: L.Trainer, row: dict[str, float | int]) -> None:
+        self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
+        if trainer.is_global_zero:
+            with atomic.atomic_path(self.csv_path) as tmp:
+                pd.DataFrame(self.rows, columns=LOG_COLUMNS).to_csv(tmp, index=False)
+            summary = " ".join(f"{k}={row[k]:.4g}" for k in LOG_COLUMNS[2:9]
+                               if k in row and not math.isnan(float(row[k])))
+            print(f"epoch {row['epoch']}/{trainer.max_epochs}: {summary}", flush=True)
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         assert isinstance(pl_module, ReidModule)
         epoch = pl_module.current_epoch + 1
         due = self.datamodule.has_val and (epoch % self.interval == 0 or epoch == trainer.max_epochs)
         loader = self.datamodule.val_loader() if due else None
         frame = self.datamodule.val_frame() if due else None
-        row = pl_module.epoch_row(loader, frame)
-        self.rows = [r for r in self.rows if r["epoch"] < epoch] + [row]
-        if trainer.is_global_zero:
-            with atomic.atomic_path(self.csv_path) as tmp:
-                pd.DataFrame(self.rows, columns=LOG_COLUMNS).to_csv(tmp, index=False)
-        summary = " ".join(f"{k}={row[k]:.4g}" for k in LOG_COLUMNS[2:9]
-                           if not math.isnan(float(row[k])))
-        if trainer.is_global_zero:
-            print(f"epoch {epoch}/{trainer.max_epochs}: {summary}", flush=True)
+        self._append(trainer, pl_module.epoch_row(loader, frame))
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": self.rows}

@@ -2,11 +2,12 @@
 
 Outputs in ``out_dir`` (all written atomically): ``model.pt`` (the network's state dict, the
 effective arch config, the class count and a fingerprint of config + manifests), ``config.yaml``
-(the effective arch config), ``train_log.csv`` (one row per epoch) and ``checkpoints/`` (Lightning
-checkpoints every ``checkpoint_interval`` epochs plus ``last.ckpt``).
+(the effective arch config), ``train_log.csv`` (one row per epoch, row 0 = the untrained
+model's val mAP) and ``checkpoints/`` (the Lightning checkpoint of the newest
+``checkpoint_interval`` epoch).
 
-A rerun resumes from the newest checkpoint in ``checkpoints/`` (or ``train.resume_training_checkpoint_path``);
-checkpoints made under another config or other manifests are discarded, not resumed. A rerun of a
+A rerun resumes from the newest checkpoint in ``checkpoints/`` (or
+``train.resume_training_checkpoint_path``); checkpoints made under another config or other manifests are discarded, not resumed. A rerun of a
 finished run with the same fingerprint does nothing.
 """
 
@@ -105,8 +106,8 @@ def _prepare_checkpoints(ckpt_dir: Path, stamp: str) -> None:
 
 
 def _latest_checkpoint(ckpt_dir: Path) -> str | None:
-    """The newest complete checkpoint (a kill can fall between ``epochNNN.ckpt`` and the
-    ``last.ckpt`` copy; temporaries start with a dot)."""
+    """The newest complete checkpoint (a kill can fall between writing one and deleting its
+    predecessor; temporaries start with a dot)."""
     found = [p for p in ckpt_dir.glob("*.ckpt") if not p.name.startswith(".")]
     return str(max(found, key=lambda p: p.stat().st_mtime_ns)) if found else None
 
@@ -143,9 +144,11 @@ def train_arch(cfg: ArchConfig, splits_dir: str | Path, out_dir: str | Path,
     datamodule = ReidDataModule(splits_dir, cfg)
     module = ReidModule(cfg, datamodule.num_classes)
     epoch_log = EpochLog(out_dir / LOG_FILE, datamodule, cfg.train.validation_interval)
+    # Only the newest checkpoint is kept (it replaces the previous one after it is written):
+    # resume needs no more, and a ResNet-50 checkpoint with Adam state is ~300 MB.
     checkpoints = ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}",
-                                  auto_insert_metric_name=False, save_top_k=-1, save_last=True,
-                                  every_n_epochs=cfg.train.checkpoint_interval)
+                                  auto_insert_metric_name=False, monitor="step", mode="max",
+                                  save_top_k=1, every_n_epochs=cfg.train.checkpoint_interval)
     multi = runtime.devices > 1 or cfg.train.num_nodes > 1
     trainer = L.Trainer(
         accelerator=runtime.accelerator, devices=runtime.devices, num_nodes=cfg.train.num_nodes,

@@ -59,8 +59,10 @@ def test_train_writes_model_log_and_config_and_rerun_is_a_no_op(tmp_path, splits
     out = tmp_path / "model"
     last = train_arch(cfg, splits, out, Runtime("cpu", 1, "32", "test"))
     log = pd.read_csv(out / "train_log.csv")
-    assert log["epoch"].tolist() == [1, 2]
-    assert log[["loss", "id_loss", "triplet_loss", "center_loss", "val_mAP"]].notna().all().all()
+    assert log["epoch"].tolist() == [0, 1, 2]  # 0: the untrained model's val mAP
+    trained = log[log["epoch"] > 0]
+    assert trained[["loss", "id_loss", "triplet_loss", "center_loss", "val_mAP"]].notna().all().all()
+    assert log["val_mAP"].notna().all()
     assert 0 < last["val_mAP"] <= 1
     net, saved_cfg = load_trained_model(out)
     assert not net.training and saved_cfg == cfg
@@ -87,7 +89,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, splits):
     first.send_signal(signal.SIGKILL)
     first.wait()
     assert not (out / "model.pt").exists()
-    done = len(pd.read_csv(out / "train_log.csv")) if (out / "train_log.csv").exists() else 0
+    done = pd.read_csv(out / "train_log.csv")["epoch"].max() if (out / "train_log.csv").exists() else 0
     assert done < epochs
 
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
@@ -96,7 +98,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, splits):
     assert "resuming from" in rerun.stdout
     trained = [int(n) for n in re.findall(r"^epoch (\d+)/", rerun.stdout, re.M)]
     assert trained[0] > 1 and trained[-1] == epochs
-    assert pd.read_csv(out / "train_log.csv")["epoch"].tolist() == list(range(1, epochs + 1))
+    assert pd.read_csv(out / "train_log.csv")["epoch"].tolist() == list(range(epochs + 1))
     assert torch.load(out / "model.pt", weights_only=True)["epochs"] == epochs
 
 
@@ -116,5 +118,5 @@ def test_two_process_cpu_ddp_uses_the_distributed_sampler(tmp_path, splits):
     labels = pd.read_csv(splits / "train.csv")["label"].tolist()
     per_rank = len(IdentityBatchSampler(labels, 4, 2, num_replicas=2, rank=0))
     assert per_rank < len(IdentityBatchSampler(labels, 4, 2))
-    assert pd.read_csv(tmp_path / "model" / "train_log.csv")["steps"].tolist() == [per_rank]
+    assert pd.read_csv(tmp_path / "model" / "train_log.csv")["steps"].tolist() == [0, per_rank]
     assert (tmp_path / "model" / "model.pt").is_file()
