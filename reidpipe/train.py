@@ -28,7 +28,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from reidpipe import atomic
 from reidpipe.datamodule import ReidDataModule
-from reidpipe.devices import allocate_gpus
+from reidpipe.devices import GpuLease, allocate_gpus
 from reidpipe.errors import ReidpipeError
 from reidpipe.lightning_module import EpochLog, ReidModule
 from reidpipe.manifest import manifest_path
@@ -73,6 +73,7 @@ class Runtime:
     devices: int
     precision: str
     note: str
+    lease: GpuLease | None = None  # holds the GPU locks: keep it alive while training
 
 
 def resolve_runtime(cfg: ArchConfig, env: dict[str, str] | None = None) -> Runtime:
@@ -87,7 +88,7 @@ def resolve_runtime(cfg: ArchConfig, env: dict[str, str] | None = None) -> Runti
     if lease.ids:
         if precision == "auto":
             precision = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-        return Runtime("gpu", len(lease.ids), precision, note)
+        return Runtime("gpu", len(lease.ids), precision, note, lease)
     if precision == "auto":
         precision = "32"
     if precision == "16-mixed":
@@ -176,4 +177,9 @@ def train_stage(params: Params, arch: str, splits_dir: str | Path,
         if not manifest_path(splits_dir, split).is_file():
             raise ReidpipeError(f"{manifest_path(splits_dir, split)} does not exist "
                                 "(run `reidpipe split` first)")
-    return train_arch(cfg, splits_dir, out_dir, resolve_runtime(cfg))
+    runtime = resolve_runtime(cfg)
+    try:
+        return train_arch(cfg, splits_dir, out_dir, runtime)
+    finally:
+        if runtime.lease is not None:
+            runtime.lease.release()

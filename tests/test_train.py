@@ -13,11 +13,12 @@ import torch
 import yaml
 
 from market_fixtures import make_tiny_market
+from reidpipe.errors import ReidpipeError
 from reidpipe.model import load_trained_model
 from reidpipe.params import load_params
 from reidpipe.sampler import IdentityBatchSampler
 from reidpipe.split import make_split
-from reidpipe.train import Runtime, train_arch
+from reidpipe.train import Runtime, resolve_runtime, train_arch
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-c", "import sys; from reidpipe.cli import main; sys.exit(main())"]
@@ -120,3 +121,13 @@ def test_two_process_cpu_ddp_uses_the_distributed_sampler(tmp_path, splits):
     assert per_rank < len(IdentityBatchSampler(labels, 4, 2))
     assert pd.read_csv(tmp_path / "model" / "train_log.csv")["steps"].tolist() == [0, per_rank]
     assert (tmp_path / "model" / "model.pt").is_file()
+
+
+def test_runtime_falls_back_to_cpu_with_a_note(tmp_path, monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr("reidpipe.devices.count_gpus", lambda: 0)  # this machine has no GPU
+    runtime = resolve_runtime(tiny_cfg(tmp_path, num_gpus=1))
+    assert (runtime.accelerator, runtime.devices, runtime.precision) == ("cpu", 1, "32")
+    assert "CPU" in runtime.note
+    with pytest.raises(ReidpipeError, match="16-mixed"):
+        resolve_runtime(tiny_cfg(tmp_path, num_gpus=0, precision="16-mixed"))
