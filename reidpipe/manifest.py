@@ -37,6 +37,8 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise ReidpipeError(f"manifest {path} lacks columns {missing}; expected at least {COLUMNS}")
+    if frame.empty:  # a header-only manifest (e.g. val splits with split.val_ids = 0)
+        frame = frame.astype({c: "int64" for c in _INT_COLUMNS if c in frame.columns})
     for column in _INT_COLUMNS:
         if column in frame.columns and not pd.api.types.is_integer_dtype(frame[column]):
             raise ReidpipeError(f"manifest {path}: column {column!r} must hold integers")

@@ -131,3 +131,11 @@ def test_runtime_falls_back_to_cpu_with_a_note(tmp_path, monkeypatch):
     assert "CPU" in runtime.note
     with pytest.raises(ReidpipeError, match="16-mixed"):
         resolve_runtime(tiny_cfg(tmp_path, num_gpus=0, precision="16-mixed"))
+
+
+def test_training_without_held_out_identities_skips_validation(tmp_path, splits):
+    make_split(splits.parent / "market", tmp_path / "splits", val_ids=0, seed=0)
+    cfg = tiny_cfg(tmp_path, num_epochs=1)
+    train_arch(cfg, tmp_path / "splits", tmp_path / "model", Runtime("cpu", 1, "32", "test"))
+    log = pd.read_csv(tmp_path / "model" / "train_log.csv")
+    assert log["epoch"].tolist() == [1] and log["val_mAP"].isna().all()
