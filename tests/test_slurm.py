@@ -7,7 +7,6 @@ Needs a reachable Slurm cluster with an idle node (CI starts a single-node one w
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import shutil
 import subprocess
@@ -15,6 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from repo_copy import copy_working_tree, pipeline_env
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = "workflow/profiles/slurm"
@@ -43,18 +44,6 @@ def _slurm_unavailable() -> str | None:
     return None
 
 
-def _copy_tracked(dest: Path) -> None:
-    """The working tree without git-ignored paths (data, results, venv): tracked files and new
-    ones not yet committed, so that the copy imports the same package as the checkout."""
-    names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                           cwd=ROOT, capture_output=True, check=True).stdout.decode().split("\0")
-    for name in filter(None, names):
-        src = ROOT / name
-        if src.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
-
-
 def _job_state(job_id: str) -> str:
     out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True,
                          timeout=20).stdout
@@ -68,11 +57,9 @@ def test_data_stages_run_as_slurm_jobs(tmp_path: Path) -> None:
     if reason is not None:
         pytest.skip(reason)
     repo = tmp_path / "repo"
-    _copy_tracked(repo)
+    copy_working_tree(repo)
     (repo / "tiny.yaml").write_text(TINY)
-    bin_dir = str(Path(sys.executable).parent)
-    # The copy's package, not the checkout the venv has installed in editable mode.
-    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(repo))
+    env = pipeline_env(repo)
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", *TARGETS, "--executor", "slurm",
          "--workflow-profile", PROFILE, "--configfile", "params.yaml", "config/demo.yaml",

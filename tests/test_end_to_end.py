@@ -1,0 +1,154 @@
+"""End to end in a temporary copy of the repository: the demo DAG through Snakemake, the outputs
+recorded by DVC, a DVC experiment on model.feat_dim, and the pipeline's behaviour when killed,
+run twice at once or given a parameter typo."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from repo_copy import copy_working_tree, pipeline_env
+
+pytestmark = pytest.mark.slow
+
+# The demo, shrunk so that the whole DAG runs in a few minutes of test time.
+SMALL = {
+    "data": {"synthetic_ids": 12, "dataset_dir": "data/e2e-synthetic"},
+    "split": {"val_ids": 2},
+    "dataset": {"batch_size": 16, "val_batch_size": 32},
+    "train": {"num_epochs": 2, "checkpoint_interval": 1, "validation_interval": 1,
+              "max_steps_per_epoch": 3},
+    "export": {"parity_batch_sizes": [1, 3]},
+    "report": {"sampled_queries": 2},
+}
+ARCHS = ["resnet_demo", "swin_demo"]
+DATA_STAGES = ["download", "validate", "split"]
+GIT_ENV = {"GIT_AUTHOR_NAME": "reidpipe tests", "GIT_AUTHOR_EMAIL": "tests@reidpipe.invalid",
+           "GIT_COMMITTER_NAME": "reidpipe tests", "GIT_COMMITTER_EMAIL": "tests@reidpipe.invalid"}
+
+
+def run(repo: Path, *args: str, timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(list(args), cwd=repo, env=pipeline_env(repo, **GIT_ENV),
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n"
+                             f"{proc.stderr[-4000:]}")
+    return proc
+
+
+def snakemake(*args: str) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "--cores", "2", "--workflow-profile", "none", *args]
+
+
+def dvc(*args: str) -> list[str]:
+    return [str(Path(sys.executable).parent / "dvc"), *args]
+
+
+def make_repo(tmp_path: Path, overrides: dict) -> Path:
+    """A git repository holding the project, with the demo parameters written into params.yaml
+    (DVC reads only params.yaml; Snakemake reads it too, so both run the same commands)."""
+    repo = copy_working_tree(tmp_path / "repo")
+    (repo / "small.yaml").write_text(yaml.safe_dump(overrides))
+    run(repo, sys.executable, "-m", "reidpipe.cli", "params", "--params", "params.yaml",
+        "config/demo.yaml", "small.yaml", "--out", "params.yaml")
+    run(repo, "git", "init", "-q", "-b", "main")
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-q", "-m", "project")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def demo_repo(tmp_path_factory) -> Path:
+    repo = make_repo(tmp_path_factory.mktemp("e2e"), SMALL)
+    run(repo, *snakemake())
+    return repo
+
+
+def test_snakemake_runs_the_whole_dag(demo_repo: Path) -> None:
+    report = json.loads((demo_repo / "reports" / "metrics.json").read_text())
+    assert sorted(report) == sorted(ARCHS)
+    for arch in ARCHS:
+        metrics = json.loads((demo_repo / "results" / arch / "metrics.json").read_text())
+        assert report[arch] == metrics
+        assert 0 < metrics["plain"]["mAP"] <= 1 and metrics["plain"]["num_queries"] > 0
+        parity = json.loads((demo_repo / "results" / arch / "onnx" / "parity.json").read_text())
+        assert abs(parity["retrieval"]["delta_points"]["mAP"]) <= 0.1
+        status = json.loads((demo_repo / "results" / arch / "tensorrt" / "status.json").read_text())
+        assert status["status"] == "skipped" and status["reason"]
+        assert (demo_repo / "logs" / f"train_{arch}.log").is_file()
+    html = (demo_repo / "reports" / "index.html").read_text()
+    assert "TensorRT" in html and "skipped" in html
+    # Nothing left to do: a second run is a no-op.
+    again = run(demo_repo, *snakemake())
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_dvc_records_snakemake_outputs_and_runs_an_experiment(demo_repo: Path) -> None:
+    run(demo_repo, *dvc("commit", "--force"))
+    status = run(demo_repo, *dvc("status")).stdout
+    assert "Data and pipelines are up to date" in status, status
+    run(demo_repo, "git", "add", "-A")
+    run(demo_repo, "git", "commit", "-q", "-m", "pipeline outputs")
+
+    before = json.loads((demo_repo / "reports" / "metrics.json").read_text())
+    exp = run(demo_repo, *dvc("exp", "run", "-S", "model.feat_dim=64"))
+    ran = set(re.findall(r"Running stage '([^']+)'", exp.stdout + exp.stderr))
+    expected = {f"{stage}@{arch}" for arch in ARCHS
+                for stage in ("train", "extract", "evaluate", "export_onnx", "build_trt")}
+    assert ran == expected | {"report"}, ran
+    assert not ran & set(DATA_STAGES)
+    after = json.loads((demo_repo / "reports" / "metrics.json").read_text())
+    assert after != before
+    diff = json.loads(run(demo_repo, *dvc("metrics", "diff", "--json")).stdout)
+    assert any(diff.values()), diff
+    params = json.loads(run(demo_repo, *dvc("params", "diff", "--json")).stdout)
+    assert params["params.yaml"]["model.feat_dim"] == {"old": 128, "new": 64}
+
+
+def test_kill_during_training_resumes_and_concurrent_runs_are_refused(tmp_path: Path) -> None:
+    slow = dict(SMALL, train={"num_epochs": 4, "checkpoint_interval": 1, "validation_interval": 4,
+                              "max_steps_per_epoch": 4})
+    repo = make_repo(tmp_path, slow)
+    target = "models/resnet_demo/model.pt"
+    first = subprocess.Popen(snakemake(target), cwd=repo, env=pipeline_env(repo),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True)
+    checkpoints = repo / "models" / "resnet_demo" / "checkpoints"
+    deadline = time.monotonic() + 600
+    while not list(checkpoints.glob("*.ckpt")):
+        assert first.poll() is None, first.stdout.read()
+        assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
+        time.sleep(1)
+
+    second = run(repo, *snakemake(target), check=False)
+    assert second.returncode != 0
+    assert "cannot be locked" in second.stdout + second.stderr
+
+    os.killpg(first.pid, signal.SIGTERM)
+    first.wait(timeout=120)
+    assert not (repo / target).exists(), "a killed training left a model behind"
+
+    run(repo, *snakemake(target))
+    log = (repo / "logs" / "train_resnet_demo.log").read_text()
+    assert "resuming from" in log
+    with open(repo / "models" / "resnet_demo" / "train_log.csv") as handle:
+        epochs = [line.split(",")[0] for line in handle.read().splitlines()[1:]]
+    assert epochs[-1] == "4"
+
+
+def test_params_typo_stops_before_any_job(tmp_path: Path) -> None:
+    repo = copy_working_tree(tmp_path / "repo")
+    (repo / "typo.yaml").write_text("model:\n  feat_dimm: 256\n")
+    proc = run(repo, *snakemake("--configfile", "params.yaml", "typo.yaml"), check=False)
+    assert proc.returncode != 0
+    assert "feat_dimm" in proc.stdout + proc.stderr
+    assert not (repo / "logs").exists() and not (repo / "data" / "Market-1501-v15.09.15").exists()
