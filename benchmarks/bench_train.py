@@ -20,12 +20,12 @@ import torch
 
 from reidpipe import atomic
 from reidpipe.datamodule import ReidDataModule
+from reidpipe.lightning_module import ReidModule
 from reidpipe.losses import reid_loss
 from reidpipe.params import load_params
+from reidpipe.schedule import make_optimizer
 from reidpipe.split import make_split
 from reidpipe.synth import generate_synthetic_market
-from reidpipe.schedule import make_optimizer
-from reidpipe.lightning_module import ReidModule
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,9 +15,10 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, MutableMapping, Sequence
+from typing import IO
 
 from reidpipe.errors import ReidpipeError
 
@@ -58,7 +59,7 @@ class GpuLease:
             handle.close()
         self._files.clear()
 
-    def __enter__(self) -> "GpuLease":
+    def __enter__(self) -> GpuLease:  # noqa: PYI034 - final class, Self needs Python 3.11
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -66,7 +67,7 @@ class GpuLease:
 
 
 def _try_lock(path: Path) -> IO[str] | None:
-    handle = open(path, "a+", encoding="utf-8")
+    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - the lock lives as long as the file
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -69,7 +69,7 @@ class LossPlan:
 
     @classmethod
     def from_config(cls, model: ModelParams, dataset: DatasetParams,
-                    optim: OptimParams) -> "LossPlan":
+                    optim: OptimParams) -> LossPlan:
         metric = model.metric_loss_type
         return cls(
             use_id=dataset.sampler != "triplet",

@@ -11,9 +11,10 @@ ResNets get last stride 1 (BoT). Swin runs at the re-id input size through timm'
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import timm
 import torch
@@ -23,7 +24,13 @@ from timm.models.swin_transformer import checkpoint_filter_fn as swin_filter
 from torch import nn
 
 from reidpipe.errors import ReidpipeError
-from reidpipe.params import (ArchConfig, DatasetParams, ModelParams, OptimParams, TrainParams)
+from reidpipe.params import (
+    ArchConfig,
+    DatasetParams,
+    ModelParams,
+    OptimParams,
+    TrainParams,
+)
 
 MODEL_FILE = "model.pt"
 WRAPPER_KEYS = ("state_dict", "model", "teacher", "student", "module", "net", "params")

@@ -15,7 +15,7 @@ Both are deterministic given (seed, epoch, rank, world size), which makes resume
 from __future__ import annotations
 
 import math
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from torch.utils.data import Sampler
@@ -59,7 +59,7 @@ class IdentityBatchSampler(Sampler[list[int]]):
         self.epoch = epoch
 
     @property
-    def sampler(self) -> "Sampler[list[int]]":
+    def sampler(self) -> Sampler[list[int]]:
         """Lightning calls ``set_epoch`` on ``batch_sampler.sampler`` before each epoch."""
         return self
 
@@ -128,7 +128,7 @@ class ShuffleBatchSampler(Sampler[list[int]]):
         self.epoch = epoch
 
     @property
-    def sampler(self) -> "Sampler[list[int]]":
+    def sampler(self) -> Sampler[list[int]]:
         """Lightning calls ``set_epoch`` on ``batch_sampler.sampler`` before each epoch."""
         return self
 

@@ -25,9 +25,9 @@ def test_two_allocations_get_distinct_devices(tmp_path):
 def test_lock_held_by_another_process_is_skipped_and_freed_when_it_dies(tmp_path):
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from reidpipe.devices import allocate_gpus; "
-         f"lease = allocate_gpus(1, [0], lock_dir=__import__('pathlib').Path({str(tmp_path)!r}), "
-         "total=2, env={}); print(lease.ids[0], flush=True); time.sleep(60)"],
+         ("import time; from pathlib import Path; from reidpipe.devices import allocate_gpus; "
+          f"lease = allocate_gpus(1, [0], lock_dir=Path({str(tmp_path)!r}), total=2, env={{}}); "
+          "print(lease.ids[0], flush=True); time.sleep(60)")],
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "0"

@@ -3,7 +3,14 @@ import math
 import pytest
 import torch
 
-from reidpipe.losses import CenterLoss, LossPlan, batch_hard_triplet, center_step, id_loss, reid_loss
+from reidpipe.losses import (
+    CenterLoss,
+    LossPlan,
+    batch_hard_triplet,
+    center_step,
+    id_loss,
+    reid_loss,
+)
 from reidpipe.params import DatasetParams, ModelParams, OptimParams
 
 # Four 2-D features, identities [0, 0, 1, 1]. Pairwise distances:
