@@ -58,7 +58,7 @@ def make_repo(tmp_path: Path, overrides: dict) -> Path:
     (DVC reads only params.yaml; Snakemake reads it too, so both run the same commands)."""
     repo = copy_working_tree(tmp_path / "repo")
     (repo / "small.yaml").write_text(yaml.safe_dump(overrides))
-    run(repo, sys.executable, "-m", "reidpipe.cli", "params", "--params", "params.yaml",
+    run(repo, sys.executable, "-m", "reidpipe", "params", "--params", "params.yaml",
         "config/demo.yaml", "small.yaml", "--out", "params.yaml")
     run(repo, "git", "init", "-q", "-b", "main")
     run(repo, "git", "add", "-A")
