@@ -19,11 +19,12 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.environments import LightningEnvironment
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from reidpipe import atomic
@@ -156,7 +157,8 @@ def train_arch(cfg: ArchConfig, splits_dir: str | Path, out_dir: str | Path,
         strategy="ddp" if multi else "auto", precision=runtime.precision,  # type: ignore[arg-type]
         max_epochs=cfg.train.num_epochs,
         limit_train_batches=cfg.train.max_steps_per_epoch or 1.0,
-        callbacks=[epoch_log, checkpoints], plugins=[AtomicCheckpointIO()],
+        callbacks=[epoch_log, checkpoints],
+        plugins=[AtomicCheckpointIO(), *cluster_plugins(runtime.devices, cfg.train.num_nodes)],
         use_distributed_sampler=False, logger=False, num_sanity_val_steps=0,
         enable_model_summary=False, default_root_dir=str(out_dir))
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
@@ -168,6 +170,17 @@ def train_arch(cfg: ArchConfig, splits_dir: str | Path, out_dir: str | Path,
             torch.save(saved, tmp)
         atomic.write_yaml(out_dir / CONFIG_FILE, arch_to_dict(cfg))
     return epoch_log.rows[-1] if epoch_log.rows else {}
+
+
+def cluster_plugins(devices: int, num_nodes: int,
+                    env: Mapping[str, str] | None = None) -> list[LightningEnvironment]:
+    """Lightning takes any process with ``SLURM_NTASKS`` set as launched by Slurm with one task
+    per device. A Snakemake job under Slurm is a single task, so with ``devices > 1`` Lightning
+    would start one process instead of ``devices``: then it must launch the ranks itself."""
+    ntasks = (os.environ if env is None else env).get("SLURM_NTASKS")
+    if ntasks is not None and ntasks.isdigit() and int(ntasks) != devices * num_nodes:
+        return [LightningEnvironment()]
+    return []
 
 
 def train_stage(params: Params, arch: str, splits_dir: str | Path,

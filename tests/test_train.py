@@ -139,3 +139,15 @@ def test_training_without_held_out_identities_skips_validation(tmp_path, splits)
     train_arch(cfg, tmp_path / "splits", tmp_path / "model", Runtime("cpu", 1, "32", "test"))
     log = pd.read_csv(tmp_path / "model" / "train_log.csv")
     assert log["epoch"].tolist() == [1] and log["val_mAP"].isna().all()
+
+
+def test_slurm_single_task_job_lets_lightning_launch_the_ranks():
+    from lightning.pytorch.plugins.environments import LightningEnvironment
+
+    from reidpipe.train import cluster_plugins
+
+    assert cluster_plugins(2, 1, env={}) == []
+    assert cluster_plugins(2, 1, env={"SLURM_NTASKS": "2"}) == []
+    plugins = cluster_plugins(2, 1, env={"SLURM_NTASKS": "1"})
+    assert len(plugins) == 1 and isinstance(plugins[0], LightningEnvironment)
+    assert cluster_plugins(4, 2, env={"SLURM_NTASKS": "8"}) == []
