@@ -2,6 +2,8 @@
 
 Each ``reidpipe/cli/<stage>.py`` defines ``register(subparsers, common)``; ``common`` is the parent
 parser that gives every stage ``--params FILE [FILE ...]`` and repeatable ``--set key.path=value``.
+Each ``run`` imports its stage module itself, so building the parser (and running a light stage)
+does not pay for importing torch and Lightning.
 """
 
 from __future__ import annotations

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from reidpipe.cli import params_from_args
-from reidpipe.download import obtain_dataset
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -27,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def run(args: argparse.Namespace) -> int:
+    from reidpipe.download import obtain_dataset
     params = params_from_args(args)
     result = obtain_dataset(params.data, urls=args.urls, archive=args.archive,
                            dataset_dir=args.out)

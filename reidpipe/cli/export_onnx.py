@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from reidpipe.cli import params_from_args
-from reidpipe.export_onnx import export_stage
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -25,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def run(args: argparse.Namespace) -> int:
+    from reidpipe.export_onnx import export_stage
     report = export_stage(params_from_args(args), args.arch, args.model, args.splits, args.out,
                           args.device)
     worst = max(row["max_abs_diff"] for row in report["batch_parity"])

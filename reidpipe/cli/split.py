@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from reidpipe.cli import params_from_args
-from reidpipe.split import make_split
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -17,6 +16,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def run(args: argparse.Namespace) -> int:
+    from reidpipe.split import make_split
     params = params_from_args(args)
     counts = make_split(args.dataset_dir, args.out, params.split.val_ids, params.split.seed)
     print(f"{args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from reidpipe.cli import params_from_args
-from reidpipe.synth import generate_synthetic_market
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -23,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def run(args: argparse.Namespace) -> int:
+    from reidpipe.synth import generate_synthetic_market
     data = params_from_args(args).data
     summary = generate_synthetic_market(
         args.out,

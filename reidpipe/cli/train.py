@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from reidpipe.cli import params_from_args
-from reidpipe.train import train_stage
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -18,5 +17,6 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def run(args: argparse.Namespace) -> int:
+    from reidpipe.train import train_stage
     train_stage(params_from_args(args), args.arch, args.splits, args.out)
     return 0
