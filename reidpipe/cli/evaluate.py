@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 
 from reidpipe.cli import params_from_args
-from reidpipe.embeddings import read_embeddings
-from reidpipe.evaluate import evaluate_embeddings, write_evaluation
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -22,6 +20,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def run(args: argparse.Namespace) -> int:
+    from reidpipe.embeddings import read_embeddings
+    from reidpipe.evaluate import evaluate_embeddings, write_evaluation
+
     params = params_from_args(args)
     result = evaluate_embeddings(read_embeddings(args.embeddings), params.evaluate,
                                  params.re_ranking, top_k=params.report.top_k, device=args.device)

@@ -6,9 +6,6 @@ from __future__ import annotations
 import argparse
 
 from reidpipe.cli import params_from_args
-from reidpipe.embeddings import write_embeddings
-from reidpipe.extract import (extract_embeddings, image_sets_from_dataset, image_sets_from_splits,
-                              model_forward)
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -29,6 +26,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def run(args: argparse.Namespace) -> int:
+    from reidpipe.embeddings import write_embeddings
+    from reidpipe.extract import (extract_embeddings, image_sets_from_dataset,
+                                  image_sets_from_splits, model_forward)
+
     params = params_from_args(args)
     arch = params.arch(args.arch)
     sets = (image_sets_from_splits(args.splits) if args.splits
