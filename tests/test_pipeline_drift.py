@@ -88,3 +88,13 @@ def test_same_commands_inputs_and_params(both):
 def test_every_stage_has_a_params_declaration():
     stages = {s["name"].partition("@")[0] for s in dvc_stages()}
     assert stages == set(STAGE_PARAMS)
+
+
+def test_lint_finds_only_missing_software_environments():
+    """Snakemake's linter may only ask for conda/container directives: reidpipe installs into one
+    virtual environment (README, "Snakemake lint")."""
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--workflow-profile", "none"],
+                          cwd=ROOT, capture_output=True, text=True)
+    findings = {line.strip() for line in (proc.stdout + proc.stderr).splitlines()
+                if line.startswith("    * ")}
+    assert findings <= {"* Specify a conda environment or container for each rule.:"}, findings

@@ -4,12 +4,13 @@ rule download:
     input:
         "reidpipe/download.py",
     params:
+        files=PARAM_FILES,
         tracked=stage_param_values(config, "download"),
     log:
         "logs/download.log",
     threads: 1
     shell:
-        "reidpipe download --out {output} --params {PARAM_FILES} > {log} 2>&1"
+        "reidpipe download --out {output} --params {params.files} > {log} 2>&1"
 
 
 rule validate:
@@ -19,12 +20,13 @@ rule validate:
         "reidpipe/validate.py",
         dataset=DATASET,
     params:
+        files=PARAM_FILES,
         tracked=stage_param_values(config, "validate"),
     log:
         "logs/validate.log",
     threads: 2
     shell:
-        "reidpipe validate {input.dataset} --report {output} --params {PARAM_FILES} > {log} 2>&1"
+        "reidpipe validate {input.dataset} --report {output} --params {params.files} > {log} 2>&1"
 
 
 rule split:
@@ -35,9 +37,10 @@ rule split:
         "results/validation.json",
         dataset=DATASET,
     params:
+        files=PARAM_FILES,
         tracked=stage_param_values(config, "split"),
     log:
         "logs/split.log",
     threads: 1
     shell:
-        "reidpipe split {input.dataset} --out {output} --params {PARAM_FILES} > {log} 2>&1"
+        "reidpipe split {input.dataset} --out {output} --params {params.files} > {log} 2>&1"

@@ -6,6 +6,7 @@ rule export_onnx:
         "models/{arch}/model.pt",
         splits=SPLITS,
     params:
+        files=PARAM_FILES,
         tracked=lambda wildcards: stage_param_values(config, "export_onnx", wildcards.arch),
     log:
         "logs/export_onnx_{arch}.log",
@@ -14,7 +15,7 @@ rule export_onnx:
         gpu=1,
     shell:
         "reidpipe export-onnx --arch {wildcards.arch} --model models/{wildcards.arch}"
-        " --splits {input.splits} --out {output} --params {PARAM_FILES} > {log} 2>&1"
+        " --splits {input.splits} --out {output} --params {params.files} > {log} 2>&1"
 
 
 rule build_trt:
@@ -25,6 +26,7 @@ rule build_trt:
         onnx="results/{arch}/onnx",
         splits=SPLITS,
     params:
+        files=PARAM_FILES,
         tracked=lambda wildcards: stage_param_values(config, "build_trt", wildcards.arch),
     log:
         "logs/build_trt_{arch}.log",
@@ -33,4 +35,4 @@ rule build_trt:
         gpu=1,
     shell:
         "reidpipe build-trt --arch {wildcards.arch} --onnx-dir {input.onnx} --splits {input.splits}"
-        " --out {output} --params {PARAM_FILES} > {log} 2>&1"
+        " --out {output} --params {params.files} > {log} 2>&1"

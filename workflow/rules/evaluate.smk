@@ -6,6 +6,7 @@ rule extract:
         "models/{arch}/model.pt",
         splits=SPLITS,
     params:
+        files=PARAM_FILES,
         tracked=lambda wildcards: stage_param_values(config, "extract", wildcards.arch),
     log:
         "logs/extract_{arch}.log",
@@ -14,7 +15,7 @@ rule extract:
         gpu=1,
     shell:
         "reidpipe extract --arch {wildcards.arch} --model models/{wildcards.arch} --splits {input.splits}"
-        " --out {output} --params {PARAM_FILES} > {log} 2>&1"
+        " --out {output} --params {params.files} > {log} 2>&1"
 
 
 rule evaluate:
@@ -26,10 +27,11 @@ rule evaluate:
         "reidpipe/evaluate.py",
         embeddings="results/{arch}/embeddings",
     params:
+        files=PARAM_FILES,
         tracked=lambda wildcards: stage_param_values(config, "evaluate", wildcards.arch),
     log:
         "logs/evaluate_{arch}.log",
     threads: 2
     shell:
         "reidpipe evaluate --embeddings {input.embeddings} --out {output.metrics} --cmc {output.cmc}"
-        " --per-query {output.per_query} --params {PARAM_FILES} > {log} 2>&1"
+        " --per-query {output.per_query} --params {params.files} > {log} 2>&1"

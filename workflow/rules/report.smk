@@ -11,10 +11,11 @@ rule report:
                file=["metrics.json", "cmc.csv", "per_query.csv", "embeddings", "onnx", "tensorrt"]),
         expand("models/{arch}/{file}", arch=ARCHS, file=["train_log.csv", "config.yaml"]),
     params:
+        files=PARAM_FILES,
         tracked=stage_param_values(config, "report"),
     log:
         "logs/report.log",
     threads: 1
     shell:
-        "reidpipe report --results results --models models --out reports --params {PARAM_FILES}"
+        "reidpipe report --results results --models models --out reports --params {params.files}"
         " > {log} 2>&1"

@@ -7,6 +7,7 @@ rule train:
         "reidpipe/train.py",
         splits=SPLITS,
     params:
+        files=PARAM_FILES,
         tracked=lambda wildcards: stage_param_values(config, "train", wildcards.arch),
     log:
         "logs/train_{arch}.log",
@@ -16,4 +17,4 @@ rule train:
         mpi="",  # the Slurm profile sets an srun launcher here for multi-node DDP
     shell:
         "{resources.mpi} reidpipe train --arch {wildcards.arch} --splits {input.splits} --out models/{wildcards.arch}"
-        " --params {PARAM_FILES} > {log} 2>&1"
+        " --params {params.files} > {log} 2>&1"
