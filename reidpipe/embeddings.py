@@ -16,6 +16,7 @@ import pandas as pd
 
 from reidpipe import atomic
 from reidpipe.errors import ReidpipeError
+from reidpipe.manifest import read_table
 
 SETS = ("query", "gallery")
 COLUMNS = ["path", "pid", "camid"]
@@ -70,17 +71,7 @@ def _read_set(folder: Path, name: str) -> EmbeddingSet:
     if features.ndim != 2 or not np.issubdtype(features.dtype, np.floating):
         raise ReidpipeError(f"{npy}: expected a 2-D float array (N x D), got shape "
                             f"{features.shape} dtype {features.dtype}")
-    try:
-        meta = pd.read_csv(csv, dtype={"path": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ReidpipeError(f"{csv} is not a readable CSV: {exc}") from None
-    missing = [c for c in COLUMNS if c not in meta.columns]
-    if missing:
-        raise ReidpipeError(f"{csv} lacks columns {missing}; expected {COLUMNS}")
-    for column in ("pid", "camid"):
-        if len(meta) and not pd.api.types.is_integer_dtype(meta[column]):
-            raise ReidpipeError(f"{csv}: column {column!r} must hold integers")
-        meta[column] = meta[column].astype(np.int64)
+    meta = read_table(csv, COLUMNS, "embeddings metadata")
     if len(meta) != len(features):
         raise ReidpipeError(f"{csv} has {len(meta)} rows but {npy} has {len(features)}; they "
                             "must describe the same images in the same order")

@@ -25,24 +25,31 @@ def manifest_path(split_dir: str | Path, split: str) -> Path:
     return Path(split_dir) / f"{split}.csv"
 
 
-def read_manifest(path: str | Path) -> pd.DataFrame:
-    """Read a manifest, checking its columns; raises ReidpipeError naming the file."""
+def read_table(path: str | Path, columns: list[str], what: str = "table") -> pd.DataFrame:
+    """Read an image table (manifest or embeddings metadata): ``path`` as text, the required
+    ``columns`` present, the id columns integers (also when the table has no rows)."""
     path = Path(path)
-    if not path.is_file():
-        raise ReidpipeError(f"manifest {path} does not exist (run `reidpipe split` first)")
     try:
         frame = pd.read_csv(path, dtype={"path": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ReidpipeError(f"manifest {path} is not a readable CSV: {exc}") from None
-    missing = [c for c in COLUMNS if c not in frame.columns]
+        raise ReidpipeError(f"{what} {path} is not a readable CSV: {exc}") from None
+    missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise ReidpipeError(f"manifest {path} lacks columns {missing}; expected at least {COLUMNS}")
-    if frame.empty:  # a header-only manifest (e.g. val splits with split.val_ids = 0)
-        frame = frame.astype({c: "int64" for c in _INT_COLUMNS if c in frame.columns})
-    for column in _INT_COLUMNS:
-        if column in frame.columns and not pd.api.types.is_integer_dtype(frame[column]):
-            raise ReidpipeError(f"manifest {path}: column {column!r} must hold integers")
+        raise ReidpipeError(f"{what} {path} lacks columns {missing}; expected at least {columns}")
+    present = [c for c in _INT_COLUMNS if c in frame.columns]
+    if frame.empty:  # header only (e.g. val splits with split.val_ids = 0)
+        return frame.astype({c: "int64" for c in present})
+    for column in present:
+        if not pd.api.types.is_integer_dtype(frame[column]):
+            raise ReidpipeError(f"{what} {path}: column {column!r} must hold integers")
     return frame
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    """Read a manifest, checking its columns; raises ReidpipeError naming the file."""
+    if not Path(path).is_file():
+        raise ReidpipeError(f"manifest {path} does not exist (run `reidpipe split` first)")
+    return read_table(path, COLUMNS, "manifest")
 
 
 def read_split(split_dir: str | Path, split: str) -> pd.DataFrame:

@@ -29,6 +29,7 @@ SMALL = {
               "max_steps_per_epoch": 3},
     "export": {"parity_batch_sizes": [1, 3]},
     "report": {"sampled_queries": 2},
+    "archs": {"swin_demo": {"train": {"num_epochs": 2}}},
 }
 ARCHS = ["resnet_demo", "swin_demo"]
 DATA_STAGES = ["download", "validate", "split"]
@@ -111,12 +112,13 @@ def test_dvc_records_snakemake_outputs_and_runs_an_experiment(demo_repo: Path) -
     diff = json.loads(run(demo_repo, *dvc("metrics", "diff", "--json")).stdout)
     assert any(diff.values()), diff
     params = json.loads(run(demo_repo, *dvc("params", "diff", "--json")).stdout)
-    assert params["params.yaml"]["model.feat_dim"] == {"old": 128, "new": 64}
+    change = params["params.yaml"]["model.feat_dim"]
+    assert (change["old"], change["new"]) == (128, 64)
 
 
 def test_kill_during_training_resumes_and_concurrent_runs_are_refused(tmp_path: Path) -> None:
     slow = dict(SMALL, train={"num_epochs": 4, "checkpoint_interval": 1, "validation_interval": 4,
-                              "max_steps_per_epoch": 4})
+                              "max_steps_per_epoch": 4}, pipeline={"archs": ["resnet_demo"]})
     repo = make_repo(tmp_path, slow)
     target = "models/resnet_demo/model.pt"
     first = subprocess.Popen(snakemake(target), cwd=repo, env=pipeline_env(repo),
@@ -129,9 +131,13 @@ def test_kill_during_training_resumes_and_concurrent_runs_are_refused(tmp_path: 
         assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
         time.sleep(1)
 
+    # A plain second run stops at the running job's incomplete outputs; one that insists on
+    # rerunning them is stopped by Snakemake's lock. Neither touches the running job.
     second = run(repo, *snakemake(target), check=False)
-    assert second.returncode != 0
-    assert "cannot be locked" in second.stdout + second.stderr
+    assert second.returncode != 0 and "incomplete" in second.stdout + second.stderr
+    forced = run(repo, *snakemake(target, "--rerun-incomplete"), check=False)
+    assert forced.returncode != 0 and "cannot be locked" in forced.stdout + forced.stderr
+    assert first.poll() is None
 
     os.killpg(first.pid, signal.SIGTERM)
     first.wait(timeout=120)

@@ -19,8 +19,6 @@ from reidpipe.export_onnx import (FP16_FILE, FP16_KEEP_FP32_OPS, ONNX_FILE, PARI
 from reidpipe.extract import Preprocess, onnx_forward, torch_forward
 from reidpipe.model import MODEL_FILE, arch_to_dict, build_model
 from reidpipe.params import load_params
-from reidpipe.split import make_split
-from reidpipe.synth import generate_synthetic_market
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = [str(ROOT / "params.yaml"), str(ROOT / "config" / "demo.yaml")]
@@ -29,15 +27,6 @@ DEMO = [str(ROOT / "params.yaml"), str(ROOT / "config" / "demo.yaml")]
 @pytest.fixture(scope="module")
 def params():
     return load_params(DEMO)
-
-
-@pytest.fixture(scope="module")
-def splits(tmp_path_factory) -> Path:
-    """Real synthetic Market images (19 query, 108 gallery) and their split manifests."""
-    root = tmp_path_factory.mktemp("market")
-    generate_synthetic_market(root / "data", num_ids=8, seed=0, workers=1)
-    make_split(root / "data", root / "splits", val_ids=0, seed=0)
-    return root / "splits"
 
 
 def demo_net(params, arch: str) -> nn.Module:

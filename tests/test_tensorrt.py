@@ -17,8 +17,6 @@ from reidpipe.errors import ReidpipeError
 from reidpipe.export_onnx import FP16_FILE, ONNX_FILE, export_onnx
 from reidpipe.extract import Preprocess
 from reidpipe.params import DeployParams, load_params
-from reidpipe.split import make_split
-from reidpipe.synth import generate_synthetic_market
 from reidpipe.tensorrt_build import (CACHE_FILE, ENGINE_FILE, STATUS_FILE, build_plan, build_trt,
                                      latency_batch_sizes, profile_shapes, unavailable_reason)
 
@@ -34,14 +32,6 @@ PRE = Preprocess(height=32, width=16, mean=(0.5,) * 3, std=(0.5,) * 3)
 @pytest.fixture(scope="module")
 def params():
     return load_params(DEMO)
-
-
-@pytest.fixture(scope="module")
-def splits(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("market")
-    generate_synthetic_market(root / "data", num_ids=8, seed=0, workers=1)
-    make_split(root / "data", root / "splits", val_ids=0, seed=0)
-    return root / "splits"
 
 
 @pytest.fixture(scope="module")
