@@ -24,6 +24,7 @@ from reidpipe.errors import ReidpipeError
 
 LOCK_DIR_ENV = "REIDPIPE_GPU_LOCK_DIR"
 CUDA_ENV = "CUDA_VISIBLE_DEVICES"
+GPU_WAIT_S = 300.0  # how long a GPU job waits for a busy GPU before failing
 
 
 def default_lock_dir() -> Path:
@@ -87,6 +88,7 @@ def allocate_gpus(num_gpus: int, gpu_ids: Sequence[int] = (), *, lock_dir: Path 
 
     A ``CUDA_VISIBLE_DEVICES`` already in ``env`` is honoured as the caller's choice. With no GPU on
     the machine the lease is empty (CPU). When too few are free, retries for ``wait_s`` seconds.
+    The messages name ``train.num_gpus``/``train.gpu_ids``: the training stage's keys.
     """
     env = os.environ if env is None else env
     if num_gpus == 0:
@@ -130,3 +132,15 @@ def allocate_gpus(num_gpus: int, gpu_ids: Sequence[int] = (), *, lock_dir: Path 
                 f"only {len(taken)} of GPUs {candidates} are free, {num_gpus} needed (locks in "
                 f"{lock_dir}); lower the GPU jobs run at once or train.num_gpus")
         time.sleep(1.0)
+
+
+def stage_gpu(device: str) -> GpuLease:
+    """The GPU of a single-GPU stage (extract, export, TensorRT build), held while it runs.
+
+    ``device`` is the stage's ``--device``: ``cpu`` takes none; ``auto`` and ``cuda`` take one
+    free GPU through the locks (or the preset ``CUDA_VISIBLE_DEVICES``), so two GPU jobs that
+    Snakemake runs at once land on two GPUs.
+    """
+    if device == "cpu":
+        return GpuLease([], "--device cpu: running on CPU")
+    return allocate_gpus(1, wait_s=GPU_WAIT_S)

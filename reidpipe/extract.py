@@ -12,7 +12,7 @@ import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,9 @@ from reidpipe.embeddings import COLUMNS, Embeddings, EmbeddingSet, l2_normalise
 from reidpipe.errors import ReidpipeError
 from reidpipe.manifest import read_split
 from reidpipe.params import ArchConfig, ExtractParams
+
+if TYPE_CHECKING:
+    import torch
 
 Forward = Callable[[np.ndarray], np.ndarray]
 

@@ -29,7 +29,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from reidpipe import atomic
 from reidpipe.datamodule import ReidDataModule
-from reidpipe.devices import GpuLease, allocate_gpus
+from reidpipe.devices import GPU_WAIT_S, GpuLease, allocate_gpus
 from reidpipe.errors import ReidpipeError
 from reidpipe.lightning_module import EpochLog, ReidModule
 from reidpipe.manifest import manifest_path
@@ -40,7 +40,6 @@ CHECKPOINT_DIR = "checkpoints"
 LOG_FILE = "train_log.csv"
 CONFIG_FILE = "config.yaml"
 FINGERPRINT_FILE = "fingerprint.txt"
-GPU_WAIT_S = 300.0
 # Keys that change where or how fast training runs, not what it computes.
 _RUNTIME_KEYS = {("train", "num_gpus"), ("train", "gpu_ids"), ("train", "num_nodes"),
                  ("train", "resume_training_checkpoint_path"), ("dataset", "num_workers"),

@@ -65,3 +65,27 @@ def test_cpu_fallbacks_and_bad_ids(tmp_path):
     assert lease.ids == [] and "CPU" in lease.note
     with pytest.raises(ReidpipeError, match="gpu_ids"):
         allocate_gpus(1, [2], lock_dir=tmp_path, total=2, env={})
+
+
+def test_single_gpu_stages_hold_a_lock_while_running(tmp_path, monkeypatch):
+    """extract/export-onnx/build-trt take one GPU through the allocator; --device cpu takes none."""
+    from reidpipe import cli, devices
+
+    seen = {}
+
+    def fake_stage_gpu(device):
+        lease = devices.allocate_gpus(0 if device == "cpu" else 1, lock_dir=tmp_path, total=2,
+                                      env=seen.setdefault("env", {}))
+        seen["device"] = device
+        return lease
+
+    monkeypatch.setattr(devices, "stage_gpu", fake_stage_gpu)
+    parser = cli.build_parser()
+    args = parser.parse_args(["export-onnx", "--arch", "a", "--model", "m", "--splits", "s",
+                              "--out", "o"])
+    assert args.single_gpu
+    args.run = lambda a: 0 if list(tmp_path.glob("gpu0.lock")) else 1
+    assert cli._run_on_one_gpu(args) == 0
+    assert seen["device"] == "auto" and seen["env"]["CUDA_VISIBLE_DEVICES"] == "0"
+    assert not cli.build_parser().parse_args(["evaluate", "--embeddings", "e", "--out", "o"]) \
+        .__dict__.get("single_gpu")

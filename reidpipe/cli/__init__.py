@@ -53,9 +53,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run_on_one_gpu(args: argparse.Namespace) -> int:
+    """Stages that declare ``single_gpu`` hold one GPU lock (or none with ``--device cpu``)
+    while they run; CUDA_VISIBLE_DEVICES is set before the stage imports torch."""
+    from reidpipe.devices import stage_gpu
+
+    with stage_gpu(getattr(args, "device", "auto")) as lease:
+        print(f"reidpipe {args.command}: {lease.note}", file=sys.stderr)
+        return int(args.run(args) or 0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "single_gpu", False):
+            return _run_on_one_gpu(args)
         return int(args.run(args) or 0)
     except ReidpipeError as exc:
         print(f"reidpipe {args.command}: error: {exc}", file=sys.stderr)

@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                         help="split manifests; query/gallery give the retrieval parity check")
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="folder to write: status.json (+ model.engine, timing.cache)")
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, single_gpu=True)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="folder to write: model.onnx[.data], model_fp16.onnx, parity.json")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, single_gpu=True)
 
 
 def run(args: argparse.Namespace) -> int:

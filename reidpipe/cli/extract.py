@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                         help="a Market-1501-layout folder (query/, bounding_box_test/)")
     parser.add_argument("--out", required=True, metavar="DIR", help="embeddings folder to write")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, single_gpu=True)
 
 
 def run(args: argparse.Namespace) -> int:
