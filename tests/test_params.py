@@ -39,7 +39,12 @@ def test_files_merge_in_order_and_set_wins():
     assert params.train.num_epochs == 3
     assert params.arch("swin_demo").model.feat_dim == 64
     assert params.arch("resnet_demo").model.feat_dim == 128
-    assert params.arch("resnet_demo").train.optim.lr_steps == [4]
+    # nested sections merge key by key: the demo's cosine schedule keeps params.yaml's gamma
+    resnet = params.arch("resnet_demo").train.optim
+    assert (resnet.scheduler, resnet.gamma, resnet.name) == ("cosine", 0.1, "Adam")
+    # an arch recipe overrides the shared value, --set overrides both
+    assert params.arch("resnet_demo").train.num_epochs == 3
+    assert params.arch("swin_demo").train.num_epochs == 60
 
 
 @pytest.mark.parametrize("override, message", [
