@@ -16,5 +16,5 @@ rule train:
         gpu=1,
         mpi="",  # the Slurm profile sets an srun launcher here for multi-node DDP
     shell:
-        "{resources.mpi} reidpipe train --arch {wildcards.arch} --splits {input.splits} --out models/{wildcards.arch}"
-        " --params {params.files} > {log} 2>&1"
+        "{resources.mpi} reidpipe train --arch {wildcards.arch} --splits {input.splits}"
+        " --out models/{wildcards.arch} --params {params.files} > {log} 2>&1"
