@@ -37,7 +37,7 @@ class ReidModule(L.LightningModule):
         self.cfg = cfg
         self.net = build_model(cfg.model, num_classes)
         self.plan = LossPlan.from_config(cfg.model, cfg.dataset, cfg.train.optim)
-        self.center = CenterLoss(num_classes, cfg.model.feat_dim) if self.plan.use_center else None
+        self.center = CenterLoss(num_classes, self.net.feat_dim) if self.plan.use_center else None
         self._sums: dict[str, float] = {}
         self._steps = 0
         self._started = 0.0
@@ -59,16 +59,12 @@ class ReidModule(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, labels = batch
-        opts = self.optimizers()
-        opts = opts if isinstance(opts, list) else [opts]
+        opts = self.optimizers_list()
         scores, feat = self.net(images)
         terms = reid_loss(self.plan, scores.float(), feat.float(), labels, self.center)
         for opt in opts:
             opt.zero_grad()
         self.manual_backward(terms["loss"])
-        if self.cfg.train.clip_grad_norm > 0:
-            self.clip_gradients(opts[0], gradient_clip_val=self.cfg.train.clip_grad_norm,
-                                gradient_clip_algorithm="norm")
         self._lr = opts[0].param_groups[0]["lr"]
         opts[0].step()
         if self.center is not None:
@@ -78,6 +74,17 @@ class ReidModule(L.LightningModule):
             self._sums[name] = self._sums.get(name, 0.0) + float(value.detach())
         self._steps += 1
         self.log("loss", terms["loss"].detach(), prog_bar=True, on_step=True, on_epoch=False)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Clip here, not after ``manual_backward``: under 16-mixed the gradients are unscaled
+        only inside ``step()``, just before this hook."""
+        if self.cfg.train.clip_grad_norm > 0 and optimizer is self.optimizers_list()[0].optimizer:
+            self.clip_gradients(optimizer, gradient_clip_val=self.cfg.train.clip_grad_norm,
+                                gradient_clip_algorithm="norm")
+
+    def optimizers_list(self) -> list[Any]:
+        opts = self.optimizers()
+        return opts if isinstance(opts, list) else [opts]
 
     # ------------------------------------------------------------------ epoch end
     def epoch_row(self, val_loader: torch.utils.data.DataLoader | None,

@@ -38,29 +38,37 @@ KEY_PREFIXES = ("module.", "model.", "backbone.", "base.", "encoder.", "teacher.
 _IMG_SIZE_FAMILIES = ("swin", "vit", "deit")
 
 
+def embedding_dim(model: ModelParams, backbone_dim: int) -> int:
+    """``model.feat_dim``, or the backbone's own width when it is 0; a different width needs
+    ``model.reduce_feat_dim`` (a linear reduction after the backbone)."""
+    dim = model.feat_dim or backbone_dim
+    if dim != backbone_dim and not model.reduce_feat_dim:
+        raise ReidpipeError(
+            f"model.feat_dim = {model.feat_dim} differs from {model.backbone}'s feature size "
+            f"{backbone_dim} and model.reduce_feat_dim is false; set feat_dim to 0 (native) or "
+            "reduce_feat_dim to true")
+    return dim
+
+
 class ReidModel(nn.Module):
     def __init__(self, backbone: nn.Module, backbone_dim: int, model: ModelParams,
                  num_classes: int) -> None:
         super().__init__()
         self.backbone = backbone
         self.neck_feat = model.neck_feat
-        if model.feat_dim != backbone_dim:
-            if not model.reduce_feat_dim:
-                raise ReidpipeError(
-                    f"model.feat_dim = {model.feat_dim} differs from {model.backbone}'s feature "
-                    f"size {backbone_dim} and model.reduce_feat_dim is false; set feat_dim to "
-                    f"{backbone_dim} or reduce_feat_dim to true")
-            self.reduction: nn.Module = nn.Linear(backbone_dim, model.feat_dim, bias=False)
+        self.feat_dim = embedding_dim(model, backbone_dim)
+        if self.feat_dim != backbone_dim:
+            self.reduction: nn.Module = nn.Linear(backbone_dim, self.feat_dim, bias=False)
             nn.init.kaiming_normal_(self.reduction.weight, mode="fan_out")
         else:
             self.reduction = nn.Identity()
         self.bnneck = model.neck == "bnneck"
         if self.bnneck:
-            self.bottleneck: nn.Module = nn.BatchNorm1d(model.feat_dim)
+            self.bottleneck: nn.Module = nn.BatchNorm1d(self.feat_dim)
             self.bottleneck.bias.requires_grad_(False)  # BoT: no shift, so the BN only rescales
         else:
             self.bottleneck = nn.Identity()
-        self.classifier = nn.Linear(model.feat_dim, num_classes, bias=not self.bnneck)
+        self.classifier = nn.Linear(self.feat_dim, num_classes, bias=not self.bnneck)
         nn.init.normal_(self.classifier.weight, std=0.001)
         if self.classifier.bias is not None:
             nn.init.zeros_(self.classifier.bias)

@@ -54,7 +54,8 @@ class DataParams:
         False, doc="accept an archive whose MD5 differs (custom URL with another archive)")
     max_extract_bytes: int = _f(2_000_000_000, gt=0, doc="refuse archives that unpack larger")
     strict: bool = _f(False, doc="validate also checks Market-1501's exact statistics")
-    synthetic_ids: int = _f(60, ge=4, doc="identities of the synthetic dataset (train + test)")
+    synthetic_ids: int = _f(60, ge=4, le=9999,
+                            doc="identities of the synthetic dataset (train + test)")
     synthetic_seed: int = _f(0, ge=0, doc="seed of the synthetic dataset")
 
 
@@ -76,7 +77,8 @@ class ModelParams:
     input_width: int = _f(128, ge=16)
     input_height: int = _f(256, ge=16)
     neck: Literal["bnneck", ""] = _f("bnneck", doc="BNNeck between feature and classifier")
-    feat_dim: int = _f(2048, ge=8, doc="embedding dimension")
+    feat_dim: int = _f(0, ge=0, doc="embedding dimension; 0: the backbone's own (2048 for "
+                                    "ResNet-50, 768 for Swin-T)")
     reduce_feat_dim: bool = _f(True, doc="add a linear reduction when feat_dim != backbone dim")
     neck_feat: Literal["before", "after"] = _f("after", doc="test feature before/after BNNeck")
     metric_loss_type: Literal["triplet", "center", "triplet_center"] = _f("triplet")
@@ -84,7 +86,6 @@ class ModelParams:
     with_center_loss: bool = _f(False)
     with_flip_feature: bool = _f(False, doc="average the features of the image and its mirror")
     label_smooth: bool = _f(True, doc="label smoothing 0.1 in the ID loss")
-    pretrain_hw_ratio: float = _f(2.0, gt=0)
 
 
 @dataclass
@@ -341,7 +342,11 @@ def _arch_config(params: Params, name: str) -> ArchConfig:
 
 
 def _check_consistency(params: Params) -> None:
-    for name in params.pipeline.archs:
+    archs = params.pipeline.archs
+    if not archs or len(set(archs)) != len(archs):
+        raise ReidpipeError(f"params: pipeline.archs = {archs} must name at least one "
+                            "architecture, each once")
+    for name in archs:
         if name not in params.archs:
             raise ReidpipeError(
                 f"params: pipeline.archs names {name!r}, which has no recipe under 'archs' "
@@ -395,6 +400,8 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ReidpipeError(f"params file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReidpipeError(f"params file {path} cannot be read: {exc}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -11,7 +11,7 @@ import os
 from typing import Any, Mapping, Sequence
 
 from reidpipe.errors import ReidpipeError
-from reidpipe.params import DEFAULT_PARAMS_FILE, Params, params_from_dict
+from reidpipe.params import DEFAULT_PARAMS_FILE, Params, merged_params_dict, params_from_dict
 
 STAGE_PARAMS: dict[str, list[str]] = {
     "download": ["data.source", "data.dataset_dir", "data.urls", "data.archive_path", "data.md5",
@@ -26,7 +26,8 @@ STAGE_PARAMS: dict[str, list[str]] = {
     "evaluate": ["re_ranking", "evaluate", "report.top_k"],
     "export_onnx": ["export", "extract.batch_size", "extract.channel_order", "extract.input_scale",
                     "evaluate", "archs.{arch}"],
-    "build_trt": ["deploy", "extract.batch_size", "evaluate", "archs.{arch}"],
+    "build_trt": ["deploy", "extract.batch_size", "evaluate", "model.with_flip_feature",
+                  "archs.{arch}"],
     "report": ["pipeline.archs", "report"],
 }
 
@@ -59,11 +60,19 @@ def param_files(cli_configfiles: Sequence[str]) -> list[str]:
     return files
 
 
-def workflow_params(config: Mapping[str, Any]) -> Params:
-    """Validate Snakemake's config before any job starts; errors become WorkflowErrors."""
+def workflow_params(config: Mapping[str, Any], files: Sequence[str]) -> Params:
+    """Validate Snakemake's config before any job starts; errors become WorkflowErrors.
+
+    The stages get ``files`` as ``--params``, so a value that reached ``config`` any other way
+    (``snakemake --config``) would be checked here but never seen by a stage: it is refused.
+    """
     from snakemake.exceptions import WorkflowError
 
     try:
+        if dict(config) != merged_params_dict(files):
+            raise ReidpipeError(
+                "values given with `snakemake --config` do not reach the stages (and --config "
+                "cannot set nested keys); put them in a YAML file and add it with --configfile")
         return params_from_dict(config)
     except ReidpipeError as exc:
         raise WorkflowError(str(exc)) from None

@@ -51,12 +51,23 @@ def squared_distances(a: torch.Tensor, b: torch.Tensor, a_sq: torch.Tensor,
 
 
 def _stable_topk(dist: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the k smallest per row, ordered by (distance, index) like a stable argsort."""
-    values, index = torch.topk(dist, k, dim=1, largest=False, sorted=True)
+    """Indices of the k smallest per row, ordered by (distance, index) like a stable argsort.
+
+    ``torch.topk`` picks arbitrarily among items tied at the k-th place, so rows with a tie
+    across that boundary (duplicate features) are sorted whole with a stable sort instead.
+    """
+    if k >= dist.shape[1]:
+        return torch.sort(dist, dim=1, stable=True).indices
+    values, index = torch.topk(dist, k + 1, dim=1, largest=False, sorted=True)
+    boundary_tie = values[:, k - 1] == values[:, k]
+    values, index = values[:, :k], index[:, :k]
     by_index = torch.argsort(index, dim=1)
     values, index = values.gather(1, by_index), index.gather(1, by_index)
-    by_value = torch.sort(values, dim=1, stable=True).indices
-    return index.gather(1, by_value)
+    index = index.gather(1, torch.sort(values, dim=1, stable=True).indices)
+    if boundary_tie.any():
+        rows = boundary_tie.nonzero().squeeze(1)
+        index[rows] = torch.sort(dist[rows], dim=1, stable=True).indices[:, :k]
+    return index
 
 
 def _reciprocal(rank: np.ndarray, k: int) -> sp.csr_matrix:

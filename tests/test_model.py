@@ -52,6 +52,9 @@ def test_last_stride_one_and_feature_reduction():
     assert net.backbone.forward_features(torch.randn(1, 3, 64, 32)).shape[-2:] == (4, 2)
     assert isinstance(net.reduction, torch.nn.Linear) and net.reduction.in_features == 512
     assert isinstance(build_model(resnet(feat_dim=512), 3).reduction, torch.nn.Identity)
+    native = build_model(resnet(feat_dim=0), 3)  # 0: the backbone's own width, no reduction
+    assert isinstance(native.reduction, torch.nn.Identity) and native.feat_dim == 512
+    assert native.classifier.in_features == 512
     with pytest.raises(ReidpipeError, match="reduce_feat_dim"):
         build_model(resnet(reduce_feat_dim=False), 3)
 

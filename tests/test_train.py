@@ -151,3 +151,21 @@ def test_slurm_single_task_job_lets_lightning_launch_the_ranks():
     plugins = cluster_plugins(2, 1, env={"SLURM_NTASKS": "1"})
     assert len(plugins) == 1 and isinstance(plugins[0], LightningEnvironment)
     assert cluster_plugins(4, 2, env={"SLURM_NTASKS": "8"}) == []
+
+
+def test_clip_grad_norm_bounds_the_update(tmp_path, splits):
+    """Same seed, same data: a near-zero clip norm must change what SGD learns (CPU runs are
+    deterministic, so a clip that does nothing would give identical weights)."""
+    torch.set_num_threads(1)
+    weights = {}
+    for clip in (0.0, 1e-9):
+        optim = {"name": "SGD", "base_lr": 0.1, "warmup_epochs": 0, "lr_steps": [5],
+                 "momentum": 0.0}
+        (tmp_path / f"clip{clip}").mkdir()
+        cfg = tiny_cfg(tmp_path / f"clip{clip}", num_epochs=1, clip_grad_norm=clip,
+                       max_steps_per_epoch=2, optim=optim)
+        out = tmp_path / f"clip{clip}" / "model"
+        train_arch(cfg, splits, out, Runtime("cpu", 1, "32", "test"))
+        weights[clip] = torch.load(out / "model.pt", weights_only=False)["state_dict"][
+            "backbone.conv1.weight"]
+    assert not torch.allclose(weights[0.0], weights[1e-9])

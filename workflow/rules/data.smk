@@ -3,6 +3,7 @@ rule download:
         directory(DATASET),
     input:
         "reidpipe/download.py",
+        "reidpipe/synth.py",
     params:
         files=PARAM_FILES,
         tracked=stage_param_values(config, "download"),
