@@ -198,6 +198,9 @@ def download_archive(urls: Sequence[str], dest: Path, *, expected_md5: str,
     for url in urls:
         try:
             _download_url(url, part, timeout=timeout, progress_every=progress_every, log=log)
+        except ValueError as exc:  # urllib's answer to a malformed URL (no scheme, ...)
+            failures.append(f"  {url}: not a usable URL ({exc})")
+            continue
         except _RETRYABLE as exc:
             failures.append(f"  {url}: {_describe_error(exc)}")
             log(f"{url} failed: {_describe_error(exc)}")

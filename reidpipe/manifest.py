@@ -53,7 +53,12 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
 
 
 def read_split(split_dir: str | Path, split: str) -> pd.DataFrame:
-    return read_manifest(manifest_path(split_dir, split))
+    path = manifest_path(split_dir, split)
+    if split != "train":
+        return read_manifest(path)
+    if not path.is_file():
+        raise ReidpipeError(f"manifest {path} does not exist (run `reidpipe split` first)")
+    return read_table(path, TRAIN_COLUMNS, "manifest")
 
 
 def write_manifest(frame: pd.DataFrame, path: str | Path) -> None:

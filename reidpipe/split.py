@@ -28,13 +28,16 @@ def _split_frame(dataset_dir: Path, split: str) -> pd.DataFrame:
 
 
 def _hold_out(train: pd.DataFrame, val_ids: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Choose ``val_ids`` identities seen by >= 2 cameras; one query per camera, rest gallery."""
-    cams_per_pid = train.groupby("pid")["camid"].nunique()
-    eligible = np.sort(cams_per_pid[cams_per_pid >= 2].index.to_numpy())
+    """Choose ``val_ids`` identities seen by >= 2 cameras with more images than cameras (so at
+    least one camera keeps a gallery image that another camera's query can match); one query
+    per camera, the rest gallery."""
+    per_pid = train.groupby("pid").agg(cams=("camid", "nunique"), images=("camid", "size"))
+    ok = (per_pid["cams"] >= 2) & (per_pid["images"] > per_pid["cams"])
+    eligible = np.sort(per_pid.index[ok].to_numpy())
     if val_ids > len(eligible):
         raise ReidpipeError(
             f"split.val_ids = {val_ids} but only {len(eligible)} train identities are seen by two or "
-            "more cameras; lower split.val_ids")
+            "more cameras with more images than cameras; lower split.val_ids")
     rng = np.random.default_rng(seed)
     chosen = set(rng.choice(eligible, size=val_ids, replace=False).tolist())
     held = train[train["pid"].isin(chosen)]
@@ -63,6 +66,8 @@ def make_split(dataset_dir: str | Path, out_dir: str | Path, val_ids: int, seed:
     val_query, val_gallery = _hold_out(train_all, val_ids, seed)
     held_pids = set(val_query["pid"]) | set(val_gallery["pid"])
     train = train_all[~train_all["pid"].isin(held_pids)].copy()
+    if train.empty:
+        raise ReidpipeError(f"split.val_ids = {val_ids} holds out every train identity; lower it")
     labels = {pid: label for label, pid in enumerate(sorted(train["pid"].unique()))}
     train["label"] = train["pid"].map(labels).astype(int)
 

@@ -7,6 +7,7 @@ dataset"); ``strict`` also demands Market-1501's exact statistics.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -74,11 +75,12 @@ def _check_image(path: Path) -> ImageCheck:
         data = path.read_bytes()
         if not data:
             return ImageCheck(path, None, None, "empty file (0 bytes)")
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data)) as image:
             image.load()
             size = image.size
         return ImageCheck(path, size, hashlib.md5(data).hexdigest(), None)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError,
+            ValueError) as exc:
         return ImageCheck(path, None, None, f"cannot be decoded: {exc}")
 
 
@@ -144,6 +146,10 @@ def validate_dataset(dataset_dir: str | Path, strict: bool = False) -> Validatio
                 digests[check.digest].append((split, check.path))
         report.splits[split] = _split_summary(scan, checks)
 
+    for split, scan in scans.items():
+        if not scan.images:
+            report.problems.append(Problem(str(market.split_dir(dataset_dir, split)),
+                                           "holds no images"))
     _check_identities(scans, report, strict)
     _check_duplicates(digests, report)
     if strict:

@@ -351,3 +351,9 @@ def test_synthetic_source_generates_the_dataset(tmp_path, capsys):
     assert main(["download", *params, "--out", str(tmp_path / "y"), "--url", "http://127.0.0.1:9/"]) == 2
     assert "data.source is 'synthetic'" in capsys.readouterr().err
     assert not (tmp_path / "y").exists()
+
+
+def test_malformed_url_is_listed_not_a_traceback(tmp_path):
+    data = DataParams(dataset_dir=str(tmp_path / "ds"), urls=["example.invalid/no-scheme.zip"])
+    with pytest.raises(ReidpipeError, match="no-scheme.zip: not a usable URL"):
+        fetch_dataset(data)

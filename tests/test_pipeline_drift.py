@@ -98,3 +98,11 @@ def test_lint_finds_only_missing_software_environments():
     findings = {line.strip() for line in (proc.stdout + proc.stderr).splitlines()
                 if line.startswith("    * ")}
     assert findings <= {"* Specify a conda environment or container for each rule.:"}, findings
+
+
+def test_config_values_that_would_not_reach_the_stages_are_refused():
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--workflow-profile", "none",
+         "--config", "split={val_ids: 3}"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "do not reach the stages" in proc.stdout + proc.stderr

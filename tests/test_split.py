@@ -50,3 +50,19 @@ def test_too_many_val_ids(dataset, tmp_path):
     with pytest.raises(ReidpipeError, match="split.val_ids = 20"):
         make_split(dataset, tmp_path / "s", val_ids=20, seed=0)
     assert not (tmp_path / "s").exists()
+
+
+def test_identities_with_one_image_per_camera_are_not_held_out(tmp_path):
+    """Such an identity could give no val query (each image would be a query with no match)."""
+    root = tmp_path / "ds"
+    make_tiny_market(root, train_ids=4)
+    for path in (root / "bounding_box_train").glob("0001_*"):
+        if path.name.endswith("_000102_01.jpg") or path.name.endswith("_000202_01.jpg") \
+                or path.name.endswith("_000302_01.jpg"):
+            path.unlink()  # pid 1 keeps one image in each of its 3 cameras
+    for seed in range(6):
+        make_split(root, tmp_path / f"s{seed}", val_ids=3, seed=seed)
+        vq = read_split(tmp_path / f"s{seed}", "val_query")
+        assert 1 not in set(vq["pid"]) and len(set(vq["pid"])) == 3
+    with pytest.raises(ReidpipeError, match="split.val_ids = 4"):
+        make_split(root, tmp_path / "all", val_ids=4, seed=0)

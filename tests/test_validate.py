@@ -99,3 +99,11 @@ def test_strict_checks_image_size(dataset):
 def test_not_a_market_layout(tmp_path):
     with pytest.raises(ReidpipeError, match="not a Market-1501-layout dataset"):
         validate_dataset(tmp_path)
+
+
+def test_empty_test_side_is_a_problem(dataset):
+    for path in (dataset / market.QUERY_DIR).iterdir():
+        path.unlink()
+    problems = validate_dataset(dataset).problems
+    assert any(p.file.endswith(market.QUERY_DIR) and p.problem == "holds no images"
+               for p in problems)
