@@ -68,8 +68,8 @@ def contract_metadata(pre: Preprocess, arch: str, embedding_dim: int) -> dict[st
         f"{META_PREFIX}pixel_std": json.dumps(list(pre.std)),
         f"{META_PREFIX}preprocessing": (
             f"resize to {pre.height}x{pre.width} (bilinear), {pre.channel_order}, pixels / "
-            f"{255 // pre.input_scale} then (x - mean * {pre.input_scale}) / "
-            f"(std * {pre.input_scale}); the graph does not normalise"),
+            f"{255 // pre.input_scale} then (x - mean * {pre.input_scale}) / std; the graph "
+            "does not normalise"),
         f"{META_PREFIX}embedding_dim": str(embedding_dim),
         f"{META_PREFIX}embedding_normalised": "false",
     }
@@ -360,9 +360,17 @@ def export_onnx(net: nn.Module, pre: Preprocess, arch: str, splits_dir: str | Pa
                 check_onnx(tmp / FP16_FILE)
                 half, _ = onnx_forward(tmp / FP16_FILE, pre, device)
                 report["fp16"] = {"file": FP16_FILE, "fp32_ops": list(FP16_KEEP_FP32_OPS),
-                                  "io_dtype": "float32",
+                                  "io_dtype": "float32", "min_cosine_gate": export.fp16_min_cosine,
                                   "batch_parity": batch_parity(candidate, half, images,
                                                                export.parity_batch_sizes)}
+                bad = [row for row in report["fp16"]["batch_parity"]  # NaN (overflow) fails too
+                       if not row["min_cosine"] >= export.fp16_min_cosine]
+                if bad:
+                    shutil.rmtree(out_dir, ignore_errors=True)
+                    raise ReidpipeError(
+                        f"FP16 ONNX parity gate failed for {arch}: min cosine "
+                        f"{bad[0]['min_cosine']:.6f} at batch {bad[0]['batch_size']} < "
+                        f"export.fp16_min_cosine {export.fp16_min_cosine}")
             else:
                 report["fp16"] = None
             report["files"] = {p.name: p.stat().st_size for p in files}

@@ -183,6 +183,7 @@ class ExportParams:
     min_cosine: float = _f(0.9999, gt=0, le=1)
     max_metric_delta: float = _f(0.1, ge=0, doc="mAP/R1 gate in points")
     fp16: bool = _f(True, doc="also write an FP16 ONNX for TensorRT")
+    fp16_min_cosine: float = _f(0.999, gt=0, le=1, doc="gate of the FP16 ONNX against FP32")
 
 
 @dataclass

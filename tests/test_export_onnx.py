@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -175,3 +176,14 @@ def test_onnx_without_contract_is_named(tmp_path):
     export_graph(TinyNet().eval(), pre, tmp_path / ONNX_FILE, opset=18, metadata={})
     with pytest.raises(ReidpipeError, match="no complete reidpipe input contract"):
         read_input_contract(tmp_path / ONNX_FILE)
+
+
+def test_fp16_copy_is_gated(params, splits, tmp_path):
+    """FP16 rounding keeps the cosine just below 1, so a gate of exactly 1 must fail the stage."""
+    pre = Preprocess(height=32, width=16, mean=(0.5,) * 3, std=(0.5,) * 3)
+    out = tmp_path / "onnx"
+    strict = dataclasses.replace(params.export, fp16_min_cosine=1.0)
+    with pytest.raises(ReidpipeError, match="FP16 ONNX parity gate failed for tiny: min cosine"):
+        export_onnx(TinyNet().eval(), pre, "tiny", splits, out, strict, params.evaluate,
+                    batch_size=16)
+    assert not out.exists()
