@@ -194,7 +194,7 @@ class DeployParams:
     max_batch: int = _f(64, ge=1)
     precision: Literal["fp16", "fp32"] = _f("fp16")
     workspace_mib: int = _f(4096, ge=64)
-    max_metric_delta: float = _f(0.3, ge=0, doc="mAP gate in points vs ONNX Runtime")
+    max_metric_delta: float = _f(0.3, ge=0, doc="mAP/R1 gate in points vs ONNX Runtime")
 
 
 @dataclass
