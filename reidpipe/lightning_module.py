@@ -132,6 +132,8 @@ class ReidModule(L.LightningModule):
         # Plain types only: Lightning loads checkpoints with torch.load(weights_only=True).
         checkpoint["rng"] = {"python": random.getstate(), "torch": torch.get_rng_state(),
                              "numpy": [name, keys.tolist(), pos, has_gauss, cached]}
+        if torch.cuda.is_available():
+            checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("rng")
@@ -140,6 +142,8 @@ class ReidModule(L.LightningModule):
             name, keys, pos, has_gauss, cached = state["numpy"]
             np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
             torch.set_rng_state(state["torch"])
+            if "cuda" in state and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class EpochLog(L.Callback):
@@ -174,7 +178,8 @@ class EpochLog(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         assert isinstance(pl_module, ReidModule)
         epoch = pl_module.current_epoch + 1
-        due = self.datamodule.has_val and (epoch % self.interval == 0 or epoch == trainer.max_epochs)
+        due = self.datamodule.has_val and (epoch % self.interval == 0
+                                           or epoch == trainer.max_epochs)
         loader = self.datamodule.val_loader() if due else None
         frame = self.datamodule.val_frame() if due else None
         self._append(trainer, pl_module.epoch_row(loader, frame))

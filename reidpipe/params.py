@@ -99,7 +99,9 @@ class DatasetParams:
     padding: int = _f(10, ge=0)
     prob: float = _f(0.5, ge=0, le=1, doc="horizontal flip probability")
     re_prob: float = _f(0.5, ge=0, le=1, doc="random erasing probability")
-    sampler: Literal["softmax", "triplet", "softmax_triplet"] = _f("softmax_triplet")
+    sampler: Literal["softmax", "triplet", "softmax_triplet"] = _f(
+        "softmax_triplet", doc="softmax: random batches, ID loss only (metric losses off); "
+        "triplet: P x K batches, metric losses only; softmax_triplet: P x K, both")
     num_instances: int = _f(4, ge=1, doc="K images per identity in a P x K batch")
 
 

@@ -6,9 +6,10 @@ effective arch config, the class count and a fingerprint of config + manifests),
 model's val mAP) and ``checkpoints/`` (the Lightning checkpoint of the newest
 ``checkpoint_interval`` epoch).
 
-A rerun resumes from the newest checkpoint in ``checkpoints/`` (or
-``train.resume_training_checkpoint_path``); checkpoints made under another config or other manifests are discarded, not resumed. A rerun of a
-finished run with the same fingerprint does nothing.
+A rerun resumes from the newest checkpoint in ``checkpoints/``; without one it starts from
+``train.resume_training_checkpoint_path`` when set. Checkpoints made under another config or other
+manifests are discarded, not resumed. A rerun of a finished run with the same fingerprint does
+nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.environments import LightningEnvironment
+from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from reidpipe import atomic
@@ -134,7 +136,9 @@ def train_arch(cfg: ArchConfig, splits_dir: str | Path, out_dir: str | Path,
         print(f"{out_dir / MODEL_FILE} is up to date: nothing to train")
         return {}
     _prepare_checkpoints(ckpt_dir, stamp)
-    resume = cfg.train.resume_training_checkpoint_path or _latest_checkpoint(ckpt_dir)
+    # The run's own newest checkpoint wins: the configured path is where a run starts, and a
+    # rerun after a kill must not go back to it.
+    resume = _latest_checkpoint(ckpt_dir) or cfg.train.resume_training_checkpoint_path or None
     if resume is not None and not Path(resume).is_file():
         raise ReidpipeError(f"train.resume_training_checkpoint_path {resume} does not exist")
     print(f"train {cfg.name}: {runtime.note}; {runtime.accelerator} x{runtime.devices}, "
@@ -153,7 +157,9 @@ def train_arch(cfg: ArchConfig, splits_dir: str | Path, out_dir: str | Path,
     multi = runtime.devices > 1 or cfg.train.num_nodes > 1
     trainer = L.Trainer(
         accelerator=runtime.accelerator, devices=runtime.devices, num_nodes=cfg.train.num_nodes,
-        strategy="ddp" if multi else "auto", precision=runtime.precision,  # type: ignore[arg-type]
+        strategy=(DDPStrategy(find_unused_parameters=not module.plan.use_id) if multi
+                  else "auto"),
+        precision=runtime.precision,  # type: ignore[arg-type]
         max_epochs=cfg.train.num_epochs,
         limit_train_batches=cfg.train.max_steps_per_epoch or 1.0,
         callbacks=[epoch_log, checkpoints],
