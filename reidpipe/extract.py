@@ -223,13 +223,25 @@ def model_forward(model_dir: str | Path | None, onnx_path: str | Path | None, ar
     if (model_dir is None) == (onnx_path is None):
         raise ReidpipeError("give exactly one model source: a trained model folder or an ONNX file")
     if onnx_path is not None:
+        from reidpipe.export_onnx import read_input_contract
+
+        try:
+            _warn_if_differs(pre, read_input_contract(onnx_path), f"{onnx_path} expects")
+        except ReidpipeError:
+            pass  # not a reidpipe export (TAO, torchreid): the params alone describe its input
         forward, fixed = onnx_forward(onnx_path, pre, device)
         return forward, pre, fixed or extract.batch_size
     from reidpipe.model import load_trained_model
 
     module, trained_arch = load_trained_model(Path(model_dir))
-    trained = Preprocess.from_params(trained_arch, extract)
-    if trained != pre:
-        print(f"extract: warning: the params give input {pre} but {model_dir} was trained with "
-              f"{trained}; using the params", file=sys.stderr)
+    _warn_if_differs(pre, Preprocess.from_params(trained_arch, extract),
+                     f"{model_dir} was trained with")
     return torch_forward(module, device), pre, extract.batch_size
+
+
+def _warn_if_differs(pre: Preprocess, model_pre: Preprocess, what: str) -> None:
+    """The params decide the preprocessing (so --set can override it); a model that says it
+    expects something else gets a loud warning, since that usually is a mistake."""
+    if model_pre != pre:
+        print(f"extract: warning: the params give input {pre} but {what} {model_pre}; using the "
+              "params", file=sys.stderr)

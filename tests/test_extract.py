@@ -254,3 +254,24 @@ def test_trained_model_folder(splits_dir: Path, tmp_path: Path) -> None:
     assert emb.query.features.shape == (4, 512)
     expected = reference(net, list(emb.gallery.meta["path"]))
     np.testing.assert_allclose(emb.gallery.features, expected, atol=1e-5)
+
+
+def test_onnx_contract_that_differs_from_the_params_is_warned(tmp_path, capsys):
+    from reidpipe.export_onnx import contract_metadata, export_graph
+    from reidpipe.extract import model_forward
+    from reidpipe.params import load_params
+
+    root = Path(__file__).resolve().parents[1]
+    arch = load_params([root / "params.yaml"], ["model.input_height=32",
+                                                "model.input_width=16"]).arch("resnet50")
+    params = load_params([root / "params.yaml"]).extract
+    path = tmp_path / "m.onnx"
+    export_graph(TinyNet().eval(), RGB01, path, opset=18,
+                 metadata=contract_metadata(Preprocess(HEIGHT, WIDTH, (0.5,) * 3, (0.5,) * 3),
+                                            "tiny", 8))
+    model_forward(None, path, arch, params, "cpu")
+    assert f"{path} expects" in capsys.readouterr().err
+    export_graph(TinyNet().eval(), RGB01, path, opset=18,
+                 metadata=contract_metadata(Preprocess(HEIGHT, WIDTH, MEAN, STD), "tiny", 8))
+    model_forward(None, path, arch, params, "cpu")
+    assert "warning" not in capsys.readouterr().err
