@@ -7,9 +7,11 @@ POSIX) and renamed into place only after the writer finished without error.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,6 +23,17 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _remove_stale(path: Path) -> None:
+    """Remove the temporaries a killed run left beside ``path`` (a stage's outputs have one
+    writer at a time: Snakemake's lock and DVC's lock see to that)."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
+        print(f"removing {stale}, left by an interrupted run", file=sys.stderr)
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
 
 
 def _temp_sibling(path: Path, is_dir: bool) -> Path:
@@ -46,6 +59,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     extension (``np.save``, ``savefig``) write the right format.
     """
     final = Path(path)
+    _remove_stale(final)
     tmp = _temp_sibling(final, is_dir=False)
     try:
         yield tmp
@@ -59,6 +73,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary directory; on success it replaces the directory ``path`` whole."""
     final = Path(path)
+    _remove_stale(final)
     tmp = _temp_sibling(final, is_dir=True)
     try:
         yield tmp
@@ -72,7 +87,8 @@ def replace_dir(src: str | os.PathLike[str], final: str | os.PathLike[str]) -> N
     """Move the finished directory ``src`` to ``final``, replacing any directory there whole.
 
     ``src`` must be on the same filesystem (a sibling or a folder beside it). The old directory is
-    first renamed into a trash folder, so ``final`` is always either the old or the new whole tree.
+    first renamed into a trash folder, then the new one takes its place: ``final`` never holds a
+    mix of the two, though a crash between the two renames leaves it missing (a rerun rebuilds it).
     """
     final = Path(final)
     if not final.exists():

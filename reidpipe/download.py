@@ -365,16 +365,6 @@ def _plan(zf: zipfile.ZipFile, archive: Path,
     return entries
 
 
-def _remove_stale_temps(target: Path, log: Log) -> None:
-    """Remove temporary folders a killed run left (atomic_dir names them ``.<name>.tmp-*``)."""
-    if not target.parent.is_dir():
-        return
-    for stale in target.parent.glob(f".{target.name}.tmp-*"):
-        if stale.is_dir():
-            log(f"removing {stale}, left by an interrupted run")
-            shutil.rmtree(stale, ignore_errors=True)
-
-
 def extract_archive(archive: Path, dataset_dir: Path, *, md5: str, source: str, max_bytes: int,
                     log: Log = _stderr) -> int:
     """Unpack ``archive``'s top folder as ``dataset_dir``, all or nothing; returns the file count.
@@ -386,7 +376,6 @@ def extract_archive(archive: Path, dataset_dir: Path, *, md5: str, source: str, 
             raise ReidpipeError(
                 f"{dataset_dir} exists but was not made by `reidpipe download` (no "
                 f"{MARKER_NAME}); move it away or choose another data.dataset_dir / --out")
-    _remove_stale_temps(dataset_dir, log)
     log(f"extracting {archive} to {dataset_dir}")
     files = 0
     try:
