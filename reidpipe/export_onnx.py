@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
+import pandas as pd
 import onnx
 import torch
 from onnx import helper, numpy_helper
@@ -273,6 +274,22 @@ def metric_deltas(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
     return {key: abs(a[key] - b[key]) * 100.0 for key in a}
 
 
+def retrieval_parity(sets: dict[str, pd.DataFrame], pre: Preprocess, batch_size: int,
+                     flip: bool, evaluate: EvaluateParams,
+                     forwards: dict[str, Forward]) -> dict[str, Any]:
+    """Query/gallery mAP and R1 with a reference and a candidate forward (in that order), their
+    deltas in points and the lowest cosine between the two embeddings of an image."""
+    (ref, _), (cand, _) = forwards.items()
+    emb = {name: extract_embeddings(forward, sets, pre, batch_size, flip)
+           for name, forward in forwards.items()}
+    scores = {name: retrieval(e, evaluate) for name, e in emb.items()}
+    return {"num_query": len(sets["query"]), "num_gallery": len(sets["gallery"]), "flip": flip,
+            **scores, "delta_points": metric_deltas(scores[ref], scores[cand]),
+            "min_cosine": float(min(cosine_rows(getattr(emb[ref], s).features,
+                                                getattr(emb[cand], s).features).min()
+                                    for s in ("query", "gallery")))}
+
+
 @contextlib.contextmanager
 def strict_fp32() -> Iterator[None]:
     """No TF32 on CUDA while comparing: TF32 alone can exceed a 1e-3 gate."""
@@ -340,17 +357,8 @@ def export_onnx(net: nn.Module, pre: Preprocess, arch: str, splits_dir: str | Pa
                 "batch_parity": batch_parity(reference, candidate, images,
                                              export.parity_batch_sizes),
             }
-            emb = {name: extract_embeddings(forward, sets, pre, batch_size, flip)
-                   for name, forward in (("torch", reference), ("onnx", candidate))}
-            scores = {name: retrieval(e, evaluate) for name, e in emb.items()}
-            report["retrieval"] = {
-                "num_query": len(sets["query"]), "num_gallery": len(sets["gallery"]),
-                "flip": flip, **scores,
-                "delta_points": metric_deltas(scores["torch"], scores["onnx"]),
-                "min_cosine": float(min(
-                    cosine_rows(getattr(emb["torch"], s).features,
-                                getattr(emb["onnx"], s).features).min()
-                    for s in ("query", "gallery")))}
+            report["retrieval"] = retrieval_parity(
+                sets, pre, batch_size, flip, evaluate, {"torch": reference, "onnx": candidate})
             failures = _gate_failures(report, export)
             if failures:
                 shutil.rmtree(out_dir, ignore_errors=True)

@@ -24,10 +24,9 @@ import torch
 
 from reidpipe import atomic
 from reidpipe.errors import ReidpipeError
-from reidpipe.export_onnx import (FP16_FILE, ONNX_FILE, PARITY_FILE, batch_parity, cosine_rows,
-                                  metric_deltas, parity_images, read_input_contract, retrieval)
-from reidpipe.extract import (Forward, Preprocess, extract_embeddings, image_sets_from_splits,
-                              onnx_forward)
+from reidpipe.export_onnx import (FP16_FILE, ONNX_FILE, PARITY_FILE, batch_parity, parity_images,
+                                  read_input_contract, retrieval_parity)
+from reidpipe.extract import Forward, Preprocess, image_sets_from_splits, onnx_forward
 from reidpipe.params import DeployParams, EvaluateParams, Params
 
 STATUS_FILE = "status.json"
@@ -208,19 +207,11 @@ def _engine_parity(runner: Forward, onnx_dir: Path, pre: Preprocess, splits_dir:
     reference, _ = onnx_forward(onnx_dir / ONNX_FILE, pre)
     sizes = latency_batch_sizes(deploy)
     images = parity_images(list(sets["query"]["path"]), pre, max(sizes))
-    emb = {name: extract_embeddings(forward, sets, pre, batch_size, flip)
-           for name, forward in (("onnxruntime", reference), ("tensorrt", runner))}
-    scores = {name: retrieval(e, evaluate) for name, e in emb.items()}
     return {
         "reference": f"onnxruntime {ONNX_FILE}",
         "batch_parity": batch_parity(reference, runner, images, sizes),
-        "retrieval": {"num_query": len(sets["query"]), "num_gallery": len(sets["gallery"]),
-                      "flip": flip, **scores,
-                      "delta_points": metric_deltas(scores["onnxruntime"], scores["tensorrt"]),
-                      "min_cosine": float(min(
-                          cosine_rows(getattr(emb["onnxruntime"], s).features,
-                                      getattr(emb["tensorrt"], s).features).min()
-                          for s in ("query", "gallery")))},
+        "retrieval": retrieval_parity(sets, pre, batch_size, flip, evaluate,
+                                      {"onnxruntime": reference, "tensorrt": runner}),
         "max_metric_delta_points": deploy.max_metric_delta,
     }
 
