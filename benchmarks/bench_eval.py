@@ -59,8 +59,12 @@ def _data(scale: str, dim: int, seed: int = 0) -> tuple[np.ndarray, ...]:
 def run_case(scale: str, dim: int, task: str) -> dict[str, object]:
     import torch
 
-    from reidpipe.evaluate import plain_distance_rows, rank_queries, summarise
-    from reidpipe.rerank import KReciprocalReRanker
+    from reidpipe.evaluation.evaluate import (
+        plain_distance_rows,
+        rank_queries,
+        summarise,
+    )
+    from reidpipe.evaluation.rerank import KReciprocalReRanker
 
     query, gallery, q_pids, q_cams, g_pids, g_cams = _data(scale, dim)
     ids = (q_pids, q_cams, g_pids, g_cams)

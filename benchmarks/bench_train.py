@@ -19,13 +19,13 @@ from pathlib import Path
 import torch
 
 from reidpipe import atomic
-from reidpipe.datamodule import ReidDataModule
-from reidpipe.lightning_module import ReidModule
-from reidpipe.losses import reid_loss
+from reidpipe.data.split import make_split
+from reidpipe.data.synth import generate_synthetic_market
 from reidpipe.params import load_params
-from reidpipe.schedule import make_optimizer
-from reidpipe.split import make_split
-from reidpipe.synth import generate_synthetic_market
+from reidpipe.training.datamodule import ReidDataModule
+from reidpipe.training.lightning_module import ReidModule
+from reidpipe.training.losses import reid_loss
+from reidpipe.training.schedule import make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""GPU allocation shared by every GPU stage.
+"""Device choice and GPU allocation shared by every stage.
 
 Snakemake's ``--resources gpu=N`` only caps how many GPU jobs run at once; it does not say which
 GPU a job gets. Each job therefore takes one lock file per device it uses (``gpu<i>.lock`` under a
@@ -18,9 +18,12 @@ import time
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from reidpipe.errors import ReidpipeError
+
+if TYPE_CHECKING:
+    import torch
 
 LOCK_DIR_ENV = "REIDPIPE_GPU_LOCK_DIR"
 CUDA_ENV = "CUDA_VISIBLE_DEVICES"
@@ -144,3 +147,15 @@ def stage_gpu(device: str) -> GpuLease:
     if device == "cpu":
         return GpuLease([], "--device cpu: running on CPU")
     return allocate_gpus(1, wait_s=GPU_WAIT_S)
+
+
+def resolve_device(device: str = "auto") -> "torch.device":
+    """``auto`` -> CUDA when present, else CPU; an explicit CUDA device without CUDA is an error.
+    torch is imported here, not at module level, so allocation runs before CUDA starts."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ReidpipeError(f"device {device!r} requested but no CUDA device is available")
+    return torch.device(device)

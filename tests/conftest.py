@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from reidpipe.split import make_split
-from reidpipe.synth import generate_synthetic_market
+from reidpipe.data.split import make_split
+from reidpipe.data.synth import generate_synthetic_market
 
 
 @pytest.fixture(scope="session")

@@ -18,9 +18,10 @@ import pytest
 from PIL import Image
 
 from reidpipe.cli import main
-from reidpipe.download import MARKER_NAME, fetch_dataset, file_md5
+from reidpipe.data.download import MARKER_NAME, fetch_dataset
+from reidpipe.data.http_transfer import file_md5
+from reidpipe.data.market import ARCHIVE_NAME, TOP_FOLDER, format_name, is_market_layout
 from reidpipe.errors import ReidpipeError
-from reidpipe.market import ARCHIVE_NAME, TOP_FOLDER, format_name, is_market_layout
 from reidpipe.params import DataParams
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from repo_copy import copy_working_tree, pipeline_env
 
 pytestmark = pytest.mark.slow

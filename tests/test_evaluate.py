@@ -10,9 +10,14 @@ import pandas as pd
 import pytest
 
 from reidpipe.cli import main
-from reidpipe.embeddings import Embeddings, EmbeddingSet, read_embeddings, write_embeddings
 from reidpipe.errors import ReidpipeError
-from reidpipe.evaluate import evaluate_embeddings, rank_queries, summarise
+from reidpipe.evaluation.embeddings import (
+    Embeddings,
+    EmbeddingSet,
+    read_embeddings,
+    write_embeddings,
+)
+from reidpipe.evaluation.evaluate import evaluate_embeddings, rank_queries, summarise
 from reidpipe.params import EvaluateParams, ReRankingParams
 
 # Gallery of the hand-computed cases: (pid, camid).

@@ -13,13 +13,22 @@ import torch
 from torch import nn
 
 from reidpipe.cli import main
+from reidpipe.deploy.export_onnx import (
+    FP16_FILE,
+    ONNX_FILE,
+    PARITY_FILE,
+    export_graph,
+    export_onnx,
+)
+from reidpipe.deploy.fp16 import FP16_KEEP_FP32_OPS
+from reidpipe.deploy.onnx_io import check_onnx
+from reidpipe.deploy.parity import batch_parity
 from reidpipe.errors import ReidpipeError
-from reidpipe.export_onnx import (FP16_FILE, FP16_KEEP_FP32_OPS, ONNX_FILE, PARITY_FILE,
-                                  batch_parity, check_onnx, export_graph, export_onnx,
-                                  read_input_contract)
-from reidpipe.extract import Preprocess, onnx_forward, torch_forward
-from reidpipe.model import MODEL_FILE, arch_to_dict, build_model
+from reidpipe.evaluation.extract import torch_forward
+from reidpipe.evaluation.onnx_runtime import onnx_forward
+from reidpipe.input_contract import Preprocess, read_input_contract
 from reidpipe.params import load_params
+from reidpipe.training.model import MODEL_FILE, arch_to_dict, build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = [str(ROOT / "params.yaml"), str(ROOT / "config" / "demo.yaml")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import json
 from pathlib import Path
 
@@ -12,12 +13,13 @@ import torch
 from PIL import Image
 
 from reidpipe.cli import main
-from reidpipe.embeddings import read_embeddings
+from reidpipe.data.manifest import write_manifest
+from reidpipe.data.market import format_name
 from reidpipe.errors import ReidpipeError
-from reidpipe.extract import (Preprocess, embed_with_torch, image_sets_from_dataset,
-                              onnx_forward, preprocess_image)
-from reidpipe.manifest import write_manifest
-from reidpipe.market import format_name
+from reidpipe.evaluation.embeddings import read_embeddings
+from reidpipe.evaluation.extract import embed_with_torch, image_sets_from_dataset
+from reidpipe.evaluation.onnx_runtime import onnx_forward
+from reidpipe.input_contract import Preprocess, preprocess_image
 
 HEIGHT, WIDTH = 32, 16
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -235,8 +237,8 @@ def test_bad_inputs(onnx_models: dict[str, Path], splits_dir: Path, tmp_path: Pa
 
 def test_trained_model_folder(splits_dir: Path, tmp_path: Path) -> None:
     """``--model DIR`` loads the training stage's model.pt through reidpipe.model."""
-    from reidpipe.model import MODEL_FILE, arch_to_dict, build_model
     from reidpipe.params import load_params
+    from reidpipe.training.model import MODEL_FILE, arch_to_dict, build_model
 
     params = Path(__file__).resolve().parents[1] / "params.yaml"
     overrides = ["model.backbone=resnet18", "model.pretrain_choice=''", "model.feat_dim=512",
@@ -256,9 +258,10 @@ def test_trained_model_folder(splits_dir: Path, tmp_path: Path) -> None:
     np.testing.assert_allclose(emb.gallery.features, expected, atol=1e-5)
 
 
-def test_onnx_contract_that_differs_from_the_params_is_warned(tmp_path, capsys):
-    from reidpipe.export_onnx import contract_metadata, export_graph
-    from reidpipe.extract import model_forward
+def test_onnx_contract_that_differs_from_the_params_is_warned(tmp_path, caplog):
+    from reidpipe.deploy.export_onnx import export_graph
+    from reidpipe.evaluation.extract import model_forward
+    from reidpipe.input_contract import contract_metadata
     from reidpipe.params import load_params
 
     root = Path(__file__).resolve().parents[1]
@@ -270,8 +273,9 @@ def test_onnx_contract_that_differs_from_the_params_is_warned(tmp_path, capsys):
                  metadata=contract_metadata(Preprocess(HEIGHT, WIDTH, (0.5,) * 3, (0.5,) * 3),
                                             "tiny", 8))
     model_forward(None, path, arch, params, "cpu")
-    assert f"{path} expects" in capsys.readouterr().err
+    assert f"{path} expects" in caplog.text
+    caplog.clear()
     export_graph(TinyNet().eval(), RGB01, path, opset=18,
                  metadata=contract_metadata(Preprocess(HEIGHT, WIDTH, MEAN, STD), "tiny", 8))
     model_forward(None, path, arch, params, "cpu")
-    assert "warning" not in capsys.readouterr().err
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from reidpipe.losses import (
+from reidpipe.params import DatasetParams, ModelParams, OptimParams
+from reidpipe.training.losses import (
     CenterLoss,
     LossPlan,
     batch_hard_triplet,
@@ -11,7 +12,6 @@ from reidpipe.losses import (
     id_loss,
     reid_loss,
 )
-from reidpipe.params import DatasetParams, ModelParams, OptimParams
 
 # Four 2-D features, identities [0, 0, 1, 1]. Pairwise distances:
 # d01 = 5, d02 = 1, d03 = 2, d12 = sqrt(20), d13 = sqrt(13), d23 = sqrt(5).

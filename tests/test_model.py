@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import save_file
 
 from reidpipe.errors import ReidpipeError
-from reidpipe.model import build_model, load_backbone_weights
 from reidpipe.params import ModelParams
+from reidpipe.training.model import build_model, load_backbone_weights
 
 torch.set_num_threads(2)
 TINY_SWIN = {"embed_dim": 16, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2]}
@@ -100,7 +100,7 @@ def test_self_weights_resize_swin_relative_position_tables(tmp_path):
 def test_missing_weights_and_offline_imagenet_are_clear_errors(tmp_path):
     with pytest.raises(ReidpipeError, match="does not exist"):
         build_model(resnet(pretrain_choice="self", pretrained_model_path=str(tmp_path / "x.pth")), 2)
-    code = ("from reidpipe.model import build_model; from reidpipe.params import ModelParams\n"
+    code = ("from reidpipe.training.model import build_model; from reidpipe.params import ModelParams\n"
             "build_model(ModelParams(backbone='resnet18', pretrain_choice='imagenet'), 2)")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,

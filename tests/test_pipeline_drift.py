@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from reidpipe.pipeline import STAGE_PARAMS, stage_param_keys
+from reidpipe.stages import STAGE_PARAMS, stage_param_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 LOG_REDIRECT = re.compile(r"\s*>\s*logs/\S+\s+2>&1\s*$")

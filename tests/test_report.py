@@ -13,21 +13,29 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from market_fixtures import make_tiny_market
 from PIL import Image
 
-from reidpipe import market, report
 from reidpipe.cli import main
-from reidpipe.embeddings import Embeddings, EmbeddingSet, write_embeddings
+from reidpipe.data import market
+from reidpipe.data.validate import run_validation
+from reidpipe.deploy.export_onnx import PARITY_FILE
+from reidpipe.deploy.tensorrt_build import STATUS_FILE, build_trt, unavailable_reason
 from reidpipe.errors import ReidpipeError
-from reidpipe.evaluate import evaluate_embeddings, write_evaluation
-from reidpipe.export_onnx import PARITY_FILE
-from reidpipe.lightning_module import LOG_COLUMNS
-from reidpipe.params import (ArchRecipe, DeployParams, EvaluateParams, Params, PipelineParams,
-                             ReRankingParams, ReportParams)
-from reidpipe.report import build_report
-from reidpipe.tensorrt_build import STATUS_FILE, build_trt, unavailable_reason
-from reidpipe.validate import run_validation
-from market_fixtures import make_tiny_market
+from reidpipe.evaluation.embeddings import Embeddings, EmbeddingSet, write_embeddings
+from reidpipe.evaluation.evaluate import evaluate_embeddings, write_evaluation
+from reidpipe.params import (
+    ArchRecipe,
+    DeployParams,
+    EvaluateParams,
+    Params,
+    PipelineParams,
+    ReportParams,
+    ReRankingParams,
+)
+from reidpipe.report import readers as report
+from reidpipe.report.build import build_report
+from reidpipe.training.lightning_module import LOG_COLUMNS
 
 ARCHS = ["net_a", "net_b"]
 METRIC_KEYS = ["mAP", "rank1", "rank5", "rank10", "mINP"]

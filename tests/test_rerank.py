@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from reidpipe.errors import ReidpipeError
-from reidpipe.evaluate import rank_queries
-from reidpipe.rerank import KReciprocalReRanker, re_rank
+from reidpipe.evaluation.evaluate import rank_queries
+from reidpipe.evaluation.rerank import KReciprocalReRanker, re_rank
 
 
 def dense_re_ranking(query: np.ndarray, gallery: np.ndarray, k1: int, k2: int,

@@ -3,7 +3,7 @@ from collections import Counter
 import pytest
 
 from reidpipe.errors import ReidpipeError
-from reidpipe.sampler import IdentityBatchSampler, ShuffleBatchSampler
+from reidpipe.training.sampler import IdentityBatchSampler, ShuffleBatchSampler
 
 # 13 identities with 1 to 9 images each (identity 3 has fewer than K images).
 LABELS = [pid for pid in range(13) for _ in range(1 + (pid * 5) % 9)]

@@ -5,7 +5,12 @@ import torch
 from torch import nn
 
 from reidpipe.params import OptimParams
-from reidpipe.schedule import lr_factor, make_optimizer, make_scheduler, param_groups
+from reidpipe.training.schedule import (
+    lr_factor,
+    make_optimizer,
+    make_scheduler,
+    param_groups,
+)
 
 BOT = OptimParams(base_lr=3.5e-4, warmup_factor=0.01, warmup_epochs=10, lr_steps=[40, 70],
                   gamma=0.1, warmup_method="linear")

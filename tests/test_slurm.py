@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from repo_copy import copy_working_tree, pipeline_env
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,11 +2,11 @@ import json
 
 import pandas as pd
 import pytest
-
 from market_fixtures import make_tiny_market
+
+from reidpipe.data.manifest import SPLITS, read_split
+from reidpipe.data.split import make_split
 from reidpipe.errors import ReidpipeError
-from reidpipe.manifest import SPLITS, read_split
-from reidpipe.split import make_split
 
 
 @pytest.fixture

@@ -13,11 +13,21 @@ from PIL import Image
 
 from reidpipe.cli import common_parser
 from reidpipe.cli import synth as synth_cli
+from reidpipe.data.market import (
+    DISTRACTOR_PID,
+    GALLERY_DIR,
+    IMAGE_HEIGHT,
+    IMAGE_WIDTH,
+    JUNK_PID,
+    NUM_CAMERAS,
+    QUERY_DIR,
+    TRAIN_DIR,
+    MarketName,
+    parse_name,
+)
+from reidpipe.data.synth import MARKER_FILE, SynthSummary, generate_synthetic_market
+from reidpipe.data.validate import validate_dataset
 from reidpipe.errors import ReidpipeError
-from reidpipe.market import (DISTRACTOR_PID, GALLERY_DIR, IMAGE_HEIGHT, IMAGE_WIDTH, JUNK_PID,
-                             NUM_CAMERAS, QUERY_DIR, TRAIN_DIR, MarketName, parse_name)
-from reidpipe.synth import MARKER_FILE, SynthSummary, generate_synthetic_market
-from reidpipe.validate import validate_dataset
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 FOLDERS = (TRAIN_DIR, QUERY_DIR, GALLERY_DIR)

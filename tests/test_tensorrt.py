@@ -13,12 +13,20 @@ import torch
 from torch import nn
 
 from reidpipe.cli import main
+from reidpipe.deploy.export_onnx import FP16_FILE, ONNX_FILE, export_onnx
+from reidpipe.deploy.tensorrt_build import (
+    CACHE_FILE,
+    ENGINE_FILE,
+    STATUS_FILE,
+    build_plan,
+    build_trt,
+    latency_batch_sizes,
+    profile_shapes,
+    unavailable_reason,
+)
 from reidpipe.errors import ReidpipeError
-from reidpipe.export_onnx import FP16_FILE, ONNX_FILE, export_onnx
-from reidpipe.extract import Preprocess
+from reidpipe.input_contract import Preprocess
 from reidpipe.params import DeployParams, load_params
-from reidpipe.tensorrt_build import (CACHE_FILE, ENGINE_FILE, STATUS_FILE, build_plan, build_trt,
-                                     latency_batch_sizes, profile_shapes, unavailable_reason)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = [str(ROOT / "params.yaml"), str(ROOT / "config" / "demo.yaml")]

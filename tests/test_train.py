@@ -13,12 +13,12 @@ import torch
 import yaml
 from market_fixtures import make_tiny_market
 
+from reidpipe.data.split import make_split
 from reidpipe.errors import ReidpipeError
-from reidpipe.model import load_trained_model
 from reidpipe.params import load_params
-from reidpipe.sampler import IdentityBatchSampler
-from reidpipe.split import make_split
-from reidpipe.train import Runtime, resolve_runtime, train_arch
+from reidpipe.training.model import load_trained_model
+from reidpipe.training.sampler import IdentityBatchSampler
+from reidpipe.training.train import Runtime, resolve_runtime, train_arch
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-c", "import sys; from reidpipe.cli import main; sys.exit(main())"]
@@ -108,7 +108,7 @@ def test_two_process_cpu_ddp_uses_the_distributed_sampler(tmp_path, splits):
     script = tmp_path / "ddp.py"
     script.write_text(
         "from reidpipe.params import load_params\n"
-        "from reidpipe.train import Runtime, train_arch\n"
+        "from reidpipe.training.train import Runtime, train_arch\n"
         f"cfg = load_params([{str(ROOT / 'params.yaml')!r}, {str(params)!r}]).arch('tiny')\n"
         f"train_arch(cfg, {str(splits)!r}, {str(tmp_path / 'model')!r}, "
         "Runtime('cpu', 2, '32', '2-process CPU DDP'))\n")
@@ -144,7 +144,7 @@ def test_training_without_held_out_identities_skips_validation(tmp_path, splits)
 def test_slurm_single_task_job_lets_lightning_launch_the_ranks():
     from lightning.pytorch.plugins.environments import LightningEnvironment
 
-    from reidpipe.train import cluster_plugins
+    from reidpipe.training.train import cluster_plugins
 
     assert cluster_plugins(2, 1, env={}) == []
     assert cluster_plugins(2, 1, env={"SLURM_NTASKS": "2"}) == []

@@ -2,12 +2,12 @@ import json
 import shutil
 
 import pytest
-
 from market_fixtures import make_tiny_market, write_jpeg
-from reidpipe import market
+
 from reidpipe.cli import main
+from reidpipe.data import market
+from reidpipe.data.validate import run_validation, validate_dataset
 from reidpipe.errors import ReidpipeError
-from reidpipe.validate import run_validation, validate_dataset
 
 
 @pytest.fixture

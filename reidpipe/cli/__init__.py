@@ -13,6 +13,7 @@ import importlib
 import sys
 from typing import Sequence
 
+from reidpipe import logs
 from reidpipe.errors import ReidpipeError
 from reidpipe.params import DEFAULT_PARAMS_FILE, Params, load_params
 
@@ -65,6 +66,7 @@ def _run_on_one_gpu(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logs.configure(args.command.replace("_", "-"))
     try:
         if getattr(args, "single_gpu", False):
             return _run_on_one_gpu(args)

@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def run(args: argparse.Namespace) -> int:
-    from reidpipe.tensorrt_build import STATUS_FILE, build_trt_stage
+    from reidpipe.deploy.tensorrt_build import STATUS_FILE, build_trt_stage
     status = build_trt_stage(params_from_args(args), args.arch, args.onnx_dir, args.splits,
                              args.out)
     detail = f": {status['reason']}" if status["reason"] else ""

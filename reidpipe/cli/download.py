@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def run(args: argparse.Namespace) -> int:
-    from reidpipe.download import obtain_dataset
+    from reidpipe.data.download import obtain_dataset
     params = params_from_args(args)
     result = obtain_dataset(params.data, urls=args.urls, archive=args.archive,
                            dataset_dir=args.out)

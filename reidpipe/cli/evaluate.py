@@ -20,8 +20,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def run(args: argparse.Namespace) -> int:
-    from reidpipe.embeddings import read_embeddings
-    from reidpipe.evaluate import evaluate_embeddings, write_evaluation
+    from reidpipe.evaluation.embeddings import read_embeddings
+    from reidpipe.evaluation.evaluate import evaluate_embeddings, write_evaluation
 
     params = params_from_args(args)
     result = evaluate_embeddings(read_embeddings(args.embeddings), params.evaluate,

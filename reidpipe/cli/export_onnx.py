@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def run(args: argparse.Namespace) -> int:
-    from reidpipe.export_onnx import export_stage
+    from reidpipe.deploy.export_onnx import export_stage
     report = export_stage(params_from_args(args), args.arch, args.model, args.splits, args.out,
                           args.device)
     worst = max(row["max_abs_diff"] for row in report["batch_parity"])

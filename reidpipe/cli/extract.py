@@ -26,9 +26,13 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def run(args: argparse.Namespace) -> int:
-    from reidpipe.embeddings import write_embeddings
-    from reidpipe.extract import (extract_embeddings, image_sets_from_dataset,
-                                  image_sets_from_splits, model_forward)
+    from reidpipe.evaluation.embeddings import write_embeddings
+    from reidpipe.evaluation.extract import (
+        extract_embeddings,
+        image_sets_from_dataset,
+        image_sets_from_splits,
+        model_forward,
+    )
 
     params = params_from_args(args)
     arch = params.arch(args.arch)

@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def run(args: argparse.Namespace) -> int:
-    from reidpipe.report import build_report
+    from reidpipe.report.build import build_report
     result = build_report(params_from_args(args), args.results, args.models, args.out)
     print(f"report: wrote {', '.join(result.files)} to {args.out}")
     print(result.baseline)

@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def run(args: argparse.Namespace) -> int:
-    from reidpipe.split import make_split
+    from reidpipe.data.split import make_split
     params = params_from_args(args)
     counts = make_split(args.dataset_dir, args.out, params.split.val_ids, params.split.seed)
     print(f"{args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))

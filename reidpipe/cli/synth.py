@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def run(args: argparse.Namespace) -> int:
-    from reidpipe.synth import generate_synthetic_market
+    from reidpipe.data.synth import generate_synthetic_market
     data = params_from_args(args).data
     summary = generate_synthetic_market(
         args.out,

@@ -17,6 +17,6 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def run(args: argparse.Namespace) -> int:
-    from reidpipe.train import train_stage
+    from reidpipe.training.train import train_stage
     train_stage(params_from_args(args), args.arch, args.splits, args.out)
     return 0

@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def run(args: argparse.Namespace) -> int:
-    from reidpipe.validate import run_validation
+    from reidpipe.data.validate import run_validation
     strict = params_from_args(args).data.strict if args.strict is None else args.strict
     report = run_validation(args.dataset_dir, args.report, strict=strict)
     counts = ", ".join(f"{split} {info['images']} images / {info['ids']} ids"

@@ -2,8 +2,8 @@ rule download:
     output:
         directory(DATASET),
     input:
-        "reidpipe/download.py",
-        "reidpipe/synth.py",
+        "reidpipe/data/download.py",
+        "reidpipe/data/synth.py",
     params:
         files=PARAM_FILES,
         tracked=stage_param_values(config, "download"),
@@ -18,7 +18,7 @@ rule validate:
     output:
         "results/validation.json",
     input:
-        "reidpipe/validate.py",
+        "reidpipe/data/validate.py",
         dataset=DATASET,
     params:
         files=PARAM_FILES,
@@ -34,7 +34,7 @@ rule split:
     output:
         directory(SPLITS),
     input:
-        "reidpipe/split.py",
+        "reidpipe/data/split.py",
         "results/validation.json",
         dataset=DATASET,
     params:

@@ -2,7 +2,7 @@ rule export_onnx:
     output:
         directory("results/{arch}/onnx"),
     input:
-        "reidpipe/export_onnx.py",
+        "reidpipe/deploy/export_onnx.py",
         "models/{arch}/model.pt",
         splits=SPLITS,
     params:
@@ -22,7 +22,7 @@ rule build_trt:
     output:
         directory("results/{arch}/tensorrt"),
     input:
-        "reidpipe/tensorrt_build.py",
+        "reidpipe/deploy/tensorrt_build.py",
         onnx="results/{arch}/onnx",
         splits=SPLITS,
     params:

@@ -2,7 +2,7 @@ rule extract:
     output:
         directory("results/{arch}/embeddings"),
     input:
-        "reidpipe/extract.py",
+        "reidpipe/evaluation/extract.py",
         "models/{arch}/model.pt",
         splits=SPLITS,
     params:
@@ -24,7 +24,7 @@ rule evaluate:
         cmc="results/{arch}/cmc.csv",
         per_query="results/{arch}/per_query.csv",
     input:
-        "reidpipe/evaluate.py",
+        "reidpipe/evaluation/evaluate.py",
         embeddings="results/{arch}/embeddings",
     params:
         files=PARAM_FILES,

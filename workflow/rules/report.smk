@@ -5,7 +5,7 @@ rule report:
         metrics="reports/metrics.json",
         figures=directory("reports/figures"),
     input:
-        "reidpipe/report.py",
+        "reidpipe/report/build.py",
         "results/validation.json",
         expand("results/{arch}/{file}", arch=ARCHS,
                file=["metrics.json", "cmc.csv", "per_query.csv", "embeddings", "onnx", "tensorrt"]),

@@ -4,7 +4,7 @@ rule train:
         config="models/{arch}/config.yaml",
         train_log="models/{arch}/train_log.csv",
     input:
-        "reidpipe/train.py",
+        "reidpipe/training/train.py",
         splits=SPLITS,
     params:
         files=PARAM_FILES,

@@ -23,10 +23,12 @@ import numpy as np
 import torch
 
 from reidpipe import atomic
+from reidpipe.deploy.export_onnx import FP16_FILE, ONNX_FILE, PARITY_FILE
+from reidpipe.deploy.parity import batch_parity, parity_images, retrieval_parity
 from reidpipe.errors import ReidpipeError
-from reidpipe.export_onnx import (FP16_FILE, ONNX_FILE, PARITY_FILE, batch_parity, parity_images,
-                                  read_input_contract, retrieval_parity)
-from reidpipe.extract import Forward, Preprocess, image_sets_from_splits, onnx_forward
+from reidpipe.evaluation.extract import image_sets_from_splits
+from reidpipe.evaluation.onnx_runtime import onnx_forward
+from reidpipe.input_contract import Forward, Preprocess, read_input_contract
 from reidpipe.params import DeployParams, EvaluateParams, Params
 
 STATUS_FILE = "status.json"

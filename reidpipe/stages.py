@@ -11,7 +11,12 @@ import os
 from typing import Any, Mapping, Sequence
 
 from reidpipe.errors import ReidpipeError
-from reidpipe.params import DEFAULT_PARAMS_FILE, Params, merged_params_dict, params_from_dict
+from reidpipe.params import (
+    DEFAULT_PARAMS_FILE,
+    Params,
+    merged_params_dict,
+    params_from_dict,
+)
 
 STAGE_PARAMS: dict[str, list[str]] = {
     "download": ["data.source", "data.dataset_dir", "data.urls", "data.archive_path", "data.md5",

@@ -20,11 +20,11 @@ import pandas as pd
 import torch
 
 from reidpipe import atomic
-from reidpipe.evaluate import plain_distance_rows, rank_queries, summarise
-from reidpipe.losses import CenterLoss, LossPlan, center_step, reid_loss
-from reidpipe.model import build_model
+from reidpipe.evaluation.evaluate import plain_distance_rows, rank_queries, summarise
 from reidpipe.params import ArchConfig
-from reidpipe.schedule import make_optimizer, make_scheduler
+from reidpipe.training.losses import CenterLoss, LossPlan, center_step, reid_loss
+from reidpipe.training.model import build_model
+from reidpipe.training.schedule import make_optimizer, make_scheduler
 
 LOG_COLUMNS = ["epoch", "steps", "loss", "id_loss", "triplet_loss", "center_loss", "lr",
                "val_mAP", "val_rank1", "seconds"]

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from reidpipe import atomic
+from reidpipe.data.manifest import read_table
 from reidpipe.errors import ReidpipeError
-from reidpipe.manifest import read_table
 
 SETS = ("query", "gallery")
 COLUMNS = ["path", "pid", "camid"]

@@ -26,17 +26,17 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.environments import LightningEnvironment
-from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.strategies import DDPStrategy
 
 from reidpipe import atomic
-from reidpipe.datamodule import ReidDataModule
+from reidpipe.data.manifest import manifest_path
 from reidpipe.devices import GPU_WAIT_S, GpuLease, allocate_gpus
 from reidpipe.errors import ReidpipeError
-from reidpipe.lightning_module import EpochLog, ReidModule
-from reidpipe.manifest import manifest_path
-from reidpipe.model import MODEL_FILE, arch_to_dict
 from reidpipe.params import ArchConfig, Params
+from reidpipe.training.datamodule import ReidDataModule
+from reidpipe.training.lightning_module import EpochLog, ReidModule
+from reidpipe.training.model import MODEL_FILE, arch_to_dict
 
 CHECKPOINT_DIR = "checkpoints"
 LOG_FILE = "train_log.csv"

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from reidpipe import atomic, market
+from reidpipe import atomic
+from reidpipe.data import market
+from reidpipe.data.manifest import COLUMNS, manifest_path, write_manifest
 from reidpipe.errors import ReidpipeError
-from reidpipe.manifest import COLUMNS, manifest_path, write_manifest
 
 
 def _split_frame(dataset_dir: Path, split: str) -> pd.DataFrame:

@@ -10,11 +10,11 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from reidpipe.data.manifest import read_split
 from reidpipe.errors import ReidpipeError
-from reidpipe.manifest import read_split
 from reidpipe.params import ArchConfig
-from reidpipe.sampler import IdentityBatchSampler, ShuffleBatchSampler
-from reidpipe.transforms import read_image, test_transform, train_transform
+from reidpipe.training.sampler import IdentityBatchSampler, ShuffleBatchSampler
+from reidpipe.training.transforms import read_image, test_transform, train_transform
 
 
 class ImageDataset(Dataset):

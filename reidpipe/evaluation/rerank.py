@@ -29,17 +29,10 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from reidpipe.devices import resolve_device
 from reidpipe.errors import ReidpipeError
 
 _CHUNK_BYTES = 1 << 27  # working-set target of one chunk of a dense distance block
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ReidpipeError(f"device {device!r} requested but no CUDA device is available")
-    return torch.device(device)
 
 
 def squared_distances(a: torch.Tensor, b: torch.Tensor, a_sq: torch.Tensor,

@@ -21,11 +21,12 @@ import pandas as pd
 import torch
 
 from reidpipe import atomic
-from reidpipe.embeddings import Embeddings, l2_normalise
+from reidpipe.data.market import JUNK_PID
+from reidpipe.devices import resolve_device
 from reidpipe.errors import ReidpipeError
-from reidpipe.market import JUNK_PID
+from reidpipe.evaluation.embeddings import Embeddings, l2_normalise
+from reidpipe.evaluation.rerank import KReciprocalReRanker, squared_distances
 from reidpipe.params import EvaluateParams, ReRankingParams
-from reidpipe.rerank import KReciprocalReRanker, resolve_device, squared_distances
 
 DistanceRows = Callable[[int, int], np.ndarray]
 REPORTED_RANKS = (1, 5, 10, 20)

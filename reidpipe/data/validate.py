@@ -17,7 +17,8 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from reidpipe import atomic, market
+from reidpipe import atomic
+from reidpipe.data import market
 from reidpipe.errors import ReidpipeError
 
 SHOWN_PROBLEMS = 20

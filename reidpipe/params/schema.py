@@ -15,17 +15,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal, Mapping
 
-import yaml
-
+from reidpipe.data.market import ARCHIVE_MD5
 from reidpipe.errors import ReidpipeError
-from reidpipe.market import ARCHIVE_MD5
-
-DEFAULT_PARAMS_FILE = "params.yaml"
+from reidpipe.params.merge import deep_merge
+from reidpipe.params.validation import build_dataclass
 
 
 def _f(default: Any, *, ge: float | None = None, le: float | None = None, gt: float | None = None,
@@ -242,105 +238,13 @@ class ArchConfig:
     dataset: DatasetParams
     train: TrainParams
 
-
-# ------------------------------------------------------------------------------------- validation
-
-
-def _describe(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin is list:
-        return f"a list of {_describe(typing.get_args(tp)[0])}"
-    if origin is dict:
-        return "a mapping"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
-        tp, str(tp))
-
-
-def _convert(tp: Any, value: Any, key: str) -> Any:
-    def bad() -> ReidpipeError:
-        return ReidpipeError(f"params: {key} = {value!r} is invalid: expected {_describe(tp)}")
-
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, Mapping):
-            raise bad()
-        return _build(tp, value, key)
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        for choice in choices:
-            if value == choice and type(value) is type(choice):
-                return value
-        raise bad()
-    if origin is list:
-        if not isinstance(value, list):
-            raise bad()
-        (item_tp,) = typing.get_args(tp)
-        return [_convert(item_tp, item, f"{key}[{i}]") for i, item in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise bad()
-        _, value_tp = typing.get_args(tp)
-        if value_tp is Any:
-            return dict(value)
-        return {str(k): _convert(value_tp, v, f"{key}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise bad()
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad()
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad()
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise bad()
-        return value
-    raise bad()
-
-
-def _check_range(meta: Mapping[str, Any], value: Any, key: str) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return
-    bounds = [("ge", lambda v, b: v >= b, ">="), ("le", lambda v, b: v <= b, "<="),
-              ("gt", lambda v, b: v > b, ">")]
-    for name, ok, symbol in bounds:
-        bound = meta.get(name)
-        if bound is not None and not ok(value, bound):
-            raise ReidpipeError(f"params: {key} = {value!r} is out of range: expected {symbol} {bound}")
-
-
-def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = [k for k in data if k not in fields]
-    if unknown:
-        where = f"{prefix}.{unknown[0]}" if prefix else str(unknown[0])
-        raise ReidpipeError(
-            f"params: unknown key {where!r}; allowed under {prefix or 'the top level'}: "
-            f"{', '.join(fields)}")
-    kwargs = {}
-    for name, value in data.items():
-        key = f"{prefix}.{name}" if prefix else name
-        kwargs[name] = _convert(hints[name], value, key)
-        _check_range(fields[name].metadata, kwargs[name], key)
-    return cls(**kwargs)
-
-
 def _arch_config(params: Params, name: str) -> ArchConfig:
     recipe = params.archs[name]
     sections = {}
     for section, cls in (("model", ModelParams), ("dataset", DatasetParams), ("train", TrainParams)):
         shared = dataclasses.asdict(getattr(params, section))
         merged = deep_merge(shared, getattr(recipe, section))
-        sections[section] = _build(cls, merged, f"archs.{name}.{section}")
+        sections[section] = build_dataclass(cls, merged, f"archs.{name}.{section}")
     return ArchConfig(name=name, **sections)
 
 
@@ -382,131 +286,11 @@ def _check_consistency(params: Params) -> None:
             f"params: deploy batch sizes must satisfy min_batch <= opt_batch <= max_batch, got "
             f"{d.min_batch}/{d.opt_batch}/{d.max_batch}")
 
-
-# ------------------------------------------------------------------------------------ loading
-
-
-def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """Recursively merge ``override`` into a copy of ``base``; mappings merge, the rest replaces."""
-    merged = copy.deepcopy(dict(base))
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
-def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ReidpipeError(f"params file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ReidpipeError(f"params file {path} cannot be read: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ReidpipeError(f"params file {path} is not valid YAML: {exc}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ReidpipeError(f"params file {path} must hold a mapping at the top level")
-    return data
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``a.b.c=value`` -> (["a", "b", "c"], value parsed as YAML)."""
-    if "=" not in text:
-        raise ReidpipeError(f"--set {text!r}: expected key.path=value")
-    key, raw = text.split("=", 1)
-    parts = key.strip().split(".")
-    if not all(parts):
-        raise ReidpipeError(f"--set {text!r}: {key!r} is not a dotted key path")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return parts, value
-
-
-def apply_override(data: dict[str, Any], parts: Sequence[str], value: Any) -> None:
-    node = data
-    for part in parts[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise ReidpipeError(f"--set {'.'.join(parts)}: {part!r} is not a mapping")
-        node = child
-    node[parts[-1]] = value
-
-
 def params_from_dict(data: Mapping[str, Any]) -> Params:
-    params = _build(Params, data, "")
+    params = build_dataclass(Params, data, "")
     _check_consistency(params)
     return params
-
-
-def merged_params_dict(files: Sequence[str | Path] = (DEFAULT_PARAMS_FILE,),
-                       overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """The raw merged mapping of ``files`` (deep-merged in order) and ``--set`` overrides."""
-    data: dict[str, Any] = {}
-    for path in files:
-        data = deep_merge(data, read_yaml_mapping(path))
-    for text in overrides:
-        parts, value = parse_override(text)
-        apply_override(data, parts, value)
-    return data
-
-
-def load_params(files: Sequence[str | Path] = (DEFAULT_PARAMS_FILE,),
-                overrides: Sequence[str] = ()) -> Params:
-    """Load, merge and validate; every problem is one ReidpipeError naming the key."""
-    return params_from_dict(merged_params_dict(files, overrides))
-
 
 def params_to_dict(params: Params) -> dict[str, Any]:
     return dataclasses.asdict(params)
 
-
-# ------------------------------------------------------------------------------------ JSON schema
-
-
-def _schema_for(tp: Any, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    meta = meta or {}
-    origin = typing.get_origin(tp)
-    schema: dict[str, Any]
-    if dataclasses.is_dataclass(tp):
-        hints = typing.get_type_hints(tp)
-        schema = {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {f.name: _schema_for(hints[f.name], f.metadata)
-                           for f in dataclasses.fields(tp)},
-        }
-    elif origin is Literal:
-        schema = {"enum": list(typing.get_args(tp))}
-    elif origin is list:
-        schema = {"type": "array", "items": _schema_for(typing.get_args(tp)[0])}
-    elif origin is dict:
-        _, value_tp = typing.get_args(tp)
-        schema = {"type": "object"}
-        if value_tp is not Any:
-            schema["additionalProperties"] = _schema_for(value_tp)
-    else:
-        schema = {"type": {bool: "boolean", int: "integer", float: "number", str: "string"}[tp]}
-    for name, keyword in (("ge", "minimum"), ("le", "maximum"), ("gt", "exclusiveMinimum")):
-        if meta.get(name) is not None:
-            schema[keyword] = meta[name]
-    if meta.get("doc"):
-        schema["description"] = meta["doc"]
-    return schema
-
-
-def json_schema() -> dict[str, Any]:
-    schema = _schema_for(Params)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["description"] = "reidpipe parameters (generated by `reidpipe params --schema`)"
-    return schema

@@ -24,9 +24,19 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from reidpipe.atomic import atomic_dir, write_json
+from reidpipe.data.market import (
+    DISTRACTOR_PID,
+    GALLERY_DIR,
+    IMAGE_HEIGHT,
+    IMAGE_WIDTH,
+    JUNK_PID,
+    MARKET1501_STATS,
+    NUM_CAMERAS,
+    QUERY_DIR,
+    TRAIN_DIR,
+    format_name,
+)
 from reidpipe.errors import ReidpipeError
-from reidpipe.market import (DISTRACTOR_PID, GALLERY_DIR, IMAGE_HEIGHT, IMAGE_WIDTH, JUNK_PID,
-                             MARKET1501_STATS, NUM_CAMERAS, QUERY_DIR, TRAIN_DIR, format_name)
 
 MARKER_FILE = "synthetic.json"
 MIN_IDS = 4

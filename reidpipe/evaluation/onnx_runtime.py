@@ -1,0 +1,62 @@
+"""ONNX Runtime inference over the input contract: any ONNX re-identification model (ours, TAO's
+deployable ReIdentificationNet, a torchreid export) as a numpy forward."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from reidpipe.errors import ReidpipeError
+from reidpipe.input_contract import Forward, Preprocess
+
+
+def onnx_forward(model_path: str | Path, pre: Preprocess,
+                 device: str = "auto") -> tuple[Forward, int | None]:
+    """An ONNX Runtime forward and the model's fixed batch size (None when dynamic).
+
+    The input name and shape come from the model. A fixed batch is fed at exactly that size,
+    padding the last batch with zeros.
+    """
+    import onnxruntime as ort
+
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise ReidpipeError(f"ONNX model {model_path} does not exist")
+    available = ort.get_available_providers()
+    providers = ["CPUExecutionProvider"]
+    if device != "cpu" and "CUDAExecutionProvider" in available:
+        providers.insert(0, "CUDAExecutionProvider")
+    elif device.startswith("cuda"):
+        raise ReidpipeError(f"device {device!r} requested but ONNX Runtime has no CUDA provider "
+                            f"(available: {available})")
+    try:
+        session = ort.InferenceSession(str(model_path), providers=providers)
+    except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
+        raise ReidpipeError(f"ONNX model {model_path} cannot be loaded: {exc}") from None
+    inputs = session.get_inputs()
+    if len(inputs) != 1 or len(inputs[0].shape) != 4:
+        raise ReidpipeError(f"ONNX model {model_path}: expected one N x C x H x W input, got "
+                            f"{[(i.name, i.shape) for i in inputs]}")
+    name, shape = inputs[0].name, inputs[0].shape
+    expected = [3, pre.height, pre.width]
+    for axis, (have, want) in enumerate(zip(shape[1:], expected), start=1):
+        if isinstance(have, int) and have != want:
+            raise ReidpipeError(
+                f"ONNX model {model_path} expects input shape {shape} but the params give "
+                f"3 x {pre.height} x {pre.width} (model.input_height/input_width); axis {axis} "
+                f"is {have}, not {want}")
+    fixed = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+
+    def forward(images: np.ndarray) -> np.ndarray:
+        if fixed is None:
+            return session.run(None, {name: images})[0]
+        out = []
+        for start in range(0, len(images), fixed):
+            part = images[start:start + fixed]
+            padded = np.zeros((fixed, *part.shape[1:]), dtype=np.float32)
+            padded[: len(part)] = part
+            out.append(session.run(None, {name: padded})[0][: len(part)])
+        return np.concatenate(out)
+
+    return forward, fixed

@@ -1,0 +1,51 @@
+"""Loading the parameters: YAML files deep-merged in order, overrides, then validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from reidpipe.errors import ReidpipeError
+from reidpipe.params.merge import apply_override, deep_merge, parse_override
+from reidpipe.params.schema import Params, params_from_dict
+
+DEFAULT_PARAMS_FILE = "params.yaml"
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ReidpipeError(f"params file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReidpipeError(f"params file {path} cannot be read: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ReidpipeError(f"params file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ReidpipeError(f"params file {path} must hold a mapping at the top level")
+    return data
+
+def merged_params_dict(files: Sequence[str | Path] = (DEFAULT_PARAMS_FILE,),
+                       overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The raw merged mapping of ``files`` (deep-merged in order) and ``--set`` overrides."""
+    data: dict[str, Any] = {}
+    for path in files:
+        data = deep_merge(data, read_yaml_mapping(path))
+    for text in overrides:
+        parts, value = parse_override(text)
+        apply_override(data, parts, value)
+    return data
+
+
+def load_params(files: Sequence[str | Path] = (DEFAULT_PARAMS_FILE,),
+                overrides: Sequence[str] = ()) -> Params:
+    """Load, merge and validate; every problem is one ReidpipeError naming the key."""
+    return params_from_dict(merged_params_dict(files, overrides))
+

@@ -1,0 +1,1 @@
+"""Report phase: ``reports/`` (Markdown, HTML, metrics.json, figures) built from stage outputs."""

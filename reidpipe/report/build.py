@@ -1,0 +1,97 @@
+"""``reidpipe report``: reports/ rebuilt from the stage outputs alone (no embedding is recomputed).
+
+Writes ``index.md`` (figures as sibling PNGs), a self-contained ``index.html`` (figures as base64
+data URIs, inline CSS), ``metrics.json`` (``{arch: {"plain": {...}, "reranked": {...}}}``, the DVC
+metrics file) and the figures ``figures/cmc.png``, ``figures/<arch>_matches.png``,
+``figures/<arch>_training.png``.
+Deltas are taken against the ``metrics.json`` committed at git HEAD in the output folder, when
+there is one. Both documents are rendered from one list of blocks, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reidpipe import atomic
+from reidpipe.errors import ReidpipeError
+from reidpipe.params import Params
+from reidpipe.report import figures as report_figures
+from reidpipe.report.document import Block, Figure, Heading, Paragraph
+from reidpipe.report.readers import METRICS_FILE, load_arch, read_baseline
+from reidpipe.report.render import render_html, render_markdown
+from reidpipe.report.sections import (
+    FIGURES_DIR,
+    SAMPLE_SEED,
+    export_section,
+    hardest_section,
+    metrics_section,
+    sample_queries,
+    top_indices,
+    training_section,
+    validation_section,
+)
+
+
+@dataclass
+class ReportResult:
+    files: list[str] = field(default_factory=list)
+    baseline: str = ""
+
+
+def build_report(params: Params, results_dir: str | Path, models_dir: str | Path,
+                 out_dir: str | Path) -> ReportResult:
+    """Write the report files into ``out_dir`` (each replaced atomically; others left alone)."""
+    results_dir, models_dir, out_dir = Path(results_dir), Path(models_dir), Path(out_dir)
+    names = list(params.pipeline.archs)
+    if not names:
+        raise ReidpipeError("params: pipeline.archs is empty; nothing to report")
+    archs = [load_arch(name, results_dir, models_dir) for name in names]
+    baseline = read_baseline(out_dir)
+    opts = params.report
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out_dir))
+    try:
+        (staging / FIGURES_DIR).mkdir()
+        report_figures.cmc_figure({a.name: a.cmc for a in archs}, staging / FIGURES_DIR / "cmc.png")
+        blocks: list[Block] = [
+            Paragraph(f"Architectures: {', '.join(names)}. Built by `reidpipe report` from "
+                      f"`{results_dir}` and `{models_dir}`; nothing is recomputed."),
+            *metrics_section(archs, baseline),
+            Figure(f"{FIGURES_DIR}/cmc.png", "CMC curves of all architectures: solid = plain ranking, dashed = "
+                              "re-ranked; legend gives rank-1")]
+        blocks += validation_section(results_dir / "validation.json")
+        for arch in archs:
+            blocks.append(Heading(2, f"Architecture {arch.name}"))
+            top_k = min(opts.top_k, max((len(top_indices(v, len(arch.gallery), opts.top_k))
+                                         for v in arch.per_query[f"top_{arch.ranking}"]),
+                                        default=0))
+            queries = sample_queries(arch, opts.sampled_queries, top_k)
+            file = f"{FIGURES_DIR}/{arch.name}_matches.png"
+            report_figures.matches_figure(arch.name, arch.ranking, queries, arch.gallery,
+                                          max(top_k, 1), staging / file)
+            blocks += [Heading(3, "Sampled matches"),
+                       Figure(file, f"{arch.name}: {len(queries)} sampled queries (seed "
+                                    f"{SAMPLE_SEED}) with their top-{top_k} gallery images")]
+            blocks += hardest_section(arch, opts.hardest_queries)
+            blocks += training_section(arch, models_dir, staging)
+            blocks += export_section(arch)
+        title = "reidpipe report"
+        (staging / "index.md").write_text(render_markdown(title, blocks), encoding="utf-8")
+        (staging / "index.html").write_text(render_html(title, blocks, staging),
+                                            encoding="utf-8")
+        (staging / METRICS_FILE).write_text(
+            json.dumps({a.name: a.metrics for a in archs}, indent=2) + "\n", encoding="utf-8")
+        files = sorted(p.name for p in staging.iterdir())
+        for name in files:
+            if name == FIGURES_DIR:
+                atomic.replace_dir(staging / name, out_dir / name)
+            else:
+                os.replace(staging / name, out_dir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return ReportResult(files=files, baseline=baseline.note)

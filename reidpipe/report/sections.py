@@ -1,0 +1,272 @@
+"""The report's sections as blocks: metrics with deltas, hardest queries, training curves,
+export parity and TensorRT status, dataset validation."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from reidpipe.errors import ReidpipeError
+from reidpipe.report import figures as report_figures
+from reidpipe.report.document import (
+    Block,
+    Bullets,
+    Cell,
+    Figure,
+    Heading,
+    Metric,
+    Paragraph,
+    Table,
+)
+from reidpipe.report.readers import (
+    METRIC_COLUMNS,
+    PARITY_FILE,
+    TRT_STATUS_FILE,
+    ArchResults,
+    Baseline,
+    read_json,
+)
+
+FIGURES_DIR = "figures"
+SAMPLE_SEED = 0
+_BATCH_HEADERS = ["graph", "batch", "max abs diff", "1 - min cosine"]
+
+
+def _baseline_value(baseline: Baseline, arch: str, ranking: str, key: str) -> float | None:
+    try:
+        value = baseline.metrics[arch][ranking][key]  # type: ignore[index]
+    except (KeyError, TypeError):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _pct(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{100 * float(value):.1f}%"
+
+
+def metrics_section(archs: Sequence[ArchResults], baseline: Baseline) -> list[Block]:
+    rows: list[list[Cell]] = []
+    new = []
+    for arch in archs:
+        if baseline.metrics is not None and arch.name not in baseline.metrics:
+            new.append(arch.name)
+        for ranking, block in arch.metrics.items():
+            cells: list[Cell] = [arch.name, report_figures.RANKING_LABELS[ranking]]
+            for key, _ in METRIC_COLUMNS:
+                value = float(block[key])
+                before = _baseline_value(baseline, arch.name, ranking, key)
+                cells.append(Metric(value, None if before is None else value - before))
+            cells.append(block.get("num_queries", "n/a"))
+            rows.append(cells)
+    blocks: list[Block] = [
+        Heading(2, "Retrieval metrics"),
+        Paragraph("Query vs gallery, in percent. mAP: mean average precision; R1/R5/R10: "
+                  "matching rate within the top 1/5/10 (CMC); mINP: mean inverse negative "
+                  "penalty. Re-ranked: k-reciprocal re-ranking (Zhong et al., 2017). "
+                  + baseline.note),
+        Table(["arch", "ranking"] + [f"{title} (%)" for _, title in METRIC_COLUMNS] + ["queries"],
+              rows)]
+    if new:
+        blocks.append(Paragraph(f"Not in the baseline (no delta): {', '.join(new)}."))
+    return blocks
+
+
+def sample_queries(arch: ArchResults, count: int, top_k: int) -> list[report_figures.SampledQuery]:
+    """A fixed-seed sample of the queries that have a true match, in query order."""
+    ranking = arch.ranking
+    frame = arch.per_query
+    candidates = np.flatnonzero(frame[f"ap_{ranking}"].notna().to_numpy())
+    rng = np.random.default_rng(SAMPLE_SEED)
+    chosen = np.sort(rng.choice(candidates, size=min(count, len(candidates)), replace=False))
+    queries = []
+    for index in chosen:
+        row = frame.iloc[int(index)]
+        queries.append(report_figures.SampledQuery(
+            path=str(arch.query["path"].iloc[int(index)]), pid=int(row["pid"]),
+            camid=int(row["camid"]), ap=float(row[f"ap_{ranking}"]),
+            top=top_indices(row[f"top_{ranking}"], len(arch.gallery), top_k)))
+    return queries
+
+
+def top_indices(value: Any, gallery_size: int, top_k: int) -> list[int]:
+    if not isinstance(value, str):  # an empty cell: nothing left after filtering
+        return []
+    try:
+        indices = [int(v) for v in value.split()][:top_k]
+    except ValueError:
+        raise ReidpipeError(f"per_query.csv: top-k cell {value!r} is not space-separated gallery "
+                            "indices") from None
+    if any(not 0 <= i < gallery_size for i in indices):
+        raise ReidpipeError(f"per_query.csv: top-k cell {value!r} names a gallery index outside "
+                            f"0..{gallery_size - 1} (gallery.csv has {gallery_size} rows)")
+    return indices
+
+
+def hardest_section(arch: ArchResults, count: int) -> list[Block]:
+    ranking = arch.ranking
+    frame = arch.per_query.dropna(subset=[f"ap_{ranking}"])
+    frame = frame.sort_values(f"ap_{ranking}", kind="stable").head(count)
+    headers = ["query", "identity", "camera"]
+    for r in arch.metrics:
+        label = report_figures.RANKING_LABELS[r]
+        headers += [f"AP {label} (%)", f"first-hit rank {label}"]
+    rows: list[list[Cell]] = []
+    for _, row in frame.iterrows():
+        cells: list[Cell] = [Path(str(row["path"])).name, int(row["pid"]), int(row["camid"])]
+        for r in arch.metrics:
+            first = row[f"first_hit_{r}"]
+            cells += [_pct(row[f"ap_{r}"]).rstrip("%"),
+                      "n/a" if pd.isna(first) else int(first)]
+        rows.append(cells)
+    skipped = int(arch.per_query[f"ap_{ranking}"].isna().sum())
+    text = (f"The {len(rows)} queries with the lowest AP ({report_figures.RANKING_LABELS[ranking]} "
+            "ranking), with the rank of their first true match (1 = top).")
+    if skipped:
+        text += f" {skipped} queries without any true match in the gallery are not scored."
+    return [Heading(3, "Hardest queries"), Paragraph(text), Table(headers, rows)]
+
+
+def _config_summary(config: dict[str, Any], path: Path) -> str:
+    model, dataset, train = (config.get(k) or {} for k in ("model", "dataset", "train"))
+    optim = train.get("optim") or {}
+    parts = [f"backbone `{model.get('backbone', '?')}`",
+             f"input {model.get('input_height', '?')}x{model.get('input_width', '?')} (HxW)",
+             f"feat_dim {model.get('feat_dim', '?')}",
+             f"{train.get('num_epochs', '?')} epochs",
+             f"{optim.get('name', '?')} base lr {optim.get('base_lr', '?')}",
+             f"batch {dataset.get('batch_size', '?')} (P x K, K = "
+             f"{dataset.get('num_instances', '?')})"]
+    return f"Recipe (`{path}`): " + ", ".join(parts) + "."
+
+
+def training_section(arch: ArchResults, models_dir: Path, out_dir: Path) -> list[Block]:
+    blocks: list[Block] = [Heading(3, "Training")]
+    if arch.config is not None:
+        blocks.append(Paragraph(_config_summary(arch.config, models_dir / arch.name / "config.yaml")))
+    if arch.train_log is None or arch.train_log.empty:
+        blocks.append(Paragraph(f"No training log (`{models_dir / arch.name / 'train_log.csv'}`)."))
+        return blocks
+    file = f"{FIGURES_DIR}/{arch.name}_training.png"
+    report_figures.training_figure(arch.name, arch.train_log, out_dir / file)
+    last = arch.train_log.iloc[-1]
+    text = f"{int(last['epoch'])} epochs logged; final loss {float(last['loss']):.3f}."
+    if "seconds" in arch.train_log.columns:
+        seconds = arch.train_log["seconds"].astype(float)
+        text += (f" Training time {seconds.sum() / 60:.1f} min (sum of epoch times, validation "
+                 f"included); last epoch {seconds.iloc[-1]:.1f} s.")
+    blocks += [Paragraph(text), Figure(file, f"{arch.name}: loss terms, learning rate and "
+                                             "validation mAP / rank-1 per epoch")]
+    return blocks
+
+
+def _batch_rows(label: str, entries: Sequence[dict[str, Any]]) -> list[list[Cell]]:
+    return [[label, row.get("batch_size", "?"), f"{row.get('max_abs_diff', math.nan):.2e}",
+             f"{1 - row.get('min_cosine', math.nan):.1e}"] for row in entries]
+
+
+def _retrieval_text(retrieval: dict[str, Any], ref: str, new: str, ref_label: str,
+                    new_label: str, gate: Any) -> str:
+    a, b = retrieval.get(ref) or {}, retrieval.get(new) or {}
+    deltas = retrieval.get("delta_points") or {}
+    parts = [f"{title} {ref_label} {_pct(a.get(key))} vs {new_label} {_pct(b.get(key))} "
+             f"(|delta| {deltas.get(key, math.nan):.3f} points)"
+             for key, title in (("mAP", "mAP"), ("rank1", "R1"))]
+    return "; ".join(parts) + f"; gate {gate if gate is not None else '?'} points"
+
+
+def _parity_blocks(parity: dict[str, Any] | None) -> list[Block]:
+    if parity is None:
+        return [Paragraph(f"ONNX export: not run (no onnx/{PARITY_FILE}).")]
+    gates = parity.get("gates") or {}
+    blocks: list[Block] = [
+        Paragraph(f"ONNX export: {parity.get('status', 'unknown')}, opset "
+                  f"{parity.get('opset', '?')}, exported in {parity.get('export_seconds', '?')} "
+                  f"s. ONNX Runtime vs PyTorch: " + _retrieval_text(
+                      parity.get("retrieval") or {}, "torch", "onnx", "PyTorch", "ONNX Runtime",
+                      gates.get("max_metric_delta_points")) + "; per-batch gates: max abs diff "
+                  f"{gates.get('max_abs_diff', '?')}, min cosine {gates.get('min_cosine', '?')}.")]
+    rows = _batch_rows("ONNX FP32 vs PyTorch", parity.get("batch_parity") or [])
+    rows += _batch_rows("ONNX FP16 vs FP32",
+                        (parity.get("fp16") or {}).get("batch_parity") or [])
+    if rows:
+        blocks.append(Table(_BATCH_HEADERS, rows))
+    return blocks
+
+
+def _tensorrt_blocks(status: dict[str, Any] | None) -> list[Block]:
+    """``reidpipe build-trt``'s status.json: built (latency, parity with ONNX Runtime), or
+    skipped / disabled with the reason."""
+    if status is None:
+        return [Paragraph(f"TensorRT: not run (no tensorrt/{TRT_STATUS_FILE}).")]
+    state = str(status.get("status", "unknown"))
+    if state != "built":
+        reason = status.get("reason") or "no reason recorded"
+        return [Paragraph(f"TensorRT: {state} (reason: {reason}).")]
+    versions = status.get("versions") or {}
+    reused = status.get("timing_cache_reused")
+    blocks: list[Block] = [Paragraph(
+        f"TensorRT: built from `{status.get('onnx', '?')}` with TensorRT "
+        f"{versions.get('tensorrt', '?')} on {versions.get('cuda_device', '?')}, precision "
+        f"{status.get('precision', '?')}, in {status.get('build_seconds', '?')} s"
+        + ("" if reused is None else f" (timing cache {'reused' if reused else 'new'})") + ".")]
+    latency = status.get("latency") or []
+    if latency:
+        blocks.append(Table(["batch", "median latency (ms)", "p90 latency (ms)", "images/s"],
+                            [[r.get("batch_size", "?"), f"{r.get('median_ms', math.nan):.3f}",
+                              f"{r.get('p90_ms', math.nan):.3f}",
+                              f"{r.get('images_per_second', math.nan):.1f}"] for r in latency]))
+    parity = status.get("parity") or {}
+    retrieval = parity.get("retrieval") or {}
+    if retrieval:
+        blocks.append(Paragraph("TensorRT vs ONNX Runtime: " + _retrieval_text(
+            retrieval, "onnxruntime", "tensorrt", "ONNX Runtime", "TensorRT",
+            parity.get("max_metric_delta_points")) + "."))
+    rows = _batch_rows("TensorRT vs ONNX Runtime", parity.get("batch_parity") or [])
+    if rows:
+        blocks.append(Table(_BATCH_HEADERS, rows))
+    return blocks
+
+
+def export_section(arch: ArchResults) -> list[Block]:
+    return [Heading(3, "Deployment"), *_parity_blocks(arch.parity),
+            *_tensorrt_blocks(arch.tensorrt)]
+
+
+def validation_section(path: Path) -> list[Block]:
+    blocks: list[Block] = [Heading(2, "Dataset validation")]
+    if not path.is_file():
+        return blocks + [Paragraph(f"Not available: {path} does not exist (run `reidpipe "
+                                   "validate`).")]
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("splits"), dict):
+        raise ReidpipeError(f"{path}: expected `reidpipe validate`'s report (an object with "
+                            "'splits')")
+    verdict = "valid" if data.get("valid") else "INVALID"
+    mode = "strict (Market-1501 statistics)" if data.get("strict") else "non-strict (layout)"
+    blocks.append(Paragraph(f"`{data.get('dataset_dir', '?')}`: {verdict}, {mode} check; "
+                            f"{data.get('num_problems', 0)} problem(s), "
+                            f"{len(data.get('warnings') or [])} warning(s), "
+                            f"{len(data.get('ignored_files') or [])} ignored file(s)."))
+    rows: list[list[Cell]] = []
+    for split, stats in data["splits"].items():
+        sizes = stats.get("image_sizes") or {}
+        rows.append([split, stats.get("images", "?"), stats.get("ids", "?"),
+                     ", ".join(str(c) for c in stats.get("cameras") or []),
+                     stats.get("junk", "?"), stats.get("distractors", "?"),
+                     ", ".join(f"{size} ({n})" for size, n in sizes.items())])
+    blocks.append(Table(["split", "images", "identities", "cameras", "junk (id -1)",
+                         "distractors (id 0)", "image sizes WxH (count)"], rows))
+    notes = [f"warning: {w}" for w in data.get("warnings") or []]
+    notes += [f"problem: {p.get('file')}: {p.get('problem')}"
+              for p in (data.get("problems") or [])[:10] if isinstance(p, dict)]
+    if notes:
+        blocks.append(Bullets(notes))
+    return blocks
