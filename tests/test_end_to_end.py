@@ -9,61 +9,16 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import yaml
-from repo_copy import copy_working_tree, pipeline_env
+from repo_copy import SMALL, copy_working_tree, dvc, make_repo, pipeline_env, run, snakemake
 
 pytestmark = pytest.mark.slow
 
-# The demo, shrunk so that the whole DAG runs in a few minutes of test time.
-SMALL = {
-    "data": {"synthetic_ids": 12, "dataset_dir": "data/e2e-synthetic"},
-    "split": {"val_ids": 2},
-    "dataset": {"batch_size": 16, "val_batch_size": 32},
-    "train": {"num_epochs": 2, "checkpoint_interval": 1, "validation_interval": 1,
-              "max_steps_per_epoch": 3},
-    "export": {"parity_batch_sizes": [1, 3]},
-    "report": {"sampled_queries": 2},
-    "archs": {"swin_demo": {"train": {"num_epochs": 2}}},
-}
 ARCHS = ["resnet_demo", "swin_demo"]
 DATA_STAGES = ["download", "validate", "split"]
-GIT_ENV = {"GIT_AUTHOR_NAME": "reidpipe tests", "GIT_AUTHOR_EMAIL": "tests@reidpipe.invalid",
-           "GIT_COMMITTER_NAME": "reidpipe tests", "GIT_COMMITTER_EMAIL": "tests@reidpipe.invalid"}
-
-
-def run(repo: Path, *args: str, timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(list(args), cwd=repo, env=pipeline_env(repo, **GIT_ENV),
-                          capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n"
-                             f"{proc.stderr[-4000:]}")
-    return proc
-
-
-def snakemake(*args: str) -> list[str]:
-    return [sys.executable, "-m", "snakemake", "--cores", "2", "--workflow-profile", "none", *args]
-
-
-def dvc(*args: str) -> list[str]:
-    return [str(Path(sys.executable).parent / "dvc"), *args]
-
-
-def make_repo(tmp_path: Path, overrides: dict) -> Path:
-    """A git repository holding the project, with the demo parameters written into params.yaml
-    (DVC reads only params.yaml; Snakemake reads it too, so both run the same commands)."""
-    repo = copy_working_tree(tmp_path / "repo")
-    (repo / "small.yaml").write_text(yaml.safe_dump(overrides))
-    run(repo, sys.executable, "-m", "reidpipe", "params", "--params", "params.yaml",
-        "config/demo.yaml", "small.yaml", "--out", "params.yaml")
-    run(repo, "git", "init", "-q", "-b", "main")
-    run(repo, "git", "add", "-A")
-    run(repo, "git", "commit", "-q", "-m", "project")
-    return repo
 
 
 @pytest.fixture(scope="module")
