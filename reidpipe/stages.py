@@ -1,16 +1,49 @@
-"""What the Snakefile and dvc.yaml share: the params each stage reads and config loading.
+"""The stage table: each stage's command, code, inputs, outputs and the params it reads.
 
-``STAGE_PARAMS`` is the single list of parameter keys each stage reads. dvc.yaml declares exactly
-these under each stage's ``params:`` (a test checks it), and the Snakemake rules hand the same
-values to ``params:`` so that a changed value reruns exactly the stages that read it.
+Both workflow tools are wired from it: the Snakemake rules (``workflow/rules/*.smk``) take their
+inputs, outputs, command and tracked params from here, and ``dvc.yaml`` is generated from it
+(``reidpipe stages --dvc-yaml --out dvc.yaml``; a test fails when the committed file is stale).
+File names inside outputs are the constants of ``reidpipe.filenames``, shared with the stage code
+and the report.
+
+Path templates: ``{arch}`` (a wildcard: one job per value of ``pipeline.archs``) and
+``${data.dataset_dir}`` (a parameter value, DVC's interpolation syntax). Commands name inputs and
+outputs as ``{input.NAME}``/``{output.NAME}``; ``--params FILES`` is appended by each tool.
+A stage's code is the import closure of its CLI module (``reidpipe.code_deps``): files for
+Snakemake, packages for DVC.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Any, Mapping, Sequence
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, Sequence
 
+import yaml
+
+from reidpipe import code_deps
 from reidpipe.errors import ReidpipeError
+from reidpipe.filenames import (
+    CMC_FILE,
+    EMBEDDINGS_DIR,
+    FIGURES_DIR,
+    METRICS_FILE,
+    MODEL_FILE,
+    MODELS_DIR,
+    ONNX_DIR,
+    PER_QUERY_FILE,
+    REPORT_HTML,
+    REPORT_MARKDOWN,
+    REPORTS_DIR,
+    RESULTS_DIR,
+    SPLITS_DIR,
+    TENSORRT_DIR,
+    TRAIN_CONFIG_FILE,
+    TRAIN_LOG_FILE,
+    VALIDATION_FILE,
+)
 from reidpipe.params import (
     DEFAULT_PARAMS_FILE,
     Params,
@@ -18,31 +51,154 @@ from reidpipe.params import (
     params_from_dict,
 )
 
-STAGE_PARAMS: dict[str, list[str]] = {
-    "download": ["data.source", "data.dataset_dir", "data.urls", "data.archive_path", "data.md5",
-                 "data.allow_unknown_checksum", "data.max_extract_bytes", "data.synthetic_ids",
-                 "data.synthetic_seed"],
-    "validate": ["data.strict"],
-    "split": ["split.val_ids", "split.seed"],
-    "train": ["model", "dataset", "train", "archs.{arch}"],
-    "extract": ["model.input_height", "model.input_width", "model.with_flip_feature",
-                "dataset.pixel_mean", "dataset.pixel_std", "dataset.num_workers", "extract",
-                "archs.{arch}"],
-    "evaluate": ["re_ranking", "evaluate", "report.top_k"],
-    "export_onnx": ["export", "extract.batch_size", "extract.channel_order", "extract.input_scale",
-                    "evaluate", "archs.{arch}"],
-    "build_trt": ["deploy", "extract.batch_size", "evaluate", "model.with_flip_feature",
-                  "archs.{arch}"],
-    "report": ["pipeline.archs", "report"],
-}
+# Each wildcard and the list parameter whose values it takes.
+WILDCARDS = {"arch": "pipeline.archs"}
+
+DATASET = "${data.dataset_dir}"
+VALIDATION = f"{RESULTS_DIR}/{VALIDATION_FILE}"
+SPLITS = f"{RESULTS_DIR}/{SPLITS_DIR}"
+ARCH_MODEL = f"{MODELS_DIR}/{{arch}}"
+ARCH_RESULTS = f"{RESULTS_DIR}/{{arch}}"
+EMBEDDINGS = f"{ARCH_RESULTS}/{EMBEDDINGS_DIR}"
+ONNX = f"{ARCH_RESULTS}/{ONNX_DIR}"
+TENSORRT = f"{ARCH_RESULTS}/{TENSORRT_DIR}"
 
 
-def stage_param_keys(stage: str, arch: str | None = None) -> list[str]:
-    keys = STAGE_PARAMS[stage]
-    return [key.format(arch=arch) for key in keys]
+@dataclass(frozen=True)
+class Output:
+    """One output. ``dvc``: ``out`` (cached), ``git`` (kept in git, ``cache: false``), ``metric``
+    or ``plot`` (in git, listed under DVC's metrics/plots; ``plot_x`` is the plot's x column)."""
+
+    path: str
+    directory: bool = False
+    dvc: Literal["out", "git", "metric", "plot"] = "out"
+    plot_x: str = ""
 
 
-def _lookup(config: Mapping[str, Any], dotted: str) -> Any:
+@dataclass(frozen=True)
+class AllOf:
+    """An input taken for every value of its wildcards (the report reads every arch). DVC cannot
+    expand a list outside ``foreach``, so there the dependency is the folder above the wildcard."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    command: str
+    outputs: Mapping[str, Output]
+    inputs: Mapping[str, str | AllOf] = field(default_factory=dict)
+    params: Sequence[str] = ()
+    cli: str = ""  # the module under reidpipe.cli running the stage; default: the stage's name
+
+    @property
+    def cli_module(self) -> str:
+        return f"reidpipe.cli.{self.cli or self.name}"
+
+    @property
+    def wildcards(self) -> list[str]:
+        """The wildcards of the stage's outputs: one job per combination of their values."""
+        found = {w for out in self.outputs.values() for w in _wildcards(out.path)}
+        return [w for w in WILDCARDS if w in found]
+
+    def code_files(self) -> list[str]:
+        return code_deps.code_files(["reidpipe.cli", self.cli_module])
+
+    def code_packages(self) -> list[str]:
+        return code_deps.code_packages(["reidpipe.cli", self.cli_module])
+
+
+def _wildcards(path: str) -> list[str]:
+    return re.findall(r"(?<!\$)\{(\w+)\}", path)
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("download",
+          command="reidpipe download --out {output.dataset}",
+          outputs={"dataset": Output(DATASET, directory=True)},
+          params=("data.source", "data.dataset_dir", "data.urls", "data.archive_path", "data.md5",
+                  "data.allow_unknown_checksum", "data.max_extract_bytes", "data.synthetic_ids",
+                  "data.synthetic_seed")),
+    Stage("validate",
+          command="reidpipe validate {input.dataset} --report {output.report}",
+          inputs={"dataset": DATASET},
+          outputs={"report": Output(VALIDATION, dvc="git")},
+          params=("data.strict",)),
+    Stage("split",
+          command="reidpipe split {input.dataset} --out {output.splits}",
+          inputs={"validation": VALIDATION, "dataset": DATASET},
+          outputs={"splits": Output(SPLITS, directory=True)},
+          params=("split.val_ids", "split.seed")),
+    Stage("train",
+          command="reidpipe train --arch {arch} --splits {input.splits} --out " + ARCH_MODEL,
+          inputs={"splits": SPLITS},
+          outputs={"model": Output(f"{ARCH_MODEL}/{MODEL_FILE}"),
+                   "config": Output(f"{ARCH_MODEL}/{TRAIN_CONFIG_FILE}"),
+                   "train_log": Output(f"{ARCH_MODEL}/{TRAIN_LOG_FILE}")},
+          params=("model", "dataset", "train", "archs.{arch}")),
+    Stage("extract",
+          command="reidpipe extract --arch {arch} --model " + ARCH_MODEL
+                  + " --splits {input.splits} --out {output.embeddings}",
+          inputs={"model": f"{ARCH_MODEL}/{MODEL_FILE}", "splits": SPLITS},
+          outputs={"embeddings": Output(EMBEDDINGS, directory=True)},
+          params=("model.input_height", "model.input_width", "model.with_flip_feature",
+                  "dataset.pixel_mean", "dataset.pixel_std", "dataset.num_workers", "extract",
+                  "archs.{arch}")),
+    Stage("evaluate",
+          command="reidpipe evaluate --embeddings {input.embeddings} --out {output.metrics}"
+                  " --cmc {output.cmc} --per-query {output.per_query}",
+          inputs={"embeddings": EMBEDDINGS},
+          outputs={"metrics": Output(f"{ARCH_RESULTS}/{METRICS_FILE}", dvc="metric"),
+                   "cmc": Output(f"{ARCH_RESULTS}/{CMC_FILE}", dvc="plot", plot_x="rank"),
+                   "per_query": Output(f"{ARCH_RESULTS}/{PER_QUERY_FILE}")},
+          params=("re_ranking", "evaluate", "report.top_k")),
+    Stage("export_onnx",
+          command="reidpipe export-onnx --arch {arch} --model " + ARCH_MODEL
+                  + " --splits {input.splits} --out {output.onnx}",
+          inputs={"model": f"{ARCH_MODEL}/{MODEL_FILE}", "splits": SPLITS},
+          outputs={"onnx": Output(ONNX, directory=True)},
+          params=("export", "extract.batch_size", "extract.channel_order", "extract.input_scale",
+                  "evaluate", "archs.{arch}")),
+    Stage("build_trt",
+          command="reidpipe build-trt --arch {arch} --onnx-dir {input.onnx} --splits {input.splits}"
+                  " --out {output.tensorrt}",
+          inputs={"onnx": ONNX, "splits": SPLITS},
+          outputs={"tensorrt": Output(TENSORRT, directory=True)},
+          params=("deploy", "extract.batch_size", "evaluate", "model.with_flip_feature",
+                  "archs.{arch}")),
+    Stage("report",
+          command=f"reidpipe report --results {RESULTS_DIR} --models {MODELS_DIR} --out {REPORTS_DIR}",
+          inputs={"validation": VALIDATION,
+                  "metrics": AllOf(f"{ARCH_RESULTS}/{METRICS_FILE}"),
+                  "cmc": AllOf(f"{ARCH_RESULTS}/{CMC_FILE}"),
+                  "per_query": AllOf(f"{ARCH_RESULTS}/{PER_QUERY_FILE}"),
+                  "embeddings": AllOf(EMBEDDINGS),
+                  "onnx": AllOf(ONNX),
+                  "tensorrt": AllOf(TENSORRT),
+                  "config": AllOf(f"{ARCH_MODEL}/{TRAIN_CONFIG_FILE}"),
+                  "train_log": AllOf(f"{ARCH_MODEL}/{TRAIN_LOG_FILE}")},
+          outputs={"markdown": Output(f"{REPORTS_DIR}/{REPORT_MARKDOWN}"),
+                   "html": Output(f"{REPORTS_DIR}/{REPORT_HTML}"),
+                   "metrics": Output(f"{REPORTS_DIR}/{METRICS_FILE}", dvc="metric"),
+                   "figures": Output(f"{REPORTS_DIR}/{FIGURES_DIR}", directory=True)},
+          params=("pipeline.archs", "report")),
+)
+
+STAGE_BY_NAME = {stage.name: stage for stage in STAGES}
+
+
+def stage(name: str) -> Stage:
+    try:
+        return STAGE_BY_NAME[name]
+    except KeyError:
+        raise ReidpipeError(f"unknown stage {name!r}; stages: {', '.join(STAGE_BY_NAME)}") from None
+
+
+# ------------------------------------------------------------------------------------ params
+
+
+def lookup(config: Mapping[str, Any], dotted: str) -> Any:
     node: Any = config
     for part in dotted.split("."):
         if not isinstance(node, Mapping) or part not in node:
@@ -51,9 +207,59 @@ def _lookup(config: Mapping[str, Any], dotted: str) -> Any:
     return node
 
 
-def stage_param_values(config: Mapping[str, Any], stage: str, arch: str | None = None) -> dict[str, Any]:
-    """The values of the keys ``stage`` reads, for Snakemake's params-change rerun trigger."""
-    return {key: _lookup(config, key) for key in stage_param_keys(stage, arch)}
+def stage_param_keys(name: str, **wildcards: str) -> list[str]:
+    return [key.format(**wildcards) for key in stage(name).params]
+
+
+def tracked_params(config: Mapping[str, Any], name: str, **wildcards: str) -> str:
+    """The values ``name`` reads as canonical JSON (sorted keys): Snakemake compares params as
+    text, and the key order of the merged config depends on the order the files were merged."""
+    values = {key: lookup(config, key) for key in stage_param_keys(name, **wildcards)}
+    return json.dumps(values, sort_keys=True)
+
+
+# ------------------------------------------------------------------------------------ Snakemake
+
+
+_PARAM_REF = re.compile(r"\$\{([\w.]+)\}")
+
+
+def _resolve(template: str, config: Mapping[str, Any]) -> str:
+    return _PARAM_REF.sub(lambda m: str(lookup(config, m.group(1))), template)
+
+
+def snakemake_inputs(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """Inputs of the rule: ``code`` (every source file the stage runs) then the data inputs."""
+    inputs: dict[str, Any] = {"code": stage(name).code_files()}
+    for key, value in stage(name).inputs.items():
+        if isinstance(value, AllOf):
+            path = _resolve(value.path, config)
+            combos = [{}]
+            for w in _wildcards(path):
+                combos = [dict(c, **{w: v}) for c in combos for v in lookup(config, WILDCARDS[w])]
+            inputs[key] = [path.format(**c) for c in combos]
+        else:
+            inputs[key] = _resolve(value, config)
+    return inputs
+
+
+def snakemake_outputs(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    from snakemake.io import directory
+
+    return {key: directory(_resolve(out.path, config)) if out.directory
+            else _resolve(out.path, config) for key, out in stage(name).outputs.items()}
+
+
+def snakemake_shell(name: str) -> str:
+    """The rule's shell command; the log redirect is the rule's own."""
+    command = re.sub(r"(?<!\$)\{(\w+)\}", lambda m: "{wildcards.%s}" % m.group(1),
+                     stage(name).command)
+    return f"{command} --params {{params.files}}"
+
+
+def wildcard_constraints(config: Mapping[str, Any]) -> dict[str, str]:
+    return {w: "|".join(re.escape(str(v)) for v in lookup(config, key))
+            for w, key in WILDCARDS.items()}
 
 
 def param_files(cli_configfiles: Sequence[str]) -> list[str]:
@@ -81,3 +287,78 @@ def workflow_params(config: Mapping[str, Any], files: Sequence[str]) -> Params:
         return params_from_dict(config)
     except ReidpipeError as exc:
         raise WorkflowError(str(exc)) from None
+
+
+# ------------------------------------------------------------------------------------ DVC
+
+
+def _dvc_template(template: str, wildcards: Sequence[str]) -> str:
+    def item(match: re.Match) -> str:
+        return "${item}" if len(wildcards) == 1 else "${item.%s}" % match.group(1)
+
+    return re.sub(r"(?<!\$)\{(\w+)\}", item, template)
+
+
+def _dvc_stage(st: Stage) -> dict[str, Any]:
+    wildcards = st.wildcards
+
+    def path(template: str) -> str:
+        return _dvc_template(template, wildcards)
+
+    def inside(dep: str, other: str) -> bool:
+        return dep != other and dep.startswith(other.rstrip("/") + "/")
+
+    refs = {f"input.{k}": path(v) for k, v in st.inputs.items() if isinstance(v, str)}
+    refs.update({f"output.{k}": path(o.path) for k, o in st.outputs.items()})
+    command = re.sub(r"\{((?:input|output)\.\w+)\}", lambda m: refs[m.group(1)], st.command)
+    data_deps = [path(v) if isinstance(v, str) else v.path.split("/{")[0]
+                 for v in st.inputs.values()]
+    data_deps = list(dict.fromkeys(data_deps))
+    data_deps = [d for d in data_deps if not any(inside(d, o) for o in data_deps)]
+    body: dict[str, Any] = {"cmd": f"{path(command)} --params {DEFAULT_PARAMS_FILE}",
+                            "deps": st.code_packages() + data_deps,
+                            "params": [path(key) for key in st.params]}
+    groups: dict[str, list] = {"outs": [], "metrics": [], "plots": []}
+    for out in st.outputs.values():
+        if out.dvc == "out":
+            groups["outs"].append(path(out.path))
+        elif out.dvc == "git":
+            groups["outs"].append({path(out.path): {"cache": False}})
+        elif out.dvc == "metric":
+            groups["metrics"].append({path(out.path): {"cache": False}})
+        else:
+            groups["plots"].append({path(out.path): {"cache": False, "x": out.plot_x}})
+    body.update({k: v for k, v in groups.items() if v})
+    if not wildcards:
+        return body
+    if len(wildcards) == 1:
+        return {"foreach": "${%s}" % WILDCARDS[wildcards[0]], "do": body}
+    return {"matrix": {w: "${%s}" % WILDCARDS[w] for w in wildcards}, **body}
+
+
+def describe() -> str:
+    """The table as text: one block per stage."""
+    lines = []
+    for st in STAGES:
+        each = f" (one job per {', '.join(st.wildcards)})" if st.wildcards else ""
+        lines += [f"{st.name}{each}",
+                  f"  command: {st.command} --params FILES",
+                  f"  code:    {' '.join(st.code_files())}",
+                  "  inputs:  " + " ".join(f"{k}={v if isinstance(v, str) else 'all of ' + v.path}"
+                                           for k, v in st.inputs.items()),
+                  "  outputs: " + " ".join(f"{k}={o.path}" for k, o in st.outputs.items()),
+                  f"  params:  {' '.join(st.params)}", ""]
+    return "\n".join(lines)
+
+
+DVC_HEADER = """\
+# Generated from the stage table (reidpipe/stages.py) by `reidpipe stages --dvc-yaml --out dvc.yaml`:
+# edit the table, not this file (a test fails when it is stale). Each stage declares exactly the
+# params it reads, since `dvc exp run -S` silently ignores keys no stage declares; values come from
+# params.yaml.
+"""
+
+
+def dvc_yaml() -> str:
+    stages = {st.name: _dvc_stage(st) for st in STAGES}
+    return DVC_HEADER + yaml.safe_dump({"stages": stages}, sort_keys=False, width=1000)

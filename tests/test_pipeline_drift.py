@@ -1,4 +1,5 @@
-"""The Snakefile and dvc.yaml describe one DAG: same commands, inputs, outputs and params."""
+"""The Snakefile and dvc.yaml describe one DAG: same commands, inputs, outputs and params, and
+dvc.yaml is what the stage table generates."""
 
 import re
 import subprocess
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reidpipe.stages import STAGE_PARAMS, stage_param_keys
+from reidpipe.stages import STAGES, dvc_yaml, stage_param_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 LOG_REDIRECT = re.compile(r"\s*>\s*logs/\S+\s+2>&1\s*$")
@@ -81,13 +82,18 @@ def test_same_commands_inputs_and_params(both):
         assert job["rule"] == base, stage["name"]
         assert job["cmd"] == stage["cmd"], f"{stage['name']}: commands differ"
         assert_inputs_covered(job["input"], stage["deps"], stage["name"])
-        expected = stage_param_keys(base, arch or None)
+        expected = stage_param_keys(base, **({"arch": arch} if arch else {}))
         assert sorted(stage["params"]) == sorted(expected), f"{stage['name']}: params differ"
 
 
 def test_every_stage_has_a_params_declaration():
     stages = {s["name"].partition("@")[0] for s in dvc_stages()}
-    assert stages == set(STAGE_PARAMS)
+    assert stages == {stage.name for stage in STAGES}
+
+
+def test_committed_dvc_yaml_is_generated_from_the_stage_table():
+    assert (ROOT / "dvc.yaml").read_text() == dvc_yaml(), (
+        "dvc.yaml is stale: run `reidpipe stages --dvc-yaml --out dvc.yaml`")
 
 
 def test_lint_finds_only_missing_software_environments():

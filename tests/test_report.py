@@ -19,11 +19,11 @@ from PIL import Image
 from reidpipe.cli import main
 from reidpipe.data import market
 from reidpipe.data.validate import run_validation
-from reidpipe.deploy.export_onnx import PARITY_FILE
-from reidpipe.deploy.tensorrt_build import STATUS_FILE, build_trt, unavailable_reason
+from reidpipe.deploy.tensorrt_build import build_trt, unavailable_reason
 from reidpipe.errors import ReidpipeError
 from reidpipe.evaluation.embeddings import Embeddings, EmbeddingSet, write_embeddings
 from reidpipe.evaluation.evaluate import evaluate_embeddings, write_evaluation
+from reidpipe.filenames import PARITY_FILE, TRT_STATUS_FILE
 from reidpipe.params import (
     ArchRecipe,
     DeployParams,
@@ -33,7 +33,6 @@ from reidpipe.params import (
     ReportParams,
     ReRankingParams,
 )
-from reidpipe.report import readers as report
 from reidpipe.report.build import build_report
 from reidpipe.training.lightning_module import LOG_COLUMNS
 
@@ -196,7 +195,6 @@ def test_deployment_status(workspace: Path, tmp_path: Path) -> None:
     """ONNX parity, TensorRT skipped with its reason (the real build-trt on this machine) or
     disabled, and "not run" where the files are missing."""
     root = _copy(workspace, tmp_path)
-    assert (report.PARITY_FILE, report.TRT_STATUS_FILE) == (PARITY_FILE, STATUS_FILE)
     onnx_dir = root / "results" / "net_a" / "onnx"
     onnx_dir.mkdir()
     (onnx_dir / PARITY_FILE).write_text(json.dumps(PARITY))
@@ -239,7 +237,7 @@ def test_built_tensorrt_engine_report(workspace: Path, tmp_path: Path) -> None:
                                        "tensorrt": {"mAP": 0.499, "rank1": 0.6},
                                        "delta_points": {"mAP": 0.1, "rank1": 0.0}},
                          "max_metric_delta_points": 0.3}}
-    (trt / STATUS_FILE).write_text(json.dumps(status))
+    (trt / TRT_STATUS_FILE).write_text(json.dumps(status))
     md, _ = _report(root)
     assert ("TensorRT: built from `model_fp16.onnx` with TensorRT 10.9.0 on NVIDIA H100, "
             "precision fp16, in 31.5 s (timing cache new).") in md

@@ -13,11 +13,10 @@ import torch
 from torch import nn
 
 from reidpipe.cli import main
-from reidpipe.deploy.export_onnx import FP16_FILE, ONNX_FILE, export_onnx
+from reidpipe.deploy.export_onnx import export_onnx
 from reidpipe.deploy.tensorrt_build import (
     CACHE_FILE,
     ENGINE_FILE,
-    STATUS_FILE,
     build_plan,
     build_trt,
     latency_batch_sizes,
@@ -25,6 +24,7 @@ from reidpipe.deploy.tensorrt_build import (
     unavailable_reason,
 )
 from reidpipe.errors import ReidpipeError
+from reidpipe.filenames import FP16_FILE, ONNX_FILE, TRT_STATUS_FILE
 from reidpipe.input_contract import Preprocess
 from reidpipe.params import DeployParams, load_params
 
@@ -80,7 +80,7 @@ def test_auto_without_tensorrt_writes_skipped_status(onnx_dir, splits, tmp_path)
     out = tmp_path / "tensorrt"
     assert main(["build-trt", "--params", *DEMO, "--arch", "resnet_demo", "--onnx-dir",
                  str(onnx_dir), "--splits", str(splits), "--out", str(out)]) == 0
-    status = json.loads((out / STATUS_FILE).read_text())
+    status = json.loads((out / TRT_STATUS_FILE).read_text())
     assert status["status"] == "skipped" and status["mode"] == "auto"
     assert status["reason"] == REASON
     try:
@@ -91,7 +91,7 @@ def test_auto_without_tensorrt_writes_skipped_status(onnx_dir, splits, tmp_path)
     if not torch.cuda.is_available():
         assert "no CUDA device" in status["reason"]
     assert status["latency"] == [] and status["parity"] is None and status["files"] == {}
-    assert [p.name for p in out.iterdir()] == [STATUS_FILE]
+    assert [p.name for p in out.iterdir()] == [TRT_STATUS_FILE]
 
 
 @needs_no_trt
@@ -108,7 +108,7 @@ def test_off_writes_disabled_status_without_inputs(params, tmp_path):
     deploy = dataclasses.replace(params.deploy, tensorrt="off")
     status = build_trt("resnet_demo", tmp_path / "missing", tmp_path / "missing", tmp_path / "t",
                        deploy, params.evaluate, batch_size=32)
-    assert json.loads((tmp_path / "t" / STATUS_FILE).read_text()) == status
+    assert json.loads((tmp_path / "t" / TRT_STATUS_FILE).read_text()) == status
     assert status["status"] == "disabled" and status["reason"] == "deploy.tensorrt is 'off'"
 
 
@@ -130,7 +130,7 @@ def test_real_engine_build_swin(params, splits, tmp_path):
     status = build_trt("swin_demo", tmp_path / "onnx", splits, out, params.deploy,
                        params.evaluate, batch_size=64)
     assert status["status"] == "built" and status["timing_cache_reused"] is False
-    assert {p.name for p in out.iterdir()} == {STATUS_FILE, ENGINE_FILE, CACHE_FILE}
+    assert {p.name for p in out.iterdir()} == {TRT_STATUS_FILE, ENGINE_FILE, CACHE_FILE}
     assert [r["batch_size"] for r in status["latency"]] == [1, 16, 64]
     assert status["parity"]["retrieval"]["delta_points"]["mAP"] <= params.deploy.max_metric_delta
     assert min(r["min_cosine"] for r in status["parity"]["batch_parity"]) > 0.99

@@ -19,6 +19,7 @@ from reidpipe.params import DEFAULT_PARAMS_FILE, Params, load_params
 
 STAGE_COMMANDS = [
     "params_cmd",
+    "stages_cmd",
     "download",
     "synth",
     "validate",

@@ -23,9 +23,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def run(args: argparse.Namespace) -> int:
-    from reidpipe.deploy.tensorrt_build import STATUS_FILE, build_trt_stage
+    from reidpipe.deploy.tensorrt_build import build_trt_stage
+    from reidpipe.filenames import TRT_STATUS_FILE
+
     status = build_trt_stage(params_from_args(args), args.arch, args.onnx_dir, args.splits,
                              args.out)
     detail = f": {status['reason']}" if status["reason"] else ""
-    print(f"{args.out}/{STATUS_FILE}: TensorRT {status['status']}{detail}")
+    print(f"{args.out}/{TRT_STATUS_FILE}: TensorRT {status['status']}{detail}")
     return 0

@@ -44,14 +44,12 @@ from reidpipe.deploy.parity import (
 from reidpipe.errors import ReidpipeError
 from reidpipe.evaluation.extract import image_sets_from_splits, torch_forward
 from reidpipe.evaluation.onnx_runtime import onnx_forward
+from reidpipe.filenames import FP16_FILE, ONNX_FILE, PARITY_FILE
 from reidpipe.input_contract import META_PREFIX, Preprocess, contract_metadata
 from reidpipe.params import EvaluateParams, ExportParams, Params
 
 log = logging.getLogger(__name__)
 
-ONNX_FILE = "model.onnx"
-FP16_FILE = "model_fp16.onnx"
-PARITY_FILE = "parity.json"
 
 
 def export_graph(net: nn.Module, pre: Preprocess, path: Path, opset: int,

@@ -23,15 +23,14 @@ import numpy as np
 import torch
 
 from reidpipe import atomic
-from reidpipe.deploy.export_onnx import FP16_FILE, ONNX_FILE, PARITY_FILE
 from reidpipe.deploy.parity import batch_parity, parity_images, retrieval_parity
 from reidpipe.errors import ReidpipeError
 from reidpipe.evaluation.extract import image_sets_from_splits
 from reidpipe.evaluation.onnx_runtime import onnx_forward
+from reidpipe.filenames import FP16_FILE, ONNX_FILE, PARITY_FILE, TRT_STATUS_FILE
 from reidpipe.input_contract import Forward, Preprocess, read_input_contract
 from reidpipe.params import DeployParams, EvaluateParams, Params
 
-STATUS_FILE = "status.json"
 ENGINE_FILE = "model.engine"
 CACHE_FILE = "timing.cache"
 LATENCY_WARMUP = 10
@@ -227,7 +226,7 @@ def build_trt(arch: str, onnx_dir: str | Path, splits_dir: str | Path, out_dir: 
     if mode == "off":
         status = _status(mode, "disabled", "deploy.tensorrt is 'off'", arch, deploy)
         with atomic.atomic_dir(out_dir) as tmp:
-            atomic.write_json(tmp / STATUS_FILE, status)
+            atomic.write_json(tmp / TRT_STATUS_FILE, status)
         return status
     if not (onnx_dir / PARITY_FILE).is_file():
         raise ReidpipeError(f"{onnx_dir / PARITY_FILE} does not exist: {onnx_dir} is not an "
@@ -238,7 +237,7 @@ def build_trt(arch: str, onnx_dir: str | Path, splits_dir: str | Path, out_dir: 
             raise ReidpipeError(f"deploy.tensorrt is 'required' but {reason}")
         status = _status(mode, "skipped", reason, arch, deploy)
         with atomic.atomic_dir(out_dir) as tmp:
-            atomic.write_json(tmp / STATUS_FILE, status)
+            atomic.write_json(tmp / TRT_STATUS_FILE, status)
         return status
 
     import tensorrt as trt
@@ -275,7 +274,7 @@ def build_trt(arch: str, onnx_dir: str | Path, splits_dir: str | Path, out_dir: 
         (tmp / ENGINE_FILE).write_bytes(engine)
         (tmp / CACHE_FILE).write_bytes(cache_out)
         status["files"] = {ENGINE_FILE: len(engine), CACHE_FILE: len(cache_out)}
-        atomic.write_json(tmp / STATUS_FILE, status)
+        atomic.write_json(tmp / TRT_STATUS_FILE, status)
     return status
 
 

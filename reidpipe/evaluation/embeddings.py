@@ -17,8 +17,8 @@ import pandas as pd
 from reidpipe import atomic
 from reidpipe.data.manifest import read_table
 from reidpipe.errors import ReidpipeError
+from reidpipe.filenames import EMBEDDING_SETS, embedding_array, embedding_table
 
-SETS = ("query", "gallery")
 COLUMNS = ["path", "pid", "camid"]
 
 
@@ -49,21 +49,22 @@ def _tao_records(subset: EmbeddingSet) -> list[dict[str, object]]:
 def write_embeddings(out_dir: str | Path, embeddings: Embeddings, tao_json: bool = False) -> None:
     """Write the folder atomically (it appears whole or not at all)."""
     with atomic.atomic_dir(out_dir) as tmp:
-        for name in SETS:
+        for name in EMBEDDING_SETS:
             subset: EmbeddingSet = getattr(embeddings, name)
-            np.save(tmp / f"{name}.npy", np.ascontiguousarray(subset.features, dtype=np.float32))
-            subset.meta[COLUMNS].to_csv(tmp / f"{name}.csv", index=False)
+            np.save(tmp / embedding_array(name), np.ascontiguousarray(subset.features, dtype=np.float32))
+            subset.meta[COLUMNS].to_csv(tmp / embedding_table(name), index=False)
             if tao_json:
                 (tmp / f"{name}.json").write_text(json.dumps(_tao_records(subset)) + "\n",
                                                   encoding="utf-8")
 
 
 def _read_set(folder: Path, name: str) -> EmbeddingSet:
-    npy, csv = folder / f"{name}.npy", folder / f"{name}.csv"
+    npy, csv = folder / embedding_array(name), folder / embedding_table(name)
     for path in (npy, csv):
         if not path.is_file():
+            expected = ", ".join(f(s) for s in EMBEDDING_SETS for f in (embedding_array, embedding_table))
             raise ReidpipeError(f"embeddings folder {folder}: {path.name} is missing "
-                                f"(expected {', '.join(f'{s}.npy, {s}.csv' for s in SETS)})")
+                                f"(expected {expected})")
     try:
         features = np.load(npy, allow_pickle=False)
     except (ValueError, OSError) as exc:
@@ -88,11 +89,11 @@ def read_embeddings(folder: str | Path) -> Embeddings:
     folder = Path(folder)
     if not folder.is_dir():
         raise ReidpipeError(f"embeddings folder {folder} does not exist (run `reidpipe extract`)")
-    query, gallery = (_read_set(folder, name) for name in SETS)
+    query, gallery = (_read_set(folder, name) for name in EMBEDDING_SETS)
     if len(query.features) == 0:
-        raise ReidpipeError(f"{folder / 'query.npy'} holds no query embeddings")
+        raise ReidpipeError(f"{folder / embedding_array('query')} holds no query embeddings")
     if len(gallery.features) == 0:
-        raise ReidpipeError(f"{folder / 'gallery.npy'} holds no gallery embeddings")
+        raise ReidpipeError(f"{folder / embedding_array('gallery')} holds no gallery embeddings")
     if query.features.shape[1] != gallery.features.shape[1]:
         raise ReidpipeError(f"embeddings folder {folder}: query dimension "
                             f"{query.features.shape[1]} != gallery dimension "

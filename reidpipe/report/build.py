@@ -19,13 +19,19 @@ from pathlib import Path
 
 from reidpipe import atomic
 from reidpipe.errors import ReidpipeError
+from reidpipe.filenames import (
+    FIGURES_DIR,
+    METRICS_FILE,
+    REPORT_HTML,
+    REPORT_MARKDOWN,
+    VALIDATION_FILE,
+)
 from reidpipe.params import Params
 from reidpipe.report import figures as report_figures
 from reidpipe.report.document import Block, Figure, Heading, Paragraph
-from reidpipe.report.readers import METRICS_FILE, load_arch, read_baseline
+from reidpipe.report.readers import load_arch, read_baseline
 from reidpipe.report.render import render_html, render_markdown
 from reidpipe.report.sections import (
-    FIGURES_DIR,
     SAMPLE_SEED,
     export_section,
     hardest_section,
@@ -64,7 +70,7 @@ def build_report(params: Params, results_dir: str | Path, models_dir: str | Path
             *metrics_section(archs, baseline),
             Figure(f"{FIGURES_DIR}/cmc.png", "CMC curves of all architectures: solid = plain ranking, dashed = "
                               "re-ranked; legend gives rank-1")]
-        blocks += validation_section(results_dir / "validation.json")
+        blocks += validation_section(results_dir / VALIDATION_FILE)
         for arch in archs:
             blocks.append(Heading(2, f"Architecture {arch.name}"))
             top_k = min(opts.top_k, max((len(top_indices(v, len(arch.gallery), opts.top_k))
@@ -81,8 +87,8 @@ def build_report(params: Params, results_dir: str | Path, models_dir: str | Path
             blocks += training_section(arch, models_dir, staging)
             blocks += export_section(arch)
         title = "reidpipe report"
-        (staging / "index.md").write_text(render_markdown(title, blocks), encoding="utf-8")
-        (staging / "index.html").write_text(render_html(title, blocks, staging),
+        (staging / REPORT_MARKDOWN).write_text(render_markdown(title, blocks), encoding="utf-8")
+        (staging / REPORT_HTML).write_text(render_html(title, blocks, staging),
                                             encoding="utf-8")
         (staging / METRICS_FILE).write_text(
             json.dumps({a.name: a.metrics for a in archs}, indent=2) + "\n", encoding="utf-8")

@@ -13,18 +13,26 @@ import pandas as pd
 import yaml
 
 from reidpipe.errors import ReidpipeError
+from reidpipe.filenames import (
+    CMC_FILE,
+    EMBEDDINGS_DIR,
+    METRICS_FILE,
+    ONNX_DIR,
+    PARITY_FILE,
+    PER_QUERY_FILE,
+    TENSORRT_DIR,
+    TRAIN_CONFIG_FILE,
+    TRAIN_LOG_FILE,
+    TRT_STATUS_FILE,
+    embedding_table,
+)
 
-METRICS_FILE = "metrics.json"
 RANKINGS = ("plain", "reranked")
 # (metrics.json key, column title): all fractions, shown as percentages.
 METRIC_COLUMNS = (("mAP", "mAP"), ("rank1", "R1"), ("rank5", "R5"), ("rank10", "R10"),
                   ("mINP", "mINP"))
 TRAIN_LOG_COLUMNS = ("epoch", "loss", "id_loss", "triplet_loss", "center_loss", "lr", "val_mAP",
                      "val_rank1")
-# File names of `reidpipe export-onnx` and `reidpipe build-trt` (not imported: both modules pull
-# in torch and onnx, which the report does not need).
-PARITY_FILE = "parity.json"
-TRT_STATUS_FILE = "status.json"
 
 
 def read_json(path: Path) -> Any:
@@ -99,24 +107,24 @@ def load_arch(name: str, results_dir: Path, models_dir: Path) -> ArchResults:
     (training log, config, ONNX and TensorRT results) optional."""
     arch_dir = results_dir / name
     metrics = read_metrics(arch_dir / METRICS_FILE)
-    cmc = _read_csv(arch_dir / "cmc.csv", ["rank", "plain"], "CMC curve from `reidpipe evaluate`")
+    cmc = _read_csv(arch_dir / CMC_FILE, ["rank", "plain"], "CMC curve from `reidpipe evaluate`")
     columns = ["path", "pid", "camid"]
     for ranking in metrics:
         columns += [f"ap_{ranking}", f"first_hit_{ranking}", f"top_{ranking}"]
-    per_query = _read_csv(arch_dir / "per_query.csv", columns,
+    per_query = _read_csv(arch_dir / PER_QUERY_FILE, columns,
                           "per-query table from `reidpipe evaluate --per-query`")
-    emb = arch_dir / "embeddings"
-    query = _read_csv(emb / "query.csv", ["path", "pid", "camid"], "from `reidpipe extract`")
-    gallery = _read_csv(emb / "gallery.csv", ["path", "pid", "camid"], "from `reidpipe extract`")
+    emb = arch_dir / EMBEDDINGS_DIR
+    query = _read_csv(emb / embedding_table("query"), ["path", "pid", "camid"], "from `reidpipe extract`")
+    gallery = _read_csv(emb / embedding_table("gallery"), ["path", "pid", "camid"], "from `reidpipe extract`")
     if len(query) != len(per_query) or not query["path"].equals(per_query["path"]):
-        raise ReidpipeError(f"{arch_dir / 'per_query.csv'} does not list the queries of "
-                            f"{emb / 'query.csv'} in the same order; re-run `reidpipe evaluate`")
+        raise ReidpipeError(f"{arch_dir / PER_QUERY_FILE} does not list the queries of "
+                            f"{emb / embedding_table('query')} in the same order; re-run `reidpipe evaluate`")
     train_log = None
-    log_path = models_dir / name / "train_log.csv"
+    log_path = models_dir / name / TRAIN_LOG_FILE
     if log_path.is_file():
         train_log = _read_csv(log_path, TRAIN_LOG_COLUMNS, "from `reidpipe train`")
     config = None
-    config_path = models_dir / name / "config.yaml"
+    config_path = models_dir / name / TRAIN_CONFIG_FILE
     if config_path.is_file():
         try:
             config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
@@ -126,8 +134,8 @@ def load_arch(name: str, results_dir: Path, models_dir: Path) -> ArchResults:
             raise ReidpipeError(f"{config_path}: expected a mapping")
     return ArchResults(name=name, metrics=metrics, cmc=cmc, per_query=per_query, query=query,
                        gallery=gallery, train_log=train_log, config=config,
-                       parity=_optional_json(arch_dir / "onnx" / PARITY_FILE),
-                       tensorrt=_optional_json(arch_dir / "tensorrt" / TRT_STATUS_FILE))
+                       parity=_optional_json(arch_dir / ONNX_DIR / PARITY_FILE),
+                       tensorrt=_optional_json(arch_dir / TENSORRT_DIR / TRT_STATUS_FILE))
 
 
 @dataclass

@@ -12,6 +12,14 @@ import pandas as pd
 
 from reidpipe.errors import ReidpipeError
 from reidpipe.report import figures as report_figures
+from reidpipe.filenames import (
+    FIGURES_DIR,
+    ONNX_DIR,
+    PARITY_FILE,
+    TENSORRT_DIR,
+    TRAIN_CONFIG_FILE,
+    TRT_STATUS_FILE,
+)
 from reidpipe.report.document import (
     Block,
     Bullets,
@@ -22,16 +30,8 @@ from reidpipe.report.document import (
     Paragraph,
     Table,
 )
-from reidpipe.report.readers import (
-    METRIC_COLUMNS,
-    PARITY_FILE,
-    TRT_STATUS_FILE,
-    ArchResults,
-    Baseline,
-    read_json,
-)
+from reidpipe.report.readers import METRIC_COLUMNS, ArchResults, Baseline, read_json
 
-FIGURES_DIR = "figures"
 SAMPLE_SEED = 0
 _BATCH_HEADERS = ["graph", "batch", "max abs diff", "1 - min cosine"]
 
@@ -150,7 +150,7 @@ def _config_summary(config: dict[str, Any], path: Path) -> str:
 def training_section(arch: ArchResults, models_dir: Path, out_dir: Path) -> list[Block]:
     blocks: list[Block] = [Heading(3, "Training")]
     if arch.config is not None:
-        blocks.append(Paragraph(_config_summary(arch.config, models_dir / arch.name / "config.yaml")))
+        blocks.append(Paragraph(_config_summary(arch.config, models_dir / arch.name / TRAIN_CONFIG_FILE)))
     if arch.train_log is None or arch.train_log.empty:
         blocks.append(Paragraph(f"No training log (`{models_dir / arch.name / 'train_log.csv'}`)."))
         return blocks
@@ -184,7 +184,7 @@ def _retrieval_text(retrieval: dict[str, Any], ref: str, new: str, ref_label: st
 
 def _parity_blocks(parity: dict[str, Any] | None) -> list[Block]:
     if parity is None:
-        return [Paragraph(f"ONNX export: not run (no onnx/{PARITY_FILE}).")]
+        return [Paragraph(f"ONNX export: not run (no {ONNX_DIR}/{PARITY_FILE}).")]
     gates = parity.get("gates") or {}
     blocks: list[Block] = [
         Paragraph(f"ONNX export: {parity.get('status', 'unknown')}, opset "
@@ -205,7 +205,7 @@ def _tensorrt_blocks(status: dict[str, Any] | None) -> list[Block]:
     """``reidpipe build-trt``'s status.json: built (latency, parity with ONNX Runtime), or
     skipped / disabled with the reason."""
     if status is None:
-        return [Paragraph(f"TensorRT: not run (no tensorrt/{TRT_STATUS_FILE}).")]
+        return [Paragraph(f"TensorRT: not run (no {TENSORRT_DIR}/{TRT_STATUS_FILE}).")]
     state = str(status.get("status", "unknown"))
     if state != "built":
         reason = status.get("reason") or "no reason recorded"

@@ -24,6 +24,7 @@ from timm.models.swin_transformer import checkpoint_filter_fn as swin_filter
 from torch import nn
 
 from reidpipe.errors import ReidpipeError
+from reidpipe.filenames import MODEL_FILE
 from reidpipe.params import (
     ArchConfig,
     DatasetParams,
@@ -32,7 +33,6 @@ from reidpipe.params import (
     TrainParams,
 )
 
-MODEL_FILE = "model.pt"
 WRAPPER_KEYS = ("state_dict", "model", "teacher", "student", "module", "net", "params")
 KEY_PREFIXES = ("module.", "model.", "backbone.", "base.", "encoder.", "teacher.", "student.")
 _IMG_SIZE_FAMILIES = ("swin", "vit", "deit")

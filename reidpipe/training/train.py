@@ -33,14 +33,13 @@ from reidpipe import atomic
 from reidpipe.data.manifest import manifest_path
 from reidpipe.devices import GPU_WAIT_S, GpuLease, allocate_gpus
 from reidpipe.errors import ReidpipeError
+from reidpipe.filenames import MODEL_FILE, TRAIN_CONFIG_FILE, TRAIN_LOG_FILE
 from reidpipe.params import ArchConfig, Params
 from reidpipe.training.datamodule import ReidDataModule
 from reidpipe.training.lightning_module import EpochLog, ReidModule
-from reidpipe.training.model import MODEL_FILE, arch_to_dict
+from reidpipe.training.model import arch_to_dict
 
 CHECKPOINT_DIR = "checkpoints"
-LOG_FILE = "train_log.csv"
-CONFIG_FILE = "config.yaml"
 FINGERPRINT_FILE = "fingerprint.txt"
 # Keys that change where or how fast training runs, not what it computes.
 _RUNTIME_KEYS = {("train", "num_gpus"), ("train", "gpu_ids"), ("train", "num_nodes"),
@@ -148,7 +147,7 @@ def train_arch(cfg: ArchConfig, splits_dir: str | Path, out_dir: str | Path,
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     datamodule = ReidDataModule(splits_dir, cfg)
     module = ReidModule(cfg, datamodule.num_classes)
-    epoch_log = EpochLog(out_dir / LOG_FILE, datamodule, cfg.train.validation_interval)
+    epoch_log = EpochLog(out_dir / TRAIN_LOG_FILE, datamodule, cfg.train.validation_interval)
     # Only the newest checkpoint is kept (it replaces the previous one after it is written):
     # resume needs no more, and a ResNet-50 checkpoint with Adam state is ~300 MB.
     checkpoints = ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}",
@@ -173,7 +172,7 @@ def train_arch(cfg: ArchConfig, splits_dir: str | Path, out_dir: str | Path,
                  "epochs": trainer.current_epoch}
         with atomic.atomic_path(out_dir / MODEL_FILE) as tmp:
             torch.save(saved, tmp)
-        atomic.write_yaml(out_dir / CONFIG_FILE, arch_to_dict(cfg))
+        atomic.write_yaml(out_dir / TRAIN_CONFIG_FILE, arch_to_dict(cfg))
     return epoch_log.rows[-1] if epoch_log.rows else {}
 
 

@@ -1,47 +1,43 @@
 rule download:
-    output:
-        directory(DATASET),
     input:
-        "reidpipe/data/download.py",
-        "reidpipe/data/synth.py",
+        **inputs("download"),
+    output:
+        **outputs("download"),
     params:
         files=PARAM_FILES,
-        tracked=stage_param_values(config, "download"),
+        tracked=tracked("download"),
     log:
         "logs/download.log",
     threads: 1
     shell:
-        "reidpipe download --out {output} --params {params.files} > {log} 2>&1"
+        command("download")
 
 
 rule validate:
-    output:
-        "results/validation.json",
     input:
-        "reidpipe/data/validate.py",
-        dataset=DATASET,
+        **inputs("validate"),
+    output:
+        **outputs("validate"),
     params:
         files=PARAM_FILES,
-        tracked=stage_param_values(config, "validate"),
+        tracked=tracked("validate"),
     log:
         "logs/validate.log",
     threads: 2
     shell:
-        "reidpipe validate {input.dataset} --report {output} --params {params.files} > {log} 2>&1"
+        command("validate")
 
 
 rule split:
-    output:
-        directory(SPLITS),
     input:
-        "reidpipe/data/split.py",
-        "results/validation.json",
-        dataset=DATASET,
+        **inputs("split"),
+    output:
+        **outputs("split"),
     params:
         files=PARAM_FILES,
-        tracked=stage_param_values(config, "split"),
+        tracked=tracked("split"),
     log:
         "logs/split.log",
     threads: 1
     shell:
-        "reidpipe split {input.dataset} --out {output} --params {params.files} > {log} 2>&1"
+        command("split")

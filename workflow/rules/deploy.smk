@@ -1,38 +1,32 @@
 rule export_onnx:
-    output:
-        directory("results/{arch}/onnx"),
     input:
-        "reidpipe/deploy/export_onnx.py",
-        "models/{arch}/model.pt",
-        splits=SPLITS,
+        **inputs("export_onnx"),
+    output:
+        **outputs("export_onnx"),
     params:
         files=PARAM_FILES,
-        tracked=lambda wildcards: stage_param_values(config, "export_onnx", wildcards.arch),
+        tracked=tracked("export_onnx"),
     log:
         "logs/export_onnx_{arch}.log",
     threads: 2
     resources:
         gpu=1,
     shell:
-        "reidpipe export-onnx --arch {wildcards.arch} --model models/{wildcards.arch}"
-        " --splits {input.splits} --out {output} --params {params.files} > {log} 2>&1"
+        command("export_onnx")
 
 
 rule build_trt:
-    output:
-        directory("results/{arch}/tensorrt"),
     input:
-        "reidpipe/deploy/tensorrt_build.py",
-        onnx="results/{arch}/onnx",
-        splits=SPLITS,
+        **inputs("build_trt"),
+    output:
+        **outputs("build_trt"),
     params:
         files=PARAM_FILES,
-        tracked=lambda wildcards: stage_param_values(config, "build_trt", wildcards.arch),
+        tracked=tracked("build_trt"),
     log:
         "logs/build_trt_{arch}.log",
     threads: 2
     resources:
         gpu=1,
     shell:
-        "reidpipe build-trt --arch {wildcards.arch} --onnx-dir {input.onnx} --splits {input.splits}"
-        " --out {output} --params {params.files} > {log} 2>&1"
+        command("build_trt")

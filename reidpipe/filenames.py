@@ -1,0 +1,54 @@
+"""Names of the folders and files that stages write and read: one constant each.
+
+The stage table (``reidpipe/stages.py``) builds every output path from these; the stage that
+writes a file, the stages that read it and the report use the same constant. They live apart
+from the table so that the stage code does not import the table: a stage's code dependencies are
+its imports, and adding a stage to the table must not rerun every other stage.
+"""
+
+from __future__ import annotations
+
+RESULTS_DIR = "results"
+MODELS_DIR = "models"
+REPORTS_DIR = "reports"
+
+# results/
+VALIDATION_FILE = "validation.json"
+SPLITS_DIR = "splits"
+
+# models/<arch>/
+MODEL_FILE = "model.pt"
+TRAIN_CONFIG_FILE = "config.yaml"
+TRAIN_LOG_FILE = "train_log.csv"
+
+# results/<arch>/
+EMBEDDINGS_DIR = "embeddings"
+METRICS_FILE = "metrics.json"  # also reports/metrics.json, the DVC metrics file
+CMC_FILE = "cmc.csv"
+PER_QUERY_FILE = "per_query.csv"
+ONNX_DIR = "onnx"
+TENSORRT_DIR = "tensorrt"
+
+# results/<arch>/embeddings/: <set>.npy and <set>.csv for each set
+EMBEDDING_SETS = ("query", "gallery")
+
+# results/<arch>/onnx/
+ONNX_FILE = "model.onnx"
+FP16_FILE = "model_fp16.onnx"
+PARITY_FILE = "parity.json"
+
+# results/<arch>/tensorrt/
+TRT_STATUS_FILE = "status.json"
+
+# reports/
+REPORT_MARKDOWN = "index.md"
+REPORT_HTML = "index.html"
+FIGURES_DIR = "figures"
+
+
+def embedding_array(set_name: str) -> str:
+    return f"{set_name}.npy"
+
+
+def embedding_table(set_name: str) -> str:
+    return f"{set_name}.csv"
