@@ -162,7 +162,7 @@ def _block(x: torch.Tensor, hw: tuple[int, int], state: dict, prefix: str, heads
     return x + y
 
 
-def _merge(x: torch.Tensor, hw: tuple[int, int], state: dict, prefix: str
+def patch_merge(x: torch.Tensor, hw: tuple[int, int], state: dict, prefix: str
            ) -> tuple[torch.Tensor, tuple[int, int]]:
     b, _, c = x.shape
     h, w = hw
@@ -191,7 +191,7 @@ def solider_forward(state: dict[str, torch.Tensor], images: torch.Tensor, cfg: S
                        cfg.window, shift)
         out = x
         if stage < last:
-            x, hw = _merge(x, hw, state, f"stages.{stage}.downsample")
+            x, hw = patch_merge(x, hw, state, f"stages.{stage}.downsample")
         if s is not None:
             scale = _linear(s, state, f"semantic_embed_w.{stage}")[:, None]
             x = x * F.softplus(scale) + _linear(s, state, f"semantic_embed_b.{stage}")[:, None]

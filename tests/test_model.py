@@ -9,7 +9,8 @@ from safetensors.torch import save_file
 
 from reidpipe.errors import ReidpipeError
 from reidpipe.params import ModelParams
-from reidpipe.training.model import build_model, load_backbone_weights
+from reidpipe.training.model import build_model
+from reidpipe.training.pretrained import load_backbone_weights
 
 torch.set_num_threads(2)
 TINY_SWIN = {"embed_dim": 16, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2]}
@@ -81,19 +82,19 @@ def test_self_weights_strip_prefixes_and_adapt_input_conv(tmp_path):
     assert torch.allclose(net.backbone.conv1.weight, expected)
     assert torch.equal(net.backbone.layer3[0].conv1.weight, source.layer3[0].conv1.weight)
     report = load_backbone_weights(timm.create_model("resnet18", num_classes=0, in_chans=1), path)
-    assert report.adapted == ["conv1.weight"] and report.unexpected == ["head.weight"]
+    assert report.reshaped == ["conv1.weight"] and report.unexpected == ["head.weight"]
     assert report.missing == []
 
 
 def test_self_weights_resize_swin_relative_position_tables(tmp_path):
-    source = timm.create_model("swin_tiny_patch4_window7_224", num_classes=0, **TINY_SWIN)
+    source = timm.create_model("swin_tiny_patch4_window7_224", num_classes=0, window_size=6, **TINY_SWIN)
     path = tmp_path / "swin.safetensors"
     save_file({f"model.{k}": v.contiguous() for k, v in source.state_dict().items()}, path)
     target = build_model(swin(), 2).backbone
-    table = "layers.3.blocks.0.attn.relative_position_bias_table"
-    assert target.state_dict()[table].shape != source.state_dict()[table].shape
+    tables = [f"layers.{i}.blocks.0.attn.relative_position_bias_table" for i in range(4)]
+    assert target.state_dict()[tables[0]].shape == (13 * 13, 1) != source.state_dict()[tables[0]].shape
     report = load_backbone_weights(target, path)
-    assert report.unexpected == [] and report.missing == []
+    assert report.unexpected == [] and report.missing == [] and report.reshaped == tables
     assert torch.equal(target.patch_embed.proj.weight, source.patch_embed.proj.weight)
 
 

@@ -5,25 +5,30 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import timm
 import torch
 from PIL import Image, ImageDraw
+from solider_reference import SwinConfig, patch_merge, solider_forward, solider_state
 from timm.models.swin_transformer import PatchMerging
 
 from reidpipe.errors import ReidpipeError
+from reidpipe.params import ModelParams
+from reidpipe.training.model import build_model
 from reidpipe.training.pretrained import load_backbone_weights, unfold_to_concat
-from reidpipe.training.swin import CREATE_KWARGS, to_solider_swin
-from solider_reference import SwinConfig, _merge, solider_forward, solider_state
 
 torch.set_num_threads(2)
 CFG = SwinConfig()
 HEIGHT, WIDTH = 256, 128   # token grids 64x32 ... 8x4: none a multiple of the 7x7 window
 
 
+def swin_params(**kw) -> ModelParams:
+    base = {"backbone": "swin_tiny_patch4_window7_224", "backbone_kwargs": CFG.timm_kwargs(),
+            "pretrain_choice": "", "input_height": HEIGHT, "input_width": WIDTH, "feat_dim": 0,
+            "neck_feat": "before"}
+    return ModelParams(**{**base, **kw})
+
+
 def solider_backbone(semantic_weight: float = 0.2) -> torch.nn.Module:
-    net = timm.create_model("swin_tiny_patch4_window7_224", num_classes=0, img_size=(HEIGHT, WIDTH),
-                            **CREATE_KWARGS, **CFG.timm_kwargs())
-    return to_solider_swin(net, semantic_weight)
+    return build_model(swin_params(semantic_weight=semantic_weight), num_classes=5).backbone
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +65,10 @@ def test_solider_checkpoint_computes_solider_features(tmp_path, images, wrap):
     state = solider_state(CFG)
     path = tmp_path / "checkpoint_tea.pth"
     save_solider(path, state, wrap)
-    net = solider_backbone(0.2)
-    report = load_backbone_weights(net, path)
+    net = build_model(swin_params(pretrain_choice="self", pretrained_model_path=str(path)), 5).eval()
+    report = load_backbone_weights(solider_backbone(0.2), path)
     with torch.no_grad():
-        ours = net.eval()(images)
+        ours = net(images)   # the eval feature: feat_dim 0, before the BNNeck = the backbone's
         expected = solider_forward(state, images, CFG, semantic_weight=0.2)
     assert ours.shape == expected.shape == (3, CFG.width(3))
     assert (ours - expected).abs().max() < 1e-4
@@ -98,19 +103,18 @@ def test_too_few_tensors_is_a_clear_error(tmp_path):
         load_backbone_weights(solider_backbone(), path)
 
 
-def test_patch_merging_order_matches_unfold(tmp_path):
-    width = 8
+def test_patch_merging_order_matches_unfold():
     state = {k.replace("stages.0.downsample.", ""): v for k, v in solider_state(CFG).items()
              if k.startswith("stages.0.downsample.")}
     x = torch.randn(2, 6, 10, CFG.embed_dim)
-    expected, hw = _merge(x.reshape(2, 60, -1), (6, 10), {f"m.{k}": v for k, v in state.items()}, "m")
+    expected, hw = patch_merge(x.reshape(2, 60, -1), (6, 10), {f"m.{k}": v for k, v in state.items()}, "m")
     merging = PatchMerging(dim=CFG.embed_dim)
     merging.norm.weight.data = unfold_to_concat(state["norm.weight"])
     merging.norm.bias.data = unfold_to_concat(state["norm.bias"])
     merging.reduction.weight.data = unfold_to_concat(state["reduction.weight"])
     with torch.no_grad():
         ours = merging(x)
-    assert hw == (3, 5) and width == 8
+    assert hw == (3, 5)
     assert torch.allclose(ours.reshape(2, 15, -1), expected, atol=1e-5)
 
 

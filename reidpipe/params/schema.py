@@ -82,6 +82,10 @@ class ModelParams:
     with_center_loss: bool = _f(False)
     with_flip_feature: bool = _f(False, doc="average the features of the image and its mirror")
     label_smooth: bool = _f(True, doc="label smoothing 0.1 in the ID loss")
+    semantic_weight: float = _f(
+        0.2, ge=0, le=1, doc="Swin: SOLIDER's semantic weight lambda; each stage output feeding the "
+        "next becomes x*softplus(Lw([lambda, 1-lambda])) + Lb(...), with SOLIDER's semantic_embed "
+        "layers from the pretrained file (identity without them)")
 
 
 @dataclass

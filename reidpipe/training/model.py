@@ -4,23 +4,20 @@ Train-mode forward returns ``(scores, feat)``: classifier scores for the ID loss
 feature for the metric losses. Eval-mode forward returns the test feature (``neck_feat``: after or
 before the BNNeck), not normalised: extraction normalises.
 
-ResNets get last stride 1 (BoT). Swin runs at the re-id input size through timm's ``img_size``
-(64x32 tokens at 256x128: timm pads to whole windows and shrinks the window of the last stage).
+ResNets get last stride 1 (BoT). Swin runs at the re-id input size through timm's ``img_size`` and
+computes what SOLIDER's Swin computes (``reidpipe.training.swin``: pad to whole 7x7 windows, then
+shift, in every stage; SOLIDER's semantic embedding with ``model.semantic_weight``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import timm
 import torch
-from timm.models import adapt_input_conv
-from timm.models.swin_transformer import SwinTransformer
-from timm.models.swin_transformer import checkpoint_filter_fn as swin_filter
 from torch import nn
 
 from reidpipe.errors import ReidpipeError
@@ -32,9 +29,9 @@ from reidpipe.params import (
     OptimParams,
     TrainParams,
 )
+from reidpipe.training import swin
+from reidpipe.training.pretrained import load_backbone_weights
 
-WRAPPER_KEYS = ("state_dict", "model", "teacher", "student", "module", "net", "params")
-KEY_PREFIXES = ("module.", "model.", "backbone.", "base.", "encoder.", "teacher.", "student.")
 _IMG_SIZE_FAMILIES = ("swin", "vit", "deit")
 
 
@@ -92,6 +89,9 @@ def create_backbone(model: ModelParams, pretrained: bool) -> nn.Module:
     kwargs = dict(model.backbone_kwargs)
     if model.backbone.startswith(_IMG_SIZE_FAMILIES):
         kwargs.setdefault("img_size", (model.input_height, model.input_width))
+    is_swin = swin.is_swin(model.backbone)
+    if is_swin:
+        kwargs.update(swin.CREATE_KWARGS)
     kwargs.update(num_classes=0, in_chans=model.input_channels)
     if not timm.is_model(model.backbone):
         raise ReidpipeError(f"model.backbone = {model.backbone!r} is not a timm model name")
@@ -109,86 +109,9 @@ def create_backbone(model: ModelParams, pretrained: bool) -> nn.Module:
             "model.pretrained_model_path: <file>, or pretrain_choice: '' for random init") from None
     if hasattr(backbone, "layer4"):
         _set_last_stride(backbone, model.last_stride)
+    if is_swin:
+        backbone = swin.to_solider_swin(backbone, model.semantic_weight)
     return backbone
-
-
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a .safetensors, .pth/.pt or Lightning .ckpt file, unwrapped from the usual
-    containers (``state_dict``, ``model``, ``teacher``...)."""
-    if not path.is_file():
-        raise ReidpipeError(f"model.pretrained_model_path {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        data: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - a checkpoint with pickled extras (argparse, numpy...)
-        print(f"note: {path} holds non-tensor objects; loading it with full unpickling")
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # noqa: BLE001
-            raise ReidpipeError(f"cannot read weights {path}: {exc}") from None
-    while isinstance(data, Mapping) and not any(isinstance(v, torch.Tensor) for v in data.values()):
-        inner = next((data[k] for k in WRAPPER_KEYS if isinstance(data.get(k), Mapping)), None)
-        if inner is None:
-            raise ReidpipeError(f"{path} holds no tensors at its top level nor under any of "
-                                f"{WRAPPER_KEYS}; keys: {list(data)[:10]}")
-        data = inner
-    if not isinstance(data, Mapping):
-        raise ReidpipeError(f"{path} does not hold a state dict")
-    return {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
-
-
-@dataclass
-class LoadReport:
-    loaded: int
-    missing: list[str]
-    unexpected: list[str]
-    adapted: list[str]
-
-    def describe(self) -> str:
-        lines = [f"loaded {self.loaded} tensors"]
-        for label, keys in (("adapted", self.adapted), ("missing (left at init)", self.missing),
-                            ("unexpected (ignored)", self.unexpected)):
-            if keys:
-                lines.append(f"{label} {len(keys)}: {', '.join(keys)}")
-        return "\n".join(lines)
-
-
-def _map_key(key: str, targets: Mapping[str, Any]) -> str:
-    while key not in targets:
-        prefix = next((p for p in KEY_PREFIXES if key.startswith(p)), None)
-        if prefix is None:
-            break
-        key = key[len(prefix):]
-    return key
-
-
-def load_backbone_weights(backbone: nn.Module, path: Path) -> LoadReport:
-    """Load local weights into ``backbone``: wrapper prefixes stripped, Swin keys converted and
-    relative-position tables resized by timm's filter, input convs adapted to the channel count;
-    other shape mismatches are reported as unexpected."""
-    target = backbone.state_dict()
-    source = {_map_key(k, target): v for k, v in read_state_dict(path).items()}
-    if isinstance(backbone, SwinTransformer):
-        source = swin_filter(source, backbone)
-    state, unexpected, adapted = {}, [], []
-    for key, value in source.items():
-        want = target.get(key)
-        if want is None:
-            unexpected.append(key)
-            continue
-        if value.shape != want.shape:
-            if value.ndim == 4 and value.shape[0] == want.shape[0] and value.shape[2:] == want.shape[2:]:
-                value = adapt_input_conv(want.shape[1], value, base_chans=value.shape[1])
-                adapted.append(key)
-            else:
-                unexpected.append(f"{key} {tuple(value.shape)} vs {tuple(want.shape)}")
-                continue
-        state[key] = value
-    result = backbone.load_state_dict(state, strict=False)
-    return LoadReport(len(state), sorted(result.missing_keys), sorted(unexpected), adapted)
 
 
 def build_model(model: ModelParams, num_classes: int, weights: bool = True) -> ReidModel:
@@ -197,11 +120,7 @@ def build_model(model: ModelParams, num_classes: int, weights: bool = True) -> R
     choice = model.pretrain_choice if weights else ""
     backbone = create_backbone(model, pretrained=choice == "imagenet")
     if choice == "self":
-        report = load_backbone_weights(backbone, Path(model.pretrained_model_path))
-        print(f"pretrained weights {model.pretrained_model_path}: {report.describe()}")
-        if report.loaded == 0:
-            raise ReidpipeError(f"no tensor of {model.pretrained_model_path} matches "
-                                f"{model.backbone}; unexpected keys: {report.unexpected[:5]}")
+        load_backbone_weights(backbone, Path(model.pretrained_model_path))
     return ReidModel(backbone, backbone.num_features, model, num_classes)
 
 

@@ -141,8 +141,8 @@ class LoadReport:
 
     def describe(self) -> str:
         counted = len(self.filled) + len(self.missing)
-        lines = [f"pretrained weights {self.path} ({self.layout}): filled {len(self.filled)}/"
-                 f"{counted} backbone tensors ({100 * self.fraction:.1f}%)"]
+        lines = [(f"pretrained weights {self.path} ({self.layout}): filled {len(self.filled)}/"
+                  f"{counted} backbone tensors ({100 * self.fraction:.1f}%)")]
         for label, keys, whole in (
                 ("missing (left at init)", self.missing, True),
                 ("unexpected (ignored)", self.unexpected, False),
