@@ -4,8 +4,10 @@ from pathlib import Path
 
 import pytest
 
+from reidpipe.data.sources import SYNTH_LAYOUTS
 from reidpipe.data.split import make_split
-from reidpipe.data.synth import generate_synthetic_market
+from reidpipe.data.synth import SynthSummary, generate_synthetic_market
+from reidpipe.data.synth_layouts import generate_synthetic
 
 
 @pytest.fixture(scope="session")
@@ -15,3 +17,11 @@ def splits(tmp_path_factory) -> Path:
     generate_synthetic_market(root / "data", num_ids=8, seed=0, workers=1)
     make_split(root / "data", root / "splits", val_ids=0, seed=0)
     return root / "splits"
+
+
+@pytest.fixture(scope="session")
+def synthetic_layouts(tmp_path_factory) -> dict[str, tuple[Path, SynthSummary]]:
+    """One small synthetic dataset (8 ids, the same people) in each dataset layout."""
+    root = tmp_path_factory.mktemp("layouts")
+    return {layout: (root / layout, generate_synthetic(root / layout, layout, 8, 3, workers=1))
+            for layout in SYNTH_LAYOUTS}

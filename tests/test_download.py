@@ -20,7 +20,8 @@ from PIL import Image
 from reidpipe.cli import main
 from reidpipe.data.download import MARKER_NAME, fetch_dataset
 from reidpipe.data.http_transfer import file_md5
-from reidpipe.data.market import ARCHIVE_NAME, TOP_FOLDER, format_name, is_market_layout
+from reidpipe.data.market import ARCHIVE_NAME, TOP_FOLDER, format_name
+from reidpipe.data.sources import dataset_source
 from reidpipe.errors import ReidpipeError
 from reidpipe.params import DataParams
 
@@ -346,9 +347,10 @@ def test_cli_archive_and_url_overrides(tmp_path, server, market_zip, capsys):
 
 
 def test_synthetic_source_generates_the_dataset(tmp_path, capsys):
-    params = _cli_params(tmp_path, "data:\n  source: synthetic\n  synthetic_ids: 6\n")
+    params = _cli_params(tmp_path, "data:\n  source: synthetic\n  synthetic_ids: 6\n"
+                                   "  strict: false\n")
     assert main(["download", *params, "--out", str(tmp_path / "x")]) == 0
-    assert is_market_layout(tmp_path / "x")
+    assert dataset_source("market1501").is_present(tmp_path / "x")
     assert main(["download", *params, "--out", str(tmp_path / "y"), "--url", "http://127.0.0.1:9/"]) == 2
     assert "data.source is 'synthetic'" in capsys.readouterr().err
     assert not (tmp_path / "y").exists()
@@ -358,3 +360,67 @@ def test_malformed_url_is_listed_not_a_traceback(tmp_path):
     data = DataParams(dataset_dir=str(tmp_path / "ds"), urls=["example.invalid/no-scheme.zip"])
     with pytest.raises(ReidpipeError, match="no-scheme.zip: not a usable URL"):
         fetch_dataset(data)
+
+
+def test_datasets_without_a_mirror_say_how_to_obtain_them_and_where_to_put_them(tmp_path):
+    for source, words, archive in (("dukemtmc", "withdrawn", "DukeMTMC-reID.zip"),
+                                   ("msmt17", "on request", "MSMT17_V1.zip"),
+                                   ("cuhk03", "zhunzhong07", "cuhk03-np.zip")):
+        data = DataParams(source=source, dataset_dir=str(tmp_path / "data" / source))
+        with pytest.raises(ReidpipeError) as err:
+            fetch_dataset(data, log=lambda _: None)
+        text = str(err.value)
+        assert words in text and str(tmp_path / "data" / archive) in text, text
+        assert "--archive PATH" in text and "data.urls" in text
+    assert _leftovers(tmp_path) == []
+
+
+def test_archive_without_published_checksum_is_accepted_and_recorded(tmp_path):
+    """DukeMTMC-reID has no published MD5: any archive in its layout is taken, its MD5 kept."""
+    entries = {f"DukeMTMC-reID/{folder}/0001_c{cam}_f0000{cam}01.jpg": _jpeg(cam)
+               for folder, cam in (("bounding_box_train", 1), ("query", 2),
+                                   ("bounding_box_test", 3))}
+    path, md5 = _archive_case(tmp_path, "DukeMTMC-reID.zip", entries=entries)
+    lines: list[str] = []
+    data = DataParams(source="dukemtmc", dataset_dir=str(tmp_path / "data" / "DukeMTMC-reID"))
+    result = fetch_dataset(data, archive=path, log=lines.append)
+    assert result.md5 == md5 and any("no published MD5" in line for line in lines)
+    assert f'"md5": "{md5}"' in (result.dataset_dir / MARKER_NAME).read_text()
+    # The Market-1501 archive is not an MSMT17 one: the layout check says what is expected.
+    market, _ = _archive_case(tmp_path, "m.zip")
+    with pytest.raises(ReidpipeError, match="MSMT17 layout: expected train/ and test/"):
+        fetch_dataset(DataParams(source="msmt17", dataset_dir=str(tmp_path / "d2")),
+                      archive=market, log=lambda _: None)
+
+
+def test_archive_may_be_a_dataset_folder(tmp_path):
+    folder = tmp_path / "src" / "msmt"
+    for sub in ("train", "test"):
+        (folder / sub / "0000").mkdir(parents=True)
+    (folder / "train" / "0000" / "0000_000_01_0303morning_0015_0.jpg").write_bytes(_jpeg(1))
+    for name in ("list_train.txt", "list_val.txt", "list_query.txt", "list_gallery.txt"):
+        (folder / name).write_text("0000/0000_000_01_0303morning_0015_0.jpg 0\n"
+                                   if name == "list_train.txt" else "")
+    target = tmp_path / "data" / "MSMT17_V1"
+    data = DataParams(source="msmt17", dataset_dir=str(target))
+    result = fetch_dataset(data, archive=folder, log=lambda _: None)
+    assert not result.reused
+    copied = target / "train" / "0000" / "0000_000_01_0303morning_0015_0.jpg"
+    assert copied.read_bytes() == _jpeg(1)
+    assert fetch_dataset(data, archive=folder, log=lambda _: None).reused
+    with pytest.raises(ReidpipeError, match="not an MSMT17 folder|mask_train_v2"):
+        fetch_dataset(DataParams(source="msmt17", dataset_dir=str(tmp_path / "x")),
+                      archive=tmp_path / "src", log=lambda _: None)
+
+
+def test_custom_dataset_is_used_where_it_lies(tmp_path):
+    folder = tmp_path / "mine"
+    for sub in ("train", "query", "test"):
+        (folder / sub).mkdir(parents=True)
+    data = DataParams(source="custom", dataset_dir=str(folder),
+                      split_dirs={"train": "train", "query": "query", "gallery": "test"})
+    result = fetch_dataset(data, log=lambda _: None)
+    assert result.reused and result.dataset_dir == folder
+    with pytest.raises(ReidpipeError, match="custom dataset .* expected bounding_box_train/"):
+        fetch_dataset(DataParams(source="custom", dataset_dir=str(tmp_path / "none")),
+                      log=lambda _: None)

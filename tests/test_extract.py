@@ -194,7 +194,7 @@ def test_dataset_mode_and_stray_files(market_dir: Path, onnx_models: dict[str, P
     (stray / "bounding_box_test" / "notes_c1.jpg").write_bytes(b"")
     with pytest.raises(ReidpipeError, match="notes_c1.jpg"):
         image_sets_from_dataset(stray)
-    with pytest.raises(ReidpipeError, match="is not a Market-1501-layout folder"):
+    with pytest.raises(ReidpipeError, match="is not a Market-1501-layout dataset"):
         image_sets_from_dataset(stray / "query")
 
 

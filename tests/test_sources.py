@@ -10,7 +10,6 @@ import pytest
 from reidpipe.data.sources import (CUHK03_STATS, MSMT17_TEST_PID_BASE, SOURCES, SPLITS,
                                    SYNTH_LAYOUTS, ImageName, dataset_source, parse_cuhk03,
                                    parse_custom, parse_duke, parse_market, parse_msmt17)
-from reidpipe.data.synth_layouts import generate_synthetic
 from reidpipe.errors import ReidpipeError
 
 
@@ -60,11 +59,9 @@ def test_missing_layout_names_the_expected_folders(tmp_path):
         dataset_source("cuhk03", cuhk03_variant="detected").scan(tmp_path, "query")
 
 
-@pytest.fixture(scope="module")
-def layouts(tmp_path_factory):
-    root = tmp_path_factory.mktemp("layouts")
-    return {layout: (root / layout, generate_synthetic(root / layout, layout, 6, 3, workers=1))
-            for layout in SYNTH_LAYOUTS}
+@pytest.fixture
+def layouts(synthetic_layouts):
+    return synthetic_layouts
 
 
 def test_each_synthetic_layout_is_what_its_dataset_looks_like(layouts):

@@ -15,7 +15,7 @@ from typing import Sequence
 
 from reidpipe import logs
 from reidpipe.errors import ReidpipeError
-from reidpipe.params import DEFAULT_PARAMS_FILE, Params, load_params
+from reidpipe.params import DEFAULT_PARAMS_FILE, Params, SourceParams, load_params
 
 STAGE_COMMANDS = [
     "params_cmd",
@@ -24,6 +24,7 @@ STAGE_COMMANDS = [
     "synth",
     "validate",
     "split",
+    "combine",
     "train",
     "extract",
     "evaluate",
@@ -44,6 +45,16 @@ def common_parser() -> argparse.ArgumentParser:
 
 def params_from_args(args: argparse.Namespace) -> Params:
     return load_params(args.params, args.overrides)
+
+
+def add_source_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", metavar="NAME",
+                        help="dataset source: data.source (the default) or a key of data.sources")
+
+
+def source_from_args(args: argparse.Namespace, params: Params) -> SourceParams:
+    """The block of the source ``--source`` names (default: data.source)."""
+    return params.source(args.source or params.data.source)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,34 +1,36 @@
-"""``reidpipe download [--url URL]... [--archive PATH] [--out DIR]``."""
+"""``reidpipe download [--source NAME] [--url URL]... [--archive PATH] [--out DIR]``."""
 
 from __future__ import annotations
 
 import argparse
 
-from reidpipe.cli import params_from_args
+from reidpipe.cli import add_source_argument, params_from_args, source_from_args
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
         "download", parents=[common],
-        help="obtain the dataset: fetch Market-1501, or generate the synthetic one",
-        description="With data.source market1501: fetch Market-1501-v15.09.15.zip (resuming "
-                    "partial downloads), check its MD5 and extract it atomically; the archive is "
-                    "kept next to the dataset folder. With data.source synthetic: generate the "
-                    "synthetic Market-layout dataset (data.synthetic_ids, data.synthetic_seed).")
+        help="obtain a dataset: fetch its archive, or generate the synthetic one",
+        description="Datasets with an archive (market1501, dukemtmc, msmt17, cuhk03): take "
+                    "--archive (a zip or a dataset folder), the kept archive next to the dataset "
+                    "folder, or download it from the mirrors (resuming partial downloads); check "
+                    "its MD5 and extract it atomically. custom: use the folder where it lies. "
+                    "synthetic: generate it (data.synthetic_layout, _ids, _seed).")
     parser.add_argument("--url", dest="urls", action="append", metavar="URL",
                         help="download from this URL instead of data.urls (repeatable)")
     parser.add_argument("--archive", metavar="PATH",
-                        help="use this local zip instead of downloading (default: "
-                             "data.archive_path)")
+                        help="use this local zip or dataset folder instead of downloading "
+                             "(default: data.archive_path)")
     parser.add_argument("--out", metavar="DIR",
                         help="dataset folder to create (default: data.dataset_dir)")
+    add_source_argument(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from reidpipe.data.download import obtain_dataset
     params = params_from_args(args)
-    result = obtain_dataset(params.data, urls=args.urls, archive=args.archive,
+    result = obtain_dataset(source_from_args(args, params), urls=args.urls, archive=args.archive,
                            dataset_dir=args.out)
     state = "reused" if result.reused else "extracted"
     checksum = f", archive MD5 {result.md5}" if result.md5 else ""

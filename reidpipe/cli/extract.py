@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from reidpipe.cli import params_from_args
+from reidpipe.cli import add_source_argument, params_from_args, source_from_args
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -19,9 +19,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     images = parser.add_mutually_exclusive_group(required=True)
     images.add_argument("--splits", metavar="DIR", help="split manifests (query.csv, gallery.csv)")
     images.add_argument("--dataset", metavar="DIR",
-                        help="a Market-1501-layout folder (query/, bounding_box_test/)")
+                        help="a dataset folder in its source's layout (see --source)")
     parser.add_argument("--out", required=True, metavar="DIR", help="embeddings folder to write")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    add_source_argument(parser)
     parser.set_defaults(run=run, single_gpu=True)
 
 
@@ -37,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     params = params_from_args(args)
     arch = params.arch(args.arch)
     sets = (image_sets_from_splits(args.splits) if args.splits
-            else image_sets_from_dataset(args.dataset))
+            else image_sets_from_dataset(args.dataset,
+                                         source_from_args(args, params).dataset_source()))
     forward, pre, batch_size = model_forward(args.model, args.onnx, arch, params.extract,
                                              args.device)
     embeddings = extract_embeddings(forward, sets, pre, batch_size,

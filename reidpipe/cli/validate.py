@@ -1,26 +1,30 @@
-"""``reidpipe validate DATASET_DIR --report FILE [--strict]``."""
+"""``reidpipe validate DATASET_DIR --report FILE [--source NAME] [--strict]``."""
 
 from __future__ import annotations
 
 import argparse
 
-from reidpipe.cli import params_from_args
+from reidpipe.cli import add_source_argument, params_from_args, source_from_args
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser("validate", parents=[common],
-                                   help="decode and check a Market-1501-layout dataset")
+                                   help="decode and check a dataset in its source's layout")
     parser.add_argument("dataset_dir", metavar="DATASET_DIR")
     parser.add_argument("--report", required=True, metavar="FILE", help="JSON report to write")
     parser.add_argument("--strict", action=argparse.BooleanOptionalAction, default=None,
-                        help="check Market-1501's exact statistics (default: data.strict)")
+                        help="check the dataset's official statistics (default: the source's "
+                             "strict)")
+    add_source_argument(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from reidpipe.data.validate import run_validation
-    strict = params_from_args(args).data.strict if args.strict is None else args.strict
-    report = run_validation(args.dataset_dir, args.report, strict=strict)
+    block = source_from_args(args, params_from_args(args))
+    strict = block.strict if args.strict is None else args.strict
+    report = run_validation(args.dataset_dir, args.report, strict=strict,
+                            source=block.dataset_source())
     counts = ", ".join(f"{split} {info['images']} images / {info['ids']} ids"
                        for split, info in report.splits.items())
     print(f"{args.dataset_dir}: valid ({counts}); {len(report.warnings)} warning(s)")

@@ -42,7 +42,7 @@ def check_md5(md5: str, expected: str, allow_unknown: bool, what: str, log: Log)
         return
     if not allow_unknown:
         raise ReidpipeError(
-            f"{what} has MD5 {md5}, expected {expected} (data.md5); it is not the Market-1501 "
+            f"{what} has MD5 {md5}, expected {expected} (data.md5); it is not the expected "
             "archive or it is damaged. Set data.allow_unknown_checksum: true to accept "
             "another archive")
     log(f"WARNING: {what} has MD5 {md5}, not the expected {expected}; accepted because "

@@ -1,4 +1,4 @@
-"""Market-1501 layout and file names: the one place that knows them.
+"""Market-1501 layout and file names: the one place that knows them (``sources`` scans them).
 
 Names look like ``PPPP_cCsS_FFFFFF_BB.jpg``: person id (``-1`` junk, ``0000`` distractor), camera,
 sequence, frame, box index. Parsing is anchored on the whole name so that ``-1_c1...`` is junk
@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 ARCHIVE_NAME = "Market-1501-v15.09.15.zip"
 TOP_FOLDER = "Market-1501-v15.09.15"
 ARCHIVE_MD5 = "65005ab7d12ec1c44de4eeafe813e68a"
+# The mirror the torchreid and fast-reid loaders use; data.urls replaces the list.
+MIRRORS = ("http://188.138.127.15:81/Datasets/Market-1501-v15.09.15.zip",)
 
 TRAIN_DIR = "bounding_box_train"
 GALLERY_DIR = "bounding_box_test"
@@ -67,38 +68,5 @@ def format_name(pid: int, camid: int, seq: int, frame: int, box: int) -> str:
     return f"{pid_text}_c{camid}s{seq}_{frame:06d}_{box:02d}.jpg"
 
 
-def split_dir(dataset_dir: str | Path, split: str) -> Path:
-    return Path(dataset_dir) / SPLIT_DIRS[split]
-
-
-def is_market_layout(dataset_dir: str | Path) -> bool:
-    return all(split_dir(dataset_dir, s).is_dir() for s in SPLIT_DIRS)
-
-
 # Files operating systems drop into image folders; listed in reports, never parsed as images.
 OS_METADATA_FILES = frozenset({"Thumbs.db", ".DS_Store", "desktop.ini"})
-
-
-@dataclass(frozen=True)
-class SplitScan:
-    """The parsed images of one split folder, plus what could not be parsed."""
-
-    images: list[tuple[Path, MarketName]]
-    misnamed: list[Path]
-    os_metadata: list[Path]
-
-
-def scan_split(dataset_dir: str | Path, split: str) -> SplitScan:
-    """List one split folder in name order, parsing every file name."""
-    folder = split_dir(dataset_dir, split)
-    images, misnamed, metadata = [], [], []
-    for path in sorted(folder.iterdir()):
-        if path.name in OS_METADATA_FILES:
-            metadata.append(path)
-            continue
-        parsed = parse_name(path.name) if path.is_file() else None
-        if parsed is None:
-            misnamed.append(path)
-        else:
-            images.append((path, parsed))
-    return SplitScan(images=images, misnamed=misnamed, os_metadata=metadata)

@@ -19,18 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal, Mapping
 
+from reidpipe.data import market
 from reidpipe.errors import ReidpipeError
 
 SPLITS = ("train", "query", "gallery")
 Split = Literal["train", "query", "gallery"]
 
 # Market-1501's folder names, shared by DukeMTMC-reID, each CUHK03-NP variant and custom data.
-MARKET_DIRS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
-# Files operating systems drop into image folders; listed in reports, never parsed as images.
-OS_METADATA_FILES = frozenset({"Thumbs.db", ".DS_Store", "desktop.ini"})
-
-JUNK_PID = -1
-DISTRACTOR_PID = 0
+MARKET_DIRS = market.SPLIT_DIRS
+JUNK_PID = market.JUNK_PID
+DISTRACTOR_PID = market.DISTRACTOR_PID
 MSMT17_TEST_PID_BASE = 10000
 CUHK03_VARIANTS = ("labeled", "detected")
 # MSMT17 v1 and v2 differ only in the image folder names.
@@ -61,7 +59,6 @@ class SplitScan:
 
 # ------------------------------------------------------------------------------ name parsers
 
-_MARKET = re.compile(r"^(-1|\d+)_c(\d)s(\d)_(\d+)_(\d+)\.jpg$")
 _DUKE = re.compile(r"^(\d+)_c(\d)_f(\d+)\.jpg$")
 _CUHK03 = re.compile(r"^(\d+)_c([12])_(\d+)\.png$")
 _CUSTOM = re.compile(r"^(-1|\d+)_c(\d+)(?:s(\d+))?(?:_(\d+))?(?:_[^/\\]*)?\.(?:jpe?g|png|bmp)$",
@@ -70,9 +67,9 @@ _MSMT17 = re.compile(r"^(\d+)_(\d+)_(\d+)_([0-9a-z]+)_(\d+)_(\d+)\.jpg$")
 
 
 def parse_market(name: str) -> ImageName | None:
-    """``PPPP_cCsS_FFFFFF_BB.jpg``; anchored, so ``-1_c1...`` is junk, not person 1 (TAO's bug)."""
-    m = _MARKET.match(name)
-    return None if m is None else ImageName(int(m[1]), int(m[2]), int(m[3]), int(m[4]))
+    """``PPPP_cCsS_FFFFFF_BB.jpg`` (``market.parse_name``; the box index is not needed)."""
+    parsed = market.parse_name(name)
+    return None if parsed is None else ImageName(parsed.pid, parsed.camid, parsed.seq, parsed.frame)
 
 
 def parse_duke(name: str) -> ImageName | None:
@@ -112,7 +109,7 @@ def parse_msmt17(name: str) -> tuple[int, ImageName] | None:
 def _scan_folder(folder: Path, parse: Callable[[str], ImageName | None]) -> SplitScan:
     images, misnamed, metadata = [], [], []
     for path in sorted(folder.iterdir()):
-        if path.name in OS_METADATA_FILES:
+        if path.name in market.OS_METADATA_FILES:
             metadata.append(path)
             continue
         parsed = parse(path.name) if path.is_file() else None
@@ -185,11 +182,6 @@ class SourceSpec:
     image_size: tuple[int, int] | None = None              # (W, H) when fixed, for --strict
 
 
-MARKET1501_STATS = {
-    "train": {"images": 12936, "ids": 751},
-    "query": {"images": 3368, "ids": 750},
-    "gallery": {"images": 19732, "junk": 3819, "distractors": 2793},
-}
 DUKEMTMC_STATS = {
     "train": {"images": 16522, "ids": 702},
     "query": {"images": 2228, "ids": 702},
@@ -210,10 +202,9 @@ CUHK03_STATS = {
 SOURCES: dict[str, SourceSpec] = {spec.name: spec for spec in (
     SourceSpec(
         "market1501", "Market-1501", "folders", "PPPP_cCsS_FFFFFF_BB.jpg", parse_market,
-        "Market-1501-v15.09.15", "Market-1501-v15.09.15.zip", "65005ab7d12ec1c44de4eeafe813e68a",
-        ("http://188.138.127.15:81/Datasets/Market-1501-v15.09.15.zip",),
+        market.TOP_FOLDER, market.ARCHIVE_NAME, market.ARCHIVE_MD5, market.MIRRORS,
         "Market-1501 is public (Zheng et al., ICCV 2015); the mirrors in data.urls serve it",
-        MARKET1501_STATS, 6, (64, 128)),
+        market.MARKET1501_STATS, market.NUM_CAMERAS, (market.IMAGE_WIDTH, market.IMAGE_HEIGHT)),
     SourceSpec(
         "dukemtmc", "DukeMTMC-reID", "folders", "PPPP_cC_fFFFFFFF.jpg", parse_duke,
         "DukeMTMC-reID", "DukeMTMC-reID.zip",
@@ -307,12 +298,16 @@ class DatasetSource:
 
     def scan(self, dataset_dir: str | Path, split: str) -> SplitScan:
         """Every image of one split in a stable order, with its parsed name."""
-        self.check_present(dataset_dir)
         if self.layout_spec.layout == "msmt17":
+            self.check_present(dataset_dir)
             return _scan_msmt17(self.root(dataset_dir), split)
+        folder = self.root(dataset_dir) / self.split_dirs[split]
+        if not folder.is_dir():
+            raise ReidpipeError(f"{dataset_dir} is not a {self.layout_spec.title}-layout dataset: "
+                                f"{folder} is missing (expected {self.describe_layout()})")
         parse = self.layout_spec.parse
         assert parse is not None
-        return _scan_folder(self.root(dataset_dir) / self.split_dirs[split], parse)
+        return _scan_folder(folder, parse)
 
 
 def dataset_source(source: str, *, cuhk03_variant: str = "labeled",

@@ -13,17 +13,19 @@ import numpy as np
 import pandas as pd
 
 from reidpipe import atomic
-from reidpipe.data import market
+from reidpipe.data.sources import DatasetSource, dataset_source
 from reidpipe.data.manifest import COLUMNS, manifest_path, write_manifest
 from reidpipe.errors import ReidpipeError
 
 
-def _split_frame(dataset_dir: Path, split: str) -> pd.DataFrame:
-    scan = market.scan_split(dataset_dir, split)
-    if scan.misnamed:
+def _split_frame(dataset_dir: Path, split: str, source: DatasetSource) -> pd.DataFrame:
+    scan = source.scan(dataset_dir, split)
+    bad = scan.misnamed + scan.missing
+    if bad:
         raise ReidpipeError(
-            f"{len(scan.misnamed)} file(s) in {market.split_dir(dataset_dir, split)} do not follow "
-            f"Market-1501 naming, e.g. {scan.misnamed[0]}; run `reidpipe validate` first")
+            f"{len(bad)} file(s) of {source.split_location(dataset_dir, split)} do not follow "
+            f"{source.layout_spec.title} naming or are missing, e.g. {bad[0]}; run "
+            "`reidpipe validate` first")
     rows = [(str(path), n.pid, n.camid, n.seq, n.frame) for path, n in scan.images]
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -55,15 +57,16 @@ def _hold_out(train: pd.DataFrame, val_ids: int, seed: int) -> tuple[pd.DataFram
     return val_query, val_gallery
 
 
-def make_split(dataset_dir: str | Path, out_dir: str | Path, val_ids: int, seed: int) -> dict[str, int]:
-    """Write the five manifests into ``out_dir`` atomically; returns the row count of each."""
+def make_split(dataset_dir: str | Path, out_dir: str | Path, val_ids: int, seed: int,
+               source: DatasetSource | None = None) -> dict[str, int]:
+    """Write the five manifests of a dataset in ``source``'s layout (default Market-1501) into
+    ``out_dir`` atomically; returns the row count of each."""
     dataset_dir = Path(dataset_dir)
-    if not market.is_market_layout(dataset_dir):
-        raise ReidpipeError(f"{dataset_dir} is not a Market-1501-layout dataset "
-                            f"(expected {', '.join(market.SPLIT_DIRS.values())})")
-    train_all = _split_frame(dataset_dir, "train")
+    source = source or dataset_source("market1501")
+    source.check_present(dataset_dir)
+    train_all = _split_frame(dataset_dir, "train", source)
     if train_all.empty:
-        raise ReidpipeError(f"{market.split_dir(dataset_dir, 'train')} holds no images")
+        raise ReidpipeError(f"{source.split_location(dataset_dir, 'train')} holds no images")
     val_query, val_gallery = _hold_out(train_all, val_ids, seed)
     held_pids = set(val_query["pid"]) | set(val_gallery["pid"])
     train = train_all[~train_all["pid"].isin(held_pids)].copy()
@@ -76,14 +79,14 @@ def make_split(dataset_dir: str | Path, out_dir: str | Path, val_ids: int, seed:
         "train": train,
         "val_query": val_query,
         "val_gallery": val_gallery,
-        "query": _split_frame(dataset_dir, "query"),
-        "gallery": _split_frame(dataset_dir, "gallery"),
+        "query": _split_frame(dataset_dir, "query", source),
+        "gallery": _split_frame(dataset_dir, "gallery", source),
     }
     with atomic.atomic_dir(out_dir) as tmp:
         for name, table in tables.items():
             write_manifest(table.reset_index(drop=True), manifest_path(tmp, name))
         counts = {name: len(table) for name, table in tables.items()}
         summary = dict(counts, train_ids=len(labels), val_ids=len(held_pids),
-                       dataset_dir=str(dataset_dir), seed=seed)
+                       dataset_dir=str(dataset_dir), source=source.name, seed=seed)
         atomic.write_json(Path(tmp) / "split.json", summary)
     return counts

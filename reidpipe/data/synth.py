@@ -578,7 +578,7 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _check_replaceable(out: Path) -> None:
+def check_replaceable(out: Path) -> None:
     """Only an empty folder or an earlier synthetic dataset may be replaced: never a download."""
     if not out.exists():
         return
@@ -607,7 +607,7 @@ def generate_synthetic_market(out_dir: str | os.PathLike[str], num_ids: int, see
     if workers < 1:
         raise ReidpipeError(f"synthetic workers: got {workers}, expected at least 1")
     out = Path(out_dir)
-    _check_replaceable(out)
+    check_replaceable(out)
     start = time.perf_counter()
     cameras, specs, counts = _plan(num_ids, seed)
     in_folder = {folder: sum(s.path.startswith(folder + "/") for s in specs)

@@ -1,7 +1,7 @@
 """Dataset validation: every name parsed, every image decoded, the protocol's invariants checked.
 
-Without ``strict`` any dataset in Market-1501 layout passes when it is consistent (TAO's "users'
-dataset"); ``strict`` also demands Market-1501's exact statistics.
+Each source is read in its own layout (``sources``). Without ``strict`` any consistent dataset
+passes (TAO's "users' dataset"); ``strict`` also demands the dataset's official statistics.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from reidpipe import atomic
-from reidpipe.data import market
+from reidpipe.data.sources import (DISTRACTOR_PID, JUNK_PID, SPLITS, DatasetSource, SplitScan,
+                                   dataset_source)
 from reidpipe.errors import ReidpipeError
 
 SHOWN_PROBLEMS = 20
@@ -91,7 +92,7 @@ def _decode_all(paths: list[Path]) -> list[ImageCheck]:
         return list(pool.map(_check_image, paths, chunksize=64))
 
 
-def _split_summary(scan: market.SplitScan, checks: list[ImageCheck]) -> dict[str, Any]:
+def _split_summary(scan: SplitScan, checks: list[ImageCheck]) -> dict[str, Any]:
     pids = [name.pid for _, name in scan.images]
     cameras = sorted({name.camid for _, name in scan.images})
     sizes = Counter(f"{c.size[0]}x{c.size[1]}" for c in checks if c.size)
@@ -99,72 +100,79 @@ def _split_summary(scan: market.SplitScan, checks: list[ImageCheck]) -> dict[str
         "images": len(scan.images),
         "ids": len({p for p in pids if p > 0}),
         "cameras": cameras,
-        "junk": sum(p == market.JUNK_PID for p in pids),
-        "distractors": sum(p == market.DISTRACTOR_PID for p in pids),
+        "junk": sum(p == JUNK_PID for p in pids),
+        "distractors": sum(p == DISTRACTOR_PID for p in pids),
         "image_sizes": dict(sizes.most_common()),
     }
 
 
-def _check_strict_stats(report: ValidationReport) -> None:
-    for split, expected in market.MARKET1501_STATS.items():
+def _check_strict_stats(report: ValidationReport, source: DatasetSource, dataset_dir: Path) -> None:
+    title = source.spec.title
+    if source.stats is None:
+        raise ReidpipeError(f"--strict: {title} has no official statistics to check; validate it "
+                            "without --strict")
+    for split, expected in source.stats.items():
         actual = report.splits[split]
         for key, value in expected.items():
             if actual[key] != value:
                 report.problems.append(Problem(
-                    market.SPLIT_DIRS[split],
-                    f"strict: Market-1501 has {value} {key} here, found {actual[key]}"))
-    all_cams = set().union(*(set(report.splits[s]["cameras"]) for s in market.SPLIT_DIRS))
-    if all_cams != set(range(1, market.NUM_CAMERAS + 1)):
+                    str(source.split_location(dataset_dir, split)),
+                    f"strict: {title} has {value} {key} here, found {actual[key]}"))
+    all_cams = set().union(*(set(report.splits[s]["cameras"]) for s in SPLITS))
+    if all_cams != set(range(1, source.spec.cameras + 1)):
         report.problems.append(Problem(
-            ".", f"strict: Market-1501 has cameras 1-6, found {sorted(all_cams)}"))
+            ".", f"strict: {title} has cameras 1-{source.spec.cameras}, found {sorted(all_cams)}"))
 
 
-def validate_dataset(dataset_dir: str | Path, strict: bool = False) -> ValidationReport:
-    """Check a Market-1501-layout folder; never raises for dataset content, only reports it."""
+def validate_dataset(dataset_dir: str | Path, strict: bool = False,
+                     source: DatasetSource | None = None) -> ValidationReport:
+    """Check a dataset folder in ``source``'s layout (default Market-1501); never raises for
+    dataset content, only reports it."""
     dataset_dir = Path(dataset_dir)
-    if not market.is_market_layout(dataset_dir):
-        raise ReidpipeError(
-            f"{dataset_dir} is not a Market-1501-layout dataset: expected the folders "
-            f"{', '.join(market.SPLIT_DIRS.values())}")
+    source = source or dataset_source("market1501")
+    source.check_present(dataset_dir)
     report = ValidationReport(dataset_dir=str(dataset_dir), strict=strict)
-    scans = {split: market.scan_split(dataset_dir, split) for split in market.SPLIT_DIRS}
+    scans = {split: source.scan(dataset_dir, split) for split in SPLITS}
     for scan in scans.values():
         report.ignored_files += [str(p) for p in scan.os_metadata]
-        report.problems += [Problem(str(p), "name does not match PPPP_cCsS_FFFFFF_BB.jpg")
+        report.problems += [Problem(str(p), f"name does not match {source.layout_spec.name_pattern}")
                             for p in scan.misnamed]
+        report.problems += [Problem(str(p), "listed but missing") for p in scan.missing]
 
+    size = source.spec.image_size if strict else None
     digests: dict[str, list[tuple[str, Path]]] = defaultdict(list)
     for split, scan in scans.items():
         checks = _decode_all([path for path, _ in scan.images])
         for check in checks:
             if check.error:
                 report.problems.append(Problem(str(check.path), check.error))
-            elif strict and check.size != (market.IMAGE_WIDTH, market.IMAGE_HEIGHT):
+            elif size and check.size != size:
                 report.problems.append(Problem(
                     str(check.path), f"strict: size {check.size[0]}x{check.size[1]}, "
-                    f"Market-1501 images are {market.IMAGE_WIDTH}x{market.IMAGE_HEIGHT}"))
+                    f"{source.spec.title} images are {size[0]}x{size[1]}"))
             if check.digest:
                 digests[check.digest].append((split, check.path))
         report.splits[split] = _split_summary(scan, checks)
 
     for split, scan in scans.items():
         if not scan.images:
-            report.problems.append(Problem(str(market.split_dir(dataset_dir, split)),
+            report.problems.append(Problem(str(source.split_location(dataset_dir, split)),
                                            "holds no images"))
-    _check_identities(scans, report, strict)
+    _check_identities(scans, report, source.spec.cameras if strict else 0)
     _check_duplicates(digests, report)
     if strict:
-        _check_strict_stats(report)
+        _check_strict_stats(report, source, dataset_dir)
     return report
 
 
-def _check_identities(scans: dict[str, market.SplitScan], report: ValidationReport,
-                      strict: bool) -> None:
-    max_cam = market.NUM_CAMERAS if strict else 9
+def _check_identities(scans: dict[str, SplitScan], report: ValidationReport,
+                      cameras: int) -> None:
+    """``cameras`` > 0: camera ids must lie in 1..cameras (strict); otherwise just be >= 1."""
     for split, scan in scans.items():
         for path, name in scan.images:
-            if not 1 <= name.camid <= max_cam:
-                report.problems.append(Problem(str(path), f"camera {name.camid} outside 1-{max_cam}"))
+            if name.camid < 1 or (cameras and name.camid > cameras):
+                allowed = f"1-{cameras}" if cameras else ">= 1"
+                report.problems.append(Problem(str(path), f"camera {name.camid} outside {allowed}"))
             if split != "gallery" and name.pid <= 0:
                 report.problems.append(Problem(
                     str(path), f"pid {name.pid} (junk/distractor) is only allowed in the gallery"))
@@ -183,7 +191,7 @@ def _check_identities(scans: dict[str, market.SplitScan], report: ValidationRepo
     shared = sorted(train_ids & test_ids)
     if shared:
         report.problems.append(Problem(
-            market.TRAIN_DIR, f"{len(shared)} identities appear in train and test: {shared[:10]}"))
+            "train", f"{len(shared)} identities appear in train and test: {shared[:10]}"))
 
 
 def _check_duplicates(digests: dict[str, list[tuple[str, Path]]], report: ValidationReport) -> None:
@@ -200,9 +208,10 @@ def _check_duplicates(digests: dict[str, list[tuple[str, Path]]], report: Valida
             report.warnings.append(f"identical images: {names}")
 
 
-def run_validation(dataset_dir: str | Path, report_path: str | Path, strict: bool) -> ValidationReport:
+def run_validation(dataset_dir: str | Path, report_path: str | Path, strict: bool,
+                   source: DatasetSource | None = None) -> ValidationReport:
     """Validate, write the JSON report (also on failure), raise if the dataset is invalid."""
-    report = validate_dataset(dataset_dir, strict=strict)
+    report = validate_dataset(dataset_dir, strict=strict, source=source)
     atomic.write_json(report_path, report.to_dict())
     if not report.valid:
         raise ReidpipeError(report.failure_message())

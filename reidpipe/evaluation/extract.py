@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from reidpipe.data import market
+from reidpipe.data.sources import DatasetSource, dataset_source
 from reidpipe.data.manifest import read_split
 from reidpipe.errors import ReidpipeError
 from reidpipe.evaluation.embeddings import (
@@ -95,24 +95,25 @@ def image_sets_from_splits(splits_dir: str | Path) -> dict[str, pd.DataFrame]:
             for name in ("query", "gallery")}
 
 
-def image_sets_from_dataset(dataset_dir: str | Path) -> dict[str, pd.DataFrame]:
-    """query and gallery rows read from a Market-1501-layout folder (query/, bounding_box_test/)."""
+def image_sets_from_dataset(dataset_dir: str | Path,
+                            source: DatasetSource | None = None) -> dict[str, pd.DataFrame]:
+    """query and gallery rows read from a dataset folder in ``source``'s layout (default
+    Market-1501: query/, bounding_box_test/)."""
+    source = source or dataset_source("market1501")
     sets = {}
-    for name, split in (("query", "query"), ("gallery", "gallery")):
-        folder = market.split_dir(dataset_dir, split)
-        if not folder.is_dir():
-            raise ReidpipeError(f"{dataset_dir} is not a Market-1501-layout folder: "
-                                f"{folder} is missing")
-        scan = market.scan_split(dataset_dir, split)
-        if scan.misnamed:
-            shown = ", ".join(p.name for p in scan.misnamed[:5])
+    for split in ("query", "gallery"):
+        scan = source.scan(dataset_dir, split)
+        bad = scan.misnamed + scan.missing
+        if bad:
+            shown = ", ".join(p.name for p in bad[:5])
             raise ReidpipeError(
-                f"{len(scan.misnamed)} file(s) in {folder} do not follow Market-1501 naming "
-                f"(PPPP_cCsS_FFFFFF_BB.jpg): {shown}")
+                f"{len(bad)} file(s) of {source.split_location(dataset_dir, split)} do not follow "
+                f"{source.layout_spec.title} naming ({source.layout_spec.name_pattern}) or are "
+                f"missing: {shown}")
         for path in scan.os_metadata:
             log.info("ignoring operating-system file %s", path)
-        sets[name] = pd.DataFrame([(str(p), n.pid, n.camid) for p, n in scan.images],
-                                  columns=COLUMNS)
+        sets[split] = pd.DataFrame([(str(p), n.pid, n.camid) for p, n in scan.images],
+                                   columns=COLUMNS)
     return sets
 
 

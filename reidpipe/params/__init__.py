@@ -19,6 +19,7 @@ from reidpipe.params.schema import (
                                     PipelineParams,
                                     ReportParams,
                                     ReRankingParams,
+                                    SourceParams,
                                     SplitParams,
                                     TrainParams,
                                     params_from_dict,
@@ -28,5 +29,5 @@ from reidpipe.params.schema import (
 __all__ = ["ArchConfig", "ArchRecipe", "DEFAULT_PARAMS_FILE", "DataParams", "DatasetParams",
            "DeployParams", "EvaluateParams", "ExportParams", "ExtractParams", "ModelParams",
            "OptimParams", "Params", "PipelineParams", "ReRankingParams", "ReportParams",
-           "SplitParams", "TrainParams", "json_schema", "load_params", "merged_params_dict",
-           "params_from_dict", "params_to_dict"]
+           "SourceParams", "SplitParams", "TrainParams", "json_schema", "load_params",
+           "merged_params_dict", "params_from_dict", "params_to_dict"]

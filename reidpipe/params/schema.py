@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
+import re
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
-from reidpipe.data.market import ARCHIVE_MD5
+from reidpipe.data.sources import DatasetSource, dataset_source, source_spec
 from reidpipe.errors import ReidpipeError
 from reidpipe.params.merge import deep_merge
 from reidpipe.params.validation import build_dataclass
@@ -36,23 +39,56 @@ def _f(default: Any, *, ge: float | None = None, le: float | None = None, gt: fl
 # --------------------------------------------------------------------------------------- sections
 
 
+SourceName = Literal["market1501", "dukemtmc", "msmt17", "cuhk03", "custom", "synthetic"]
+LayoutName = Literal["market1501", "dukemtmc", "msmt17", "cuhk03", "custom"]
+
+
 @dataclass
-class DataParams:
-    source: Literal["market1501", "synthetic"] = _f(
-        "market1501", doc="market1501: download the real archive; synthetic: generate one")
-    dataset_dir: str = _f("data/Market-1501-v15.09.15", doc="where the dataset folder lives")
-    urls: list[str] = _f(
-        ["http://188.138.127.15:81/Datasets/Market-1501-v15.09.15.zip"],
-        doc="mirrors tried in order for the Market-1501 archive")
-    archive_path: str = _f("", doc="a local Market-1501 zip to use instead of downloading")
-    md5: str = _f(ARCHIVE_MD5, doc="expected MD5 of the archive")
+class SourceParams:
+    """One dataset source (reidpipe/data/sources.py knows each one's layout and statistics)."""
+
+    source: Literal["", "market1501", "dukemtmc", "msmt17", "cuhk03", "custom", "synthetic"] = _f(
+        "", doc="which dataset; '' (under data.sources): the entry's name")
+    dataset_dir: str = _f("", doc="where the dataset folder lives; '': data/<the dataset's own "
+                                  "folder name> (data/<entry name> under data.sources)")
+    urls: list[str] = _f([], doc="mirrors tried in order; []: the source's known ones (only "
+                                 "Market-1501 has public mirrors)")
+    archive_path: str = _f("", doc="a local zip or dataset folder to use instead of downloading")
+    md5: str = _f("", doc="expected archive MD5; '': the published one (Market-1501's); a source "
+                          "without one accepts any archive and records its MD5")
     allow_unknown_checksum: bool = _f(
         False, doc="accept an archive whose MD5 differs (custom URL with another archive)")
-    max_extract_bytes: int = _f(2_000_000_000, gt=0, doc="refuse archives that unpack larger")
-    strict: bool = _f(False, doc="validate also checks Market-1501's exact statistics")
+    max_extract_bytes: int = _f(20_000_000_000, gt=0, doc="refuse archives that unpack larger")
+    strict: bool = _f(False, doc="validate also checks the dataset's official statistics")
+    cuhk03_variant: Literal["labeled", "detected"] = _f(
+        "labeled", doc="CUHK03-NP: the hand-drawn (labeled) or the detector's (detected) boxes")
+    split_dirs: dict[str, str] = _f(
+        {}, doc="custom only: folders of train, query and gallery (TAO's train, query and test "
+                "dirs), relative to dataset_dir or absolute; missing: Market-1501's names")
     synthetic_ids: int = _f(60, ge=4, le=9999,
                             doc="identities of the synthetic dataset (train + test)")
     synthetic_seed: int = _f(0, ge=0, doc="seed of the synthetic dataset")
+    synthetic_layout: LayoutName = _f("market1501", doc="layout the synthetic dataset is written in")
+
+    def dataset_source(self) -> DatasetSource:
+        """The registry's source with this block's choices (layout, variant, folders)."""
+        return dataset_source(self.source or "market1501", cuhk03_variant=self.cuhk03_variant,
+                              split_dirs=self.split_dirs, synthetic_layout=self.synthetic_layout)
+
+
+@dataclass
+class DataParams(SourceParams):
+    """The main source (``data.source``), further named sources and the training sources."""
+
+    source: SourceName = _f(
+        "market1501", doc="market1501, dukemtmc, msmt17, cuhk03 (archives); custom (a folder); "
+                          "synthetic (generated)")
+    train_sources: list[str] = _f(
+        [], doc="sources whose train splits are merged for training (data.source or keys of "
+                "data.sources); []: [data.source]")
+    sources: dict[str, SourceParams] = _f(
+        {}, doc="further sources by name, each a source block, for data.train_sources and "
+                "pipeline.eval_sources")
 
 
 @dataclass
@@ -209,6 +245,9 @@ class ReportParams:
 @dataclass
 class PipelineParams:
     archs: list[str] = _f(["resnet50", "swin_tiny"], doc="architectures to train (keys of archs)")
+    eval_sources: list[str] = _f(
+        [], doc="test sets every arch is evaluated on (data.source or keys of data.sources); "
+                "[]: the training sources")
 
 
 @dataclass
@@ -233,6 +272,32 @@ class Params:
             raise ReidpipeError(
                 f"params: unknown architecture {name!r}; defined under 'archs': {sorted(self.archs)}")
         return _arch_config(self, name)
+
+    def source_names(self) -> list[str]:
+        return [self.data.source, *self.data.sources]
+
+    def source(self, name: str) -> SourceParams:
+        """One source's block, with its kind and dataset folder filled in."""
+        if name == self.data.source:
+            block = SourceParams(**{f.name: getattr(self.data, f.name)
+                                    for f in dataclasses.fields(SourceParams)})
+        elif name in self.data.sources:
+            block = dataclasses.replace(self.data.sources[name])
+            block.source = block.source or name  # type: ignore[assignment]
+        else:
+            raise ReidpipeError(f"params: unknown source {name!r}; sources are data.source "
+                                f"({self.data.source!r}) and the keys of data.sources "
+                                f"({sorted(self.data.sources)})")
+        if not block.dataset_dir:
+            folder = source_spec(block.source).folder if name == block.source else name
+            block.dataset_dir = f"data/{folder}"
+        return block
+
+    def train_sources(self) -> list[str]:
+        return list(self.data.train_sources) or [self.data.source]
+
+    def eval_sources(self) -> list[str]:
+        return list(self.pipeline.eval_sources) or self.train_sources()
 
 
 @dataclass
@@ -284,11 +349,46 @@ def _check_consistency(params: Params) -> None:
         steps = cfg.train.optim.lr_steps
         if steps != sorted(steps):
             raise ReidpipeError(f"params: {key}: train.optim.lr_steps must increase, got {steps}")
+    _check_sources(params)
     d = params.deploy
     if not d.min_batch <= d.opt_batch <= d.max_batch:
         raise ReidpipeError(
             f"params: deploy batch sizes must satisfy min_batch <= opt_batch <= max_batch, got "
             f"{d.min_batch}/{d.opt_batch}/{d.max_batch}")
+
+def _check_sources(params: Params) -> None:
+    for name in params.data.sources:
+        if not re.fullmatch(r"[A-Za-z0-9_]+", name) or name == params.data.source:
+            raise ReidpipeError(
+                f"params: data.sources.{name}: a source name is letters, digits and _ and differs "
+                f"from data.source ({params.data.source!r})")
+    folders: dict[str, str] = {}
+    for name in params.source_names():
+        key = "data" if name == params.data.source else f"data.sources.{name}"
+        block = params.source(name)
+        if block.source not in typing.get_args(SourceName):
+            raise ReidpipeError(f"params: {key}.source is empty and {name!r} is not a source; "
+                                f"set it to one of {', '.join(typing.get_args(SourceName))}")
+        try:
+            source = block.dataset_source()
+        except ReidpipeError as exc:
+            raise ReidpipeError(f"params: {key}: {exc}") from None
+        if block.strict and source.stats is None:
+            raise ReidpipeError(f"params: {key}.strict is true but {source.spec.title} has no "
+                                "official statistics to check; set it to false")
+        folder = os.path.normpath(block.dataset_dir)
+        if folder in folders:
+            raise ReidpipeError(f"params: sources {folders[folder]!r} and {name!r} share the "
+                                f"dataset folder {block.dataset_dir}; give each its own")
+        folders[folder] = name
+    for key, names in (("data.train_sources", params.data.train_sources),
+                       ("pipeline.eval_sources", params.pipeline.eval_sources)):
+        unknown = [n for n in names if n not in params.source_names()]
+        if unknown or len(set(names)) != len(names):
+            raise ReidpipeError(
+                f"params: {key} = {names} must name each source once, from data.source and the "
+                f"keys of data.sources ({params.source_names()}); unknown: {unknown}")
+
 
 def params_from_dict(data: Mapping[str, Any]) -> Params:
     params = build_dataclass(Params, data, "")
