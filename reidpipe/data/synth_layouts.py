@@ -68,7 +68,8 @@ def _write_msmt17(items: list[Item], dst: Path) -> None:
         side = "train" if split == "train" else "test"
         index = counts[side, number]
         counts[side, number] += 1
-        rel = f"{number:04d}/{number:04d}_{index:03d}_{name.camid:02d}_0113morning_{frame:04d}_0.jpg"
+        rel = (f"{number:04d}/{number:04d}_{index:03d}_{name.camid:02d}_0113morning_"
+               f"{frame:04d}_0.jpg")
         (dst / folder / rel).parent.mkdir(parents=True, exist_ok=True)
         path.replace(dst / folder / rel)
         # As in MSMT17, a tenth of the train images are listed as validation images.

@@ -135,7 +135,8 @@ def validate_dataset(dataset_dir: str | Path, strict: bool = False,
     scans = {split: source.scan(dataset_dir, split) for split in SPLITS}
     for scan in scans.values():
         report.ignored_files += [str(p) for p in scan.os_metadata]
-        report.problems += [Problem(str(p), f"name does not match {source.layout_spec.name_pattern}")
+        pattern = source.layout_spec.name_pattern
+        report.problems += [Problem(str(p), f"name does not match {pattern}")
                             for p in scan.misnamed]
         report.problems += [Problem(str(p), "listed but missing") for p in scan.missing]
 

@@ -68,7 +68,8 @@ class SourceParams:
     synthetic_ids: int = _f(60, ge=4, le=9999,
                             doc="identities of the synthetic dataset (train + test)")
     synthetic_seed: int = _f(0, ge=0, doc="seed of the synthetic dataset")
-    synthetic_layout: LayoutName = _f("market1501", doc="layout the synthetic dataset is written in")
+    synthetic_layout: LayoutName = _f("market1501",
+                                      doc="layout the synthetic dataset is written in")
 
     def dataset_source(self) -> DatasetSource:
         """The registry's source with this block's choices (layout, variant, folders)."""
