@@ -17,7 +17,7 @@ def test_defaults_reproduce_published_recipes():
     params = load_params([PARAMS])
     assert params.pipeline.archs == ["resnet50", "swin_tiny"]
     bot = params.arch("resnet50")
-    assert (bot.model.backbone, bot.model.last_stride, bot.model.neck) == ("resnet50", 1, "bnneck")
+    assert (bot.model.backbone, bot.model.last_stride, bot.model.neck) == ("resnet50.tv_in1k", 1, "bnneck")
     assert (bot.train.optim.name, bot.train.optim.base_lr, bot.train.num_epochs) == ("Adam", 3.5e-4, 120)
     assert bot.train.optim.lr_steps == [40, 70] and bot.dataset.batch_size == 64
     assert bot.dataset.num_instances == 4 and bot.dataset.re_prob == 0.5
@@ -41,7 +41,7 @@ def test_files_merge_in_order_and_set_wins():
     assert params.arch("resnet_demo").model.feat_dim == 128
     # nested sections merge key by key: the demo's cosine schedule keeps params.yaml's gamma
     resnet = params.arch("resnet_demo").train.optim
-    assert (resnet.scheduler, resnet.gamma, resnet.name) == ("cosine", 0.1, "Adam")
+    assert (resnet.warmup_method, resnet.gamma, resnet.name) == ("cosine", 0.1, "Adam")
     # an arch recipe overrides the shared value, --set overrides both
     assert params.arch("resnet_demo").train.num_epochs == 3
     assert params.arch("swin_demo").train.num_epochs == 60

@@ -17,8 +17,7 @@ from reidpipe.data.split import make_split
 from reidpipe.errors import ReidpipeError
 from reidpipe.params import load_params
 from reidpipe.training.model import load_trained_model
-from reidpipe.training.sampler import IdentityBatchSampler
-from reidpipe.training.train import Runtime, resolve_runtime, train_arch
+from reidpipe.training.train import Runtime, pretrained_weights, resolve_runtime, train_arch
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-c", "import sys; from reidpipe.cli import main; sys.exit(main())"]
@@ -68,7 +67,8 @@ def test_train_writes_model_log_and_config_and_rerun_is_a_no_op(tmp_path, splits
     net, saved_cfg = load_trained_model(out)
     assert not net.training and saved_cfg == cfg
     assert net(torch.rand(3, 3, 32, 16)).shape == (3, 32)
-    assert yaml.safe_load((out / "config.yaml").read_text())["model"]["feat_dim"] == 32
+    written = yaml.safe_load((out / "config.yaml").read_text())
+    assert written["model"]["feat_dim"] == 32 and written["pretrained_weights"] == "none"
     stamp = (out / "model.pt").stat().st_mtime_ns
     assert train_arch(cfg, splits, out, Runtime("cpu", 1, "32", "test")) == {}
     assert "up to date" in capsys.readouterr().out
@@ -101,26 +101,6 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, splits):
     assert trained[0] > 1 and trained[-1] == epochs
     assert pd.read_csv(out / "train_log.csv")["epoch"].tolist() == list(range(epochs + 1))
     assert torch.load(out / "model.pt", weights_only=True)["epochs"] == epochs
-
-
-def test_two_process_cpu_ddp_uses_the_distributed_sampler(tmp_path, splits):
-    params = params_file(tmp_path, num_epochs=1)
-    script = tmp_path / "ddp.py"
-    script.write_text(
-        "from reidpipe.params import load_params\n"
-        "from reidpipe.training.train import Runtime, train_arch\n"
-        f"cfg = load_params([{str(ROOT / 'params.yaml')!r}, {str(params)!r}]).arch('tiny')\n"
-        f"train_arch(cfg, {str(splits)!r}, {str(tmp_path / 'model')!r}, "
-        "Runtime('cpu', 2, '32', '2-process CPU DDP'))\n")
-    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                         timeout=300, cwd=tmp_path, check=False,
-                         env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
-    assert run.returncode == 0, run.stderr[-3000:]
-    labels = pd.read_csv(splits / "train.csv")["label"].tolist()
-    per_rank = len(IdentityBatchSampler(labels, 4, 2, num_replicas=2, rank=0))
-    assert per_rank < len(IdentityBatchSampler(labels, 4, 2))
-    assert pd.read_csv(tmp_path / "model" / "train_log.csv")["steps"].tolist() == [0, per_rank]
-    assert (tmp_path / "model" / "model.pt").is_file()
 
 
 def test_runtime_falls_back_to_cpu_with_a_note(tmp_path, monkeypatch):
@@ -169,3 +149,22 @@ def test_clip_grad_norm_bounds_the_update(tmp_path, splits):
         weights[clip] = torch.load(out / "model.pt", weights_only=False)["state_dict"][
             "backbone.conv1.weight"]
     assert not torch.allclose(weights[0.0], weights[1e-9])
+
+
+def test_config_records_the_exact_pretrained_weights():
+    import dataclasses
+
+    import timm
+
+    from reidpipe.params import ModelParams
+
+    bot = ModelParams(backbone="resnet50.tv_in1k", pretrain_choice="imagenet")
+    backbone = timm.create_model(bot.backbone, pretrained=False, num_classes=0)
+    assert pretrained_weights(bot, backbone) == "timm:resnet50.tv_in1k"
+    # a bare name resolves to timm's default tag, which is recorded too
+    plain = dataclasses.replace(bot, backbone="resnet18")
+    tag = timm.create_model("resnet18", pretrained=False).pretrained_cfg["tag"]
+    assert pretrained_weights(plain, timm.create_model("resnet18", pretrained=False)) == \
+        f"timm:resnet18.{tag}"
+    own = ModelParams(pretrain_choice="self", pretrained_model_path="/w/solider.pth")
+    assert pretrained_weights(own, backbone) == "/w/solider.pth"

@@ -128,7 +128,8 @@ class ModelParams:
 @dataclass
 class DatasetParams:
     num_classes: int = _f(0, ge=0, doc="0: number of train identities from the manifest")
-    batch_size: int = _f(64, ge=2)
+    batch_size: int = _f(64, ge=2, doc="global batch (BoT's IMS_PER_BATCH): each of N processes "
+                                       "takes batch_size / N")
     val_batch_size: int = _f(128, ge=1)
     num_workers: int = _f(8, ge=0)
     pixel_mean: list[float] = _f([0.485, 0.456, 0.406])
@@ -145,19 +146,23 @@ class DatasetParams:
 @dataclass
 class OptimParams:
     name: Literal["SGD", "Adam", "AdamW"] = _f("Adam")
-    scheduler: Literal["multistep", "cosine"] = _f("multistep")
     lr_steps: list[int] = _f([40, 70])
     gamma: float = _f(0.1, gt=0, le=1)
     base_lr: float = _f(3.5e-4, gt=0)
-    min_lr: float = _f(1.6e-6, ge=0, doc="floor of the cosine schedule")
+    min_lr_factor: float = _f(0.002, ge=0, le=1, doc="floor of the cosine schedule as a "
+                              "fraction of base_lr (TAO, SOLIDER: 0.002)")
     momentum: float = _f(0.9, ge=0, le=1)
     bias_lr_factor: float = _f(1.0, gt=0)
     weight_decay: float = _f(5e-4, ge=0)
     weight_decay_bias: float = _f(5e-4, ge=0)
     warmup_factor: float = _f(0.01, gt=0, le=1)
     warmup_epochs: int = _f(10, ge=0)
-    warmup_iters: int = _f(0, ge=0, doc="if > 0, warm up over iterations instead of epochs")
-    warmup_method: Literal["linear", "cosine"] = _f("linear")
+    warmup_iters: int = _f(0, ge=0, doc="TAO/BoT's name for the warmup length: counts epochs "
+                           "(their schedulers step once an epoch); if > 0 it replaces "
+                           "warmup_epochs")
+    warmup_method: Literal["linear", "cosine"] = _f(
+        "linear", doc="linear: BoT's warmup + multistep decay at lr_steps; cosine: TAO's/SOLIDER's "
+        "linear warmup + cosine decay (lr_steps unused)")
     center_loss_weight: float = _f(5e-4, ge=0)
     center_lr: float = _f(0.5, gt=0)
     triplet_loss_margin: float = _f(0.3, ge=0)
@@ -174,7 +179,8 @@ class TrainParams:
     gpu_ids: list[int] = _f([])
     num_nodes: int = _f(1, ge=1, doc="nodes for multi-node DDP")
     precision: Literal["auto", "32", "16-mixed", "bf16-mixed"] = _f(
-        "auto", doc="auto: bf16-mixed on GPUs that support it, 16-mixed on others, 32 on CPU")
+        "auto", doc="auto: bf16-mixed on GPUs with native bf16 (compute capability >= 8.0), "
+        "16-mixed on older ones, 32 on CPU")
     resume_training_checkpoint_path: str = _f("", doc="resume from this checkpoint")
     clip_grad_norm: float = _f(0.0, ge=0, doc="0 disables clipping")
     max_steps_per_epoch: int = _f(0, ge=0, doc="0: full epochs; >0 caps steps (smoke runs)")

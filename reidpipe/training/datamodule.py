@@ -12,9 +12,21 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from reidpipe.data.manifest import read_split
 from reidpipe.errors import ReidpipeError
-from reidpipe.params import ArchConfig
+from reidpipe.params import ArchConfig, DatasetParams
 from reidpipe.training.sampler import IdentityBatchSampler, ShuffleBatchSampler
 from reidpipe.training.transforms import read_image, test_transform, train_transform
+
+
+def per_rank_batch(dataset: DatasetParams, world_size: int) -> int:
+    """Each process's share of the global ``dataset.batch_size`` (BoT's IMS_PER_BATCH; SOLIDER
+    divides it by the world size), so the recipe's batch holds on any number of GPUs."""
+    unit = dataset.num_instances if dataset.sampler != "softmax" else 1
+    if dataset.batch_size % (unit * world_size):
+        need = (f"a multiple of dataset.num_instances ({unit}) x {world_size} processes = "
+                f"{unit * world_size}" if unit > 1 else f"a multiple of {world_size} processes")
+        raise ReidpipeError(f"dataset.batch_size ({dataset.batch_size}) is the global batch: it "
+                            f"must be {need}, so that every process gets whole identities")
+    return dataset.batch_size // world_size
 
 
 class ImageDataset(Dataset):
@@ -65,10 +77,12 @@ class ReidDataModule(L.LightningDataModule):
 
     def train_batch_sampler(self) -> Sampler[list[int]]:
         d, seed = self.cfg.dataset, self.cfg.train.seed
+        world = self.trainer.world_size if self.trainer is not None else 1
+        batch = per_rank_batch(d, world)
         if d.sampler == "softmax":
-            return ShuffleBatchSampler(len(self.train_frame), d.batch_size, seed)
-        return IdentityBatchSampler(self.train_frame["label"].tolist(), d.batch_size,
-                                    d.num_instances, seed)
+            return ShuffleBatchSampler(len(self.train_frame), batch, seed)
+        return IdentityBatchSampler(self.train_frame["label"].tolist(), batch, d.num_instances,
+                                    seed)
 
     def _loader(self, dataset: Dataset, **kwargs: object) -> DataLoader:
         workers = self.cfg.dataset.num_workers

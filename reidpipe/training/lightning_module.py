@@ -1,9 +1,11 @@
 """LightningModule: the BoT training step, in-training validation and the per-epoch log.
 
 Manual optimisation, because the center loss has its own SGD whose gradient is rescaled by
-1/center_loss_weight before its step (BoT); both optimisers and the per-step LR schedule are in
-Lightning's checkpoints, so resume restores them. The checkpoint also carries the Python, NumPy and
-torch RNG states and the epoch-log rows, so a resumed run continues the same log.
+1/center_loss_weight before its step (BoT) and must be unscaled with the loss scale it was made
+under. The learning rate is set at each epoch start from the epoch number alone
+(``schedule.epoch_lr``), so a resumed run, or one resumed on another GPU count, stays on the same
+curve. Both optimisers are in Lightning's checkpoints; the checkpoint also carries the Python,
+NumPy, torch and CUDA RNG states and the epoch-log rows, so a resumed run continues the same log.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +25,9 @@ import torch
 from reidpipe import atomic
 from reidpipe.evaluation.evaluate import plain_distance_rows, rank_queries, summarise
 from reidpipe.params import ArchConfig
-from reidpipe.training.losses import CenterLoss, LossPlan, center_step, reid_loss
+from reidpipe.training.losses import CenterLoss, LossPlan, center_step, loss_scale, reid_loss
 from reidpipe.training.model import build_model
-from reidpipe.training.schedule import make_optimizer, make_scheduler
+from reidpipe.training.schedule import make_optimizer, set_epoch_lr
 
 LOG_COLUMNS = ["epoch", "steps", "loss", "id_loss", "triplet_loss", "center_loss", "lr",
                "val_mAP", "val_rank1", "seconds"]
@@ -46,30 +49,32 @@ class ReidModule(L.LightningModule):
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:
         optim = self.cfg.train.optim
-        main = make_optimizer(self.net, optim)
-        steps_per_epoch = max(1, self.trainer.estimated_stepping_batches // self.trainer.max_epochs)
-        sched = make_scheduler(main, steps_per_epoch, optim, self.cfg.train.num_epochs)
-        optimizers = [main]
+        optimizers = [make_optimizer(self.net, optim)]
         if self.center is not None:
+            # BoT/TAO/SOLIDER: the centers' SGD keeps center_lr, outside the schedule.
             optimizers.append(torch.optim.SGD(self.center.parameters(), lr=optim.center_lr))
-        return optimizers, [{"scheduler": sched, "interval": "step"}]
+        return optimizers
 
     def on_train_epoch_start(self) -> None:
         self._sums, self._steps, self._started = {}, 0, time.monotonic()
+        set_epoch_lr(self.optimizers_list()[0].optimizer, self.current_epoch + 1,
+                     self.cfg.train.optim, self.cfg.train.num_epochs)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, labels = batch
         opts = self.optimizers_list()
         scores, feat = self.net(images)
-        terms = reid_loss(self.plan, scores.float(), feat.float(), labels, self.center)
+        terms = reid_loss(self.plan, scores, feat, labels, self.center)
         for opt in opts:
             opt.zero_grad()
         self.manual_backward(terms["loss"])
         self._lr = opts[0].param_groups[0]["lr"]
+        # The scale this backward ran under, read before the main step updates the scaler.
+        scale = loss_scale(getattr(self.trainer.precision_plugin, "scaler", None))
         opts[0].step()
         if self.center is not None:
-            center_step(self.center, opts[1], self.plan.center_weight)
-        self.lr_schedulers().step()  # type: ignore[union-attr]
+            # The raw optimizer: Lightning's wrapper would unscale with the updated scale.
+            center_step(self.center, opts[1].optimizer, self.plan.center_weight, scale)
         for name, value in terms.items():
             self._sums[name] = self._sums.get(name, 0.0) + float(value.detach())
         self._steps += 1
@@ -143,7 +148,16 @@ class ReidModule(L.LightningModule):
             np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
             torch.set_rng_state(state["torch"])
             if "cuda" in state and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(state["cuda"])
+                restore_cuda_rng(state["cuda"], torch.cuda.device_count(),
+                                 torch.cuda.set_rng_state)
+
+
+def restore_cuda_rng(states: Sequence[torch.Tensor], device_count: int,
+                     set_state: Callable[[torch.Tensor, int], None]) -> None:
+    """Restore the saved per-GPU RNG states onto the GPUs both runs have: a run may resume on
+    fewer or more GPUs than it was saved on (the others keep their seeded state)."""
+    for device in range(min(len(states), device_count)):
+        set_state(states[device], device)
 
 
 class EpochLog(L.Callback):

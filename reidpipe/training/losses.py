@@ -4,10 +4,15 @@ ID loss: cross-entropy, optionally label-smoothed (epsilon 0.1) on the classifie
 losses act on the feature before the BNNeck: batch-hard triplet (hardest positive and negative per
 anchor, Euclidean distance, with a margin or the soft margin log(1 + exp(d_ap - d_an))) and center
 loss (squared distance to a learned per-class center, trained by its own SGD).
+
+Every loss runs in fp32 outside autocast whatever the training precision: batch-hard mining
+compares distances that bf16 (3 significant digits) would tie or reorder, and a softmax over
+hundreds of identities loses its small terms in half precision.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
@@ -19,9 +24,16 @@ from reidpipe.params import DatasetParams, ModelParams, OptimParams
 LABEL_SMOOTHING = 0.1
 
 
+def fp32(tensor: torch.Tensor) -> AbstractContextManager:
+    """A context where ``tensor``'s device runs without autocast (ops stay in their inputs' dtype)."""
+    return torch.autocast(tensor.device.type, enabled=False)
+
+
 def id_loss(scores: torch.Tensor, labels: torch.Tensor, label_smooth: bool) -> torch.Tensor:
     """Cross-entropy against (1 - e) * one_hot + e / C when smoothing (e = 0.1)."""
-    return F.cross_entropy(scores, labels, label_smoothing=LABEL_SMOOTHING if label_smooth else 0.0)
+    with fp32(scores):
+        return F.cross_entropy(scores.float(), labels,
+                               label_smoothing=LABEL_SMOOTHING if label_smooth else 0.0)
 
 
 def pairwise_euclidean(x: torch.Tensor) -> torch.Tensor:
@@ -33,6 +45,12 @@ def pairwise_euclidean(x: torch.Tensor) -> torch.Tensor:
 def batch_hard_triplet(feat: torch.Tensor, labels: torch.Tensor,
                        margin: float | None) -> torch.Tensor:
     """Mean over anchors of max(0, d_ap - d_an + margin), or softplus(d_ap - d_an) if no margin."""
+    with fp32(feat):
+        return _batch_hard_triplet(feat.float(), labels, margin)
+
+
+def _batch_hard_triplet(feat: torch.Tensor, labels: torch.Tensor,
+                        margin: float | None) -> torch.Tensor:
     dist = pairwise_euclidean(feat)
     same = labels[:, None] == labels[None, :]
     hardest_pos = dist.masked_fill(~same, float("-inf")).max(1).values
@@ -51,8 +69,9 @@ class CenterLoss(nn.Module):
         self.centers = nn.Parameter(torch.randn(num_classes, feat_dim))
 
     def forward(self, feat: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        diff = feat - self.centers[labels]
-        return (diff * diff).sum(1).clamp(1e-12, 1e12).mean()
+        with fp32(feat):
+            diff = feat.float() - self.centers[labels].float()
+            return (diff * diff).sum(1).clamp(1e-12, 1e12).mean()
 
 
 @dataclass(frozen=True)
@@ -99,8 +118,24 @@ def reid_loss(plan: LossPlan, scores: torch.Tensor, feat: torch.Tensor, labels: 
     return terms
 
 
-def center_step(center: CenterLoss, optimizer: torch.optim.Optimizer, weight: float) -> None:
-    """Undo the loss weight on the center gradient, then step (BoT): centers move at center_lr."""
-    if center.centers.grad is not None and weight > 0:
-        center.centers.grad.mul_(1.0 / weight)
+def loss_scale(scaler: torch.amp.GradScaler | None) -> float:
+    """The factor a (16-mixed) GradScaler multiplies the loss by now; 1 without one."""
+    return scaler.get_scale() if scaler is not None and scaler.is_enabled() else 1.0
+
+
+def center_step(center: CenterLoss, optimizer: torch.optim.Optimizer, weight: float,
+                grad_scale: float = 1.0) -> bool:
+    """Undo the loss weight (BoT: centers move at center_lr) and the loss scale on the center
+    gradient, then step; an overflowed gradient skips the step. Returns whether it stepped.
+
+    ``grad_scale`` must be the scale the backward ran under: the main optimizer's step updates the
+    GradScaler first (halving it after an overflow, doubling it every 2000 clean steps), so
+    stepping the center optimizer through the scaler would unscale with the wrong factor."""
+    grad = center.centers.grad
+    if grad is None or weight <= 0:
+        return False
+    grad.mul_(1.0 / (weight * grad_scale))
+    if not bool(torch.isfinite(grad).all()):
+        return False
     optimizer.step()
+    return True

@@ -1,10 +1,22 @@
-"""Learning-rate schedule and parameter groups (BoT / TAO).
+"""Learning rate of each epoch, and the parameter groups (BoT / TAO / SOLIDER).
 
-The factor applied to each group's base learning rate: a warmup from ``warmup_factor`` to 1
-(linear, or the half-cosine TAO uses) over ``warmup_epochs`` (or ``warmup_iters`` steps when set),
-then either step decay by ``gamma`` at each of ``lr_steps`` (epochs) or a cosine decay to
-``min_lr``. As in BoT the epoch-based schedule changes once per epoch; it is evaluated every step
-so iteration warmup and resume land on the same curve.
+The lr is a function of the epoch alone, set at each epoch start and constant within it, so a
+resumed run, DDP and a changed GPU count all land on the same curve. Epoch ``e`` counts from 1;
+``W`` is the warmup length in epochs (``warmup_iters`` when > 0, else ``warmup_epochs``: TAO's
+and BoT's ``warmup_iters`` count epochs, their schedulers step once an epoch); ``f`` is
+``warmup_factor``; ``g`` a parameter group's own base lr (base_lr x bias/classifier factors).
+
+- ``warmup_method: linear``: BoT's WarmupMultiStepLR (reid-strong-baseline
+  ``solver/lr_scheduler.py``), stepped at each epoch start (``engine/trainer.py``), so epoch e
+  runs at ``last_epoch = e``: ``g * w(e) * gamma ** #{lr_steps <= e}``, ``w(e) = f (1 - e/W) + e/W``
+  for e < W, else 1.
+- ``warmup_method: cosine``: what it selects in a TAO spec, SOLIDER's CosineLRScheduler
+  (SOLIDER-REID ``solver/cosine_lr.py`` + ``solver/scheduler_factory.py``; tao_pytorch_backend
+  ``re_identification/lr_schedulers/cosine_lr.py``), stepped after each epoch with that epoch's
+  number (``processor/processor.py``), so epoch e runs at t = e - 1: ``s + t (g - s) / W`` for
+  t < W, else ``m + (g - m) (1 + cos(pi t / num_epochs)) / 2``, where the start
+  ``s = f * base_lr`` and the floor ``m = min_lr_factor * base_lr`` are the same for every group.
+  ``lr_steps`` are unused.
 """
 
 from __future__ import annotations
@@ -17,30 +29,45 @@ from torch import nn
 
 from reidpipe.params import OptimParams
 
-
-def _warmup(progress: float, optim: OptimParams) -> float:
-    if optim.warmup_method == "linear":
-        return optim.warmup_factor + (1.0 - optim.warmup_factor) * progress
-    return optim.warmup_factor + (1.0 - optim.warmup_factor) * (1.0 - math.cos(math.pi * progress)) / 2
+# The key each parameter group keeps its own base lr under (torch's schedulers use the same).
+BASE_LR_KEY = "initial_lr"
 
 
-def lr_factor(step: int, steps_per_epoch: int, optim: OptimParams, num_epochs: int) -> float:
-    """Multiplier of the base lr at global ``step`` (0-based) of training."""
-    epoch = step // steps_per_epoch
-    if optim.warmup_iters > 0:
-        if step < optim.warmup_iters:
-            return _warmup(step / optim.warmup_iters, optim)
-        warm_epochs = optim.warmup_iters / steps_per_epoch
-    else:
-        if epoch < optim.warmup_epochs:
-            return _warmup(epoch / optim.warmup_epochs, optim)
-        warm_epochs = optim.warmup_epochs
-    if optim.scheduler == "multistep":
-        return optim.gamma ** bisect.bisect_right(optim.lr_steps, epoch)
-    span = max(num_epochs - warm_epochs, 1e-9)
-    progress = min(max((epoch - warm_epochs) / span, 0.0), 1.0)
-    floor = optim.min_lr / optim.base_lr
-    return floor + (1.0 - floor) * (1.0 + math.cos(math.pi * progress)) / 2
+def warmup_length(optim: OptimParams) -> int:
+    """Warmup epochs: ``warmup_iters`` (TAO/BoT's name, counting epochs) when set."""
+    return optim.warmup_iters or optim.warmup_epochs
+
+
+def epoch_lr(epoch: int, group_lr: float, optim: OptimParams, num_epochs: int) -> float:
+    """The lr of a parameter group whose base lr is ``group_lr`` during ``epoch`` (from 1)."""
+    warm = warmup_length(optim)
+    if optim.warmup_method == "cosine":
+        t = epoch - 1
+        if t < warm:
+            start = optim.warmup_factor * optim.base_lr
+            return start + t * (group_lr - start) / warm
+        floor = optim.min_lr_factor * optim.base_lr
+        return floor + 0.5 * (group_lr - floor) * (1.0 + math.cos(math.pi * t / num_epochs))
+    factor = 1.0
+    if epoch < warm:
+        alpha = epoch / warm
+        factor = optim.warmup_factor * (1.0 - alpha) + alpha
+    return group_lr * factor * optim.gamma ** bisect.bisect_right(optim.lr_steps, epoch)
+
+
+def set_epoch_lr(optimizer: torch.optim.Optimizer, epoch: int, optim: OptimParams,
+                 num_epochs: int) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = epoch_lr(epoch, group[BASE_LR_KEY], optim, num_epochs)
+
+
+def unused_settings_note(optim: OptimParams) -> str | None:
+    """A TAO spec sets ``lr_steps`` next to ``warmup_method: cosine``, which ignores them."""
+    if optim.warmup_method == "cosine" and optim.lr_steps:
+        return (f"train.optim.lr_steps {optim.lr_steps} are unused: warmup_method 'cosine' "
+                "selects TAO's cosine schedule (linear warmup, cosine decay to "
+                "min_lr_factor x base_lr)")
+    return None
 
 
 def param_groups(model: nn.Module, optim: OptimParams) -> list[dict]:
@@ -56,7 +83,7 @@ def param_groups(model: nn.Module, optim: OptimParams) -> list[dict]:
     for (is_bias, is_fc), params in sorted(groups.items()):
         lr = optim.base_lr * (optim.bias_lr_factor if is_bias else 1.0) * (2.0 if is_fc else 1.0)
         wd = optim.weight_decay_bias if is_bias else optim.weight_decay
-        out.append({"params": params, "lr": lr, "weight_decay": wd})
+        out.append({"params": params, "lr": lr, BASE_LR_KEY: lr, "weight_decay": wd})
     return out
 
 
@@ -67,10 +94,3 @@ def make_optimizer(model: nn.Module, optim: OptimParams) -> torch.optim.Optimize
     if optim.name == "Adam":
         return torch.optim.Adam(groups, lr=optim.base_lr)
     return torch.optim.AdamW(groups, lr=optim.base_lr)
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, steps_per_epoch: int, optim: OptimParams,
-                   num_epochs: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """A LambdaLR stepped once per training step."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, steps_per_epoch, optim, num_epochs))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -34,13 +35,17 @@ from reidpipe.data.manifest import manifest_path
 from reidpipe.devices import GPU_WAIT_S, GpuLease, allocate_gpus
 from reidpipe.errors import ReidpipeError
 from reidpipe.filenames import MODEL_FILE, TRAIN_CONFIG_FILE, TRAIN_LOG_FILE
-from reidpipe.params import ArchConfig, Params
-from reidpipe.training.datamodule import ReidDataModule
+from reidpipe.params import ArchConfig, ModelParams, Params
+from reidpipe.training.datamodule import ReidDataModule, per_rank_batch
 from reidpipe.training.lightning_module import EpochLog, ReidModule
 from reidpipe.training.model import arch_to_dict
+from reidpipe.training.schedule import unused_settings_note
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 FINGERPRINT_FILE = "fingerprint.txt"
+PRETRAINED_KEY = "pretrained_weights"  # config.yaml: the weights training started from
 # Keys that change where or how fast training runs, not what it computes.
 _RUNTIME_KEYS = {("train", "num_gpus"), ("train", "gpu_ids"), ("train", "num_nodes"),
                  ("train", "resume_training_checkpoint_path"), ("dataset", "num_workers"),
@@ -77,6 +82,15 @@ class Runtime:
     lease: GpuLease | None = None  # holds the GPU locks: keep it alive while training
 
 
+def auto_precision(capability: tuple[int, int] | None) -> str:
+    """``precision: auto`` for the (lowest) CUDA compute capability of the GPUs, None on CPU.
+    Native bf16 starts at 8.0 (Ampere); ``torch.cuda.is_bf16_supported()`` also answers yes on
+    V100/T4, where bf16 is emulated and slow, so older GPUs get 16-mixed."""
+    if capability is None:
+        return "32"
+    return "bf16-mixed" if capability >= (8, 0) else "16-mixed"
+
+
 def resolve_runtime(cfg: ArchConfig, env: dict[str, str] | None = None) -> Runtime:
     """Lock GPUs (sets CUDA_VISIBLE_DEVICES before CUDA starts) and choose the precision."""
     lease = allocate_gpus(cfg.train.num_gpus, cfg.train.gpu_ids, env=env, wait_s=GPU_WAIT_S)
@@ -88,14 +102,27 @@ def resolve_runtime(cfg: ArchConfig, env: dict[str, str] | None = None) -> Runti
     precision = cfg.train.precision
     if lease.ids:
         if precision == "auto":
-            precision = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+            # CUDA_VISIBLE_DEVICES now holds the leased GPUs only: they are devices 0..n-1.
+            precision = auto_precision(min(torch.cuda.get_device_capability(i)
+                                           for i in range(len(lease.ids))))
         return Runtime("gpu", len(lease.ids), precision, note, lease)
     if precision == "auto":
-        precision = "32"
+        precision = auto_precision(None)
     if precision == "16-mixed":
         raise ReidpipeError("train.precision = '16-mixed' needs a GPU; on CPU use 32, "
                             "bf16-mixed or auto")
     return Runtime("cpu", 1, precision, note)
+
+
+def pretrained_weights(model: ModelParams, backbone: torch.nn.Module) -> str:
+    """What the backbone started from: ``timm:<architecture>.<tag>`` (the exact weights timm
+    resolved the name to), the local file, or ``none``."""
+    if model.pretrain_choice == "imagenet":
+        cfg = getattr(backbone, "pretrained_cfg", {})
+        return f"timm:{cfg.get('architecture', model.backbone)}.{cfg.get('tag', '')}".rstrip(".")
+    if model.pretrain_choice == "self":
+        return model.pretrained_model_path
+    return "none"
 
 
 def _prepare_checkpoints(ckpt_dir: Path, stamp: str) -> None:
@@ -143,6 +170,10 @@ def train_arch(cfg: ArchConfig, splits_dir: str | Path, out_dir: str | Path,
     print(f"train {cfg.name}: {runtime.note}; {runtime.accelerator} x{runtime.devices}, "
           f"precision {runtime.precision}" + (f"; resuming from {resume}" if resume else ""),
           flush=True)
+    per_rank_batch(cfg.dataset, runtime.devices * cfg.train.num_nodes)  # fail before spawning
+    note = unused_settings_note(cfg.train.optim)
+    if note:
+        log.info("note: %s", note)
 
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     datamodule = ReidDataModule(splits_dir, cfg)
@@ -172,7 +203,9 @@ def train_arch(cfg: ArchConfig, splits_dir: str | Path, out_dir: str | Path,
                  "epochs": trainer.current_epoch}
         with atomic.atomic_path(out_dir / MODEL_FILE) as tmp:
             torch.save(saved, tmp)
-        atomic.write_yaml(out_dir / TRAIN_CONFIG_FILE, arch_to_dict(cfg))
+        atomic.write_yaml(out_dir / TRAIN_CONFIG_FILE,
+                          {**arch_to_dict(cfg), PRETRAINED_KEY: pretrained_weights(
+                              cfg.model, module.net.backbone)})
     return epoch_log.rows[-1] if epoch_log.rows else {}
 
 

@@ -2,7 +2,9 @@
 
 Train: resize to (input_height, input_width), horizontal flip (``prob``), zero-pad by ``padding``
 and random-crop back, scale to 0-1, normalise by ``pixel_mean``/``pixel_std``, random erasing
-(``re_prob``; erased pixels become 0, i.e. the mean colour). Test: resize, scale, normalise.
+(``re_prob``) as BoT configures it (reid-strong-baseline ``data/transforms/transforms.py``,
+TAO's ResNet transforms): a box of 2-40 % of the image with aspect h/w 0.3-3.33, its pixels set to
+the ``pixel_mean`` values in normalised units. Test: resize, scale, normalise.
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ from torchvision.transforms import v2
 
 from reidpipe.errors import ReidpipeError
 from reidpipe.params import DatasetParams, ModelParams
+
+
+# Zhong et al.'s random erasing with BoT's bounds: area fraction, aspect ratio h/w.
+ERASE_AREA = (0.02, 0.4)
+ERASE_ASPECT = (0.3, 1 / 0.3)
 
 
 def read_image(path: str | Path, channels: int = 3) -> torch.Tensor:
@@ -40,7 +47,8 @@ def train_transform(model: ModelParams, dataset: DatasetParams) -> v2.Compose:
     steps += [v2.ToDtype(torch.float32, scale=True),
               v2.Normalize(dataset.pixel_mean, dataset.pixel_std)]
     if dataset.re_prob > 0:
-        steps.append(v2.RandomErasing(p=dataset.re_prob, value=0))
+        steps.append(v2.RandomErasing(p=dataset.re_prob, scale=ERASE_AREA, ratio=ERASE_ASPECT,
+                                      value=list(dataset.pixel_mean)))
     return v2.Compose(steps)
 
 
