@@ -113,7 +113,7 @@ def test_many_seeds_metrics_agree() -> None:
 def test_chunks_agree_with_whole() -> None:
     rng = np.random.default_rng(42)
     feats, _ = clustered(rng, 200, 16, 20)
-    ranker = KReciprocalReRanker(feats[:50], feats[50:], 20, 6, 0.3, device="cpu")
+    ranker = KReciprocalReRanker(feats, 50, 20, 6, 0.3, device="cpu")
     whole = ranker.distances(0, 50)
     parts = np.concatenate([ranker.distances(s, min(s + 7, 50)) for s in range(0, 50, 7)])
     np.testing.assert_allclose(whole, parts, rtol=0, atol=1e-6)
@@ -132,9 +132,9 @@ def test_reranking_improves_clustered_retrieval() -> None:
 def test_bad_parameters_are_errors() -> None:
     feats = np.eye(4, dtype=np.float32)
     with pytest.raises(ReidpipeError, match="k1 >= 1"):
-        KReciprocalReRanker(feats[:2], feats[2:], k1=0)
+        KReciprocalReRanker(feats, 2, k1=0)
     with pytest.raises(ReidpipeError, match="lambda_value"):
-        KReciprocalReRanker(feats[:2], feats[2:], lambda_value=1.5)
+        KReciprocalReRanker(feats, 2, lambda_value=1.5)
 
 
 def test_duplicate_features_do_not_break_it() -> None:

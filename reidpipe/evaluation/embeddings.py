@@ -36,9 +36,13 @@ class Embeddings:
     gallery: EmbeddingSet
 
 
-def l2_normalise(features: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(features, axis=1, keepdims=True)
-    return (features / np.maximum(norms, 1e-12)).astype(np.float32)
+def l2_normalise(features: np.ndarray, in_place: bool = False) -> np.ndarray:
+    """Rows divided by their L2 norms (float32); ``in_place`` reuses a float32 array."""
+    norms = np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    if in_place:
+        features /= norms
+        return features
+    return (features / norms).astype(np.float32)
 
 
 def _tao_records(subset: EmbeddingSet) -> list[dict[str, object]]:

@@ -25,7 +25,7 @@ from reidpipe.data.market import JUNK_PID
 from reidpipe.devices import resolve_device
 from reidpipe.errors import ReidpipeError
 from reidpipe.evaluation.embeddings import Embeddings, l2_normalise
-from reidpipe.evaluation.rerank import KReciprocalReRanker, squared_distances
+from reidpipe.evaluation.rerank import KReciprocalReRanker, ragged_positions
 from reidpipe.params import EvaluateParams, ReRankingParams
 
 DistanceRows = Callable[[int, int], np.ndarray]
@@ -45,46 +45,136 @@ class Ranking:
     cmc: np.ndarray           # fraction of evaluated queries with a hit within rank r (r = 1..)
 
 
-def _argsort_rows(dist: np.ndarray) -> np.ndarray:
-    """Row-wise argsort equal to a stable sort, via one SIMD sort of unique int64 keys.
+class _Protocol:
+    """What each query keeps and matches, from pids and cameras alone.
 
-    A float32's bits, sign-corrected, order like the float; with the column index in the low 32
-    bits every key is unique, so equal distances come out in gallery order.
+    Junk never ranks, so its columns are dropped once (``columns``: the kept gallery indices, or
+    None when there is no junk). Per query: its true matches (same pid, another camera) in CSR
+    form, and how many same-pid same-camera items it removes besides.
     """
-    bits = (np.ascontiguousarray(dist, dtype=np.float32) + np.float32(0.0)).view(np.int32)
-    monotonic = bits ^ ((bits >> 31) & 0x7FFFFFFF)
-    keys = (monotonic.astype(np.int64) << 32) | np.arange(dist.shape[1], dtype=np.int64)
-    keys.sort(axis=1)
-    return keys & 0xFFFFFFFF
+
+    def __init__(self, q_pids: np.ndarray, q_cams: np.ndarray, g_pids: np.ndarray,
+                 g_cams: np.ndarray) -> None:
+        q_pids, q_cams = np.asarray(q_pids), np.asarray(q_cams)
+        g_pids, g_cams = np.asarray(g_pids), np.asarray(g_cams)
+        kept = g_pids != JUNK_PID
+        self.columns = None if kept.all() else np.flatnonzero(kept)
+        if self.columns is not None:
+            g_pids, g_cams = g_pids[self.columns], g_cams[self.columns]
+        self.q_pids, self.q_cams, self.g_pids, self.g_cams = q_pids, q_cams, g_pids, g_cams
+        by_pid = np.argsort(g_pids, kind="stable")
+        first = np.searchsorted(g_pids[by_pid], q_pids, side="left")
+        same_pid = np.searchsorted(g_pids[by_pid], q_pids, side="right") - first
+        cols = by_pid[ragged_positions(first, same_pid)]
+        rows = np.repeat(np.arange(len(q_pids)), same_pid)
+        good = g_cams[cols] != q_cams[rows]
+        self.num_matches = np.bincount(rows[good], minlength=len(q_pids))
+        self.match_ptr = np.concatenate([[0], np.cumsum(self.num_matches)])
+        self.match_cols = cols[good]
+        self.same_camera = np.bincount(rows[~good], minlength=len(q_pids))
 
 
-def _rank_chunk(dist: np.ndarray, q_pids: np.ndarray, q_cams: np.ndarray, g_pids: np.ndarray,
-                g_cams: np.ndarray, ap_method: str, top_k: int) -> tuple[np.ndarray, ...]:
-    order = _argsort_rows(dist)
-    pids, cams = g_pids[order], g_cams[order]
-    match = pids == q_pids[:, None]
-    keep = ~((match & (cams == q_cams[:, None])) | (pids == JUNK_PID))
-    good = match & keep
-    position = np.cumsum(keep, axis=1, dtype=np.int32)   # 1-based rank among kept items
-    hits = np.cumsum(good, axis=1, dtype=np.int32)
-    num_matches = hits[:, -1].copy()   # a view would keep the whole chunk alive
-    rows = np.arange(len(dist))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(good, hits / position, 0.0)
-        if ap_method == "trapezoidal":
-            # Average of the precision just before and at each hit (1 before the first kept item).
-            previous = np.where(position > 1, (hits - 1) / np.maximum(position - 1, 1), 1.0)
-            precision = np.where(good, (precision + previous) / 2.0, 0.0)
-        ap = precision.sum(axis=1) / num_matches
-        first = position[rows, good.argmax(axis=1)]
-        last = position[rows, good.shape[1] - 1 - good[:, ::-1].argmax(axis=1)]
-        inp = num_matches / last
+def _monotonic_bits(values: np.ndarray) -> np.ndarray:
+    """Codes in [0, 2**32) that order like the float32 values (-0.0 equal to 0.0)."""
+    bits = (values.astype(np.float32, copy=False) + np.float32(0.0)).view(np.int32)
+    return (bits ^ ((bits >> 31) & 0x7FFFFFFF)).astype(np.int64) + (1 << 31)
+
+
+def _rank_chunk(dist: np.ndarray, start: int, protocol: _Protocol, ap_method: str,
+                top_k: int) -> tuple[np.ndarray, ...]:
+    """Score queries [start, start + len(dist)) on their (junk-free) distance rows.
+
+    Only the kept items ranked up to a query's last true match, and its first ``top_k``, matter:
+    they are the entries at or below a per-row bound, found with one comparison pass, then sorted
+    by (row, distance, index) as packed int64 keys. The rest of a row is never sorted.
+    """
+    num, num_gallery = dist.shape
+    queries = slice(start, start + num)
+    num_matches = protocol.num_matches[queries]
+    ptr = protocol.match_ptr[start:start + num + 1]
+    match_rows = np.repeat(np.arange(num), num_matches)
+    bound = np.full(num, -np.inf, dtype=np.float32)
+    np.maximum.at(bound, match_rows, dist[match_rows, protocol.match_cols[ptr[0]:ptr[-1]]])
+    mask = dist <= bound[:, None]
+    if top_k > 0:
+        # A row whose bound leaves fewer than top_k kept items: also bound by its
+        # (top_k + removed)-th smallest distance, which lies at or after its top_k-th kept item.
+        removed = protocol.same_camera[queries]
+        short = np.flatnonzero(np.count_nonzero(mask, axis=1) - removed < top_k)
+        if len(short):
+            kth = min(num_gallery, top_k + int(removed[short].max())) - 1
+            bound[short] = np.maximum(bound[short],
+                                      np.partition(dist[short], kth, axis=1)[:, kth])
+            mask[short] = dist[short] <= bound[short, None]
+    rows, cols = np.nonzero(mask)
+    q_pids, q_cams = protocol.q_pids[queries], protocol.q_cams[queries]
+    same_camera = (protocol.g_pids[cols] == q_pids[rows]) & (protocol.g_cams[cols] == q_cams[rows])
+    rows, cols = rows[~same_camera], cols[~same_camera]
+    col_bits = max(1, (num_gallery - 1).bit_length())
+    keys = ((rows.astype(np.int64) << (32 + col_bits))
+            | (_monotonic_bits(dist[rows, cols]) << col_bits) | cols)
+    keys.sort()
+    rows, cols = keys >> (32 + col_bits), keys & ((1 << col_bits) - 1)
+    good = protocol.g_pids[cols] == q_pids[rows]
+    sizes = np.bincount(rows, minlength=num)
+    row_start = np.cumsum(sizes) - sizes
+    position = np.arange(len(rows)) - row_start[rows] + 1   # 1-based rank among kept items
+    hits_so_far = np.cumsum(good)
+    hits = hits_so_far - np.concatenate([[0], hits_so_far])[row_start][rows]
+    good_rows, good_position, good_hits = rows[good], position[good], hits[good]
+    precision = good_hits / good_position
+    if ap_method == "trapezoidal":
+        # Average of the precision just before and at each hit (1 before the first kept item).
+        previous = np.where(good_position > 1,
+                            (good_hits - 1) / np.maximum(good_position - 1, 1), 1.0)
+        precision = (precision + previous) / 2.0
     valid = num_matches > 0
-    first = np.where(valid, first, 0)
-    top = np.full((len(dist), top_k), -1, dtype=np.int64)
-    r, c = np.nonzero(keep & (position <= top_k))
-    top[r, position[r, c] - 1] = order[r, c]
-    return np.where(valid, ap, np.nan), np.where(valid, inp, np.nan), first, num_matches, top
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ap = np.bincount(good_rows, weights=precision, minlength=num) / num_matches
+    first = np.zeros(num, dtype=np.int64)
+    last = np.ones(num, dtype=np.int64)
+    hit_rows, at = np.unique(good_rows, return_index=True)
+    first[hit_rows] = good_position[at]
+    last[hit_rows] = good_position[at + num_matches[hit_rows] - 1]
+    top = np.full((num, top_k), -1, dtype=np.int64)
+    shown = position <= top_k
+    gallery_index = cols if protocol.columns is None else protocol.columns[cols]
+    top[rows[shown], position[shown] - 1] = gallery_index[shown]
+    return (np.where(valid, ap, np.nan), np.where(valid, num_matches / last, np.nan), first,
+            num_matches, top)
+
+
+class _Scores:
+    """Per-query scores gathered chunk by chunk (in query order) into a Ranking."""
+
+    def __init__(self, q_pids: np.ndarray, q_cams: np.ndarray, g_pids: np.ndarray,
+                 g_cams: np.ndarray, ap_method: str, top_k: int) -> None:
+        if ap_method not in ("non_interpolated", "trapezoidal"):
+            raise ReidpipeError(f"evaluate.ap_method {ap_method!r}: expected non_interpolated or "
+                                "trapezoidal")
+        self.protocol = _Protocol(q_pids, q_cams, g_pids, g_cams)
+        self.ap_method, self.top_k = ap_method, top_k
+        self._parts: list[tuple[np.ndarray, ...]] = []
+
+    def add(self, start: int, dist: np.ndarray) -> None:
+        """Distance rows of queries [start, start + len(dist)) to the whole gallery."""
+        if self.protocol.columns is not None:
+            dist = dist[:, self.protocol.columns]
+        dist = np.asarray(dist, dtype=np.float32)
+        # Packed sort keys hold the row above 32 distance bits and the column index.
+        col_bits = max(1, (dist.shape[1] - 1).bit_length())
+        step = 1 << max(0, 31 - col_bits)
+        for first in range(0, len(dist), step):
+            self._parts.append(_rank_chunk(dist[first:first + step], start + first,
+                                           self.protocol, self.ap_method, self.top_k))
+
+    def ranking(self, max_rank: int) -> Ranking:
+        ap, inp, first, num_matches, top = (np.concatenate(p) for p in zip(*self._parts))
+        evaluated = first[num_matches > 0]
+        cmc = np.array([(evaluated <= r).mean() if len(evaluated) else 0.0
+                        for r in range(1, max_rank + 1)])
+        return Ranking(ap=ap, inp=inp, first_hit=first, num_matches=num_matches, top=top,
+                       cmc=cmc)
 
 
 def rank_queries(distance_rows: DistanceRows, num_queries: int, q_pids: np.ndarray,
@@ -92,22 +182,11 @@ def rank_queries(distance_rows: DistanceRows, num_queries: int, q_pids: np.ndarr
                  ap_method: str = "non_interpolated", max_rank: int = 50,
                  top_k: int = 10) -> Ranking:
     """Rank every query's gallery and score it; ``distance_rows(a, b)`` gives rows a..b-1."""
-    if ap_method not in ("non_interpolated", "trapezoidal"):
-        raise ReidpipeError(f"evaluate.ap_method {ap_method!r}: expected non_interpolated or "
-                            "trapezoidal")
-    q_pids, q_cams = np.asarray(q_pids), np.asarray(q_cams)
-    g_pids, g_cams = np.asarray(g_pids), np.asarray(g_cams)
+    scores = _Scores(q_pids, q_cams, g_pids, g_cams, ap_method, top_k)
     step = max(1, _CHUNK_ELEMENTS // max(1, len(g_pids)))
-    parts = []
     for start in range(0, num_queries, step):
-        stop = min(start + step, num_queries)
-        parts.append(_rank_chunk(distance_rows(start, stop), q_pids[start:stop],
-                                 q_cams[start:stop], g_pids, g_cams, ap_method, top_k))
-    ap, inp, first, num_matches, top = (np.concatenate(p) for p in zip(*parts))
-    evaluated = first[num_matches > 0]
-    cmc = np.array([(evaluated <= r).mean() if len(evaluated) else 0.0
-                    for r in range(1, max_rank + 1)])
-    return Ranking(ap=ap, inp=inp, first_hit=first, num_matches=num_matches, top=top, cmc=cmc)
+        scores.add(start, distance_rows(start, min(start + step, num_queries)))
+    return scores.ranking(max_rank)
 
 
 def summarise(ranking: Ranking) -> dict[str, float | int]:
@@ -125,11 +204,25 @@ def summarise(ranking: Ranking) -> dict[str, float | int]:
     return summary
 
 
+def _check_distance(distance: str) -> None:
+    if distance not in ("cosine", "euclidean"):
+        raise ReidpipeError(f"evaluate.distance {distance!r}: expected cosine or euclidean")
+
+
+def plain_distances(product: torch.Tensor, q_sq: torch.Tensor, g_sq: torch.Tensor,
+                    distance: str) -> torch.Tensor:
+    """Cosine (1 - cos, features L2-normalised) or Euclidean distances from the feature products
+    ``q @ g.T`` and squared norms, as a new tensor (``product`` is left alone)."""
+    if distance == "cosine":
+        return 1.0 - product
+    return torch.add(g_sq.unsqueeze(0), product, alpha=-2.0).add_(q_sq.unsqueeze(1)).clamp_min_(
+        0.0).sqrt_()
+
+
 def plain_distance_rows(query: np.ndarray, gallery: np.ndarray, distance: str,
                         device: torch.device) -> DistanceRows:
     """Cosine (1 - cos) or Euclidean distance rows, computed on demand."""
-    if distance not in ("cosine", "euclidean"):
-        raise ReidpipeError(f"evaluate.distance {distance!r}: expected cosine or euclidean")
+    _check_distance(distance)
     if distance == "cosine":
         query, gallery = l2_normalise(query), l2_normalise(gallery)
     q = torch.from_numpy(query).to(device)
@@ -137,9 +230,7 @@ def plain_distance_rows(query: np.ndarray, gallery: np.ndarray, distance: str,
     q_sq, g_sq = (q * q).sum(dim=1), (g * g).sum(dim=1)
 
     def rows(start: int, stop: int) -> np.ndarray:
-        if distance == "cosine":
-            return (1.0 - q[start:stop] @ g.T).cpu().numpy()
-        return squared_distances(q[start:stop], g, q_sq[start:stop], g_sq).sqrt_().cpu().numpy()
+        return plain_distances(q[start:stop] @ g.T, q_sq[start:stop], g_sq, distance).cpu().numpy()
 
     return rows
 
@@ -158,26 +249,44 @@ def _top_text(top: np.ndarray) -> list[str]:
 def evaluate_embeddings(embeddings: Embeddings, evaluate: EvaluateParams,
                         re_ranking: ReRankingParams, top_k: int = 10,
                         device: str = "auto") -> Evaluation:
-    """Plain and (if enabled) re-ranked metrics, CMC curve and per-query table."""
+    """Plain and (if enabled) re-ranked metrics, CMC curve and per-query table.
+
+    With re-ranking, the plain ranking is scored from the query x gallery strips of the
+    re-ranker's all-pairs pass, so the query x gallery product is computed once.
+    """
     dev = resolve_device(device)
+    _check_distance(evaluate.distance)
     q, g = embeddings.query, embeddings.gallery
     ids = (q.meta["pid"].to_numpy(), q.meta["camid"].to_numpy(), g.meta["pid"].to_numpy(),
            g.meta["camid"].to_numpy())
-    rankings = {"plain": rank_queries(
-        plain_distance_rows(q.features, g.features, evaluate.distance, dev), len(q.features),
-        *ids, ap_method=evaluate.ap_method, max_rank=evaluate.max_rank, top_k=top_k)}
-    if not (rankings["plain"].num_matches > 0).any():
+    plain = _Scores(*ids, ap_method=evaluate.ap_method, top_k=top_k)
+    if not (plain.protocol.num_matches > 0).any():
         raise ReidpipeError(f"none of the {len(q.features)} queries has a true match in the "
                             "gallery (same pid, another camera); check the query/gallery sets")
+    rankings: dict[str, Ranking] = {}
     if re_ranking.re_ranking:
-        # Re-ranking works on squared Euclidean distances of the features the plain ranking used.
-        feats = [l2_normalise(x) if evaluate.distance == "cosine" else x
-                 for x in (q.features, g.features)]
-        ranker = KReciprocalReRanker(*feats, k1=re_ranking.k1, k2=re_ranking.k2,
-                                     lambda_value=re_ranking.lambda_value, device=device)
+        # Re-ranking works on squared Euclidean distances of the features the plain ranking uses.
+        feats = np.concatenate([q.features, g.features]).astype(np.float32, copy=False)
+        if evaluate.distance == "cosine":
+            feats = l2_normalise(feats, in_place=True)
+
+        def plain_strip(start: int, stop: int, product: np.ndarray, q_sq: np.ndarray,
+                        g_sq: np.ndarray) -> None:
+            plain.add(start, plain_distances(*map(torch.from_numpy, (product, q_sq, g_sq)),
+                                             evaluate.distance).numpy())
+
+        ranker = KReciprocalReRanker(feats, len(q.features), k1=re_ranking.k1, k2=re_ranking.k2,
+                                     lambda_value=re_ranking.lambda_value, device=device,
+                                     on_query_strip=plain_strip)
+        del feats  # the ranker holds its own reference; nothing else needs them
+        rankings["plain"] = plain.ranking(evaluate.max_rank)
         rankings["reranked"] = rank_queries(
             ranker.distances, len(q.features), *ids, ap_method=evaluate.ap_method,
             max_rank=evaluate.max_rank, top_k=top_k)
+    else:
+        rankings["plain"] = rank_queries(
+            plain_distance_rows(q.features, g.features, evaluate.distance, dev), len(q.features),
+            *ids, ap_method=evaluate.ap_method, max_rank=evaluate.max_rank, top_k=top_k)
     metrics: dict[str, dict[str, object]] = {}
     cmc = pd.DataFrame({"rank": np.arange(1, evaluate.max_rank + 1)})
     per_query = pd.DataFrame({"path": q.meta["path"], "pid": ids[0], "camid": ids[1],

@@ -1,9 +1,9 @@
-"""k-reciprocal re-ranking (Zhong et al., CVPR 2017): the original definition, never dense N x N.
+"""k-reciprocal re-ranking (Zhong et al., CVPR 2017): the original definition, exact, never N x N.
 
 Definition (N = query + gallery items, d = squared Euclidean distance, each row divided by its
 maximum over all N items):
 
-* ``N(i, k)``: the k nearest items of i (i itself first);
+* ``N(i, k)``: the k nearest items of i (i itself first), ties broken by index;
   ``R(i, k) = {j in N(i, k): i in N(j, k)}``.
 * ``R*(i)``: ``R(i, k1+1)`` plus, for every candidate ``c`` in it, ``R(c, round(k1/2)+1)`` when
   more than 2/3 of that set lies in ``R(i, k1+1)``. ``round`` is round-half-to-even, as NumPy's
@@ -13,17 +13,33 @@ maximum over all N items):
 * ``jaccard(i, j) = 1 - sum(min(V_i, V_j)) / sum(max(V_i, V_j)) = 1 - m / (2 - m)``,
   ``final = (1 - lambda) jaccard + lambda d``, defined for query x gallery only.
 
-What makes it scale: the only all-pairs work is the nearest-neighbour search, done on row chunks
-of the distance matrix with ``torch.topk`` (on the GPU when present); V and the reciprocal sets are
-sparse (``scipy.sparse`` CSR, about k1 to 1.5 k1 non-zeros a row); the Jaccard term is computed
-for query rows only, a chunk of queries at a time, through an inverted index (CSC of the gallery
-rows of V). V stays float32: the widely copied code stores it in float16, which flips some top-1s.
-Neighbour ties are broken by index (a stable sort), which only matters for duplicate features.
+How it scales, every step exact:
+
+* One pass over the all-pairs distances computes each unordered pair once (the product is
+  symmetric): row block I against the columns from I's first item on, in float32 GEMM blocks, each
+  block feeding the neighbour lists of its rows and of its columns. Only the K nearest of every
+  item (as int64 keys ``distance bits << 32 | index``, so ties go by index like a stable sort) and
+  the row maxima survive. A block's candidates are the entries at or below their row's (column's)
+  current K-th distance; they are merged in batches.
+* The query x gallery strips of that pass go to a hook as they complete (the plain evaluation) and
+  are kept for the final ``lambda d`` term: in memory, or above ``_KEEP_IN_MEMORY_BYTES`` in an
+  unlinked temporary file written by a background thread while the pass computes and read ahead
+  while the Jaccard term computes. The pass is the only all-pairs product.
+* R, R* and the expansion are vectorised over the K-nearest array; V is a ``scipy.sparse`` CSR
+  matrix (about k1 to 1.5 k1 non-zeros a row) whose distances come from the pass when the entry is
+  among the K nearest, else from one dot product. V stays float32: the widely copied code stores
+  it in float16, which flips some top-1s.
+* The Jaccard term is computed for query rows only, a chunk at a time, through an inverted index
+  (CSC of the gallery rows of V).
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import scipy.sparse as sp
@@ -32,145 +48,429 @@ import torch
 from reidpipe.devices import resolve_device
 from reidpipe.errors import ReidpipeError
 
-_CHUNK_BYTES = 1 << 27  # working-set target of one chunk of a dense distance block
+QueryStripHook = Callable[[int, int, np.ndarray, np.ndarray, np.ndarray], None]
+"""Receives (first query, end query, query x gallery feature products, the queries' and the
+gallery's squared norms) as the pass makes them; it must neither keep nor modify the products."""
+
+_BLOCK_ELEMENTS = 1 << 22        # entries of one distance block (16 MiB of float32)
+_STRIP_ELEMENTS = 1 << 24        # entries of one query x gallery strip (64 MiB of float32)
+_WORK_ELEMENTS = 1 << 24         # entries of the temporaries of the vectorised V construction
+_KEEP_IN_MEMORY_BYTES = 1 << 30  # query x gallery distances above this go to a temporary file
+_NO_NEIGHBOUR = (0x7F800000 << 32) | 0xFFFFFFFF  # the key of distance +inf: sorts last
 
 
-def squared_distances(a: torch.Tensor, b: torch.Tensor, a_sq: torch.Tensor,
-                      b_sq: torch.Tensor) -> torch.Tensor:
-    """``||a_i - b_j||^2`` via the dot-product expansion, clamped at 0 against rounding."""
-    dist = torch.addmm(b_sq.unsqueeze(0), a, b.T, alpha=-2.0)
-    dist += a_sq.unsqueeze(1)
-    return dist.clamp_min_(0.0)
+def _key_distances(keys: np.ndarray) -> np.ndarray:
+    return (keys >> 32).astype(np.int32).view(np.float32)
 
 
-def _stable_topk(dist: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the k smallest per row, ordered by (distance, index) like a stable argsort.
+def _keys(neg_half: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Sort keys ``distance bits << 32 | index`` from ``-d/2`` values (d clamped at 0)."""
+    dist = np.maximum(np.float32(-2.0) * neg_half, np.float32(0.0)) + np.float32(0.0)
+    return (dist.view(np.int32).astype(np.int64) << 32) | index
 
-    ``torch.topk`` picks arbitrarily among items tied at the k-th place, so rows with a tie
-    across that boundary (duplicate features) are sorted whole with a stable sort instead.
+
+class _Nearest:
+    """The k nearest of every item (sorted keys ``distance bits << 32 | index``) and its largest
+    distance, fed block by block.
+
+    Blocks hold ``e = x_i . x_j - |x_i|^2/2 - |x_j|^2/2 = -d/2``, so the nearest have the largest
+    e. Distances are clamped at 0 and -0.0 turned into 0.0, so their float32 bits order like the
+    values and a key orders like (distance, index). ``bound`` is each item's k-th distance (+inf
+    while it has fewer than k): only entries at or within it can enter its list. Every block is
+    merged at once, so bounds stay tight and few entries are candidates.
     """
-    if k >= dist.shape[1]:
-        return torch.sort(dist, dim=1, stable=True).indices
-    values, index = torch.topk(dist, k + 1, dim=1, largest=False, sorted=True)
-    boundary_tie = values[:, k - 1] == values[:, k]
-    values, index = values[:, :k], index[:, :k]
-    by_index = torch.argsort(index, dim=1)
-    values, index = values.gather(1, by_index), index.gather(1, by_index)
-    index = index.gather(1, torch.sort(values, dim=1, stable=True).indices)
-    if boundary_tie.any():
-        rows = boundary_tie.nonzero().squeeze(1)
-        index[rows] = torch.sort(dist[rows], dim=1, stable=True).indices[:, :k]
-    return index
+
+    def __init__(self, n: int, k: int) -> None:
+        self.k = k
+        self.keys = np.full((n, k), _NO_NEIGHBOUR, dtype=np.int64)
+        self.bound = np.full(n, np.inf, dtype=np.float32)
+        self.min_e = np.full(n, np.inf, dtype=np.float32)
+
+    def offer(self, e: np.ndarray, first_row: int, first_col: int, columns: bool) -> None:
+        """A block (rows first_row.., columns first_col..) to its rows' lists and, if
+        ``columns``, to its columns' lists (not for a diagonal block: its rows cover both)."""
+        rows, cols = e.shape
+        self._offer(e, first_row, first_col, axis=1)
+        if columns:
+            self._offer(e, first_col, first_row, axis=0)
+
+    def _offer(self, e: np.ndarray, first_item: int, first_other: int, axis: int) -> None:
+        items = slice(first_item, first_item + e.shape[1 - axis])
+        np.minimum(self.min_e[items], e.min(axis=axis), out=self.min_e[items])
+        bound = self.bound[items]
+        # Entries with e >= -bound/2 (one float step lower: never too strict).
+        threshold = np.nextafter(np.float32(-0.5) * bound, np.float32(-np.inf))
+        fresh = np.isinf(bound)
+        size = e.shape[axis]
+        if fresh.any() and size > self.k:
+            # Items without k neighbours yet: this block's k-th largest e bounds what can enter;
+            # every entry tied with it at distance 0 (e >= 0) must enter too.
+            part = e if fresh.all() else (e[fresh] if axis == 1 else e[:, fresh])
+            kth = np.partition(part, size - self.k, axis=axis).take(size - self.k, axis=axis)
+            threshold[fresh] = np.nextafter(np.minimum(kth, np.float32(0.0)),
+                                            np.float32(-np.inf))
+        flat = np.flatnonzero(e >= (threshold[:, None] if axis == 1 else threshold[None, :]))
+        if not len(flat):
+            return
+        row, col = np.divmod(flat, e.shape[1])
+        item, other = (row, col) if axis == 1 else (col, row)
+        if axis == 0:  # group by item (np.flatnonzero gives row-major order)
+            order = np.argsort(item, kind="stable")
+            item, other, flat = item[order], other[order], flat[order]
+        self._merge(items, item, _keys(e.reshape(-1)[flat], other + first_other))
+
+    def _merge(self, items: slice, item: np.ndarray, keys: np.ndarray) -> None:
+        """Fold new keys (grouped by item, local indices) into the items' sorted lists."""
+        sizes = np.bincount(item, minlength=items.stop - items.start)
+        touched = np.flatnonzero(sizes)
+        sizes = sizes[touched]
+        table = np.full((len(touched), self.k + int(sizes.max())), _NO_NEIGHBOUR, dtype=np.int64)
+        lists = self.keys[items]
+        table[:, :self.k] = lists[touched]
+        row = np.repeat(np.arange(len(touched)), sizes)
+        table[row, self.k + np.arange(len(item)) - np.repeat(np.cumsum(sizes) - sizes, sizes)] = keys
+        table.sort(axis=1)
+        lists[touched] = table[:, :self.k]
+        self.bound[items][touched] = _key_distances(table[:, self.k - 1])
+
+    def row_max(self) -> np.ndarray:
+        """Each item's largest distance (0 when all are 0)."""
+        return np.maximum(np.float32(-2.0) * self.min_e, np.float32(0.0))
 
 
-def _reciprocal(rank: np.ndarray, k: int) -> sp.csr_matrix:
-    """CSR pattern of R(i, k): j among i's k nearest and i among j's k nearest."""
-    n = rank.shape[0]
-    rows = np.repeat(np.arange(n), k)
-    knn = sp.csr_matrix((np.ones(n * k, dtype=np.float32), (rows, rank[:, :k].ravel())),
-                        shape=(n, n))
-    return knn.multiply(knn.T).tocsr()
+class _QueryRows:
+    """The query x gallery distances of the pass, kept in row order for the final combination.
+
+    In memory up to ``_KEEP_IN_MEMORY_BYTES``; above, in an unlinked temporary file (removed by the
+    OS however the process ends) written by a background thread, so the pass does not wait on disk.
+    """
+
+    def __init__(self, num_query: int, num_gallery: int) -> None:
+        self.shape = (num_query, num_gallery)
+        self.row_bytes = 4 * num_gallery
+        self._memory: np.ndarray | None = None
+        self._file = None
+        self._io: ThreadPoolExecutor | None = None
+        self._writes: list[Future] = []
+        self._read_ahead: tuple[int, int, Future] | None = None
+        if num_query * self.row_bytes <= _KEEP_IN_MEMORY_BYTES:
+            self._memory = np.empty(self.shape, dtype=np.float32)
+        else:
+            self._file = tempfile.TemporaryFile(prefix="reidpipe-rerank-")
+            self._io = ThreadPoolExecutor(max_workers=1)
+
+    def put(self, start: int, array: np.ndarray) -> None:
+        """Rows from ``start``; the array must not change afterwards (it may be written later)."""
+        if self._memory is not None:
+            self._memory[start:start + len(array)] = array
+            return
+        while len(self._writes) >= 2:  # at most two strips wait for the disk
+            self._writes.pop(0).result()
+        self._writes.append(self._io.submit(self._write, start, array))
+
+    def _write(self, start: int, array: np.ndarray) -> None:
+        view, offset = memoryview(np.ascontiguousarray(array)).cast("B"), start * self.row_bytes
+        try:
+            while len(view):
+                done = os.pwrite(self._file.fileno(), view, offset)
+                view, offset = view[done:], offset + done
+        except OSError as exc:
+            total = self.shape[0] * self.row_bytes / 1e9
+            raise ReidpipeError(
+                f"re-ranking keeps the {self.shape[0]} x {self.shape[1]} query x gallery distances "
+                f"({total:.1f} GB) in a temporary file in {tempfile.gettempdir()} and could not "
+                f"write it: {exc}; free space there or point TMPDIR elsewhere") from None
+
+    def finish_writes(self) -> None:
+        for write in self._writes:
+            write.result()
+        self._writes = []
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        out = np.empty((stop - start, self.shape[1]), dtype=np.float32)
+        view, offset = memoryview(out).cast("B"), start * self.row_bytes
+        while len(view):
+            done = os.preadv(self._file.fileno(), [view], offset)
+            view, offset = view[done:], offset + done
+        return out
+
+    def get(self, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop); from the file, the next rows of the same size are read meanwhile."""
+        if self._memory is not None:
+            return self._memory[start:stop]
+        ahead, self._read_ahead = self._read_ahead, None
+        rows = (ahead[2].result() if ahead and ahead[:2] == (start, stop)
+                else self._read(start, stop))
+        following = (stop, min(self.shape[0], 2 * stop - start))
+        if following[0] < following[1]:
+            self._read_ahead = (*following, self._io.submit(self._read, *following))
+        return rows
 
 
-def _ragged_positions(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Concatenation of ``arange(s, s + c)`` for each (s, c), without a Python loop."""
-    total = int(counts.sum())
-    offsets = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-    return np.repeat(starts, counts) + offsets
+def _reciprocal_mask(rank: np.ndarray, k: int) -> np.ndarray:
+    """``mask[i, a]``: ``rank[i, a]`` (among i's k nearest) has i among its k nearest too."""
+    n = len(rank)
+    mask = np.empty((n, k), dtype=bool)
+    step = max(1, _WORK_ELEMENTS // (k * k))
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        back = rank[rank[start:stop, :k], :k]
+        mask[start:stop] = (back == np.arange(start, stop)[:, None, None]).any(axis=2)
+    return mask
+
+
+def _expanded_sets(rank: np.ndarray, k: int, k_half: int) -> sp.csr_matrix:
+    """CSR pattern of R*(i): R(i, k) plus each candidate's R(c, k_half) lying more than 2/3 in
+    R(i, k)."""
+    n = len(rank)
+    reciprocal = np.where(_reciprocal_mask(rank, k), rank[:, :k], -1)   # -1: not in R(i)
+    half_mask = _reciprocal_mask(rank, k_half)
+    half = np.where(half_mask, rank[:, :k_half], -2)                    # -2 matches nothing
+    half_size = half_mask.sum(axis=1)
+    counts = np.empty(n, dtype=np.int64)
+    parts = []
+    step = max(1, _WORK_ELEMENTS // (k * k_half * k))
+    for start in range(0, n, step):
+        cand = reciprocal[start:start + step]
+        valid = cand >= 0
+        safe = np.where(valid, cand, 0)
+        cand_half = half[safe]                                           # (rows, k, k_half)
+        inside = (cand_half[..., None] == cand[:, None, None, :]).any(axis=3).sum(axis=2)
+        accepted = valid & (3 * inside > 2 * half_size[safe])
+        members = np.concatenate(
+            [cand, np.where(accepted[..., None], cand_half, -1).reshape(len(cand), -1)], axis=1)
+        members.sort(axis=1)
+        keep = members >= 0
+        keep[:, 1:] &= members[:, 1:] != members[:, :-1]
+        counts[start:start + len(cand)] = keep.sum(axis=1)
+        parts.append(members[keep])
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    indices = np.concatenate(parts).astype(np.int32)
+    return sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr),
+                         shape=(n, n))
+
+
+def _products(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> np.ndarray:
+    """``a @ b.T`` as a float32 NumPy array: NumPy's BLAS for arrays (on this project's CPUs
+    faster than torch's), torch on the tensors' device otherwise."""
+    if isinstance(a, np.ndarray):
+        return a @ b.T
+    return (a @ b.T).cpu().numpy()
+
+
+def _pair_distances(feats: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Squared distances of single pairs, accumulated in float64 and rounded once to float32, so
+    equal inputs give equal outputs whatever their memory layout."""
+    out = np.empty(len(rows), dtype=np.float32)
+    step = max(1, _WORK_ELEMENTS // max(1, feats.shape[1]))
+    for start in range(0, len(rows), step):
+        a = feats[rows[start:start + step]].astype(np.float64)
+        b = feats[cols[start:start + step]].astype(np.float64)
+        out[start:start + step] = np.maximum(np.einsum("ij,ij->i", a - b, a - b), 0.0)
+    return out
+
+
+def _duplicates(feats: np.ndarray) -> np.ndarray | None:
+    """Each item's first item with identical features, or None when all differ.
+
+    Candidates share an exact (wrapping integer) hash of a few columns; whole rows decide.
+    """
+    n, dim = feats.shape
+    columns = np.unique(np.linspace(0, dim - 1, min(dim, 16)).astype(np.int64))
+    bits = (feats[:, columns] + np.float32(0.0)).view(np.uint32).astype(np.uint64)
+    weights = np.random.default_rng(0).integers(1, 1 << 62, len(columns), dtype=np.uint64) | 1
+    _, inverse, counts = np.unique((bits * weights).sum(axis=1), return_inverse=True,
+                                   return_counts=True)
+    candidates = np.flatnonzero(counts[inverse.ravel()] > 1)
+    if not len(candidates):
+        return None
+    rows = np.ascontiguousarray(feats[candidates] + np.float32(0.0))
+    _, first, same = np.unique(rows.view(np.dtype((np.void, rows.itemsize * dim))).ravel(),
+                               return_index=True, return_inverse=True)
+    rep = np.arange(n)
+    rep[candidates] = candidates[first[same.ravel()]]
+    return rep if (rep != np.arange(n)).any() else None
+
+
+def _tie_duplicates(keys: np.ndarray, rep: np.ndarray, feats: np.ndarray) -> None:
+    """Make identical features tie exactly, as in the definition (in place).
+
+    Block products of identical features can differ in the last bit, which would order copies
+    by rounding instead of index. Every list holding a copy gets all copies, each at the one
+    distance ``_pair_distances`` gives for (its row's first copy, the group's first copy);
+    copies then take their first copy's list.
+    """
+    n, k = keys.shape
+    sizes = np.bincount(rep, minlength=n)
+    members = np.argsort(rep, kind="stable")
+    member_start = np.cumsum(sizes) - sizes
+    items = keys & 0xFFFFFFFF
+    grouped = (sizes[rep[items]] > 1) & (keys != _NO_NEIGHBOUR)
+    firsts = np.flatnonzero(rep == np.arange(n))
+    fix = firsts[grouped[firsts].any(axis=1)]
+    plain = ~grouped[fix] & (keys[fix] != _NO_NEIGHBOUR)
+    plain_row, plain_at = np.nonzero(plain)
+    group_row, group_at = np.nonzero(grouped[fix])
+    code = np.unique(group_row * n + rep[items[fix][group_row, group_at]])
+    row, group = np.divmod(code, n)
+    dist = _pair_distances(feats, fix[row], group)
+    count = sizes[group]
+    copy = members[ragged_positions(member_start[group], count)]
+    copy_keys = (np.repeat(dist + np.float32(0.0), count).view(np.int32).astype(np.int64) << 32
+                 | copy)
+    every_row = np.concatenate([plain_row, np.repeat(row, count)])
+    every_key = np.concatenate([keys[fix][plain_row, plain_at], copy_keys])
+    order = np.argsort(every_row, kind="stable")
+    every_row, every_key = every_row[order], every_key[order]
+    per_row = np.bincount(every_row, minlength=len(fix))
+    table = np.full((len(fix), max(k, int(per_row.max()))), _NO_NEIGHBOUR, dtype=np.int64)
+    table[every_row, np.arange(len(every_row)) - np.repeat(np.cumsum(per_row) - per_row,
+                                                           per_row)] = every_key
+    table.sort(axis=1)
+    keys[fix] = table[:, :k]
+    copies = np.flatnonzero(rep != np.arange(n))
+    keys[copies] = keys[rep[copies]]
 
 
 class KReciprocalReRanker:
-    """Prepares V once, then gives re-ranked query x gallery distances a chunk of queries at a time.
+    """Runs the all-pairs pass and prepares V once, then gives re-ranked query x gallery
+    distances a chunk of queries at a time.
 
-    ``timings`` accumulates seconds per phase (all-pairs product, top-k, sparse V, Jaccard + final)
-    for the benchmark and logs.
+    ``features`` holds the queries first, then the gallery (float32; used without a copy when
+    already float32 and contiguous). ``on_query_strip`` receives each query x gallery block of
+    feature products before it becomes distances. ``timings`` accumulates seconds per phase.
     """
 
-    def __init__(self, query: np.ndarray, gallery: np.ndarray, k1: int = 20, k2: int = 6,
-                 lambda_value: float = 0.3, device: str = "auto") -> None:
+    def __init__(self, features: np.ndarray, num_query: int, k1: int = 20, k2: int = 6,
+                 lambda_value: float = 0.3, device: str = "auto",
+                 on_query_strip: QueryStripHook | None = None) -> None:
         if k1 < 1 or k2 < 1 or not 0.0 <= lambda_value <= 1.0:
             raise ReidpipeError(f"re-ranking needs k1 >= 1, k2 >= 1 and 0 <= lambda_value <= 1; "
                                 f"got k1={k1}, k2={k2}, lambda_value={lambda_value}")
-        self.device = resolve_device(device)
-        self.timings = {"product_s": 0.0, "topk_s": 0.0, "sparse_v_s": 0.0, "jaccard_final_s": 0.0}
+        device = resolve_device(device)
+        self.timings = {"product_s": 0.0, "neighbours_s": 0.0, "sparse_v_s": 0.0,
+                        "jaccard_final_s": 0.0}
         self.lambda_value = float(lambda_value)
-        self.num_query = len(query)
-        feats = torch.from_numpy(np.concatenate([query, gallery]).astype(np.float32, copy=False))
-        self.feats = feats.to(self.device)
-        self.sq = (self.feats * self.feats).sum(dim=1)
-        n = len(feats)
+        self.num_query = num_query
+        self.feats = np.ascontiguousarray(features, dtype=np.float32)
+        self._gemm_feats = (self.feats if device.type == "cpu"
+                            else torch.from_numpy(self.feats).to(device))
+        n = len(self.feats)
+        self.num_gallery = n - num_query
+        started = time.perf_counter()
+        self._copy_of = _duplicates(self.feats)
+        self.sq = np.einsum("ij,ij->i", self.feats, self.feats, dtype=np.float64).astype(
+            np.float32)
+        self._gallery_copies = None
+        if self._copy_of is not None:
+            self.sq = self.sq[self._copy_of]
+            # In the query x gallery strips a copy's column is its first gallery copy's column.
+            first_in_gallery = np.full(n, n)
+            np.minimum.at(first_in_gallery, self._copy_of[num_query:], np.arange(num_query, n))
+            source = first_in_gallery[self._copy_of[num_query:]] - num_query
+            copies = np.flatnonzero(source != np.arange(self.num_gallery))
+            self._gallery_copies = (copies, source[copies])
+        self.timings["neighbours_s"] += time.perf_counter() - started
         k = min(k1 + 1, n)
         k_half = min(round(k1 / 2) + 1, n)
         k_qe = min(k2, n)
-        rank, self.row_max = self._neighbours(max(k, k_qe))
+        self.query_rows = _QueryRows(num_query, self.num_gallery)
+        nearest = self._all_pairs(max(k, k_qe), on_query_strip)
         started = time.perf_counter()
-        reciprocal = _reciprocal(rank, k)
-        expanded = self._expand(reciprocal, _reciprocal(rank, k_half))
-        v = self._weights(expanded)
+        if self._copy_of is not None:
+            _tie_duplicates(nearest.keys, self._copy_of, self.feats)
+            nearest.min_e = nearest.min_e[self._copy_of]
+        rank = (nearest.keys & 0xFFFFFFFF).astype(np.int32)
+        row_max = nearest.row_max()
+        # All-identical features give a zero row; any positive divisor leaves that row all 0.
+        self.row_max = np.where(row_max > 0, row_max, np.float32(1.0))
+        pattern = _expanded_sets(rank, k, k_half)
+        v = self._weights(pattern, rank, _key_distances(nearest.keys))
         if k_qe > 1:
             qe = sp.csr_matrix(
                 (np.full(n * k_qe, 1.0 / k_qe, dtype=np.float32),
                  (np.repeat(np.arange(n), k_qe), rank[:, :k_qe].ravel())), shape=(n, n))
             v = (qe @ v).tocsr()
         v.sort_indices()
-        self.v_query = v[: self.num_query]
-        self.v_gallery_by_col = v[self.num_query:].tocsc()
+        self.v_query = v[:num_query]
+        self.v_gallery_by_col = v[num_query:].tocsc()
         self.v_gallery_by_col.sort_indices()
         self.timings["sparse_v_s"] += time.perf_counter() - started
 
-    def _neighbours(self, k: int) -> tuple[np.ndarray, torch.Tensor]:
-        """The k nearest of every item (chunked all-pairs search) and each row's max distance."""
-        n = len(self.feats)
-        step = max(1, _CHUNK_BYTES // (4 * n))
-        ranks, maxima = [], []
-        for start in range(0, n, step):
-            stop = min(start + step, n)
-            started = time.perf_counter()
-            dist = squared_distances(self.feats[start:stop], self.feats, self.sq[start:stop],
-                                     self.sq)
-            self._synchronise()
-            between = time.perf_counter()
-            maxima.append(dist.max(dim=1).values)
-            ranks.append(_stable_topk(dist, k).cpu())
-            self.timings["product_s"] += between - started
-            self.timings["topk_s"] += time.perf_counter() - between
-        row_max = torch.cat(maxima)
-        # All-identical features give a zero row; any positive divisor leaves that row all 0.
-        row_max = torch.where(row_max > 0, row_max, torch.ones_like(row_max))
-        return torch.cat(ranks).numpy(), row_max
+    def _blocks(self, start: int, stop: int) -> list[tuple[int, int]]:
+        """Column ranges of row block [start, stop): the diagonal block, the remaining queries,
+        then the gallery (whole for a query block: it is one strip)."""
+        n, nq = len(self.feats), self.num_query
+        ranges = [(start, stop)]
+        width = max(1, _BLOCK_ELEMENTS // (stop - start))
+        if stop <= nq:
+            ranges += [(c, min(c + width, nq)) for c in range(stop, nq, width)]
+            if nq < n:
+                ranges.append((nq, n))
+        else:
+            ranges += [(c, min(c + width, n)) for c in range(stop, n, width)]
+        return ranges
 
-    def _synchronise(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+    def _all_pairs(self, k: int, on_query_strip: QueryStripHook | None) -> _Nearest:
+        """The one pass over all pairs (upper block triangle): neighbours, maxima, strips."""
+        n, nq = len(self.feats), self.num_query
+        nearest = _Nearest(n, k)
+        half = self.sq / np.float32(2.0)
+        query_height = max(1, _STRIP_ELEMENTS // max(1, n - nq))
+        gallery_height = max(1, int(_BLOCK_ELEMENTS ** 0.5))
+        row_blocks = ([(s, min(s + query_height, nq)) for s in range(0, nq, query_height)]
+                      + [(s, min(s + gallery_height, n)) for s in range(nq, n, gallery_height)])
+        for start, stop in row_blocks:
+            for first, end in self._blocks(start, stop):
+                started = time.perf_counter()
+                e = _products(self._gemm_feats[start:stop], self._gemm_feats[first:end])
+                between = time.perf_counter()
+                self.timings["product_s"] += between - started
+                strip = stop <= nq and first == nq
+                if strip and self._gallery_copies is not None:
+                    e[:, self._gallery_copies[0]] = e[:, self._gallery_copies[1]]
+                if strip and on_query_strip is not None:
+                    on_query_strip(start, stop, e, self.sq[start:stop], self.sq[first:end])
+                    between = time.perf_counter()
+                e -= half[start:stop, None]
+                e -= half[None, first:end]
+                if strip:
+                    self.query_rows.put(start, e)
+                nearest.offer(e, start, first, columns=first >= stop)
+                self.timings["neighbours_s"] += time.perf_counter() - between
+        started = time.perf_counter()
+        self.query_rows.finish_writes()
+        self.timings["neighbours_s"] += time.perf_counter() - started
+        return nearest
 
-    @staticmethod
-    def _expand(reciprocal: sp.csr_matrix, half: sp.csr_matrix) -> sp.csr_matrix:
-        """R*(i): R(i) plus each candidate's half set overlapping R(i) by more than 2/3."""
-        overlap = (reciprocal @ half.T).multiply(reciprocal).tocoo()
-        half_size = np.diff(half.indptr)
-        accepted = 3 * np.rint(overlap.data).astype(np.int64) > 2 * half_size[overlap.col]
-        n = reciprocal.shape[0]
-        chosen = sp.csr_matrix(
-            (np.ones(int(accepted.sum()), dtype=np.float32),
-             (overlap.row[accepted], overlap.col[accepted])), shape=(n, n))
-        expanded = (reciprocal + chosen @ half).tocsr()
-        expanded.sum_duplicates()
-        expanded.sort_indices()
-        return expanded
+    def _weights(self, pattern: sp.csr_matrix, rank: np.ndarray,
+                 nearest_dist: np.ndarray) -> sp.csr_matrix:
+        """V on the pattern of R*: exp(-d / row max), each row normalised to sum 1.
 
-    def _weights(self, pattern: sp.csr_matrix) -> sp.csr_matrix:
-        """V on the pattern of R*: exp(-normalised distance), each row normalised to sum 1."""
-        rows = np.repeat(np.arange(pattern.shape[0]), np.diff(pattern.indptr))
+        An entry among the row's K nearest takes the pass's distance; the others (a few, from
+        the expansion) are computed pair by pair.
+        """
+        n = pattern.shape[0]
+        rows = np.repeat(np.arange(n), np.diff(pattern.indptr))
         cols = pattern.indices
-        weights = np.empty(len(cols), dtype=np.float32)
-        step = max(1, _CHUNK_BYTES // (8 * self.feats.shape[1]))
+        dist = np.empty(len(cols), dtype=np.float32)
+        found = np.empty(len(cols), dtype=bool)
+        step = max(1, _WORK_ELEMENTS // rank.shape[1])
         for start in range(0, len(cols), step):
-            r = torch.from_numpy(rows[start:start + step]).to(self.device)
-            c = torch.from_numpy(cols[start:start + step].astype(np.int64)).to(self.device)
-            diff = self.feats[r] - self.feats[c]
-            dist = (diff * diff).sum(dim=1) / self.row_max[r]
-            weights[start:start + step] = torch.exp(-dist).cpu().numpy()
-        sums = np.bincount(rows, weights=weights, minlength=pattern.shape[0])
+            r, c = rows[start:start + step], cols[start:start + step]
+            hit = rank[r] == c[:, None]
+            found[start:start + step] = hit.any(axis=1)
+            dist[start:start + step] = nearest_dist[r, hit.argmax(axis=1)]
+        missing = np.flatnonzero(~found)
+        pairs = rows[missing], cols[missing].astype(np.int64)
+        if self._copy_of is None:
+            dist[missing] = _pair_distances(self.feats, *pairs)
+        else:  # identical features: one computation per pair of first copies
+            code, at = np.unique(self._copy_of[pairs[0]] * n + self._copy_of[pairs[1]],
+                                 return_inverse=True)
+            dist[missing] = _pair_distances(self.feats, *np.divmod(code, n))[at.ravel()]
+        weights = np.exp(-(dist / self.row_max[rows]))
+        sums = np.bincount(rows, weights=weights, minlength=n)
         weights /= sums[rows].astype(np.float32)
         return sp.csr_matrix((weights, cols, pattern.indptr), shape=pattern.shape)
 
@@ -182,7 +482,7 @@ class KReciprocalReRanker:
         entry_rows = np.repeat(np.arange(stop - start), np.diff(rows_v.indptr))
         cols = rows_v.indices
         counts = np.diff(col_index.indptr)[cols]
-        positions = _ragged_positions(col_index.indptr[cols].astype(np.int64), counts)
+        positions = ragged_positions(col_index.indptr[cols].astype(np.int64), counts)
         mins = np.minimum(np.repeat(rows_v.data, counts), col_index.data[positions])
         flat = np.repeat(entry_rows, counts) * num_gallery + col_index.indices[positions]
         shared = np.bincount(flat, weights=mins, minlength=(stop - start) * num_gallery)
@@ -190,26 +490,31 @@ class KReciprocalReRanker:
         return (1.0 - shared / (2.0 - shared)).astype(np.float32)
 
     def chunk_size(self) -> int:
-        return max(1, _CHUNK_BYTES // (8 * max(1, len(self.feats) - self.num_query)))
+        return max(1, _STRIP_ELEMENTS // max(1, self.num_gallery))
 
     def distances(self, start: int, stop: int) -> np.ndarray:
         """Final re-ranked distances of queries [start, stop) to the whole gallery (float32)."""
         started = time.perf_counter()
-        q = self.feats[start:stop]
-        g = self.feats[self.num_query:]
-        original = squared_distances(q, g, self.sq[start:stop], self.sq[self.num_query:])
-        original /= self.row_max[start:stop].unsqueeze(1)
-        original = original.cpu().numpy()
-        jaccard = self._jaccard(start, stop)
-        final = (1.0 - self.lambda_value) * jaccard + self.lambda_value * original
+        original = np.maximum(np.float32(-2.0) * self.query_rows.get(start, stop), np.float32(0.0))
+        original /= self.row_max[start:stop, None]
+        final = np.float32(1.0 - self.lambda_value) * self._jaccard(start, stop)
+        final += np.float32(self.lambda_value) * original
         self.timings["jaccard_final_s"] += time.perf_counter() - started
         return final
+
+
+def ragged_positions(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(s, s + c)`` for each (s, c), without a Python loop."""
+    total = int(counts.sum())
+    offsets = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    return np.repeat(starts, counts) + offsets
 
 
 def re_rank(query: np.ndarray, gallery: np.ndarray, k1: int = 20, k2: int = 6,
             lambda_value: float = 0.3, device: str = "auto") -> np.ndarray:
     """The full query x gallery re-ranked distance matrix (for callers that want it whole)."""
-    ranker = KReciprocalReRanker(query, gallery, k1, k2, lambda_value, device)
+    ranker = KReciprocalReRanker(np.concatenate([query, gallery]), len(query), k1, k2,
+                                 lambda_value, device)
     step = ranker.chunk_size()
     return np.concatenate([ranker.distances(s, min(s + step, len(query)))
                            for s in range(0, len(query), step)])
