@@ -94,7 +94,10 @@ def _rank_chunk(dist: np.ndarray, start: int, protocol: _Protocol, ap_method: st
     ptr = protocol.match_ptr[start:start + num + 1]
     match_rows = np.repeat(np.arange(num), num_matches)
     bound = np.full(num, -np.inf, dtype=np.float32)
-    np.maximum.at(bound, match_rows, dist[match_rows, protocol.match_cols[ptr[0]:ptr[-1]]])
+    with_match = np.flatnonzero(num_matches)
+    if len(with_match):
+        values = dist[match_rows, protocol.match_cols[ptr[0]:ptr[-1]]]
+        bound[with_match] = np.maximum.reduceat(values, (ptr[:-1] - ptr[0])[with_match])
     mask = dist <= bound[:, None]
     if top_k > 0:
         # A row whose bound leaves fewer than top_k kept items: also bound by its
@@ -106,7 +109,7 @@ def _rank_chunk(dist: np.ndarray, start: int, protocol: _Protocol, ap_method: st
             bound[short] = np.maximum(bound[short],
                                       np.partition(dist[short], kth, axis=1)[:, kth])
             mask[short] = dist[short] <= bound[short, None]
-    rows, cols = np.nonzero(mask)
+    rows, cols = np.divmod(np.flatnonzero(mask), num_gallery)
     q_pids, q_cams = protocol.q_pids[queries], protocol.q_cams[queries]
     same_camera = (protocol.g_pids[cols] == q_pids[rows]) & (protocol.g_cams[cols] == q_cams[rows])
     rows, cols = rows[~same_camera], cols[~same_camera]
@@ -180,10 +183,11 @@ class _Scores:
 def rank_queries(distance_rows: DistanceRows, num_queries: int, q_pids: np.ndarray,
                  q_cams: np.ndarray, g_pids: np.ndarray, g_cams: np.ndarray,
                  ap_method: str = "non_interpolated", max_rank: int = 50,
-                 top_k: int = 10) -> Ranking:
-    """Rank every query's gallery and score it; ``distance_rows(a, b)`` gives rows a..b-1."""
+                 top_k: int = 10, chunk_rows: int | None = None) -> Ranking:
+    """Rank every query's gallery and score it; ``distance_rows(a, b)`` gives rows a..b-1,
+    ``chunk_rows`` at a time (default: about ``_CHUNK_ELEMENTS`` distances)."""
     scores = _Scores(q_pids, q_cams, g_pids, g_cams, ap_method, top_k)
-    step = max(1, _CHUNK_ELEMENTS // max(1, len(g_pids)))
+    step = chunk_rows or max(1, _CHUNK_ELEMENTS // max(1, len(g_pids)))
     for start in range(0, num_queries, step):
         scores.add(start, distance_rows(start, min(start + step, num_queries)))
     return scores.ranking(max_rank)
@@ -282,7 +286,7 @@ def evaluate_embeddings(embeddings: Embeddings, evaluate: EvaluateParams,
         rankings["plain"] = plain.ranking(evaluate.max_rank)
         rankings["reranked"] = rank_queries(
             ranker.distances, len(q.features), *ids, ap_method=evaluate.ap_method,
-            max_rank=evaluate.max_rank, top_k=top_k)
+            max_rank=evaluate.max_rank, top_k=top_k, chunk_rows=ranker.chunk_size())
     else:
         rankings["plain"] = rank_queries(
             plain_distance_rows(q.features, g.features, evaluate.distance, dev), len(q.features),

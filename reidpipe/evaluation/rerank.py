@@ -139,30 +139,31 @@ class _Nearest:
 
 
 class _QueryRows:
-    """The query x gallery distances of the pass, kept in row order for the final combination.
+    """The query x gallery values of the pass (``-d/2``), kept for the final combination.
 
-    In memory up to ``_KEEP_IN_MEMORY_BYTES``; above, in an unlinked temporary file (removed by the
-    OS however the process ends) written by a background thread, so the pass does not wait on disk.
+    In memory (the strips themselves) up to ``_KEEP_IN_MEMORY_BYTES``; above, in an unlinked
+    temporary file (removed by the OS however the process ends) written by a background thread,
+    so the pass does not wait on disk, and read ahead while the previous rows are combined.
     """
 
     def __init__(self, num_query: int, num_gallery: int) -> None:
         self.shape = (num_query, num_gallery)
         self.row_bytes = 4 * num_gallery
-        self._memory: np.ndarray | None = None
+        self._strips: dict[int, np.ndarray] | None = None
         self._file = None
         self._io: ThreadPoolExecutor | None = None
         self._writes: list[Future] = []
         self._read_ahead: tuple[int, int, Future] | None = None
         if num_query * self.row_bytes <= _KEEP_IN_MEMORY_BYTES:
-            self._memory = np.empty(self.shape, dtype=np.float32)
+            self._strips = {}
         else:
             self._file = tempfile.TemporaryFile(prefix="reidpipe-rerank-")
             self._io = ThreadPoolExecutor(max_workers=1)
 
     def put(self, start: int, array: np.ndarray) -> None:
         """Rows from ``start``; the array must not change afterwards (it may be written later)."""
-        if self._memory is not None:
-            self._memory[start:start + len(array)] = array
+        if self._strips is not None:
+            self._strips[start] = array
             return
         while len(self._writes) >= 2:  # at most two strips wait for the disk
             self._writes.pop(0).result()
@@ -195,9 +196,14 @@ class _QueryRows:
         return out
 
     def get(self, start: int, stop: int) -> np.ndarray:
-        """Rows [start, stop); from the file, the next rows of the same size are read meanwhile."""
-        if self._memory is not None:
-            return self._memory[start:stop]
+        """Rows [start, stop) (read-only); from the file, the next rows of the same size are read
+        meanwhile."""
+        if self._strips is not None:
+            if start in self._strips and len(self._strips[start]) == stop - start:
+                return self._strips[start]
+            firsts = sorted(self._strips)
+            return np.concatenate([self._strips[s][max(0, start - s):stop - s]
+                                   for s in firsts if s < stop and s + len(self._strips[s]) > start])
         ahead, self._read_ahead = self._read_ahead, None
         rows = (ahead[2].result() if ahead and ahead[:2] == (start, stop)
                 else self._read(start, stop))
@@ -259,14 +265,12 @@ def _products(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> np.
 
 
 def _pair_distances(feats: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Squared distances of single pairs, accumulated in float64 and rounded once to float32, so
-    equal inputs give equal outputs whatever their memory layout."""
+    """Squared distances of single pairs, from the feature differences."""
     out = np.empty(len(rows), dtype=np.float32)
-    step = max(1, _WORK_ELEMENTS // max(1, feats.shape[1]))
+    step = max(1, (1 << 20) // max(1, feats.shape[1]))  # gathered rows stay in cache
     for start in range(0, len(rows), step):
-        a = feats[rows[start:start + step]].astype(np.float64)
-        b = feats[cols[start:start + step]].astype(np.float64)
-        out[start:start + step] = np.maximum(np.einsum("ij,ij->i", a - b, a - b), 0.0)
+        diff = feats[rows[start:start + step]] - feats[cols[start:start + step]]
+        out[start:start + step] = np.einsum("ij,ij->i", diff, diff)
     return out
 
 
@@ -297,8 +301,9 @@ def _tie_duplicates(keys: np.ndarray, rep: np.ndarray, feats: np.ndarray) -> Non
 
     Block products of identical features can differ in the last bit, which would order copies
     by rounding instead of index. Every list holding a copy gets all copies, each at the one
-    distance ``_pair_distances`` gives for (its row's first copy, the group's first copy);
-    copies then take their first copy's list.
+    distance ``_pair_distances`` gives for (the row's first copy, the group's first copy);
+    copies then take their first copy's list. Each such distance is computed once, so copies
+    get bit-identical values.
     """
     n, k = keys.shape
     sizes = np.bincount(rep, minlength=n)
@@ -474,8 +479,24 @@ class KReciprocalReRanker:
         weights /= sums[rows].astype(np.float32)
         return sp.csr_matrix((weights, cols, pattern.indptr), shape=pattern.shape)
 
-    def _jaccard(self, start: int, stop: int) -> np.ndarray:
-        """Jaccard distances of queries [start, stop) to the gallery via the inverted index."""
+    def chunk_size(self) -> int:
+        return max(1, _STRIP_ELEMENTS // max(1, self.num_gallery))
+
+    def distances(self, start: int, stop: int) -> np.ndarray:
+        """Final re-ranked distances of queries [start, stop) to the whole gallery (float32).
+
+        ``jaccard`` is 1 except where a query and a gallery item share support in V, so the
+        final distance is ``(1 - lambda) + lambda d`` everywhere and is corrected on that sparse
+        support, found through the inverted index (CSC of the gallery rows of V).
+        """
+        started = time.perf_counter()
+        lam = np.float32(self.lambda_value)
+        factor = (np.float32(-2.0) / self.row_max[start:stop])[:, None]
+        e = self.query_rows.get(start, stop)
+        final = np.multiply(e, factor)
+        np.maximum(final, np.float32(0.0), out=final)   # d / row max
+        final *= lam
+        final += np.float32(1.0) - lam
         rows_v = self.v_query[start:stop]
         col_index = self.v_gallery_by_col
         num_gallery = col_index.shape[0]
@@ -486,19 +507,12 @@ class KReciprocalReRanker:
         mins = np.minimum(np.repeat(rows_v.data, counts), col_index.data[positions])
         flat = np.repeat(entry_rows, counts) * num_gallery + col_index.indices[positions]
         shared = np.bincount(flat, weights=mins, minlength=(stop - start) * num_gallery)
-        shared = shared.reshape(stop - start, num_gallery)
-        return (1.0 - shared / (2.0 - shared)).astype(np.float32)
-
-    def chunk_size(self) -> int:
-        return max(1, _STRIP_ELEMENTS // max(1, self.num_gallery))
-
-    def distances(self, start: int, stop: int) -> np.ndarray:
-        """Final re-ranked distances of queries [start, stop) to the whole gallery (float32)."""
-        started = time.perf_counter()
-        original = np.maximum(np.float32(-2.0) * self.query_rows.get(start, stop), np.float32(0.0))
-        original /= self.row_max[start:stop, None]
-        final = np.float32(1.0 - self.lambda_value) * self._jaccard(start, stop)
-        final += np.float32(self.lambda_value) * original
+        flat = np.flatnonzero(shared)
+        shared = shared[flat]
+        jaccard = (1.0 - shared / (2.0 - shared)).astype(np.float32)
+        row, col = np.divmod(flat, num_gallery)
+        original = np.maximum(e[row, col] * factor[row, 0], np.float32(0.0))
+        final[row, col] = (np.float32(1.0) - lam) * jaccard + lam * original
         self.timings["jaccard_final_s"] += time.perf_counter() - started
         return final
 
