@@ -11,6 +11,7 @@ import pytest
 
 from reidpipe.cli import main
 from reidpipe.errors import ReidpipeError
+from reidpipe.evaluation import rerank
 from reidpipe.evaluation.embeddings import (
     Embeddings,
     EmbeddingSet,
@@ -110,13 +111,18 @@ def test_matches_per_query_reference(method: str) -> None:
     q_cams, g_cams = rng.integers(1, 4, nq), rng.integers(1, 4, ng)
     dist = rng.random((nq, ng)).astype(np.float32)
     dist[:, ::7] = dist[:, 1::7][:, : dist[:, ::7].shape[1]]  # plenty of exact ties
-    r = rank_queries(lambda s, e: dist[s:e], nq, q_pids, q_cams, g_pids, g_cams, ap_method=method)
+    r = rank_queries(lambda s, e: dist[s:e], nq, q_pids, q_cams, g_pids, g_cams, ap_method=method,
+                     top_k=25)
     for i in range(nq):
         ap, first, inp = reference_ap(dist[i], q_pids[i], q_cams[i], g_pids, g_cams,
                                       method == "trapezoidal")
         np.testing.assert_allclose(r.ap[i], ap, atol=1e-12, equal_nan=True)
         np.testing.assert_allclose(r.inp[i], inp, atol=1e-12, equal_nan=True)
         assert r.first_hit[i] == first
+        order = np.argsort(dist[i], kind="stable")
+        kept = [j for j in order
+                if g_pids[j] != -1 and not (g_pids[j] == q_pids[i] and g_cams[j] == q_cams[i])]
+        assert r.top[i].tolist() == kept[:25]
 
 
 def unit_circle(angles) -> np.ndarray:
@@ -231,3 +237,34 @@ def test_bad_embeddings_are_clear_errors(tmp_path: Path, how: str, message: str,
     assert code == 2
     assert "reidpipe evaluate: error:" in capsys.readouterr().err
     assert not (tmp_path / "m.json").exists()
+
+
+@pytest.mark.parametrize("distance", ["cosine", "euclidean"])
+def test_plain_scores_from_the_re_ranking_pass(monkeypatch: pytest.MonkeyPatch,
+                                               distance: str) -> None:
+    """With re-ranking on, the plain ranking comes from the pass's query x gallery strips (several,
+    junk and distractors in the gallery); it must equal the plain-only evaluation."""
+    monkeypatch.setattr(rerank, "_BLOCK_ELEMENTS", 256)
+    monkeypatch.setattr(rerank, "_STRIP_ELEMENTS", 2000)
+    rng = np.random.default_rng(11)
+    nq, ng, dim = 37, 160, 6
+    pids = rng.integers(1, 9, nq + ng)
+    feats = (np.eye(9, dim)[pids] + 0.8 * rng.normal(size=(nq + ng, dim))).astype(np.float32)
+    g_pids = pids[nq:].copy()
+    g_pids[rng.random(ng) < 0.15] = -1
+    g_pids[rng.random(ng) < 0.1] = 0
+    def meta(p: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame({"path": [f"{i}.jpg" for i in range(len(p))], "pid": p,
+                             "camid": rng.integers(1, 4, len(p))})
+
+    emb = Embeddings(query=EmbeddingSet(feats[:nq], meta(pids[:nq])),
+                     gallery=EmbeddingSet(feats[nq:], meta(g_pids)))
+    params = EvaluateParams(distance=distance)
+    fused = evaluate_embeddings(emb, params, ReRankingParams(re_ranking=True, k1=5), top_k=7,
+                                device="cpu")
+    alone = evaluate_embeddings(emb, params, ReRankingParams(re_ranking=False), top_k=7,
+                                device="cpu")
+    for key, value in alone.metrics["plain"].items():
+        assert fused.metrics["plain"][key] == pytest.approx(value, abs=1e-6), key
+    pd.testing.assert_frame_equal(fused.per_query[alone.per_query.columns], alone.per_query,
+                                  atol=1e-6)

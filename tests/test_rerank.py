@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from reidpipe.errors import ReidpipeError
+from reidpipe.evaluation import rerank
 from reidpipe.evaluation.evaluate import rank_queries
 from reidpipe.evaluation.rerank import KReciprocalReRanker, re_rank
 
@@ -147,3 +149,58 @@ def test_duplicate_features_do_not_break_it() -> None:
     # ties are broken by index, exactly as the oracle's stable argsort does
     np.testing.assert_allclose(final, dense_re_ranking(feats[:12], feats[12:], 4, 3, 0.3),
                                atol=2e-5)
+
+
+@pytest.fixture
+def tiny_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks, strips and work chunks of a few entries, and every distance strip on disk: the
+    blocked pass, the neighbour merges and the temporary file run as on MSMT17-sized sets."""
+    monkeypatch.setattr(rerank, "_BLOCK_ELEMENTS", 64)
+    monkeypatch.setattr(rerank, "_STRIP_ELEMENTS", 300)
+    monkeypatch.setattr(rerank, "_WORK_ELEMENTS", 3000)
+    monkeypatch.setattr(rerank, "_KEEP_IN_MEMORY_BYTES", 0)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_blocked_pass_matches_dense_oracle(tiny_blocks: None, seed: int) -> None:
+    rng = np.random.default_rng(100 + seed)
+    num_query, num_gallery = int(rng.integers(5, 40)), int(rng.integers(20, 150))
+    k1, k2 = int(rng.integers(1, 25)), int(rng.integers(1, 8))
+    feats, pids = clustered(rng, num_query + num_gallery, 8, 6)
+    if seed % 2:  # copies inside the gallery and across query and gallery, at the k-th place too
+        copies = rng.integers(0, len(feats), 12)
+        feats, pids = np.concatenate([feats, feats[copies]]), np.concatenate([pids, pids[copies]])
+        num_gallery += len(copies)
+    query, gallery = feats[:num_query], feats[num_query:]
+    expected = dense_re_ranking(query, gallery, k1, k2, 0.3)
+    ranker = KReciprocalReRanker(feats, num_query, k1, k2, 0.3, device="cpu")
+    # rows in steps that do and do not line up with the stored strips (read-ahead and misses)
+    for step in (ranker.chunk_size(), 3):
+        got = np.concatenate([ranker.distances(s, min(s + step, num_query))
+                              for s in range(0, num_query, step)])
+        np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5)
+    q_cams, g_cams = rng.integers(1, 4, num_query), rng.integers(1, 4, num_gallery)
+    ids = (pids[:num_query], q_cams, pids[num_query:], g_cams)
+    ours = rank_queries(lambda s, e: got[s:e], num_query, *ids)
+    oracle = rank_queries(lambda s, e: expected[s:e], num_query, *ids)
+    np.testing.assert_allclose(ours.ap, oracle.ap, atol=1e-6)
+    np.testing.assert_array_equal(ours.first_hit, oracle.first_hit)
+    np.testing.assert_array_equal(ours.top, oracle.top)
+
+
+def test_products_on_torch_tensors_match_numpy() -> None:
+    """The branch that runs the all-pairs products through torch (a CUDA device) on CPU."""
+    rng = np.random.default_rng(8)
+    a, b = rng.normal(size=(7, 5)).astype(np.float32), rng.normal(size=(9, 5)).astype(np.float32)
+    np.testing.assert_allclose(rerank._products(torch.from_numpy(a), torch.from_numpy(b)),
+                               rerank._products(a, b), rtol=1e-6, atol=1e-6)
+
+
+def test_full_disk_is_a_clear_error(tiny_blocks: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_space(*args: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(rerank.os, "pwrite", no_space)
+    feats, _ = clustered(np.random.default_rng(1), 40, 8, 5)
+    with pytest.raises(ReidpipeError, match="temporary file .* No space left .* TMPDIR"):
+        KReciprocalReRanker(feats, 10, 5, 2, 0.3, device="cpu")

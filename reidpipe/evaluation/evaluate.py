@@ -12,9 +12,9 @@ query x gallery matrix is ever held whole, plain or re-ranked.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd

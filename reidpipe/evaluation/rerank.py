@@ -89,7 +89,6 @@ class _Nearest:
     def offer(self, e: np.ndarray, first_row: int, first_col: int, columns: bool) -> None:
         """A block (rows first_row.., columns first_col..) to its rows' lists and, if
         ``columns``, to its columns' lists (not for a diagonal block: its rows cover both)."""
-        rows, cols = e.shape
         self._offer(e, first_row, first_col, axis=1)
         if columns:
             self._offer(e, first_col, first_row, axis=0)
@@ -128,7 +127,8 @@ class _Nearest:
         lists = self.keys[items]
         table[:, :self.k] = lists[touched]
         row = np.repeat(np.arange(len(touched)), sizes)
-        table[row, self.k + np.arange(len(item)) - np.repeat(np.cumsum(sizes) - sizes, sizes)] = keys
+        slot = self.k + np.arange(len(item)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        table[row, slot] = keys
         table.sort(axis=1)
         lists[touched] = table[:, :self.k]
         self.bound[items][touched] = _key_distances(table[:, self.k - 1])
@@ -157,7 +157,8 @@ class _QueryRows:
         if num_query * self.row_bytes <= _KEEP_IN_MEMORY_BYTES:
             self._strips = {}
         else:
-            self._file = tempfile.TemporaryFile(prefix="reidpipe-rerank-")
+            # Open for the ranker's lifetime; closing it (or the process ending) deletes it.
+            self._file = tempfile.TemporaryFile(prefix="reidpipe-rerank-")  # noqa: SIM115
             self._io = ThreadPoolExecutor(max_workers=1)
 
     def put(self, start: int, array: np.ndarray) -> None:
@@ -201,9 +202,9 @@ class _QueryRows:
         if self._strips is not None:
             if start in self._strips and len(self._strips[start]) == stop - start:
                 return self._strips[start]
-            firsts = sorted(self._strips)
-            return np.concatenate([self._strips[s][max(0, start - s):stop - s]
-                                   for s in firsts if s < stop and s + len(self._strips[s]) > start])
+            return np.concatenate([strip[max(0, start - first):stop - first]
+                                   for first, strip in sorted(self._strips.items())
+                                   if first < stop and first + len(strip) > start])
         ahead, self._read_ahead = self._read_ahead, None
         rows = (ahead[2].result() if ahead and ahead[:2] == (start, stop)
                 else self._read(start, stop))
