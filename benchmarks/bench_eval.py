@@ -2,12 +2,22 @@
 
 Each case (scale x feature dimension x task) runs in its own subprocess so that its peak RSS is
 its own. Features are random but clustered by identity (centre + noise), so rankings are neither
-trivial nor random. Tasks: ``evaluate`` (plain cosine ranking, CMC/mAP/mINP), ``rerank``
-(re-ranking + the re-ranked evaluation) and ``dense`` (the plain dense algorithm of the test suite,
-holding N x N arrays; Market scale only). Results are printed and written as JSON.
+trivial nor random. Tasks:
+
+* ``evaluate``: ``evaluate_embeddings`` without re-ranking (plain cosine CMC/mAP/mINP);
+* ``rerank``: ``evaluate_embeddings`` with re-ranking, i.e. what ``reidpipe evaluate`` computes
+  (the plain and the re-ranked evaluation);
+* ``cli``: the whole ``reidpipe evaluate`` command in a fresh interpreter (imports, reading the
+  embeddings folder, writing metrics/CMC/per-query files), Market scale only;
+* ``dense``: the dense oracle of the test suite (N x N arrays) and the ranking of its output,
+  Market scale at 512-d only (about 9 GB).
+
+Wall and CPU seconds are both recorded (the CPU seconds are less sensitive to other work on the
+machine, whose load average is recorded too), and at Market scale the speed-up of ``rerank`` and
+``cli`` over ``dense`` measured in the same run. Results are printed and written as JSON.
 
     python benchmarks/bench_eval.py                       # everything
-    python benchmarks/bench_eval.py --scales market --dims 256 --tasks evaluate rerank
+    python benchmarks/bench_eval.py --scales market --dims 512 --tasks rerank dense
 
 A partial run replaces its own cases in an existing results file and keeps the others.
 """
@@ -22,6 +32,7 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,7 +46,9 @@ SCALES = {  # (queries, gallery, identities, cameras)
     "msmt17": (11659, 82161, 3060, 15),
 }
 DENSE_SCALES = ("market",)
-TASKS = ("evaluate", "rerank", "dense")
+DENSE_DIM = 512
+CLI_SCALES = ("market",)
+TASKS = ("evaluate", "rerank", "cli", "dense")
 
 
 def _peak_rss_gb() -> float:
@@ -56,38 +69,91 @@ def _data(scale: str, dim: int, seed: int = 0) -> tuple[np.ndarray, ...]:
             pids[num_query:], camids[num_query:])
 
 
-def run_case(scale: str, dim: int, task: str) -> dict[str, object]:
-    import torch
+def _cpu_s(who: int = resource.RUSAGE_SELF) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
+
+def _embeddings(scale: str, dim: int) -> object:
+    import pandas as pd
+
+    from reidpipe.evaluation.embeddings import Embeddings, EmbeddingSet
+
+    query, gallery, q_pids, q_cams, g_pids, g_cams = _data(scale, dim)
+
+    def subset(feats: np.ndarray, pids: np.ndarray, cams: np.ndarray, name: str) -> EmbeddingSet:
+        paths = [f"{name}/{i:06d}.jpg" for i in range(len(pids))]
+        return EmbeddingSet(feats, pd.DataFrame({"path": paths, "pid": pids, "camid": cams}))
+
+    return Embeddings(query=subset(query, q_pids, q_cams, "query"),
+                      gallery=subset(gallery, g_pids, g_cams, "bounding_box_test"))
+
+
+def run_case(scale: str, dim: int, task: str) -> dict[str, object]:
+    from reidpipe.evaluation.embeddings import write_embeddings
     from reidpipe.evaluation.evaluate import (
-        plain_distance_rows,
+        evaluate_embeddings,
         rank_queries,
         summarise,
     )
-    from reidpipe.evaluation.rerank import KReciprocalReRanker
+    from reidpipe.params import EvaluateParams, ReRankingParams
 
-    query, gallery, q_pids, q_cams, g_pids, g_cams = _data(scale, dim)
-    ids = (q_pids, q_cams, g_pids, g_cams)
+    embeddings = _embeddings(scale, dim)
+    q, g = embeddings.query, embeddings.gallery
+    ids = (q.meta["pid"].to_numpy(), q.meta["camid"].to_numpy(), g.meta["pid"].to_numpy(),
+           g.meta["camid"].to_numpy())
     result: dict[str, object] = {"baseline_rss_gb": round(_peak_rss_gb(), 3)}
-    started = time.perf_counter()
-    if task == "evaluate":
-        rows = plain_distance_rows(query, gallery, "cosine", torch.device("cpu"))
-        ranking = rank_queries(rows, len(query), *ids)
-    elif task == "rerank":
-        ranker = KReciprocalReRanker(query, gallery, 20, 6, 0.3, device="cpu")
-        ranking = rank_queries(ranker.distances, len(query), *ids)
-        result["phases_s"] = {k: round(v, 2) for k, v in ranker.timings.items()}
-    else:
+    if task == "cli":
+        with tempfile.TemporaryDirectory() as tmp:
+            write_embeddings(Path(tmp) / "emb", embeddings)
+            command = [sys.executable, "-m", "reidpipe", "evaluate", "--embeddings",
+                       f"{tmp}/emb", "--out", f"{tmp}/metrics.json", "--cmc", f"{tmp}/cmc.csv",
+                       "--per-query", f"{tmp}/per_query.csv", "--device", "cpu"]
+            started = time.perf_counter()
+            subprocess.run(command, check=True, cwd=ROOT, capture_output=True)
+            result["wall_s"] = round(time.perf_counter() - started, 2)
+            result["cpu_s"] = round(_cpu_s(resource.RUSAGE_CHILDREN), 2)
+            result["peak_rss_gb"] = round(
+                resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2, 3)
+            metrics = json.loads((Path(tmp) / "metrics.json").read_text(encoding="utf-8"))
+        for name, block in metrics.items():
+            result[name] = {"mAP": round(block["mAP"], 4), "rank1": round(block["rank1"], 4)}
+        return result
+    started, cpu = time.perf_counter(), _cpu_s()
+    if task == "dense":
         spec = importlib.util.spec_from_file_location("oracle", ROOT / "tests" / "test_rerank.py")
         oracle = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(oracle)
-        final = oracle.dense_re_ranking(query, gallery, 20, 6, 0.3, dtype=np.float32)
-        ranking = rank_queries(lambda s, e: final[s:e], len(query), *ids)
+        final = oracle.dense_re_ranking(q.features, g.features, 20, 6, 0.3, dtype=np.float32)
+        summaries = {"reranked": summarise(rank_queries(lambda s, e: final[s:e], len(final),
+                                                        *ids))}
+    else:
+        evaluation = evaluate_embeddings(
+            embeddings, EvaluateParams(), ReRankingParams(re_ranking=task == "rerank", k1=20,
+                                                          k2=6, lambda_value=0.3), device="cpu")
+        summaries = evaluation.metrics
     result["wall_s"] = round(time.perf_counter() - started, 2)
+    result["cpu_s"] = round(_cpu_s() - cpu, 2)
     result["peak_rss_gb"] = round(_peak_rss_gb(), 3)
-    summary = summarise(ranking)
-    result["mAP"], result["rank1"] = round(summary["mAP"], 4), round(summary["rank1"], 4)
+    for name, block in summaries.items():
+        result[name] = {"mAP": round(block["mAP"], 4), "rank1": round(block["rank1"], 4)}
     return result
+
+
+def _speedups(cases: list[dict[str, object]]) -> dict[str, dict[str, float]]:
+    """Wall and CPU time of the dense oracle over ``rerank`` and ``cli`` at the same scale and
+    dimension (Market, DENSE_DIM), when the results hold both."""
+    found = {(c["scale"], c["dim"], c["task"]): c for c in cases if "wall_s" in c}
+    out = {}
+    for scale in DENSE_SCALES:
+        dense = found.get((scale, DENSE_DIM, "dense"))
+        for task in ("rerank", "cli"):
+            fast = found.get((scale, DENSE_DIM, task))
+            if dense and fast:
+                out[f"{scale} {DENSE_DIM}-d {task}"] = {
+                    "wall": round(dense["wall_s"] / fast["wall_s"], 1),
+                    "cpu": round(dense["cpu_s"] / fast["cpu_s"], 1)}
+    return out
 
 
 def _case_key(case: dict[str, object]) -> tuple[int, int, int]:
@@ -111,13 +177,15 @@ def main(argv: list[str] | None = None) -> int:
     for scale in args.scales:
         for dim in args.dims:
             for task in args.tasks:
-                if task == "dense" and (scale not in DENSE_SCALES or dim != min(args.dims)):
+                if task == "dense" and (scale not in DENSE_SCALES or dim != DENSE_DIM):
                     continue  # dense N x N arrays do not fit beyond Market scale; one dim suffices
+                if task == "cli" and scale not in CLI_SCALES:
+                    continue
                 q, g = SCALES[scale][:2]
                 print(f"{scale} ({q} x {g}) {dim}-d {task} ...", flush=True)
                 load = os.getloadavg()[0]  # other work on the machine inflates wall times
                 proc = subprocess.run([sys.executable, __file__, "--child", scale, str(dim), task],
-                                      capture_output=True, text=True, cwd=ROOT)
+                                      capture_output=True, text=True, cwd=ROOT, check=False)
                 if proc.returncode != 0:
                     case = {"error": proc.stderr.strip().splitlines()[-1:] or
                             [f"exit code {proc.returncode}"]}
@@ -138,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         cases = sorted(kept + cases, key=_case_key)
     report = {"machine": {"cpus": torch.get_num_threads(), "platform": platform.platform(),
                           "torch": torch.__version__, "numpy": np.__version__},
-              "re_ranking": {"k1": 20, "k2": 6, "lambda_value": 0.3}, "cases": cases}
+              "re_ranking": {"k1": 20, "k2": 6, "lambda_value": 0.3}, "cases": cases,
+              "speedup_over_dense": _speedups(cases)}
     write_json(out, report)
     print(f"wrote {out}")
     return 0

@@ -492,11 +492,10 @@ class KReciprocalReRanker:
         """
         started = time.perf_counter()
         lam = np.float32(self.lambda_value)
-        factor = (np.float32(-2.0) / self.row_max[start:stop])[:, None]
+        factor = (np.float32(-2.0) * lam / self.row_max[start:stop])[:, None]
         e = self.query_rows.get(start, stop)
-        final = np.multiply(e, factor)
-        np.maximum(final, np.float32(0.0), out=final)   # d / row max
-        final *= lam
+        final = np.multiply(e, factor)                    # lambda d / row max (d = -2 e)
+        np.maximum(final, np.float32(0.0), out=final)
         final += np.float32(1.0) - lam
         rows_v = self.v_query[start:stop]
         col_index = self.v_gallery_by_col
@@ -513,7 +512,7 @@ class KReciprocalReRanker:
         jaccard = (1.0 - shared / (2.0 - shared)).astype(np.float32)
         row, col = np.divmod(flat, num_gallery)
         original = np.maximum(e[row, col] * factor[row, 0], np.float32(0.0))
-        final[row, col] = (np.float32(1.0) - lam) * jaccard + lam * original
+        final[row, col] = (np.float32(1.0) - lam) * jaccard + original
         self.timings["jaccard_final_s"] += time.perf_counter() - started
         return final
 
