@@ -70,13 +70,13 @@ export.batch_size export.verbose
 TAO_SUBTREES = ["wandb", "train.cudnn"]
 
 # Demo-sized: tiny inputs, a narrow Swin, two steps an epoch, CPU. Everything else (losses,
-# optimizer, schedule, neck, embedding width rule) stays as the TAO spec converted it.
-TINY = {
-    "data": {"source": "synthetic"},
-    "split": {"val_ids": 2},
+# optimizer, schedule, neck, embedding width rule) stays as the TAO spec converted it. The
+# converted values are the arch's recipe, so the demo sizes override that recipe too.
+TINY_DATA = {"data": {"source": "synthetic"}, "split": {"val_ids": 2}}
+TINY_RECIPE = {
     "model": {"pretrain_choice": "", "pretrained_model_path": "", "input_width": 32,
               "input_height": 64},
-    "dataset": {"batch_size": 8, "val_batch_size": 16, "num_workers": 0, "padding": 2,
+    "dataset": {"batch_size": 4, "val_batch_size": 16, "num_workers": 0, "padding": 2,
                 "num_instances": 2},
     "train": {"num_epochs": 2, "checkpoint_interval": 1, "validation_interval": 1,
               "max_steps_per_epoch": 2, "num_gpus": 0},
@@ -197,9 +197,10 @@ def synthetic_splits(tmp_path_factory):
 def test_converted_spec_trains_a_demo_sized_run(spec, tmp_path, synthetic_splits):
     torch.set_num_threads(1)
     conversion = convert_tao_spec(spec)
-    tiny = {**TINY, "archs": {conversion.arch: {}}}
+    recipe = yaml.safe_load(yaml.safe_dump(TINY_RECIPE))
     if conversion.arch.startswith("swin"):
-        tiny["model"] = {**TINY["model"], "backbone_kwargs": NARROW_SWIN}
+        recipe["model"]["backbone_kwargs"] = NARROW_SWIN
+    tiny = {**TINY_DATA, "archs": {conversion.arch: recipe}}
     files = [ROOT / "params.yaml", convert_to_file(spec, tmp_path),
              write_yaml(tmp_path / "tiny.yaml", tiny)]
     cfg = load_params(files).arch(conversion.arch)
