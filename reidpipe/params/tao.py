@@ -16,14 +16,17 @@ evaluation, inference and export keys go to reidpipe's top-level sections.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Literal
 
 import yaml
 
 from reidpipe.data.market import SPLIT_DIRS
 from reidpipe.errors import ReidpipeError
+from reidpipe.params.merge import deep_merge
+from reidpipe.params.schema import Params, params_from_dict
 
 Kind = Literal["mapped", "translated", "ignored"]
 ARCH_SECTIONS = ("model", "dataset", "train")
@@ -151,7 +154,10 @@ class Conversion:
                   " (TAO default)"), ", ".join(f"{k}: {_show(v)}" for k, v in
                                                r.outcome.targets.items()) or "-") for r in rows]
         widths = [max(len(c[i]) for c in cells) for i in range(2)]
-        lines = [f"{len(rows)} TAO keys -> archs.{self.arch} and the top-level sections"]
+        given = sum(r.from_spec for r in rows)
+        title = (f"{given} keys of the spec and {len(rows) - given} TAO defaults -> "
+                 f"archs.{self.arch} and the top-level sections")
+        lines = [title]
         for row, (kind, tao, target) in zip(rows, cells):
             lines.append(f"{kind.ljust(widths[0])}  {tao.ljust(widths[1])}  -> {target}")
             if row.outcome.note:
@@ -615,3 +621,15 @@ def convert_tao_spec(spec: str | Path, arch: str | None = None) -> Conversion:
                 _set(overrides, target, value)
     overrides["archs"] = {name: recipe}
     return Conversion(arch=name, overrides=overrides, rows=rows)
+
+
+def validate_conversion(conversion: Conversion, spec: str | Path,
+                        base: Mapping[str, Any]) -> Params:
+    """The converted overrides on top of ``base`` (the merged params files), validated."""
+    try:
+        params = params_from_dict(deep_merge(base, conversion.overrides))
+        params.arch(conversion.arch)
+    except ReidpipeError as exc:
+        raise ReidpipeError(f"TAO spec {spec} converts to invalid reidpipe parameters: "
+                            f"{exc}") from None
+    return params
