@@ -6,6 +6,7 @@ loader), written out here: the key list, TAO's defaults, what each backbone name
 its schedules count warmup.
 """
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -168,8 +169,6 @@ def tao_epoch_lr(spec: dict, epoch: int) -> float:
     """TAO's lr in epoch ``epoch`` (from 1), from its schedulers' definitions: WarmupMultiStepLR
     stepped once before training and at each epoch start (linear), or the cosine scheduler
     (linear warmup from 0.01 base over warmup_epochs, then cosine to 0.002 base at num_epochs)."""
-    import math
-
     optim = spec["train"]["optim"]
     base = optim["base_lr"]
     if optim["warmup_method"] == "cosine":
@@ -177,7 +176,8 @@ def tao_epoch_lr(spec: dict, epoch: int) -> float:
         if t < warm:
             return base * (0.01 + t * (1 - 0.01) / warm)
         floor = 0.002 * base
-        return floor + 0.5 * (base - floor) * (1 + math.cos(math.pi * t / spec["train"]["num_epochs"]))
+        epochs = spec["train"]["num_epochs"]
+        return floor + 0.5 * (base - floor) * (1 + math.cos(math.pi * t / epochs))
     warm, f = optim["warmup_iters"], optim["warmup_factor"]
     alpha = epoch / warm
     factor = f * (1 - alpha) + alpha if epoch < warm else 1.0
