@@ -322,7 +322,7 @@ def test_cli_writes_the_overrides_prints_the_table_and_refuses_unknown_keys(tmp_
                            "--out", str(out)], check=False, cwd=ROOT, capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stderr
-    assert "model.feat_dim: 1024" in done.stdout and "encryption_key" in done.stdout
+    assert "model.feat_dim: 1024" in done.stderr and "encryption_key" in done.stderr
     check = subprocess.run([*CLI, "params", "--params", "params.yaml", str(out)], check=False,
                            cwd=ROOT, capture_output=True, text=True)
     assert check.returncode == 0, check.stderr

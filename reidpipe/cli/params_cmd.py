@@ -48,9 +48,8 @@ def run(args: argparse.Namespace) -> int:
         text = yaml.safe_dump(params_to_dict(params_from_args(args)), sort_keys=False)
     if args.out:
         atomic.write_text(args.out, text)
-        print(table, end="")
     else:
         print(text, end="")
-        if table:
-            log.info("TAO keys:\n%s", table.rstrip())
+    if table:
+        log.info("%s -> %s\n%s", args.from_tao, args.out or "standard output", table.rstrip())
     return 0
