@@ -70,7 +70,7 @@ export.batch_size export.verbose
 """.split()
 TAO_SUBTREES = ["wandb", "train.cudnn"]
 
-# Demo-sized: tiny inputs, a narrow Swin, two steps an epoch, CPU. Everything else (losses,
+# Demo-sized: tiny inputs, a narrow Swin, one step an epoch, CPU. Everything else (losses,
 # optimizer, schedule, neck, embedding width rule) stays as the TAO spec converted it. The
 # converted values are the arch's recipe, so the demo sizes override that recipe too.
 TINY_DATA = {"data": {"source": "synthetic"}, "split": {"val_ids": 2}}
@@ -80,7 +80,7 @@ TINY_RECIPE = {
     "dataset": {"batch_size": 4, "val_batch_size": 16, "num_workers": 0, "padding": 2,
                 "num_instances": 2},
     "train": {"num_epochs": 2, "checkpoint_interval": 1, "validation_interval": 1,
-              "max_steps_per_epoch": 2, "num_gpus": 0},
+              "max_steps_per_epoch": 1, "num_gpus": 0},
 }
 NARROW_SWIN = {"embed_dim": 16, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2]}
 

@@ -53,6 +53,7 @@ TAO_DEFAULTS: dict[str, Any] = {
     "model.label_smooth": True,
     "model.drop_path": 0.1,
     "model.att_drop_rate": 0.0,
+    "model.semantic_weight": 1.0,
     "dataset.num_classes": 751,
     "dataset.batch_size": 64,
     "dataset.val_batch_size": 128,
