@@ -72,8 +72,8 @@ TAO_SUBTREES = ["wandb", "train.cudnn"]
 
 # Demo-sized: tiny inputs, a narrow Swin, one step an epoch, CPU. Everything else (losses,
 # optimizer, schedule, neck, embedding width rule) stays as the TAO spec converted it. The
-# converted values are the arch's recipe, so the demo sizes override that recipe too.
-TINY_DATA = {"data": {"source": "synthetic"}, "split": {"val_ids": 2}}
+# converted values are the arch's recipe, so the demo sizes override that recipe too. The
+# spec's dataset folders stay in the parameters: the run trains on synthetic splits given to it.
 TINY_RECIPE = {
     "model": {"pretrain_choice": "", "pretrained_model_path": "", "input_width": 32,
               "input_height": 64},
@@ -200,7 +200,7 @@ def test_converted_spec_trains_a_demo_sized_run(spec, tmp_path, synthetic_splits
     recipe = yaml.safe_load(yaml.safe_dump(TINY_RECIPE))
     if conversion.arch.startswith("swin"):
         recipe["model"]["backbone_kwargs"] = NARROW_SWIN
-    tiny = {**TINY_DATA, "archs": {conversion.arch: recipe}}
+    tiny = {"archs": {conversion.arch: recipe}}
     files = [ROOT / "params.yaml", convert_to_file(spec, tmp_path),
              write_yaml(tmp_path / "tiny.yaml", tiny)]
     cfg = load_params(files).arch(conversion.arch)
@@ -259,7 +259,8 @@ def test_market_layout_folders_become_one_dataset_folder(tmp_path):
     spec = write_spec(tmp_path, {"dataset": {"train_dataset_dir": f"{root}/bounding_box_train",
                                              "test_dataset_dir": f"{root}/bounding_box_test",
                                              "query_dataset_dir": f"{root}/query"}})
-    assert convert_tao_spec(spec).overrides["data"] == {"source": "custom", "dataset_dir": root}
+    assert convert_tao_spec(spec).overrides["data"] == {"source": "custom", "dataset_dir": root,
+                                                        "strict": False}
 
 
 def test_three_folders_keep_their_names_with_test_as_gallery(tmp_path):
@@ -267,7 +268,7 @@ def test_three_folders_keep_their_names_with_test_as_gallery(tmp_path):
                                              "test_dataset_dir": "/d/other/test",
                                              "query_dataset_dir": "/d/mine/q"}})
     data = convert_tao_spec(spec).overrides["data"]
-    assert data == {"source": "custom", "dataset_dir": "/d",
+    assert data == {"source": "custom", "dataset_dir": "/d", "strict": False,
                     "split_dirs": {"train": "mine/train", "query": "mine/q",
                                    "gallery": "other/test"}}
 

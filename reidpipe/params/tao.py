@@ -290,7 +290,9 @@ def _dataset_dirs(value: Any, eff: Mapping[str, Any]) -> Outcome:
     rel = {split: PurePath(os.path.relpath(d, root or ".")).as_posix() for split, d in dirs.items()}
     if "." in rel.values():
         raise _NoCounterpart(f"one dataset folder contains the others: {dirs}")
-    data: dict[str, Any] = {"data.source": "custom", "data.dataset_dir": root or "."}
+    # TAO accepts any dataset in this layout: no official statistics to check.
+    data: dict[str, Any] = {"data.source": "custom", "data.dataset_dir": root or ".",
+                            "data.strict": False}
     if rel == SPLIT_DIRS:
         return Outcome("translated", data, "a dataset in Market-1501 layout (train, query, "
                        "test = gallery) at the folders' common root")
@@ -327,9 +329,14 @@ def _cosine_unused(value: Any, eff: Mapping[str, Any]) -> Outcome:
     return Outcome("ignored", {}, "TAO's cosine schedule (warmup_method: cosine) does not read it")
 
 
-def _warmup_epochs_from_iters(value: Any, eff: Mapping[str, Any]) -> Outcome:
-    return Outcome("translated", {"train.optim.warmup_epochs": value},
-                   "TAO steps this schedule once per epoch: warmup_iters counts epochs")
+def _warmup_length(note: str) -> Rule:
+    """The warmup length in epochs; reidpipe's warmup_iters (which would replace it) is off."""
+
+    def rule(value: Any, eff: Mapping[str, Any]) -> Outcome:
+        return Outcome("translated", {"train.optim.warmup_epochs": value,
+                                      "train.optim.warmup_iters": 0}, note)
+
+    return rule
 
 
 def _warmup_factor_cosine(value: Any, eff: Mapping[str, Any]) -> Outcome:
@@ -479,10 +486,12 @@ RULES: dict[str, Rule] = {
     "train.optim.weight_decay_bias": _mapped("train.optim.weight_decay_bias"),
     "train.optim.warmup_factor": _optim_rule(_mapped("train.optim.warmup_factor"),
                                              _warmup_factor_cosine),
-    "train.optim.warmup_iters": _optim_rule(_warmup_epochs_from_iters, _cosine_unused),
+    "train.optim.warmup_iters": _optim_rule(
+        _warmup_length("TAO steps this schedule once per epoch: warmup_iters counts epochs"),
+        _cosine_unused),
     "train.optim.warmup_epochs": _optim_rule(
         _ignored("TAO's linear (multistep) schedule reads warmup_iters instead"),
-        _mapped("train.optim.warmup_epochs")),
+        _warmup_length("the cosine schedule's warmup, in epochs")),
     "train.optim.warmup_method": _warmup_method,
     "train.optim.base_lr": _mapped("train.optim.base_lr"),
     "train.optim.momentum": _mapped("train.optim.momentum", "SGD only"),
