@@ -151,9 +151,7 @@ class Conversion:
         """Every TAO key of the spec, and each TAO default that sets a reidpipe value: its kind,
         the reidpipe values it gives and why (notes on the line below)."""
         rows = [r for r in self.rows if r.from_spec or r.outcome.targets]
-        cells = [(r.outcome.kind, f"{r.key}: {_show(r.value)}" + ("" if r.from_spec else
-                  " (TAO default)"), ", ".join(f"{k}: {_show(v)}" for k, v in
-                                               r.outcome.targets.items()) or "-") for r in rows]
+        cells = [_cells(r) for r in rows]
         widths = [max(len(c[i]) for c in cells) for i in range(2)]
         given = sum(r.from_spec for r in rows)
         title = (f"{given} keys of the spec and {len(rows) - given} TAO defaults -> "
@@ -177,8 +175,15 @@ class Conversion:
 
 
 def _show(value: Any) -> str:
-    return "null" if value is None else yaml.safe_dump(value, default_flow_style=True).strip(
-        ).removesuffix("\n...").removesuffix("...").strip()
+    """A value as YAML on one line (``null``, ``[40, 70]``, ``{train: dir}``)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=float("inf")).strip()
+    return text.removesuffix("...").strip()
+
+
+def _cells(row: KeyRow) -> tuple[str, str, str]:
+    origin = "" if row.from_spec else " (TAO default)"
+    targets = ", ".join(f"{k}: {_show(v)}" for k, v in row.outcome.targets.items())
+    return row.outcome.kind, f"{row.key}: {_show(row.value)}{origin}", targets or "-"
 
 
 def _mapped(target: str, note: str = "") -> Rule:
