@@ -10,12 +10,14 @@ the epoch just finished).
 
 import dataclasses
 import math
+import random
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 from market_fixtures import make_tiny_market
+from torchvision.transforms import InterpolationMode, v2
 
 from reidpipe.data.split import make_split
 from reidpipe.params import load_params
@@ -96,6 +98,7 @@ def test_resnet50_is_bag_of_tricks():
         1, "bnneck", "after", True, False)
     assert (d.batch_size, d.num_instances, d.padding, d.prob, d.re_prob) == (64, 4, 10, 0.5, 0.5)
     assert d.pixel_mean == [0.485, 0.456, 0.406] and d.pixel_std == [0.229, 0.224, 0.225]
+    assert (d.re_mode, d.train_interpolation) == ("mean", "bilinear")
     assert (o.name, o.base_lr, o.weight_decay, o.weight_decay_bias, o.bias_lr_factor) == (
         "Adam", 3.5e-4, 5e-4, 5e-4, 1.0)
     assert (o.warmup_method, o.warmup_factor, o.lr_steps, o.gamma) == ("linear", 0.01, [40, 70], 0.1)
@@ -109,6 +112,7 @@ def test_swin_tiny_is_taos_swin_spec():
     assert (m.label_smooth, m.no_margin, m.metric_loss_type, m.neck, m.neck_feat) == (
         False, True, "triplet", "bnneck", "after")
     assert d.pixel_mean == [0.5] * 3 and d.pixel_std == [0.5] * 3
+    assert (d.re_mode, d.train_interpolation) == ("pixel", "bicubic")  # its transforms' code
     assert (d.batch_size, d.num_instances, d.padding, d.prob, d.re_prob) == (64, 4, 10, 0.5, 0.5)
     assert (o.name, o.base_lr, o.momentum, o.bias_lr_factor) == ("SGD", 8e-4, 0.9, 2.0)
     assert (o.weight_decay, o.weight_decay_bias, o.large_fc_lr) == (1e-4, 1e-4, False)
@@ -140,3 +144,36 @@ def test_bot_random_erasing_fills_a_box_of_the_papers_size_with_the_pixel_mean()
     assert len(areas) > 150
     assert 0.02 - 0.002 <= min(areas) and max(areas) <= 0.4 + 0.01
     assert max(areas) > 0.34  # torchvision's default stops at 1/3
+
+
+def _erased_boxes(transform, background: torch.Tensor, runs: int = 200):
+    """(h, w, values) of the box each run erased: the pixels that differ from ``background``."""
+    torch.manual_seed(0)
+    random.seed(0)
+    black = torch.zeros(3, 256, 128, dtype=torch.uint8)
+    for _ in range(runs):
+        out = transform(black)
+        erased = (out != background).any(0)
+        if erased.any():
+            rows, cols = erased.any(1).nonzero(), erased.any(0).nonzero()
+            h, w = int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
+            box = out[:, int(rows.min()):int(rows.max()) + 1, int(cols.min()):int(cols.max()) + 1]
+            yield h, w, box
+
+
+def test_swin_random_erasing_is_solider_and_taos_per_pixel_noise():
+    """timm's RandomErasing(mode='pixel') as SOLIDER and TAO call it: one box of 2-33 % of the
+    image, aspect 0.3-3.33, every value drawn from N(0, 1)."""
+    cfg = load_params([ROOT / "params.yaml"]).arch("swin_tiny")
+    dataset = dataclasses.replace(cfg.dataset, re_prob=1.0, prob=0.0)
+    transform = train_transform(cfg.model, dataset)
+    background = torch.full((3, 1, 1), -1.0)  # black in mean/std 0.5 units
+    boxes = list(_erased_boxes(transform, background))
+    assert len(boxes) > 150
+    areas = [h * w / (256 * 128) for h, w, _ in boxes]
+    assert 0.02 - 0.002 <= min(areas) and max(areas) <= 1 / 3 + 0.01
+    assert all(0.3 - 0.02 <= h / w <= 1 / 0.3 + 0.05 for h, w, _ in boxes)
+    values = torch.cat([box.flatten() for _, _, box in boxes])
+    assert abs(float(values.mean())) < 0.01 and abs(float(values.std()) - 1) < 0.01
+    resize = next(t for t in transform.transforms if isinstance(t, v2.Resize))
+    assert resize.interpolation == InterpolationMode.BICUBIC

@@ -137,6 +137,13 @@ class DatasetParams:
     padding: int = _f(10, ge=0)
     prob: float = _f(0.5, ge=0, le=1, doc="horizontal flip probability")
     re_prob: float = _f(0.5, ge=0, le=1, doc="random erasing probability")
+    re_mode: Literal["mean", "pixel"] = _f(
+        "mean", doc="random erasing fill: mean = BoT's (box of 2-40 %, the pixel_mean values); "
+        "pixel = SOLIDER's and TAO's Swin transforms (timm RandomErasing mode 'pixel': box of "
+        "2-33 %, per-pixel N(0, 1) values)")
+    train_interpolation: Literal["bilinear", "bicubic"] = _f(
+        "bilinear", doc="resize of training images (SOLIDER, TAO Swin: bicubic); test images are "
+        "resized bilinearly, as in both")
     sampler: Literal["softmax", "triplet", "softmax_triplet"] = _f(
         "softmax_triplet", doc="softmax: random batches, ID loss only (metric losses off); "
         "triplet: P x K batches, metric losses only; softmax_triplet: P x K, both")

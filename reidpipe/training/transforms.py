@@ -2,19 +2,24 @@
 
 Train: resize to (input_height, input_width), horizontal flip (``prob``), zero-pad by ``padding``
 and random-crop back, scale to 0-1, normalise by ``pixel_mean``/``pixel_std``, random erasing
-(``re_prob``) as BoT configures it (reid-strong-baseline ``data/transforms/transforms.py``,
-TAO's ResNet transforms): a box of 2-40 % of the image with aspect h/w 0.3-3.33, its pixels set to
-the ``pixel_mean`` values in normalised units. Test: resize, scale, normalise.
+(``re_prob``). ``re_mode: mean`` erases as BoT configures it (reid-strong-baseline
+``data/transforms/transforms.py``, TAO's ResNet transforms): a box of 2-40 % of the image with
+aspect h/w 0.3-3.33, its pixels set to the ``pixel_mean`` values in normalised units.
+``re_mode: pixel`` with ``train_interpolation: bicubic`` are SOLIDER's and TAO's Swin transforms
+(SOLIDER-REID ``datasets/make_dataloader.py``, TAO ``dataloader/transforms.py``): timm's
+RandomErasing in 'pixel' mode. Test: (bilinear) resize, scale, normalise.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torchvision.transforms import v2
+from timm.data.random_erasing import RandomErasing
+from torchvision.transforms import InterpolationMode, v2
 
 from reidpipe.errors import ReidpipeError
 from reidpipe.params import DatasetParams, ModelParams
@@ -40,13 +45,18 @@ def read_image(path: str | Path, channels: int = 3) -> torch.Tensor:
 
 def train_transform(model: ModelParams, dataset: DatasetParams) -> v2.Compose:
     size = (model.input_height, model.input_width)
-    steps: list[v2.Transform] = [v2.Resize(size, antialias=True),
-                                 v2.RandomHorizontalFlip(p=dataset.prob)]
+    resize = v2.Resize(size, interpolation=InterpolationMode(dataset.train_interpolation),
+                       antialias=True)
+    steps: list[Callable[[torch.Tensor], torch.Tensor]] = [
+        resize, v2.RandomHorizontalFlip(p=dataset.prob)]
     if dataset.padding > 0:
         steps += [v2.Pad(dataset.padding), v2.RandomCrop(size)]
     steps += [v2.ToDtype(torch.float32, scale=True),
               v2.Normalize(dataset.pixel_mean, dataset.pixel_std)]
-    if dataset.re_prob > 0:
+    if dataset.re_prob > 0 and dataset.re_mode == "pixel":
+        steps.append(RandomErasing(probability=dataset.re_prob, mode="pixel", max_count=1,
+                                   device="cpu"))
+    elif dataset.re_prob > 0:
         steps.append(v2.RandomErasing(p=dataset.re_prob, scale=ERASE_AREA, ratio=ERASE_ASPECT,
                                       value=list(dataset.pixel_mean)))
     return v2.Compose(steps)
