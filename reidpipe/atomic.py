@@ -1,7 +1,9 @@
 """Atomic writes: every stage output appears complete or not at all.
 
 Outputs are written to a temporary sibling (same directory, so the final rename is atomic on
-POSIX) and renamed into place only after the writer finished without error.
+POSIX) and renamed into place only after the writer finished without error. A destination of the
+wrong kind (a folder where a file goes, or the reverse) or one that cannot be written is one
+ReidpipeError naming it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any, Iterator
 
 import yaml
 
+from reidpipe.errors import ReidpipeError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -25,30 +29,57 @@ def _umask() -> int:
     return mask
 
 
+def remove_temporaries(folder: str | os.PathLike[str]) -> None:
+    """Remove every temporary a killed run left in ``folder`` (one writer at a time, as below)."""
+    folder = Path(folder)
+    if folder.is_dir():
+        for entry in folder.iterdir():
+            if entry.name.startswith(".") and ".tmp-" in entry.name:
+                _remove(entry)
+
+
+def _remove(stale: Path) -> None:
+    print(f"removing {stale}, left by an interrupted run", file=sys.stderr)
+    if stale.is_dir() and not stale.is_symlink():
+        shutil.rmtree(stale, ignore_errors=True)
+    else:
+        stale.unlink(missing_ok=True)
+
+
 def _remove_stale(path: Path) -> None:
     """Remove the temporaries a killed run left beside ``path`` (a stage's outputs have one
     writer at a time: Snakemake's lock and DVC's lock see to that)."""
     for stale in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
-        print(f"removing {stale}, left by an interrupted run", file=sys.stderr)
-        if stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
-        else:
-            stale.unlink(missing_ok=True)
+        _remove(stale)
 
 
 def _temp_sibling(path: Path, is_dir: bool) -> Path:
     """A unique temporary path beside ``path``, with the permissions a plain create would give
     (mkdtemp/mkstemp make them private, which a shared cluster filesystem would inherit)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{path.name}.tmp-"
-    if is_dir:
-        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=path.parent))
-        os.chmod(tmp, 0o777 & ~_umask())
-        return tmp
-    fd, name = tempfile.mkstemp(prefix=prefix, suffix=path.suffix, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if is_dir:
+            tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=path.parent))
+            os.chmod(tmp, 0o777 & ~_umask())
+            return tmp
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=path.suffix, dir=path.parent)
+    except OSError as exc:
+        raise ReidpipeError(f"cannot write {path}: {exc.strerror or exc}"
+                            + (f" ({exc.filename})" if exc.filename else "")) from None
     os.close(fd)
     os.chmod(name, 0o666 & ~_umask())
     return Path(name)
+
+
+def _check_kind(path: Path, is_dir: bool) -> None:
+    """Refuse to replace a folder by a file or a file by a folder: a mistyped --out must not
+    delete what is there."""
+    if is_dir and path.exists() and not path.is_dir():
+        raise ReidpipeError(f"{path} exists and is not a directory; expected a folder to write "
+                            "into (or nothing there)")
+    if not is_dir and path.is_dir():
+        raise ReidpipeError(f"{path} is a directory; expected a file name to write")
 
 
 @contextlib.contextmanager
@@ -59,6 +90,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     extension (``np.save``, ``savefig``) write the right format.
     """
     final = Path(path)
+    _check_kind(final, is_dir=False)
     _remove_stale(final)
     tmp = _temp_sibling(final, is_dir=False)
     try:
@@ -73,6 +105,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary directory; on success it replaces the directory ``path`` whole."""
     final = Path(path)
+    _check_kind(final, is_dir=True)
     _remove_stale(final)
     tmp = _temp_sibling(final, is_dir=True)
     try:

@@ -15,9 +15,10 @@ from typing import Callable
 
 import numpy as np
 import onnx
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from reidpipe.errors import ReidpipeError
+from reidpipe.images import decode_file
 from reidpipe.params import ArchConfig, ExtractParams
 
 # A model call over a preprocessed batch: N x 3 x H x W float32 in, N x D features out.
@@ -58,13 +59,8 @@ def preprocess_image(image: Image.Image, pre: Preprocess) -> np.ndarray:
 
 
 def load_image(path: str | Path, pre: Preprocess) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            return preprocess_image(image, pre)
-    except FileNotFoundError:
-        raise ReidpipeError(f"image {path} does not exist") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ReidpipeError(f"image {path} cannot be read as an image: {exc}") from None
+    with decode_file(path) as image:
+        return preprocess_image(image, pre)
 
 
 def contract_metadata(pre: Preprocess, arch: str, embedding_dim: int) -> dict[str, str]:
@@ -89,7 +85,10 @@ def contract_metadata(pre: Preprocess, arch: str, embedding_dim: int) -> dict[st
 
 def read_input_contract(path: str | Path) -> Preprocess:
     """The preprocessing an ONNX model from ``export-onnx`` expects, read from its metadata."""
-    model = onnx.load(str(path), load_external_data=False)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError, OSError, ...
+        raise ReidpipeError(f"{path} is not a readable ONNX model: {exc}") from None
     meta = {p.key[len(META_PREFIX):]: p.value for p in model.metadata_props
             if p.key.startswith(META_PREFIX)}
     try:

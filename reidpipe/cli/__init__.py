@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from typing import Sequence
 
 from reidpipe import logs
 from reidpipe.errors import ReidpipeError
+from reidpipe.interrupt import Interrupted, signals_interrupt
 from reidpipe.params import DEFAULT_PARAMS_FILE, Params, SourceParams, load_params
 
 STAGE_COMMANDS = [
@@ -76,18 +78,38 @@ def _run_on_one_gpu(args: argparse.Namespace) -> int:
         return int(args.run(args) or 0)
 
 
+# A ReidpipeError raised in a DataLoader worker comes back as the worker's whole traceback.
+_WORKER_TRACEBACK = re.compile(r"Caught \w+ in DataLoader worker process \d+\.\n"
+                               r"Original Traceback.*\n(?:[\w.]+\.)?\w+: (?P<message>.*)$",
+                               re.DOTALL)
+
+
+def error_message(exc: ReidpipeError) -> str:
+    """The message of ``exc``, without the traceback a worker process wrapped it in."""
+    text = str(exc)
+    worker = _WORKER_TRACEBACK.match(text)
+    return worker.group("message").strip() if worker else text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure(args.command.replace("_", "-"))
     try:
-        if getattr(args, "single_gpu", False):
-            return _run_on_one_gpu(args)
-        return int(args.run(args) or 0)
+        with signals_interrupt():
+            if getattr(args, "single_gpu", False):
+                return _run_on_one_gpu(args)
+            return int(args.run(args) or 0)
     except ReidpipeError as exc:
+        print(f"reidpipe {args.command}: error: {error_message(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file or folder the stage could not read or write
         print(f"reidpipe {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"reidpipe {args.command}: interrupted", file=sys.stderr)
+    except Interrupted as exc:
+        print(f"reidpipe {args.command}: interrupted by {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:  # before the handlers were installed
+        print(f"reidpipe {args.command}: interrupted by SIGINT", file=sys.stderr)
         return 130
 
 

@@ -112,7 +112,9 @@ def _scan_folder(folder: Path, parse: Callable[[str], ImageName | None]) -> Spli
         if path.name in market.OS_METADATA_FILES:
             metadata.append(path)
             continue
-        parsed = parse(path.name) if path.is_file() else None
+        # Not only regular files: a directory, broken link or link loop under an image name is
+        # an image that cannot be read, and is named as such where it is decoded.
+        parsed = parse(path.name)
         if parsed is None:
             misnamed.append(path)
         else:

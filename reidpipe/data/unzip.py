@@ -42,6 +42,12 @@ def plan_entries(zf: zipfile.ZipFile, archive: Path,
     """
     entries = [(info, _entry_parts(info, archive)) for info in zf.infolist()]
     entries = [(info, parts) for info, parts in entries if parts]
+    seen: set[tuple[str, ...]] = set()
+    for info, parts in entries:
+        if parts in seen and not info.is_dir():
+            raise ReidpipeError(f"archive {archive} holds the entry {info.filename!r} twice; "
+                                "refusing to guess which copy is meant")
+        seen.add(parts)
     total = 0
     for info, _ in entries:
         if (info.file_size >= RATIO_CHECK_MIN_BYTES

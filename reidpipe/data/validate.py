@@ -7,7 +7,6 @@ passes (TAO's "users' dataset"); ``strict`` also demands the dataset's official 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -15,9 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
-
-from reidpipe import atomic
+from reidpipe import atomic, images
 from reidpipe.data.sources import (DISTRACTOR_PID, JUNK_PID, SPLITS, DatasetSource, SplitScan,
                                    dataset_source)
 from reidpipe.errors import ReidpipeError
@@ -74,16 +71,12 @@ class ValidationReport:
 
 def _check_image(path: Path) -> ImageCheck:
     try:
-        data = path.read_bytes()
-        if not data:
-            return ImageCheck(path, None, None, "empty file (0 bytes)")
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
+        data = images.read_bytes(path)
+        with images.decode_bytes(data, path) as image:
             size = image.size
-        return ImageCheck(path, size, hashlib.md5(data).hexdigest(), None)
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError,
-            ValueError) as exc:
-        return ImageCheck(path, None, None, f"cannot be decoded: {exc}")
+    except images.ImageError as exc:
+        return ImageCheck(path, None, None, exc.problem)
+    return ImageCheck(path, size, hashlib.md5(data).hexdigest(), None)
 
 
 def _decode_all(paths: list[Path]) -> list[ImageCheck]:

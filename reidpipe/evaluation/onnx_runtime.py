@@ -11,6 +11,26 @@ from reidpipe.errors import ReidpipeError
 from reidpipe.input_contract import Forward, Preprocess
 
 
+def check_onnx_file(path: Path) -> None:
+    """One clear error when ``path`` is not an ONNX model file (before ONNX Runtime's own)."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    if path.is_dir():
+        raise ReidpipeError(f"ONNX model {path} is a directory, not a model file")
+    if not path.is_file():
+        raise ReidpipeError(f"ONNX model {path} does not exist")
+    if path.stat().st_size == 0:
+        raise ReidpipeError(f"ONNX model {path} is empty (0 bytes)")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, RuntimeWarning, ValueError) as exc:
+        raise ReidpipeError(f"ONNX model {path} is not an ONNX model (its bytes do not parse as "
+                            f"one: {exc})") from None
+    if not model.graph.node:
+        raise ReidpipeError(f"ONNX model {path} is not an ONNX model (no graph in it)")
+
+
 def onnx_forward(model_path: str | Path, pre: Preprocess,
                  device: str = "auto") -> tuple[Forward, int | None]:
     """An ONNX Runtime forward and the model's fixed batch size (None when dynamic).
@@ -21,8 +41,7 @@ def onnx_forward(model_path: str | Path, pre: Preprocess,
     import onnxruntime as ort
 
     model_path = Path(model_path)
-    if not model_path.is_file():
-        raise ReidpipeError(f"ONNX model {model_path} does not exist")
+    check_onnx_file(model_path)
     available = ort.get_available_providers()
     providers = ["CPUExecutionProvider"]
     if device != "cpu" and "CUDAExecutionProvider" in available:
@@ -38,6 +57,10 @@ def onnx_forward(model_path: str | Path, pre: Preprocess,
     if len(inputs) != 1 or len(inputs[0].shape) != 4:
         raise ReidpipeError(f"ONNX model {model_path}: expected one N x C x H x W input, got "
                             f"{[(i.name, i.shape) for i in inputs]}")
+    if inputs[0].type != "tensor(float)":
+        raise ReidpipeError(f"ONNX model {model_path} takes {inputs[0].type} input "
+                            f"{inputs[0].name!r}, but the input contract feeds float32 "
+                            "(tensor(float)); export the model with a float32 input")
     name, shape = inputs[0].name, inputs[0].shape
     expected = [3, pre.height, pre.width]
     for axis, (have, want) in enumerate(zip(shape[1:], expected), start=1):

@@ -27,7 +27,8 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         raise ReidpipeError(f"params file {path} is not valid YAML: {exc}") from None
     if data is None:
-        return {}
+        raise ReidpipeError(f"params file {path} is empty (no keys, or only comments); expected "
+                            "a YAML mapping such as `train: {num_epochs: 10}`")
     if not isinstance(data, dict):
         raise ReidpipeError(f"params file {path} must hold a mapping at the top level")
     return data

@@ -4,6 +4,7 @@ from each field's metadata (``ge``/``le``/``gt``). Every problem is one Reidpipe
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from typing import Any, Literal, Mapping
 
@@ -20,7 +21,7 @@ def _describe(tp: Any) -> str:
         return "a mapping"
     if dataclasses.is_dataclass(tp):
         return "a mapping"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+    return {int: "an integer", float: "a finite number", bool: "true or false", str: "a string"}.get(
         tp, str(tp))
 
 
@@ -60,7 +61,9 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
             raise bad()
         return value
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        # YAML reads .inf and .nan as floats; no parameter means anything with them.
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value):
             raise bad()
         return float(value)
     if tp is str:

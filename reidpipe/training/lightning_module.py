@@ -14,7 +14,6 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -22,7 +21,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from reidpipe import atomic
 from reidpipe.evaluation.evaluate import plain_distance_rows, rank_queries, summarise
 from reidpipe.params import ArchConfig
 from reidpipe.training.losses import CenterLoss, LossPlan, center_step, loss_scale, reid_loss
@@ -161,12 +159,12 @@ def restore_cuda_rng(states: Sequence[torch.Tensor], device_count: int,
 
 
 class EpochLog(L.Callback):
-    """Runs validation when due and writes ``train_log.csv`` after every epoch (row 0: before
-    training). Lightning runs checkpoint callbacks last, so each checkpoint holds the rows up to
-    its epoch."""
+    """Runs validation when due and keeps one log row per epoch (row 0: before training), printed
+    as it comes; ``train.py`` writes them as ``train_log.csv`` once training finished, so no
+    partial log is ever an output. Lightning runs checkpoint callbacks last, so each checkpoint
+    holds the rows up to its epoch."""
 
-    def __init__(self, csv_path: Path, datamodule: Any, validation_interval: int) -> None:
-        self.csv_path = csv_path
+    def __init__(self, datamodule: Any, validation_interval: int) -> None:
         self.datamodule = datamodule
         self.interval = validation_interval
         self.rows: list[dict[str, float | int]] = []
@@ -183,8 +181,6 @@ class EpochLog(L.Callback):
     def _append(self, trainer: L.Trainer, row: dict[str, float | int]) -> None:
         self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
         if trainer.is_global_zero:
-            with atomic.atomic_path(self.csv_path) as tmp:
-                pd.DataFrame(self.rows, columns=LOG_COLUMNS).to_csv(tmp, index=False)
             summary = " ".join(f"{k}={row[k]:.4g}" for k in LOG_COLUMNS[2:9]
                                if k in row and not math.isnan(float(row[k])))
             print(f"epoch {row['epoch']}/{trainer.max_epochs}: {summary}", flush=True)
@@ -197,6 +193,9 @@ class EpochLog(L.Callback):
         loader = self.datamodule.val_loader() if due else None
         frame = self.datamodule.val_frame() if due else None
         self._append(trainer, pl_module.epoch_row(loader, frame))
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=LOG_COLUMNS)
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": self.rows}

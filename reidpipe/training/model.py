@@ -138,10 +138,23 @@ def arch_from_dict(data: Mapping[str, Any]) -> ArchConfig:
 def load_trained_model(model_dir: Path) -> tuple[nn.Module, ArchConfig]:
     """The trained network of ``model_dir`` (from ``reidpipe train``) in eval mode, and its config."""
     path = Path(model_dir) / MODEL_FILE
+    if path.is_dir():
+        raise ReidpipeError(f"{path} is a directory, not a trained model file")
     if not path.is_file():
         raise ReidpipeError(f"{path} does not exist (run `reidpipe train` first)")
+    if path.stat().st_size == 0:
+        raise ReidpipeError(f"{path} is empty (0 bytes); rerun `reidpipe train`")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises pickle, zip and runtime errors alike
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ReidpipeError(f"{path} is not a reidpipe trained model (unreadable: {first})") \
+            from None
+    if not isinstance(saved, dict) or not {"arch", "num_classes", "state_dict"} <= saved.keys():
+        keys = list(saved)[:5] if isinstance(saved, dict) else type(saved).__name__
+        raise ReidpipeError(f"{path} is not a reidpipe trained model (no arch, num_classes and "
+                            f"state_dict; found {keys}); pass the folder `reidpipe train` wrote")
+    try:
         cfg = arch_from_dict(saved["arch"])
         net = build_model(cfg.model, saved["num_classes"], weights=False)
         net.load_state_dict(saved["state_dict"])

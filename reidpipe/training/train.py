@@ -6,10 +6,11 @@ effective arch config, the class count and a fingerprint of config + manifests),
 model's val mAP) and ``checkpoints/`` (the Lightning checkpoint of the newest
 ``checkpoint_interval`` epoch).
 
-A rerun resumes from the newest checkpoint in ``checkpoints/``; without one it starts from
-``train.resume_training_checkpoint_path`` when set. Checkpoints made under another config or other
-manifests are discarded, not resumed. A rerun of a finished run with the same fingerprint does
-nothing.
+A rerun resumes from the newest readable checkpoint in ``checkpoints/`` (see ``checkpoints``);
+without one it starts from ``train.resume_training_checkpoint_path`` when set. Checkpoints made
+under another config or other manifests are discarded, not resumed. A rerun of a finished run
+(all three outputs there, same fingerprint) does nothing. The outputs appear together at the end,
+``model.pt`` last: a killed or failed run leaves none of them, so no log of a half-done run.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from typing import Any, Mapping
 
 import lightning as L
 import torch
+import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.environments import LightningEnvironment
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.strategies import DDPStrategy
 
 from reidpipe import atomic
@@ -36,6 +37,7 @@ from reidpipe.devices import GPU_WAIT_S, GpuLease, allocate_gpus
 from reidpipe.errors import ReidpipeError
 from reidpipe.filenames import MODEL_FILE, TRAIN_CONFIG_FILE, TRAIN_LOG_FILE
 from reidpipe.params import ArchConfig, ModelParams, Params
+from reidpipe.training.checkpoints import AtomicCheckpointIO, choose_resume
 from reidpipe.training.datamodule import ReidDataModule, per_rank_batch
 from reidpipe.training.lightning_module import EpochLog, ReidModule
 from reidpipe.training.model import arch_to_dict
@@ -50,16 +52,6 @@ PRETRAINED_KEY = "pretrained_weights"  # config.yaml: the weights training start
 _RUNTIME_KEYS = {("train", "num_gpus"), ("train", "gpu_ids"), ("train", "num_nodes"),
                  ("train", "resume_training_checkpoint_path"), ("dataset", "num_workers"),
                  ("dataset", "val_batch_size")}
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints appear whole or not at all, so a run killed mid-save still resumes."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
-                        storage_options: Any = None) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with atomic.atomic_path(path) as tmp:
-            super().save_checkpoint(checkpoint, tmp, storage_options)
 
 
 def fingerprint(cfg: ArchConfig, splits_dir: Path) -> str:
@@ -134,22 +126,38 @@ def _prepare_checkpoints(ckpt_dir: Path, stamp: str) -> None:
         atomic.write_text(stamp_file, stamp + "\n")
 
 
-def _latest_checkpoint(ckpt_dir: Path) -> str | None:
-    """The newest complete checkpoint (a kill can fall between writing one and deleting its
-    predecessor; temporaries start with a dot)."""
-    found = [p for p in ckpt_dir.glob("*.ckpt") if not p.name.startswith(".")]
-    return str(max(found, key=lambda p: p.stat().st_mtime_ns)) if found else None
+OUTPUTS = (TRAIN_LOG_FILE, TRAIN_CONFIG_FILE, MODEL_FILE)
 
 
 def _is_done(out_dir: Path, stamp: str) -> bool:
-    path = out_dir / MODEL_FILE
-    if not path.is_file():
+    if not all((out_dir / name).is_file() for name in OUTPUTS):
         return False
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError):
+        saved = torch.load(out_dir / MODEL_FILE, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - unreadable for whatever reason: not done, train again
         return False
     return isinstance(saved, dict) and saved.get("fingerprint") == stamp
+
+
+def _clear_outputs(out_dir: Path) -> None:
+    """Outputs of an older or unfinished run, and temporaries a kill left, go before training:
+    the folder then holds either a finished run's outputs or none."""
+    for name in OUTPUTS:
+        (out_dir / name).unlink(missing_ok=True)
+    for folder in (out_dir, out_dir / CHECKPOINT_DIR):
+        atomic.remove_temporaries(folder)
+
+
+def _write_outputs(out_dir: Path, saved: dict[str, Any], log_frame: Any,
+                   config: dict[str, Any]) -> None:
+    """All three outputs written to temporaries first, then renamed into place, model.pt last
+    (it marks the run done)."""
+    with atomic.atomic_path(out_dir / MODEL_FILE) as model_tmp, \
+            atomic.atomic_path(out_dir / TRAIN_CONFIG_FILE) as config_tmp, \
+            atomic.atomic_path(out_dir / TRAIN_LOG_FILE) as log_tmp:
+        log_frame.to_csv(log_tmp, index=False)
+        config_tmp.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        torch.save(saved, model_tmp)
 
 
 def train_arch(cfg: ArchConfig, splits_dir: str | Path, out_dir: str | Path,
@@ -161,15 +169,9 @@ def train_arch(cfg: ArchConfig, splits_dir: str | Path, out_dir: str | Path,
     if _is_done(out_dir, stamp):
         print(f"{out_dir / MODEL_FILE} is up to date: nothing to train")
         return {}
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        _clear_outputs(out_dir)
     _prepare_checkpoints(ckpt_dir, stamp)
-    # The run's own newest checkpoint wins: the configured path is where a run starts, and a
-    # rerun after a kill must not go back to it.
-    resume = _latest_checkpoint(ckpt_dir) or cfg.train.resume_training_checkpoint_path or None
-    if resume is not None and not Path(resume).is_file():
-        raise ReidpipeError(f"train.resume_training_checkpoint_path {resume} does not exist")
-    print(f"train {cfg.name}: {runtime.note}; {runtime.accelerator} x{runtime.devices}, "
-          f"precision {runtime.precision}" + (f"; resuming from {resume}" if resume else ""),
-          flush=True)
     per_rank_batch(cfg.dataset, runtime.devices * cfg.train.num_nodes)  # fail before spawning
     note = unused_settings_note(cfg.train.optim)
     if note:
@@ -178,7 +180,14 @@ def train_arch(cfg: ArchConfig, splits_dir: str | Path, out_dir: str | Path,
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     datamodule = ReidDataModule(splits_dir, cfg)
     module = ReidModule(cfg, datamodule.num_classes)
-    epoch_log = EpochLog(out_dir / TRAIN_LOG_FILE, datamodule, cfg.train.validation_interval)
+    # The run's own newest checkpoint wins: the configured path is where a run starts, and a
+    # rerun after a kill must not go back to it.
+    resume = choose_resume(ckpt_dir, cfg.train.resume_training_checkpoint_path,
+                           module.state_dict())
+    print(f"train {cfg.name}: {runtime.note}; {runtime.accelerator} x{runtime.devices}, "
+          f"precision {runtime.precision}" + (f"; resuming from {resume}" if resume else ""),
+          flush=True)
+    epoch_log = EpochLog(datamodule, cfg.train.validation_interval)
     # Only the newest checkpoint is kept (it replaces the previous one after it is written):
     # resume needs no more, and a ResNet-50 checkpoint with Adam state is ~300 MB.
     checkpoints = ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}",
@@ -201,11 +210,9 @@ def train_arch(cfg: ArchConfig, splits_dir: str | Path, out_dir: str | Path,
         saved = {"state_dict": module.net.state_dict(), "arch": arch_to_dict(cfg),
                  "num_classes": datamodule.num_classes, "fingerprint": stamp,
                  "epochs": trainer.current_epoch}
-        with atomic.atomic_path(out_dir / MODEL_FILE) as tmp:
-            torch.save(saved, tmp)
-        atomic.write_yaml(out_dir / TRAIN_CONFIG_FILE,
-                          {**arch_to_dict(cfg), PRETRAINED_KEY: pretrained_weights(
-                              cfg.model, module.net.backbone)})
+        config = {**arch_to_dict(cfg),
+                  PRETRAINED_KEY: pretrained_weights(cfg.model, module.net.backbone)}
+        _write_outputs(out_dir, saved, epoch_log.frame(), config)
     return epoch_log.rows[-1] if epoch_log.rows else {}
 
 

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from timm.data.random_erasing import RandomErasing
 from torchvision.transforms import InterpolationMode, v2
 
 from reidpipe.errors import ReidpipeError
+from reidpipe.images import decode_file
 from reidpipe.params import DatasetParams, ModelParams
 
 
@@ -34,11 +34,8 @@ def read_image(path: str | Path, channels: int = 3) -> torch.Tensor:
     """A uint8 tensor (channels, H, W): RGB for 3 channels, grey for 1."""
     if channels not in (1, 3):
         raise ReidpipeError(f"model.input_channels = {channels}: images load as 1 (grey) or 3 (RGB)")
-    try:
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert("RGB" if channels == 3 else "L"))
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ReidpipeError(f"cannot read image {path}: {exc}") from None
+    with decode_file(path) as image:
+        pixels = np.asarray(image.convert("RGB" if channels == 3 else "L"))
     tensor = torch.from_numpy(pixels.copy())
     return tensor.permute(2, 0, 1) if tensor.ndim == 3 else tensor[None]
 

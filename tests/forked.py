@@ -1,0 +1,47 @@
+"""Run a function in a forked copy of the test process (torch stays imported), to kill it or
+signal it at an exact point; the child's stderr is captured to a file."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+
+def kill_self(signum: int = signal.SIGKILL) -> None:
+    """Send ``signum`` to this process, or to its whole process group (as a terminal's Ctrl-C
+    does, reaching DataLoader workers too) when it leads one."""
+    if os.getpgrp() == os.getpid():
+        os.killpg(0, signum)
+    else:
+        os.kill(os.getpid(), signum)
+
+
+def run_forked(target: Callable[[], int | None], stderr: Path, own_group: bool = False,
+               timeout: float = 600) -> int:
+    """Run ``target`` in a forked child; return its exit code (-N when signal N killed it).
+    ``own_group``: the child leads a new process group, so :func:`kill_self` reaches its
+    workers as well."""
+    def child() -> None:
+        if own_group:
+            os.setpgrp()
+        torch.set_num_threads(1)
+        handle = open(stderr, "w", encoding="utf-8")  # noqa: SIM115 - closed by _exit
+        os.dup2(handle.fileno(), 2)
+        sys.stderr = handle
+        code = target()
+        handle.flush()
+        os._exit(int(code or 0))
+
+    proc = multiprocessing.get_context("fork").Process(target=child)
+    proc.start()
+    proc.join(timeout=timeout)
+    if proc.exitcode is None:
+        proc.kill()
+        raise AssertionError(f"the forked run did not end within {timeout} s")
+    return proc.exitcode

@@ -1,0 +1,318 @@
+"""Every file a command reads or writes gets one clear line when it is wrong (issue 13).
+
+One row per bad input: the command line, the exit code, a fragment of the message, and whether
+the case folder (the bad input and the output path) must be left exactly as it was."""
+
+from __future__ import annotations
+
+import os
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import onnx
+import pytest
+import torch
+import yaml
+from market_fixtures import make_tiny_market, write_jpeg
+from onnx import TensorProto, helper
+from PIL import Image
+
+from reidpipe.cli import main
+from reidpipe.data import market
+from reidpipe.data.split import make_split
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = {
+    "pipeline": {"archs": ["tiny"]},
+    "model": {"backbone": "test_resnet", "pretrain_choice": "", "input_width": 16,
+              "input_height": 32, "feat_dim": 32},
+    "dataset": {"batch_size": 4, "val_batch_size": 16, "num_workers": 1, "padding": 2,
+                "num_instances": 2},
+    "train": {"num_epochs": 1, "num_gpus": 0, "max_steps_per_epoch": 2},
+    "archs": {"tiny": {}},
+}
+
+
+def onnx_model(path: Path, dtype: int, shape: list) -> Path:
+    """A minimal image-to-vector graph (global average pool) with the given input."""
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["images"], ["out"], axes=list(range(2, len(shape))),
+                          keepdims=0)], "pool",
+        [helper.make_tensor_value_info("images", dtype, shape)],
+        [helper.make_tensor_value_info("out", dtype, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("bad-inputs")
+    make_tiny_market(root / "market")
+    make_split(root / "market", root / "splits", val_ids=2, seed=0)
+    (root / "tiny.yaml").write_text(yaml.safe_dump(PARAMS))
+    onnx_model(root / "good.onnx", TensorProto.FLOAT, ["N", 3, 32, 16])
+    return root
+
+
+def params(work: Path) -> list[str]:
+    return ["--params", str(ROOT / "params.yaml"), str(work / "tiny.yaml")]
+
+
+def dataset_with(work: Path, case: Path, name: str, write: Callable[[Path], None]) -> Path:
+    """A copy of the tiny dataset's query/gallery with one query file replaced by ``write``."""
+    data = case / "market"
+    for split in ("train", "query", "gallery"):
+        folder = market.split_dir(work / "market", split)
+        (data / folder.name).mkdir(parents=True)
+        for path in folder.iterdir():
+            os.link(path, data / folder.name / path.name)
+    target = data / market.SPLIT_DIRS["query"] / name
+    target.unlink(missing_ok=True)
+    write(target)
+    return data
+
+
+def text_file(path: Path) -> None:
+    path.write_text("this is not an image\n")
+
+
+def png_file(path: Path) -> None:
+    Image.new("RGB", (64, 128)).save(path, format="PNG")
+
+
+def truncated_jpeg(path: Path) -> None:
+    write_jpeg(path, seed=1)
+    path.write_bytes(path.read_bytes()[:600])
+
+
+def bomb_jpeg(path: Path) -> None:
+    # 400 million pixels (~1 MB on disk): more than twice Pillow's limit, which it refuses.
+    Image.new("L", (20000, 20000)).save(path, quality=1)
+
+
+def symlink_loop(path: Path) -> None:
+    path.symlink_to(path.name)
+
+
+QUERY = market.format_name(7, 1, 1, 10, 1)  # the tiny dataset's first query image
+
+
+@dataclass
+class Case:
+    id: str
+    argv: Callable[[Path, Path], list[str]]  # (work, case folder) -> command line
+    fragment: str
+    code: int = 2
+    unchanged: bool = True
+
+
+def extract(source: list[str], images: list[str] | None = None,
+            out: str = "{case}/emb") -> Callable[[Path, Path], list[str]]:
+    def argv(work: Path, case: Path) -> list[str]:
+        args = ["--out", out, *source, *(images or ["--splits", "{work}/splits"])]
+        return ["extract", *params(work), "--arch", "tiny", "--device", "cpu",
+                *(a.format(work=work, case=case) for a in args)]
+    return argv
+
+
+def write(path: Path, content: bytes | str | None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if content is None:
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    return path
+
+
+def params_case(content: bytes | str | None, *extra: str) -> Callable[[Path, Path], list[str]]:
+    def argv(work: Path, case: Path) -> list[str]:
+        if content is False:
+            return ["params", "--params", str(case / "missing.yaml"), *extra]
+        bad = write(case / "bad.yaml", content)
+        return ["params", "--params", str(ROOT / "params.yaml"), str(work / "tiny.yaml"),
+                str(bad), *extra]
+    return argv
+
+
+def model_dir(content) -> Callable[[Path, Path], list[str]]:
+    def argv(work: Path, case: Path) -> list[str]:
+        folder = case / "model"
+        folder.mkdir()
+        if callable(content):
+            content(folder / "model.pt")
+        else:
+            write(folder / "model.pt", content)
+        return extract(["--model", str(folder)])(work, case)
+    return argv
+
+
+def onnx_case(content) -> Callable[[Path, Path], list[str]]:
+    def argv(work: Path, case: Path) -> list[str]:
+        path = case / "model.onnx"
+        if callable(content):
+            content(path)
+        elif content is not False:
+            write(path, content)
+        return extract(["--onnx", str(path)])(work, case)
+    return argv
+
+
+def dataset_case(name: str, writer: Callable[[Path], None]) -> Callable[[Path, Path], list[str]]:
+    def argv(work: Path, case: Path) -> list[str]:
+        data = dataset_with(work, case, name, writer)
+        return extract(["--onnx", str(work / "good.onnx")], ["--dataset", str(data)])(work, case)
+    return argv
+
+
+def out_case(kind: str) -> Callable[[Path, Path], list[str]]:
+    """extract --out (a folder) or evaluate --out (a file) naming the wrong kind of thing."""
+    def argv(work: Path, case: Path) -> list[str]:
+        good = ["--onnx", str(work / "good.onnx")]
+        if kind == "extract into a file":
+            write(case / "emb", "a file where the embeddings folder should go\n")
+            return extract(good)(work, case)
+        if kind == "extract below a file":
+            write(case / "file", "a file\n")
+            return extract(good, out="{case}/file/emb")(work, case)
+        embeddings = work / "embeddings"
+        if not embeddings.exists():
+            assert main(extract(good, out=str(embeddings))(work, case)) == 0
+        target = write(case / "metrics.json", None) if kind == "evaluate into a folder" else \
+            write(case / "file", "a file\n") / "metrics.json"
+        return ["evaluate", *params(work), "--embeddings", str(embeddings), "--device", "cpu",
+                "--out", str(target)]
+    return argv
+
+
+def torch_file(obj) -> Callable[[Path], None]:
+    return lambda path: torch.save(obj, path)
+
+
+CASES = [
+    Case("params missing", params_case(False), "does not exist"),
+    Case("params empty", params_case(""), "is empty"),
+    Case("params a directory", params_case(None), "Is a directory"),
+    Case("params garbage bytes", params_case(bytes(range(256))), "cannot be read"),
+    Case("params a list", params_case("- 1\n- 2\n"), "must hold a mapping"),
+    Case("params infinite lr", params_case("train:\n  optim:\n    base_lr: .inf\n"),
+         "train.optim.base_lr = inf is invalid: expected a finite number"),
+    Case("params NaN via --set", params_case("{}\n", "--set", "dataset.prob=.nan"),
+         "dataset.prob = nan is invalid: expected a finite number"),
+    Case("onnx missing", onnx_case(False), "does not exist"),
+    Case("onnx empty", onnx_case(b""), "is empty"),
+    Case("onnx a directory", onnx_case(None), "is a directory"),
+    Case("onnx a text file", onnx_case("not a model\n"), "is not an ONNX model"),
+    Case("onnx garbage", onnx_case(bytes(range(256)) * 4), "is not an ONNX model"),
+    Case("onnx double input", onnx_case(
+        lambda p: onnx_model(p, TensorProto.DOUBLE, ["N", 3, 32, 16])),
+        "takes tensor(double)"),
+    Case("onnx 4-channel input", onnx_case(
+        lambda p: onnx_model(p, TensorProto.FLOAT, ["N", 4, 32, 16])), "axis 1 is 4, not 3"),
+    Case("onnx other input size", onnx_case(
+        lambda p: onnx_model(p, TensorProto.FLOAT, ["N", 3, 64, 16])), "axis 2 is 64, not 32"),
+    Case("onnx 3-d input", onnx_case(
+        lambda p: onnx_model(p, TensorProto.FLOAT, ["N", 3, 32])), "one N x C x H x W input"),
+    Case("model folder missing", extract(["--model", "{case}/nothing"]), "does not exist"),
+    Case("model.pt empty", model_dir(b""), "is empty"),
+    Case("model.pt garbage", model_dir(bytes(range(256)) * 4), "is not a reidpipe trained model"),
+    Case("model.pt a directory", model_dir(None), "is a directory"),
+    Case("model.pt other weights", model_dir(torch_file({"weight": torch.zeros(3)})),
+         "is not a reidpipe trained model"),
+    Case("image a text file", dataset_case(QUERY, text_file), "is a text file, not an image"),
+    Case("image PNG under .jpg", dataset_case(QUERY, png_file), "PNG data under a JPEG name"),
+    Case("image truncated", dataset_case(QUERY, truncated_jpeg), "is truncated or corrupt"),
+    Case("image decompression bomb", dataset_case(QUERY, bomb_jpeg), "decompression bomb"),
+    Case("image symlink loop", dataset_case(QUERY, symlink_loop), "symbolic link loop"),
+    Case("extract --out a file", out_case("extract into a file"), "is not a directory"),
+    Case("extract --out below a file", out_case("extract below a file"), "cannot write"),
+    Case("evaluate --out a directory", out_case("evaluate into a folder"), "is a directory"),
+    Case("evaluate --out below a file", out_case("evaluate below a file"), "cannot write"),
+]
+
+
+def tree(folder: Path) -> dict[str, object]:
+    """Every entry below ``folder`` with its content (links by target, not followed)."""
+    found: dict[str, object] = {}
+    for base, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = Path(base) / name
+            key = str(path.relative_to(folder))
+            if path.is_symlink():
+                found[key] = ("link", os.readlink(path))
+            elif path.is_dir():
+                found[key] = "dir"
+            else:
+                found[key] = path.read_bytes()
+    return found
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_one_clear_line(case: Case, work: Path, tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "case"
+    folder.mkdir()
+    argv = case.argv(work, folder)
+    before = tree(folder)
+    capsys.readouterr()
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == case.code, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"reidpipe {argv[0]}: error: "), err
+    assert case.fragment in last, err
+    if case.unchanged:
+        assert tree(folder) == before, "a failed command changed its output folder"
+
+
+def test_unreadable_image_met_in_training_is_one_line(work: Path, tmp_path: Path, capsys) -> None:
+    """An image broken after validation, met by a DataLoader worker process: one line, not the
+    worker's traceback."""
+    data = dataset_with(work, tmp_path, QUERY, text_file)
+    make_split(data, tmp_path / "splits", val_ids=0, seed=0)
+    for path in (data / market.SPLIT_DIRS["train"]).iterdir():
+        path.unlink()  # a hard link: replace it, do not write through it
+        path.write_text("overwritten by a text editor\n")
+    code = main(["train", *params(work), "--arch", "tiny", "--splits", str(tmp_path / "splits"),
+                 "--out", str(tmp_path / "model")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Traceback" not in err and "worker" not in err
+    assert re.fullmatch(r"reidpipe train: error: image \S+\.jpg is a text file, not an image "
+                        r"\(it starts with 'overwritten by a text editor'\)",
+                        err.strip().splitlines()[-1]), err
+    assert not (tmp_path / "model" / "train_log.csv").exists()
+
+
+def test_duplicate_zip_entry_is_named(work: Path, tmp_path: Path, capsys) -> None:
+    archive = tmp_path / "Market-1501-v15.09.15.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted((work / "market").rglob("*.jpg")):
+            zf.write(path, f"Market-1501-v15.09.15/{path.relative_to(work / 'market')}")
+        zf.writestr(f"Market-1501-v15.09.15/query/{QUERY}", b"a second copy")
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"data": {"allow_unknown_checksum": True}}))
+    code = main(["download", "--params", str(ROOT / "params.yaml"), str(tmp_path / "p.yaml"),
+                 "--archive", str(archive), "--out", str(tmp_path / "data")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip().splitlines()[-1].startswith("reidpipe download: error: ")
+    assert f"Market-1501-v15.09.15/query/{QUERY}" in err and "twice" in err
+    assert not (tmp_path / "data").exists()
+
+
+def test_validate_names_a_text_file_and_a_symlink_loop(work: Path, tmp_path: Path,
+                                                       capsys) -> None:
+    data = dataset_with(work, tmp_path, QUERY, text_file)
+    symlink_loop(data / market.SPLIT_DIRS["gallery"] / market.format_name(9, 2, 1, 99, 1))
+    code = main(["validate", str(data), "--report", str(tmp_path / "report.json"), "--no-strict",
+                 *params(work)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"{data / 'query' / QUERY}: is a text file, not an image" in err
+    assert "symbolic link loop" in err
+    assert "BytesIO" not in err
