@@ -218,7 +218,7 @@ def test_bad_inputs(onnx_models: dict[str, Path], splits_dir: Path, tmp_path: Pa
         onnx_forward(tmp_path / "none.onnx", RGB01, device="cpu")
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"not a model")
-    with pytest.raises(ReidpipeError, match="cannot be loaded"):
+    with pytest.raises(ReidpipeError, match="is not an ONNX model"):
         onnx_forward(garbage, RGB01, device="cpu")
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"no jpeg")

@@ -264,3 +264,67 @@ def test_cli_and_bad_input(workspace: Path, tmp_path: Path) -> None:
     with pytest.raises(ReidpipeError, match=r"net_b/metrics.json does not exist"):
         build_report(_params(), root / "results", root / "models", root / "reports")
     assert main(argv) == 2
+
+
+def _set(data: dict, dotted: str, value) -> dict:
+    *parents, last = dotted.split(".")
+    node = data
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[last] = value
+    return data
+
+
+GOOD_PARITY = {"status": "passed", "batch_parity": [{"batch_size": 1, "max_abs_diff": 1e-6,
+                                                     "min_cosine": 1.0}],
+               "retrieval": {"torch": {"mAP": 0.5, "rank1": 0.6}, "onnx": {"mAP": 0.5,
+                                                                           "rank1": 0.6},
+                             "delta_points": {"mAP": 0.0, "rank1": 0.0}}}
+
+
+@pytest.mark.parametrize("file, dotted, value, message", [
+    ("metrics.json", "plain.mAP", -7.5, "plain.mAP = -7.5, expected a fraction from 0 to 1"),
+    ("metrics.json", "plain.rank1", float("nan"), "plain.rank1 = nan, expected a fraction"),
+    ("metrics.json", "reranked.mINP", 1.5, "reranked.mINP = 1.5, expected a fraction"),
+    ("metrics.json", "plain.num_queries", 2.5, "plain.num_queries = 2.5, expected a whole"),
+    ("onnx/parity.json", "batch_parity", "all good", "batch_parity = 'all good', expected a list"),
+    ("onnx/parity.json", "batch_parity.0.max_abs_diff", "tiny",
+     "batch_parity[0].max_abs_diff = 'tiny', expected a number"),
+    ("onnx/parity.json", "retrieval.onnx.mAP", "0.5", "retrieval.onnx.mAP = '0.5', expected a "
+                                                      "number"),
+    ("tensorrt/status.json", "latency", [{"batch_size": 1, "median_ms": "fast"}],
+     "latency[0].median_ms = 'fast', expected a number"),
+    ("tensorrt/status.json", "parity", ["not", "an", "object"], "parity = ['not', 'an', "
+                                                                 "'object'], expected a JSON object"),
+])
+def test_malformed_inputs_are_named_and_leave_no_report(workspace: Path, tmp_path: Path, file,
+                                                        dotted, value, message) -> None:
+    """Out-of-range, NaN and mistyped values are refused with the file and key, before anything
+    is written: no reports/ folder appears (today's -750 % or NaN in reports/metrics.json)."""
+    root = _copy(workspace, tmp_path)
+    path = root / "results" / "net_b" / file
+    data = json.loads(path.read_text()) if path.is_file() else {"status": "built"}
+    if file == "onnx/parity.json":
+        data = json.loads(json.dumps(GOOD_PARITY))
+    if dotted == "batch_parity.0.max_abs_diff":
+        data["batch_parity"][0]["max_abs_diff"] = value
+    else:
+        _set(data, dotted, value)
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(data))  # json writes NaN as the bare literal, which it reads back
+    with pytest.raises(ReidpipeError) as error:
+        build_report(_params(), root / "results", root / "models", root / "reports")
+    assert f"net_b/{file}: {message}" in str(error.value)
+    assert not (root / "reports").exists()
+
+
+def test_non_numeric_training_log_is_named(workspace: Path, tmp_path: Path) -> None:
+    root = _copy(workspace, tmp_path)
+    log = root / "models" / "net_a" / "train_log.csv"
+    frame = pd.read_csv(log)
+    frame["loss"] = frame["loss"].astype(object)
+    frame.loc[2, "loss"] = "diverged"
+    frame.to_csv(log, index=False)
+    with pytest.raises(ReidpipeError, match=r"train_log.csv: column 'loss' row 3 holds "
+                                            r"'diverged', expected a number"):
+        build_report(_params(), root / "results", root / "models", root / "reports")

@@ -59,8 +59,12 @@ def build_report(params: Params, results_dir: str | Path, models_dir: str | Path
     archs = [load_arch(name, results_dir, models_dir) for name in names]
     baseline = read_baseline(out_dir)
     opts = params.report
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out_dir))
+    created = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out_dir))
+    except OSError as exc:
+        raise ReidpipeError(f"cannot write the report into {out_dir}: {exc.strerror}") from None
     try:
         (staging / FIGURES_DIR).mkdir()
         report_figures.cmc_figure({a.name: a.cmc for a in archs}, staging / FIGURES_DIR / "cmc.png")
@@ -90,14 +94,19 @@ def build_report(params: Params, results_dir: str | Path, models_dir: str | Path
         (staging / REPORT_MARKDOWN).write_text(render_markdown(title, blocks), encoding="utf-8")
         (staging / REPORT_HTML).write_text(render_html(title, blocks, staging),
                                             encoding="utf-8")
-        (staging / METRICS_FILE).write_text(
-            json.dumps({a.name: a.metrics for a in archs}, indent=2) + "\n", encoding="utf-8")
+        (staging / METRICS_FILE).write_text(  # allow_nan: DVC and browsers reject NaN
+            json.dumps({a.name: a.metrics for a in archs}, indent=2, allow_nan=False) + "\n",
+            encoding="utf-8")
         files = sorted(p.name for p in staging.iterdir())
         for name in files:
             if name == FIGURES_DIR:
                 atomic.replace_dir(staging / name, out_dir / name)
             else:
                 os.replace(staging / name, out_dir / name)
+    except BaseException:
+        if created:  # a failed first report leaves no empty folder behind
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ReportResult(files=files, baseline=baseline.note)

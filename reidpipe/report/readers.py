@@ -44,17 +44,34 @@ def read_json(path: Path) -> Any:
         raise ReidpipeError(f"{path} is not valid JSON: {exc}") from None
 
 
-def _read_csv(path: Path, columns: Sequence[str], what: str) -> pd.DataFrame:
+def _read_csv(path: Path, columns: Sequence[str], what: str,
+              numeric: Sequence[str] = ()) -> pd.DataFrame:
+    """``path`` with at least ``columns``; the ``numeric`` ones (those present) must hold numbers
+    or be empty."""
     try:
         frame = pd.read_csv(path, dtype={"path": str})
     except FileNotFoundError:
         raise ReidpipeError(f"{path} does not exist ({what})") from None
+    except IsADirectoryError:
+        raise ReidpipeError(f"{path} is a directory, not a CSV file ({what})") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ReidpipeError(f"{path} is not a readable CSV: {exc}") from None
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ReidpipeError(f"{path} lacks columns {missing} ({what})")
+    for column in (c for c in numeric if c in frame.columns):
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = frame[column].notna() & values.isna()
+        if bad.any():
+            row = int(bad.to_numpy().nonzero()[0][0])
+            raise ReidpipeError(f"{path}: column {column!r} row {row + 1} holds "
+                                f"{frame[column].iloc[row]!r}, expected a number ({what})")
+        frame[column] = values
     return frame
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def read_metrics(path: Path) -> dict[str, dict[str, Any]]:
@@ -69,9 +86,52 @@ def read_metrics(path: Path) -> dict[str, dict[str, Any]]:
             continue
         for key, _ in METRIC_COLUMNS:
             value = block.get(key) if isinstance(block, dict) else None
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ReidpipeError(f"{path}: {ranking}.{key} = {value!r}, expected a number")
+            if not _is_number(value) or not 0 <= value <= 1:  # NaN fails the range too
+                raise ReidpipeError(f"{path}: {ranking}.{key} = {value!r}, expected a fraction "
+                                    "from 0 to 1")
+        count = block.get("num_queries", 0)
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise ReidpipeError(f"{path}: {ranking}.num_queries = {count!r}, expected a "
+                                "whole number >= 0")
     return {r: data[r] for r in RANKINGS if r in data}
+
+
+# The parts of parity.json / status.json the report formats as numbers; other keys are shown as
+# they are. A dict maps keys to specs ("*": every key), [spec] is a list of such items, NUMBER a
+# real number (NaN included: a failed FP16 gate records one). Absent or null parts are left out.
+NUMBER = "a number"
+_SCORES = {"mAP": NUMBER, "rank1": NUMBER}
+_RETRIEVAL = {"delta_points": {"*": NUMBER}, "torch": _SCORES, "onnx": _SCORES,
+              "onnxruntime": _SCORES, "tensorrt": _SCORES, "min_cosine": NUMBER}
+_BATCH_ROWS = [{"batch_size": NUMBER, "max_abs_diff": NUMBER, "min_cosine": NUMBER}]
+PARITY_SPEC = {"gates": {"*": NUMBER}, "retrieval": _RETRIEVAL, "batch_parity": _BATCH_ROWS,
+               "fp16": {"batch_parity": _BATCH_ROWS}}
+TRT_STATUS_SPEC = {"latency": [{"batch_size": NUMBER, "median_ms": NUMBER, "p90_ms": NUMBER,
+                                "images_per_second": NUMBER}],
+                   "parity": {"retrieval": _RETRIEVAL, "batch_parity": _BATCH_ROWS,
+                              "max_metric_delta_points": NUMBER},
+                   "versions": {}}
+
+
+def check_spec(path: Path, value: Any, spec: Any, key: str = "") -> None:
+    """One error naming ``path`` and the dotted key whose value does not match ``spec``."""
+    if value is None:
+        return
+    where = f"{path}: {key or 'the top level'}"
+    if spec is NUMBER:
+        if not _is_number(value):
+            raise ReidpipeError(f"{where} = {value!r}, expected a number")
+    elif isinstance(spec, list):
+        if not isinstance(value, list):
+            raise ReidpipeError(f"{where} = {value!r}, expected a list")
+        for index, item in enumerate(value):
+            check_spec(path, item, spec[0], f"{key}[{index}]")
+    else:
+        if not isinstance(value, dict):
+            raise ReidpipeError(f"{where} = {value!r}, expected a JSON object")
+        for name, item in value.items():
+            if name in spec or "*" in spec:
+                check_spec(path, item, spec.get(name, spec.get("*")), f"{key}.{name}".lstrip("."))
 
 
 @dataclass
@@ -93,12 +153,15 @@ class ArchResults:
         return "reranked" if "reranked" in self.metrics else "plain"
 
 
-def _optional_json(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
+def _optional_json(path: Path, spec: dict[str, Any]) -> dict[str, Any] | None:
+    if not path.exists():
         return None
+    if path.is_dir():
+        raise ReidpipeError(f"{path} is a directory, not a JSON file")
     data = read_json(path)
     if not isinstance(data, dict):
         raise ReidpipeError(f"{path}: expected a JSON object")
+    check_spec(path, data, spec)
     return data
 
 
@@ -107,12 +170,15 @@ def load_arch(name: str, results_dir: Path, models_dir: Path) -> ArchResults:
     (training log, config, ONNX and TensorRT results) optional."""
     arch_dir = results_dir / name
     metrics = read_metrics(arch_dir / METRICS_FILE)
-    cmc = _read_csv(arch_dir / CMC_FILE, ["rank", "plain"], "CMC curve from `reidpipe evaluate`")
+    cmc = _read_csv(arch_dir / CMC_FILE, ["rank", "plain"], "CMC curve from `reidpipe evaluate`",
+                    numeric=["rank", *RANKINGS])
     columns = ["path", "pid", "camid"]
     for ranking in metrics:
         columns += [f"ap_{ranking}", f"first_hit_{ranking}", f"top_{ranking}"]
     per_query = _read_csv(arch_dir / PER_QUERY_FILE, columns,
-                          "per-query table from `reidpipe evaluate --per-query`")
+                          "per-query table from `reidpipe evaluate --per-query`",
+                          numeric=["pid", "camid", *(f"{k}_{r}" for r in metrics
+                                                     for k in ("ap", "first_hit"))])
     emb = arch_dir / EMBEDDINGS_DIR
     query = _read_csv(emb / embedding_table("query"), ["path", "pid", "camid"], "from `reidpipe extract`")
     gallery = _read_csv(emb / embedding_table("gallery"), ["path", "pid", "camid"], "from `reidpipe extract`")
@@ -122,7 +188,8 @@ def load_arch(name: str, results_dir: Path, models_dir: Path) -> ArchResults:
     train_log = None
     log_path = models_dir / name / TRAIN_LOG_FILE
     if log_path.is_file():
-        train_log = _read_csv(log_path, TRAIN_LOG_COLUMNS, "from `reidpipe train`")
+        train_log = _read_csv(log_path, TRAIN_LOG_COLUMNS, "from `reidpipe train`",
+                              numeric=[*TRAIN_LOG_COLUMNS, "seconds"])
     config = None
     config_path = models_dir / name / TRAIN_CONFIG_FILE
     if config_path.is_file():
@@ -134,8 +201,9 @@ def load_arch(name: str, results_dir: Path, models_dir: Path) -> ArchResults:
             raise ReidpipeError(f"{config_path}: expected a mapping")
     return ArchResults(name=name, metrics=metrics, cmc=cmc, per_query=per_query, query=query,
                        gallery=gallery, train_log=train_log, config=config,
-                       parity=_optional_json(arch_dir / ONNX_DIR / PARITY_FILE),
-                       tensorrt=_optional_json(arch_dir / TENSORRT_DIR / TRT_STATUS_FILE))
+                       parity=_optional_json(arch_dir / ONNX_DIR / PARITY_FILE, PARITY_SPEC),
+                       tensorrt=_optional_json(arch_dir / TENSORRT_DIR / TRT_STATUS_FILE,
+                                               TRT_STATUS_SPEC))
 
 
 @dataclass
