@@ -1,21 +1,25 @@
 """Every file a command reads or writes gets one clear line when it is wrong (issue 13).
 
 One row per bad input: the command line, the exit code, a fragment of the message, and whether
-the case folder (the bad input and the output path) must be left exactly as it was."""
+the case folder (the bad input and the output path) must be left exactly as it was. And a stage
+stopped mid-write leaves nothing under its output's name."""
 
 from __future__ import annotations
 
 import os
 import re
+import signal
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import onnx
 import pytest
 import torch
 import yaml
+from forked import kill_self, run_forked
 from market_fixtures import make_tiny_market, write_jpeg
 from onnx import TensorProto, helper
 from PIL import Image
@@ -316,3 +320,32 @@ def test_validate_names_a_text_file_and_a_symlink_loop(work: Path, tmp_path: Pat
     assert f"{data / 'query' / QUERY}: is a text file, not an image" in err
     assert "symbolic link loop" in err
     assert "BytesIO" not in err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT],
+                         ids=["SIGKILL", "SIGTERM", "SIGINT"])
+def test_a_stage_stopped_mid_write_leaves_no_output(signum, work: Path, tmp_path: Path) -> None:
+    """extract stopped after writing part of its folder: nothing under the output name; a signal
+    also clears the temporary (a kill leaves it to the next run, which removes it)."""
+    argv = extract(["--onnx", str(work / "good.onnx")])(work, tmp_path)
+
+    def child() -> int:
+        original = np.save
+
+        def save(*args, **kwargs):
+            original(*args, **kwargs)
+            kill_self(signum)
+
+        np.save = save
+        return main(argv)
+
+    code = run_forked(child, tmp_path / "stderr.txt")
+    err = (tmp_path / "stderr.txt").read_text()
+    assert code == (-signum if signum == signal.SIGKILL else 128 + signum), err
+    assert not (tmp_path / "emb").exists()
+    if signum != signal.SIGKILL:
+        assert err.strip().splitlines()[-1] == \
+            f"reidpipe extract: interrupted by {signal.Signals(signum).name}"
+        assert [p.name for p in tmp_path.iterdir()] == ["stderr.txt"]
+    assert main(argv) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["emb", "stderr.txt"]

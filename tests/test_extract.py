@@ -222,7 +222,7 @@ def test_bad_inputs(onnx_models: dict[str, Path], splits_dir: Path, tmp_path: Pa
         onnx_forward(garbage, RGB01, device="cpu")
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"no jpeg")
-    with pytest.raises(ReidpipeError, match="broken.jpg cannot be read"):
+    with pytest.raises(ReidpipeError, match="broken.jpg is a text file, not an image"):
         embed_with_torch(TinyNet(), [str(broken)], RGB01, batch_size=2, device="cpu")
     frame = pd.read_csv(splits_dir / "query.csv")
     bad_splits = tmp_path / "splits"
