@@ -69,11 +69,10 @@ def params(work: Path) -> list[str]:
 def dataset_with(work: Path, case: Path, name: str, write: Callable[[Path], None]) -> Path:
     """A copy of the tiny dataset's query/gallery with one query file replaced by ``write``."""
     data = case / "market"
-    for split in ("train", "query", "gallery"):
-        folder = market.split_dir(work / "market", split)
-        (data / folder.name).mkdir(parents=True)
-        for path in folder.iterdir():
-            os.link(path, data / folder.name / path.name)
+    for folder in market.SPLIT_DIRS.values():
+        (data / folder).mkdir(parents=True)
+        for path in (work / "market" / folder).iterdir():
+            os.link(path, data / folder / path.name)
     target = data / market.SPLIT_DIRS["query"] / name
     target.unlink(missing_ok=True)
     write(target)
