@@ -107,3 +107,12 @@ def test_center_step_skips_an_overflowed_gradient_and_loss_scale_without_a_scale
     assert torch.equal(center.centers.detach(), before)
     assert loss_scale(None) == 1.0
     assert loss_scale(torch.amp.GradScaler("cpu", enabled=False)) == 1.0
+
+
+def test_loss_scale_reads_lightnings_16_mixed_scaler():
+    """The module reads the scale from ``trainer.precision_plugin.scaler``: Lightning's name."""
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    plugin = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=8.0))
+    assert loss_scale(getattr(plugin, "scaler", None)) == 8.0
+    assert getattr(MixedPrecision("bf16-mixed", "cpu"), "scaler", None) is None

@@ -134,14 +134,14 @@ def test_bot_random_erasing_fills_a_box_of_the_papers_size_with_the_pixel_mean()
     for _ in range(200):
         out = transform(black)
         erased = (out == mean).all(0)
-        if not erased.any():  # torchvision gives up after 10 rejected boxes
+        if not erased.any():  # no box fitted in 100 tries
             continue
         rows, cols = erased.any(1).nonzero(), erased.any(0).nonzero()
         h, w = int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
         assert erased.sum() == h * w  # one solid box
         areas.append(h * w / (256 * 128))
-        assert 0.3 - 0.02 <= h / w <= 1 / 0.3 + 0.05
-    assert len(areas) > 150
+        assert (h - 0.5) / (w + 0.5) <= 1 / 0.3 and (h + 0.5) / (w - 0.5) >= 0.3  # rounded sides
+    assert len(areas) == 200
     assert 0.02 - 0.002 <= min(areas) and max(areas) <= 0.4 + 0.01
     assert max(areas) > 0.34  # torchvision's default stops at 1/3
 
@@ -172,8 +172,42 @@ def test_swin_random_erasing_is_solider_and_taos_per_pixel_noise():
     assert len(boxes) > 150
     areas = [h * w / (256 * 128) for h, w, _ in boxes]
     assert 0.02 - 0.002 <= min(areas) and max(areas) <= 1 / 3 + 0.01
-    assert all(0.3 - 0.02 <= h / w <= 1 / 0.3 + 0.05 for h, w, _ in boxes)
+    assert all((h - 0.5) / (w + 0.5) <= 1 / 0.3 and (h + 0.5) / (w - 0.5) >= 0.3
+               for h, w, _ in boxes)
     values = torch.cat([box.flatten() for _, _, box in boxes])
     assert abs(float(values.mean())) < 0.01 and abs(float(values.std()) - 1) < 0.01
     resize = next(t for t in transform.transforms if isinstance(t, v2.Resize))
     assert resize.interpolation == InterpolationMode.BICUBIC
+
+
+def bot_erasing_box(height: int, width: int, rng: random.Random) -> tuple[int, int] | None:
+    """BoT's RandomErasing box (h, w): area 0.02-0.4 and aspect h/w 0.3-3.33 drawn uniformly,
+    100 tries for one that fits strictly inside."""
+    for _ in range(100):
+        area = rng.uniform(0.02, 0.4) * height * width
+        aspect = rng.uniform(0.3, 1 / 0.3)
+        h, w = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+        if w < width and h < height:
+            return h, w
+    return None
+
+
+def test_bot_random_erasing_draws_boxes_as_bot_does():
+    cfg = load_params([ROOT / "params.yaml"]).arch("resnet50")
+    transform = train_transform(cfg.model, dataclasses.replace(cfg.dataset, re_prob=1.0))
+    erasing = next(t for t in transform.transforms if isinstance(t, v2.RandomErasing))
+    torch.manual_seed(0)
+    image = torch.zeros(3, 256, 128)
+    params = [erasing.make_params([image]) for _ in range(2000)]
+    ours = [(p["h"], p["w"]) for p in params if p["v"] is not None]
+    rng = random.Random(0)
+    reference = [box for box in (bot_erasing_box(256, 128, rng) for _ in range(2000)) if box]
+
+    def tall_share_and_mean_area(boxes):
+        return (sum(h > w for h, w in boxes) / len(boxes),
+                sum(h * w for h, w in boxes) / len(boxes) / (256 * 128))
+
+    (tall, area), (ref_tall, ref_area) = map(tall_share_and_mean_area, (ours, reference))
+    assert len(ours) == len(reference) == 2000  # a 256x128 image always fits a box
+    assert abs(tall - ref_tall) < 0.04 and ref_tall > 0.75  # log-uniform aspects give ~0.6
+    assert abs(area - ref_area) < 0.015
