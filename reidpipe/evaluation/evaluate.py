@@ -98,18 +98,20 @@ def _rank_chunk(dist: np.ndarray, start: int, protocol: _Protocol, ap_method: st
     if len(with_match):
         values = dist[match_rows, protocol.match_cols[ptr[0]:ptr[-1]]]
         bound[with_match] = np.maximum.reduceat(values, (ptr[:-1] - ptr[0])[with_match])
-    mask = dist <= bound[:, None]
+    rows, cols = np.divmod(np.flatnonzero(dist <= bound[:, None]), num_gallery)
     if top_k > 0:
         # A row whose bound leaves fewer than top_k kept items: also bound by its
         # (top_k + removed)-th smallest distance, which lies at or after its top_k-th kept item.
         removed = protocol.same_camera[queries]
-        short = np.flatnonzero(np.count_nonzero(mask, axis=1) - removed < top_k)
+        short = np.flatnonzero(np.bincount(rows, minlength=num) - removed < top_k)
         if len(short):
             kth = min(num_gallery, top_k + int(removed[short].max())) - 1
-            bound[short] = np.maximum(bound[short],
-                                      np.partition(dist[short], kth, axis=1)[:, kth])
-            mask[short] = dist[short] <= bound[short, None]
-    rows, cols = np.divmod(np.flatnonzero(mask), num_gallery)
+            wider = np.maximum(bound[short], np.partition(dist[short], kth, axis=1)[:, kth])
+            extra_rows, extra_cols = np.divmod(np.flatnonzero(dist[short] <= wider[:, None]),
+                                               num_gallery)
+            keep = ~np.isin(rows, short)
+            rows = np.concatenate([rows[keep], short[extra_rows]])
+            cols = np.concatenate([cols[keep], extra_cols])
     q_pids, q_cams = protocol.q_pids[queries], protocol.q_cams[queries]
     same_camera = (protocol.g_pids[cols] == q_pids[rows]) & (protocol.g_cams[cols] == q_cams[rows])
     rows, cols = rows[~same_camera], cols[~same_camera]

@@ -490,6 +490,9 @@ class KReciprocalReRanker:
         final distance is ``(1 - lambda) + lambda d`` everywhere and is corrected on that sparse
         support, found through the inverted index (CSC of the gallery rows of V).
         """
+        if (stop - start) * self.num_gallery >= 1 << 31:  # the pair codes below fit 31 bits
+            middle = (start + stop) // 2
+            return np.concatenate([self.distances(start, middle), self.distances(middle, stop)])
         started = time.perf_counter()
         lam = np.float32(self.lambda_value)
         factor = (np.float32(-2.0) * lam / self.row_max[start:stop])[:, None]
@@ -506,9 +509,15 @@ class KReciprocalReRanker:
         positions = ragged_positions(col_index.indptr[cols].astype(np.int64), counts)
         mins = np.minimum(np.repeat(rows_v.data, counts), col_index.data[positions])
         flat = np.repeat(entry_rows, counts) * num_gallery + col_index.indices[positions]
-        shared = np.bincount(flat, weights=mins, minlength=(stop - start) * num_gallery)
-        flat = np.flatnonzero(shared)
-        shared = shared[flat]
+        # Sum the minima per (query, gallery) pair: sort keys (pair << 32 | minimum's bits), so
+        # the sparse support is never spread over a dense array.
+        keys = (flat << 32) | mins.astype(np.float32).view(np.uint32).astype(np.int64)
+        keys.sort()
+        flat = keys >> 32
+        first = np.flatnonzero(np.concatenate([[True], flat[1:] != flat[:-1]]))
+        flat = flat[first]
+        values = (keys & 0xFFFFFFFF).astype(np.uint32).view(np.float32).astype(np.float64)
+        shared = np.add.reduceat(values, first) if len(first) else values
         jaccard = (1.0 - shared / (2.0 - shared)).astype(np.float32)
         row, col = np.divmod(flat, num_gallery)
         original = np.maximum(e[row, col] * factor[row, 0], np.float32(0.0))
