@@ -249,7 +249,7 @@ class Evaluation:
 
 
 def _top_text(top: np.ndarray) -> list[str]:
-    return [" ".join(str(i) for i in row if i >= 0) for row in top]
+    return [" ".join(map(str, row[row >= 0].tolist())) for row in top]
 
 
 def evaluate_embeddings(embeddings: Embeddings, evaluate: EvaluateParams,

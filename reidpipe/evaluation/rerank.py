@@ -35,6 +35,7 @@ How it scales, every step exact:
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import time
@@ -48,6 +49,7 @@ import torch
 from reidpipe.devices import resolve_device
 from reidpipe.errors import ReidpipeError
 
+log = logging.getLogger(__name__)
 QueryStripHook = Callable[[int, int, np.ndarray, np.ndarray, np.ndarray], None]
 """Receives (first query, end query, query x gallery feature products, the queries' and the
 gallery's squared norms) as the pass makes them; it must neither keep nor modify the products."""
@@ -159,6 +161,9 @@ class _QueryRows:
         else:
             # Open for the ranker's lifetime; closing it (or the process ending) deletes it.
             self._file = tempfile.TemporaryFile(prefix="reidpipe-rerank-")  # noqa: SIM115
+            log.info("re-ranking: the %d x %d query x gallery distances (%.1f GB) go to a "
+                     "temporary file in %s", num_query, num_gallery,
+                     num_query * self.row_bytes / 1e9, tempfile.gettempdir())
             self._io = ThreadPoolExecutor(max_workers=1)
 
     def put(self, start: int, array: np.ndarray) -> None:
