@@ -21,6 +21,7 @@ from reidpipe.deploy.export_onnx import (
     export_onnx,
 )
 from reidpipe.deploy.fp16 import FP16_KEEP_FP32_OPS
+from reidpipe.deploy.int8 import INT8_FILE
 from reidpipe.deploy.onnx_io import check_onnx
 from reidpipe.deploy.parity import batch_parity
 from reidpipe.errors import ReidpipeError
@@ -112,7 +113,9 @@ def test_resnet_demo_via_cli(params, splits, tmp_path):
                  str(model_dir), "--splits", str(splits), "--out", str(out)]) == 0
     report = json.loads((out / PARITY_FILE).read_text())
     check_folder(out, report, Preprocess.from_params(cfg, params.extract), params)
-    assert set(report["files"]) == {ONNX_FILE, FP16_FILE}   # 45 MB: weights embedded
+    assert set(report["files"]) == {ONNX_FILE, FP16_FILE, INT8_FILE}   # 45 MB: weights embedded
+    assert report["int8"]["status"] == "passed"     # default gates, on resnet18
+    assert set(report["latency"]) == {"fp32", "fp16", "int8"}
 
 
 def test_swin_demo_dynamic_batch(params, splits, tmp_path):
@@ -138,12 +141,14 @@ def test_large_weights_go_to_side_file(params, splits, tmp_path):
     out = tmp_path / "onnx"
     report = export_onnx(TinyNet().eval(), pre, "tiny", splits, out, params.export,
                          params.evaluate, batch_size=16, embed_limit=0)
-    assert set(report["files"]) == {ONNX_FILE, ONNX_FILE + ".data", FP16_FILE, FP16_FILE + ".data"}
+    assert set(report["files"]) == {ONNX_FILE, ONNX_FILE + ".data", FP16_FILE, FP16_FILE + ".data",
+                                    INT8_FILE, INT8_FILE + ".data"}
     assert sorted(p.name for p in out.iterdir()) == sorted([*report["files"], PARITY_FILE])
     model = onnx.load(str(out / ONNX_FILE), load_external_data=False)
     assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
-    forward, fixed = onnx_forward(out / FP16_FILE, pre, "cpu")
-    assert fixed is None and forward(np.zeros((3, 3, 32, 16), np.float32)).shape == (3, 16)
+    for name in (FP16_FILE, INT8_FILE):
+        forward, fixed = onnx_forward(out / name, pre, "cpu")
+        assert fixed is None and forward(np.zeros((3, 3, 32, 16), np.float32)).shape == (3, 16)
 
 
 def test_broken_export_fails_the_gate_and_leaves_no_onnx(params, splits, tmp_path):

@@ -1,4 +1,5 @@
-"""ONNX export with parity gates: the trained network as ``model.onnx`` (+ ``model_fp16.onnx``).
+"""ONNX export with parity gates: the trained network as ``model.onnx`` (+ ``model_fp16.onnx``,
+``model_int8.onnx``).
 
 The graph takes the *normalised* NCHW float32 batch (the preprocessing of ``reidpipe.input_contract``:
 resize, pixels to 0-1, mean/std, RGB) and returns the raw embedding (N x D, not L2-normalised);
@@ -10,7 +11,9 @@ window ops must not bake the export batch in (GUIDE §5).
 Gates (``export.*``): per batch size the max abs difference and min cosine between ONNX Runtime
 and PyTorch, and the query/gallery mAP and rank-1 of both within ``max_metric_delta`` points. The
 output folder (model.onnx, its ``.onnx.data`` side file when the weights are too big to embed,
-model_fp16.onnx, parity.json) appears only when every gate passed.
+model_fp16.onnx, parity.json) appears only when every gate passed. The INT8 copy
+(``reidpipe.deploy.int8``) has its own gate; failing it leaves only that file out, with the reason
+in parity.json. parity.json also holds the ONNX Runtime latency of each precision.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ import torch
 from torch import nn
 
 from reidpipe import atomic
+from reidpipe.data.manifest import read_split
 from reidpipe.deploy.fp16 import FP16_KEEP_FP32_OPS, convert_fp16
+from reidpipe.deploy.int8 import INT8_FILE, int8_variant
 from reidpipe.deploy.onnx_io import (
     EMBED_LIMIT_BYTES,
     INPUT_NAME,
@@ -37,6 +42,7 @@ from reidpipe.deploy.onnx_io import (
 )
 from reidpipe.deploy.parity import (
     batch_parity,
+    forward_latency,
     parity_images,
     retrieval_parity,
     strict_fp32,
@@ -45,7 +51,7 @@ from reidpipe.errors import ReidpipeError
 from reidpipe.evaluation.extract import image_sets_from_splits, torch_forward
 from reidpipe.evaluation.onnx_runtime import onnx_forward
 from reidpipe.filenames import FP16_FILE, ONNX_FILE, PARITY_FILE
-from reidpipe.input_contract import META_PREFIX, Preprocess, contract_metadata
+from reidpipe.input_contract import META_PREFIX, Forward, Preprocess, contract_metadata
 from reidpipe.params import EvaluateParams, ExportParams, Params
 
 log = logging.getLogger(__name__)
@@ -153,10 +159,27 @@ def export_onnx(net: nn.Module, pre: Preprocess, arch: str, splits_dir: str | Pa
                         f"export.fp16_min_cosine {export.fp16_min_cosine}")
             else:
                 report["fp16"] = None
+            if export.int8:
+                report["int8"], kept = int8_variant(
+                    tmp / ONNX_FILE, candidate, pre, list(read_split(splits_dir, "train")["path"]),
+                    sets, images, export, evaluate, batch_size, flip, device, embed_limit)
+                files += kept
+            else:
+                report["int8"] = None
+            report["latency"] = {
+                name: forward_latency(forward, images, export.parity_batch_sizes)
+                for name, forward in _precision_forwards(tmp, pre, device).items()}
             report["files"] = {p.name: p.stat().st_size for p in files}
             report["status"] = "passed"
             atomic.write_json(tmp / PARITY_FILE, report)
     return report
+
+
+def _precision_forwards(folder: Path, pre: Preprocess, device: str) -> dict[str, Forward]:
+    """ONNX Runtime forwards of the FP32, FP16 and INT8 files present in ``folder``."""
+    names = {"fp32": ONNX_FILE, "fp16": FP16_FILE, "int8": INT8_FILE}
+    return {precision: onnx_forward(folder / name, pre, device)[0]
+            for precision, name in names.items() if (folder / name).is_file()}
 
 
 def _ort_version() -> str:

@@ -4,6 +4,8 @@ size and on retrieval metrics, shared by the ONNX and TensorRT gates."""
 from __future__ import annotations
 
 import contextlib
+import statistics
+import time
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -16,6 +18,8 @@ from reidpipe.evaluation.evaluate import evaluate_embeddings
 from reidpipe.evaluation.extract import extract_embeddings
 from reidpipe.input_contract import Forward, Preprocess, load_image
 from reidpipe.params import EvaluateParams, ReRankingParams
+
+LATENCY_REPEATS = 3
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -46,6 +50,25 @@ def batch_parity(reference: Forward, candidate: Forward, images: np.ndarray,
         rows.append({"batch_size": int(size),
                      "max_abs_diff": float(np.abs(got - expected[:size]).max()),
                      "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean())})
+    return rows
+
+
+def forward_latency(forward: Forward, images: np.ndarray, batch_sizes: Sequence[int],
+                    repeats: int = LATENCY_REPEATS) -> list[dict[str, float]]:
+    """Median wall time of ``forward`` on the first ``b`` images, per batch size, after one
+    warm-up call."""
+    rows = []
+    for size in batch_sizes:
+        batch = np.ascontiguousarray(images[:size])
+        forward(batch)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            forward(batch)
+            times.append((time.perf_counter() - start) * 1000.0)
+        median = statistics.median(times)
+        rows.append({"batch_size": int(size), "median_ms": round(median, 3),
+                     "images_per_second": round(size * 1000.0 / median, 1)})
     return rows
 
 

@@ -236,6 +236,14 @@ class ExportParams:
     max_metric_delta: float = _f(0.1, ge=0, doc="mAP/R1 gate in points")
     fp16: bool = _f(True, doc="also write an FP16 ONNX for TensorRT")
     fp16_min_cosine: float = _f(0.999, gt=0, le=1, doc="gate of the FP16 ONNX against FP32")
+    int8: bool = _f(True, doc="also write an INT8 (QDQ) ONNX, kept only when its gate passes")
+    int8_calibration_images: int = _f(256, ge=1, doc="train images sampled for INT8 calibration")
+    int8_seed: int = _f(0, ge=0, doc="seed of the calibration sample")
+    int8_activations: Literal["int8", "uint8"] = _f(
+        "int8", doc="int8: symmetric, for TensorRT; uint8: ONNX Runtime's fast x86 CPU path, "
+        "which TensorRT cannot build")
+    int8_min_cosine: float = _f(0.98, gt=0, le=1, doc="gate of the INT8 ONNX against FP32")
+    int8_max_metric_delta: float = _f(1.0, ge=0, doc="INT8 mAP/R1 gate in points vs FP32")
 
 
 @dataclass
@@ -244,9 +252,15 @@ class DeployParams:
     min_batch: int = _f(1, ge=1)
     opt_batch: int = _f(16, ge=1)
     max_batch: int = _f(64, ge=1)
-    precision: Literal["fp16", "fp32"] = _f("fp16")
+    precision: Literal["fp16", "fp32", "int8"] = _f(
+        "fp16", doc="int8 builds from export's INT8 ONNX (explicit quantization)")
     workspace_mib: int = _f(4096, ge=64)
     max_metric_delta: float = _f(0.3, ge=0, doc="mAP/R1 gate in points vs ONNX Runtime")
+    deepstream_reid_type: int = _f(2, ge=0, le=3, doc="NvDCF reidType: 0 none, 1 DeepSORT, "
+                                   "2 re-association, 3 both")
+    deepstream_history_size: int = _f(100, ge=1, doc="NvDCF reidHistorySize")
+    deepstream_fold_normalisation: bool = _f(
+        True, doc="fold a per-channel std into the DeepStream ONNX (DeepStream has one scale)")
 
 
 @dataclass

@@ -1,0 +1,134 @@
+"""INT8 export: real ONNX Runtime static quantization of small conv nets on real images, checked
+against the definition of symmetric per-channel quantization and the gate."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+from reidpipe.deploy.export_onnx import ONNX_FILE, PARITY_FILE, export_onnx
+from reidpipe.deploy.int8 import INT8_FILE, calibration_sample
+from reidpipe.errors import ReidpipeError
+from reidpipe.evaluation.onnx_runtime import onnx_forward
+from reidpipe.input_contract import Preprocess, read_input_contract
+from reidpipe.params import load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = [str(ROOT / "params.yaml"), str(ROOT / "config" / "demo.yaml")]
+PRE = Preprocess(height=32, width=16, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+
+
+@pytest.fixture(scope="module")
+def params():
+    """Demo params with gates sized for an untrained net: its embeddings differ little between
+    images, so INT8 rounding moves some a lot further (min cosine ~0.96 here) than a trained
+    model's; the default gates are exercised on trained models by the demo."""
+    base = load_params(DEMO)
+    return dataclasses.replace(base, export=dataclasses.replace(
+        base.export, fp16=False, int8_calibration_images=24, int8_min_cosine=0.9))
+
+
+def conv_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 64, 4, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(64, 12)).eval()
+
+
+def initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+def test_calibration_sample_is_seeded_and_bounded():
+    paths = [f"img{i}.jpg" for i in range(50)]
+    first = calibration_sample(paths, 10, seed=3)
+    assert first == calibration_sample(paths, 10, seed=3)
+    assert len(set(first)) == 10 and set(first) <= set(paths)
+    assert first != calibration_sample(paths, 10, seed=4)
+    assert calibration_sample(paths, 500, seed=0) == paths
+    with pytest.raises(ReidpipeError, match="train manifest is empty"):
+        calibration_sample([], 5, seed=0)
+
+
+def test_int8_copy_is_per_channel_symmetric_qdq_and_gated(params, splits, tmp_path):
+    out = tmp_path / "onnx"
+    report = export_onnx(conv_net(), PRE, "tiny", splits, out, params.export, params.evaluate,
+                         batch_size=16)
+    int8 = report["int8"]
+    assert int8["status"] == "passed" and int8["reason"] is None
+    assert int8["calibration"] == {"method": "minmax", "images": 24, "seed": 0,
+                                   "source": "train split"}
+    assert set(report["files"]) == {ONNX_FILE, INT8_FILE}
+    assert json.loads((out / PARITY_FILE).read_text())["int8"] == int8
+    for row in int8["batch_parity"]:
+        assert params.export.int8_min_cosine <= row["min_cosine"] < 1.0
+    for key in ("mAP", "rank1"):
+        assert int8["retrieval"]["delta_points"][key] <= params.export.int8_max_metric_delta
+    assert set(report["latency"]) == {"fp32", "int8"}
+    assert read_input_contract(out / INT8_FILE) == PRE
+
+    model = onnx.load(str(out / INT8_FILE))
+    values = initializers(model)
+    fp32 = initializers(onnx.load(str(out / ONNX_FILE)))
+    convs = [w for w in fp32.values() if w.ndim == 4]
+    dequant = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    weight_dq = [n for n in dequant if values.get(n.input[0]) is not None
+                 and values[n.input[0]].ndim == 4]
+    assert len(weight_dq) == len(convs) == 1
+    for node, original in zip(sorted(weight_dq, key=lambda n: values[n.input[0]].shape[0]),
+                              sorted(convs, key=lambda w: w.shape[0])):
+        q, scale = values[node.input[0]], values[node.input[1]]
+        assert q.dtype == np.int8 and scale.shape == (original.shape[0],)   # one per channel
+        assert not values[node.input[2]].any()                                # zero point 0
+        # Symmetric per-channel definition: scale_c = max|w_c| / 127, w ~ q * scale within
+        # half a step (ONNX Runtime's symmetric range is [-127, 127]).
+        peak = np.abs(original).reshape(len(original), -1).max(1)
+        np.testing.assert_allclose(scale, peak / 127.0, rtol=1e-5)
+        step = scale.reshape(-1, 1, 1, 1)
+        assert np.all(np.abs(q * step - original) <= step / 2 + 1e-7)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    last = producers[model.graph.output[0].name]   # the embedding itself stays in float
+    assert last.op_type == "Gemm" and all(
+        producers[name].op_type != "DequantizeLinear" for name in last.input if name in producers)
+    activations = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert activations
+    for node in activations:   # int8 activations, zero point 0: what TensorRT takes
+        zero = values[node.input[2]]
+        assert zero.dtype == np.int8 and not zero.any()
+
+
+def test_uint8_activations_are_asymmetric(params, splits, tmp_path):
+    export = dataclasses.replace(params.export, int8_activations="uint8")
+    report = export_onnx(conv_net(), PRE, "tiny", splits, tmp_path / "onnx", export,
+                         params.evaluate, batch_size=16)
+    assert report["int8"]["status"] == "passed"
+    assert report["int8"]["tensorrt_compatible"] is False
+    model = onnx.load(str(tmp_path / "onnx" / INT8_FILE))
+    values = initializers(model)
+    zeros = [values[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert zeros and all(z.dtype == np.uint8 for z in zeros)
+    assert any(z.any() for z in zeros)   # a zero point away from 0: asymmetric ranges
+    forward, _ = onnx_forward(tmp_path / "onnx" / INT8_FILE, PRE, "cpu")
+    assert forward(np.zeros((3, 3, 32, 16), np.float32)).shape == (3, 12)
+
+
+def test_failed_int8_gate_leaves_no_file_and_says_why(params, splits, tmp_path):
+    """INT8 rounding keeps the cosine below 1, so a gate of exactly 1 must fail; the FP32
+    export still stands."""
+    strict = dataclasses.replace(params.export, int8_min_cosine=1.0)
+    out = tmp_path / "onnx"
+    report = export_onnx(conv_net(), PRE, "tiny", splits, out, strict, params.evaluate,
+                         batch_size=16)
+    assert report["status"] == "passed"
+    assert report["int8"]["status"] == "failed"
+    assert report["int8"]["reason"].startswith("INT8 gate failed: batch 1: min cosine")
+    assert "export.int8_min_cosine 1.0" in report["int8"]["reason"]
+    assert not (out / INT8_FILE).exists()
+    assert set(report["files"]) == {ONNX_FILE} and set(report["latency"]) == {"fp32"}
