@@ -28,6 +28,7 @@ CMC_FILE = "cmc.csv"
 PER_QUERY_FILE = "per_query.csv"
 ONNX_DIR = "onnx"
 TENSORRT_DIR = "tensorrt"
+DEPLOY_DIR = "deploy"
 
 # results/<arch>/embeddings/: <set>.npy and <set>.csv for each set
 EMBEDDING_SETS = ("query", "gallery")
@@ -35,10 +36,15 @@ EMBEDDING_SETS = ("query", "gallery")
 # results/<arch>/onnx/
 ONNX_FILE = "model.onnx"
 FP16_FILE = "model_fp16.onnx"
+INT8_FILE = "model_int8.onnx"
 PARITY_FILE = "parity.json"
 
 # results/<arch>/tensorrt/
 TRT_STATUS_FILE = "status.json"
+TRT_ENGINE_FILE = "model.engine"
+
+# results/<arch>/deploy/
+PACKAGE_MANIFEST_FILE = "package.json"
 
 # reports/
 REPORT_MARKDOWN = "index.md"

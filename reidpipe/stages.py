@@ -27,6 +27,7 @@ from reidpipe import code_deps
 from reidpipe.errors import ReidpipeError
 from reidpipe.filenames import (
     CMC_FILE,
+    DEPLOY_DIR,
     EMBEDDINGS_DIR,
     FIGURES_DIR,
     METRICS_FILE,
@@ -62,6 +63,7 @@ ARCH_RESULTS = f"{RESULTS_DIR}/{{arch}}"
 EMBEDDINGS = f"{ARCH_RESULTS}/{EMBEDDINGS_DIR}"
 ONNX = f"{ARCH_RESULTS}/{ONNX_DIR}"
 TENSORRT = f"{ARCH_RESULTS}/{TENSORRT_DIR}"
+DEPLOY = f"{ARCH_RESULTS}/{DEPLOY_DIR}"
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,12 @@ STAGES: tuple[Stage, ...] = (
           outputs={"tensorrt": Output(TENSORRT, directory=True)},
           params=("deploy", "extract.batch_size", "evaluate", "model.with_flip_feature",
                   "archs.{arch}")),
+    Stage("package",
+          command="reidpipe package --arch {arch} --onnx-dir {input.onnx} --trt-dir"
+                  " {input.tensorrt} --out {output.deploy}",
+          inputs={"onnx": ONNX, "tensorrt": TENSORRT},
+          outputs={"deploy": Output(DEPLOY, directory=True)},
+          params=("deploy",)),
     Stage("report",
           command=f"reidpipe report --results {RESULTS_DIR} --models {MODELS_DIR} --out {REPORTS_DIR}",
           inputs={"validation": VALIDATION,
@@ -180,6 +188,7 @@ STAGES: tuple[Stage, ...] = (
                   "embeddings": AllOf(EMBEDDINGS),
                   "onnx": AllOf(ONNX),
                   "tensorrt": AllOf(TENSORRT),
+                  "deploy": AllOf(DEPLOY),
                   "config": AllOf(f"{ARCH_MODEL}/{TRAIN_CONFIG_FILE}"),
                   "train_log": AllOf(f"{ARCH_MODEL}/{TRAIN_LOG_FILE}")},
           outputs={"markdown": Output(f"{REPORTS_DIR}/{REPORT_MARKDOWN}"),

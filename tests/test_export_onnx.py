@@ -21,12 +21,12 @@ from reidpipe.deploy.export_onnx import (
     export_onnx,
 )
 from reidpipe.deploy.fp16 import FP16_KEEP_FP32_OPS
-from reidpipe.deploy.int8 import INT8_FILE
 from reidpipe.deploy.onnx_io import check_onnx
 from reidpipe.deploy.parity import batch_parity
 from reidpipe.errors import ReidpipeError
 from reidpipe.evaluation.extract import torch_forward
 from reidpipe.evaluation.onnx_runtime import onnx_forward
+from reidpipe.filenames import INT8_FILE
 from reidpipe.input_contract import Preprocess, read_input_contract
 from reidpipe.params import load_params
 from reidpipe.training.model import MODEL_FILE, arch_to_dict, build_model

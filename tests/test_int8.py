@@ -14,10 +14,11 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from reidpipe.deploy.export_onnx import ONNX_FILE, PARITY_FILE, export_onnx
-from reidpipe.deploy.int8 import INT8_FILE, calibration_sample
+from reidpipe.deploy.export_onnx import export_onnx
+from reidpipe.deploy.int8 import calibration_sample
 from reidpipe.errors import ReidpipeError
 from reidpipe.evaluation.onnx_runtime import onnx_forward
+from reidpipe.filenames import INT8_FILE, ONNX_FILE, PARITY_FILE
 from reidpipe.input_contract import Preprocess, read_input_contract
 from reidpipe.params import load_params
 
@@ -132,3 +133,10 @@ def test_failed_int8_gate_leaves_no_file_and_says_why(params, splits, tmp_path):
     assert "export.int8_min_cosine 1.0" in report["int8"]["reason"]
     assert not (out / INT8_FILE).exists()
     assert set(report["files"]) == {ONNX_FILE} and set(report["latency"]) == {"fp32"}
+
+
+def test_int8_engine_needs_tensorrt_compatible_activations():
+    with pytest.raises(ReidpipeError, match="deploy.precision int8 builds from export's INT8 ONNX "
+                                            "with int8 activations.*'uint8'"):
+        load_params(DEMO, ["deploy.precision=int8", "export.int8_activations=uint8"])
+    assert load_params(DEMO, ["deploy.precision=int8"]).deploy.precision == "int8"

@@ -16,7 +16,6 @@ from reidpipe.cli import main
 from reidpipe.deploy.export_onnx import export_onnx
 from reidpipe.deploy.tensorrt_build import (
     CACHE_FILE,
-    ENGINE_FILE,
     build_plan,
     build_trt,
     latency_batch_sizes,
@@ -24,7 +23,13 @@ from reidpipe.deploy.tensorrt_build import (
     unavailable_reason,
 )
 from reidpipe.errors import ReidpipeError
-from reidpipe.filenames import FP16_FILE, ONNX_FILE, TRT_STATUS_FILE
+from reidpipe.filenames import (
+    FP16_FILE,
+    INT8_FILE,
+    ONNX_FILE,
+    TRT_ENGINE_FILE,
+    TRT_STATUS_FILE,
+)
 from reidpipe.input_contract import Preprocess
 from reidpipe.params import DeployParams, load_params
 
@@ -68,11 +73,14 @@ def test_latency_sizes_stay_inside_the_profile():
 
 
 def test_build_plan_per_tensorrt_version():
-    # TensorRT 10 (BuilderFlag.FP16 exists): FP32 graph + flag; 11: the FP16 graph, no flag
-    assert build_plan(True, "fp16") == (ONNX_FILE, True)
-    assert build_plan(False, "fp16") == (FP16_FILE, False)
-    assert build_plan(True, "fp32") == (ONNX_FILE, False)
-    assert build_plan(False, "fp32") == (ONNX_FILE, False)
+    # TensorRT 10 (BuilderFlag.FP16 exists): FP32 graph + flag; 11: the FP16 graph, no flag;
+    # INT8 on both: the QDQ graph, strongly typed, no precision flag (explicit quantization)
+    assert build_plan(True, "fp16") == (ONNX_FILE, True, False)
+    assert build_plan(False, "fp16") == (FP16_FILE, False, False)
+    assert build_plan(True, "fp32") == (ONNX_FILE, False, False)
+    assert build_plan(False, "fp32") == (ONNX_FILE, False, False)
+    assert build_plan(True, "int8") == (INT8_FILE, False, True)
+    assert build_plan(False, "int8") == (INT8_FILE, False, True)
 
 
 @needs_no_trt
@@ -130,7 +138,7 @@ def test_real_engine_build_swin(params, splits, tmp_path):
     status = build_trt("swin_demo", tmp_path / "onnx", splits, out, params.deploy,
                        params.evaluate, batch_size=64)
     assert status["status"] == "built" and status["timing_cache_reused"] is False
-    assert {p.name for p in out.iterdir()} == {TRT_STATUS_FILE, ENGINE_FILE, CACHE_FILE}
+    assert {p.name for p in out.iterdir()} == {TRT_STATUS_FILE, TRT_ENGINE_FILE, CACHE_FILE}
     assert [r["batch_size"] for r in status["latency"]] == [1, 16, 64]
     assert status["parity"]["retrieval"]["delta_points"]["mAP"] <= params.deploy.max_metric_delta
     assert min(r["min_cosine"] for r in status["parity"]["batch_parity"]) > 0.99

@@ -32,6 +32,7 @@ STAGE_COMMANDS = [
     "evaluate",
     "export_onnx",
     "build_trt",
+    "package",
     "report",
 ]
 

@@ -32,7 +32,7 @@ from torch import nn
 from reidpipe import atomic
 from reidpipe.data.manifest import read_split
 from reidpipe.deploy.fp16 import FP16_KEEP_FP32_OPS, convert_fp16
-from reidpipe.deploy.int8 import INT8_FILE, int8_variant
+from reidpipe.deploy.int8 import int8_variant
 from reidpipe.deploy.onnx_io import (
     EMBED_LIMIT_BYTES,
     INPUT_NAME,
@@ -50,7 +50,7 @@ from reidpipe.deploy.parity import (
 from reidpipe.errors import ReidpipeError
 from reidpipe.evaluation.extract import image_sets_from_splits, torch_forward
 from reidpipe.evaluation.onnx_runtime import onnx_forward
-from reidpipe.filenames import FP16_FILE, ONNX_FILE, PARITY_FILE
+from reidpipe.filenames import FP16_FILE, INT8_FILE, ONNX_FILE, PARITY_FILE
 from reidpipe.input_contract import META_PREFIX, Forward, Preprocess, contract_metadata
 from reidpipe.params import EvaluateParams, ExportParams, Params
 

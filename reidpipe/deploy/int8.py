@@ -25,12 +25,12 @@ from reidpipe.deploy.onnx_io import EMBED_LIMIT_BYTES, check_onnx, model_files, 
 from reidpipe.deploy.parity import batch_parity, retrieval_parity
 from reidpipe.errors import ReidpipeError
 from reidpipe.evaluation.onnx_runtime import onnx_forward
+from reidpipe.filenames import INT8_FILE
 from reidpipe.input_contract import Forward, Preprocess, load_image
 from reidpipe.params import EvaluateParams, ExportParams
 
 log = logging.getLogger(__name__)
 
-INT8_FILE = "model_int8.onnx"
 # Calibration runs the augmented graph this many images at a time; MinMax keeps only per-batch
 # minima and maxima, so memory does not grow with the sample.
 CALIBRATION_BATCH = 16

@@ -27,16 +27,20 @@ import onnx
 from onnx import helper, numpy_helper
 
 from reidpipe import atomic
-from reidpipe.deploy.export_onnx import ONNX_FILE, PARITY_FILE
-from reidpipe.deploy.int8 import INT8_FILE
 from reidpipe.deploy.onnx_io import EMBED_LIMIT_BYTES, model_files, save_onnx
-from reidpipe.deploy.tensorrt_build import ENGINE_FILE, STATUS_FILE
 from reidpipe.errors import ReidpipeError
+from reidpipe.filenames import (
+    INT8_FILE,
+    ONNX_FILE,
+    PACKAGE_MANIFEST_FILE,
+    PARITY_FILE,
+    TRT_ENGINE_FILE,
+    TRT_STATUS_FILE,
+)
 from reidpipe.input_contract import META_PREFIX, Preprocess, contract_metadata, read_input_contract
 from reidpipe.params import DeployParams, Params
 
 README_FILE = "README.md"
-MANIFEST_FILE = "package.json"
 TRITON_DIR = "triton"
 TRITON_CONFIG = "config.pbtxt"
 TRITON_VERSION = "1"
@@ -214,7 +218,7 @@ def package(arch: str, onnx_dir: str | Path, trt_dir: str | Path, out_dir: str |
     """Write ``out_dir`` (Triton repository, DeepStream section, README, package.json)."""
     onnx_dir, trt_dir, out_dir = Path(onnx_dir), Path(trt_dir), Path(out_dir)
     parity = _read_json(onnx_dir / PARITY_FILE)
-    trt = _read_json(trt_dir / STATUS_FILE)
+    trt = _read_json(trt_dir / TRT_STATUS_FILE)
     pre = read_input_contract(onnx_dir / ONNX_FILE)
     model = onnx.load(str(onnx_dir / ONNX_FILE), load_external_data=False)
     inputs, outputs = io_specs(model, onnx_dir / ONNX_FILE)
@@ -224,7 +228,7 @@ def package(arch: str, onnx_dir: str | Path, trt_dir: str | Path, out_dir: str |
     embedding_dim = outputs[0].dims[0]
     ds = deepstream_input(pre, deploy.deepstream_fold_normalisation)
     ds_source = _deepstream_source(onnx_dir, parity, deploy.precision)
-    engine = trt_dir / ENGINE_FILE if trt.get("status") == "built" else None
+    engine = trt_dir / TRT_ENGINE_FILE if trt.get("status") == "built" else None
 
     with atomic.atomic_dir(out_dir) as tmp:
         version = tmp / TRITON_DIR / arch / TRITON_VERSION
@@ -270,7 +274,7 @@ def package(arch: str, onnx_dir: str | Path, trt_dir: str | Path, out_dir: str |
                      "reason": (parity.get("int8") or {}).get("reason")},
         }
         atomic.write_text(tmp / README_FILE, package_readme(manifest))
-        atomic.write_json(tmp / MANIFEST_FILE, manifest)
+        atomic.write_json(tmp / PACKAGE_MANIFEST_FILE, manifest)
     return manifest
 
 
@@ -294,11 +298,13 @@ Written by `reidpipe package`; every value below is read from the exported ONNX 
 `reidpipe.*` metadata.
 
 ## Input contract
-- input `{inp['name']}`: {inp['dtype']}, shape {inp['shape']} (NCHW), {inp['channel_order']}
+- input `{inp['name']}`: {inp['dtype']}, shape {' x '.join(map(str, inp['shape']))} (NCHW),
+  {inp['channel_order']}
 - preprocessing: resize to {inp['height']} x {inp['width']} (bilinear, aspect ratio not kept),
   {scale} `(x - mean * {inp['input_scale']}) / std` per channel with mean {inp['mean']} and
   std {inp['std']} (RGB order), then channels in {inp['channel_order']} order
-- output `{out['name']}`: {out['dtype']}, shape {out['shape']}, **not** L2-normalised:
+- output `{out['name']}`: {out['dtype']}, shape {' x '.join(map(str, out['shape']))}, **not**
+  L2-normalised:
   normalise before cosine / dot-product matching (the graph never normalises)
 
 ## Triton

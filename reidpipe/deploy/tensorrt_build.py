@@ -2,7 +2,8 @@
 
 TensorRT 10 and 11 differ in how precision is chosen: 10 takes the FP32 ONNX and
 ``BuilderFlag.FP16``; 11 has no precision flags (networks are strongly typed) and builds the FP16
-ONNX as typed by ``export-onnx``. The engine has one optimisation profile for the batch axis
+ONNX as typed by ``export-onnx``. INT8 builds export's QDQ graph (explicit quantization) as a
+strongly typed network on both. The engine has one optimisation profile for the batch axis
 (``deploy.min_batch/opt_batch/max_batch``); the timing cache is kept next to the engine and reused
 by the next build. Buffers are torch CUDA tensors (``data_ptr``), run with ``execute_async_v3``.
 
@@ -13,6 +14,7 @@ a disabled status. ``status.json`` is always written, so the pipeline completes 
 
 from __future__ import annotations
 
+import json
 import shutil
 import statistics
 import time
@@ -27,11 +29,17 @@ from reidpipe.deploy.parity import batch_parity, parity_images, retrieval_parity
 from reidpipe.errors import ReidpipeError
 from reidpipe.evaluation.extract import image_sets_from_splits
 from reidpipe.evaluation.onnx_runtime import onnx_forward
-from reidpipe.filenames import FP16_FILE, ONNX_FILE, PARITY_FILE, TRT_STATUS_FILE
+from reidpipe.filenames import (
+    FP16_FILE,
+    INT8_FILE,
+    ONNX_FILE,
+    PARITY_FILE,
+    TRT_ENGINE_FILE,
+    TRT_STATUS_FILE,
+)
 from reidpipe.input_contract import Forward, Preprocess, read_input_contract
 from reidpipe.params import DeployParams, EvaluateParams, Params
 
-ENGINE_FILE = "model.engine"
 CACHE_FILE = "timing.cache"
 LATENCY_WARMUP = 10
 LATENCY_ITERATIONS = 50
@@ -65,27 +73,36 @@ def latency_batch_sizes(deploy: DeployParams, extra: Sequence[int] = ()) -> list
     return sorted(b for b in sizes if deploy.min_batch <= b <= deploy.max_batch)
 
 
-def build_plan(has_fp16_flag: bool, precision: str) -> tuple[str, bool]:
-    """(ONNX file to parse, whether to set BuilderFlag.FP16) for a TensorRT version and precision.
+def build_plan(has_fp16_flag: bool, precision: str) -> tuple[str, bool, bool]:
+    """(ONNX file to parse, whether to set BuilderFlag.FP16, whether to create the network
+    strongly typed) for a TensorRT version and precision.
 
-    TensorRT 11 (no FP16 flag) takes precision from the graph: the FP16 ONNX for fp16.
+    TensorRT 11 (no FP16 flag) takes precision from the graph: the FP16 ONNX for fp16. INT8 is
+    explicit quantization of the QDQ graph on either version: strongly typed, no precision flag
+    (TensorRT's guidance for Q/DQ networks), so layers outside Q/DQ pairs stay FP32.
     """
+    if precision == "int8":
+        return INT8_FILE, False, True
     if precision == "fp32":
-        return ONNX_FILE, False
+        return ONNX_FILE, False, False
     if has_fp16_flag:
-        return ONNX_FILE, True
-    return FP16_FILE, False
+        return ONNX_FILE, True, False
+    return FP16_FILE, False, False
 
 
 def build_engine(onnx_path: Path, shapes: dict[str, list[int]], deploy: DeployParams,
-                 fp16_flag: bool, timing_cache: bytes) -> tuple[bytes, bytes, bool]:
+                 fp16_flag: bool, strongly_typed: bool,
+                 timing_cache: bytes) -> tuple[bytes, bytes, bool]:
     """Serialized engine, timing cache, and whether ``timing_cache`` (possibly empty) was
     accepted to seed the build (TensorRT rejects one from another GPU or version)."""
     import tensorrt as trt
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)
+    # TensorRT 11 has no STRONGLY_TYPED flag to set: every network is strongly typed there.
+    typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    network = builder.create_network(1 << int(typed) if strongly_typed and typed is not None
+                                     else 0)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -205,11 +222,14 @@ def _engine_parity(runner: Forward, onnx_dir: Path, pre: Preprocess, splits_dir:
                    deploy: DeployParams, evaluate: EvaluateParams, batch_size: int,
                    flip: bool) -> dict[str, Any]:
     sets = image_sets_from_splits(splits_dir)
-    reference, _ = onnx_forward(onnx_dir / ONNX_FILE, pre)
+    # An INT8 engine is checked against ONNX Runtime running the same QDQ graph: its distance
+    # to FP32 is export's INT8 gate, not TensorRT's.
+    reference_file = INT8_FILE if deploy.precision == "int8" else ONNX_FILE
+    reference, _ = onnx_forward(onnx_dir / reference_file, pre)
     sizes = latency_batch_sizes(deploy)
     images = parity_images(list(sets["query"]["path"]), pre, max(sizes))
     return {
-        "reference": f"onnxruntime {ONNX_FILE}",
+        "reference": f"onnxruntime {reference_file}",
         "batch_parity": batch_parity(reference, runner, images, sizes),
         "retrieval": retrieval_parity(sets, pre, batch_size, flip, evaluate,
                                       {"onnxruntime": reference, "tensorrt": runner}),
@@ -243,18 +263,22 @@ def build_trt(arch: str, onnx_dir: str | Path, splits_dir: str | Path, out_dir: 
     import tensorrt as trt
 
     pre = read_input_contract(onnx_dir / ONNX_FILE)
-    onnx_name, fp16_flag = build_plan(hasattr(trt.BuilderFlag, "FP16"), deploy.precision)
+    onnx_name, fp16_flag, strongly_typed = build_plan(hasattr(trt.BuilderFlag, "FP16"),
+                                                      deploy.precision)
     if not (onnx_dir / onnx_name).is_file():
+        int8 = json.loads((onnx_dir / PARITY_FILE).read_text()).get("int8") or {}
+        why = (f"export's INT8 copy was left out: {int8['reason']}" if int8.get("reason")
+               else "export.fp16 / export.int8 true writes it")
         raise ReidpipeError(f"{onnx_dir / onnx_name} does not exist; TensorRT {trt.__version__} "
-                            f"needs it for precision {deploy.precision} (export.fp16 true)")
+                            f"needs it for precision {deploy.precision} ({why})")
     shapes = profile_shapes(deploy, pre)
     old_cache = out_dir / CACHE_FILE
     cache_in = old_cache.read_bytes() if old_cache.is_file() else b""
     start = time.perf_counter()
     engine, cache_out, cache_reused = build_engine(onnx_dir / onnx_name, shapes, deploy,
-                                                   fp16_flag, cache_in)
+                                                   fp16_flag, strongly_typed, cache_in)
     status = _status(mode, "built", None, arch, deploy)
-    status.update(onnx=onnx_name, builder_fp16_flag=fp16_flag,
+    status.update(onnx=onnx_name, builder_fp16_flag=fp16_flag, strongly_typed=strongly_typed,
                   profile={"input": "batch x 3 x H x W", **shapes},
                   build_seconds=round(time.perf_counter() - start, 3),
                   timing_cache_reused=cache_reused)
@@ -271,9 +295,9 @@ def build_trt(arch: str, onnx_dir: str | Path, splits_dir: str | Path, out_dir: 
                                         for k, d in failed.items())
                             + f" > deploy.max_metric_delta {deploy.max_metric_delta}")
     with atomic.atomic_dir(out_dir) as tmp:
-        (tmp / ENGINE_FILE).write_bytes(engine)
+        (tmp / TRT_ENGINE_FILE).write_bytes(engine)
         (tmp / CACHE_FILE).write_bytes(cache_out)
-        status["files"] = {ENGINE_FILE: len(engine), CACHE_FILE: len(cache_out)}
+        status["files"] = {TRT_ENGINE_FILE: len(engine), CACHE_FILE: len(cache_out)}
         atomic.write_json(tmp / TRT_STATUS_FILE, status)
     return status
 

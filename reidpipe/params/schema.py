@@ -383,6 +383,12 @@ def _check_consistency(params: Params) -> None:
         raise ReidpipeError(
             f"params: deploy batch sizes must satisfy min_batch <= opt_batch <= max_batch, got "
             f"{d.min_batch}/{d.opt_batch}/{d.max_batch}")
+    if d.precision == "int8" and not (params.export.int8 and params.export.int8_activations
+                                      == "int8"):
+        raise ReidpipeError(
+            "params: deploy.precision int8 builds from export's INT8 ONNX with int8 activations; "
+            f"got export.int8 {params.export.int8}, export.int8_activations "
+            f"{params.export.int8_activations!r} (TensorRT cannot parse uint8 Q/DQ)")
 
 def _check_sources(params: Params) -> None:
     for name in params.data.sources:

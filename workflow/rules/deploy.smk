@@ -30,3 +30,18 @@ rule build_trt:
         gpu=1,
     shell:
         command("build_trt")
+
+
+rule package:
+    input:
+        **inputs("package"),
+    output:
+        **outputs("package"),
+    params:
+        files=PARAM_FILES,
+        tracked=tracked("package"),
+    log:
+        "logs/package_{arch}.log",
+    threads: 1
+    shell:
+        command("package")

@@ -1,0 +1,216 @@
+"""The deployment package: Triton's config read back with Triton's own protobuf definitions and
+checked against the ONNX as ONNX Runtime sees it; the DeepStream section checked by
+preprocessing images the way DeepStream's tracker does and comparing with the pipeline."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+import yaml
+from google.protobuf import text_format
+from PIL import Image
+from torch import nn
+from tritonclient.grpc import model_config_pb2
+
+from reidpipe.cli import main
+from reidpipe.data.manifest import read_split
+from reidpipe.deploy.export_onnx import export_onnx
+from reidpipe.deploy.package import (
+    DEEPSTREAM_CONFIG,
+    DEEPSTREAM_DIR,
+    README_FILE,
+    TRITON_CONFIG,
+    TRITON_DIR,
+    TRITON_PLAN,
+    deepstream_input,
+    package,
+)
+from reidpipe.deploy.tensorrt_build import build_trt
+from reidpipe.errors import ReidpipeError
+from reidpipe.evaluation.extract import embed
+from reidpipe.evaluation.onnx_runtime import onnx_forward
+from reidpipe.filenames import (
+    INT8_FILE,
+    ONNX_FILE,
+    PACKAGE_MANIFEST_FILE,
+    TRT_ENGINE_FILE,
+    TRT_STATUS_FILE,
+)
+from reidpipe.input_contract import Preprocess
+from reidpipe.params import load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = [str(ROOT / "params.yaml"), str(ROOT / "config" / "demo.yaml")]
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# Triton's DataType names for ONNX Runtime's type strings (written out here, independently).
+ORT_TO_TRITON = {"tensor(float)": "TYPE_FP32", "tensor(float16)": "TYPE_FP16"}
+
+
+@pytest.fixture(scope="module")
+def params():
+    base = load_params(DEMO)
+    return dataclasses.replace(base, export=dataclasses.replace(base.export, fp16=False,
+                                                                int8=False))
+
+
+def net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.ReLU(),
+                         nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 24)).eval()
+
+
+def exported(params, splits, root: Path, pre: Preprocess, export=None) -> tuple[Path, Path]:
+    """A real export-onnx folder and a real build-trt folder (skipped here: no TensorRT)."""
+    onnx_dir, trt_dir = root / "onnx", root / "tensorrt"
+    export_onnx(net(), pre, "tiny", splits, onnx_dir, export or params.export, params.evaluate,
+                batch_size=16)
+    build_trt("tiny", onnx_dir, splits, trt_dir, params.deploy, params.evaluate, batch_size=16)
+    return onnx_dir, trt_dir
+
+
+def deepstream_embeddings(section: dict, folder: Path, paths: list[str]) -> np.ndarray:
+    """What DeepStream's tracker computes, from its config alone: resize to inferDims, channels
+    per colorFormat, netScaleFactor * (pixel - offsets), the ONNX, L2 normalisation."""
+    reid = section["ReID"]
+    channels, height, width = reid["inferDims"]
+    batch = []
+    for path in paths:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB").resize((width, height),
+                                                            Image.Resampling.BILINEAR),
+                                dtype=np.float32)
+        if reid["colorFormat"] == 1:
+            pixels = pixels[:, :, ::-1]
+        pixels = reid["netScaleFactor"] * (pixels - np.asarray(reid["offsets"], np.float32))
+        batch.append(pixels.transpose(2, 0, 1))
+    session = ort.InferenceSession(str(folder / reid["onnxFile"]))
+    out = session.run(None, {session.get_inputs()[0].name: np.stack(batch).astype(np.float32)})[0]
+    assert reid["addFeatureNormalization"] == 1
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def test_tao_deployable_values():
+    """TAO's ResNet deployable: offsets [123.675, 116.28, 103.53], netScaleFactor 0.01735207."""
+    ds = deepstream_input(Preprocess(256, 128, IMAGENET_MEAN, (0.226,) * 3), fold=False)
+    assert ds.offsets == (123.675, 116.28, 103.53) and ds.channel_scale is None
+    assert ds.net_scale_factor == pytest.approx(0.01735207, abs=5e-9)
+    bgr = deepstream_input(Preprocess(256, 128, IMAGENET_MEAN, (0.226,) * 3, "BGR"), fold=False)
+    assert bgr.offsets == (103.53, 116.28, 123.675)   # offsets follow the network's channels
+
+
+def test_per_channel_std_is_refused_without_folding():
+    with pytest.raises(ReidpipeError, match=r"DeepStream takes one netScaleFactor but pixel_std "
+                                            r"\[0.229, 0.224, 0.225\].*deploy\.deepstream_fold_"
+                                            "normalisation: true"):
+        deepstream_input(Preprocess(256, 128, IMAGENET_MEAN, IMAGENET_STD), fold=False)
+
+
+def test_triton_repository_parses_with_tritons_protobuf(params, splits, tmp_path):
+    pre = Preprocess(32, 16, (0.5,) * 3, (0.5,) * 3)
+    onnx_dir, trt_dir = exported(params, splits, tmp_path, pre)
+    out = tmp_path / "deploy"
+    assert main(["package", "--params", *DEMO, "--arch", "resnet_demo", "--onnx-dir",
+                 str(onnx_dir), "--trt-dir", str(trt_dir), "--out", str(out)]) == 0
+    model_dir = out / TRITON_DIR / "resnet_demo"
+    config = text_format.Parse((model_dir / TRITON_CONFIG).read_text(),
+                               model_config_pb2.ModelConfig())
+    assert config.name == "resnet_demo" and config.platform == "onnxruntime_onnx"
+    assert config.default_model_filename == ONNX_FILE
+    assert config.max_batch_size == params.deploy.max_batch > 0
+    assert config.HasField("dynamic_batching")
+    served = model_dir / "1" / ONNX_FILE
+    assert served.read_bytes() == (onnx_dir / ONNX_FILE).read_bytes()
+    session = ort.InferenceSession(str(served))
+    for declared, actual in ((config.input, session.get_inputs()),
+                             (config.output, session.get_outputs())):
+        assert [t.name for t in declared] == [t.name for t in actual]
+        for tensor, value in zip(declared, actual):
+            assert model_config_pb2.DataType.Name(tensor.data_type) == ORT_TO_TRITON[value.type]
+            assert isinstance(value.shape[0], str)   # dynamic batch, left out of Triton's dims
+            assert list(tensor.dims) == value.shape[1:]
+    assert list(config.input[0].dims) == [3, 32, 16] and list(config.output[0].dims) == [24]
+    manifest = json.loads((out / PACKAGE_MANIFEST_FILE).read_text())
+    assert manifest["tensorrt"]["status"] == json.loads(
+        (trt_dir / TRT_STATUS_FILE).read_text())["status"]
+    readme = (out / README_FILE).read_text()
+    for fact in ("input `input`: TYPE_FP32, shape batch x 3 x 32 x 16", "[0.5, 0.5, 0.5]",
+                 "RGB", "output `embedding`: TYPE_FP32, shape batch x 24", "**not**\n  L2-normalised",
+                 "tritonserver --model-repository"):
+        assert fact in readme
+
+
+def test_built_engine_is_served_as_model_plan(params, splits, tmp_path):
+    """When build-trt built an engine, Triton serves it with the TensorRT backend."""
+    pre = Preprocess(32, 16, (0.5,) * 3, (0.5,) * 3)
+    onnx_dir, trt_dir = exported(params, splits, tmp_path, pre)
+    status = json.loads((trt_dir / TRT_STATUS_FILE).read_text())
+    (trt_dir / TRT_STATUS_FILE).write_text(json.dumps({**status, "status": "built"}))
+    (trt_dir / TRT_ENGINE_FILE).write_bytes(b"serialized engine bytes")
+    out = tmp_path / "deploy"
+    package("tiny", onnx_dir, trt_dir, out, params.deploy)
+    config = text_format.Parse((out / TRITON_DIR / "tiny" / TRITON_CONFIG).read_text(),
+                               model_config_pb2.ModelConfig())
+    assert (config.platform, config.default_model_filename) == ("tensorrt_plan", TRITON_PLAN)
+    assert (out / TRITON_DIR / "tiny" / "1" / TRITON_PLAN).read_bytes() == \
+        b"serialized engine bytes"
+
+
+@pytest.mark.parametrize("pre, folded", [
+    (Preprocess(32, 16, IMAGENET_MEAN, IMAGENET_STD), True),
+    (Preprocess(32, 16, (0.5,) * 3, (0.5,) * 3), False),
+    (Preprocess(32, 16, IMAGENET_MEAN, IMAGENET_STD, channel_order="BGR"), True),
+    (Preprocess(32, 16, IMAGENET_MEAN, (1.0,) * 3, input_scale=255), False),   # Caffe-style
+], ids=["imagenet", "uniform-std", "bgr", "0-255"])
+def test_deepstream_preprocessing_gives_the_pipelines_embeddings(params, splits, tmp_path, pre,
+                                                                folded):
+    onnx_dir, trt_dir = exported(params, splits, tmp_path, pre)
+    out = tmp_path / "deploy"
+    package("tiny", onnx_dir, trt_dir, out, params.deploy)
+    ds_dir = out / DEEPSTREAM_DIR
+    section = yaml.safe_load((ds_dir / DEEPSTREAM_CONFIG).read_text())
+    reid = section["ReID"]
+    assert reid["inferDims"] == [3, 32, 16] and reid["reidFeatureSize"] == 24
+    assert reid["batchSize"] == params.deploy.max_batch
+    assert reid["workspaceSize"] == params.deploy.workspace_mib
+    assert reid["networkMode"] == 1 and reid["keepAspc"] == 0 and reid["inputOrder"] == 0
+    assert reid["colorFormat"] == (1 if pre.channel_order == "BGR" else 0)
+    manifest = json.loads((out / PACKAGE_MANIFEST_FILE).read_text())
+    assert (manifest["deepstream"]["folded_channel_scale"] is not None) == folded
+    if folded:
+        assert reid["netScaleFactor"] == 1.0
+    paths = list(read_split(splits, "query")["path"])
+    pipeline = embed(onnx_forward(onnx_dir / ONNX_FILE, pre, "cpu")[0], paths, pre, 16)
+    deepstream = deepstream_embeddings(section, ds_dir, paths)
+    assert (deepstream * pipeline).sum(1).min() >= 0.9999
+
+
+def test_int8_precision_uses_the_int8_graph(params, splits, tmp_path):
+    pre = Preprocess(32, 16, IMAGENET_MEAN, IMAGENET_STD)
+    export = dataclasses.replace(params.export, int8=True, int8_calibration_images=16,
+                                 int8_min_cosine=0.5, int8_max_metric_delta=100.0)
+    onnx_dir, trt_dir = exported(params, splits, tmp_path, pre, export)
+    deploy = dataclasses.replace(params.deploy, precision="int8")
+    out = tmp_path / "deploy"
+    package("tiny", onnx_dir, trt_dir, out, deploy)
+    section = yaml.safe_load((out / DEEPSTREAM_DIR / DEEPSTREAM_CONFIG).read_text())
+    assert section["ReID"]["networkMode"] == 2 and section["ReID"]["onnxFile"] == INT8_FILE
+    paths = list(read_split(splits, "query")["path"])
+    pipeline = embed(onnx_forward(onnx_dir / INT8_FILE, pre, "cpu")[0], paths, pre, 16)
+    deepstream = deepstream_embeddings(section, out / DEEPSTREAM_DIR, paths)
+    assert (deepstream * pipeline).sum(1).min() >= 0.999   # INT8: one rounding step apart
+
+    (onnx_dir / INT8_FILE).unlink()
+    parity = json.loads((onnx_dir / "parity.json").read_text())
+    parity["int8"] = {**parity["int8"], "status": "failed", "reason": "INT8 gate failed: X"}
+    (onnx_dir / "parity.json").write_text(json.dumps(parity))
+    with pytest.raises(ReidpipeError, match="precision is int8 but .* has no model_int8.onnx: "
+                                            "INT8 gate failed: X"):
+        package("tiny", onnx_dir, trt_dir, tmp_path / "deploy2", deploy)
+    assert not (tmp_path / "deploy2").exists()
