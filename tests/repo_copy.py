@@ -43,7 +43,7 @@ SMALL = {
     "dataset": {"batch_size": 16, "val_batch_size": 32},
     "train": {"num_epochs": 2, "checkpoint_interval": 1, "validation_interval": 1,
               "max_steps_per_epoch": 3},
-    "export": {"parity_batch_sizes": [1, 3]},
+    "export": {"parity_batch_sizes": [1, 3], "int8_calibration_images": 16},
     "report": {"sampled_queries": 2},
     "archs": {"swin_demo": {"train": {"num_epochs": 2}}},
 }

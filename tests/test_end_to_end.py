@@ -39,6 +39,13 @@ def test_snakemake_runs_the_whole_dag(demo_repo: Path) -> None:
         assert abs(parity["retrieval"]["delta_points"]["mAP"]) <= 0.1
         status = json.loads((demo_repo / "results" / arch / "tensorrt" / "status.json").read_text())
         assert status["status"] == "skipped" and status["reason"]
+        # the INT8 copy, or the reason its gate left it out
+        int8 = parity["int8"]
+        assert (demo_repo / "results" / arch / "onnx" / "model_int8.onnx").is_file() == (
+            int8["status"] == "passed") and (int8["status"] == "passed" or int8["reason"])
+        package = json.loads((demo_repo / "results" / arch / "deploy" / "package.json").read_text())
+        assert package["triton"]["platform"] == "onnxruntime_onnx"
+        assert (demo_repo / "results" / arch / "deploy" / "deepstream" / "deepstream_reid.yml").is_file()
         assert (demo_repo / "logs" / f"train_{arch}.log").is_file()
     html = (demo_repo / "reports" / "index.html").read_text()
     assert "TensorRT" in html and "skipped" in html
@@ -58,7 +65,7 @@ def test_dvc_records_snakemake_outputs_and_runs_an_experiment(demo_repo: Path) -
     exp = run(demo_repo, *dvc("exp", "run", "-S", "model.feat_dim=64"))
     ran = set(re.findall(r"Running stage '([^']+)'", exp.stdout + exp.stderr))
     expected = {f"{stage}@{arch}" for arch in ARCHS
-                for stage in ("train", "extract", "evaluate", "export_onnx", "build_trt")}
+                for stage in ("train", "extract", "evaluate", "export_onnx", "build_trt", "package")}
     assert ran == expected | {"report"}, ran
     assert not ran & set(DATA_STAGES)
     after = json.loads((demo_repo / "reports" / "metrics.json").read_text())

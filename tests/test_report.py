@@ -328,3 +328,58 @@ def test_non_numeric_training_log_is_named(workspace: Path, tmp_path: Path) -> N
     with pytest.raises(ReidpipeError, match=r"train_log.csv: column 'loss' row 3 holds "
                                             r"'diverged', expected a number"):
         build_report(_params(), root / "results", root / "models", root / "reports")
+
+
+def test_precisions_side_by_side_and_package(workspace: Path, tmp_path: Path) -> None:
+    """FP32 / FP16 / INT8 in one table (cosine, retrieval, ONNX Runtime and TensorRT latency),
+    the INT8 gate's reason when it failed, and the deployment package's summary."""
+    root = _copy(workspace, tmp_path)
+    arch = root / "results" / "net_a"
+    (arch / "onnx").mkdir()
+    int8 = {"status": "passed", "reason": None, "file": "model_int8.onnx", "format": "QDQ",
+            "weights": "int8 per channel, symmetric", "activations": "int8",
+            "calibration": {"method": "minmax", "images": 64, "seed": 0},
+            "gates": {"min_cosine": 0.98, "max_metric_delta_points": 1.0},
+            "batch_parity": [{"batch_size": 1, "max_abs_diff": 0.02, "min_cosine": 0.9951},
+                             {"batch_size": 7, "max_abs_diff": 0.03, "min_cosine": 0.9932}],
+            "retrieval": {"onnx": {"mAP": 0.8122, "rank1": 0.9},
+                          "int8": {"mAP": 0.8071, "rank1": 0.9},
+                          "delta_points": {"mAP": 0.51, "rank1": 0.0}}}
+    latency = {precision: [{"batch_size": 1, "median_ms": ms, "images_per_second": 1000 / ms},
+                           {"batch_size": 7, "median_ms": 5 * ms, "images_per_second": 1}]
+               for precision, ms in (("fp32", 4.0), ("fp16", 9.0), ("int8", 2.0))}
+    (arch / "onnx" / PARITY_FILE).write_text(json.dumps({**PARITY, "int8": int8,
+                                                         "latency": latency}))
+    (arch / "tensorrt").mkdir()
+    (arch / "tensorrt" / TRT_STATUS_FILE).write_text(json.dumps({
+        "status": "built", "precision": "int8", "onnx": "model_int8.onnx",
+        "latency": [{"batch_size": 16, "median_ms": 0.7, "p90_ms": 0.8,
+                     "images_per_second": 22857.1}]}))
+    (arch / "deploy").mkdir()
+    (arch / "deploy" / "package.json").write_text(json.dumps({
+        "triton": {"model": "net_a", "platform": "tensorrt_plan", "model_file": "model.plan",
+                   "max_batch_size": 64},
+        "deepstream": {"config": "deepstream/deepstream_reid.yml",
+                       "onnx": "deepstream/model_int8.onnx", "offsets": [123.675, 116.28, 103.53],
+                       "netScaleFactor": 1.0, "networkMode": 2,
+                       "folded_channel_scale": [0.0171, 0.0175, 0.0174]}}))
+    md, _ = _report(root)
+    assert ("| precision | min cosine | mAP | R1 | ONNX Runtime latency | TensorRT latency |"
+            in md)
+    assert "| FP32 | vs PyTorch 1.00000 | 81.2% | 90.0% | 4.0 ms @ 1, 20.0 ms @ 7 | - |" in md
+    assert "| FP16 | vs FP32 0.99991 | - | - | 9.0 ms @ 1, 45.0 ms @ 7 | - |" in md
+    assert ("| INT8 | vs FP32 0.99320 | 80.7% | 90.0% | 2.0 ms @ 1, 10.0 ms @ 7 | 0.7 ms @ 16 |"
+            in md)
+    assert ("INT8: `model_int8.onnx` (QDQ, weights int8 per channel, symmetric, int8 "
+            "activations), calibrated on 64 train images (seed 0)") in md
+    assert "mAP FP32 81.2% vs INT8 80.7% (|delta| 0.510 points)" in md
+    assert ("Triton model `net_a` (tensorrt_plan, `model.plan`, dynamic batching up to 64); "
+            "DeepStream ReID section `deepstream/deepstream_reid.yml` (offsets [123.675, 116.28, "
+            "103.53], netScaleFactor 1.0, networkMode 2, per-channel scale [0.0171, 0.0175, "
+            "0.0174] folded into `deepstream/model_int8.onnx`).") in md
+    failed = {**int8, "status": "failed", "reason": "INT8 gate failed: batch 7: min cosine"}
+    (arch / "onnx" / PARITY_FILE).write_text(json.dumps({**PARITY, "int8": failed}))
+    md, _ = _report(root)
+    assert "INT8: no model_int8.onnx (reason: INT8 gate failed: batch 7: min cosine)." in md
+    assert "| INT8 | INT8 gate failed: batch 7: min cosine | - | - | - | - |" in md
+    assert "Deployment package: not run" in md   # net_b

@@ -15,9 +15,11 @@ import yaml
 from reidpipe.errors import ReidpipeError
 from reidpipe.filenames import (
     CMC_FILE,
+    DEPLOY_DIR,
     EMBEDDINGS_DIR,
     METRICS_FILE,
     ONNX_DIR,
+    PACKAGE_MANIFEST_FILE,
     PARITY_FILE,
     PER_QUERY_FILE,
     TENSORRT_DIR,
@@ -102,10 +104,17 @@ def read_metrics(path: Path) -> dict[str, dict[str, Any]]:
 NUMBER = "a number"
 _SCORES = {"mAP": NUMBER, "rank1": NUMBER}
 _RETRIEVAL = {"delta_points": {"*": NUMBER}, "torch": _SCORES, "onnx": _SCORES,
-              "onnxruntime": _SCORES, "tensorrt": _SCORES, "min_cosine": NUMBER}
+              "onnxruntime": _SCORES, "tensorrt": _SCORES, "int8": _SCORES, "min_cosine": NUMBER}
 _BATCH_ROWS = [{"batch_size": NUMBER, "max_abs_diff": NUMBER, "min_cosine": NUMBER}]
 PARITY_SPEC = {"gates": {"*": NUMBER}, "retrieval": _RETRIEVAL, "batch_parity": _BATCH_ROWS,
-               "fp16": {"batch_parity": _BATCH_ROWS}}
+               "fp16": {"batch_parity": _BATCH_ROWS},
+               "int8": {"batch_parity": _BATCH_ROWS, "retrieval": _RETRIEVAL,
+                        "gates": {"*": NUMBER}},
+               "latency": {"*": [{"batch_size": NUMBER, "median_ms": NUMBER,
+                                  "images_per_second": NUMBER}]}}
+PACKAGE_SPEC = {"triton": {"max_batch_size": NUMBER},
+                "deepstream": {"offsets": [NUMBER], "netScaleFactor": NUMBER,
+                               "networkMode": NUMBER, "folded_channel_scale": [NUMBER]}}
 TRT_STATUS_SPEC = {"latency": [{"batch_size": NUMBER, "median_ms": NUMBER, "p90_ms": NUMBER,
                                 "images_per_second": NUMBER}],
                    "parity": {"retrieval": _RETRIEVAL, "batch_parity": _BATCH_ROWS,
@@ -146,6 +155,7 @@ class ArchResults:
     config: dict[str, Any] | None
     parity: dict[str, Any] | None
     tensorrt: dict[str, Any] | None
+    package: dict[str, Any] | None = None
 
     @property
     def ranking(self) -> str:
@@ -203,7 +213,9 @@ def load_arch(name: str, results_dir: Path, models_dir: Path) -> ArchResults:
                        gallery=gallery, train_log=train_log, config=config,
                        parity=_optional_json(arch_dir / ONNX_DIR / PARITY_FILE, PARITY_SPEC),
                        tensorrt=_optional_json(arch_dir / TENSORRT_DIR / TRT_STATUS_FILE,
-                                               TRT_STATUS_SPEC))
+                                               TRT_STATUS_SPEC),
+                       package=_optional_json(arch_dir / DEPLOY_DIR / PACKAGE_MANIFEST_FILE,
+                                              PACKAGE_SPEC))
 
 
 @dataclass

@@ -13,8 +13,10 @@ import pandas as pd
 from reidpipe.errors import ReidpipeError
 from reidpipe.report import figures as report_figures
 from reidpipe.filenames import (
+    DEPLOY_DIR,
     FIGURES_DIR,
     ONNX_DIR,
+    PACKAGE_MANIFEST_FILE,
     PARITY_FILE,
     TENSORRT_DIR,
     TRAIN_CONFIG_FILE,
@@ -196,9 +198,89 @@ def _parity_blocks(parity: dict[str, Any] | None) -> list[Block]:
     rows = _batch_rows("ONNX FP32 vs PyTorch", parity.get("batch_parity") or [])
     rows += _batch_rows("ONNX FP16 vs FP32",
                         (parity.get("fp16") or {}).get("batch_parity") or [])
+    rows += _batch_rows("ONNX INT8 vs FP32",
+                        (parity.get("int8") or {}).get("batch_parity") or [])
     if rows:
         blocks.append(Table(_BATCH_HEADERS, rows))
+    blocks.append(Paragraph(_int8_text(parity.get("int8"))))
     return blocks
+
+
+def _int8_text(int8: dict[str, Any] | None) -> str:
+    if not int8:
+        return "INT8: disabled (export.int8 is off)."
+    if int8.get("status") != "passed":
+        return f"INT8: no {int8.get('file', 'INT8 file')} (reason: {int8.get('reason')})."
+    calibration = int8.get("calibration") or {}
+    gates = int8.get("gates") or {}
+    return (f"INT8: `{int8.get('file')}` ({int8.get('format')}, weights "
+            f"{int8.get('weights')}, {int8.get('activations')} activations), calibrated on "
+            f"{calibration.get('images', '?')} train images (seed {calibration.get('seed', '?')})"
+            ". ONNX Runtime FP32 vs INT8: " + _retrieval_text(
+                int8.get("retrieval") or {}, "onnx", "int8", "FP32", "INT8",
+                gates.get("max_metric_delta_points")) + f"; min cosine gate "
+            f"{gates.get('min_cosine', '?')}.")
+
+
+def _latency_text(rows: Sequence[dict[str, Any]]) -> str:
+    return ", ".join(f"{r.get('median_ms', math.nan):.1f} ms @ {r.get('batch_size', '?')}"
+                     for r in rows) or "not measured"
+
+
+def _precision_table(parity: dict[str, Any] | None,
+                     status: dict[str, Any] | None) -> list[Block]:
+    """FP32 / FP16 / INT8 side by side: lowest cosine against the reference, retrieval where
+    measured, ONNX Runtime latency from export-onnx and TensorRT latency from build-trt."""
+    if parity is None:
+        return []
+    retrieval = parity.get("retrieval") or {}
+    int8 = parity.get("int8") or {}
+    latency = parity.get("latency") or {}
+    built = (status or {}).get("status") == "built"
+
+    def cosine(entries: Sequence[dict[str, Any]]) -> str:
+        values = [r.get("min_cosine", math.nan) for r in entries]
+        return f"{min(values):.5f}" if values else "-"
+
+    def scores(block: dict[str, Any] | None) -> list[Cell]:
+        return [_pct((block or {}).get("mAP")), _pct((block or {}).get("rank1"))] if block \
+            else ["-", "-"]
+
+    rows: list[list[Cell]] = []
+
+    def add(precision: str, cells: list[Cell], measured: bool = True) -> None:
+        trt = built and measured and precision.lower() == status.get("precision")
+        rows.append([precision, *cells,
+                     _latency_text(status.get("latency") or []) if trt else "-"])
+
+    add("FP32", ["vs PyTorch " + cosine(parity.get("batch_parity") or []),
+                 *scores(retrieval.get("onnx")), _latency_text(latency.get("fp32") or [])])
+    if parity.get("fp16"):
+        add("FP16", ["vs FP32 " + cosine(parity["fp16"].get("batch_parity") or []), "-", "-",
+                     _latency_text(latency.get("fp16") or [])])
+    if int8.get("status") == "passed":
+        add("INT8", ["vs FP32 " + cosine(int8.get("batch_parity") or []),
+                     *scores((int8.get("retrieval") or {}).get("int8")),
+                     _latency_text(latency.get("int8") or [])])
+    elif int8:
+        add("INT8", [str(int8.get("reason")), "-", "-", "-"], measured=False)
+    return [Table(["precision", "min cosine", "mAP", "R1", "ONNX Runtime latency",
+                   "TensorRT latency"], rows)]
+
+
+def _package_blocks(manifest: dict[str, Any] | None) -> list[Block]:
+    if manifest is None:
+        return [Paragraph(f"Deployment package: not run (no {DEPLOY_DIR}/"
+                          f"{PACKAGE_MANIFEST_FILE}).")]
+    triton, ds = manifest.get("triton") or {}, manifest.get("deepstream") or {}
+    folded = ds.get("folded_channel_scale")
+    return [Paragraph(
+        f"Deployment package `{DEPLOY_DIR}/`: Triton model `{triton.get('model')}` "
+        f"({triton.get('platform')}, `{triton.get('model_file')}`, dynamic batching up to "
+        f"{triton.get('max_batch_size')}); DeepStream ReID section `{ds.get('config')}` "
+        f"(offsets {ds.get('offsets')}, netScaleFactor {ds.get('netScaleFactor')}, networkMode "
+        f"{ds.get('networkMode')}" + (f", per-channel scale {folded} folded into "
+                                       f"`{ds.get('onnx')}`" if folded else "") + ").")]
 
 
 def _tensorrt_blocks(status: dict[str, Any] | None) -> list[Block]:
@@ -237,7 +319,8 @@ def _tensorrt_blocks(status: dict[str, Any] | None) -> list[Block]:
 
 def export_section(arch: ArchResults) -> list[Block]:
     return [Heading(3, "Deployment"), *_parity_blocks(arch.parity),
-            *_tensorrt_blocks(arch.tensorrt)]
+            *_tensorrt_blocks(arch.tensorrt), *_precision_table(arch.parity, arch.tensorrt),
+            *_package_blocks(arch.package)]
 
 
 def validation_section(path: Path) -> list[Block]:
