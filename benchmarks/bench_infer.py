@@ -1,0 +1,156 @@
+"""CPU inference throughput: PyTorch eager FP32 vs ONNX Runtime FP32 and INT8.
+
+The ReID networks of params.yaml (``resnet50``: BoT ResNet-50, last stride 1; ``swin_tiny``) at
+their 256x128 input, random weights (speed does not depend on them). Each is exported with the
+pipeline's own exporter and quantized with its own INT8 code, in both activation formats:
+``int8`` (symmetric: what TensorRT takes; the default) and ``uint8`` (asymmetric: ONNX Runtime's
+U8S8 kernels, the fast path on x86 CPUs). Calibration uses random JPEGs (accuracy is not
+measured here). Per batch size: median milliseconds per batch over repeated calls after a
+warm-up, and images per second. Results are printed and written as JSON.
+
+    python benchmarks/bench_infer.py                              # everything
+    python benchmarks/bench_infer.py --models resnet50 --batches 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from reidpipe.atomic import write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ("resnet50", "swin_tiny")
+RUNTIMES = ("torch_fp32", "ort_fp32", "ort_int8", "ort_uint8")
+CALIBRATION_IMAGES = 16
+MIN_REPEATS, MAX_REPEATS, CASE_BUDGET_S = 3, 10, 20.0
+TARGET = ("resnet50", 16, "ort_uint8", 2.0)   # INT8 >= 2x PyTorch eager at batch 16
+
+
+def _time(call: Callable[[], object]) -> tuple[float, int]:
+    """Median ms of ``call`` after one warm-up: at least MIN_REPEATS calls, more while the case
+    stays under CASE_BUDGET_S."""
+    call()
+    times: list[float] = []
+    while len(times) < MIN_REPEATS or (len(times) < MAX_REPEATS and sum(times) < CASE_BUDGET_S):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000.0, len(times)
+
+
+def _calibration_images(folder: Path, pre) -> list[str]:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for index in range(CALIBRATION_IMAGES):
+        pixels = rng.integers(0, 256, (pre.height, pre.width, 3), dtype=np.uint8)
+        path = folder / f"calib_{index}.jpg"
+        Image.fromarray(pixels).save(path, quality=90)
+        paths.append(str(path))
+    return paths
+
+
+def bench_model(name: str, batches: list[int], runtimes: list[str]) -> list[dict[str, object]]:
+    import onnxruntime as ort
+    import torch
+
+    from reidpipe.deploy.export_onnx import export_graph
+    from reidpipe.deploy.int8 import quantize_int8
+    from reidpipe.input_contract import Preprocess, contract_metadata
+    from reidpipe.params import ExtractParams, load_params
+    from reidpipe.training.model import build_model
+
+    cfg = load_params([str(ROOT / "params.yaml")]).arch(name)
+    pre = Preprocess.from_params(cfg, ExtractParams())
+    torch.manual_seed(0)
+    net = build_model(cfg.model, num_classes=751, weights=False).eval()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-infer-") as work:
+        folder = Path(work)
+        files = {"ort_fp32": folder / "model.onnx"}
+        export_graph(net, pre, files["ort_fp32"], 18, contract_metadata(pre, name, 0))
+        calibration = _calibration_images(folder, pre)
+        for runtime, activations in (("ort_int8", "int8"), ("ort_uint8", "uint8")):
+            if runtime in runtimes:
+                files[runtime] = folder / f"{runtime}.onnx"
+                quantize_int8(files["ort_fp32"], files[runtime], calibration, pre, activations)
+        sessions = {runtime: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+                    for runtime, path in files.items() if runtime in runtimes}
+        for batch in batches:
+            images = np.random.default_rng(batch).standard_normal(
+                (batch, 3, pre.height, pre.width)).astype(np.float32)
+            for runtime in runtimes:
+                if runtime == "torch_fp32":
+                    tensor = torch.from_numpy(images)
+
+                    def call() -> object:
+                        with torch.inference_mode():
+                            return net(tensor)
+                else:
+                    session = sessions[runtime]
+
+                    def call() -> object:
+                        return session.run(None, {"input": images})
+                load = os.getloadavg()[0]
+                ms, repeats = _time(call)
+                row = {"model": name, "input": [3, pre.height, pre.width], "runtime": runtime,
+                       "batch": batch, "ms_per_batch": round(ms, 2),
+                       "images_per_s": round(batch * 1000.0 / ms, 2), "repeats": repeats,
+                       "load_avg_1m_before": round(load, 2)}
+                print("   ", json.dumps(row), flush=True)
+                rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 16, 64])
+    parser.add_argument("--runtimes", nargs="+", choices=RUNTIMES, default=list(RUNTIMES))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "infer.json"))
+    args = parser.parse_args(argv)
+
+    import onnxruntime
+    import torch
+
+    rows = []
+    for name in args.models:
+        print(f"{name} ...", flush=True)
+        rows += bench_model(name, args.batches, args.runtimes)
+    speedups = {}
+    for row in rows:
+        eager = next((r for r in rows if r["model"] == row["model"] and r["batch"] == row["batch"]
+                      and r["runtime"] == "torch_fp32"), None)
+        if eager is not None and row["runtime"] != "torch_fp32":
+            key = f"{row['model']}/b{row['batch']}/{row['runtime']}"
+            speedups[key] = round(float(row["images_per_s"]) / float(eager["images_per_s"]), 2)
+    model, batch, runtime, factor = TARGET
+    target_key = f"{model}/b{batch}/{runtime}"
+    report = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                          "platform": platform.platform(), "processor": platform.processor(),
+                          "torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
+              "results": rows, "speedup_vs_torch_eager": speedups,
+              "target": {"case": target_key, "min_speedup": factor,
+                         "speedup": speedups.get(target_key),
+                         "met": (speedups.get(target_key) or 0) >= factor}}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(out, report)
+    print(json.dumps(report["target"]))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
