@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import zipfile
 from dataclasses import dataclass
@@ -193,6 +194,26 @@ def out_case(kind: str) -> Callable[[Path, Path], list[str]]:
     return argv
 
 
+def train_case(write_input: Callable[[Path, Path], list[str]]) -> Callable[[Path, Path], list[str]]:
+    """``reidpipe train`` with the extra arguments ``write_input(work, case)`` returns."""
+    def argv(work: Path, case: Path) -> list[str]:
+        extra = write_input(work, case)
+        return ["train", *params(work), "--arch", "tiny", "--out", str(case / "model"), *extra]
+    return argv
+
+
+def garbage_weights(work: Path, case: Path) -> list[str]:
+    write(case / "weights.safetensors", bytes(range(256)) * 2)
+    return ["--splits", str(work / "splits"), "--set", "model.pretrain_choice=self",
+            "--set", f"model.pretrained_model_path={case / 'weights.safetensors'}"]
+
+
+def garbage_manifest(work: Path, case: Path) -> list[str]:
+    shutil.copytree(work / "splits", case / "splits")
+    (case / "splits" / "train.csv").write_bytes(bytes(range(256)))
+    return ["--splits", str(case / "splits")]
+
+
 def torch_file(obj) -> Callable[[Path], None]:
     return lambda path: torch.save(obj, path)
 
@@ -227,6 +248,8 @@ CASES = [
     Case("model.pt a directory", model_dir(None), "is a directory"),
     Case("model.pt other weights", model_dir(torch_file({"weight": torch.zeros(3)})),
          "is not a reidpipe trained model"),
+    Case("pretrained weights garbage", train_case(garbage_weights), "not a safetensors file"),
+    Case("train manifest garbage", train_case(garbage_manifest), "is not a readable CSV"),
     Case("image a text file", dataset_case(QUERY, text_file), "is a text file, not an image"),
     Case("image PNG under .jpg", dataset_case(QUERY, png_file), "PNG data under a JPEG name"),
     Case("image truncated", dataset_case(QUERY, truncated_jpeg), "is truncated or corrupt"),

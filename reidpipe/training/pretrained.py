@@ -47,12 +47,19 @@ _MS_DOWNSAMPLE = re.compile(r"layers\.(\d+)\.downsample\.")
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a .safetensors, .pth/.pt or Lightning .ckpt file, unwrapped from the usual
     containers (``state_dict``, ``model``, ``teacher``...)."""
+    if path.is_dir():
+        raise ReidpipeError(f"model.pretrained_model_path {path} is a directory, not a weights "
+                            "file")
     if not path.is_file():
         raise ReidpipeError(f"model.pretrained_model_path {path} does not exist")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own untyped errors
+            raise ReidpipeError(f"cannot read weights {path}: not a safetensors file ({exc})") \
+                from None
     try:
         data: Any = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - a checkpoint with pickled extras (argparse, numpy...)

@@ -169,9 +169,6 @@ def train_arch(cfg: ArchConfig, splits_dir: str | Path, out_dir: str | Path,
     if _is_done(out_dir, stamp):
         print(f"{out_dir / MODEL_FILE} is up to date: nothing to train")
         return {}
-    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
-        _clear_outputs(out_dir)
-    _prepare_checkpoints(ckpt_dir, stamp)
     per_rank_batch(cfg.dataset, runtime.devices * cfg.train.num_nodes)  # fail before spawning
     note = unused_settings_note(cfg.train.optim)
     if note:
@@ -180,6 +177,10 @@ def train_arch(cfg: ArchConfig, splits_dir: str | Path, out_dir: str | Path,
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     datamodule = ReidDataModule(splits_dir, cfg)
     module = ReidModule(cfg, datamodule.num_classes)
+    # Only now that the manifests and weights were read: bad input leaves out_dir untouched.
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        _clear_outputs(out_dir)
+    _prepare_checkpoints(ckpt_dir, stamp)
     # The run's own newest checkpoint wins: the configured path is where a run starts, and a
     # rerun after a kill must not go back to it.
     resume = choose_resume(ckpt_dir, cfg.train.resume_training_checkpoint_path,
