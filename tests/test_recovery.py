@@ -31,6 +31,7 @@ from reidpipe.filenames import MODEL_FILE, TRAIN_CONFIG_FILE, TRAIN_LOG_FILE
 from reidpipe.params import load_params
 from reidpipe.training import checkpoints, train
 from reidpipe.training.lightning_module import ReidModule
+from reidpipe.training.sampler import IdentityBatchSampler
 from reidpipe.training.train import Runtime, train_arch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -249,7 +250,7 @@ def test_a_configured_checkpoint_of_another_network_is_named_as_such(tmp_path, s
 @pytest.mark.parametrize("signum, workers", [(signal.SIGINT, 0), (signal.SIGTERM, 1)],
                          ids=["SIGINT", "SIGTERM with a worker process"])
 def test_sigint_and_sigterm_stop_with_one_line_and_stay_recoverable(
-        signum, workers, tmp_path, splits, reference):
+        signum, workers, tmp_path, splits, reference, monkeypatch):
     """Ctrl-C reaches the whole process group (DataLoader workers too); SIGTERM is what Slurm and
     Snakemake send. Exit 128 + signal, one line, no output, and the rerun finishes the run."""
     cfg_file = tmp_path / "tiny.yaml"
@@ -270,8 +271,21 @@ def test_sigint_and_sigterm_stop_with_one_line_and_stay_recoverable(
         f"reidpipe train: interrupted by {signal.Signals(signum).name}", err
     assert "Traceback" not in err
     assert not OUTPUTS & visible(out)
+
+    seen = []  # the identities of each batch the rerun trains on
+    original = ReidModule.training_step
+    monkeypatch.setattr(ReidModule, "training_step", lambda self, batch, index: (
+        seen.append(batch[1].tolist()), original(self, batch, index))[1])
     assert main(argv) == 0
-    if workers == 0:  # the reference ran without worker processes (their RNG streams differ)
+    labels = pd.read_csv(splits / "train.csv")["label"].tolist()
+    expected = []
+    for epoch in range(1, EPOCHS):  # resumed from the checkpoint of epoch 0
+        sampler = IdentityBatchSampler(labels, 4, 2, seed=load_params(
+            [ROOT / "params.yaml", cfg_file]).arch("tiny").train.seed)
+        sampler.set_epoch(epoch)
+        expected += [[labels[i] for i in batch] for batch in sampler][:STEPS_PER_EPOCH]
+    assert seen == expected, "the resumed epochs draw the sampler's batches of their own epoch"
+    if workers == 0:
         assert_same_outputs(out, reference)
-    else:
+    else:  # worker processes' augmentation draws depend on their scheduling: not bit-exact
         assert pd.read_csv(out / TRAIN_LOG_FILE)["epoch"].tolist() == list(range(EPOCHS + 1))

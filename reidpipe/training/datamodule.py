@@ -50,6 +50,7 @@ class ReidDataModule(L.LightningDataModule):
     def __init__(self, splits_dir: str | Path, cfg: ArchConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        self._first_epoch = 0
         self.splits_dir = Path(splits_dir)
         self.train_frame = read_split(self.splits_dir, "train")
         if "label" not in self.train_frame.columns or self.train_frame.empty:
@@ -79,10 +80,24 @@ class ReidDataModule(L.LightningDataModule):
         d, seed = self.cfg.dataset, self.cfg.train.seed
         world = self.trainer.world_size if self.trainer is not None else 1
         batch = per_rank_batch(d, world)
+        sampler: IdentityBatchSampler | ShuffleBatchSampler
         if d.sampler == "softmax":
-            return ShuffleBatchSampler(len(self.train_frame), batch, seed)
-        return IdentityBatchSampler(self.train_frame["label"].tolist(), batch, d.num_instances,
-                                    seed)
+            sampler = ShuffleBatchSampler(len(self.train_frame), batch, seed)
+        else:
+            sampler = IdentityBatchSampler(self.train_frame["label"].tolist(), batch,
+                                           d.num_instances, seed)
+        # Lightning creates a run's first train iterator before it sets the sampler's epoch, and
+        # with worker processes that iterator draws batches at once: a resumed run would replay
+        # epoch 0's order. So the sampler starts at the epoch being resumed.
+        sampler.set_epoch(self._first_epoch)
+        return sampler
+
+    def state_dict(self) -> dict[str, int]:
+        """Saved in each checkpoint (at an epoch's end): the epoch a resumed run starts with."""
+        return {"next_epoch": self.trainer.current_epoch + 1} if self.trainer is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._first_epoch = int(state_dict.get("next_epoch", 0))
 
     def _loader(self, dataset: Dataset, **kwargs: object) -> DataLoader:
         workers = self.cfg.dataset.num_workers
