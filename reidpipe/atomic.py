@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 import glob
 import json
+import logging
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,6 +21,8 @@ from typing import Any, Iterator
 import yaml
 
 from reidpipe.errors import ReidpipeError
+
+log = logging.getLogger(__name__)
 
 
 def _umask() -> int:
@@ -39,7 +41,7 @@ def remove_temporaries(folder: str | os.PathLike[str]) -> None:
 
 
 def _remove(stale: Path) -> None:
-    print(f"removing {stale}, left by an interrupted run", file=sys.stderr)
+    log.info(f"removing {stale}, left by an interrupted run")
     if stale.is_dir() and not stale.is_symlink():
         shutil.rmtree(stale, ignore_errors=True)
     else:

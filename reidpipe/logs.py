@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 
 
 class _StageFormatter(logging.Formatter):
@@ -18,7 +17,7 @@ class _StageFormatter(logging.Formatter):
 
 def configure(stage: str, level: int = logging.INFO) -> None:
     """Route the ``reidpipe`` loggers to stderr in the stage format (once per process)."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler()  # standard error
     handler.setFormatter(_StageFormatter(stage))
     logger = logging.getLogger("reidpipe")
     logger.handlers[:] = [handler]

@@ -180,7 +180,8 @@ STAGES: tuple[Stage, ...] = (
           outputs={"deploy": Output(DEPLOY, directory=True)},
           params=("deploy",)),
     Stage("report",
-          command=f"reidpipe report --results {RESULTS_DIR} --models {MODELS_DIR} --out {REPORTS_DIR}",
+          command=f"reidpipe report --results {RESULTS_DIR} --models {MODELS_DIR}"
+                  f" --out {REPORTS_DIR}",
           inputs={"validation": VALIDATION,
                   "metrics": AllOf(f"{ARCH_RESULTS}/{METRICS_FILE}"),
                   "cmc": AllOf(f"{ARCH_RESULTS}/{CMC_FILE}"),
@@ -365,8 +366,9 @@ def describe() -> str:
 
 
 DVC_HEADER = """\
-# Generated from the stage table (reidpipe/stages.py) by `reidpipe stages --dvc-yaml --out dvc.yaml`:
-# edit the table, not this file (a test fails when it is stale). Each stage declares exactly the
+# Generated from the stage table (reidpipe/stages.py) by
+# `reidpipe stages --dvc-yaml --out dvc.yaml`: edit the table, not this file (a test fails when
+# it is stale). Each stage declares exactly the
 # params it reads, since `dvc exp run -S` silently ignores keys no stage declares; values come from
 # params.yaml.
 """

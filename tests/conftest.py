@@ -1,5 +1,6 @@
 """Fixtures shared by several test modules."""
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -25,3 +26,13 @@ def synthetic_layouts(tmp_path_factory) -> dict[str, tuple[Path, SynthSummary]]:
     root = tmp_path_factory.mktemp("layouts")
     return {layout: (root / layout, generate_synthetic(root / layout, layout, 8, 3, workers=1))
             for layout in SYNTH_LAYOUTS}
+
+
+@pytest.fixture(autouse=True)
+def reidpipe_logger():
+    """`reidpipe.cli.main` routes the reidpipe loggers to the stderr of its time and stops their
+    propagation: undo that after each test, so that later tests' caplog and capsys see them."""
+    logger = logging.getLogger("reidpipe")
+    saved = logger.handlers[:], logger.level, logger.propagate
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]

@@ -1,3 +1,4 @@
+import logging
 import os
 
 import pytest
@@ -25,7 +26,8 @@ def test_failed_writes_leave_nothing_and_keep_the_old_output(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["embeddings", "out.json"]
 
 
-def test_temporaries_of_a_killed_run_are_removed_by_the_next_write(tmp_path, capsys):
+def test_temporaries_of_a_killed_run_are_removed_by_the_next_write(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="reidpipe")
     (tmp_path / ".splits.tmp-dead").mkdir()
     (tmp_path / ".splits.tmp-dead" / "train.csv").write_text("partial")
     (tmp_path / ".metrics.json.tmp-dead.json").write_text("partial")
@@ -33,7 +35,7 @@ def test_temporaries_of_a_killed_run_are_removed_by_the_next_write(tmp_path, cap
         (tmp / "train.csv").write_text("whole")
     atomic.write_json(tmp_path / "metrics.json", {})
     assert sorted(os.listdir(tmp_path)) == ["metrics.json", "splits"]
-    assert "left by an interrupted run" in capsys.readouterr().err
+    assert "left by an interrupted run" in caplog.text
 
 
 def test_outputs_get_ordinary_permissions(tmp_path):

@@ -338,7 +338,7 @@ def test_cli_archive_and_url_overrides(tmp_path, server, market_zip, capsys):
     out = tmp_path / "out" / "market"
     assert main(["download", *params, "--archive", str(zip_path), "--out", str(out)]) == 0
     _assert_dataset(out, md5)
-    assert "extracted" in capsys.readouterr().out
+    assert "extracted" in capsys.readouterr().err
     url = _serve(server, zip_path)
     out2 = tmp_path / "out2" / "market"
     assert main(["download", *params, "--url", url, "--out", str(out2)]) == 0

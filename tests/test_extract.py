@@ -279,3 +279,25 @@ def test_onnx_contract_that_differs_from_the_params_is_warned(tmp_path, caplog):
                  metadata=contract_metadata(Preprocess(HEIGHT, WIDTH, MEAN, STD), "tiny", 8))
     model_forward(None, path, arch, params, "cpu")
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_onnx_without_arch_takes_its_contract_else_the_shared_params(
+        net: TinyNet, onnx_models: dict[str, Path], splits_dir: Path, tmp_path: Path) -> None:
+    """`extract --onnx FILE` needs no --arch: a reidpipe export's metadata gives the input (here
+    32x16, unlike params.yaml's 256x128); a foreign ONNX file takes model.*/dataset.*."""
+    from reidpipe.deploy.export_onnx import export_graph
+    from reidpipe.input_contract import contract_metadata
+
+    exported = tmp_path / "exported.onnx"
+    export_graph(net, RGB01, exported, opset=18, metadata=contract_metadata(RGB01, "tiny", 8))
+    params = str(Path(__file__).resolve().parents[1] / "params.yaml")
+    runs = {"exported": (exported, []),
+            "foreign": (onnx_models["dynamic"], ["--set", f"model.input_height={HEIGHT}",
+                                                 "--set", f"model.input_width={WIDTH}"])}
+    for name, (model, extra) in runs.items():
+        out = tmp_path / name
+        assert main(["extract", "--params", params, "--onnx", str(model), "--splits",
+                     str(splits_dir), "--out", str(out), "--device", "cpu", *extra]) == 0
+        emb = read_embeddings(out)
+        np.testing.assert_allclose(emb.gallery.features,
+                                   reference(net, list(emb.gallery.meta["path"])), atol=1e-5)

@@ -84,6 +84,27 @@ def test_no_import_cycle():
     assert cycles(graph) == []
 
 
+def test_messages_go_through_logging():
+    """No ``print`` and no writes to ``sys.stderr``: one logging format for every message."""
+    offenders = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print":
+                offenders.append(f"{name}:{node.lineno} print()")
+            if isinstance(node, ast.Attribute) and node.attr == "stderr" \
+                    and isinstance(node.value, ast.Name) and node.value.id == "sys":
+                offenders.append(f"{name}:{node.lineno} sys.stderr")
+    assert offenders == []
+
+
+def test_no_comment_cites_a_document_the_repository_lacks():
+    """Comments and docstrings may point to files of the repository, not to outside notes."""
+    offenders = [f"{path.relative_to(ROOT)}" for path in [*PACKAGE.rglob("*.py"),
+                                                           *(ROOT / "workflow").rglob("*")]
+                 if path.is_file() and "GUIDE" in path.read_text(encoding="utf-8", errors="ignore")]
+    assert offenders == []
+
+
 def test_code_deps_follow_function_level_imports_and_package_initialisers(tmp_path):
     from reidpipe import code_deps
 
@@ -107,5 +128,5 @@ def test_code_deps_follow_function_level_imports_and_package_initialisers(tmp_pa
     assert code_deps.code_files(entries, tmp_path) == sorted(
         name for name in files if not name.startswith("reidpipe/report"))
     assert code_deps.code_packages(entries, tmp_path) == [
-        "reidpipe/cli/__init__.py", "reidpipe/cli/train.py", "reidpipe/errors.py", "reidpipe/params",
-        "reidpipe/training"]
+        "reidpipe/cli/__init__.py", "reidpipe/cli/train.py", "reidpipe/errors.py",
+        "reidpipe/params", "reidpipe/training"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from collections import defaultdict
 from pathlib import Path
 
@@ -193,17 +194,19 @@ def run_cli(argv: list[str]) -> int:
     return args.run(args)
 
 
-def test_cli_reads_defaults_from_params(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_reads_defaults_from_params(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="reidpipe")
     out = tmp_path / "market"
     assert run_cli(["synth", "--out", str(out), "--params", str(PARAMS),
                     "--set", "data.synthetic_ids=6", "--set", "data.synthetic_seed=5",
                     "--workers", "1"]) == 0
-    assert "3 train ids" in capsys.readouterr().out
+    assert "3 train ids" in caplog.text
+    caplog.clear()
     generate_synthetic_market(tmp_path / "direct", num_ids=6, seed=5, workers=1)
     assert file_bytes(out) == file_bytes(tmp_path / "direct")
     # --ids/--seed win over the params.
     assert run_cli(["synth", "--out", str(out), "--params", str(PARAMS), "--ids", "8",
                     "--seed", "5", "--set", "data.synthetic_ids=6", "--workers", "1"]) == 0
-    assert "4 train ids" in capsys.readouterr().out
+    assert "4 train ids" in caplog.text
     with pytest.raises(ReidpipeError, match="got 2, expected 4 to 9999"):
         run_cli(["synth", "--out", str(out), "--params", str(PARAMS), "--ids", "2"])

@@ -1,5 +1,6 @@
 """The train stage end to end on a tiny Market-layout dataset of real JPEGs (CPU)."""
 
+import logging
 import re
 import signal
 import subprocess
@@ -53,8 +54,9 @@ def tiny_cfg(tmp_path, **train):
     return load_params([ROOT / "params.yaml", params_file(tmp_path, **train)]).arch("tiny")
 
 
-def test_train_writes_model_log_and_config_and_rerun_is_a_no_op(tmp_path, splits, capsys):
+def test_train_writes_model_log_and_config_and_rerun_is_a_no_op(tmp_path, splits, caplog):
     torch.set_num_threads(1)
+    caplog.set_level(logging.INFO, logger="reidpipe")
     cfg = tiny_cfg(tmp_path)
     out = tmp_path / "model"
     last = train_arch(cfg, splits, out, Runtime("cpu", 1, "32", "test"))
@@ -71,7 +73,7 @@ def test_train_writes_model_log_and_config_and_rerun_is_a_no_op(tmp_path, splits
     assert written["model"]["feat_dim"] == 32 and written["pretrained_weights"] == "none"
     stamp = (out / "model.pt").stat().st_mtime_ns
     assert train_arch(cfg, splits, out, Runtime("cpu", 1, "32", "test")) == {}
-    assert "up to date" in capsys.readouterr().out
+    assert "up to date" in caplog.text
     assert (out / "model.pt").stat().st_mtime_ns == stamp
 
 
@@ -96,8 +98,9 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, splits):
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False,
                            env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert "resuming from" in rerun.stdout
-    trained = [int(n) for n in re.findall(r"^epoch (\d+)/", rerun.stdout, re.MULTILINE)]
+    assert "resuming from" in rerun.stderr
+    trained = [int(n) for n in re.findall(r"^reidpipe train: epoch (\d+)/", rerun.stderr,
+                                          re.MULTILINE)]
     assert trained[0] > 1 and trained[-1] == epochs
     assert pd.read_csv(out / "train_log.csv")["epoch"].tolist() == list(range(epochs + 1))
     assert torch.load(out / "model.pt", weights_only=True)["epochs"] == epochs

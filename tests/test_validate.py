@@ -107,3 +107,12 @@ def test_empty_test_side_is_a_problem(dataset):
     problems = validate_dataset(dataset).problems
     assert any(p.file.endswith(market.QUERY_DIR) and p.problem == "holds no images"
                for p in problems)
+
+
+def test_strict_failure_says_how_to_check_another_dataset(dataset, tmp_path):
+    """A consistent dataset that is not Market-1501 fails strict validation with the way out."""
+    with pytest.raises(ReidpipeError) as info:
+        run_validation(dataset, tmp_path / "r.json", strict=True)
+    assert "strict: Market-1501 has" in str(info.value)
+    assert "--no-strict" in str(info.value) and "data.strict: false" in str(info.value)
+    run_validation(dataset, tmp_path / "r.json", strict=False)

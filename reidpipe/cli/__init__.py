@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import re
 import sys
 from typing import Sequence
@@ -18,6 +19,8 @@ from reidpipe import logs
 from reidpipe.errors import ReidpipeError
 from reidpipe.interrupt import Interrupted, signals_interrupt
 from reidpipe.params import DEFAULT_PARAMS_FILE, Params, SourceParams, load_params
+
+log = logging.getLogger(__name__)
 
 STAGE_COMMANDS = [
     "params_cmd",
@@ -75,7 +78,7 @@ def _run_on_one_gpu(args: argparse.Namespace) -> int:
     from reidpipe.devices import stage_gpu
 
     with stage_gpu(getattr(args, "device", "auto")) as lease:
-        print(f"reidpipe {args.command}: {lease.note}", file=sys.stderr)
+        log.info(lease.note)
         return int(args.run(args) or 0)
 
 
@@ -101,16 +104,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _run_on_one_gpu(args)
             return int(args.run(args) or 0)
     except ReidpipeError as exc:
-        print(f"reidpipe {args.command}: error: {error_message(exc)}", file=sys.stderr)
+        log.error(error_message(exc))
         return 2
     except OSError as exc:  # a file or folder the stage could not read or write
-        print(f"reidpipe {args.command}: error: {exc}", file=sys.stderr)
+        log.error(str(exc))
         return 2
     except Interrupted as exc:
-        print(f"reidpipe {args.command}: interrupted by {exc}", file=sys.stderr)
+        log.error(f"interrupted by {exc}")
         return exc.exit_code
     except KeyboardInterrupt:  # before the handlers were installed
-        print(f"reidpipe {args.command}: interrupted by SIGINT", file=sys.stderr)
+        log.error("interrupted by SIGINT")
         return 130
 
 

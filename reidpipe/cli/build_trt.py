@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from reidpipe.cli import params_from_args
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -29,5 +32,5 @@ def run(args: argparse.Namespace) -> int:
     status = build_trt_stage(params_from_args(args), args.arch, args.onnx_dir, args.splits,
                              args.out)
     detail = f": {status['reason']}" if status["reason"] else ""
-    print(f"{args.out}/{TRT_STATUS_FILE}: TensorRT {status['status']}{detail}")
+    log.info(f"{args.out}/{TRT_STATUS_FILE}: TensorRT {status['status']}{detail}")
     return 0

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from reidpipe.errors import ReidpipeError
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -30,7 +33,7 @@ def parse_pairs(pairs: list[str]) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     from reidpipe.data.combine import combine_splits
     offsets = combine_splits(parse_pairs(args.splits), args.out)
-    print(f"{args.out}: " + ", ".join(
+    log.info(f"{args.out}: " + ", ".join(
         f"{name} {o.train_ids} ids / {o.train_images} images (pid +{o.pid_offset}, "
         f"camera +{o.camid_offset})" for name, o in offsets.items()))
     return 0

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from reidpipe.cli import add_source_argument, params_from_args, source_from_args
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -34,5 +37,5 @@ def run(args: argparse.Namespace) -> int:
                            dataset_dir=args.out)
     state = "reused" if result.reused else "extracted"
     checksum = f", archive MD5 {result.md5}" if result.md5 else ""
-    print(f"{result.dataset_dir}: {state} from {result.source}{checksum}")
+    log.info(f"{result.dataset_dir}: {state} from {result.source}{checksum}")
     return 0

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from reidpipe.cli import params_from_args
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -28,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
                                  params.re_ranking, top_k=params.report.top_k, device=args.device)
     write_evaluation(result, args.out, args.cmc, args.per_query)
     for name, block in result.metrics.items():
-        print(f"{name}: mAP {block['mAP']:.4f}  mINP {block['mINP']:.4f}  "
-              f"rank-1 {block['rank1']:.4f}  ({block['num_queries']} queries, "
-              f"{block['num_skipped']} skipped)")
+        log.info(f"{name}: mAP {block['mAP']:.4f}  mINP {block['mINP']:.4f}  "
+                 f"rank-1 {block['rank1']:.4f}  ({block['num_queries']} queries, "
+                 f"{block['num_skipped']} skipped)")
     return 0

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from reidpipe.cli import params_from_args
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -29,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
                           args.device)
     worst = max(row["max_abs_diff"] for row in report["batch_parity"])
     deltas = report["retrieval"]["delta_points"]
-    print(f"{args.out}: parity passed (batches {[r['batch_size'] for r in report['batch_parity']]}"
-          f", max abs diff {worst:.2e}, mAP delta {deltas['mAP']:.3f}, rank-1 delta "
-          f"{deltas['rank1']:.3f} points); files {', '.join(report['files'])}")
+    batches = [r["batch_size"] for r in report["batch_parity"]]
+    log.info(f"{args.out}: parity passed (batches {batches}"
+             f", max abs diff {worst:.2e}, mAP delta {deltas['mAP']:.3f}, rank-1 delta "
+             f"{deltas['rank1']:.3f} points); files {', '.join(report['files'])}")
     return 0

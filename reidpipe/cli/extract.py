@@ -1,18 +1,23 @@
-"""``reidpipe extract --arch NAME (--model DIR | --onnx FILE) (--splits DIR | --dataset DIR)
+"""``reidpipe extract [--arch NAME] (--model DIR | --onnx FILE) (--splits DIR | --dataset DIR)
 --out DIR``."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 
 from reidpipe.cli import add_source_argument, params_from_args, source_from_args
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser("extract", parents=[common],
                                    help="write query/gallery embeddings of a model")
-    parser.add_argument("--arch", required=True, metavar="NAME",
-                        help="architecture whose model/dataset params apply (keys of archs)")
+    parser.add_argument("--arch", metavar="NAME",
+                        help="architecture whose model/dataset params apply (keys of archs); "
+                             "without it the model's own input contract applies (ONNX metadata, "
+                             "trained config), else the shared model.*/dataset.* params")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", metavar="DIR", help="trained model folder (reidpipe train)")
     source.add_argument("--onnx", metavar="FILE", help="any ONNX re-identification model")
@@ -35,17 +40,21 @@ def run(args: argparse.Namespace) -> int:
         model_forward,
     )
 
+    from reidpipe.params import ArchConfig
+
     params = params_from_args(args)
-    arch = params.arch(args.arch)
+    arch = (params.arch(args.arch) if args.arch else
+            ArchConfig(name="shared", model=params.model, dataset=params.dataset,
+                       train=params.train))
     sets = (image_sets_from_splits(args.splits) if args.splits
             else image_sets_from_dataset(args.dataset,
                                          source_from_args(args, params).dataset_source()))
     forward, pre, batch_size = model_forward(args.model, args.onnx, arch, params.extract,
-                                             args.device)
+                                             args.device, model_decides=args.arch is None)
     embeddings = extract_embeddings(forward, sets, pre, batch_size,
                                     flip=arch.model.with_flip_feature,
                                     workers=max(1, arch.dataset.num_workers))
     write_embeddings(args.out, embeddings, tao_json=params.extract.tao_json)
-    print(f"{args.out}: query {embeddings.query.features.shape}, "
-          f"gallery {embeddings.gallery.features.shape}")
+    log.info(f"{args.out}: query {embeddings.query.features.shape}, "
+             f"gallery {embeddings.gallery.features.shape}")
     return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 
 import yaml
 
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         atomic.write_text(args.out, text)
     else:
-        print(text, end="")
+        sys.stdout.write(text)
     if table:
         log.info("%s -> %s\n%s", args.from_tao, args.out or "standard output", table.rstrip())
     return 0

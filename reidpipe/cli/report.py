@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from reidpipe.cli import params_from_args
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -23,6 +26,6 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 def run(args: argparse.Namespace) -> int:
     from reidpipe.report.build import build_report
     result = build_report(params_from_args(args), args.results, args.models, args.out)
-    print(f"report: wrote {', '.join(result.files)} to {args.out}")
-    print(result.baseline)
+    log.info(f"wrote {', '.join(result.files)} to {args.out}")
+    log.info(result.baseline)
     return 0

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from reidpipe.cli import add_source_argument, params_from_args, source_from_args
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -21,5 +24,5 @@ def run(args: argparse.Namespace) -> int:
     params = params_from_args(args)
     source = source_from_args(args, params).dataset_source()
     counts = make_split(args.dataset_dir, args.out, params.split.val_ids, params.split.seed, source)
-    print(f"{args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    log.info(f"{args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return 0

@@ -4,9 +4,12 @@ layout."""
 from __future__ import annotations
 
 import argparse
+import logging
 
 from reidpipe.cli import params_from_args
 from reidpipe.data.sources import SYNTH_LAYOUTS
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -36,8 +39,8 @@ def run(args: argparse.Namespace) -> int:
         seed=data.synthetic_seed if args.seed is None else args.seed,
         workers=args.workers,
     )
-    print(f"{summary.out_dir}: {summary.train_ids} train ids / {summary.train_images} images, "
-          f"{summary.test_ids} test ids / {summary.query_images} queries / "
-          f"{summary.gallery_images} gallery images ({summary.distractors} distractors, "
-          f"{summary.junk} junk), seed {summary.seed}, {summary.seconds:.1f} s")
+    log.info(f"{summary.out_dir}: {summary.train_ids} train ids / {summary.train_images} images, "
+             f"{summary.test_ids} test ids / {summary.query_images} queries / "
+             f"{summary.gallery_images} gallery images ({summary.distractors} distractors, "
+             f"{summary.junk} junk), seed {summary.seed}, {summary.seconds:.1f} s")
     return 0

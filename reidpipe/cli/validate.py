@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from reidpipe.cli import add_source_argument, params_from_args, source_from_args
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -27,5 +30,5 @@ def run(args: argparse.Namespace) -> int:
                             source=block.dataset_source())
     counts = ", ".join(f"{split} {info['images']} images / {info['ids']} ids"
                        for split, info in report.splits.items())
-    print(f"{args.dataset_dir}: valid ({counts}); {len(report.warnings)} warning(s)")
+    log.info(f"{args.dataset_dir}: valid ({counts}); {len(report.warnings)} warning(s)")
     return 0

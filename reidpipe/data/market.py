@@ -29,7 +29,8 @@ IMAGE_HEIGHT = 128
 
 NAME_PATTERN = re.compile(r"^([-\d]+)_c(\d)s(\d)_(\d+)_(\d+)\.jpg$")
 
-# Exact statistics of the released dataset (GUIDE §1), checked by ``validate --strict``.
+# Exact statistics of the released dataset (as its loaders record them), checked by
+# ``validate --strict``.
 MARKET1501_STATS = {
     "train": {"images": 12936, "ids": 751},
     "query": {"images": 3368, "ids": 750},

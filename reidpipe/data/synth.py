@@ -45,7 +45,8 @@ SUPERSAMPLE = 2
 CANVAS_W = IMAGE_WIDTH * SUPERSAMPLE
 CANVAS_H = IMAGE_HEIGHT * SUPERSAMPLE
 
-# Gallery extras in the proportions of the real gallery (GUIDE §1): per identity-gallery image.
+# Gallery extras in the proportions of the real gallery (MARKET1501_STATS): per identity-gallery
+# image.
 _GALLERY = MARKET1501_STATS["gallery"]
 _ID_GALLERY = _GALLERY["images"] - _GALLERY["junk"] - _GALLERY["distractors"]
 DISTRACTOR_RATIO = _GALLERY["distractors"] / _ID_GALLERY

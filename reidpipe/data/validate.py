@@ -20,6 +20,7 @@ from reidpipe.data.sources import (DISTRACTOR_PID, JUNK_PID, SPLITS, DatasetSour
 from reidpipe.errors import ReidpipeError
 
 SHOWN_PROBLEMS = 20
+STRICT_PREFIX = "strict: "  # problems only strict validation (the official statistics) finds
 
 
 @dataclass
@@ -66,6 +67,10 @@ class ValidationReport:
         lines += [f"  {p.file}: {p.problem}" for p in self.problems[:SHOWN_PROBLEMS]]
         if len(self.problems) > SHOWN_PROBLEMS:
             lines.append(f"  ... and {len(self.problems) - SHOWN_PROBLEMS} more (see the report)")
+        if any(p.problem.startswith(STRICT_PREFIX) for p in self.problems):
+            lines.append("  strict validation expects the official dataset itself; to check another "
+                         "dataset in its layout, run `reidpipe validate --no-strict` or set "
+                         "`data.strict: false` in the params")
         return "\n".join(lines)
 
 
@@ -110,11 +115,12 @@ def _check_strict_stats(report: ValidationReport, source: DatasetSource, dataset
             if actual[key] != value:
                 report.problems.append(Problem(
                     str(source.split_location(dataset_dir, split)),
-                    f"strict: {title} has {value} {key} here, found {actual[key]}"))
+                    f"{STRICT_PREFIX}{title} has {value} {key} here, found {actual[key]}"))
     all_cams = set().union(*(set(report.splits[s]["cameras"]) for s in SPLITS))
     if all_cams != set(range(1, source.spec.cameras + 1)):
         report.problems.append(Problem(
-            ".", f"strict: {title} has cameras 1-{source.spec.cameras}, found {sorted(all_cams)}"))
+            ".", f"{STRICT_PREFIX}{title} has cameras 1-{source.spec.cameras}, "
+                 f"found {sorted(all_cams)}"))
 
 
 def validate_dataset(dataset_dir: str | Path, strict: bool = False,
@@ -142,7 +148,7 @@ def validate_dataset(dataset_dir: str | Path, strict: bool = False,
                 report.problems.append(Problem(str(check.path), check.error))
             elif size and check.size != size:
                 report.problems.append(Problem(
-                    str(check.path), f"strict: size {check.size[0]}x{check.size[1]}, "
+                    str(check.path), f"{STRICT_PREFIX}size {check.size[0]}x{check.size[1]}, "
                     f"{source.spec.title} images are {size[0]}x{size[1]}"))
             if check.digest:
                 digests[check.digest].append((split, check.path))

@@ -6,7 +6,8 @@ resize, pixels to 0-1, mean/std, RGB) and returns the raw embedding (N x D, not 
 the graph itself never normalises, so consumers must not skip it nor do it twice (fast-reid #147).
 That contract is written into the model's metadata (``reidpipe.*`` keys, see
 :func:`read_input_contract`). The batch axis is symbolic and checked at several sizes: Swin's
-window ops must not bake the export batch in (GUIDE §5).
+window ops must not bake the export batch in (a fixed-batch `window_reverse` breaks dynamic-batch
+ONNX).
 
 Gates (``export.*``): per batch size the max abs difference and min cosine between ONNX Runtime
 and PyTorch, and the query/gallery mAP and rank-1 of both within ``max_metric_delta`` points. The

@@ -1,8 +1,8 @@
 """Market-1501 evaluation: CMC, mAP and mINP, plain and after k-reciprocal re-ranking.
 
-Protocol (GUIDE §2): for each query, gallery items with the same pid and the same camera and all
-junk (pid -1) are removed; distractors (pid 0) stay as negatives; queries left without a true match
-are skipped and counted. Ranks are 1-based positions in that filtered ranking. Distance ties are
+Protocol (Zheng et al., ICCV 2015, and its evaluation code): for each query, gallery items with
+the same pid and the same camera and all junk (pid -1) are removed; distractors (pid 0) stay as
+negatives; queries left without a true match are skipped and counted. Ranks are 1-based positions in that filtered ranking. Distance ties are
 broken by gallery order (a stable sort). AP is non-interpolated (mean precision at each true match,
 as BoT, torchreid, fast-reid and TAO) or, as an option, the original MATLAB code's trapezoidal AP.
 

@@ -8,7 +8,6 @@ image, then L2-normalised.
 from __future__ import annotations
 
 import logging
-import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -44,7 +43,7 @@ def embed(forward: Forward, paths: Sequence[str], pre: Preprocess, batch_size: i
     batches = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
     outputs = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, \
-            tqdm(total=len(paths), desc=desc, unit="img", disable=None, file=sys.stderr) as bar:
+            tqdm(total=len(paths), desc=desc, unit="img", disable=None) as bar:
         def submit(batch: Sequence[str]) -> list[Future[np.ndarray]]:
             return [pool.submit(load_image, p, pre) for p in batch]
 
@@ -130,23 +129,36 @@ def extract_embeddings(forward: Forward, sets: dict[str, pd.DataFrame], pre: Pre
 
 
 def model_forward(model_dir: str | Path | None, onnx_path: str | Path | None, arch: ArchConfig,
-                  extract: ExtractParams, device: str = "auto") -> tuple[Forward, Preprocess, int]:
-    """The forward of a trained checkpoint folder or an ONNX file, its preprocessing and batch."""
+                  extract: ExtractParams, device: str = "auto",
+                  model_decides: bool = False) -> tuple[Forward, Preprocess, int]:
+    """The forward of a trained checkpoint folder or an ONNX file, its preprocessing and batch.
+
+    The params (``arch``) decide the preprocessing, so ``--set`` can override it, and a model
+    that says otherwise gets a warning. With ``model_decides`` (no ``--arch`` given) the model's
+    own contract wins: the ONNX metadata or the trained config; ``arch`` is the fallback for an
+    ONNX file without one (TAO, torchreid)."""
     pre = Preprocess.from_params(arch, extract)
     if (model_dir is None) == (onnx_path is None):
         raise ReidpipeError("give exactly one model source: a trained model folder or an ONNX file")
     if onnx_path is not None:
         try:
-            _warn_if_differs(pre, read_input_contract(onnx_path), f"{onnx_path} expects")
+            contract = read_input_contract(onnx_path)
         except ReidpipeError:
-            pass  # not a reidpipe export (TAO, torchreid): the params alone describe its input
+            contract = None  # not a reidpipe export: the params alone describe its input
+        if contract is not None and model_decides:
+            pre = contract
+        elif contract is not None:
+            _warn_if_differs(pre, contract, f"{onnx_path} expects")
         forward, fixed = onnx_forward(onnx_path, pre, device)
         return forward, pre, fixed or extract.batch_size
     from reidpipe.training.model import load_trained_model
 
     module, trained_arch = load_trained_model(Path(model_dir))
-    _warn_if_differs(pre, Preprocess.from_params(trained_arch, extract),
-                     f"{model_dir} was trained with")
+    trained_pre = Preprocess.from_params(trained_arch, extract)
+    if model_decides:
+        pre = trained_pre
+    else:
+        _warn_if_differs(pre, trained_pre, f"{model_dir} was trained with")
     return torch_forward(module, device), pre, extract.batch_size
 
 

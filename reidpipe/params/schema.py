@@ -84,6 +84,8 @@ class DataParams(SourceParams):
     source: SourceName = _f(
         "market1501", doc="market1501, dukemtmc, msmt17, cuhk03 (archives); custom (a folder); "
                           "synthetic (generated)")
+    strict: bool = _f(True, doc="validate also checks the dataset's official statistics (false "
+                                "for a source without them: custom, synthetic)")
     train_sources: list[str] = _f(
         [], doc="sources whose train splits are merged for training (data.source or keys of "
                 "data.sources); []: [data.source]")
@@ -270,6 +272,23 @@ class ReportParams:
     hardest_queries: int = _f(10, ge=1)
 
 
+# The recipes `pipeline.archs` names by default (params.yaml states the same; a test keeps them
+# equal). resnet50: Bag of Tricks (Luo et al. 2019); swin_tiny: TAO ReIdentificationNet's
+# transformer spec (SOLIDER's recipe).
+PUBLISHED_RECIPES = {
+    "resnet50": ArchRecipe(model={"backbone": "resnet50.tv_in1k", "last_stride": 1}),
+    "swin_tiny": ArchRecipe(
+        model={"backbone": "swin_tiny_patch4_window7_224", "no_margin": True,
+               "label_smooth": False},
+        dataset={"pixel_mean": [0.5, 0.5, 0.5], "pixel_std": [0.5, 0.5, 0.5],
+                 "re_mode": "pixel", "train_interpolation": "bicubic"},
+        train={"optim": {"name": "SGD", "base_lr": 0.0008, "momentum": 0.9,
+                         "warmup_method": "cosine", "warmup_epochs": 20, "lr_steps": [],
+                         "bias_lr_factor": 2.0, "weight_decay": 0.0001,
+                         "weight_decay_bias": 0.0001}}),
+}
+
+
 @dataclass
 class PipelineParams:
     archs: list[str] = _f(["resnet50", "swin_tiny"], doc="architectures to train (keys of archs)")
@@ -286,7 +305,7 @@ class Params:
     model: ModelParams = field(default_factory=ModelParams)
     dataset: DatasetParams = field(default_factory=DatasetParams)
     train: TrainParams = field(default_factory=TrainParams)
-    archs: dict[str, ArchRecipe] = field(default_factory=dict)
+    archs: dict[str, ArchRecipe] = field(default_factory=lambda: copy.deepcopy(PUBLISHED_RECIPES))
     re_ranking: ReRankingParams = field(default_factory=ReRankingParams)
     extract: ExtractParams = field(default_factory=ExtractParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)

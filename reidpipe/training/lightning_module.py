@@ -10,6 +10,7 @@ NumPy, torch and CUDA RNG states and the epoch-log rows, so a resumed run contin
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
@@ -26,6 +27,8 @@ from reidpipe.params import ArchConfig
 from reidpipe.training.losses import CenterLoss, LossPlan, center_step, loss_scale, reid_loss
 from reidpipe.training.model import build_model
 from reidpipe.training.schedule import make_optimizer, set_epoch_lr
+
+log = logging.getLogger(__name__)
 
 LOG_COLUMNS = ["epoch", "steps", "loss", "id_loss", "triplet_loss", "center_loss", "lr",
                "val_mAP", "val_rank1", "seconds"]
@@ -183,7 +186,7 @@ class EpochLog(L.Callback):
         if trainer.is_global_zero:
             summary = " ".join(f"{k}={row[k]:.4g}" for k in LOG_COLUMNS[2:9]
                                if k in row and not math.isnan(float(row[k])))
-            print(f"epoch {row['epoch']}/{trainer.max_epochs}: {summary}", flush=True)
+            log.info(f"epoch {row['epoch']}/{trainer.max_epochs}: {summary}")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         assert isinstance(pl_module, ReidModule)

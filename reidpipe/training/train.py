@@ -120,7 +120,7 @@ def pretrained_weights(model: ModelParams, backbone: torch.nn.Module) -> str:
 def _prepare_checkpoints(ckpt_dir: Path, stamp: str) -> None:
     stamp_file = ckpt_dir / FINGERPRINT_FILE
     if stamp_file.is_file() and stamp_file.read_text().strip() != stamp:
-        print(f"note: config or manifests changed since {ckpt_dir} was written: starting afresh")
+        log.info(f"config or manifests changed since {ckpt_dir} was written: starting afresh")
         shutil.rmtree(ckpt_dir)
     if int(os.environ.get("LOCAL_RANK", "0")) == 0 and not stamp_file.is_file():
         atomic.write_text(stamp_file, stamp + "\n")
@@ -167,7 +167,7 @@ def train_arch(cfg: ArchConfig, splits_dir: str | Path, out_dir: str | Path,
     ckpt_dir = out_dir / CHECKPOINT_DIR
     stamp = fingerprint(cfg, splits_dir)
     if _is_done(out_dir, stamp):
-        print(f"{out_dir / MODEL_FILE} is up to date: nothing to train")
+        log.info(f"{out_dir / MODEL_FILE} is up to date: nothing to train")
         return {}
     per_rank_batch(cfg.dataset, runtime.devices * cfg.train.num_nodes)  # fail before spawning
     note = unused_settings_note(cfg.train.optim)
@@ -185,9 +185,9 @@ def train_arch(cfg: ArchConfig, splits_dir: str | Path, out_dir: str | Path,
     # rerun after a kill must not go back to it.
     resume = choose_resume(ckpt_dir, cfg.train.resume_training_checkpoint_path,
                            module.state_dict())
-    print(f"train {cfg.name}: {runtime.note}; {runtime.accelerator} x{runtime.devices}, "
-          f"precision {runtime.precision}" + (f"; resuming from {resume}" if resume else ""),
-          flush=True)
+    log.info(f"train {cfg.name}: {runtime.note}; {runtime.accelerator} x{runtime.devices}, "
+             f"precision {runtime.precision}" + (f"; resuming from {resume}" if resume else ""),
+             flush=True)
     epoch_log = EpochLog(datamodule, cfg.train.validation_interval)
     # Only the newest checkpoint is kept (it replaces the previous one after it is written):
     # resume needs no more, and a ResNet-50 checkpoint with Adam state is ~300 MB.
