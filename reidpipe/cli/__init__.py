@@ -110,10 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error(str(exc))
         return 2
     except Interrupted as exc:
-        log.error(f"interrupted by {exc}")
+        log.info(f"interrupted by {exc}")  # the signal is the message, not an error
         return exc.exit_code
     except KeyboardInterrupt:  # before the handlers were installed
-        log.error("interrupted by SIGINT")
+        log.info("interrupted by SIGINT")
         return 130
 
 

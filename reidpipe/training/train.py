@@ -186,8 +186,7 @@ def train_arch(cfg: ArchConfig, splits_dir: str | Path, out_dir: str | Path,
     resume = choose_resume(ckpt_dir, cfg.train.resume_training_checkpoint_path,
                            module.state_dict())
     log.info(f"train {cfg.name}: {runtime.note}; {runtime.accelerator} x{runtime.devices}, "
-             f"precision {runtime.precision}" + (f"; resuming from {resume}" if resume else ""),
-             flush=True)
+             f"precision {runtime.precision}" + (f"; resuming from {resume}" if resume else ""))
     epoch_log = EpochLog(datamodule, cfg.train.validation_interval)
     # Only the newest checkpoint is kept (it replaces the previous one after it is written):
     # resume needs no more, and a ResNet-50 checkpoint with Adam state is ~300 MB.
