@@ -1,0 +1,69 @@
+"""The recovery procedure the README gives, through Snakemake itself: after ``kill -9`` of the
+whole run mid-training, ``snakemake --unlock`` and ``snakemake --rerun-incomplete`` finish with
+the outputs of an uninterrupted run (same weights, same log but for the timings)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from repo_copy import SMALL, make_repo, pipeline_env, run, snakemake
+
+from reidpipe.filenames import MODEL_FILE, TRAIN_CONFIG_FILE, TRAIN_LOG_FILE
+
+pytestmark = pytest.mark.slow
+
+ARCH = "resnet_demo"
+EPOCHS = 3
+TARGET = f"models/{ARCH}/{MODEL_FILE}"
+
+
+def test_kill_9_then_rerun_incomplete_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    # No DataLoader worker processes: their augmentation draws depend on their scheduling, so
+    # only without them is any run (interrupted or not) reproducible bit for bit.
+    overrides = dict(SMALL, pipeline={"archs": [ARCH]},
+                     dataset=dict(SMALL["dataset"], num_workers=0),
+                     train={"num_epochs": EPOCHS, "checkpoint_interval": 1,
+                            "validation_interval": 1, "max_steps_per_epoch": 3},
+                     archs={ARCH: {"model": {"backbone": "test_resnet", "last_stride": 2}}})
+    repo = make_repo(tmp_path, overrides)
+    models = repo / "models" / ARCH
+    output = tmp_path / "snakemake.txt"
+    with open(output, "w") as handle:
+        first = subprocess.Popen(snakemake(TARGET), cwd=repo, env=pipeline_env(repo),
+                                 stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 600
+    while not list((models / "checkpoints").glob("epoch*.ckpt")):  # not a temporary mid-write
+        assert first.poll() is None, output.read_text()[-3000:]
+        assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(timeout=60)
+    assert not {TRAIN_LOG_FILE, TRAIN_CONFIG_FILE, MODEL_FILE} & {p.name for p in models.iterdir()}
+
+    refused = run(repo, *snakemake(TARGET), check=False)
+    assert refused.returncode != 0  # a stale lock or incomplete outputs: the README's procedure
+    run(repo, *snakemake("--unlock"))
+    run(repo, *snakemake(TARGET, "--rerun-incomplete"))
+    assert "resuming from" in (repo / "logs" / f"train_{ARCH}.log").read_text()
+    assert [p.name for p in (models / "checkpoints").glob("*.ckpt")] == [f"epoch{EPOCHS - 1:03d}.ckpt"]
+    assert not [p for p in models.rglob(".*")], "temporaries left behind"
+
+    # The uninterrupted run: the same job, in the same environment, from nothing.
+    shutil.move(models, repo / "models" / "recovered")
+    run(repo, *snakemake(TARGET))
+    recovered = repo / "models" / "recovered"
+    got = torch.load(recovered / MODEL_FILE, weights_only=True)
+    want = torch.load(models / MODEL_FILE, weights_only=True)
+    assert got["epochs"] == want["epochs"] == EPOCHS
+    for key, value in want["state_dict"].items():
+        assert torch.equal(got["state_dict"][key], value), key
+    pd.testing.assert_frame_equal(
+        *(pd.read_csv(d / TRAIN_LOG_FILE).drop(columns="seconds") for d in (recovered, models)))
