@@ -11,10 +11,17 @@ from __future__ import annotations
 RESULTS_DIR = "results"
 MODELS_DIR = "models"
 REPORTS_DIR = "reports"
+DATA_DIR = "data"  # data/<name>: the dataset of each further source (data.sources)
 
 # results/
 VALIDATION_FILE = "validation.json"
 SPLITS_DIR = "splits"
+TRAIN_SET_DIR = "train_set"  # the training sources' train/val manifests, merged (combine)
+SOURCES_DIR = "sources"      # results/sources/<name>/: validation.json and splits/ of each
+
+# results/<arch>/cross/<name>/: embeddings/, metrics.json, cmc.csv, per_query.csv on a further
+# source's test set (cross-domain evaluation)
+CROSS_DIR = "cross"
 
 # models/<arch>/
 MODEL_FILE = "model.pt"

@@ -19,7 +19,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import yaml
 
@@ -28,6 +28,8 @@ from reidpipe.errors import ReidpipeError
 from reidpipe.filenames import (
     CMC_FILE,
     DEPLOY_DIR,
+    CROSS_DIR,
+    DATA_DIR,
     EMBEDDINGS_DIR,
     FIGURES_DIR,
     METRICS_FILE,
@@ -39,8 +41,10 @@ from reidpipe.filenames import (
     REPORT_MARKDOWN,
     REPORTS_DIR,
     RESULTS_DIR,
+    SOURCES_DIR,
     SPLITS_DIR,
     TENSORRT_DIR,
+    TRAIN_SET_DIR,
     TRAIN_CONFIG_FILE,
     TRAIN_LOG_FILE,
     VALIDATION_FILE,
@@ -52,8 +56,14 @@ from reidpipe.params import (
     params_from_dict,
 )
 
-# Each wildcard and the list parameter whose values it takes.
-WILDCARDS = {"arch": "pipeline.archs"}
+# Each wildcard and the values it takes: a list parameter (DVC interpolates it), or a list the
+# params derive from several keys (a ``Params`` method; dvc.yaml then lists the values params.yaml
+# gives, so changing the sources means regenerating dvc.yaml).
+WILDCARDS: dict[str, str | Callable[[Params], list[str]]] = {
+    "arch": "pipeline.archs",
+    "source": Params.extra_sources,     # further sources: prepared in data/<name>
+    "test_set": Params.cross_sources,   # further test sets: cross-domain evaluation
+}
 
 DATASET = "${data.dataset_dir}"
 VALIDATION = f"{RESULTS_DIR}/{VALIDATION_FILE}"
@@ -64,6 +74,11 @@ EMBEDDINGS = f"{ARCH_RESULTS}/{EMBEDDINGS_DIR}"
 ONNX = f"{ARCH_RESULTS}/{ONNX_DIR}"
 TENSORRT = f"{ARCH_RESULTS}/{TENSORRT_DIR}"
 DEPLOY = f"{ARCH_RESULTS}/{DEPLOY_DIR}"
+SOURCE_DATASET = f"{DATA_DIR}/{{source}}"
+SOURCE_RESULTS = f"{RESULTS_DIR}/{SOURCES_DIR}/{{source}}"
+SOURCE_SPLITS = f"{SOURCE_RESULTS}/{SPLITS_DIR}"
+TRAIN_SET = f"{RESULTS_DIR}/{TRAIN_SET_DIR}"
+CROSS = f"{ARCH_RESULTS}/{CROSS_DIR}/{{test_set}}"
 
 
 @dataclass(frozen=True)
@@ -80,9 +95,11 @@ class Output:
 @dataclass(frozen=True)
 class AllOf:
     """An input taken for every value of its wildcards (the report reads every arch). DVC cannot
-    expand a list outside ``foreach``, so there the dependency is the folder above the wildcard."""
+    expand a list outside ``foreach``, so there the dependency is the folder above the wildcard.
+    ``over`` maps a wildcard to other values than its own (a ``Params`` method)."""
 
     path: str
+    over: Mapping[str, Callable[[Params], list[str]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -136,9 +153,31 @@ STAGES: tuple[Stage, ...] = (
           outputs={"splits": Output(SPLITS, directory=True)},
           params=("data.source", "data.cuhk03_variant", "data.split_dirs",
                   "data.synthetic_layout", "split.val_ids", "split.seed")),
+    # Further sources (data.sources), each in data/<name>: the same three data stages.
+    Stage("download_source",
+          command="reidpipe download --source {source} --out {output.dataset}",
+          outputs={"dataset": Output(SOURCE_DATASET, directory=True)},
+          params=("data.sources.{source}",), cli="download"),
+    Stage("validate_source",
+          command="reidpipe validate {input.dataset} --source {source} --report {output.report}",
+          inputs={"dataset": SOURCE_DATASET},
+          outputs={"report": Output(f"{SOURCE_RESULTS}/{VALIDATION_FILE}", dvc="git")},
+          params=("data.sources.{source}",), cli="validate"),
+    Stage("split_source",
+          command="reidpipe split {input.dataset} --source {source} --out {output.splits}",
+          inputs={"validation": f"{SOURCE_RESULTS}/{VALIDATION_FILE}", "dataset": SOURCE_DATASET},
+          outputs={"splits": Output(SOURCE_SPLITS, directory=True)},
+          params=("data.sources.{source}", "split.val_ids", "split.seed"), cli="split"),
+    Stage("combine",
+          command="reidpipe combine --main {input.main} --sources "
+                  f"{RESULTS_DIR}/{SOURCES_DIR} --out {{output.train_set}}",
+          inputs={"main": SPLITS,
+                  "more": AllOf(SOURCE_SPLITS, over={"source": Params.extra_train_sources})},
+          outputs={"train_set": Output(TRAIN_SET, directory=True)},
+          params=("data.source", "data.train_sources")),
     Stage("train",
           command="reidpipe train --arch {arch} --splits {input.splits} --out " + ARCH_MODEL,
-          inputs={"splits": SPLITS},
+          inputs={"splits": TRAIN_SET},
           outputs={"model": Output(f"{ARCH_MODEL}/{MODEL_FILE}"),
                    "config": Output(f"{ARCH_MODEL}/{TRAIN_CONFIG_FILE}"),
                    "train_log": Output(f"{ARCH_MODEL}/{TRAIN_LOG_FILE}")},
@@ -159,6 +198,24 @@ STAGES: tuple[Stage, ...] = (
                    "cmc": Output(f"{ARCH_RESULTS}/{CMC_FILE}", dvc="plot", plot_x="rank"),
                    "per_query": Output(f"{ARCH_RESULTS}/{PER_QUERY_FILE}")},
           params=("re_ranking", "evaluate", "report.top_k")),
+    # Every arch on each further test set (cross-domain): the extract and evaluate stages.
+    Stage("extract_cross",
+          command="reidpipe extract --arch {arch} --model " + ARCH_MODEL
+                  + " --splits {input.splits} --out {output.embeddings}",
+          inputs={"model": f"{ARCH_MODEL}/{MODEL_FILE}",
+                  "splits": f"{RESULTS_DIR}/{SOURCES_DIR}/{{test_set}}/{SPLITS_DIR}"},
+          outputs={"embeddings": Output(f"{CROSS}/{EMBEDDINGS_DIR}", directory=True)},
+          params=("model.input_height", "model.input_width", "model.with_flip_feature",
+                  "dataset.pixel_mean", "dataset.pixel_std", "dataset.num_workers", "extract",
+                  "archs.{arch}"), cli="extract"),
+    Stage("evaluate_cross",
+          command="reidpipe evaluate --embeddings {input.embeddings} --out {output.metrics}"
+                  " --cmc {output.cmc} --per-query {output.per_query}",
+          inputs={"embeddings": f"{CROSS}/{EMBEDDINGS_DIR}"},
+          outputs={"metrics": Output(f"{CROSS}/{METRICS_FILE}", dvc="metric"),
+                   "cmc": Output(f"{CROSS}/{CMC_FILE}", dvc="plot", plot_x="rank"),
+                   "per_query": Output(f"{CROSS}/{PER_QUERY_FILE}")},
+          params=("re_ranking", "evaluate", "report.top_k"), cli="evaluate"),
     Stage("export_onnx",
           command="reidpipe export-onnx --arch {arch} --model " + ARCH_MODEL
                   + " --splits {input.splits} --out {output.onnx}",
@@ -191,12 +248,14 @@ STAGES: tuple[Stage, ...] = (
                   "tensorrt": AllOf(TENSORRT),
                   "deploy": AllOf(DEPLOY),
                   "config": AllOf(f"{ARCH_MODEL}/{TRAIN_CONFIG_FILE}"),
-                  "train_log": AllOf(f"{ARCH_MODEL}/{TRAIN_LOG_FILE}")},
+                  "train_log": AllOf(f"{ARCH_MODEL}/{TRAIN_LOG_FILE}"),
+                  "cross": AllOf(f"{CROSS}/{METRICS_FILE}")},
           outputs={"markdown": Output(f"{REPORTS_DIR}/{REPORT_MARKDOWN}"),
                    "html": Output(f"{REPORTS_DIR}/{REPORT_HTML}"),
                    "metrics": Output(f"{REPORTS_DIR}/{METRICS_FILE}", dvc="metric"),
                    "figures": Output(f"{REPORTS_DIR}/{FIGURES_DIR}", directory=True)},
-          params=("pipeline.archs", "report")),
+          params=("pipeline.archs", "pipeline.eval_sources", "data.source",
+                  "data.train_sources", "report")),
 )
 
 STAGE_BY_NAME = {stage.name: stage for stage in STAGES}
@@ -248,9 +307,11 @@ def snakemake_inputs(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in stage(name).inputs.items():
         if isinstance(value, AllOf):
             path = _resolve(value.path, config)
-            combos = [{}]
+            combos: list[dict[str, str]] = [{}]
             for w in _wildcards(path):
-                combos = [dict(c, **{w: v}) for c in combos for v in lookup(config, WILDCARDS[w])]
+                values = (value.over[w](params_from_dict(config)) if w in value.over
+                          else wildcard_values(config, w))
+                combos = [dict(c, **{w: v}) for c in combos for v in values]
             inputs[key] = [path.format(**c) for c in combos]
         else:
             inputs[key] = _resolve(value, config)
@@ -271,9 +332,17 @@ def snakemake_shell(name: str) -> str:
     return f"{command} --params {{params.files}}"
 
 
+def wildcard_values(config: Mapping[str, Any], wildcard: str) -> list[str]:
+    values = WILDCARDS[wildcard]
+    if isinstance(values, str):
+        return [str(v) for v in lookup(config, values)]
+    return values(params_from_dict(config))
+
+
 def wildcard_constraints(config: Mapping[str, Any]) -> dict[str, str]:
-    return {w: "|".join(re.escape(str(v)) for v in lookup(config, key))
-            for w, key in WILDCARDS.items()}
+    """Each wildcard matches exactly its values (none: a pattern nothing matches)."""
+    return {w: "|".join(re.escape(v) for v in wildcard_values(config, w)) or "(?!)"
+            for w in WILDCARDS}
 
 
 def param_files(cli_configfiles: Sequence[str]) -> list[str]:
@@ -313,8 +382,17 @@ def _dvc_template(template: str, wildcards: Sequence[str]) -> str:
     return re.sub(r"(?<!\$)\{(\w+)\}", item, template)
 
 
-def _dvc_stage(st: Stage) -> dict[str, Any]:
+def _dvc_values(wildcard: str, params: Params) -> str | list[str]:
+    values = WILDCARDS[wildcard]
+    return "${%s}" % values if isinstance(values, str) else values(params)
+
+
+def _dvc_stage(st: Stage, params: Params) -> dict[str, Any] | None:
+    """The stage's dvc.yaml entry; ``None`` when a derived wildcard has no values (no job)."""
     wildcards = st.wildcards
+    lists = {w: _dvc_values(w, params) for w in wildcards}
+    if any(not values for values in lists.values()):
+        return None
 
     def path(template: str) -> str:
         return _dvc_template(template, wildcards)
@@ -326,7 +404,7 @@ def _dvc_stage(st: Stage) -> dict[str, Any]:
     refs.update({f"output.{k}": path(o.path) for k, o in st.outputs.items()})
     command = re.sub(r"\{((?:input|output)\.\w+)\}", lambda m: refs[m.group(1)], st.command)
     data_deps = [path(v) if isinstance(v, str) else v.path.split("/{")[0]
-                 for v in st.inputs.values()]
+                 for v in st.inputs.values() if not _expands_to_nothing(v, params)]
     data_deps = list(dict.fromkeys(data_deps))
     data_deps = [d for d in data_deps if not any(inside(d, o) for o in data_deps)]
     body: dict[str, Any] = {"cmd": f"{path(command)} --params {DEFAULT_PARAMS_FILE}",
@@ -346,8 +424,15 @@ def _dvc_stage(st: Stage) -> dict[str, Any]:
     if not wildcards:
         return body
     if len(wildcards) == 1:
-        return {"foreach": "${%s}" % WILDCARDS[wildcards[0]], "do": body}
-    return {"matrix": {w: "${%s}" % WILDCARDS[w] for w in wildcards}, **body}
+        return {"foreach": lists[wildcards[0]], "do": body}
+    return {"matrix": lists, **body}
+
+
+def _expands_to_nothing(value: str | AllOf, params: Params) -> bool:
+    if isinstance(value, str):
+        return False
+    return any(not (value.over[w](params) if w in value.over else _dvc_values(w, params))
+               for w in _wildcards(value.path))
 
 
 def describe() -> str:
@@ -370,10 +455,14 @@ DVC_HEADER = """\
 # `reidpipe stages --dvc-yaml --out dvc.yaml`: edit the table, not this file (a test fails when
 # it is stale). Each stage declares exactly the
 # params it reads, since `dvc exp run -S` silently ignores keys no stage declares; values come from
-# params.yaml.
+# params.yaml. The further sources (data.sources, data.train_sources, pipeline.eval_sources) are
+# written out as lists: regenerate this file after changing them.
 """
 
 
-def dvc_yaml() -> str:
-    stages = {st.name: _dvc_stage(st) for st in STAGES}
+def dvc_yaml(params: Params | None = None) -> str:
+    """dvc.yaml for ``params`` (default: params.yaml's)."""
+    params = params or params_from_dict(merged_params_dict([DEFAULT_PARAMS_FILE]))
+    stages = {st.name: entry for st in STAGES
+              if (entry := _dvc_stage(st, params)) is not None}
     return DVC_HEADER + yaml.safe_dump({"stages": stages}, sort_keys=False, width=1000)

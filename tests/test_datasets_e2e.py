@@ -53,8 +53,8 @@ def test_each_layout_validates_splits_trains_extracts_and_evaluates(synthetic_la
         report = json.loads((work / "v.json").read_text())
         assert report["splits"]["query"]["images"] == summary.query_images
         assert main(["split", str(folder), "--out", str(work / "splits"), *params]) == 0
-        assert main(["combine", "--split", f"synthetic={work / 'splits'}",
-                     "--out", str(work / "train"), *params]) == 0
+        assert main(["combine", "--main", str(work / "splits"), "--out", str(work / "train"),
+                     *params]) == 0
         assert main(["train", "--arch", "tiny", "--splits", str(work / "train"),
                      "--out", str(work / "model"), *params]) == 0
         assert main(["extract", "--arch", "tiny", "--model", str(work / "model"), "--splits",
@@ -98,17 +98,17 @@ def test_two_sources_train_one_model(synthetic_layouts, tmp_path):
     torch.set_num_threads(1)
     market, _ = synthetic_layouts["market1501"]
     duke, _ = synthetic_layouts["dukemtmc"]
+    duke_block = {k: v for k, v in synthetic_block(duke, "dukemtmc").items() if k != "dataset_dir"}
     data = {**synthetic_block(market, "market1501"), "train_sources": ["synthetic", "duke"],
-            "sources": {"duke": synthetic_block(duke, "dukemtmc")}}
+            "sources": {"duke": duke_block}}
     params = params_for(tmp_path, data)
-    for name, folder in (("synthetic", market), ("duke", duke)):
-        assert main(["split", str(folder), "--out", str(tmp_path / name), "--source", name,
-                     *params]) == 0
-    assert main(["combine", "--split", f"synthetic={tmp_path / 'synthetic'}",
-                 "--split", f"duke={tmp_path / 'duke'}", "--out", str(tmp_path / "train"),
-                 *params]) == 0
+    assert main(["split", str(market), "--out", str(tmp_path / "main"), *params]) == 0
+    duke_splits = tmp_path / "sources" / "duke" / "splits"
+    assert main(["split", str(duke), "--out", str(duke_splits), "--source", "duke", *params]) == 0
+    assert main(["combine", "--main", str(tmp_path / "main"), "--sources",
+                 str(tmp_path / "sources"), "--out", str(tmp_path / "train"), *params]) == 0
     train = read_split(tmp_path / "train", "train")
-    per_source = [read_split(tmp_path / name, "train") for name in ("synthetic", "duke")]
+    per_source = [read_split(folder, "train") for folder in (tmp_path / "main", duke_splits)]
     assert len(train) == sum(len(t) for t in per_source)
     assert train["label"].nunique() == sum(t["pid"].nunique() for t in per_source)
     assert not set(train[train["source"] == "synthetic"]["pid"]) & set(
@@ -126,3 +126,16 @@ def test_unknown_train_source_is_refused(tmp_path, capsys):
                                    "train_sources": ["synthetic", "msmt"]})
     assert main(["params", *params]) == 2
     assert "data.train_sources" in capsys.readouterr().err
+
+
+def test_further_sources_live_in_data_name_and_include_the_main_source(tmp_path, capsys):
+    params = params_for(tmp_path, {"source": "synthetic", "strict": False,
+                                   "sources": {"duke": {"source": "dukemtmc",
+                                                        "dataset_dir": "elsewhere"}}})
+    assert main(["params", *params]) == 2
+    assert "keeps further sources in data/duke" in capsys.readouterr().err
+    params = params_for(tmp_path, {"source": "synthetic", "strict": False,
+                                   "sources": {"duke": {"source": "dukemtmc"}},
+                                   "train_sources": ["duke"]})
+    assert main(["params", *params]) == 2
+    assert "must include data.source ('synthetic')" in capsys.readouterr().err

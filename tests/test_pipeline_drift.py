@@ -7,19 +7,28 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
-from reidpipe.stages import STAGES, dvc_yaml, stage_param_keys
+from repo_copy import copy_working_tree, pipeline_env
+from reidpipe.stages import dvc_yaml, stage_param_keys
 
 ROOT = Path(__file__).resolve().parents[1]
+# Further sources: two trained on, one more test set (cross-domain), all synthetic.
+CROSS_DOMAIN = {
+    "data": {"train_sources": ["synthetic", "duke"],
+             "sources": {"duke": {"source": "synthetic", "synthetic_layout": "dukemtmc"},
+                         "cuhk": {"source": "synthetic", "synthetic_layout": "cuhk03"}}},
+    "pipeline": {"eval_sources": ["synthetic", "duke", "cuhk"]},
+}
 LOG_REDIRECT = re.compile(r"\s*>\s*logs/\S+\s+2>&1\s*$")
 
 
-def snakemake_jobs() -> dict[frozenset, dict]:
+def snakemake_jobs(root: Path = ROOT) -> dict[frozenset, dict]:
     """Planned jobs of a forced dry run, keyed by their output set."""
     out = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "-p", "--forceall", "--cores", "1",
          "--workflow-profile", "none"],
-        cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        cwd=root, env=pipeline_env(root), capture_output=True, text=True, check=True).stdout
     jobs, job = {}, None
     for line in out.splitlines():
         if line.startswith("rule ") or line.startswith("localrule "):
@@ -38,10 +47,10 @@ def snakemake_jobs() -> dict[frozenset, dict]:
     return jobs
 
 
-def dvc_stages() -> list:
+def dvc_stages(root: Path = ROOT) -> list:
     from dvc.repo import Repo
 
-    with Repo(str(ROOT)) as repo:
+    with Repo(str(root)) as repo:
         stages = []
         for stage in repo.index.stages:
             params = [p for dep in stage.deps if hasattr(dep, "params") for p in dep.params]
@@ -64,9 +73,23 @@ def assert_inputs_covered(inputs: list[str], deps: list[str], name: str) -> None
     assert not uncovered and not unused, f"{name}: inputs {uncovered} vs deps {unused} differ"
 
 
-@pytest.fixture(scope="module")
-def both():
-    return snakemake_jobs(), dvc_stages()
+def cross_domain_repo(tmp_path: Path) -> Path:
+    """A copy of the project whose params.yaml has further sources, dvc.yaml regenerated."""
+    repo = copy_working_tree(tmp_path / "repo")
+    (repo / "cross.yaml").write_text(yaml.safe_dump(CROSS_DOMAIN))
+    for args in (["params", "--params", "params.yaml", "config/demo.yaml", "cross.yaml",
+                  "--out", "params.yaml"], ["stages", "--dvc-yaml", "--out", "dvc.yaml"]):
+        subprocess.run([sys.executable, "-m", "reidpipe", *args], cwd=repo,
+                       env=pipeline_env(repo), check=True, capture_output=True)
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    return repo
+
+
+@pytest.fixture(scope="module", params=["params.yaml", "cross-domain"])
+def both(request, tmp_path_factory):
+    root = ROOT if request.param == "params.yaml" else cross_domain_repo(
+        tmp_path_factory.mktemp("cross"))
+    return snakemake_jobs(root), dvc_stages(root)
 
 
 def test_same_outputs(both):
@@ -78,17 +101,30 @@ def test_same_commands_inputs_and_params(both):
     jobs, stages = both
     for stage in stages:
         job = jobs[frozenset(stage["outs"])]
-        base, _, arch = stage["name"].partition("@")
+        base = stage["name"].partition("@")[0]
         assert job["rule"] == base, stage["name"]
         assert job["cmd"] == stage["cmd"], f"{stage['name']}: commands differ"
         assert_inputs_covered(job["input"], stage["deps"], stage["name"])
-        expected = stage_param_keys(base, **({"arch": arch} if arch else {}))
+        expected = stage_param_keys(base, **job.get("wildcards", {}))
         assert sorted(stage["params"]) == sorted(expected), f"{stage['name']}: params differ"
 
 
-def test_every_stage_has_a_params_declaration():
-    stages = {s["name"].partition("@")[0] for s in dvc_stages()}
-    assert stages == {stage.name for stage in STAGES}
+def test_every_rule_has_its_dvc_stage(both):
+    jobs, stages = both
+    assert {s["name"].partition("@")[0] for s in stages} == {j["rule"] for j in jobs.values()}
+
+
+def test_cross_domain_jobs_cover_every_arch_and_test_set(tmp_path_factory):
+    jobs = snakemake_jobs(cross_domain_repo(tmp_path_factory.mktemp("jobs")))
+    evaluated = {tuple(sorted(j["wildcards"].items())) for j in jobs.values()
+                 if j["rule"] == "evaluate_cross"}
+    assert evaluated == {(("arch", a), ("test_set", t)) for a in ("resnet_demo", "swin_demo")
+                         for t in ("duke", "cuhk")}
+    prepared = {j["wildcards"]["source"] for j in jobs.values() if j["rule"] == "split_source"}
+    assert prepared == {"duke", "cuhk"}
+    combine = next(j for j in jobs.values() if j["rule"] == "combine")
+    assert "results/sources/duke/splits" in combine["input"]
+    assert "results/sources/cuhk/splits" not in combine["input"]   # a test set only
 
 
 def test_committed_dvc_yaml_is_generated_from_the_stage_table():

@@ -26,12 +26,14 @@ from reidpipe.evaluation.evaluate import evaluate_embeddings, write_evaluation
 from reidpipe.filenames import PARITY_FILE, TRT_STATUS_FILE
 from reidpipe.params import (
     ArchRecipe,
+    DataParams,
     DeployParams,
     EvaluateParams,
     Params,
     PipelineParams,
     ReportParams,
     ReRankingParams,
+    SourceParams,
 )
 from reidpipe.report.build import build_report
 from reidpipe.training.lightning_module import LOG_COLUMNS
@@ -119,9 +121,10 @@ def test_tables_show_metrics_json_values(workspace: Path, tmp_path: Path) -> Non
         assert written[arch] == source
         for ranking, label in (("plain", "plain"), ("reranked", "re-ranked")):
             cells = [f"{100 * source[ranking][k]:.1f}" for k in METRIC_KEYS]
-            row = f"| {arch} | {label} | " + " | ".join(cells) + " |"
+            row = f"| market1501 | {arch} | {label} | " + " | ".join(cells) + " |"
             assert row in md, row
-            html_row = f"<td class=\"t\">{arch}</td><td class=\"t\">{label}</td>" + "".join(
+            html_row = (f"<td class=\"t\">market1501</td><td class=\"t\">{arch}</td>"
+                        f"<td class=\"t\">{label}</td>") + "".join(
                 f"<td>{c}</td>" for c in cells)
             assert html_row in page, html_row
     # The two archs differ (different noise), so a swapped table would fail.
@@ -169,13 +172,13 @@ def test_deltas_against_committed_baseline(workspace: Path, tmp_path: Path) -> N
     md, page = _report(root)
     assert f"against {root / 'reports' / 'metrics.json'} at commit" in md
     plain = source["plain"]
-    assert f"| net_a | plain | {100 * plain['mAP']:.1f} (+1.2) | {100 * plain['rank1']:.1f} (+0.0) |" in md
+    assert f"| market1501 | net_a | plain | {100 * plain['mAP']:.1f} (+1.2) | {100 * plain['rank1']:.1f} (+0.0) |" in md
     reranked = source["reranked"]
-    assert f"| net_a | re-ranked | {100 * reranked['mAP']:.1f} (+0.0) | {100 * reranked['rank1']:.1f} (-5.0) |" in md
+    assert f"| market1501 | net_a | re-ranked | {100 * reranked['mAP']:.1f} (+0.0) | {100 * reranked['rank1']:.1f} (-5.0) |" in md
     assert f"{100 * plain['mAP']:.1f} <span class=\"up\">(+1.2)</span>" in page
     assert "<span class=\"down\">(-5.0)</span>" in page
     assert "Not in the baseline (no delta): net_b." in md
-    assert f"| net_b | plain | {100 * json.loads((root / 'results/net_b/metrics.json').read_text())['plain']['mAP']:.1f} |" in md
+    assert f"| market1501 | net_b | plain | {100 * json.loads((root / 'results/net_b/metrics.json').read_text())['plain']['mAP']:.1f} |" in md
     # After the report the working tree holds the new metrics (the DVC metrics file).
     assert json.loads((root / "reports" / "metrics.json").read_text())["net_a"] == source
 
@@ -383,3 +386,33 @@ def test_precisions_side_by_side_and_package(workspace: Path, tmp_path: Path) ->
     assert "INT8: no model_int8.onnx (reason: INT8 gate failed: batch 7: min cosine)." in md
     assert "| INT8 | INT8 gate failed: batch 7: min cosine | - | - | - | - |" in md
     assert "Deployment package: not run" in md   # net_b
+
+
+def test_cross_domain_test_sets_join_the_metrics_table(workspace: Path, tmp_path: Path) -> None:
+    """pipeline.eval_sources beyond data.source: one row per test set x arch x ranking."""
+    root = _copy(workspace, tmp_path)
+    cross = {}
+    for i, arch in enumerate(ARCHS):
+        metrics = json.loads((root / "results" / arch / "metrics.json").read_text())
+        for block in metrics.values():   # another test set: other numbers
+            for key in METRIC_KEYS:
+                block[key] = round(block[key] * (0.5 - 0.1 * i), 6)
+        folder = root / "results" / arch / "cross" / "duke"
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+        cross[arch] = metrics
+    params = _params(sampled_queries=2, top_k=4)
+    params.data = DataParams(sources={"duke": SourceParams(source="dukemtmc")})
+    params.pipeline.eval_sources = ["market1501", "duke"]
+    build_report(params, root / "results", root / "models", root / "reports")
+    md = (root / "reports" / "index.md").read_text(encoding="utf-8")
+    for arch in ARCHS:
+        for ranking, label in (("plain", "plain"), ("reranked", "re-ranked")):
+            cells = [f"{100 * cross[arch][ranking][k]:.1f}" for k in METRIC_KEYS]
+            assert f"| duke | {arch} | {label} | " + " | ".join(cells) + " |" in md
+        assert f"| market1501 | {arch} | plain |" in md
+    written = json.loads((root / "reports" / "metrics.json").read_text())
+    assert written["net_b@duke"] == cross["net_b"] and "net_b" in written
+    (root / "results" / "net_b" / "cross" / "duke" / "metrics.json").unlink()
+    with pytest.raises(ReidpipeError, match=r"net_b/cross/duke/metrics.json does not exist"):
+        build_report(params, root / "results", root / "models", root / "reports")

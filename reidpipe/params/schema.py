@@ -23,6 +23,7 @@ from typing import Any, Literal, Mapping
 
 from reidpipe.data.sources import DatasetSource, dataset_source, source_spec
 from reidpipe.errors import ReidpipeError
+from reidpipe.filenames import DATA_DIR
 from reidpipe.params.merge import deep_merge
 from reidpipe.params.validation import build_dataclass
 
@@ -50,7 +51,7 @@ class SourceParams:
     source: Literal["", "market1501", "dukemtmc", "msmt17", "cuhk03", "custom", "synthetic"] = _f(
         "", doc="which dataset; '' (under data.sources): the entry's name")
     dataset_dir: str = _f("", doc="where the dataset folder lives; '': data/<the dataset's own "
-                                  "folder name> (data/<entry name> under data.sources)")
+                                  "folder name>; under data.sources always data/<entry name>")
     urls: list[str] = _f([], doc="mirrors tried in order; []: the source's known ones (only "
                                  "Market-1501 has public mirrors)")
     archive_path: str = _f("", doc="a local zip or dataset folder to use instead of downloading")
@@ -79,7 +80,10 @@ class SourceParams:
 
 @dataclass
 class DataParams(SourceParams):
-    """The main source (``data.source``), further named sources and the training sources."""
+    """The main source (``data.source``), further named sources and the training sources.
+
+    The main source is always trained on and evaluated; further sources (``data.sources``) live
+    in ``data/<name>`` and join through ``data.train_sources`` and ``pipeline.eval_sources``."""
 
     source: SourceName = _f(
         "market1501", doc="market1501, dukemtmc, msmt17, cuhk03 (archives); custom (a folder); "
@@ -335,9 +339,10 @@ class Params:
             raise ReidpipeError(f"params: unknown source {name!r}; sources are data.source "
                                 f"({self.data.source!r}) and the keys of data.sources "
                                 f"({sorted(self.data.sources)})")
-        if not block.dataset_dir:
-            folder = source_spec(block.source).folder if name == block.source else name
-            block.dataset_dir = f"data/{folder}"
+        if name != self.data.source:
+            block.dataset_dir = f"{DATA_DIR}/{name}"
+        elif not block.dataset_dir:
+            block.dataset_dir = f"{DATA_DIR}/{source_spec(block.source).folder}"
         return block
 
     def train_sources(self) -> list[str]:
@@ -345,6 +350,18 @@ class Params:
 
     def eval_sources(self) -> list[str]:
         return list(self.pipeline.eval_sources) or self.train_sources()
+
+    def extra_sources(self) -> list[str]:
+        """The sources besides data.source that the pipeline trains or evaluates on."""
+        both = dict.fromkeys(self.train_sources() + self.eval_sources())
+        return [name for name in both if name != self.data.source]
+
+    def extra_train_sources(self) -> list[str]:
+        return [name for name in self.train_sources() if name != self.data.source]
+
+    def cross_sources(self) -> list[str]:
+        """The test sets besides data.source's (cross-domain evaluation)."""
+        return [name for name in self.eval_sources() if name != self.data.source]
 
 
 @dataclass
@@ -415,6 +432,12 @@ def _check_sources(params: Params) -> None:
             raise ReidpipeError(
                 f"params: data.sources.{name}: a source name is letters, digits and _ and differs "
                 f"from data.source ({params.data.source!r})")
+    for name, entry in params.data.sources.items():
+        if entry.dataset_dir not in ("", f"{DATA_DIR}/{name}"):
+            raise ReidpipeError(
+                f"params: data.sources.{name}.dataset_dir = {entry.dataset_dir!r}: the pipeline "
+                f"keeps further sources in {DATA_DIR}/{name}; leave it empty and give your copy "
+                "with archive_path (a zip or a folder, hard-linked in)")
     folders: dict[str, str] = {}
     for name in params.source_names():
         key = "data" if name == params.data.source else f"data.sources.{name}"
@@ -441,6 +464,11 @@ def _check_sources(params: Params) -> None:
             raise ReidpipeError(
                 f"params: {key} = {names} must name each source once, from data.source and the "
                 f"keys of data.sources ({params.source_names()}); unknown: {unknown}")
+        if names and params.data.source not in names:
+            raise ReidpipeError(
+                f"params: {key} = {names} must include data.source ({params.data.source!r}): "
+                "the main source is always trained on and evaluated (the ONNX and TensorRT "
+                "gates run on its test set)")
 
 
 def params_from_dict(data: Mapping[str, Any]) -> Params:

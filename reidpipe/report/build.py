@@ -20,6 +20,7 @@ from pathlib import Path
 from reidpipe import atomic
 from reidpipe.errors import ReidpipeError
 from reidpipe.filenames import (
+    CROSS_DIR,
     FIGURES_DIR,
     METRICS_FILE,
     REPORT_HTML,
@@ -29,7 +30,7 @@ from reidpipe.filenames import (
 from reidpipe.params import Params
 from reidpipe.report import figures as report_figures
 from reidpipe.report.document import Block, Figure, Heading, Paragraph
-from reidpipe.report.readers import load_arch, read_baseline
+from reidpipe.report.readers import load_arch, read_baseline, read_metrics
 from reidpipe.report.render import render_html, render_markdown
 from reidpipe.report.sections import (
     SAMPLE_SEED,
@@ -57,6 +58,9 @@ def build_report(params: Params, results_dir: str | Path, models_dir: str | Path
     if not names:
         raise ReidpipeError("params: pipeline.archs is empty; nothing to report")
     archs = [load_arch(name, results_dir, models_dir) for name in names]
+    cross = {(test_set, name): read_metrics(results_dir / name / CROSS_DIR / test_set
+                                            / METRICS_FILE)
+             for test_set in params.cross_sources() for name in names}
     baseline = read_baseline(out_dir)
     opts = params.report
     created = not out_dir.exists()
@@ -71,7 +75,7 @@ def build_report(params: Params, results_dir: str | Path, models_dir: str | Path
         blocks: list[Block] = [
             Paragraph(f"Architectures: {', '.join(names)}. Built by `reidpipe report` from "
                       f"`{results_dir}` and `{models_dir}`; nothing is recomputed."),
-            *metrics_section(archs, baseline),
+            *metrics_section(archs, baseline, params.data.source, cross),
             Figure(f"{FIGURES_DIR}/cmc.png", "CMC curves of all architectures: solid = plain ranking, dashed = "
                               "re-ranked; legend gives rank-1")]
         blocks += validation_section(results_dir / VALIDATION_FILE)
@@ -95,8 +99,9 @@ def build_report(params: Params, results_dir: str | Path, models_dir: str | Path
         (staging / REPORT_HTML).write_text(render_html(title, blocks, staging),
                                             encoding="utf-8")
         (staging / METRICS_FILE).write_text(  # allow_nan: DVC and browsers reject NaN
-            json.dumps({a.name: a.metrics for a in archs}, indent=2, allow_nan=False) + "\n",
-            encoding="utf-8")
+            json.dumps({**{a.name: a.metrics for a in archs},
+                        **{f"{arch}@{test_set}": m for (test_set, arch), m in cross.items()}},
+                       indent=2, allow_nan=False) + "\n", encoding="utf-8")
         files = sorted(p.name for p in staging.iterdir())
         for name in files:
             if name == FIGURES_DIR:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -54,28 +54,36 @@ def _pct(value: Any) -> str:
     return f"{100 * float(value):.1f}%"
 
 
-def metrics_section(archs: Sequence[ArchResults], baseline: Baseline) -> list[Block]:
+def metrics_section(archs: Sequence[ArchResults], baseline: Baseline, main_set: str,
+                    cross: Mapping[tuple[str, str], dict[str, dict[str, Any]]]) -> list[Block]:
+    """One table, test set x arch: ``main_set`` (data.source) from ``archs``, then each further
+    test set from ``cross`` ((test set, arch) -> metrics; baseline key ``arch@test set``)."""
+    entries = [(main_set, a.name, a.name, a.metrics) for a in archs]
+    entries += [(test_set, arch, f"{arch}@{test_set}", metrics)
+                for (test_set, arch), metrics in cross.items()]
     rows: list[list[Cell]] = []
     new = []
-    for arch in archs:
-        if baseline.metrics is not None and arch.name not in baseline.metrics:
-            new.append(arch.name)
-        for ranking, block in arch.metrics.items():
-            cells: list[Cell] = [arch.name, report_figures.RANKING_LABELS[ranking]]
+    for test_set, arch, key_name, metrics in entries:
+        if baseline.metrics is not None and key_name not in baseline.metrics:
+            new.append(key_name)
+        for ranking, block in metrics.items():
+            cells: list[Cell] = [test_set, arch, report_figures.RANKING_LABELS[ranking]]
             for key, _ in METRIC_COLUMNS:
                 value = float(block[key])
-                before = _baseline_value(baseline, arch.name, ranking, key)
+                before = _baseline_value(baseline, key_name, ranking, key)
                 cells.append(Metric(value, None if before is None else value - before))
             cells.append(block.get("num_queries", "n/a"))
             rows.append(cells)
+    cross_note = (f" Test sets: {main_set} (the main source) and, across domains, "
+                  f"{', '.join(dict.fromkeys(t for t, _ in cross))}." if cross else "")
     blocks: list[Block] = [
         Heading(2, "Retrieval metrics"),
         Paragraph("Query vs gallery, in percent. mAP: mean average precision; R1/R5/R10: "
                   "matching rate within the top 1/5/10 (CMC); mINP: mean inverse negative "
-                  "penalty. Re-ranked: k-reciprocal re-ranking (Zhong et al., 2017). "
-                  + baseline.note),
-        Table(["arch", "ranking"] + [f"{title} (%)" for _, title in METRIC_COLUMNS] + ["queries"],
-              rows)]
+                  "penalty. Re-ranked: k-reciprocal re-ranking (Zhong et al., 2017)."
+                  + cross_note + " " + baseline.note),
+        Table(["test set", "arch", "ranking"] + [f"{title} (%)" for _, title in METRIC_COLUMNS]
+              + ["queries"], rows)]
     if new:
         blocks.append(Paragraph(f"Not in the baseline (no delta): {', '.join(new)}."))
     return blocks

@@ -1,3 +1,18 @@
+rule combine:
+    input:
+        **inputs("combine"),
+    output:
+        **outputs("combine"),
+    params:
+        files=PARAM_FILES,
+        tracked=tracked("combine"),
+    log:
+        "logs/combine.log",
+    threads: 1
+    shell:
+        command("combine")
+
+
 rule train:
     input:
         **inputs("train"),
