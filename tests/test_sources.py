@@ -4,13 +4,16 @@ written in each layout (checked against the layouts as the datasets' releases de
 from __future__ import annotations
 
 import json
+import typing
 
 import pytest
 
-from reidpipe.data.sources import (CUHK03_STATS, MSMT17_TEST_PID_BASE, SOURCES, SPLITS,
-                                   SYNTH_LAYOUTS, ImageName, dataset_source, parse_cuhk03,
-                                   parse_custom, parse_duke, parse_market, parse_msmt17)
+from reidpipe.data.sources import (CUHK03_STATS, MSMT17_TEST_PID_BASE, SOURCE_NAMES, SOURCES,
+                                   SPLITS, SYNTH_LAYOUTS, ImageName, dataset_source,
+                                   parse_cuhk03, parse_custom, parse_duke, parse_market,
+                                   parse_msmt17)
 from reidpipe.errors import ReidpipeError
+from reidpipe.params.schema import LayoutName, SourceName
 
 
 def test_file_names_of_each_dataset():
@@ -110,3 +113,8 @@ def test_scans_see_the_same_people_in_every_layout(layouts):
             assert min(n.pid for _, n in source.scan(folder, "query").images) \
                 > MSMT17_TEST_PID_BASE
         assert summary.train_images == len(people["train"])
+
+
+def test_params_offer_exactly_the_registrys_sources_and_layouts():
+    assert typing.get_args(SourceName) == SOURCE_NAMES
+    assert typing.get_args(LayoutName) == SYNTH_LAYOUTS
