@@ -119,3 +119,32 @@ def test_params_typo_stops_before_any_job(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "feat_dimm" in proc.stdout + proc.stderr
     assert not (repo / "logs").exists() and not (repo / "data" / "Market-1501-v15.09.15").exists()
+
+
+def test_two_sources_train_and_every_test_set_is_reported(tmp_path: Path) -> None:
+    """Snakemake end to end with a further training source and a further test set."""
+    cross = dict(SMALL, pipeline={"archs": ["resnet_demo"],
+                                  "eval_sources": ["synthetic", "duke", "cuhk"]},
+                 train={"num_epochs": 1, "checkpoint_interval": 1, "validation_interval": 1,
+                        "max_steps_per_epoch": 2},
+                 export={"parity_batch_sizes": [1]})
+    cross["data"] = dict(SMALL["data"], train_sources=["synthetic", "duke"], sources={
+        "duke": {"source": "synthetic", "synthetic_layout": "dukemtmc", "synthetic_ids": 12,
+                 "synthetic_seed": 1},
+        "cuhk": {"source": "synthetic", "synthetic_layout": "cuhk03", "synthetic_ids": 12,
+                 "synthetic_seed": 2}})
+    repo = make_repo(tmp_path, cross)
+    run(repo, *snakemake())
+    combined = json.loads((repo / "results" / "train_set" / "sources.json").read_text())
+    assert list(combined["sources"]) == ["synthetic", "duke"]
+    assert combined["sources"]["duke"]["pid_offset"] > 0
+    assert (repo / "data" / "cuhk" / "labeled" / "query").is_dir()
+    metrics = json.loads((repo / "reports" / "metrics.json").read_text())
+    assert sorted(metrics) == ["resnet_demo", "resnet_demo@cuhk", "resnet_demo@duke"]
+    md = (repo / "reports" / "index.md").read_text()
+    for test_set in ("synthetic", "duke", "cuhk"):
+        for label in ("plain", "re-ranked"):
+            assert f"| {test_set} | resnet_demo | {label} |" in md
+    on_duke = json.loads((repo / "results" / "resnet_demo" / "cross" / "duke" /
+                          "metrics.json").read_text())
+    assert metrics["resnet_demo@duke"] == on_duke and on_duke["plain"]["num_queries"] > 0

@@ -8,10 +8,21 @@ import typing
 
 import pytest
 
-from reidpipe.data.sources import (CUHK03_STATS, MSMT17_TEST_PID_BASE, SOURCE_NAMES, SOURCES,
-                                   SPLITS, SYNTH_LAYOUTS, ImageName, dataset_source,
-                                   parse_cuhk03, parse_custom, parse_duke, parse_market,
-                                   parse_msmt17)
+from reidpipe.data.sources import (
+    CUHK03_STATS,
+    MSMT17_TEST_PID_BASE,
+    SOURCE_NAMES,
+    SOURCES,
+    SPLITS,
+    SYNTH_LAYOUTS,
+    ImageName,
+    dataset_source,
+    parse_cuhk03,
+    parse_custom,
+    parse_duke,
+    parse_market,
+    parse_msmt17,
+)
 from reidpipe.errors import ReidpipeError
 from reidpipe.params.schema import LayoutName, SourceName
 

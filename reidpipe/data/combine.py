@@ -22,7 +22,12 @@ from typing import Mapping
 import pandas as pd
 
 from reidpipe import atomic
-from reidpipe.data.manifest import manifest_path, read_manifest, read_split, write_manifest
+from reidpipe.data.manifest import (
+    manifest_path,
+    read_manifest,
+    read_split,
+    write_manifest,
+)
 from reidpipe.errors import ReidpipeError
 
 TRAIN_SPLITS = ("train", "val_query", "val_gallery")

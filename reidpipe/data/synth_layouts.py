@@ -18,11 +18,26 @@ from typing import Callable
 from PIL import Image
 
 from reidpipe.atomic import atomic_dir, write_json
-from reidpipe.data.sources import (CUHK03_VARIANTS, CUSTOM_SYNTH_DIRS, DISTRACTOR_PID, JUNK_PID,
-                                   MARKET_DIRS, MSMT17_DIRS, MSMT17_LISTS, SPLITS, SYNTH_LAYOUTS,
-                                   ImageName, dataset_source, parse_market)
-from reidpipe.data.synth import (MARKER_FILE, SynthSummary, check_replaceable,
-                                 generate_synthetic_market)
+from reidpipe.data.sources import (
+    CUHK03_VARIANTS,
+    CUSTOM_SYNTH_DIRS,
+    DISTRACTOR_PID,
+    JUNK_PID,
+    MARKET_DIRS,
+    MSMT17_DIRS,
+    MSMT17_LISTS,
+    SPLITS,
+    SYNTH_LAYOUTS,
+    ImageName,
+    dataset_source,
+    parse_market,
+)
+from reidpipe.data.synth import (
+    MARKER_FILE,
+    SynthSummary,
+    check_replaceable,
+    generate_synthetic_market,
+)
 from reidpipe.errors import ReidpipeError
 
 Item = tuple[str, Path, ImageName]   # split, file, parsed Market name
