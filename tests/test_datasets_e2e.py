@@ -139,3 +139,6 @@ def test_further_sources_live_in_data_name_and_include_the_main_source(tmp_path,
                                    "train_sources": ["duke"]})
     assert main(["params", *params]) == 2
     assert "must include data.source ('synthetic')" in capsys.readouterr().err
+    params = params_for(tmp_path, {"source": "dukemtmc", "strict": False, "dataset_dir": ""})
+    assert main(["params", *params]) == 2
+    assert "data.dataset_dir is empty" in capsys.readouterr().err

@@ -50,8 +50,8 @@ class SourceParams:
 
     source: Literal["", "market1501", "dukemtmc", "msmt17", "cuhk03", "custom", "synthetic"] = _f(
         "", doc="which dataset; '' (under data.sources): the entry's name")
-    dataset_dir: str = _f("", doc="where the dataset folder lives; '': data/<the dataset's own "
-                                  "folder name>; under data.sources always data/<entry name>")
+    dataset_dir: str = _f("", doc="under data.sources: '' (the pipeline keeps further sources "
+                                  "in data/<entry name>)")
     urls: list[str] = _f([], doc="mirrors tried in order; []: the source's known ones (only "
                                  "Market-1501 has public mirrors)")
     archive_path: str = _f("", doc="a local zip or dataset folder to use instead of downloading")
@@ -88,6 +88,8 @@ class DataParams(SourceParams):
     source: SourceName = _f(
         "market1501", doc="market1501, dukemtmc, msmt17, cuhk03 (archives); custom (a folder); "
                           "synthetic (generated)")
+    dataset_dir: str = _f("data/Market-1501-v15.09.15",
+                          doc="where the main dataset folder lives")
     strict: bool = _f(True, doc="validate also checks the dataset's official statistics (false "
                                 "for a source without them: custom, synthetic)")
     train_sources: list[str] = _f(
@@ -341,8 +343,6 @@ class Params:
                                 f"({sorted(self.data.sources)})")
         if name != self.data.source:
             block.dataset_dir = f"{DATA_DIR}/{name}"
-        elif not block.dataset_dir:
-            block.dataset_dir = f"{DATA_DIR}/{source_spec(block.source).folder}"
         return block
 
     def train_sources(self) -> list[str]:
@@ -438,6 +438,9 @@ def _check_sources(params: Params) -> None:
                 f"params: data.sources.{name}.dataset_dir = {entry.dataset_dir!r}: the pipeline "
                 f"keeps further sources in {DATA_DIR}/{name}; leave it empty and give your copy "
                 "with archive_path (a zip or a folder, hard-linked in)")
+    if not params.data.dataset_dir:
+        raise ReidpipeError("params: data.dataset_dir is empty; expected the main dataset's folder "
+                            f"(e.g. {DATA_DIR}/{source_spec(params.data.source).folder})")
     folders: dict[str, str] = {}
     for name in params.source_names():
         key = "data" if name == params.data.source else f"data.sources.{name}"
