@@ -12,7 +12,9 @@ query x gallery matrix is ever held whole, plain or re-ranked.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from reidpipe.params import EvaluateParams, ReRankingParams
 DistanceRows = Callable[[int, int], np.ndarray]
 REPORTED_RANKS = (1, 5, 10, 20)
 _CHUNK_ELEMENTS = 1 << 23
+_WORKERS = min(2, len(os.sched_getaffinity(0)))  # chunks scored at once (memory grows with it)
 
 
 @dataclass
@@ -161,17 +164,24 @@ class _Scores:
         self.ap_method, self.top_k = ap_method, top_k
         self._parts: list[tuple[np.ndarray, ...]] = []
 
-    def add(self, start: int, dist: np.ndarray) -> None:
-        """Distance rows of queries [start, start + len(dist)) to the whole gallery."""
+    def score(self, start: int, dist: np.ndarray) -> list[tuple[np.ndarray, ...]]:
+        """Scores of queries [start, start + len(dist)) from their distance rows to the whole
+        gallery (touches no state: chunks can be scored in parallel)."""
         if self.protocol.columns is not None:
             dist = dist[:, self.protocol.columns]
         dist = np.asarray(dist, dtype=np.float32)
         # Packed sort keys hold the row above 32 distance bits and the column index.
         col_bits = max(1, (dist.shape[1] - 1).bit_length())
         step = 1 << max(0, 31 - col_bits)
-        for first in range(0, len(dist), step):
-            self._parts.append(_rank_chunk(dist[first:first + step], start + first,
-                                           self.protocol, self.ap_method, self.top_k))
+        return [_rank_chunk(dist[first:first + step], start + first, self.protocol,
+                            self.ap_method, self.top_k) for first in range(0, len(dist), step)]
+
+    def add(self, start: int, dist: np.ndarray) -> None:
+        """Score the next chunk of queries (chunks must come in query order)."""
+        self.add_parts(self.score(start, dist))
+
+    def add_parts(self, parts: list[tuple[np.ndarray, ...]]) -> None:
+        self._parts += parts
 
     def ranking(self, max_rank: int) -> Ranking:
         ap, inp, first, num_matches, top = (np.concatenate(p) for p in zip(*self._parts))
@@ -190,8 +200,14 @@ def rank_queries(distance_rows: DistanceRows, num_queries: int, q_pids: np.ndarr
     ``chunk_rows`` at a time (default: about ``_CHUNK_ELEMENTS`` distances)."""
     scores = _Scores(q_pids, q_cams, g_pids, g_cams, ap_method, top_k)
     step = chunk_rows or max(1, _CHUNK_ELEMENTS // max(1, len(g_pids)))
-    for start in range(0, num_queries, step):
-        scores.add(start, distance_rows(start, min(start + step, num_queries)))
+
+    def score(start: int) -> list[tuple[np.ndarray, ...]]:
+        return scores.score(start, distance_rows(start, min(start + step, num_queries)))
+
+    # NumPy releases the GIL in its array loops, so chunks overlap on the cores.
+    with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
+        for parts in pool.map(score, range(0, num_queries, step)):
+            scores.add_parts(parts)
     return scores.ranking(max_rank)
 
 

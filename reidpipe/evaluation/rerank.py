@@ -349,7 +349,8 @@ class KReciprocalReRanker:
 
     ``features`` holds the queries first, then the gallery (float32; used without a copy when
     already float32 and contiguous). ``on_query_strip`` receives each query x gallery block of
-    feature products before it becomes distances. ``timings`` accumulates seconds per phase.
+    feature products before it becomes distances. ``timings`` accumulates seconds per phase
+    (summed over the threads that compute final distances at once).
     """
 
     def __init__(self, features: np.ndarray, num_query: int, k1: int = 20, k2: int = 6,
