@@ -194,8 +194,8 @@ def test_products_on_torch_tensors_match_numpy() -> None:
     """The branch that runs the all-pairs products through torch (a CUDA device) on CPU."""
     rng = np.random.default_rng(8)
     a, b = rng.normal(size=(7, 5)).astype(np.float32), rng.normal(size=(9, 5)).astype(np.float32)
-    np.testing.assert_allclose(rerank._products(torch.from_numpy(a), torch.from_numpy(b)),
-                               rerank._products(a, b), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(rerank.products(torch.from_numpy(a), torch.from_numpy(b)),
+                               rerank.products(a, b), rtol=1e-6, atol=1e-6)
 
 
 def test_full_disk_is_a_clear_error(tiny_blocks: None, monkeypatch: pytest.MonkeyPatch) -> None:

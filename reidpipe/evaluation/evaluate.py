@@ -27,7 +27,7 @@ from reidpipe.data.market import JUNK_PID
 from reidpipe.devices import resolve_device
 from reidpipe.errors import ReidpipeError
 from reidpipe.evaluation.embeddings import Embeddings, l2_normalise
-from reidpipe.evaluation.rerank import KReciprocalReRanker, ragged_positions
+from reidpipe.evaluation.rerank import KReciprocalReRanker, products, ragged_positions
 from reidpipe.params import EvaluateParams, ReRankingParams
 
 DistanceRows = Callable[[int, int], np.ndarray]
@@ -247,12 +247,16 @@ def plain_distance_rows(query: np.ndarray, gallery: np.ndarray, distance: str,
     _check_distance(distance)
     if distance == "cosine":
         query, gallery = l2_normalise(query), l2_normalise(gallery)
-    q = torch.from_numpy(query).to(device)
-    g = torch.from_numpy(gallery).to(device)
-    q_sq, g_sq = (q * q).sum(dim=1), (g * g).sum(dim=1)
+    query = np.ascontiguousarray(query, dtype=np.float32)
+    gallery = np.ascontiguousarray(gallery, dtype=np.float32)
+    q_sq, g_sq = (torch.from_numpy((x * x).sum(axis=1)) for x in (query, gallery))
+    # The products on the device: NumPy's BLAS on CPU (faster here than torch's), else torch.
+    q, g = ((query, gallery) if device.type == "cpu" else
+            (torch.from_numpy(query).to(device), torch.from_numpy(gallery).to(device)))
 
     def rows(start: int, stop: int) -> np.ndarray:
-        return plain_distances(q[start:stop] @ g.T, q_sq[start:stop], g_sq, distance).cpu().numpy()
+        product = torch.from_numpy(products(q[start:stop], g))
+        return plain_distances(product, q_sq[start:stop], g_sq, distance).numpy()
 
     return rows
 

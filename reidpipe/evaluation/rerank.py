@@ -262,7 +262,7 @@ def _expanded_sets(rank: np.ndarray, k: int, k_half: int) -> sp.csr_matrix:
                          shape=(n, n))
 
 
-def _products(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> np.ndarray:
+def products(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> np.ndarray:
     """``a @ b.T`` as a float32 NumPy array: NumPy's BLAS for arrays (on this project's CPUs
     faster than torch's), torch on the tensors' device otherwise."""
     if isinstance(a, np.ndarray):
@@ -435,7 +435,7 @@ class KReciprocalReRanker:
         for start, stop in row_blocks:
             for first, end in self._blocks(start, stop):
                 started = time.perf_counter()
-                e = _products(self._gemm_feats[start:stop], self._gemm_feats[first:end])
+                e = products(self._gemm_feats[start:stop], self._gemm_feats[first:end])
                 between = time.perf_counter()
                 self.timings["product_s"] += between - started
                 strip = stop <= nq and first == nq
