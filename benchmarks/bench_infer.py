@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("resnet50", "swin_tiny")
 RUNTIMES = ("torch_fp32", "ort_fp32", "ort_int8", "ort_uint8")
 CALIBRATION_IMAGES = 16
-MIN_REPEATS, MAX_REPEATS, CASE_BUDGET_S = 3, 10, 20.0
+MIN_REPEATS, MAX_REPEATS, CASE_BUDGET_S = 2, 10, 15.0
 TARGET = ("resnet50", 16, "ort_uint8", 2.0)   # INT8 >= 2x PyTorch eager at batch 16
 
 
