@@ -36,4 +36,7 @@ def run(args: argparse.Namespace) -> int:
     log.info(f"{args.out}: parity passed (batches {batches}"
              f", max abs diff {worst:.2e}, mAP delta {deltas['mAP']:.3f}, rank-1 delta "
              f"{deltas['rank1']:.3f} points); files {', '.join(report['files'])}")
+    int8 = report["int8"]
+    if int8 is not None and int8["status"] != "passed":
+        log.warning("%s: no INT8 copy: %s", args.out, int8["reason"])
     return 0
