@@ -17,7 +17,7 @@ from reidpipe.data.manifest import write_manifest
 from reidpipe.data.market import format_name
 from reidpipe.errors import ReidpipeError
 from reidpipe.evaluation.embeddings import read_embeddings
-from reidpipe.evaluation.extract import embed_with_torch, image_sets_from_dataset
+from reidpipe.evaluation.extract import embed, image_sets_from_dataset, torch_forward
 from reidpipe.evaluation.onnx_runtime import onnx_forward
 from reidpipe.input_contract import Preprocess, preprocess_image
 
@@ -173,7 +173,7 @@ def test_flip_averaging_and_torch_path(net: TinyNet, onnx_models: dict[str, Path
     flipped = reference(net, paths, flip=True)
     np.testing.assert_allclose(emb.query.features, flipped, atol=1e-5)
     assert np.abs(flipped - reference(net, paths)).max() > 1e-3
-    torch_feats = embed_with_torch(net, paths, RGB01, batch_size=3, flip=True, device="cpu")
+    torch_feats = embed(torch_forward(net, "cpu"), paths, RGB01, batch_size=3, flip=True)
     np.testing.assert_allclose(torch_feats, flipped, atol=1e-5)
     assert not (splits_dir / "query.json").exists() and not (out / "query.json").exists()
 
@@ -223,7 +223,7 @@ def test_bad_inputs(onnx_models: dict[str, Path], splits_dir: Path, tmp_path: Pa
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"no jpeg")
     with pytest.raises(ReidpipeError, match="broken.jpg is a text file, not an image"):
-        embed_with_torch(TinyNet(), [str(broken)], RGB01, batch_size=2, device="cpu")
+        embed(torch_forward(TinyNet(), "cpu"), [str(broken)], RGB01, batch_size=2)
     frame = pd.read_csv(splits_dir / "query.csv")
     bad_splits = tmp_path / "splits"
     write_manifest(frame.iloc[:0], bad_splits / "query.csv")

@@ -9,7 +9,17 @@ import torch
 from reidpipe.errors import ReidpipeError
 from reidpipe.evaluation import rerank
 from reidpipe.evaluation.evaluate import rank_queries
-from reidpipe.evaluation.rerank import KReciprocalReRanker, re_rank
+from reidpipe.evaluation.rerank import KReciprocalReRanker
+
+
+def re_rank(query: np.ndarray, gallery: np.ndarray, k1: int = 20, k2: int = 6,
+            lambda_value: float = 0.3, device: str = "auto") -> np.ndarray:
+    """The whole query x gallery re-ranked distance matrix, chunk by chunk as evaluate reads it."""
+    ranker = KReciprocalReRanker(np.concatenate([query, gallery]), len(query), k1, k2,
+                                 lambda_value, device)
+    step = ranker.chunk_size()
+    return np.concatenate([ranker.distances(s, min(s + step, len(query)))
+                           for s in range(0, len(query), step)])
 
 
 def dense_re_ranking(query: np.ndarray, gallery: np.ndarray, k1: int, k2: int,

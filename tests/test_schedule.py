@@ -1,6 +1,5 @@
 """The per-epoch learning rate against the sources' definitions (formulas written out here)."""
 
-import logging
 import math
 
 import pytest

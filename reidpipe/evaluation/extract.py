@@ -82,12 +82,6 @@ def torch_forward(module: "torch.nn.Module", device: str = "auto") -> Forward:
     return forward
 
 
-def embed_with_torch(module: "torch.nn.Module", paths: Sequence[str], pre: Preprocess,
-                     batch_size: int, flip: bool = False, device: str = "auto",
-                     workers: int = 4, desc: str = "extract") -> np.ndarray:
-    return embed(torch_forward(module, device), paths, pre, batch_size, flip, workers, desc)
-
-
 def image_sets_from_splits(splits_dir: str | Path) -> dict[str, pd.DataFrame]:
     """query and gallery rows (``path,pid,camid``) from the split manifests."""
     return {name: read_split(splits_dir, name)[COLUMNS].reset_index(drop=True)

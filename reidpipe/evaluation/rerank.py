@@ -537,13 +537,3 @@ def ragged_positions(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     total = int(counts.sum())
     offsets = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
     return np.repeat(starts, counts) + offsets
-
-
-def re_rank(query: np.ndarray, gallery: np.ndarray, k1: int = 20, k2: int = 6,
-            lambda_value: float = 0.3, device: str = "auto") -> np.ndarray:
-    """The full query x gallery re-ranked distance matrix (for callers that want it whole)."""
-    ranker = KReciprocalReRanker(np.concatenate([query, gallery]), len(query), k1, k2,
-                                 lambda_value, device)
-    step = ranker.chunk_size()
-    return np.concatenate([ranker.distances(s, min(s + step, len(query)))
-                           for s in range(0, len(query), step)])
