@@ -36,3 +36,10 @@ def reidpipe_logger():
     saved = logger.handlers[:], logger.level, logger.propagate
     yield
     logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that fork the test process (``tests/forked.py``) run first: once a process has run
+    autograd, torch refuses autograd in its forked children, so a fork after any in-process
+    training would fail for a reason that has nothing to do with the test."""
+    items.sort(key=lambda item: not hasattr(item.module, "run_forked"))
