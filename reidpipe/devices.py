@@ -149,6 +149,14 @@ def stage_gpu(device: str) -> GpuLease:
     return allocate_gpus(1, wait_s=GPU_WAIT_S)
 
 
+def means_cpu(device: str) -> bool:
+    """True when ``device`` (or a ``torch.device``) can only mean the CPU: ``cpu``, or ``auto``
+    on a machine without an NVIDIA GPU. Decided without importing torch, whose import alone
+    costs seconds of a CPU-only command (evaluate)."""
+    device = str(device)
+    return device == "cpu" or (device == "auto" and count_gpus() == 0)
+
+
 def resolve_device(device: str = "auto") -> "torch.device":
     """``auto`` -> CUDA when present, else CPU; an explicit CUDA device without CUDA is an error.
     torch is imported here, not at module level, so allocation runs before CUDA starts."""

@@ -4,6 +4,7 @@ import time
 
 import pytest
 
+from reidpipe import devices
 from reidpipe.devices import CUDA_ENV, allocate_gpus
 from reidpipe.errors import ReidpipeError
 
@@ -89,3 +90,11 @@ def test_single_gpu_stages_hold_a_lock_while_running(tmp_path, monkeypatch):
     assert seen["device"] == "auto" and seen["env"]["CUDA_VISIBLE_DEVICES"] == "0"
     assert not cli.build_parser().parse_args(["evaluate", "--embeddings", "e", "--out", "o"]) \
         .__dict__.get("single_gpu")
+
+
+def test_means_cpu_without_torch(monkeypatch):
+    monkeypatch.setattr(devices, "count_gpus", lambda: 0)
+    assert devices.means_cpu("cpu") and devices.means_cpu("auto")
+    assert not devices.means_cpu("cuda") and not devices.means_cpu("cuda:1")
+    monkeypatch.setattr(devices, "count_gpus", lambda: 2)
+    assert devices.means_cpu("cpu") and not devices.means_cpu("auto")

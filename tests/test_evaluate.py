@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -177,6 +179,21 @@ def test_cli_writes_metrics_cmc_and_per_query(tmp_path: Path, distance: str) -> 
     assert pq.loc[0, "first_hit_plain"] == 2 and pq.loc[0, "top_plain"] == "2 3 4 5 6"
     assert pd.isna(pq.loc[1, "ap_plain"]) and pd.isna(pq.loc[1, "first_hit_plain"])
     assert {"ap_reranked", "first_hit_reranked", "top_reranked", "inp_plain"} <= set(pq.columns)
+
+
+def test_cpu_evaluate_never_imports_torch(tmp_path: Path) -> None:
+    """The command's CPU path runs on NumPy alone: importing torch would cost seconds of it."""
+    write_embeddings(tmp_path / "emb", hand_embeddings())
+    params = write_params(tmp_path / "params.yaml")
+    script = ("import sys\nfrom reidpipe.cli import main\n"
+              f"code = main(['evaluate', '--params', {str(params)!r}, '--embeddings', "
+              f"{str(tmp_path / 'emb')!r}, '--out', {str(tmp_path / 'm.json')!r}, "
+              "'--set', 're_ranking.k1=3', '--device', 'cpu'])\n"
+              "print(code, 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True)
+    assert proc.stdout.split()[-2:] == ["0", "False"]
+    assert json.loads((tmp_path / "m.json").read_text())["reranked"]["k1"] == 3
 
 
 def test_re_ranking_off_and_trapezoidal_label() -> None:

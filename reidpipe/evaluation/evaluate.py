@@ -20,14 +20,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from reidpipe import atomic
 from reidpipe.data.market import JUNK_PID
-from reidpipe.devices import resolve_device
 from reidpipe.errors import ReidpipeError
 from reidpipe.evaluation.embeddings import Embeddings, l2_normalise
-from reidpipe.evaluation.rerank import KReciprocalReRanker, products, ragged_positions
+from reidpipe.evaluation.rerank import (
+    KReciprocalReRanker,
+    gemm_operand,
+    products,
+    ragged_positions,
+)
 from reidpipe.params import EvaluateParams, ReRankingParams
 
 DistanceRows = Callable[[int, int], np.ndarray]
@@ -231,32 +234,33 @@ def _check_distance(distance: str) -> None:
         raise ReidpipeError(f"evaluate.distance {distance!r}: expected cosine or euclidean")
 
 
-def plain_distances(product: torch.Tensor, q_sq: torch.Tensor, g_sq: torch.Tensor,
-                    distance: str) -> torch.Tensor:
+def plain_distances(product: np.ndarray, q_sq: np.ndarray, g_sq: np.ndarray,
+                    distance: str) -> np.ndarray:
     """Cosine (1 - cos, features L2-normalised) or Euclidean distances from the feature products
-    ``q @ g.T`` and squared norms, as a new tensor (``product`` is left alone)."""
+    ``q @ g.T`` and squared norms, as a new array (``product`` is left alone)."""
     if distance == "cosine":
-        return 1.0 - product
-    return torch.add(g_sq.unsqueeze(0), product, alpha=-2.0).add_(q_sq.unsqueeze(1)).clamp_min_(
-        0.0).sqrt_()
+        return np.float32(1.0) - product
+    out = np.multiply(product, np.float32(-2.0))
+    out += g_sq[None, :]
+    out += q_sq[:, None]
+    np.maximum(out, np.float32(0.0), out=out)
+    return np.sqrt(out, out=out)
 
 
 def plain_distance_rows(query: np.ndarray, gallery: np.ndarray, distance: str,
-                        device: torch.device) -> DistanceRows:
-    """Cosine (1 - cos) or Euclidean distance rows, computed on demand."""
+                        device: str) -> DistanceRows:
+    """Cosine (1 - cos) or Euclidean distance rows, computed on demand; the products on
+    ``device`` (NumPy's BLAS on CPU, faster here than torch's)."""
     _check_distance(distance)
     if distance == "cosine":
         query, gallery = l2_normalise(query), l2_normalise(gallery)
     query = np.ascontiguousarray(query, dtype=np.float32)
     gallery = np.ascontiguousarray(gallery, dtype=np.float32)
-    q_sq, g_sq = (torch.from_numpy((x * x).sum(axis=1)) for x in (query, gallery))
-    # The products on the device: NumPy's BLAS on CPU (faster here than torch's), else torch.
-    q, g = ((query, gallery) if device.type == "cpu" else
-            (torch.from_numpy(query).to(device), torch.from_numpy(gallery).to(device)))
+    q_sq, g_sq = ((x * x).sum(axis=1) for x in (query, gallery))
+    q, g = gemm_operand(query, device), gemm_operand(gallery, device)
 
     def rows(start: int, stop: int) -> np.ndarray:
-        product = torch.from_numpy(products(q[start:stop], g))
-        return plain_distances(product, q_sq[start:stop], g_sq, distance).numpy()
+        return plain_distances(products(q[start:stop], g), q_sq[start:stop], g_sq, distance)
 
     return rows
 
@@ -280,7 +284,6 @@ def evaluate_embeddings(embeddings: Embeddings, evaluate: EvaluateParams,
     With re-ranking, the plain ranking is scored from the query x gallery strips of the
     re-ranker's all-pairs pass, so the query x gallery product is computed once.
     """
-    dev = resolve_device(device)
     _check_distance(evaluate.distance)
     q, g = embeddings.query, embeddings.gallery
     ids = (q.meta["pid"].to_numpy(), q.meta["camid"].to_numpy(), g.meta["pid"].to_numpy(),
@@ -298,8 +301,7 @@ def evaluate_embeddings(embeddings: Embeddings, evaluate: EvaluateParams,
 
         def plain_strip(start: int, stop: int, product: np.ndarray, q_sq: np.ndarray,
                         g_sq: np.ndarray) -> None:
-            plain.add(start, plain_distances(*map(torch.from_numpy, (product, q_sq, g_sq)),
-                                             evaluate.distance).numpy())
+            plain.add(start, plain_distances(product, q_sq, g_sq, evaluate.distance))
 
         ranker = KReciprocalReRanker(feats, len(q.features), k1=re_ranking.k1, k2=re_ranking.k2,
                                      lambda_value=re_ranking.lambda_value, device=device,
@@ -311,7 +313,7 @@ def evaluate_embeddings(embeddings: Embeddings, evaluate: EvaluateParams,
             max_rank=evaluate.max_rank, top_k=top_k, chunk_rows=ranker.chunk_size())
     else:
         rankings["plain"] = rank_queries(
-            plain_distance_rows(q.features, g.features, evaluate.distance, dev), len(q.features),
+            plain_distance_rows(q.features, g.features, evaluate.distance, device), len(q.features),
             *ids, ap_method=evaluate.ap_method, max_rank=evaluate.max_rank, top_k=top_k)
     metrics: dict[str, dict[str, object]] = {}
     cmc = pd.DataFrame({"rank": np.arange(1, evaluate.max_rank + 1)})

@@ -41,13 +41,16 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 
-from reidpipe.devices import resolve_device
+from reidpipe.devices import means_cpu, resolve_device
 from reidpipe.errors import ReidpipeError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 QueryStripHook = Callable[[int, int, np.ndarray, np.ndarray, np.ndarray], None]
@@ -262,6 +265,17 @@ def _expanded_sets(rank: np.ndarray, k: int, k_half: int) -> sp.csr_matrix:
                          shape=(n, n))
 
 
+def gemm_operand(feats: np.ndarray, device: str) -> np.ndarray | torch.Tensor:
+    """The features where ``products`` multiplies them: the array itself on the CPU (NumPy's
+    BLAS; torch is not even imported), a torch tensor on a GPU."""
+    if means_cpu(device):
+        return feats
+    import torch
+
+    dev = resolve_device(str(device))
+    return feats if dev.type == "cpu" else torch.from_numpy(feats).to(dev)
+
+
 def products(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> np.ndarray:
     """``a @ b.T`` as a float32 NumPy array: NumPy's BLAS for arrays (on this project's CPUs
     faster than torch's), torch on the tensors' device otherwise."""
@@ -359,14 +373,12 @@ class KReciprocalReRanker:
         if k1 < 1 or k2 < 1 or not 0.0 <= lambda_value <= 1.0:
             raise ReidpipeError(f"re-ranking needs k1 >= 1, k2 >= 1 and 0 <= lambda_value <= 1; "
                                 f"got k1={k1}, k2={k2}, lambda_value={lambda_value}")
-        device = resolve_device(device)
         self.timings = {"product_s": 0.0, "neighbours_s": 0.0, "sparse_v_s": 0.0,
                         "jaccard_final_s": 0.0}
         self.lambda_value = float(lambda_value)
         self.num_query = num_query
         self.feats = np.ascontiguousarray(features, dtype=np.float32)
-        self._gemm_feats = (self.feats if device.type == "cpu"
-                            else torch.from_numpy(self.feats).to(device))
+        self._gemm_feats = gemm_operand(self.feats, device)
         n = len(self.feats)
         self.num_gallery = n - num_query
         started = time.perf_counter()
@@ -424,7 +436,12 @@ class KReciprocalReRanker:
         return ranges
 
     def _all_pairs(self, k: int, on_query_strip: QueryStripHook | None) -> _Nearest:
-        """The one pass over all pairs (upper block triangle): neighbours, maxima, strips."""
+        """The one pass over all pairs (upper block triangle): neighbours, maxima, strips.
+
+        A worker thread computes the next block's product while this thread selects the
+        neighbours of the current one (BLAS and NumPy release the GIL), so the core that the
+        selection does not use keeps multiplying; blocks are still consumed in order.
+        """
         n, nq = len(self.feats), self.num_query
         nearest = _Nearest(n, k)
         half = self.sq / np.float32(2.0)
@@ -432,24 +449,36 @@ class KReciprocalReRanker:
         gallery_height = max(1, int(_BLOCK_ELEMENTS ** 0.5))
         row_blocks = ([(s, min(s + query_height, nq)) for s in range(0, nq, query_height)]
                       + [(s, min(s + gallery_height, n)) for s in range(nq, n, gallery_height)])
-        for start, stop in row_blocks:
-            for first, end in self._blocks(start, stop):
+        blocks = [(start, stop, first, end) for start, stop in row_blocks
+                  for first, end in self._blocks(start, stop)]
+
+        def product(block: tuple[int, int, int, int]) -> tuple[np.ndarray, float]:
+            started = time.perf_counter()
+            start, stop, first, end = block
+            e = products(self._gemm_feats[start:stop], self._gemm_feats[first:end])
+            return e, time.perf_counter() - started
+
+        with ThreadPoolExecutor(max_workers=1) as gemm:
+            ahead = gemm.submit(product, blocks[0])
+            for index, (start, stop, first, end) in enumerate(blocks):
+                e, seconds = ahead.result()
+                self.timings["product_s"] += seconds
+                if index + 1 < len(blocks):
+                    ahead = gemm.submit(product, blocks[index + 1])
                 started = time.perf_counter()
-                e = products(self._gemm_feats[start:stop], self._gemm_feats[first:end])
-                between = time.perf_counter()
-                self.timings["product_s"] += between - started
                 strip = stop <= nq and first == nq
                 if strip and self._gallery_copies is not None:
                     e[:, self._gallery_copies[0]] = e[:, self._gallery_copies[1]]
-                if strip and on_query_strip is not None:
+                if strip and on_query_strip is not None:  # the hook's time is its own
+                    self.timings["neighbours_s"] += time.perf_counter() - started
                     on_query_strip(start, stop, e, self.sq[start:stop], self.sq[first:end])
-                    between = time.perf_counter()
+                    started = time.perf_counter()
                 e -= half[start:stop, None]
                 e -= half[None, first:end]
                 if strip:
                     self.query_rows.put(start, e)
                 nearest.offer(e, start, first, columns=first >= stop)
-                self.timings["neighbours_s"] += time.perf_counter() - between
+                self.timings["neighbours_s"] += time.perf_counter() - started
         started = time.perf_counter()
         self.query_rows.finish_writes()
         self.timings["neighbours_s"] += time.perf_counter() - started
