@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -216,3 +218,23 @@ def test_full_disk_is_a_clear_error(tiny_blocks: None, monkeypatch: pytest.Monke
     feats, _ = clustered(np.random.default_rng(1), 40, 8, 5)
     with pytest.raises(ReidpipeError, match="temporary file .* No space left .* TMPDIR"):
         KReciprocalReRanker(feats, 10, 5, 2, 0.3, device="cpu")
+
+
+def test_products_overlapping_a_slow_selection(tiny_blocks: None,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker thread computes the next block (into a reused buffer) while this one is
+    selected; a selection slower than the products must still see its own block's values."""
+    offer = rerank._Nearest.offer
+
+    def slow_offer(self: rerank._Nearest, e: np.ndarray, *args: object, **kwargs: object) -> None:
+        before = e.copy()
+        time.sleep(0.002)  # the worker finishes the next product meanwhile
+        np.testing.assert_array_equal(e, before)
+        offer(self, e, *args, **kwargs)
+
+    monkeypatch.setattr(rerank._Nearest, "offer", slow_offer)
+    rng = np.random.default_rng(77)
+    feats, _ = clustered(rng, 90, 8, 6)
+    expected = dense_re_ranking(feats[:20], feats[20:], 6, 3, 0.3)
+    np.testing.assert_allclose(re_rank(feats[:20], feats[20:], 6, 3, 0.3, device="cpu"),
+                               expected, rtol=0, atol=2e-5)
