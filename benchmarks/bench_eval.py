@@ -192,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     case = json.loads(proc.stdout.strip().splitlines()[-1])
                 case = {"scale": scale, "num_query": q, "num_gallery": g, "dim": dim,
-                        "task": task, "load_avg_1m_before": round(load, 2), **case}
+                        "task": task, "load_avg_1m_before": round(load, 2),
+                        "load_avg_1m_after": round(os.getloadavg()[0], 2), **case}
                 print("   ", json.dumps(case), flush=True)
                 cases.append(case)
     import torch
