@@ -20,7 +20,8 @@ How it scales, every step exact:
   block feeding the neighbour lists of its rows and of its columns. Only the K nearest of every
   item (as int64 keys ``distance bits << 32 | index``, so ties go by index like a stable sort) and
   the row maxima survive. A block's candidates are the entries at or below their row's (column's)
-  current K-th distance; they are merged in batches.
+  current K-th distance; they are merged in batches. A worker thread computes the next block's
+  product while the current block is selected.
 * The query x gallery strips of that pass go to a hook as they complete (the plain evaluation) and
   are kept for the final ``lambda d`` term: in memory, or above ``_KEEP_IN_MEMORY_BYTES`` in an
   unlinked temporary file written by a background thread while the pass computes and read ahead
