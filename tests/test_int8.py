@@ -14,13 +14,14 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
+from reidpipe.data.manifest import read_split
 from reidpipe.deploy.export_onnx import export_onnx
-from reidpipe.deploy.int8 import calibration_sample
+from reidpipe.deploy.int8 import calibration_sample, quantize_int8
 from reidpipe.errors import ReidpipeError
 from reidpipe.evaluation.onnx_runtime import onnx_forward
 from reidpipe.filenames import INT8_FILE, ONNX_FILE, PARITY_FILE
-from reidpipe.input_contract import Preprocess, read_input_contract
-from reidpipe.params import load_params
+from reidpipe.input_contract import Preprocess, load_image, read_input_contract
+from reidpipe.params import ExportParams, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = [str(ROOT / "params.yaml"), str(ROOT / "config" / "demo.yaml")]
@@ -64,8 +65,9 @@ def test_int8_copy_is_per_channel_symmetric_qdq_and_gated(params, splits, tmp_pa
                          batch_size=16)
     int8 = report["int8"]
     assert int8["status"] == "passed" and int8["reason"] is None
-    assert int8["calibration"] == {"method": "minmax", "images": 24, "seed": 0,
-                                   "source": "train split"}
+    assert int8["calibration"] == {"method": "percentile", "percentile": 99.99, "images": 24,
+                                   "seed": 0, "source": "train split"}
+    assert int8["quantized_ops"] == ["Conv", "Gemm", "MatMul"]
     assert set(report["files"]) == {ONNX_FILE, INT8_FILE}
     assert json.loads((out / PARITY_FILE).read_text())["int8"] == int8
     for row in int8["batch_parity"]:
@@ -140,3 +142,108 @@ def test_int8_engine_needs_tensorrt_compatible_activations():
                                             "with int8 activations.*'uint8'"):
         load_params(DEMO, ["deploy.precision=int8", "export.int8_activations=uint8"])
     assert load_params(DEMO, ["deploy.precision=int8"]).deploy.precision == "int8"
+
+
+# --------------------------------------------------------------------- calibration and placement
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory):
+    """The FP32 graph of conv_net, exported by the pipeline's own exporter."""
+    from reidpipe.deploy.export_onnx import export_graph
+    from reidpipe.input_contract import contract_metadata
+
+    path = tmp_path_factory.mktemp("tiny") / ONNX_FILE
+    export_graph(conv_net(), PRE, path, 18, contract_metadata(PRE, "tiny", 12))
+    return path
+
+
+def quantized(source: Path, target: Path, calibration: list[str], **settings) -> onnx.ModelProto:
+    quantize_int8(source, target, calibration, PRE,
+                  dataclasses.replace(ExportParams(), **settings))
+    return onnx.load(str(target))
+
+
+def input_quantizer(model: onnx.ModelProto) -> tuple[float, int]:
+    """Scale and zero point of the QuantizeLinear applied to the graph input."""
+    values = initializers(model)
+    node = next(n for n in model.graph.node
+                if n.op_type == "QuantizeLinear" and n.input[0] == model.graph.input[0].name)
+    return float(values[node.input[1]]), int(values[node.input[2]])
+
+
+def test_calibration_methods_reach_onnx_runtime_as_defined(splits, tiny_onnx, tmp_path):
+    """The scale ONNX Runtime puts on the input tensor (the only activation of conv_net it
+    quantizes) against the definitions, computed here from the calibration images themselves:
+    symmetric int8 over [-127, 127] gives scale = range / 127, where the range is max |x| for
+    MinMax and the p-th percentile of |x| for percentile calibration (to within one bin of its
+    2048-bin histogram over [0, max |x|]); asymmetric uint8 MinMax maps [min(x, 0), max(x, 0)]
+    onto [0, 255]."""
+    calibration = calibration_sample(list(read_split(splits, "train")["path"]), 24, 0)
+    pixels = np.stack([load_image(p, PRE) for p in calibration])
+    peak = float(np.abs(pixels).max())
+
+    scale, zero = input_quantizer(quantized(tiny_onnx, tmp_path / "minmax.onnx", calibration,
+                                            int8_calibration_method="minmax"))
+    assert zero == 0
+    np.testing.assert_allclose(scale, peak / 127.0, rtol=1e-5)
+
+    clips = {}
+    for percentile in (99.0, 99.99):
+        clips[percentile], zero = input_quantizer(quantized(
+            tiny_onnx, tmp_path / f"p{percentile}.onnx", calibration,
+            int8_calibration_method="percentile", int8_calibration_percentile=percentile))
+        expected = float(np.percentile(np.abs(pixels), percentile))
+        assert zero == 0 and clips[percentile] <= scale * (1 + 1e-6)   # never wider than MinMax
+        assert abs(clips[percentile] * 127.0 - expected) <= peak / 2048 * 1.01
+    # the 99th percentile of these images lies well inside max |x|: the clip is really applied
+    assert np.percentile(np.abs(pixels), 99.0) < 0.95 * peak and clips[99.0] < 0.95 * scale
+
+    scale, zero = input_quantizer(quantized(
+        tiny_onnx, tmp_path / "uint8.onnx", calibration, int8_calibration_method="minmax",
+        int8_activations="uint8"))
+    low, high = min(float(pixels.min()), 0.0), max(float(pixels.max()), 0.0)
+    np.testing.assert_allclose(scale, (high - low) / 255.0, rtol=1e-5)
+    assert zero == round(-low / scale)
+
+
+def test_default_placement_quantizes_only_the_inputs_of_the_listed_ops(splits, tiny_onnx,
+                                                                       tmp_path):
+    """TensorRT's placement: every DequantizeLinear feeds a Conv (the embedding's Gemm stays
+    float), nothing follows the Conv's output; with outputs on, the Conv's output is quantized;
+    with every op type, the ReLU's output too."""
+    calibration = calibration_sample(list(read_split(splits, "train")["path"]), 8, 0)
+
+    def consumers(model: onnx.ModelProto) -> dict[str, list[str]]:
+        users: dict[str, list[str]] = {}
+        for node in model.graph.node:
+            for name in node.input:
+                users.setdefault(name, []).append(node.op_type)
+        return users
+
+    def quantized_op_outputs(model: onnx.ModelProto) -> set[str]:
+        producers = {o: n.op_type for n in model.graph.node for o in n.output}
+        return {producers[n.input[0]] for n in model.graph.node
+                if n.op_type == "QuantizeLinear" and n.input[0] in producers}
+
+    default = quantized(tiny_onnx, tmp_path / "default.onnx", calibration)
+    users = consumers(default)
+    dequant = [n for n in default.graph.node if n.op_type == "DequantizeLinear"]
+    assert len(dequant) == 3   # the image, the Conv weight and its (int32) bias
+    assert all(users[n.output[0]] == ["Conv"] for n in dequant)
+    assert quantized_op_outputs(default) == set()
+
+    outputs = quantized(tiny_onnx, tmp_path / "outputs.onnx", calibration,
+                        int8_quantize_outputs=True)
+    assert quantized_op_outputs(outputs) == {"Conv"}
+
+    everything = quantized(tiny_onnx, tmp_path / "all.onnx", calibration, int8_op_types=[],
+                           int8_quantize_outputs=True)
+    assert {"Conv", "Relu"} <= quantized_op_outputs(everything)
+
+
+def test_unknown_op_type_is_refused_naming_the_key(params, splits, tmp_path):
+    export = dataclasses.replace(params.export, int8_op_types=["Conv", "Convolution"])
+    with pytest.raises(ReidpipeError, match=r"export.int8_op_types has \['Convolution'\]"):
+        export_onnx(conv_net(), PRE, "tiny", splits, tmp_path / "onnx", export, params.evaluate,
+                    batch_size=16)

@@ -33,7 +33,7 @@ from torch import nn
 from reidpipe import atomic
 from reidpipe.data.manifest import read_split
 from reidpipe.deploy.fp16 import FP16_KEEP_FP32_OPS, convert_fp16
-from reidpipe.deploy.int8 import int8_variant
+from reidpipe.deploy.int8 import check_op_types, int8_variant
 from reidpipe.deploy.onnx_io import (
     EMBED_LIMIT_BYTES,
     INPUT_NAME,
@@ -110,6 +110,8 @@ def export_onnx(net: nn.Module, pre: Preprocess, arch: str, splits_dir: str | Pa
     if not export.parity_batch_sizes or min(export.parity_batch_sizes) < 1:
         raise ReidpipeError(f"export.parity_batch_sizes = {export.parity_batch_sizes}: expected "
                             "a non-empty list of positive batch sizes")
+    if export.int8:
+        check_op_types(export)   # before the export, which takes minutes on a big model
     sets = image_sets_from_splits(splits_dir)
     images = parity_images(list(sets["query"]["path"]), pre, max(export.parity_batch_sizes))
     net = net.eval()

@@ -1,17 +1,23 @@
 """INT8 copy of an exported graph: ONNX Runtime static quantization (QDQ), gated on retrieval.
 
-Weights are quantized per channel (signed, symmetric); activations get one scale per tensor from
-MinMax calibration on a seeded sample of *train* images (never query/gallery: the gate then
-measures on images calibration did not see). ``export.int8_activations`` picks the activation
-type: ``int8`` (symmetric, zero point 0) is what TensorRT's explicit quantization takes;
-``uint8`` (asymmetric) is ONNX Runtime's fast path on x86 CPUs without VNNI (U8S8 kernels), which
-TensorRT cannot parse. The gate compares the INT8 graph with the FP32 one under ONNX Runtime:
-lowest cosine per batch size, and plain mAP / rank-1 deltas in points. A failed gate is not an
-error: the INT8 file is left out and the reason is recorded for the report.
+Weights are quantized per channel (signed, symmetric); activations get one scale per tensor,
+calibrated on a seeded sample of *train* images (never query/gallery: the gate then measures on
+images calibration did not see) with ``export.int8_calibration_method``: ``minmax`` or
+``percentile`` (|x| clipped at ``export.int8_calibration_percentile``). By default Q/DQ pairs go
+only on the inputs of ``export.int8_op_types`` (Conv, Gemm, MatMul: TensorRT's explicit
+quantization placement); ``export.int8_quantize_outputs`` adds their outputs and ``[]`` op types
+quantizes every op ONNX Runtime can (its own default placement). ``export.int8_activations``
+picks the activation type: ``int8`` (symmetric, zero point 0) is what TensorRT's explicit
+quantization takes; ``uint8`` (asymmetric) is ONNX Runtime's fast path on x86 CPUs without VNNI
+(U8S8 kernels), which TensorRT cannot parse. The gate compares the INT8 graph with the FP32 one
+under ONNX Runtime: lowest cosine per batch size, and plain mAP / rank-1 deltas in points. A
+failed gate is not an error: the INT8 file is left out and the reason is recorded for the report.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import tempfile
 from pathlib import Path
@@ -47,15 +53,23 @@ def calibration_sample(paths: Sequence[str], count: int, seed: int) -> list[str]
 
 
 def _reader(input_name: str, paths: Sequence[str], pre: Preprocess) -> Any:
-    """A CalibrationDataReader yielding the preprocessed images in batches."""
+    """A CalibrationDataReader yielding the preprocessed images in batches; ``set_range`` (in
+    batches) lets ONNX Runtime collect one batch at a time."""
     from onnxruntime.quantization import CalibrationDataReader
 
     class ImageBatches(CalibrationDataReader):
         def __init__(self) -> None:
-            self.starts = iter(range(0, len(paths), CALIBRATION_BATCH))
+            self.starts = list(range(0, len(paths), CALIBRATION_BATCH))
+            self.pending = iter(self.starts)
+
+        def __len__(self) -> int:
+            return len(self.starts)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self.pending = iter(self.starts[start_index:end_index])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
-            start = next(self.starts, None)
+            start = next(self.pending, None)
             if start is None:
                 return None
             batch = paths[start:start + CALIBRATION_BATCH]
@@ -64,31 +78,67 @@ def _reader(input_name: str, paths: Sequence[str], pre: Preprocess) -> Any:
     return ImageBatches()
 
 
+def quantizable_op_types() -> set[str]:
+    """The op types ONNX Runtime's static quantizer knows (QDQ and QOperator registries)."""
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    return set(QDQRegistry) | set(QLinearOpsRegistry)
+
+
+def check_op_types(export: ExportParams) -> None:
+    """A misspelt op type would silently quantize nothing: refuse it, naming the known ones."""
+    known = quantizable_op_types()
+    unknown = [op for op in export.int8_op_types if op not in known]
+    if unknown:
+        raise ReidpipeError(f"params: export.int8_op_types has {unknown}, which ONNX Runtime's "
+                            f"quantizer does not know; expected some of {sorted(known)} or []")
+
+
 def quantize_int8(source: Path, target: Path, calibration: Sequence[str], pre: Preprocess,
-                  activations: str, embed_limit: int = EMBED_LIMIT_BYTES) -> list[Path]:
-    """Write the QDQ INT8 copy of ``source`` calibrated on the images ``calibration``; returns
-    the files written. The contract metadata of ``source`` is carried over."""
+                  export: ExportParams, embed_limit: int = EMBED_LIMIT_BYTES) -> list[Path]:
+    """Write the QDQ INT8 copy of ``source`` calibrated on the images ``calibration`` as
+    ``export.int8_*`` say; returns the files written. The contract metadata of ``source`` is
+    carried over."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    symmetric = export.int8_activations == "int8"
+    op_types = list(export.int8_op_types) or sorted(quantizable_op_types())
     model = onnx.load(str(source), load_external_data=False)
     input_name = model.graph.input[0].name
     large = sum(t.ByteSize() for t in model.graph.initializer) > embed_limit
+    extra: dict[str, Any] = {
+        "ActivationSymmetric": symmetric, "WeightSymmetric": True,
+        # Calibrate one reader batch at a time: the histogram of percentile calibration is
+        # merged batch by batch instead of holding every activation of the whole sample (GBs
+        # for ResNet-50 at 256x128). The loop behind this key is not MinMax-specific.
+        "CalibStridedMinMax": 1,
+        # Percentile calibration keeps that share of |x| when symmetric, of x (half the rest
+        # cut from each tail) when not.
+        "CalibTensorRangeSymmetric": symmetric}
+    if export.int8_calibration_method == "percentile":
+        extra["CalibPercentile"] = export.int8_calibration_percentile
+    if not export.int8_quantize_outputs:
+        extra["OpTypesToExcludeOutputQuantization"] = op_types
     with tempfile.TemporaryDirectory(prefix="reidpipe-int8-") as work:
         prepared = Path(work) / "prepared.onnx"
         quantized = Path(work) / "quantized.onnx"
         # Shape inference and constant folding first, as ONNX Runtime recommends: calibration
         # and the QDQ placement need every tensor's type and shape.
         quant_pre_process(str(source), str(prepared), save_as_external_data=large)
-        quantize_static(
-            str(prepared), str(quantized), _reader(input_name, calibration, pre),
-            quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QInt8 if activations == "int8" else QuantType.QUInt8,
-            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-            nodes_to_exclude=_output_nodes(onnx.load(str(prepared), load_external_data=False)),
-            use_external_data_format=large,
-            extra_options={"ActivationSymmetric": activations == "int8",
-                           "WeightSymmetric": True})
+        # The histogram calibrators print progress on stdout; keep it out of the CLI's output.
+        with contextlib.redirect_stdout(io.StringIO()) as chatter:
+            quantize_static(
+                str(prepared), str(quantized), _reader(input_name, calibration, pre),
+                quant_format=QuantFormat.QDQ, per_channel=True, op_types_to_quantize=op_types,
+                activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method={"minmax": CalibrationMethod.MinMax,
+                                  "percentile": CalibrationMethod.Percentile}[
+                                      export.int8_calibration_method],
+                nodes_to_exclude=_output_nodes(onnx.load(str(prepared), load_external_data=False)),
+                use_external_data_format=large, extra_options=extra)
+        log.debug("ONNX Runtime calibration: %s", chatter.getvalue())
         result = onnx.load(str(quantized))
     del result.metadata_props[:]
     result.metadata_props.extend(model.metadata_props)
@@ -130,15 +180,18 @@ def int8_variant(source: Path, reference: Forward, pre: Preprocess, train_paths:
         "activations": export.int8_activations,
         "activation_scheme": "symmetric" if export.int8_activations == "int8" else "asymmetric",
         "tensorrt_compatible": export.int8_activations == "int8",
-        "calibration": {"method": "minmax", "images": len(calibration), "seed": export.int8_seed,
-                        "source": "train split"},
+        "calibration": {"method": export.int8_calibration_method, "images": len(calibration),
+                        "seed": export.int8_seed, "source": "train split",
+                        **({"percentile": export.int8_calibration_percentile}
+                           if export.int8_calibration_method == "percentile" else {})},
+        "quantized_ops": list(export.int8_op_types) or "all ONNX Runtime quantizes",
+        "quantized_tensors": "inputs and outputs" if export.int8_quantize_outputs else "inputs",
         "gates": {"min_cosine": export.int8_min_cosine,
                   "max_metric_delta_points": export.int8_max_metric_delta},
     }
     target = source.with_name(INT8_FILE)
     try:
-        files = quantize_int8(source, target, calibration, pre,
-                              export.int8_activations, embed_limit)
+        files = quantize_int8(source, target, calibration, pre, export, embed_limit)
         check_onnx(target)
         candidate, _ = onnx_forward(target, pre, device)
     except Exception as exc:  # onnxruntime's quantizer raises untyped errors; INT8 stays optional
