@@ -247,3 +247,33 @@ def test_unknown_op_type_is_refused_naming_the_key(params, splits, tmp_path):
     with pytest.raises(ReidpipeError, match=r"export.int8_op_types has \['Convolution'\]"):
         export_onnx(conv_net(), PRE, "tiny", splits, tmp_path / "onnx", export, params.evaluate,
                     batch_size=16)
+
+
+def test_onnx_runtime_sessions_run_exact_integer_kernels(tmp_path):
+    """x at the top of uint8 (q = 255, scale 1/255) times int8 weights at 127 (scale 1/127):
+    by the Q/DQ definition each of the 48 products is 1.0, so every output is 48. ONNX
+    Runtime's U8S8 kernels on x86 CPUs without VNNI add pairs of 255 * 127 products into a
+    saturating 16-bit lane (32,767 < 64,770) and return about 24.3; reidpipe's sessions must
+    not. (On CPUs with VNNI both give 48; the test then checks the plain definition.)"""
+    from onnx import TensorProto, helper
+
+    def constant(name: str, value: np.ndarray) -> onnx.TensorProto:
+        return numpy_helper.from_array(value, name)
+
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["input"], ["flat"], axis=1),
+         helper.make_node("QuantizeLinear", ["flat", "xs", "xz"], ["xq"]),
+         helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["x"]),
+         helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"]),
+         helper.make_node("MatMul", ["x", "w"], ["output"])],
+        "saturation",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, 4, 4])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 8])],
+        [constant("wq", np.full((48, 8), 127, np.int8)),
+         constant("xs", np.array(1 / 255, np.float32)), constant("xz", np.array(0, np.uint8)),
+         constant("ws", np.array(1 / 127, np.float32)), constant("wz", np.array(0, np.int8))])
+    path = tmp_path / "saturation.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    forward, _ = onnx_forward(path, Preprocess(height=4, width=4, mean=(0.5,) * 3,
+                                               std=(0.5,) * 3), "cpu")
+    np.testing.assert_allclose(forward(np.ones((2, 3, 4, 4), np.float32)), 48.0, rtol=1e-5)

@@ -374,7 +374,7 @@ def test_precisions_side_by_side_and_package(workspace: Path, tmp_path: Path) ->
     assert ("| INT8 | vs FP32 0.99320 | 80.7% | 90.0% | 2.0 ms @ 1, 10.0 ms @ 7 | 0.7 ms @ 16 |"
             in md)
     assert ("INT8: `model_int8.onnx` (QDQ, weights int8 per channel, symmetric, int8 "
-            "activations), calibrated on 64 train images (seed 0)") in md
+            "activations), calibrated on 64 train images (seed 0, minmax)") in md
     assert "mAP FP32 81.2% vs INT8 80.7% (|delta| 0.510 points)" in md
     assert ("Triton model `net_a` (tensorrt_plan, `model.plan`, dynamic batching up to 64); "
             "DeepStream ReID section `deepstream/deepstream_reid.yml` (offsets [123.675, 116.28, "

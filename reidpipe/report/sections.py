@@ -223,11 +223,19 @@ def _int8_text(int8: dict[str, Any] | None) -> str:
     gates = int8.get("gates") or {}
     return (f"INT8: `{int8.get('file')}` ({int8.get('format')}, weights "
             f"{int8.get('weights')}, {int8.get('activations')} activations), calibrated on "
-            f"{calibration.get('images', '?')} train images (seed {calibration.get('seed', '?')})"
+            f"{calibration.get('images', '?')} train images (seed {calibration.get('seed', '?')}, "
+            f"{_calibration_method(calibration)})"
             ". ONNX Runtime FP32 vs INT8: " + _retrieval_text(
                 int8.get("retrieval") or {}, "onnx", "int8", "FP32", "INT8",
                 gates.get("max_metric_delta_points")) + f"; min cosine gate "
             f"{gates.get('min_cosine', '?')}.")
+
+
+def _calibration_method(calibration: dict[str, Any]) -> str:
+    method = str(calibration.get("method", "?"))
+    if "percentile" in calibration:
+        return f"{method} {calibration['percentile']}"
+    return method
 
 
 def _latency_text(rows: Sequence[dict[str, Any]]) -> str:
