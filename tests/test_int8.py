@@ -206,6 +206,16 @@ def test_calibration_methods_reach_onnx_runtime_as_defined(splits, tiny_onnx, tm
     np.testing.assert_allclose(scale, (high - low) / 255.0, rtol=1e-5)
     assert zero == round(-low / scale)
 
+    # uint8 percentile: half the excluded share cut from each tail of x (not of |x|), within a
+    # bin of the 2048-bin histogram over [-max |x|, max |x|] at each end
+    clipped, zero = input_quantizer(quantized(
+        tiny_onnx, tmp_path / "uint8_p99.onnx", calibration, int8_activations="uint8",
+        int8_calibration_method="percentile", int8_calibration_percentile=99.0))
+    low = min(float(np.percentile(pixels, 0.5)), 0.0)
+    high = max(float(np.percentile(pixels, 99.5)), 0.0)
+    assert abs(clipped * 255.0 - (high - low)) <= 2 * (2 * peak / 2048) * 1.01
+    assert clipped < scale * 0.95   # narrower than uint8 MinMax's
+
 
 def test_default_placement_quantizes_only_the_inputs_of_the_listed_ops(splits, tiny_onnx,
                                                                        tmp_path):
