@@ -287,3 +287,25 @@ def test_onnx_runtime_sessions_run_exact_integer_kernels(tmp_path):
     forward, _ = onnx_forward(path, Preprocess(height=4, width=4, mean=(0.5,) * 3,
                                                std=(0.5,) * 3), "cpu")
     np.testing.assert_allclose(forward(np.ones((2, 3, 4, 4), np.float32)), 48.0, rtol=1e-5)
+
+
+def test_export_settings_per_architecture():
+    """export.archs.<name> overrides export keys for that architecture only; bad overrides are
+    refused naming the key."""
+    demo = load_params(DEMO)
+    assert demo.export.int8_calibration_method == "percentile"
+    assert demo.export_for("resnet_demo").int8_calibration_method == "percentile"
+    assert demo.export_for("swin_demo").int8_calibration_method == "minmax"
+    tuned = load_params(DEMO, ["export.archs.resnet_demo.int8_calibration_percentile=99.9"])
+    assert tuned.export_for("resnet_demo").int8_calibration_percentile == 99.9
+    assert tuned.export_for("swin_demo").int8_calibration_percentile == 99.99
+    with pytest.raises(ReidpipeError, match=r"export.archs names \['nope'\]"):
+        load_params(DEMO, ["export.archs.nope.int8=false"])
+    with pytest.raises(ReidpipeError, match="unknown key 'export.archs.swin_demo.int8_method'"):
+        load_params(DEMO, ["export.archs.swin_demo.int8_method=minmax"])
+    with pytest.raises(ReidpipeError, match="export.archs.swin_demo.int8_calibration_method"):
+        load_params(DEMO, ["export.archs.swin_demo.int8_calibration_method=entropy"])
+    with pytest.raises(ReidpipeError, match="for swin_demo export.int8 True, "
+                                            "export.int8_activations 'uint8'"):
+        load_params(DEMO, ["deploy.precision=int8",
+                           "export.archs.swin_demo.int8_activations=uint8"])

@@ -203,6 +203,6 @@ def export_stage(params: Params, arch: str, model_dir: str | Path, splits_dir: s
     if configured != pre:
         log.warning("params give input %s but %s was trained with %s; exporting with the trained "
                     "model's", configured, model_dir, pre)
-    return export_onnx(net, pre, arch, splits_dir, out_dir, params.export, params.evaluate,
-                       params.extract.batch_size, flip=trained.model.with_flip_feature,
+    return export_onnx(net, pre, arch, splits_dir, out_dir, params.export_for(arch),
+                       params.evaluate, params.extract.batch_size, flip=trained.model.with_flip_feature,
                        device=device)

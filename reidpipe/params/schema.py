@@ -272,6 +272,13 @@ class ExportParams:
         "placement, which its CPU kernels need to fuse QLinearConv/QLinearMatMul)")
     int8_min_cosine: float = _f(0.98, gt=0, le=1, doc="gate of the INT8 ONNX against FP32")
     int8_max_metric_delta: float = _f(1.0, ge=0, doc="INT8 mAP/R1 gate in points vs FP32")
+    # Calibration suits a network family, not a whole pipeline: on the demo models percentile
+    # clipping is what lets the ResNet pass, while the Swin keeps more of its worst-case cosine
+    # with MinMax (its outlier activations matter). Kept under export, not archs.<name>, so
+    # that changing it reruns the export stage only, not training.
+    archs: dict[str, dict[str, Any]] = _f(
+        {"swin_tiny": {"int8_calibration_method": "minmax"}},
+        doc="per-architecture overrides of the keys above (keys of archs)")
 
 
 @dataclass
@@ -345,6 +352,15 @@ class Params:
             raise ReidpipeError(
                 f"params: unknown architecture {name!r}; defined under 'archs': {sorted(self.archs)}")
         return _arch_config(self, name)
+
+    def export_for(self, name: str) -> ExportParams:
+        """The export settings of one architecture: ``export`` + ``export.archs.<name>``."""
+        shared = {k: v for k, v in dataclasses.asdict(self.export).items() if k != "archs"}
+        overrides = self.export.archs.get(name, {})
+        if "archs" in overrides:
+            raise ReidpipeError(f"params: export.archs.{name}.archs: overrides do not nest")
+        return build_dataclass(ExportParams, {**shared, **overrides, "archs": {}},
+                               f"export.archs.{name}")
 
     def source_names(self) -> list[str]:
         return [self.data.source, *self.data.sources]
@@ -439,12 +455,18 @@ def _check_consistency(params: Params) -> None:
         raise ReidpipeError(
             f"params: deploy batch sizes must satisfy min_batch <= opt_batch <= max_batch, got "
             f"{d.min_batch}/{d.opt_batch}/{d.max_batch}")
-    if d.precision == "int8" and not (params.export.int8 and params.export.int8_activations
-                                      == "int8"):
-        raise ReidpipeError(
-            "params: deploy.precision int8 builds from export's INT8 ONNX with int8 activations; "
-            f"got export.int8 {params.export.int8}, export.int8_activations "
-            f"{params.export.int8_activations!r} (TensorRT cannot parse uint8 Q/DQ)")
+    unknown = [name for name in params.export.archs if name not in params.archs]
+    if unknown:
+        raise ReidpipeError(f"params: export.archs names {unknown}, which have no recipe under "
+                            f"'archs' (defined: {sorted(params.archs)})")
+    for name in params.archs:
+        export = params.export_for(name)
+        if d.precision == "int8" and not (export.int8 and export.int8_activations == "int8"):
+            raise ReidpipeError(
+                "params: deploy.precision int8 builds from export's INT8 ONNX with int8 "
+                f"activations; got for {name} export.int8 {export.int8}, "
+                f"export.int8_activations {export.int8_activations!r} (TensorRT cannot parse "
+                "uint8 Q/DQ)")
 
 def _check_sources(params: Params) -> None:
     for name in params.data.sources:
