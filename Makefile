@@ -17,8 +17,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/snakemake --cores all --workflow-profile none --configfile params.yaml config/demo.yaml
 
+# Two workers, one test file at a time each (a file's fixtures, such as a whole demo-sized DAG,
+# are built once): much of the suite is single-threaded process start-up and Snakemake/DVC
+# bookkeeping, so two workers finish it far sooner than one on a 2-core machine.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint --workflow-profile none

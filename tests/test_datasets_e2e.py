@@ -8,8 +8,10 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 import yaml
+from repo_copy import SMALL, make_repo, run, snakemake
 
 from reidpipe.cli import main
 from reidpipe.data.manifest import read_split
@@ -142,3 +144,34 @@ def test_further_sources_live_in_data_name_and_include_the_main_source(tmp_path,
     params = params_for(tmp_path, {"source": "dukemtmc", "strict": False, "dataset_dir": ""})
     assert main(["params", *params]) == 2
     assert "data.dataset_dir is empty" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_sources_train_and_every_test_set_is_reported(tmp_path: Path) -> None:
+    """Snakemake end to end with a further training source and a further test set."""
+    cross = dict(SMALL, pipeline={"archs": ["resnet_demo"],
+                                  "eval_sources": ["synthetic", "duke", "cuhk"]},
+                 train={"num_epochs": 1, "checkpoint_interval": 1, "validation_interval": 1,
+                        "max_steps_per_epoch": 2},
+                 # the FP16 and INT8 copies have their own tests: here only the FP32 graph
+                 export={"parity_batch_sizes": [1], "fp16": False, "int8": False})
+    cross["data"] = dict(SMALL["data"], train_sources=["synthetic", "duke"], sources={
+        "duke": {"source": "synthetic", "synthetic_layout": "dukemtmc", "synthetic_ids": 12,
+                 "synthetic_seed": 1},
+        "cuhk": {"source": "synthetic", "synthetic_layout": "cuhk03", "synthetic_ids": 12,
+                 "synthetic_seed": 2}})
+    repo = make_repo(tmp_path, cross)
+    run(repo, *snakemake())
+    combined = json.loads((repo / "results" / "train_set" / "sources.json").read_text())
+    assert list(combined["sources"]) == ["synthetic", "duke"]
+    assert combined["sources"]["duke"]["pid_offset"] > 0
+    assert (repo / "data" / "cuhk" / "labeled" / "query").is_dir()
+    metrics = json.loads((repo / "reports" / "metrics.json").read_text())
+    assert sorted(metrics) == ["resnet_demo", "resnet_demo@cuhk", "resnet_demo@duke"]
+    md = (repo / "reports" / "index.md").read_text()
+    for test_set in ("synthetic", "duke", "cuhk"):
+        for label in ("plain", "re-ranked"):
+            assert f"| {test_set} | resnet_demo | {label} |" in md
+    on_duke = json.loads((repo / "results" / "resnet_demo" / "cross" / "duke" /
+                          "metrics.json").read_text())
+    assert metrics["resnet_demo@duke"] == on_duke and on_duke["plain"]["num_queries"] > 0

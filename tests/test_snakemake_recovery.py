@@ -1,6 +1,7 @@
 """The recovery procedure the README gives, through Snakemake itself: after ``kill -9`` of the
 whole run mid-training, ``snakemake --unlock`` and ``snakemake --rerun-incomplete`` finish with
-the outputs of an uninterrupted run (same weights, same log but for the timings)."""
+the outputs of an uninterrupted run (same weights, same log but for the timings); a second run
+while one is training is refused without touching it, and a run stopped by SIGTERM resumes."""
 
 from __future__ import annotations
 
@@ -67,3 +68,42 @@ def test_kill_9_then_rerun_incomplete_matches_an_uninterrupted_run(tmp_path: Pat
         assert torch.equal(got["state_dict"][key], value), key
     pd.testing.assert_frame_equal(
         *(pd.read_csv(d / TRAIN_LOG_FILE).drop(columns="seconds") for d in (recovered, models)))
+
+
+def test_kill_during_training_resumes_and_concurrent_runs_are_refused(tmp_path: Path) -> None:
+    slow = dict(SMALL, train={"num_epochs": 4, "checkpoint_interval": 1, "validation_interval": 4,
+                              "max_steps_per_epoch": 4}, pipeline={"archs": [ARCH]})
+    # The demo's ResNet-18: its epochs last long enough for the two refused runs to start and end
+    # while the first one is still training.
+    repo = make_repo(tmp_path, slow)
+    target = TARGET
+    first = subprocess.Popen(snakemake(target), cwd=repo, env=pipeline_env(repo),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True)
+    checkpoints = repo / "models" / ARCH / "checkpoints"
+    deadline = time.monotonic() + 600
+    while not list(checkpoints.glob("epoch*.ckpt")):  # not a dot-named temporary mid-write
+        assert first.poll() is None, first.stdout.read()
+        assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
+        time.sleep(1)
+
+    # A plain second run stops at the running job's incomplete outputs or at Snakemake's lock
+    # (which one it meets first depends on Snakemake's version); one that insists on rerunning
+    # them is stopped by the lock. Neither touches the running job.
+    second = run(repo, *snakemake(target), check=False)
+    refusal = second.stdout + second.stderr
+    assert second.returncode != 0 and ("incomplete" in refusal or "cannot be locked" in refusal)
+    forced = run(repo, *snakemake(target, "--rerun-incomplete"), check=False)
+    assert forced.returncode != 0 and "cannot be locked" in forced.stdout + forced.stderr
+    assert first.poll() is None
+
+    os.killpg(first.pid, signal.SIGTERM)
+    first.wait(timeout=120)
+    assert not (repo / target).exists(), "a killed training left a model behind"
+
+    run(repo, *snakemake(target))
+    log = (repo / "logs" / f"train_{ARCH}.log").read_text()
+    assert "resuming from" in log
+    with open(repo / "models" / ARCH / TRAIN_LOG_FILE) as handle:
+        epochs = [line.split(",")[0] for line in handle.read().splitlines()[1:]]
+    assert epochs[-1] == "4"
