@@ -289,9 +289,13 @@ def test_onnx_runtime_sessions_run_exact_integer_kernels(tmp_path):
     np.testing.assert_allclose(forward(np.ones((2, 3, 4, 4), np.float32)), 48.0, rtol=1e-5)
 
 
-def test_export_settings_per_architecture():
+def test_export_settings_per_architecture(tmp_path):
     """export.archs.<name> overrides export keys for that architecture only; bad overrides are
-    refused naming the key."""
+    refused naming the key; the default entry of a published recipe does not stop a params file
+    that defines only its own archs."""
+    own = tmp_path / "own.yaml"
+    own.write_text("pipeline: {archs: [net]}\narchs: {net: {}}\n")
+    assert load_params([own]).export_for("net").int8_calibration_method == "percentile"
     demo = load_params(DEMO)
     assert demo.export.int8_calibration_method == "percentile"
     assert demo.export_for("resnet_demo").int8_calibration_method == "percentile"

@@ -44,7 +44,7 @@ def test_files_merge_in_order_and_set_wins():
     assert (resnet.warmup_method, resnet.gamma, resnet.name) == ("cosine", 0.1, "Adam")
     # an arch recipe overrides the shared value, --set overrides both
     assert params.arch("resnet_demo").train.num_epochs == 3
-    assert params.arch("swin_demo").train.num_epochs == 60
+    assert params.arch("swin_demo").train.num_epochs == 36
 
 
 @pytest.mark.parametrize("override, message", [

@@ -455,10 +455,14 @@ def _check_consistency(params: Params) -> None:
         raise ReidpipeError(
             f"params: deploy batch sizes must satisfy min_batch <= opt_batch <= max_batch, got "
             f"{d.min_batch}/{d.opt_batch}/{d.max_batch}")
-    unknown = [name for name in params.export.archs if name not in params.archs]
+    # The published recipes' names stay valid when a params file defines its own archs: the
+    # default export.archs entry for swin_tiny must not break a file that never mentions it.
+    known = set(params.archs) | set(PUBLISHED_RECIPES)
+    unknown = [name for name in params.export.archs if name not in known]
     if unknown:
         raise ReidpipeError(f"params: export.archs names {unknown}, which have no recipe under "
-                            f"'archs' (defined: {sorted(params.archs)})")
+                            f"'archs' (defined: {sorted(params.archs)}; published: "
+                            f"{sorted(PUBLISHED_RECIPES)})")
     for name in params.archs:
         export = params.export_for(name)
         if d.precision == "int8" and not (export.int8 and export.int8_activations == "int8"):
