@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from threadpoolctl import threadpool_info
 
 from reidpipe.errors import ReidpipeError
 from reidpipe.evaluation import rerank
@@ -163,6 +164,10 @@ def test_duplicate_features_do_not_break_it() -> None:
                                atol=2e-5)
 
 
+def _blas_threads() -> int:
+    return max(pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas")
+
+
 @pytest.fixture
 def tiny_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Blocks, strips and work chunks of a few entries, and every distance strip on disk: the
@@ -170,6 +175,7 @@ def tiny_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rerank, "_BLOCK_ELEMENTS", 64)
     monkeypatch.setattr(rerank, "_STRIP_ELEMENTS", 300)
     monkeypatch.setattr(rerank, "_WORK_ELEMENTS", 3000)
+    monkeypatch.setattr(rerank, "_SELECT_ELEMENTS", 16)
     monkeypatch.setattr(rerank, "_KEEP_IN_MEMORY_BYTES", 0)
 
 
@@ -220,21 +226,25 @@ def test_full_disk_is_a_clear_error(tiny_blocks: None, monkeypatch: pytest.Monke
         KReciprocalReRanker(feats, 10, 5, 2, 0.3, device="cpu")
 
 
-def test_products_overlapping_a_slow_selection(tiny_blocks: None,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """The worker thread computes the next block (into a reused buffer) while this one is
-    selected; a selection slower than the products must still see its own block's values."""
-    offer = rerank._Nearest.offer
+def test_workers_ahead_of_slow_merges(tiny_blocks: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers multiply and select blocks ahead of the merges (in their reused buffers, against
+    bounds read before earlier blocks were merged) while this thread merges slowly; the result
+    is still the definition's. BLAS runs single-threaded during the pass only."""
+    absorb = rerank._Nearest.absorb
+    blas_threads = []
 
-    def slow_offer(self: rerank._Nearest, e: np.ndarray, *args: object, **kwargs: object) -> None:
-        before = e.copy()
-        time.sleep(0.002)  # the worker finishes the next product meanwhile
-        np.testing.assert_array_equal(e, before)
-        offer(self, e, *args, **kwargs)
+    def slow_absorb(self: rerank._Nearest, *args: object) -> None:
+        time.sleep(0.002)  # the workers run ahead meanwhile
+        blas_threads.append(_blas_threads())
+        absorb(self, *args)
 
-    monkeypatch.setattr(rerank._Nearest, "offer", slow_offer)
+    monkeypatch.setattr(rerank._Nearest, "absorb", slow_absorb)
+    monkeypatch.setattr(rerank, "_pass_workers", lambda: 3)
+    before = _blas_threads()
     rng = np.random.default_rng(77)
     feats, _ = clustered(rng, 90, 8, 6)
     expected = dense_re_ranking(feats[:20], feats[20:], 6, 3, 0.3)
     np.testing.assert_allclose(re_rank(feats[:20], feats[20:], 6, 3, 0.3, device="cpu"),
                                expected, rtol=0, atol=2e-5)
+    assert blas_threads and set(blas_threads) == {1}
+    assert _blas_threads() == before

@@ -235,12 +235,12 @@ def _check_distance(distance: str) -> None:
 
 
 def plain_distances(product: np.ndarray, q_sq: np.ndarray, g_sq: np.ndarray,
-                    distance: str) -> np.ndarray:
+                    distance: str, out: np.ndarray | None = None) -> np.ndarray:
     """Cosine (1 - cos, features L2-normalised) or Euclidean distances from the feature products
-    ``q @ g.T`` and squared norms, as a new array (``product`` is left alone)."""
+    ``q @ g.T`` and squared norms, into ``out`` or a new array (``product`` is left alone)."""
     if distance == "cosine":
-        return np.float32(1.0) - product
-    out = np.multiply(product, np.float32(-2.0))
+        return np.subtract(np.float32(1.0), product, out=out)
+    out = np.multiply(product, np.float32(-2.0), out=out)
     out += g_sq[None, :]
     out += q_sq[:, None]
     np.maximum(out, np.float32(0.0), out=out)
@@ -299,9 +299,16 @@ def evaluate_embeddings(embeddings: Embeddings, evaluate: EvaluateParams,
         if evaluate.distance == "cosine":
             feats = l2_normalise(feats, in_place=True)
 
+        buffer = np.empty(0, dtype=np.float32)
+
         def plain_strip(start: int, stop: int, product: np.ndarray, q_sq: np.ndarray,
                         g_sq: np.ndarray) -> None:
-            plain.add(start, plain_distances(product, q_sq, g_sq, evaluate.distance))
+            # Strips come one at a time, so one buffer serves all (no fresh pages per strip).
+            nonlocal buffer
+            if buffer.size < product.size:
+                buffer = np.empty(product.size, dtype=np.float32)
+            out = buffer[:product.size].reshape(product.shape)
+            plain.add(start, plain_distances(product, q_sq, g_sq, evaluate.distance, out))
 
         ranker = KReciprocalReRanker(feats, len(q.features), k1=re_ranking.k1, k2=re_ranking.k2,
                                      lambda_value=re_ranking.lambda_value, device=device,

@@ -20,8 +20,10 @@ How it scales, every step exact:
   block feeding the neighbour lists of its rows and of its columns. Only the K nearest of every
   item (as int64 keys ``distance bits << 32 | index``, so ties go by index like a stable sort) and
   the row maxima survive. A block's candidates are the entries at or below their row's (column's)
-  current K-th distance; they are merged in batches. A worker thread computes the next block's
-  product while the current block is selected.
+  current K-th distance, found in cache-sized chunks; they are merged a block at a time. One
+  worker per core multiplies and selects blocks (single-threaded BLAS each: a two-threaded GEMM
+  beside the selection lost CPU time to its threads waiting for each other); the merges follow
+  block order.
 * The query x gallery strips of that pass go to a hook as they complete (the plain evaluation) and
   are kept for the final ``lambda d`` term: in memory, or above ``_KEEP_IN_MEMORY_BYTES`` in an
   unlinked temporary file written by a background thread while the pass computes and read ahead
@@ -39,13 +41,18 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from contextlib import nullcontext
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
 from reidpipe.devices import means_cpu, resolve_device
 from reidpipe.errors import ReidpipeError
@@ -54,6 +61,7 @@ if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 QueryStripHook = Callable[[int, int, np.ndarray, np.ndarray, np.ndarray], None]
 """Receives (first query, end query, query x gallery feature products, the queries' and the
 gallery's squared norms) as the pass makes them; it must neither keep nor modify the products."""
@@ -61,8 +69,14 @@ gallery's squared norms) as the pass makes them; it must neither keep nor modify
 _BLOCK_ELEMENTS = 1 << 22        # entries of one distance block (16 MiB of float32)
 _STRIP_ELEMENTS = 1 << 24        # entries of one query x gallery strip (64 MiB of float32)
 _WORK_ELEMENTS = 1 << 24         # entries of the temporaries of the vectorised V construction
+_SELECT_ELEMENTS = 1 << 16       # entries of one selection chunk (256 KiB: stays in a core's cache)
 _KEEP_IN_MEMORY_BYTES = 1 << 30  # query x gallery distances above this go to a temporary file
 _NO_NEIGHBOUR = (0x7F800000 << 32) | 0xFFFFFFFF  # the key of distance +inf: sorts last
+
+
+def _pass_workers() -> int:
+    """Threads of the all-pairs pass: one per core this process may use."""
+    return len(os.sched_getaffinity(0))
 
 
 def _key_distances(keys: np.ndarray) -> np.ndarray:
@@ -75,6 +89,18 @@ def _keys(neg_half: np.ndarray, index: np.ndarray) -> np.ndarray:
     return (dist.view(np.int32).astype(np.int64) << 32) | index
 
 
+@dataclass
+class _Selection:
+    """One block's candidates (grouped by item; local item indices and keys) and minima."""
+
+    row_items: np.ndarray
+    row_keys: np.ndarray
+    row_min: np.ndarray
+    col_items: np.ndarray | None = None
+    col_keys: np.ndarray | None = None
+    col_min: np.ndarray | None = None
+
+
 class _Nearest:
     """The k nearest of every item (sorted keys ``distance bits << 32 | index``) and its largest
     distance, fed block by block.
@@ -82,8 +108,11 @@ class _Nearest:
     Blocks hold ``e = x_i . x_j - |x_i|^2/2 - |x_j|^2/2 = -d/2``, so the nearest have the largest
     e. Distances are clamped at 0 and -0.0 turned into 0.0, so their float32 bits order like the
     values and a key orders like (distance, index). ``bound`` is each item's k-th distance (+inf
-    while it has fewer than k): only entries at or within it can enter its list. Every block is
-    merged at once, so bounds stay tight and few entries are candidates.
+    while it has fewer than k): only entries at or within it can enter its list.
+
+    ``select`` (any thread) finds a block's candidates against the bounds as they are when it
+    reads them; ``absorb`` (one thread) merges them. Bounds only shrink, so bounds read before
+    another block's merge are looser, never wrong: they only let more candidates through.
     """
 
     def __init__(self, n: int, k: int) -> None:
@@ -92,18 +121,9 @@ class _Nearest:
         self.bound = np.full(n, np.inf, dtype=np.float32)
         self.min_e = np.full(n, np.inf, dtype=np.float32)
 
-    def offer(self, e: np.ndarray, first_row: int, first_col: int, columns: bool) -> None:
-        """A block (rows first_row.., columns first_col..) to its rows' lists and, if
-        ``columns``, to its columns' lists (not for a diagonal block: its rows cover both)."""
-        self._offer(e, first_row, first_col, axis=1)
-        if columns:
-            self._offer(e, first_col, first_row, axis=0)
-
-    def _offer(self, e: np.ndarray, first_item: int, first_other: int, axis: int) -> None:
-        items = slice(first_item, first_item + e.shape[1 - axis])
-        np.minimum(self.min_e[items], e.min(axis=axis), out=self.min_e[items])
-        bound = self.bound[items]
-        # Entries with e >= -bound/2 (one float step lower: never too strict).
+    def _thresholds(self, e: np.ndarray, bound: np.ndarray, axis: int) -> np.ndarray:
+        """Per item (rows: axis 1, columns: axis 0), the least e that can enter its list: one
+        float step below ``-bound/2`` (never too strict)."""
         threshold = np.nextafter(np.float32(-0.5) * bound, np.float32(-np.inf))
         fresh = np.isinf(bound)
         size = e.shape[axis]
@@ -114,18 +134,71 @@ class _Nearest:
             kth = np.partition(part, size - self.k, axis=axis).take(size - self.k, axis=axis)
             threshold[fresh] = np.nextafter(np.minimum(kth, np.float32(0.0)),
                                             np.float32(-np.inf))
-        flat = np.flatnonzero(e >= (threshold[:, None] if axis == 1 else threshold[None, :]))
-        if not len(flat):
-            return
-        row, col = np.divmod(flat, e.shape[1])
-        item, other = (row, col) if axis == 1 else (col, row)
-        if axis == 0:  # group by item (np.flatnonzero gives row-major order)
-            order = np.argsort(item, kind="stable")
-            item, other, flat = item[order], other[order], flat[order]
-        self._merge(items, item, _keys(e.reshape(-1)[flat], other + first_other))
+        return threshold
+
+    def select(self, e: np.ndarray, half_rows: np.ndarray, half_cols: np.ndarray,
+               first_row: int, first_col: int, columns: bool) -> _Selection:
+        """Turn a block of feature products into ``-d/2`` (in place) and find its candidates:
+        for its rows and, if ``columns``, for its columns (not for a diagonal block: its rows
+        cover both).
+
+        The block is walked in row chunks of about ``_SELECT_ELEMENTS`` that stay in the
+        core's cache through the subtraction, both minima and both comparisons.
+        """
+        height, width = e.shape
+        row_bound = self.bound[first_row:first_row + height].copy()
+        col_bound = self.bound[first_col:first_col + width].copy() if columns else None
+        step = max(1, _SELECT_ELEMENTS // width)
+        chunks = [(s, min(s + step, height)) for s in range(0, height, step)]
+        # Items without k neighbours yet take their threshold from the whole block (rare: the
+        # first blocks), so the block is made ``-d/2`` before the chunks are compared.
+        fresh = np.isinf(row_bound).any() or (columns and np.isinf(col_bound).any())
+        if fresh:
+            e -= half_rows[:, None]
+            e -= half_cols[None, :]
+        row_threshold = self._thresholds(e, row_bound, axis=1)
+        col_threshold = self._thresholds(e, col_bound, axis=0) if columns else None
+        row_min = np.empty(height, dtype=np.float32)
+        col_min = np.full(width, np.inf, dtype=np.float32) if columns else None
+        row_parts, col_parts = [], []
+        for start, stop in chunks:
+            chunk = e[start:stop]
+            if not fresh:
+                chunk -= half_rows[start:stop, None]
+                chunk -= half_cols[None, :]
+            chunk.min(axis=1, out=row_min[start:stop])
+            flat = np.flatnonzero(chunk >= row_threshold[start:stop, None])
+            row_parts.append((flat + start * width, chunk.reshape(-1)[flat]))
+            if columns:
+                np.minimum(col_min, chunk.min(axis=0), out=col_min)
+                flat = np.flatnonzero(chunk >= col_threshold[None, :])
+                col_parts.append((flat + start * width, chunk.reshape(-1)[flat]))
+        flat, values = (np.concatenate(part) for part in zip(*row_parts))
+        row, col = np.divmod(flat, width)
+        selection = _Selection(row, _keys(values, col + first_col), row_min)
+        if columns:
+            flat, values = (np.concatenate(part) for part in zip(*col_parts))
+            row, col = np.divmod(flat, width)
+            order = np.argsort(col, kind="stable")  # group by column item
+            selection.col_items = col[order]
+            selection.col_keys = _keys(values[order], row[order] + first_row)
+            selection.col_min = col_min
+        return selection
+
+    def absorb(self, selection: _Selection, first_row: int, first_col: int) -> None:
+        """Merge a block's selection into the lists and minima."""
+        rows = slice(first_row, first_row + len(selection.row_min))
+        np.minimum(self.min_e[rows], selection.row_min, out=self.min_e[rows])
+        self._merge(rows, selection.row_items, selection.row_keys)
+        if selection.col_min is not None:
+            cols = slice(first_col, first_col + len(selection.col_min))
+            np.minimum(self.min_e[cols], selection.col_min, out=self.min_e[cols])
+            self._merge(cols, selection.col_items, selection.col_keys)
 
     def _merge(self, items: slice, item: np.ndarray, keys: np.ndarray) -> None:
         """Fold new keys (grouped by item, local indices) into the items' sorted lists."""
+        if not len(item):
+            return
         sizes = np.bincount(item, minlength=items.stop - items.start)
         touched = np.flatnonzero(sizes)
         sizes = sizes[touched]
@@ -223,15 +296,24 @@ class _QueryRows:
         return rows
 
 
+def _in_chunks(fn: Callable[[int, int], T], size: int, step: int) -> list[T]:
+    """``fn(start, stop)`` over [0, size) in chunks of ``step``, on one thread per core (NumPy
+    releases the GIL in its array loops); the results in chunk order."""
+    bounds = [(start, min(size, start + step)) for start in range(0, size, step)]
+    with ThreadPoolExecutor(max_workers=_pass_workers()) as pool:
+        return list(pool.map(lambda chunk: fn(*chunk), bounds))
+
+
 def _reciprocal_mask(rank: np.ndarray, k: int) -> np.ndarray:
     """``mask[i, a]``: ``rank[i, a]`` (among i's k nearest) has i among its k nearest too."""
     n = len(rank)
     mask = np.empty((n, k), dtype=bool)
-    step = max(1, _WORK_ELEMENTS // (k * k))
-    for start in range(0, n, step):
-        stop = min(n, start + step)
+
+    def fill(start: int, stop: int) -> None:
         back = rank[rank[start:stop, :k], :k]
         mask[start:stop] = (back == np.arange(start, stop)[:, None, None]).any(axis=2)
+
+    _in_chunks(fill, n, max(1, _WORK_ELEMENTS // (k * k)))
     return mask
 
 
@@ -243,11 +325,10 @@ def _expanded_sets(rank: np.ndarray, k: int, k_half: int) -> sp.csr_matrix:
     half_mask = _reciprocal_mask(rank, k_half)
     half = np.where(half_mask, rank[:, :k_half], -2)                    # -2 matches nothing
     half_size = half_mask.sum(axis=1)
-    counts = np.empty(n, dtype=np.int64)
-    parts = []
-    step = max(1, _WORK_ELEMENTS // (k * k_half * k))
-    for start in range(0, n, step):
-        cand = reciprocal[start:start + step]
+
+    def members_of(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows [start, stop): each row's member count and the members, row after row."""
+        cand = reciprocal[start:stop]
         valid = cand >= 0
         safe = np.where(valid, cand, 0)
         cand_half = half[safe]                                           # (rows, k, k_half)
@@ -258,9 +339,10 @@ def _expanded_sets(rank: np.ndarray, k: int, k_half: int) -> sp.csr_matrix:
         members.sort(axis=1)
         keep = members >= 0
         keep[:, 1:] &= members[:, 1:] != members[:, :-1]
-        counts[start:start + len(cand)] = keep.sum(axis=1)
-        parts.append(members[keep])
-    indptr = np.concatenate([[0], np.cumsum(counts)])
+        return keep.sum(axis=1), members[keep]
+
+    counts, parts = zip(*_in_chunks(members_of, n, max(1, _WORK_ELEMENTS // (k * k_half * k))))
+    indptr = np.concatenate([[0], np.cumsum(np.concatenate(counts))])
     indices = np.concatenate(parts).astype(np.int32)
     return sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr),
                          shape=(n, n))
@@ -289,10 +371,12 @@ def products(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor,
 def _pair_distances(feats: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """Squared distances of single pairs, from the feature differences."""
     out = np.empty(len(rows), dtype=np.float32)
-    step = max(1, (1 << 20) // max(1, feats.shape[1]))  # gathered rows stay in cache
-    for start in range(0, len(rows), step):
-        diff = feats[rows[start:start + step]] - feats[cols[start:start + step]]
-        out[start:start + step] = np.einsum("ij,ij->i", diff, diff)
+
+    def fill(start: int, stop: int) -> None:
+        diff = feats[rows[start:stop]] - feats[cols[start:stop]]
+        out[start:stop] = np.einsum("ij,ij->i", diff, diff)
+
+    _in_chunks(fill, len(rows), max(1, (1 << 18) // max(1, feats.shape[1])))  # stays in cache
     return out
 
 
@@ -366,7 +450,7 @@ class KReciprocalReRanker:
     ``features`` holds the queries first, then the gallery (float32; used without a copy when
     already float32 and contiguous). ``on_query_strip`` receives each query x gallery block of
     feature products before it becomes distances. ``timings`` accumulates seconds per phase
-    (summed over the threads that compute final distances at once).
+    (summed over the threads that run a phase at once: the pass's workers, the final distances).
     """
 
     def __init__(self, features: np.ndarray, num_query: int, k1: int = 20, k2: int = 6,
@@ -440,9 +524,11 @@ class KReciprocalReRanker:
     def _all_pairs(self, k: int, on_query_strip: QueryStripHook | None) -> _Nearest:
         """The one pass over all pairs (upper block triangle): neighbours, maxima, strips.
 
-        A worker thread computes the next block's product while this thread selects the
-        neighbours of the current one (BLAS and NumPy release the GIL), so the core that the
-        selection does not use keeps multiplying; blocks are still consumed in order.
+        One worker per core computes a block's product (single-threaded BLAS) and selects its
+        candidates; this thread merges them in block order. Each worker multiplies into its
+        own reused buffer, which spares the kernel a fresh mapping and its page faults per
+        block. A query x gallery strip is only multiplied by a worker: this thread hands its
+        products to the hook, then selects it and keeps it.
         """
         n, nq = len(self.feats), self.num_query
         nearest = _Nearest(n, k)
@@ -454,45 +540,58 @@ class KReciprocalReRanker:
         blocks = [(start, stop, first, end) for start, stop in row_blocks
                   for first, end in self._blocks(start, stop)]
 
-        # Blocks that are not kept go to two reused buffers (block i to buffer i % 2: the one
-        # being selected is never the one being written), which spares the kernel a fresh
-        # mapping and its page faults per block.
         def kept(block: tuple[int, int, int, int]) -> bool:  # a query x gallery strip
             return block[1] <= nq and block[2] == nq
 
         size = max([(b[1] - b[0]) * (b[3] - b[2]) for b in blocks if not kept(b)], default=0)
-        buffers = [np.empty(size, dtype=np.float32) for _ in range(2)]
+        local = threading.local()
 
-        def product(index: int) -> tuple[np.ndarray, float]:
+        def work(index: int) -> tuple[np.ndarray | _Selection, float, float]:
+            """The block's products (a strip) or its selection, and the seconds of each."""
             started = time.perf_counter()
-            start, stop, first, end = blocks[index]
-            shape = (stop - start, end - first)
-            out = (None if kept(blocks[index])
-                   else buffers[index % 2][:shape[0] * shape[1]].reshape(shape))
-            e = products(self._gemm_feats[start:stop], self._gemm_feats[first:end], out)
-            return e, time.perf_counter() - started
+            start, stop, first, end = block = blocks[index]
+            rows, cols = self._gemm_feats[start:stop], self._gemm_feats[first:end]
+            if kept(block):
+                return products(rows, cols), time.perf_counter() - started, 0.0
+            if not hasattr(local, "buffer"):
+                local.buffer = np.empty(size, dtype=np.float32)
+            out = local.buffer[:(stop - start) * (end - first)].reshape(stop - start, end - first)
+            e = products(rows, cols, out)
+            multiplied = time.perf_counter()
+            selection = nearest.select(e, half[start:stop], half[first:end], start, first,
+                                       columns=first >= stop)
+            return selection, multiplied - started, time.perf_counter() - multiplied
 
-        with ThreadPoolExecutor(max_workers=1) as gemm:
-            ahead = gemm.submit(product, 0)
+        workers = _pass_workers()
+        blas = (threadpool_limits(limits=1, user_api="blas")
+                if isinstance(self._gemm_feats, np.ndarray) else nullcontext())
+        with blas, ThreadPoolExecutor(max_workers=workers) as pool:
+            # Blocks are merged in order, and a query x gallery strip takes a worker as long as
+            # several blocks: twice the workers in flight (and one) keep the others busy
+            # behind it.
+            pending = deque(pool.submit(work, i)
+                            for i in range(min(len(blocks), 2 * workers + 1)))
             for index, (start, stop, first, end) in enumerate(blocks):
-                e, seconds = ahead.result()
-                self.timings["product_s"] += seconds
-                if index + 1 < len(blocks):
-                    ahead = gemm.submit(product, index + 1)
+                result, product_s, select_s = pending.popleft().result()
+                if index + len(pending) + 1 < len(blocks):
+                    pending.append(pool.submit(work, index + len(pending) + 1))
+                self.timings["product_s"] += product_s
                 started = time.perf_counter()
-                strip = kept(blocks[index])
-                if strip and self._gallery_copies is not None:
-                    e[:, self._gallery_copies[0]] = e[:, self._gallery_copies[1]]
-                if strip and on_query_strip is not None:  # the hook's time is its own
-                    self.timings["neighbours_s"] += time.perf_counter() - started
-                    on_query_strip(start, stop, e, self.sq[start:stop], self.sq[first:end])
-                    started = time.perf_counter()
-                e -= half[start:stop, None]
-                e -= half[None, first:end]
-                if strip:
-                    self.query_rows.put(start, e)
-                nearest.offer(e, start, first, columns=first >= stop)
-                self.timings["neighbours_s"] += time.perf_counter() - started
+                hook_s = 0.0
+                if isinstance(result, _Selection):
+                    selection = result
+                else:
+                    if self._gallery_copies is not None:
+                        result[:, self._gallery_copies[0]] = result[:, self._gallery_copies[1]]
+                    if on_query_strip is not None:  # the hook's time is its own
+                        on_query_strip(start, stop, result, self.sq[start:stop],
+                                       self.sq[first:end])
+                        hook_s = time.perf_counter() - started
+                    selection = nearest.select(result, half[start:stop], half[first:end],
+                                               start, first, columns=True)
+                    self.query_rows.put(start, result)
+                nearest.absorb(selection, start, first)
+                self.timings["neighbours_s"] += select_s + time.perf_counter() - started - hook_s
         started = time.perf_counter()
         self.query_rows.finish_writes()
         self.timings["neighbours_s"] += time.perf_counter() - started
@@ -510,12 +609,14 @@ class KReciprocalReRanker:
         cols = pattern.indices
         dist = np.empty(len(cols), dtype=np.float32)
         found = np.empty(len(cols), dtype=bool)
-        step = max(1, _WORK_ELEMENTS // rank.shape[1])
-        for start in range(0, len(cols), step):
-            r, c = rows[start:start + step], cols[start:start + step]
+
+        def fill(start: int, stop: int) -> None:
+            r, c = rows[start:stop], cols[start:stop]
             hit = rank[r] == c[:, None]
-            found[start:start + step] = hit.any(axis=1)
-            dist[start:start + step] = nearest_dist[r, hit.argmax(axis=1)]
+            found[start:stop] = hit.any(axis=1)
+            dist[start:stop] = nearest_dist[r, hit.argmax(axis=1)]
+
+        _in_chunks(fill, len(cols), max(1, _WORK_ELEMENTS // (4 * rank.shape[1])))
         missing = np.flatnonzero(~found)
         pairs = rows[missing], cols[missing].astype(np.int64)
         if self._copy_of is None:
