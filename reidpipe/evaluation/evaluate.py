@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from reidpipe import atomic
 from reidpipe.data.market import JUNK_PID
@@ -36,7 +37,8 @@ from reidpipe.params import EvaluateParams, ReRankingParams
 DistanceRows = Callable[[int, int], np.ndarray]
 REPORTED_RANKS = (1, 5, 10, 20)
 _CHUNK_ELEMENTS = 1 << 23
-_WORKERS = min(2, len(os.sched_getaffinity(0)))  # chunks scored at once (memory grows with it)
+_CORES = len(os.sched_getaffinity(0))
+_WORKERS = min(2, _CORES)  # chunks scored at once (memory grows with it)
 
 
 @dataclass
@@ -207,8 +209,10 @@ def rank_queries(distance_rows: DistanceRows, num_queries: int, q_pids: np.ndarr
     def score(start: int) -> list[tuple[np.ndarray, ...]]:
         return scores.score(start, distance_rows(start, min(start + step, num_queries)))
 
-    # NumPy releases the GIL in its array loops, so chunks overlap on the cores.
-    with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
+    # NumPy releases the GIL in its array loops, so chunks overlap on the cores; each chunk's
+    # products get the cores' share of the BLAS threads (more would only wait for each other).
+    with (threadpool_limits(limits=max(1, _CORES // _WORKERS), user_api="blas"),
+          ThreadPoolExecutor(max_workers=_WORKERS) as pool):
         for parts in pool.map(score, range(0, num_queries, step)):
             scores.add_parts(parts)
     return scores.ranking(max_rank)
