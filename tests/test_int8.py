@@ -15,9 +15,12 @@ from onnx import numpy_helper
 from torch import nn
 
 from reidpipe.data.manifest import read_split
+from reidpipe.deploy import export_onnx as export_module
+from reidpipe.deploy import int8 as int8_module
 from reidpipe.deploy.export_onnx import export_onnx
 from reidpipe.deploy.int8 import calibration_sample, quantize_int8
 from reidpipe.errors import ReidpipeError
+from reidpipe.evaluation.extract import extract_embeddings
 from reidpipe.evaluation.onnx_runtime import onnx_forward
 from reidpipe.filenames import INT8_FILE, ONNX_FILE, PARITY_FILE
 from reidpipe.input_contract import Preprocess, load_image, read_input_contract
@@ -59,11 +62,24 @@ def test_calibration_sample_is_seeded_and_bounded():
         calibration_sample([], 5, seed=0)
 
 
-def test_int8_copy_is_per_channel_symmetric_qdq_and_gated(params, splits, tmp_path):
+def test_int8_copy_is_per_channel_symmetric_qdq_and_gated(params, splits, tmp_path,
+                                                          monkeypatch):
+    extracted = []
+
+    def counting(forward, *args, **kwargs):
+        extracted.append(forward)
+        return extract_embeddings(forward, *args, **kwargs)
+
+    for module in (export_module, int8_module):
+        monkeypatch.setattr(module, "extract_embeddings", counting)
     out = tmp_path / "onnx"
     report = export_onnx(conv_net(), PRE, "tiny", splits, out, params.export, params.evaluate,
                          batch_size=16)
+    # torch, ONNX Runtime FP32 and INT8 once each: the INT8 gate reuses the FP32 gate's
+    # ONNX Runtime embeddings as its reference
+    assert len(extracted) == len(set(extracted)) == 3
     int8 = report["int8"]
+    assert int8["retrieval"]["onnx"] == report["retrieval"]["onnx"]
     assert int8["status"] == "passed" and int8["reason"] is None
     assert int8["calibration"] == {"method": "percentile", "percentile": 99.99, "images": 24,
                                    "seed": 0, "source": "train split"}

@@ -49,7 +49,7 @@ from reidpipe.deploy.parity import (
     strict_fp32,
 )
 from reidpipe.errors import ReidpipeError
-from reidpipe.evaluation.extract import image_sets_from_splits, torch_forward
+from reidpipe.evaluation.extract import extract_embeddings, image_sets_from_splits, torch_forward
 from reidpipe.evaluation.onnx_runtime import onnx_forward
 from reidpipe.filenames import FP16_FILE, INT8_FILE, ONNX_FILE, PARITY_FILE
 from reidpipe.input_contract import META_PREFIX, Forward, Preprocess, contract_metadata
@@ -138,8 +138,10 @@ def export_onnx(net: nn.Module, pre: Preprocess, arch: str, splits_dir: str | Pa
                 "batch_parity": batch_parity(reference, candidate, images,
                                              export.parity_batch_sizes),
             }
+            onnx_embeddings = extract_embeddings(candidate, sets, pre, batch_size, flip)
             report["retrieval"] = retrieval_parity(
-                sets, pre, batch_size, flip, evaluate, {"torch": reference, "onnx": candidate})
+                {"torch": extract_embeddings(reference, sets, pre, batch_size, flip),
+                 "onnx": onnx_embeddings}, evaluate, flip)
             failures = _gate_failures(report, export)
             if failures:
                 shutil.rmtree(out_dir, ignore_errors=True)
@@ -164,8 +166,9 @@ def export_onnx(net: nn.Module, pre: Preprocess, arch: str, splits_dir: str | Pa
                 report["fp16"] = None
             if export.int8:
                 report["int8"], kept = int8_variant(
-                    tmp / ONNX_FILE, candidate, pre, list(read_split(splits_dir, "train")["path"]),
-                    sets, images, export, evaluate, batch_size, flip, device, embed_limit)
+                    tmp / ONNX_FILE, candidate, onnx_embeddings, pre,
+                    list(read_split(splits_dir, "train")["path"]), sets, images, export,
+                    evaluate, batch_size, flip, device, embed_limit)
                 files += kept
             else:
                 report["int8"] = None

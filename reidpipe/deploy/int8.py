@@ -30,6 +30,8 @@ import pandas as pd
 from reidpipe.deploy.onnx_io import EMBED_LIMIT_BYTES, check_onnx, model_files, save_onnx
 from reidpipe.deploy.parity import batch_parity, retrieval_parity
 from reidpipe.errors import ReidpipeError
+from reidpipe.evaluation.embeddings import Embeddings
+from reidpipe.evaluation.extract import extract_embeddings
 from reidpipe.evaluation.onnx_runtime import onnx_forward
 from reidpipe.filenames import INT8_FILE
 from reidpipe.input_contract import Forward, Preprocess, load_image
@@ -166,13 +168,15 @@ def _gate_failures(entry: dict[str, Any], export: ExportParams) -> list[str]:
     return failures
 
 
-def int8_variant(source: Path, reference: Forward, pre: Preprocess, train_paths: Sequence[str],
-                 sets: dict[str, pd.DataFrame], images: np.ndarray, export: ExportParams,
-                 evaluate: EvaluateParams, batch_size: int, flip: bool, device: str = "auto",
+def int8_variant(source: Path, reference: Forward, reference_embeddings: Embeddings,
+                 pre: Preprocess, train_paths: Sequence[str], sets: dict[str, pd.DataFrame],
+                 images: np.ndarray, export: ExportParams, evaluate: EvaluateParams,
+                 batch_size: int, flip: bool, device: str = "auto",
                  embed_limit: int = EMBED_LIMIT_BYTES) -> tuple[dict[str, Any], list[Path]]:
     """Quantize the FP32 graph ``source`` into ``INT8_FILE`` next to it and gate it against
-    ``reference`` (``source`` under ONNX Runtime); returns the report entry and the files kept
-    (none when the gate failed: the entry's ``reason`` says why)."""
+    ``reference`` (``source`` under ONNX Runtime, whose embeddings of ``sets`` the FP32 gate
+    extracted already); returns the report entry and the files kept (none when the gate
+    failed: the entry's ``reason`` says why)."""
     calibration = calibration_sample(list(train_paths), export.int8_calibration_images,
                                      export.int8_seed)
     entry: dict[str, Any] = {
@@ -200,8 +204,9 @@ def int8_variant(source: Path, reference: Forward, pre: Preprocess, train_paths:
         return {**entry, "status": "failed",
                 "reason": f"quantization failed: {type(exc).__name__}: {exc}"}, []
     entry["batch_parity"] = batch_parity(reference, candidate, images, export.parity_batch_sizes)
-    entry["retrieval"] = retrieval_parity(sets, pre, batch_size, flip, evaluate,
-                                          {"onnx": reference, "int8": candidate})
+    entry["retrieval"] = retrieval_parity(
+        {"onnx": reference_embeddings,
+         "int8": extract_embeddings(candidate, sets, pre, batch_size, flip)}, evaluate, flip)
     failures = _gate_failures(entry, export)
     if failures:
         _remove(target)

@@ -9,13 +9,11 @@ import time
 from typing import Any, Iterator, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 
 from reidpipe.errors import ReidpipeError
 from reidpipe.evaluation.embeddings import Embeddings
 from reidpipe.evaluation.evaluate import evaluate_embeddings
-from reidpipe.evaluation.extract import extract_embeddings
 from reidpipe.input_contract import Forward, Preprocess, load_image
 from reidpipe.params import EvaluateParams, ReRankingParams
 
@@ -84,16 +82,16 @@ def metric_deltas(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
     return {key: abs(a[key] - b[key]) * 100.0 for key in a}
 
 
-def retrieval_parity(sets: dict[str, pd.DataFrame], pre: Preprocess, batch_size: int,
-                     flip: bool, evaluate: EvaluateParams,
-                     forwards: dict[str, Forward]) -> dict[str, Any]:
-    """Query/gallery mAP and R1 with a reference and a candidate forward (in that order), their
-    deltas in points and the lowest cosine between the two embeddings of an image."""
-    (ref, _), (cand, _) = forwards.items()
-    emb = {name: extract_embeddings(forward, sets, pre, batch_size, flip)
-           for name, forward in forwards.items()}
+def retrieval_parity(emb: dict[str, Embeddings], evaluate: EvaluateParams,
+                     flip: bool) -> dict[str, Any]:
+    """Query/gallery mAP and R1 of a reference's and a candidate's embeddings of the same images
+    (in that order), their deltas in points and the lowest cosine between the two embeddings of
+    an image. The caller extracts them (``extract_embeddings``), so an embedding set serves
+    several gates."""
+    (ref, reference), (cand, _) = emb.items()
     scores = {name: retrieval(e, evaluate) for name, e in emb.items()}
-    return {"num_query": len(sets["query"]), "num_gallery": len(sets["gallery"]), "flip": flip,
+    return {"num_query": len(reference.query.features),
+            "num_gallery": len(reference.gallery.features), "flip": flip,
             **scores, "delta_points": metric_deltas(scores[ref], scores[cand]),
             "min_cosine": float(min(cosine_rows(getattr(emb[ref], s).features,
                                                 getattr(emb[cand], s).features).min()

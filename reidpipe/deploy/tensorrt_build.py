@@ -27,7 +27,7 @@ import torch
 from reidpipe import atomic
 from reidpipe.deploy.parity import batch_parity, parity_images, retrieval_parity
 from reidpipe.errors import ReidpipeError
-from reidpipe.evaluation.extract import image_sets_from_splits
+from reidpipe.evaluation.extract import extract_embeddings, image_sets_from_splits
 from reidpipe.evaluation.onnx_runtime import onnx_forward
 from reidpipe.filenames import (
     FP16_FILE,
@@ -231,8 +231,10 @@ def _engine_parity(runner: Forward, onnx_dir: Path, pre: Preprocess, splits_dir:
     return {
         "reference": f"onnxruntime {reference_file}",
         "batch_parity": batch_parity(reference, runner, images, sizes),
-        "retrieval": retrieval_parity(sets, pre, batch_size, flip, evaluate,
-                                      {"onnxruntime": reference, "tensorrt": runner}),
+        "retrieval": retrieval_parity(
+            {name: extract_embeddings(forward, sets, pre, batch_size, flip)
+             for name, forward in (("onnxruntime", reference), ("tensorrt", runner))},
+            evaluate, flip),
         "max_metric_delta_points": deploy.max_metric_delta,
     }
 
