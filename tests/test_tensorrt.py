@@ -16,6 +16,7 @@ from reidpipe.cli import main
 from reidpipe.deploy.export_onnx import export_onnx
 from reidpipe.deploy.tensorrt_build import (
     CACHE_FILE,
+    _engine_parity,
     build_plan,
     build_trt,
     latency_batch_sizes,
@@ -23,6 +24,7 @@ from reidpipe.deploy.tensorrt_build import (
     unavailable_reason,
 )
 from reidpipe.errors import ReidpipeError
+from reidpipe.evaluation.onnx_runtime import onnx_forward
 from reidpipe.filenames import (
     FP16_FILE,
     INT8_FILE,
@@ -124,6 +126,23 @@ def test_missing_onnx_folder_is_named(params, splits, tmp_path):
     with pytest.raises(ReidpipeError, match=r"missing/parity.json does not exist"):
         build_trt("resnet_demo", tmp_path / "missing", splits, tmp_path / "t", params.deploy,
                   params.evaluate, batch_size=32)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_engine_parity_block(onnx_dir, splits, params, precision):
+    """An engine's parity block, with ONNX Runtime on the graph the engine would be built from
+    standing in for the TensorRT runner (that needs CUDA): the same embeddings give zero deltas
+    and cosine 1; an INT8 engine is compared with the INT8 graph."""
+    reference = INT8_FILE if precision == "int8" else ONNX_FILE
+    runner, _ = onnx_forward(onnx_dir / reference, PRE)
+    deploy = dataclasses.replace(params.deploy, precision=precision)
+    parity = _engine_parity(runner, onnx_dir, PRE, splits, deploy, params.evaluate,
+                            batch_size=32, flip=False)
+    assert parity["reference"] == f"onnxruntime {reference}"
+    retrieval = parity["retrieval"]
+    assert retrieval["delta_points"] == {"mAP": 0.0, "rank1": 0.0}
+    assert retrieval["min_cosine"] > 1 - 1e-6
+    assert set(retrieval) >= {"onnxruntime", "tensorrt", "num_query", "num_gallery"}
 
 
 @needs_trt
