@@ -216,6 +216,19 @@ def test_products_on_torch_tensors_match_numpy() -> None:
                                rerank.products(a, b), rtol=1e-6, atol=1e-6)
 
 
+def test_pass_on_torch_tensors_matches_dense_oracle(tiny_blocks: None,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole pass as on a GPU (products through torch: fresh arrays, BLAS threads left
+    alone), driven on CPU by handing the ranker torch tensors."""
+    monkeypatch.setattr(rerank, "gemm_operand", lambda feats, device: torch.from_numpy(feats))
+    rng = np.random.default_rng(21)
+    feats, _ = clustered(rng, 80, 8, 6)
+    expected = dense_re_ranking(feats[:15], feats[15:], 6, 3, 0.3)
+    ranker = KReciprocalReRanker(feats, 15, 6, 3, 0.3, device="cpu")
+    assert isinstance(ranker._gemm_feats, torch.Tensor)
+    np.testing.assert_allclose(ranker.distances(0, 15), expected, rtol=0, atol=2e-5)
+
+
 def test_full_disk_is_a_clear_error(tiny_blocks: None, monkeypatch: pytest.MonkeyPatch) -> None:
     def no_space(*args: object) -> int:
         raise OSError(28, "No space left on device")
