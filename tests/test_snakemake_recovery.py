@@ -76,8 +76,7 @@ def test_kill_during_training_resumes_and_concurrent_runs_are_refused(tmp_path: 
     # The demo's ResNet-18: its epochs last long enough for the two refused runs to start and end
     # while the first one is still training.
     repo = make_repo(tmp_path, slow)
-    target = TARGET
-    first = subprocess.Popen(snakemake(target), cwd=repo, env=pipeline_env(repo),
+    first = subprocess.Popen(snakemake(TARGET), cwd=repo, env=pipeline_env(repo),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              start_new_session=True)
     checkpoints = repo / "models" / ARCH / "checkpoints"
@@ -90,18 +89,18 @@ def test_kill_during_training_resumes_and_concurrent_runs_are_refused(tmp_path: 
     # A plain second run stops at the running job's incomplete outputs or at Snakemake's lock
     # (which one it meets first depends on Snakemake's version); one that insists on rerunning
     # them is stopped by the lock. Neither touches the running job.
-    second = run(repo, *snakemake(target), check=False)
+    second = run(repo, *snakemake(TARGET), check=False)
     refusal = second.stdout + second.stderr
     assert second.returncode != 0 and ("incomplete" in refusal or "cannot be locked" in refusal)
-    forced = run(repo, *snakemake(target, "--rerun-incomplete"), check=False)
+    forced = run(repo, *snakemake(TARGET, "--rerun-incomplete"), check=False)
     assert forced.returncode != 0 and "cannot be locked" in forced.stdout + forced.stderr
     assert first.poll() is None
 
     os.killpg(first.pid, signal.SIGTERM)
     first.wait(timeout=120)
-    assert not (repo / target).exists(), "a killed training left a model behind"
+    assert not (repo / TARGET).exists(), "a killed training left a model behind"
 
-    run(repo, *snakemake(target))
+    run(repo, *snakemake(TARGET))
     log = (repo / "logs" / f"train_{ARCH}.log").read_text()
     assert "resuming from" in log
     with open(repo / "models" / ARCH / TRAIN_LOG_FILE) as handle:

@@ -569,12 +569,12 @@ class KReciprocalReRanker:
             # Blocks are merged in order, and a query x gallery strip takes a worker as long as
             # several blocks: twice the workers in flight (and one) keep the others busy
             # behind it.
-            pending = deque(pool.submit(work, i)
-                            for i in range(min(len(blocks), 2 * workers + 1)))
+            ahead = 2 * workers + 1
+            pending = deque(pool.submit(work, i) for i in range(min(len(blocks), ahead)))
             for index, (start, stop, first, end) in enumerate(blocks):
                 result, product_s, select_s = pending.popleft().result()
-                if index + len(pending) + 1 < len(blocks):
-                    pending.append(pool.submit(work, index + len(pending) + 1))
+                if index + ahead < len(blocks):
+                    pending.append(pool.submit(work, index + ahead))
                 self.timings["product_s"] += product_s
                 started = time.perf_counter()
                 hook_s = 0.0
