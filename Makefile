@@ -3,15 +3,34 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PYTHON  ?= python3
+# Exact versions with their hashes: a fresh machine installs what CI tested (README, "The lock").
+LOCK    := requirements.lock
+LOCK_COMPILE = uv pip compile pyproject.toml --extra test --extra slurm --extra lock --universal \
+	--generate-hashes --quiet --custom-compile-command "make lock"
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test lint clean-demo
+.PHONY: demo test lint clean-demo lock check-lock
 
-$(STAMP): pyproject.toml
+# pip, not uv, installs: pip also finds wheels a machine keeps on disk (its find-links), and
+# --require-hashes refuses any file whose hash the lock does not list.
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[test,slurm]"
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+# Rewrite the lock after editing pyproject.toml's dependencies; pinned versions that still satisfy
+# pyproject.toml are kept (UPGRADE=1 moves every package to its newest allowed release).
+lock: $(STAMP)
+	$(BIN)/$(LOCK_COMPILE) $(if $(UPGRADE),--upgrade) -o $(LOCK)
+
+# CI: the lock is what pyproject.toml resolves to (a rewrite that keeps its pins changes nothing).
+check-lock: $(STAMP)
+	cp $(LOCK) $(VENV)/lock.check
+	$(BIN)/$(LOCK_COMPILE) -o $(VENV)/lock.check
+	@cmp -s $(LOCK) $(VENV)/lock.check || { diff $(LOCK) $(VENV)/lock.check | head -40; \
+	  echo "$(LOCK) does not match pyproject.toml: run 'make lock' and commit it" >&2; exit 1; }
+	@echo "$(LOCK) matches pyproject.toml"
 
 # The whole pipeline on the built-in synthetic Market-format dataset, on CPU.
 demo: $(STAMP)
