@@ -208,5 +208,5 @@ def test_cli_reads_defaults_from_params(tmp_path: Path, caplog: pytest.LogCaptur
     assert run_cli(["synth", "--out", str(out), "--params", str(PARAMS), "--ids", "8",
                     "--seed", "5", "--set", "data.synthetic_ids=6", "--workers", "1"]) == 0
     assert "4 train ids" in caplog.text
-    with pytest.raises(ReidpipeError, match="got 2, expected 4 to 9999"):
+    with pytest.raises(ReidpipeError, match="data.synthetic_ids = 2 is out of range"):
         run_cli(["synth", "--out", str(out), "--params", str(PARAMS), "--ids", "2"])

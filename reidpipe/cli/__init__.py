@@ -2,6 +2,8 @@
 
 Each ``reidpipe/cli/<stage>.py`` defines ``register(subparsers, common)``; ``common`` is the parent
 parser that gives every stage ``--params FILE [FILE ...]`` and repeatable ``--set key.path=value``.
+A subcommand flag with a params key behind it is declared with ``add_param_flag``; the one
+precedence rule is ``params_dict_from_args``'s.
 Each ``run`` imports its stage module itself, so building the parser (and running a light stage)
 does not pay for importing torch and Lightning.
 """
@@ -13,12 +15,16 @@ import importlib
 import logging
 import re
 import sys
-from typing import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
 
 from reidpipe import logs
 from reidpipe.errors import ReidpipeError
 from reidpipe.interrupt import Interrupted, signals_interrupt
-from reidpipe.params import DEFAULT_PARAMS_FILE, Params, SourceParams, load_params
+from reidpipe.params import (DEFAULT_PARAMS_FILE, DataParams, Params, SourceParams,
+                             merged_params_dict, params_from_dict)
+from reidpipe.params.merge import apply_override
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +48,86 @@ STAGE_COMMANDS = [
 
 def common_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--params", nargs="+", default=[DEFAULT_PARAMS_FILE], metavar="FILE",
-                        help="parameter files, deep-merged in order (default: params.yaml)")
+    common.add_argument("--params", nargs="+", metavar="FILE",
+                        help=f"parameter files, deep-merged in order (default: "
+                             f"{DEFAULT_PARAMS_FILE}, for the commands that need parameters)")
     common.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY.PATH=VALUE", help="override one parameter (repeatable)")
     return common
 
 
-def params_from_args(args: argparse.Namespace) -> Params:
-    return load_params(args.params, args.overrides)
+@dataclass(frozen=True)
+class ParamFlag:
+    """A subcommand flag with a params key behind it: given, its value is that key's value."""
+
+    option: str        # as typed, e.g. --strict (a BooleanOptionalAction also has --no-strict)
+    dest: str          # its attribute on the parsed arguments
+    key: str           # the params key, e.g. data.strict
+    per_source: bool   # key is a field of data: data.sources.NAME.<field> with --source NAME
+
+
+def add_param_flag(parser: argparse.ArgumentParser, option: str, *, key: str,
+                   per_source: bool = False, help: str, **kwargs: Any) -> None:
+    """Add ``option`` to ``parser`` as the command-line value of params ``key``.
+
+    Left out, the params decide; given, it wins over the params files and ``--set``
+    (``params_dict_from_args``). ``per_source``: ``key`` is ``data.<field>`` and ``--source NAME``
+    moves it to ``data.sources.NAME.<field>``. The parser keeps its flags in its
+    ``param_flags`` default, where the precedence rule (and its test) find them."""
+    where = f"data.sources.NAME.{key.split('.', 1)[1]} with --source NAME" if per_source else ""
+    action = parser.add_argument(option, default=None, help=f"{help} [params: {key}"
+                                 f"{', or ' + where if where else ''}; the flag wins]", **kwargs)
+    flags = parser.get_default("param_flags") or []
+    parser.set_defaults(param_flags=[*flags, ParamFlag(option, action.dest, key, per_source)])
+
+
+def _flag_key(flag: ParamFlag, args: argparse.Namespace, data: dict[str, Any]) -> str:
+    """The params key ``flag`` sets: for a per-source flag, the block ``--source`` names."""
+    name = getattr(args, "source", None)
+    section = data.get("data") if isinstance(data.get("data"), dict) else {}
+    main_source = section.get("source", DataParams().source)
+    if not flag.per_source or name in (None, main_source):
+        return flag.key
+    sources = section.get("sources") if isinstance(section.get("sources"), dict) else {}
+    if name not in sources:
+        raise ReidpipeError(f"--source {name!r}: not data.source ({main_source!r}) nor a key of "
+                            f"data.sources ({sorted(sources)})")
+    return f"data.sources.{name}.{flag.key.split('.', 1)[1]}"
+
+
+def default_params_file(takes_params: bool = True) -> str:
+    """params.yaml, for a command that needs parameters and was given no ``--params``
+    (``takes_params``: the command has that option to offer instead)."""
+    if not Path(DEFAULT_PARAMS_FILE).exists():
+        instead = " or give --params FILE" if takes_params else ""
+        raise ReidpipeError(f"no params file: {DEFAULT_PARAMS_FILE} (the default) does not exist "
+                            f"in {Path.cwd()}; run in the project folder{instead}")
+    return DEFAULT_PARAMS_FILE
+
+
+def params_dict_from_args(args: argparse.Namespace, *, needs_file: bool = True) -> dict[str, Any]:
+    """The parameters of one command, merged but not yet validated, by the one precedence rule:
+
+        built-in defaults < params files (``--params``, in order) < ``--set`` < the
+        subcommand's own flags (``add_param_flag``)
+
+    (the defaults join at validation, which therefore sees the final values). A command that
+    ``needs_file`` reads ``--params``, else ``params.yaml``, which must then exist; any other
+    reads only the files ``--params`` names."""
+    files = args.params
+    if files is None and needs_file:
+        files = [default_params_file()]
+    data = merged_params_dict(files or [], args.overrides)
+    for flag in getattr(args, "param_flags", None) or []:
+        value = getattr(args, flag.dest)
+        if value is not None:
+            apply_override(data, _flag_key(flag, args, data).split("."), value)
+    return data
+
+
+def params_from_args(args: argparse.Namespace, *, needs_file: bool = True) -> Params:
+    """The validated parameters of one command (``params_dict_from_args``)."""
+    return params_from_dict(params_dict_from_args(args, needs_file=needs_file))
 
 
 def add_source_argument(parser: argparse.ArgumentParser) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from reidpipe.cli import add_source_argument, params_from_args, source_from_args
+from reidpipe.cli import add_param_flag, add_source_argument, params_from_args, source_from_args
 
 log = logging.getLogger(__name__)
 
@@ -19,11 +19,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                     "folder, or download it from the mirrors (resuming partial downloads); check "
                     "its MD5 and extract it atomically. custom: use the folder where it lies. "
                     "synthetic: generate it (data.synthetic_layout, _ids, _seed).")
-    parser.add_argument("--url", dest="urls", action="append", metavar="URL",
-                        help="download from this URL instead of data.urls (repeatable)")
-    parser.add_argument("--archive", metavar="PATH",
-                        help="use this local zip or dataset folder instead of downloading "
-                             "(default: data.archive_path)")
+    add_param_flag(parser, "--url", key="data.urls", per_source=True, dest="urls",
+                   action="append", metavar="URL",
+                   help="download from this URL, mirrors tried in order (repeatable)")
+    add_param_flag(parser, "--archive", key="data.archive_path", per_source=True,
+                   metavar="PATH", help="use this local zip or dataset folder instead of "
+                                        "downloading")
     parser.add_argument("--out", metavar="DIR",
                         help="dataset folder to create (default: data.dataset_dir)")
     add_source_argument(parser)
@@ -33,6 +34,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 def run(args: argparse.Namespace) -> int:
     from reidpipe.data.download import obtain_dataset
     params = params_from_args(args)
+    # --url/--archive are in the block already; given again, a synthetic source refuses them
+    # (while it ignores the data.urls a params file may keep).
     result = obtain_dataset(source_from_args(args, params), urls=args.urls, archive=args.archive,
                            dataset_dir=args.out)
     state = "reused" if result.reused else "extracted"

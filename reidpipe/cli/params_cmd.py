@@ -1,5 +1,6 @@
 """``reidpipe params``: print or write the effective parameters, the JSON schema, or the
-overrides converted from a TAO experiment spec (``--from-tao``)."""
+overrides converted from a TAO experiment spec (``--from-tao``). Only the first needs a params
+file (default params.yaml); the schema and a conversion read only the files ``--params`` names."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import sys
 import yaml
 
 from reidpipe import atomic
-from reidpipe.cli import params_from_args
+from reidpipe.cli import params_dict_from_args, params_from_args
 from reidpipe.errors import ReidpipeError
-from reidpipe.params import json_schema, merged_params_dict, params_to_dict
+from reidpipe.params import json_schema, params_to_dict
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     mode.add_argument("--schema", action="store_true", help="emit the JSON schema instead")
     mode.add_argument("--from-tao", metavar="SPEC",
                       help="convert a TAO ReIdentificationNet experiment spec into overrides "
-                           "(validated on top of --params) and print the key table")
+                           "(validated on top of --params, when given) and print the key table")
     parser.add_argument("--arch", help="with --from-tao: name of the arch the spec becomes "
                                        "(default: after its backbone, e.g. resnet50, swin_tiny)")
     parser.add_argument("--out", help="write to this file instead of standard output")
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
         conversion = convert_tao_spec(args.from_tao, args.arch)
         validate_conversion(conversion, args.from_tao,
-                            merged_params_dict(args.params, args.overrides))
+                            params_dict_from_args(args, needs_file=False))
         text, table = conversion.yaml_text(args.from_tao), conversion.table()
     else:
         text = yaml.safe_dump(params_to_dict(params_from_args(args)), sort_keys=False)

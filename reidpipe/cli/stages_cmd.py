@@ -6,12 +6,13 @@ import argparse
 import sys
 
 from reidpipe import atomic
+from reidpipe.cli import default_params_file
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser("stages", help="show the stage table or generate dvc.yaml")
     parser.add_argument("--dvc-yaml", action="store_true",
-                        help="emit dvc.yaml (generated from the table) instead")
+                        help="emit dvc.yaml (generated from the table and params.yaml) instead")
     parser.add_argument("--out", help="write to this file instead of standard output")
     parser.set_defaults(run=run)
 
@@ -19,7 +20,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 def run(args: argparse.Namespace) -> int:
     from reidpipe import stages
 
-    text = stages.dvc_yaml() if args.dvc_yaml else stages.describe()
+    if args.dvc_yaml:
+        default_params_file(takes_params=False)  # dvc.yaml lists params.yaml's sources, archs
+        text = stages.dvc_yaml()
+    else:
+        text = stages.describe()
     if args.out:
         atomic.write_text(args.out, text)
     else:
