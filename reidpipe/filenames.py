@@ -19,6 +19,10 @@ SPLITS_DIR = "splits"
 TRAIN_SET_DIR = "train_set"  # the training sources' train/val manifests, merged (combine)
 SOURCES_DIR = "sources"      # results/sources/<name>/: validation.json and splits/ of each
 
+# models/seeds/<arch>/seed<N>/ and results/seeds/<arch>/seed<N>/: the seed-spread runs
+# (pipeline.seeds), laid out as models/<arch>/ and results/<arch>/
+SEEDS_DIR = "seeds"
+
 # results/<arch>/cross/<name>/: embeddings/, metrics.json, cmc.csv, per_query.csv on a further
 # source's test set (cross-domain evaluation)
 CROSS_DIR = "cross"
@@ -57,6 +61,8 @@ PACKAGE_MANIFEST_FILE = "package.json"
 REPORT_MARKDOWN = "index.md"
 REPORT_HTML = "index.html"
 FIGURES_DIR = "figures"
+SEED_SPREAD_FILE = "seed_spread.json"  # mean, std, min and max of each metric over the seeds
+ENVIRONMENT_FILE = "environment.json"  # each arch's training environment (reidpipe.environment)
 
 
 def embedding_array(set_name: str) -> str:

@@ -29,6 +29,7 @@ from reidpipe.filenames import (
     CMC_FILE,
     DEPLOY_DIR,
     CROSS_DIR,
+    ENVIRONMENT_FILE,
     DATA_DIR,
     EMBEDDINGS_DIR,
     FIGURES_DIR,
@@ -41,6 +42,8 @@ from reidpipe.filenames import (
     REPORT_MARKDOWN,
     REPORTS_DIR,
     RESULTS_DIR,
+    SEED_SPREAD_FILE,
+    SEEDS_DIR,
     SOURCES_DIR,
     SPLITS_DIR,
     TENSORRT_DIR,
@@ -63,6 +66,7 @@ WILDCARDS: dict[str, str | Callable[[Params], list[str]]] = {
     "arch": "pipeline.archs",
     "source": Params.extra_sources,     # further sources: prepared in data/<name>
     "test_set": Params.cross_sources,   # further test sets: cross-domain evaluation
+    "seed": Params.spread_seeds,        # the seed-spread runs
 }
 
 DATASET = "${data.dataset_dir}"
@@ -79,6 +83,9 @@ SOURCE_RESULTS = f"{RESULTS_DIR}/{SOURCES_DIR}/{{source}}"
 SOURCE_SPLITS = f"{SOURCE_RESULTS}/{SPLITS_DIR}"
 TRAIN_SET = f"{RESULTS_DIR}/{TRAIN_SET_DIR}"
 CROSS = f"{ARCH_RESULTS}/{CROSS_DIR}/{{test_set}}"
+SEED_MODEL = f"{MODELS_DIR}/{SEEDS_DIR}/{{arch}}/seed{{seed}}"
+SEED_RESULTS = f"{RESULTS_DIR}/{SEEDS_DIR}/{{arch}}/seed{{seed}}"
+SEED_SPREAD = f"{REPORTS_DIR}/{SEED_SPREAD_FILE}"
 
 
 @dataclass(frozen=True)
@@ -103,13 +110,29 @@ class AllOf:
 
 
 @dataclass(frozen=True)
+class When:
+    """An input taken only when ``needed`` says so for the params (the report reads the seed
+    spread only when the run measures one)."""
+
+    path: str
+    needed: Callable[[Params], bool]
+
+
+def _measures_spread(params: Params) -> bool:
+    return bool(params.spread_seeds())
+
+
+@dataclass(frozen=True)
 class Stage:
     name: str
     command: str
     outputs: Mapping[str, Output]
-    inputs: Mapping[str, str | AllOf] = field(default_factory=dict)
+    inputs: Mapping[str, str | AllOf | When] = field(default_factory=dict)
     params: Sequence[str] = ()
     cli: str = ""  # the module under reidpipe.cli running the stage; default: the stage's name
+    # Whether the params ask for the stage at all (a stage with wildcards also has no job when a
+    # wildcard has no values)
+    wanted: Callable[[Params], bool] = lambda params: True
 
     @property
     def cli_module(self) -> str:
@@ -216,6 +239,37 @@ STAGES: tuple[Stage, ...] = (
                    "cmc": Output(f"{CROSS}/{CMC_FILE}", dvc="plot", plot_x="rank"),
                    "per_query": Output(f"{CROSS}/{PER_QUERY_FILE}")},
           params=("re_ranking", "evaluate", "report.top_k"), cli="evaluate"),
+    # The seed spread (pipeline.seeds): each arch trained, extracted and evaluated once per seed.
+    Stage("train_seed",
+          command="reidpipe train --arch {arch} --set train.seed={seed} --splits {input.splits}"
+                  " --out " + SEED_MODEL,
+          inputs={"splits": TRAIN_SET},
+          outputs={"model": Output(f"{SEED_MODEL}/{MODEL_FILE}"),
+                   "config": Output(f"{SEED_MODEL}/{TRAIN_CONFIG_FILE}"),
+                   "train_log": Output(f"{SEED_MODEL}/{TRAIN_LOG_FILE}")},
+          params=("model", "dataset", "train", "archs.{arch}"), cli="train"),
+    Stage("extract_seed",
+          command="reidpipe extract --arch {arch} --model " + SEED_MODEL
+                  + " --splits {input.splits} --out {output.embeddings}",
+          inputs={"model": f"{SEED_MODEL}/{MODEL_FILE}", "splits": SPLITS},
+          outputs={"embeddings": Output(f"{SEED_RESULTS}/{EMBEDDINGS_DIR}", directory=True)},
+          params=("model.input_height", "model.input_width", "model.with_flip_feature",
+                  "dataset.pixel_mean", "dataset.pixel_std", "dataset.num_workers", "extract",
+                  "archs.{arch}"), cli="extract"),
+    Stage("evaluate_seed",
+          command="reidpipe evaluate --embeddings {input.embeddings} --out {output.metrics}"
+                  " --cmc {output.cmc} --per-query {output.per_query}",
+          inputs={"embeddings": f"{SEED_RESULTS}/{EMBEDDINGS_DIR}"},
+          outputs={"metrics": Output(f"{SEED_RESULTS}/{METRICS_FILE}"),
+                   "cmc": Output(f"{SEED_RESULTS}/{CMC_FILE}"),
+                   "per_query": Output(f"{SEED_RESULTS}/{PER_QUERY_FILE}")},
+          params=("re_ranking", "evaluate", "report.top_k"), cli="evaluate"),
+    Stage("seed_spread",
+          command=f"reidpipe seed-spread --results {RESULTS_DIR} --out {{output.spread}}",
+          inputs={"seeds": AllOf(f"{SEED_RESULTS}/{METRICS_FILE}"),
+                  "single": AllOf(f"{ARCH_RESULTS}/{METRICS_FILE}")},
+          outputs={"spread": Output(SEED_SPREAD, dvc="metric")},
+          params=("pipeline.archs", "pipeline.seeds"), wanted=_measures_spread),
     Stage("export_onnx",
           command="reidpipe export-onnx --arch {arch} --model " + ARCH_MODEL
                   + " --splits {input.splits} --out {output.onnx}",
@@ -249,12 +303,14 @@ STAGES: tuple[Stage, ...] = (
                   "deploy": AllOf(DEPLOY),
                   "config": AllOf(f"{ARCH_MODEL}/{TRAIN_CONFIG_FILE}"),
                   "train_log": AllOf(f"{ARCH_MODEL}/{TRAIN_LOG_FILE}"),
-                  "cross": AllOf(f"{CROSS}/{METRICS_FILE}")},
+                  "cross": AllOf(f"{CROSS}/{METRICS_FILE}"),
+                  "seed_spread": When(SEED_SPREAD, _measures_spread)},
           outputs={"markdown": Output(f"{REPORTS_DIR}/{REPORT_MARKDOWN}"),
                    "html": Output(f"{REPORTS_DIR}/{REPORT_HTML}"),
                    "metrics": Output(f"{REPORTS_DIR}/{METRICS_FILE}", dvc="metric"),
+                   "environment": Output(f"{REPORTS_DIR}/{ENVIRONMENT_FILE}", dvc="git"),
                    "figures": Output(f"{REPORTS_DIR}/{FIGURES_DIR}", directory=True)},
-          params=("pipeline.archs", "pipeline.eval_sources", "data.source",
+          params=("pipeline.archs", "pipeline.eval_sources", "pipeline.seeds", "data.source",
                   "data.train_sources", "report")),
 )
 
@@ -313,6 +369,8 @@ def snakemake_inputs(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
                           else wildcard_values(config, w))
                 combos = [dict(c, **{w: v}) for c in combos for v in values]
             inputs[key] = [path.format(**c) for c in combos]
+        elif isinstance(value, When):
+            inputs[key] = [value.path] if value.needed(params_from_dict(config)) else []
         else:
             inputs[key] = _resolve(value, config)
     return inputs
@@ -391,7 +449,7 @@ def _dvc_stage(st: Stage, params: Params) -> dict[str, Any] | None:
     """The stage's dvc.yaml entry; ``None`` when a derived wildcard has no values (no job)."""
     wildcards = st.wildcards
     lists = {w: _dvc_values(w, params) for w in wildcards}
-    if any(not values for values in lists.values()):
+    if not st.wanted(params) or any(not values for values in lists.values()):
         return None
 
     def path(template: str) -> str:
@@ -428,11 +486,21 @@ def _dvc_stage(st: Stage, params: Params) -> dict[str, Any] | None:
     return {"matrix": lists, **body}
 
 
-def _expands_to_nothing(value: str | AllOf, params: Params) -> bool:
+def _expands_to_nothing(value: str | AllOf | When, params: Params) -> bool:
     if isinstance(value, str):
         return False
+    if isinstance(value, When):
+        return not value.needed(params)
     return any(not (value.over[w](params) if w in value.over else _dvc_values(w, params))
                for w in _wildcards(value.path))
+
+
+def _describe_input(value: str | AllOf | When) -> str:
+    if isinstance(value, AllOf):
+        return f"all of {value.path}"
+    if isinstance(value, When):
+        return f"{value.path} (when the params ask for it)"
+    return value
 
 
 def describe() -> str:
@@ -443,7 +511,7 @@ def describe() -> str:
         lines += [f"{st.name}{each}",
                   f"  command: {st.command} --params FILES",
                   f"  code:    {' '.join(st.code_files())}",
-                  "  inputs:  " + " ".join(f"{k}={v if isinstance(v, str) else 'all of ' + v.path}"
+                  "  inputs:  " + " ".join(f"{k}={_describe_input(v)}"
                                            for k, v in st.inputs.items()),
                   "  outputs: " + " ".join(f"{k}={o.path}" for k, o in st.outputs.items()),
                   f"  params:  {' '.join(st.params)}", ""]

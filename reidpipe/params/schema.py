@@ -199,6 +199,11 @@ class TrainParams:
     resume_training_checkpoint_path: str = _f("", doc="resume from this checkpoint")
     clip_grad_norm: float = _f(0.0, ge=0, doc="0 disables clipping")
     max_steps_per_epoch: int = _f(0, ge=0, doc="0: full epochs; >0 caps steps (smoke runs)")
+    num_threads: int = _f(0, ge=0, doc="CPU intra-op threads (0: as the process was given, e.g. "
+                                       "OMP_NUM_THREADS); the count changes reduction order, so "
+                                       "a fixed count is needed for bit-identical reruns")
+    deterministic: bool = _f(True, doc="deterministic algorithms (torch); on a GPU, ops without "
+                                       "a deterministic kernel warn instead of failing")
     optim: OptimParams = field(default_factory=OptimParams)
 
 
@@ -328,6 +333,8 @@ class PipelineParams:
     eval_sources: list[str] = _f(
         [], doc="test sets every arch is evaluated on (data.source or keys of data.sources); "
                 "[]: the training sources")
+    seeds: list[int] = _f([], doc="seed spread: each arch is also trained, extracted and "
+                                        "evaluated once per train.seed listed here ([]: not)")
 
 
 @dataclass
@@ -394,6 +401,10 @@ class Params:
 
     def extra_train_sources(self) -> list[str]:
         return [name for name in self.train_sources() if name != self.data.source]
+
+    def spread_seeds(self) -> list[str]:
+        """The seeds of the seed-spread runs (pipeline.seeds), each once."""
+        return [str(seed) for seed in dict.fromkeys(self.pipeline.seeds)]
 
     def cross_sources(self) -> list[str]:
         """The test sets besides data.source's (cross-domain evaluation)."""

@@ -2,8 +2,9 @@
 
 Writes ``index.md`` (figures as sibling PNGs), a self-contained ``index.html`` (figures as base64
 data URIs, inline CSS), ``metrics.json`` (``{arch: {"plain": {...}, "reranked": {...}}}``, the DVC
-metrics file) and the figures ``figures/cmc.png``, ``figures/<arch>_matches.png``,
-``figures/<arch>_training.png``.
+metrics file), ``environment.json`` (each arch's training environment, kept in git so the next
+report and the CI gate can say what differs) and the figures ``figures/cmc.png``,
+``figures/<arch>_matches.png``, ``figures/<arch>_training.png``.
 Deltas are taken against the ``metrics.json`` committed at git HEAD in the output folder, when
 there is one. Both documents are rendered from one list of blocks, so they cannot disagree.
 """
@@ -20,6 +21,8 @@ from pathlib import Path
 from reidpipe import atomic
 from reidpipe.errors import ReidpipeError
 from reidpipe.filenames import (
+    ENVIRONMENT_FILE,
+    SEED_SPREAD_FILE,
     CROSS_DIR,
     FIGURES_DIR,
     METRICS_FILE,
@@ -31,6 +34,8 @@ from reidpipe.params import Params
 from reidpipe.report import figures as report_figures
 from reidpipe.report.document import Block, Figure, Heading, Paragraph
 from reidpipe.report.readers import load_arch, read_baseline, read_metrics
+from reidpipe.report.reproducibility import environments, reproducibility_section
+from reidpipe.report.spread import read_spread
 from reidpipe.report.render import render_html, render_markdown
 from reidpipe.report.sections import (
     SAMPLE_SEED,
@@ -62,6 +67,8 @@ def build_report(params: Params, results_dir: str | Path, models_dir: str | Path
                                             / METRICS_FILE)
              for test_set in params.cross_sources() for name in names}
     baseline = read_baseline(out_dir)
+    # The spread is an input only where this run measures one (pipeline.seeds)
+    spread = read_spread(out_dir / SEED_SPREAD_FILE) if params.spread_seeds() else None
     opts = params.report
     created = not out_dir.exists()
     try:
@@ -79,6 +86,7 @@ def build_report(params: Params, results_dir: str | Path, models_dir: str | Path
             Figure(f"{FIGURES_DIR}/cmc.png", "CMC curves of all architectures: solid = plain ranking, dashed = "
                               "re-ranked; legend gives rank-1")]
         blocks += validation_section(results_dir / VALIDATION_FILE)
+        blocks += reproducibility_section(archs, baseline, spread)
         for arch in archs:
             blocks.append(Heading(2, f"Architecture {arch.name}"))
             top_k = min(opts.top_k, max((len(top_indices(v, len(arch.gallery), opts.top_k))
@@ -102,6 +110,8 @@ def build_report(params: Params, results_dir: str | Path, models_dir: str | Path
             json.dumps({**{a.name: a.metrics for a in archs},
                         **{f"{arch}@{test_set}": m for (test_set, arch), m in cross.items()}},
                        indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        (staging / ENVIRONMENT_FILE).write_text(
+            json.dumps(environments(archs), indent=2) + "\n", encoding="utf-8")
         files = sorted(p.name for p in staging.iterdir())
         for name in files:
             if name == FIGURES_DIR:

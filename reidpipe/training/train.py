@@ -22,7 +22,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 import lightning as L
 import torch
@@ -31,7 +31,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.environments import LightningEnvironment
 from lightning.pytorch.strategies import DDPStrategy
 
-from reidpipe import atomic
+from reidpipe import atomic, environment
 from reidpipe.data.manifest import manifest_path
 from reidpipe.devices import GPU_WAIT_S, GpuLease, allocate_gpus
 from reidpipe.errors import ReidpipeError
@@ -81,6 +81,15 @@ def auto_precision(capability: tuple[int, int] | None) -> str:
     if capability is None:
         return "32"
     return "bf16-mixed" if capability >= (8, 0) else "16-mixed"
+
+
+def deterministic_mode(enabled: bool, accelerator: str) -> bool | Literal["warn"]:
+    """Lightning's ``Trainer(deterministic=...)``: deterministic algorithms (and, on CUDA, the
+    cuBLAS workspace setting they need). Every CPU op has a deterministic kernel; on a GPU some
+    (e.g. adaptive average pooling's backward) have none, so there they warn instead of failing."""
+    if not enabled:
+        return False
+    return True if accelerator == "cpu" else "warn"
 
 
 def resolve_runtime(cfg: ArchConfig, env: dict[str, str] | None = None) -> Runtime:
@@ -174,6 +183,8 @@ def train_arch(cfg: ArchConfig, splits_dir: str | Path, out_dir: str | Path,
     if note:
         log.info("note: %s", note)
 
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     datamodule = ReidDataModule(splits_dir, cfg)
     module = ReidModule(cfg, datamodule.num_classes)
@@ -199,6 +210,7 @@ def train_arch(cfg: ArchConfig, splits_dir: str | Path, out_dir: str | Path,
         strategy=(DDPStrategy(find_unused_parameters=not module.plan.use_id) if multi
                   else "auto"),
         precision=runtime.precision,  # type: ignore[arg-type]
+        deterministic=deterministic_mode(cfg.train.deterministic, runtime.accelerator),
         max_epochs=cfg.train.num_epochs,
         limit_train_batches=cfg.train.max_steps_per_epoch or 1.0,
         callbacks=[epoch_log, checkpoints],
@@ -211,7 +223,8 @@ def train_arch(cfg: ArchConfig, splits_dir: str | Path, out_dir: str | Path,
                  "num_classes": datamodule.num_classes, "fingerprint": stamp,
                  "epochs": trainer.current_epoch}
         config = {**arch_to_dict(cfg),
-                  PRETRAINED_KEY: pretrained_weights(cfg.model, module.net.backbone)}
+                  PRETRAINED_KEY: pretrained_weights(cfg.model, module.net.backbone),
+                  environment.CONFIG_KEY: environment.record(runtime.accelerator, trainer.world_size)}
         _write_outputs(out_dir, saved, epoch_log.frame(), config)
     return epoch_log.rows[-1] if epoch_log.rows else {}
 

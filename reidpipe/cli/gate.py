@@ -1,0 +1,53 @@
+"""``reidpipe gate --baseline FILE [--metrics FILE] [--spread FILE]``: CI's check of the demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "gate", help="a run's metrics against a committed baseline, each within the band the "
+                     "seed spread gives it (exit 1 when one is outside)")
+    parser.add_argument("--baseline", required=True, type=Path, metavar="FILE",
+                        help="the baseline metrics (e.g. `git show HEAD:reports/metrics.json`)")
+    parser.add_argument("--metrics", default=Path("reports/metrics.json"), type=Path,
+                        metavar="FILE", help="this run's metrics (default: reports/metrics.json)")
+    parser.add_argument("--spread", default=Path("reports/seed_spread.json"), type=Path,
+                        metavar="FILE", help="the measured seed spread (default: "
+                                             "reports/seed_spread.json)")
+    parser.add_argument("--environment", type=Path, metavar="FILE",
+                        help="this run's environment record (reports/environment.json)")
+    parser.add_argument("--baseline-environment", type=Path, metavar="FILE",
+                        help="the baseline's environment record")
+    parser.add_argument("--summary", type=Path, metavar="FILE",
+                        help="also append the table to this Markdown file (a CI job summary)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from reidpipe.report.gate import environment_notes, gate_rows, gate_table
+    from reidpipe.report.readers import read_json
+    from reidpipe.report.spread import read_spread
+
+    rows = gate_rows(read_json(args.baseline), read_json(args.metrics), read_spread(args.spread))
+    failed = [row for row in rows if not row.passed]
+    notes = []
+    if args.environment and args.baseline_environment:
+        notes = environment_notes(read_json(args.baseline_environment),
+                                  read_json(args.environment))
+    verdict = (f"{len(failed)} of {len(rows)} metrics outside their bands" if failed else
+               f"all {len(rows)} metrics within their bands")
+    text = "\n".join([f"## Metrics against the baseline {args.baseline}, bands from {args.spread}",
+                      "", gate_table(rows), "", *[f"- {note}" for note in notes], "",
+                      f"**{verdict}**", ""])
+    print(text)
+    if args.summary:
+        with args.summary.open("a", encoding="utf-8") as summary:
+            summary.write(text + "\n")
+    (log.error if failed else log.info)(verdict)
+    return 1 if failed else 0

@@ -1,0 +1,122 @@
+"""Same machine, same settings: bit-identical training. Elsewhere: the recorded environment says
+what differs, and the CI gate judges metrics within bands measured over training seeds."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from market_fixtures import make_tiny_market
+
+from reidpipe.data.split import make_split
+from reidpipe.environment import DECIDING_KEYS, differences
+from reidpipe.report.gate import band, gate_rows
+from reidpipe.training.train import deterministic_mode
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures" / "gate"
+CLI = [sys.executable, "-m", "reidpipe"]
+TINY = {
+    "pipeline": {"archs": ["tiny"]},
+    "model": {"backbone": "resnet18", "pretrain_choice": "", "input_width": 16,
+              "input_height": 32, "feat_dim": 32},
+    # one loader worker: its augmentation RNG must be seeded too, whatever its timing
+    "dataset": {"batch_size": 4, "val_batch_size": 16, "num_workers": 1, "padding": 2,
+                "num_instances": 2},
+    "train": {"num_epochs": 2, "checkpoint_interval": 1, "validation_interval": 1,
+              "max_steps_per_epoch": 3, "num_gpus": 0, "num_threads": 2,
+              "optim": {"lr_steps": [1], "warmup_epochs": 1}},
+    "archs": {"tiny": {}},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("repro")
+    make_tiny_market(root / "market", train_ids=10)
+    make_split(root / "market", root / "splits", val_ids=2, seed=0)
+    (root / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+
+    def train(name: str) -> Path:
+        out = root / name
+        subprocess.run([*CLI, "train", "--arch", "tiny", "--splits", str(root / "splits"),
+                        "--out", str(out), "--params", str(ROOT / "params.yaml"),
+                        str(root / "tiny.yaml")], check=True, cwd=root, capture_output=True)
+        return out
+
+    return train("first"), train("second")
+
+
+def test_training_twice_gives_bit_identical_weights_and_metrics(tiny_run):
+    first, second = tiny_run
+    a = torch.load(first / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(second / "model.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys()
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    logs = [pd.read_csv(run / "train_log.csv").drop(columns="seconds") for run in (first, second)]
+    pd.testing.assert_frame_equal(*logs, check_exact=True)  # losses, lr, val mAP / R1 per epoch
+    assert logs[0]["val_mAP"].notna().all()
+
+
+def test_the_training_environment_is_recorded(tiny_run):
+    config = yaml.safe_load((tiny_run[0] / "config.yaml").read_text())
+    record = config["environment"]
+    assert set(DECIDING_KEYS) <= set(record)
+    assert record["intra_op_threads"] == 2  # train.num_threads
+    assert record["deterministic"] is True and record["world_size"] == 1
+    assert record["cpu_isa"] == torch.backends.cpu.get_cpu_capability()
+    assert record["torch"] == str(torch.__version__) and record["gpu_count"] == 0
+    other = dict(record, cpu_isa="AVX2" if record["cpu_isa"] != "AVX2" else "AVX512")
+    assert differences(record, other) == [f"cpu_isa: {record['cpu_isa']} vs {other['cpu_isa']}"]
+    assert differences(record, dict(record)) == []
+
+
+def test_deterministic_mode_per_accelerator():
+    assert deterministic_mode(True, "cpu") is True
+    assert deterministic_mode(True, "gpu") == "warn"  # some CUDA backward ops have no such kernel
+    assert deterministic_mode(False, "cpu") is False and deterministic_mode(False, "gpu") is False
+
+
+def test_band_is_the_t_prediction_bound_of_a_difference():
+    # t(0.995, 4) = 4.6041 (Student's t table); sqrt(2) for the difference of two runs
+    assert band(0.01, 5) == pytest.approx(4.6041 * 0.01 * 2 ** 0.5, rel=1e-4)
+    assert band(0.0, 5) == 0.0
+
+
+def gate(*files: Path, summary: Path | None = None) -> subprocess.CompletedProcess:
+    baseline, metrics = files
+    extra = ["--summary", str(summary)] if summary else []
+    return subprocess.run([*CLI, "gate", "--baseline", str(baseline), "--metrics", str(metrics),
+                           "--spread", str(FIXTURES / "seed_spread.json"), *extra],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_gate_passes_a_rerun_on_another_cpu_and_fails_a_real_regression(tmp_path):
+    """Real demo results (tests/fixtures/gate/README.md says where each was measured): the
+    baseline, a rerun of the same commit on a CPU of another ISA, and the demo trained for half
+    its epochs."""
+    baseline = FIXTURES / "baseline_metrics.json"
+    rerun = gate(baseline, FIXTURES / "other_cpu_metrics.json", summary=tmp_path / "summary.md")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "all 20 metrics within their bands" in rerun.stdout
+    assert "| resnet_demo | plain | mAP |" in (tmp_path / "summary.md").read_text()
+    regression = gate(baseline, FIXTURES / "half_epochs_metrics.json")
+    assert regression.returncode == 1
+    assert "**FAIL**" in regression.stdout and "outside their bands" in regression.stdout
+
+
+def test_gate_fails_rows_it_cannot_judge():
+    spread = json.loads((FIXTURES / "seed_spread.json").read_text())
+    baseline = json.loads((FIXTURES / "baseline_metrics.json").read_text())
+    current = {"resnet_demo": baseline["resnet_demo"]}  # swin_demo missing from this run
+    rows = gate_rows(baseline, current, spread)
+    failed = {(row.arch, row.problem) for row in rows if not row.passed}
+    assert failed == {("swin_demo", "not in this run's metrics")}
+    del spread["archs"]["resnet_demo"]
+    rows = gate_rows(baseline, baseline, spread)
+    assert {row.problem for row in rows if row.arch == "resnet_demo"} == {
+        "no seed spread measured for it"}
