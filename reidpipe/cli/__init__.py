@@ -43,6 +43,7 @@ STAGE_COMMANDS = [
     "build_trt",
     "package",
     "report",
+    "convert_weights",
 ]
 
 

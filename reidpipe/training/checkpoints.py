@@ -6,7 +6,9 @@ a bit flip on a shared filesystem. Resuming then falls back to the newest readab
 checkpoint in the run's own folder (there is one when a kill fell between writing a checkpoint and
 deleting its predecessor), else to the configured start, and says so; with neither the run
 starts afresh. A configured ``train.resume_training_checkpoint_path`` that cannot be used is an
-error: silently training from scratch instead is not what was asked for.
+error: silently training from scratch instead is not what was asked for. So is a checkpoint whose
+pickle names anything beyond tensors and plain values (it could run code when unpickled), wherever
+it lies: nothing of it is unpickled.
 """
 
 from __future__ import annotations
@@ -22,11 +24,16 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from reidpipe import atomic
 from reidpipe.errors import ReidpipeError
+from reidpipe.training.weights_trust import load_restricted
 
 log = logging.getLogger(__name__)
 
 SUFFIX = ".ckpt"
 _EPOCH = re.compile(r"(\d+)")
+RESUME_WAY_OUT = ("resume from a checkpoint `reidpipe train` wrote (tensors and plain values "
+                  "only); to start from a trusted file's weights instead, `reidpipe "
+                  "convert-weights {path} --out OUT.safetensors --trust` and give OUT as "
+                  "model.pretrained_model_path")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -58,7 +65,8 @@ def own_checkpoints(folder: Path) -> list[Path]:
 
 def checkpoint_problem(path: Path, expected: Mapping[str, torch.Tensor] | None = None) -> str | None:
     """Why ``path`` cannot be resumed from (None: it can). ``expected`` is the model's state dict:
-    a checkpoint of another network is named as such rather than failing inside Lightning."""
+    a checkpoint of another network is named as such rather than failing inside Lightning. A
+    checkpoint naming globals beyond tensors and plain values is a ReidpipeError instead."""
     if path.is_dir():
         return "it is a directory, not a checkpoint file"
     if not path.is_file():
@@ -72,7 +80,9 @@ def checkpoint_problem(path: Path, expected: Mapping[str, torch.Tensor] | None =
                 broken = archive.testzip()
             if broken is not None:
                 return f"its entry {broken} is corrupt (CRC mismatch)"
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = load_restricted(path, allowed=(), way_out=RESUME_WAY_OUT)
+    except ReidpipeError:   # it names code to run: an error, not a checkpoint to skip
+        raise
     except Exception as exc:  # noqa: BLE001 - torch/zipfile/pickle each raise their own types
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return f"it is truncated or not a checkpoint ({first})"

@@ -31,6 +31,7 @@ from reidpipe.params import (
 )
 from reidpipe.training import swin
 from reidpipe.training.pretrained import load_backbone_weights
+from reidpipe.training.weights_trust import load_restricted
 
 _IMG_SIZE_FAMILIES = ("swin", "vit", "deit")
 
@@ -145,7 +146,11 @@ def load_trained_model(model_dir: Path) -> tuple[nn.Module, ArchConfig]:
     if path.stat().st_size == 0:
         raise ReidpipeError(f"{path} is empty (0 bytes); rerun `reidpipe train`")
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved = load_restricted(path, allowed=(), way_out=(
+            "`reidpipe train` writes model.pt with tensors and plain values only: pass a folder it "
+            "wrote, or train again"))
+    except ReidpipeError:
+        raise
     except Exception as exc:  # noqa: BLE001 - torch raises pickle, zip and runtime errors alike
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ReidpipeError(f"{path} is not a reidpipe trained model (unreadable: {first})") \

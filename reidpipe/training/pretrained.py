@@ -3,8 +3,10 @@
 Accepted: timm and Microsoft Swin state dicts; SOLIDER (``checkpoint_tea.pth``:
 ``{'teacher': {'backbone.<mmseg name>': ...}}``) and TAO Swin checkpoints, whose mmseg-style names
 are mapped onto timm's, patch merging's channel order included; Lightning checkpoints and reidpipe's
-own model files; as .pth/.pt/.ckpt or .safetensors. Every load logs a report (filled / missing /
-unexpected / reshaped ...) and fails when under ``MIN_FILLED`` of the backbone's tensors were filled.
+own model files; as .pth/.pt/.ckpt (read without running them: ``weights_trust``) or .safetensors
+(which ``reidpipe convert-weights --trust`` writes from a file refused as unsafe). Every load logs a
+report (filled / missing / unexpected / reshaped ...) and fails when under ``MIN_FILLED`` of the
+backbone's tensors were filled.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from timm.layers import resize_rel_pos_bias_table
 from timm.models import adapt_input_conv
 from torch import nn
 
+from reidpipe import atomic
 from reidpipe.errors import ReidpipeError
+from reidpipe.training.weights_trust import load_restricted, load_trusted, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +50,8 @@ _MS_DOWNSAMPLE = re.compile(r"layers\.(\d+)\.downsample\.")
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a .safetensors, .pth/.pt or Lightning .ckpt file, unwrapped from the usual
-    containers (``state_dict``, ``model``, ``teacher``...)."""
+    containers (``state_dict``, ``model``, ``teacher``...). Torch files are read without running
+    them (``weights_trust.load_restricted``)."""
     if path.is_dir():
         raise ReidpipeError(f"model.pretrained_model_path {path} is a directory, not a weights "
                             "file")
@@ -61,13 +66,18 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             raise ReidpipeError(f"cannot read weights {path}: not a safetensors file ({exc})") \
                 from None
     try:
-        data: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - a checkpoint with pickled extras (argparse, numpy...)
-        log.warning("%s holds non-tensor objects; loading it with full unpickling", path)
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # noqa: BLE001
-            raise ReidpipeError(f"cannot read weights {path}: {exc}") from None
+        data = load_restricted(path)
+    except ReidpipeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch raises zip, pickle and runtime errors alike
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ReidpipeError(f"cannot read weights {path}: {first}") from None
+    return state_dict_of(data, path)
+
+
+def state_dict_of(data: Any, path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of the state dict in ``data`` (the object read from ``path``): unwrapped from
+    ``WRAPPER_KEYS`` until a level holds tensors."""
     while isinstance(data, Mapping) and not any(isinstance(v, torch.Tensor) for v in data.values()):
         inner = next((data[k] for k in WRAPPER_KEYS if isinstance(data.get(k), Mapping)), None)
         if inner is None:
@@ -77,6 +87,27 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(data, Mapping):
         raise ReidpipeError(f"{path} does not hold a state dict")
     return {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
+
+
+def convert_trusted(source: Path, out: Path) -> int:
+    """Write the state dict of ``source``, fully unpickled on the user's word, to the safetensors
+    file ``out`` (atomically; the source's name and sha256 in its metadata); returns the tensor
+    count."""
+    from safetensors.torch import save_file
+
+    if out.suffix != ".safetensors":
+        raise ReidpipeError(f"--out {out} must end in .safetensors (the pretrained loader reads a "
+                            "file by its suffix)")
+    if not source.is_file():
+        raise ReidpipeError(f"{source} does not exist or is not a file")
+    digest = sha256_of(source)
+    state = state_dict_of(load_trusted(source, digest), source)
+    # Own contiguous storage per tensor: safetensors refuses views and shared (tied) storage.
+    tensors = {k: v.detach().clone(memory_format=torch.contiguous_format) for k, v in state.items()}
+    with atomic.atomic_path(out) as tmp:
+        save_file(tensors, str(tmp), metadata={"converted_from": source.name, "sha256": digest})
+    log.info("wrote the %d tensors of %s to %s", len(tensors), source, out)
+    return len(tensors)
 
 
 def strip_prefixes(state: Mapping[str, torch.Tensor], targets: Iterable[str]) -> dict[str, torch.Tensor]:
