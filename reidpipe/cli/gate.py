@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     text = "\n".join([f"## Metrics against the baseline {args.baseline}, bands from {args.spread}",
                       "", gate_table(rows), "", *[f"- {note}" for note in notes], "",
                       f"**{verdict}**", ""])
-    print(text)
+    sys.stdout.write(text + "\n")  # the table is the command's output, as params' YAML is
     if args.summary:
         with args.summary.open("a", encoding="utf-8") as summary:
             summary.write(text + "\n")
