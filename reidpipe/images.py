@@ -1,19 +1,25 @@
 """Decoding one dataset image, with one clear message for each way the file can be wrong.
 
-Shared by validation, training and extraction, so a file that validation calls broken is refused
-with the same words wherever it is met later: missing, a directory, a symbolic link loop, empty,
+Shared by validation, splitting, training and extraction, so a file that validation calls broken
+is refused with the same words wherever it is met later: missing, a directory, a FIFO, socket or
+device (refused before it is opened: reading one would block), a symbolic link loop, empty,
 not an image at all (a text file under a ``.jpg`` name), another format under a JPEG name,
 truncated, or so large that decoding it would exhaust memory (a decompression bomb).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
 from reidpipe.errors import ReidpipeError
+from reidpipe.regular_file import NotRegularFile, read_regular_bytes
 
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 
@@ -71,13 +77,13 @@ def read_bytes(path: str | Path) -> bytes:
     """The bytes of an image file, or one clear error naming what is there instead."""
     path = Path(path)
     try:
-        return path.read_bytes()
+        return read_regular_bytes(path)
     except FileNotFoundError:
         if path.is_symlink():
             raise _error(path, f"is a broken symbolic link (to {path.readlink()})") from None
         raise _error(path, "does not exist") from None
-    except IsADirectoryError:
-        raise _error(path, "is a directory, not an image file") from None
+    except NotRegularFile as exc:  # a directory, or a FIFO or device that would block the read
+        raise _error(path, f"is {exc.kind}, not an image file") from None
     except OSError as exc:
         if path.is_symlink():
             try:
@@ -90,3 +96,34 @@ def read_bytes(path: str | Path) -> bytes:
 def decode_file(path: str | Path) -> Image.Image:
     """The fully decoded image of the file ``path``."""
     return decode_bytes(read_bytes(path), path)
+
+
+@dataclass
+class ImageCheck:
+    """One file checked as validation checks it: its size and MD5, or what is wrong with it."""
+
+    path: Path
+    size: tuple[int, int] | None
+    digest: str | None
+    error: str | None
+
+
+def check_image(path: Path) -> ImageCheck:
+    """Read and fully decode ``path``; a broken file gives its problem, never an exception."""
+    try:
+        data = read_bytes(path)
+        with decode_bytes(data, path) as image:
+            size = image.size
+    except ImageError as exc:
+        return ImageCheck(path, None, None, exc.problem)
+    return ImageCheck(path, size, hashlib.md5(data).hexdigest(), None)
+
+
+def check_images(paths: list[Path]) -> list[ImageCheck]:
+    """:func:`check_image` of every path, in order, on a thread pool. On an interruption the
+    images not yet started are dropped, so the stage stops without decoding the rest."""
+    pool = ThreadPoolExecutor(max_workers=min(32, 4 * (os.cpu_count() or 1)))
+    try:
+        return list(pool.map(check_image, paths))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -1,17 +1,29 @@
 """Ctrl-C (SIGINT) and SIGTERM stop a stage the way an error does: the exception unwinds the
 stage, so atomic writes drop their temporaries, Lightning tears down and GPU locks are released;
 the CLI then prints one line and exits 128 + the signal number (130, 143), as a shell reports a
-process killed by that signal."""
+process killed by that signal.
+
+The exception reaches the main thread only. A worker thread blocked in a read (a hung network
+file system, a pipe no one writes) never returns, and the main thread's clean-up (a thread pool's
+shutdown joins its threads) or Python's exit after it would wait for it for ever. So the signal
+also starts a deadline: if the process is still there :data:`CLEANUP_GRACE_S` seconds later, it
+exits at once with the same code, leaving any temporaries for the stage's next run to remove (as
+after ``kill -9``)."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
+import threading
 from types import FrameType
 from typing import Iterator
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+CLEANUP_GRACE_S = 10.0
+
+log = logging.getLogger(__name__)
 
 
 class Interrupted(BaseException):
@@ -29,22 +41,45 @@ class Interrupted(BaseException):
         return 128 + self.signum
 
 
+def _exit_now(signum: int) -> None:
+    """Say why, then exit with the signal's code. The line is written by a thread of its own
+    and given a second: a blocked stderr must not keep the process alive."""
+    notice = threading.Thread(target=log.warning, daemon=True, args=(
+        f"still running {CLEANUP_GRACE_S:.0f} s after {signal.Signals(signum).name} (a thread "
+        "blocked in a read or write?): exiting without waiting for it",))
+    notice.start()
+    notice.join(timeout=1.0)
+    os._exit(128 + signum)
+
+
+def _left_running(threads_before: set[threading.Thread]) -> list[threading.Thread]:
+    """The non-daemon threads started since ``threads_before`` that are still running."""
+    return [t for t in threading.enumerate()
+            if t not in threads_before and t.is_alive() and not t.daemon]
+
+
 @contextlib.contextmanager
 def signals_interrupt() -> Iterator[None]:
-    """While active, SIGINT and SIGTERM raise :class:`Interrupted` in this process; a repeated
-    signal during the clean-up is ignored (SIGKILL still stops everything)."""
+    """While active, SIGINT and SIGTERM raise :class:`Interrupted` in this process and start the
+    clean-up deadline; a repeated signal during the clean-up is ignored (SIGKILL still stops
+    everything). Once the stage has unwound, the deadline is dropped (a caller in the same
+    process goes on), unless the stage left a thread running that Python's exit would wait
+    for."""
     owner = os.getpid()
-    fired = False
+    deadline: threading.Timer | None = None
+    threads_before = set(threading.enumerate())
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        nonlocal fired
+        nonlocal deadline
         if os.getpid() != owner:
             # A forked DataLoader worker inherits this handler; its loop ends quietly on
             # KeyboardInterrupt and the main process does the stopping.
             raise KeyboardInterrupt
-        if fired:
+        if deadline is not None:
             return
-        fired = True
+        deadline = threading.Timer(CLEANUP_GRACE_S, _exit_now, args=(signum,))
+        deadline.daemon = True
+        deadline.start()
         raise Interrupted(signum)
 
     previous = {signum: signal.signal(signum, handler) for signum in SIGNALS}
@@ -53,3 +88,6 @@ def signals_interrupt() -> Iterator[None]:
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)
+        if deadline is not None and not _left_running(threads_before):
+            deadline.cancel()
+            deadline.join()

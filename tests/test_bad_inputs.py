@@ -6,7 +6,6 @@ stopped mid-write leaves nothing under its output's name."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import signal
@@ -15,77 +14,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+# Imported at collection: Lightning gives its loggers a stream handler on the stderr of its
+# import time, which must not be one test's captured (then closed) stream.
+import lightning.pytorch  # noqa: F401
 import numpy as np
-import onnx
 import pytest
 import torch
 import yaml
+from bad_input_support import (
+    QUERY,
+    ROOT,
+    dataset_with,
+    make_work,
+    onnx_model,
+    params,
+    png_file,
+    text_file,
+    tree,
+)
 from forked import kill_self, run_forked
-from market_fixtures import make_tiny_market, write_jpeg
-from onnx import TensorProto, helper
+from market_fixtures import write_jpeg
+from onnx import TensorProto
 from PIL import Image
 
 from reidpipe.cli import main
 from reidpipe.data import market
 from reidpipe.data.split import make_split
-
-ROOT = Path(__file__).resolve().parents[1]
-PARAMS = {
-    "pipeline": {"archs": ["tiny"]},
-    "model": {"backbone": "test_resnet", "pretrain_choice": "", "input_width": 16,
-              "input_height": 32, "feat_dim": 32},
-    "dataset": {"batch_size": 4, "val_batch_size": 16, "num_workers": 1, "padding": 2,
-                "num_instances": 2},
-    "train": {"num_epochs": 1, "num_gpus": 0, "max_steps_per_epoch": 2},
-    "archs": {"tiny": {}},
-}
-
-
-def onnx_model(path: Path, dtype: int, shape: list) -> Path:
-    """A minimal image-to-vector graph (global average pool) with the given input."""
-    graph = helper.make_graph(
-        [helper.make_node("ReduceMean", ["images"], ["out"], axes=list(range(2, len(shape))),
-                          keepdims=0)], "pool",
-        [helper.make_tensor_value_info("images", dtype, shape)],
-        [helper.make_tensor_value_info("out", dtype, None)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    onnx.save(model, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("bad-inputs")
-    make_tiny_market(root / "market")
-    make_split(root / "market", root / "splits", val_ids=2, seed=0)
-    (root / "tiny.yaml").write_text(yaml.safe_dump(PARAMS))
-    onnx_model(root / "good.onnx", TensorProto.FLOAT, ["N", 3, 32, 16])
-    return root
-
-
-def params(work: Path) -> list[str]:
-    return ["--params", str(ROOT / "params.yaml"), str(work / "tiny.yaml")]
-
-
-def dataset_with(work: Path, case: Path, name: str, write: Callable[[Path], None]) -> Path:
-    """A copy of the tiny dataset's query/gallery with one query file replaced by ``write``."""
-    data = case / "market"
-    for folder in market.SPLIT_DIRS.values():
-        (data / folder).mkdir(parents=True)
-        for path in (work / "market" / folder).iterdir():
-            os.link(path, data / folder / path.name)
-    target = data / market.SPLIT_DIRS["query"] / name
-    target.unlink(missing_ok=True)
-    write(target)
-    return data
-
-
-def text_file(path: Path) -> None:
-    path.write_text("this is not an image\n")
-
-
-def png_file(path: Path) -> None:
-    Image.new("RGB", (64, 128)).save(path, format="PNG")
 
 
 def truncated_jpeg(path: Path) -> None:
@@ -102,7 +56,9 @@ def symlink_loop(path: Path) -> None:
     path.symlink_to(path.name)
 
 
-QUERY = market.format_name(7, 1, 1, 10, 1)  # the tiny dataset's first query image
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return make_work(tmp_path_factory.mktemp("bad-inputs"))
 
 
 @dataclass
@@ -262,22 +218,6 @@ CASES = [
 ]
 
 
-def tree(folder: Path) -> dict[str, object]:
-    """Every entry below ``folder`` with its content (links by target, not followed)."""
-    found: dict[str, object] = {}
-    for base, dirs, files in os.walk(folder):
-        for name in dirs + files:
-            path = Path(base) / name
-            key = str(path.relative_to(folder))
-            if path.is_symlink():
-                found[key] = ("link", os.readlink(path))
-            elif path.is_dir():
-                found[key] = "dir"
-            else:
-                found[key] = path.read_bytes()
-    return found
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_is_one_clear_line(case: Case, work: Path, tmp_path: Path, capsys) -> None:
     folder = tmp_path / "case"
@@ -299,7 +239,7 @@ def test_bad_input_is_one_clear_line(case: Case, work: Path, tmp_path: Path, cap
 def test_unreadable_image_met_in_training_is_one_line(work: Path, tmp_path: Path, capsys) -> None:
     """An image broken after validation, met by a DataLoader worker process: one line, not the
     worker's traceback."""
-    data = dataset_with(work, tmp_path, QUERY, text_file)
+    data = dataset_with(work, tmp_path, QUERY, lambda p: write_jpeg(p, seed=1))
     make_split(data, tmp_path / "splits", val_ids=0, seed=0)
     for path in (data / market.SPLIT_DIRS["train"]).iterdir():
         path.unlink()  # a hard link: replace it, do not write through it

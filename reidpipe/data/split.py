@@ -3,6 +3,8 @@
 The validation set holds out ``val_ids`` train identities chosen with a seeded generator and splits
 each into a val-query (one image per camera) and a val-gallery, so in-training mAP follows the same
 cross-camera protocol as the test set. Everything is deterministic given the dataset and the seed.
+Every image is read and decoded first, with validation's check: a manifest lists only images
+that `reidpipe validate` accepts.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from reidpipe import atomic
+from reidpipe import atomic, images
 from reidpipe.data.sources import DatasetSource, dataset_source
 from reidpipe.data.manifest import COLUMNS, manifest_path, write_manifest
 from reidpipe.errors import ReidpipeError
@@ -28,6 +30,17 @@ def _split_frame(dataset_dir: Path, split: str, source: DatasetSource) -> pd.Dat
             "`reidpipe validate` first")
     rows = [(str(path), n.pid, n.camid, n.seq, n.frame) for path, n in scan.images]
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _check_images(frames: list[pd.DataFrame], dataset_dir: Path) -> None:
+    """Only images validation accepts go into a manifest: each is read and decoded by the
+    validator's own check, and the first it refuses stops the split with the same words."""
+    paths = [Path(path) for frame in frames for path in frame["path"]]
+    broken = [check for check in images.check_images(paths) if check.error]
+    if broken:
+        more = (f" ({len(broken) - 1} more unusable image(s) in {dataset_dir}: `reidpipe "
+                "validate` lists them all)" if len(broken) > 1 else "")
+        raise ReidpipeError(f"image {broken[0].path} {broken[0].error}{more}")
 
 
 def _hold_out(train: pd.DataFrame, val_ids: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -64,9 +77,11 @@ def make_split(dataset_dir: str | Path, out_dir: str | Path, val_ids: int, seed:
     dataset_dir = Path(dataset_dir)
     source = source or dataset_source("market1501")
     source.check_present(dataset_dir)
-    train_all = _split_frame(dataset_dir, "train", source)
+    train_all, query, gallery = (_split_frame(dataset_dir, split, source)
+                                 for split in ("train", "query", "gallery"))
     if train_all.empty:
         raise ReidpipeError(f"{source.split_location(dataset_dir, 'train')} holds no images")
+    _check_images([train_all, query, gallery], dataset_dir)
     val_query, val_gallery = _hold_out(train_all, val_ids, seed)
     held_pids = set(val_query["pid"]) | set(val_gallery["pid"])
     train = train_all[~train_all["pid"].isin(held_pids)].copy()
@@ -79,8 +94,8 @@ def make_split(dataset_dir: str | Path, out_dir: str | Path, val_ids: int, seed:
         "train": train,
         "val_query": val_query,
         "val_gallery": val_gallery,
-        "query": _split_frame(dataset_dir, "query", source),
-        "gallery": _split_frame(dataset_dir, "gallery", source),
+        "query": query,
+        "gallery": gallery,
     }
     with atomic.atomic_dir(out_dir) as tmp:
         for name, table in tables.items():

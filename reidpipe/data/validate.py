@@ -6,10 +6,7 @@ passes (TAO's "users' dataset"); ``strict`` also demands the dataset's official 
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections import Counter, defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,14 +24,6 @@ STRICT_PREFIX = "strict: "  # problems only strict validation (the official stat
 class Problem:
     file: str
     problem: str
-
-
-@dataclass
-class ImageCheck:
-    path: Path
-    size: tuple[int, int] | None
-    digest: str | None
-    error: str | None
 
 
 @dataclass
@@ -74,23 +63,7 @@ class ValidationReport:
         return "\n".join(lines)
 
 
-def _check_image(path: Path) -> ImageCheck:
-    try:
-        data = images.read_bytes(path)
-        with images.decode_bytes(data, path) as image:
-            size = image.size
-    except images.ImageError as exc:
-        return ImageCheck(path, None, None, exc.problem)
-    return ImageCheck(path, size, hashlib.md5(data).hexdigest(), None)
-
-
-def _decode_all(paths: list[Path]) -> list[ImageCheck]:
-    workers = min(32, 4 * (os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(_check_image, paths, chunksize=64))
-
-
-def _split_summary(scan: SplitScan, checks: list[ImageCheck]) -> dict[str, Any]:
+def _split_summary(scan: SplitScan, checks: list[images.ImageCheck]) -> dict[str, Any]:
     pids = [name.pid for _, name in scan.images]
     cameras = sorted({name.camid for _, name in scan.images})
     sizes = Counter(f"{c.size[0]}x{c.size[1]}" for c in checks if c.size)
@@ -142,7 +115,7 @@ def validate_dataset(dataset_dir: str | Path, strict: bool = False,
     size = source.spec.image_size if strict else None
     digests: dict[str, list[tuple[str, Path]]] = defaultdict(list)
     for split, scan in scans.items():
-        checks = _decode_all([path for path, _ in scan.images])
+        checks = images.check_images([path for path, _ in scan.images])
         for check in checks:
             if check.error:
                 report.problems.append(Problem(str(check.path), check.error))

@@ -12,10 +12,11 @@ query x gallery matrix is ever held whole, plain or re-ranked.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from threadpoolctl import threadpool_limits
 from reidpipe import atomic
 from reidpipe.data.market import JUNK_PID
 from reidpipe.errors import ReidpipeError
-from reidpipe.evaluation.embeddings import Embeddings, l2_normalise
+from reidpipe.evaluation.embeddings import Embeddings, collapse_warning, l2_normalise
 from reidpipe.evaluation.rerank import (
     KReciprocalReRanker,
     gemm_operand,
@@ -33,6 +34,8 @@ from reidpipe.evaluation.rerank import (
     ragged_positions,
 )
 from reidpipe.params import EvaluateParams, ReRankingParams
+
+log = logging.getLogger(__name__)
 
 DistanceRows = Callable[[int, int], np.ndarray]
 REPORTED_RANKS = (1, 5, 10, 20)
@@ -274,6 +277,7 @@ class Evaluation:
     metrics: dict[str, dict[str, object]]
     cmc: pd.DataFrame
     per_query: pd.DataFrame
+    warnings: list[str] = field(default_factory=list)  # metrics.json's "warnings", when any
 
 
 def _top_text(top: np.ndarray) -> list[str]:
@@ -289,6 +293,9 @@ def evaluate_embeddings(embeddings: Embeddings, evaluate: EvaluateParams,
     re-ranker's all-pairs pass, so the query x gallery product is computed once.
     """
     _check_distance(evaluate.distance)
+    warnings = [w for w in (collapse_warning(embeddings),) if w]
+    for warning in warnings:
+        log.warning(warning)
     q, g = embeddings.query, embeddings.gallery
     ids = (q.meta["pid"].to_numpy(), q.meta["camid"].to_numpy(), g.meta["pid"].to_numpy(),
            g.meta["camid"].to_numpy())
@@ -342,12 +349,13 @@ def evaluate_embeddings(embeddings: Embeddings, evaluate: EvaluateParams,
         per_query[f"first_hit_{name}"] = pd.Series(ranking.first_hit, dtype="Int64").mask(
             ranking.num_matches == 0)
         per_query[f"top_{name}"] = _top_text(ranking.top)
-    return Evaluation(metrics=metrics, cmc=cmc, per_query=per_query)
+    return Evaluation(metrics=metrics, cmc=cmc, per_query=per_query, warnings=warnings)
 
 
 def write_evaluation(result: Evaluation, metrics_path: str | Path, cmc_path: str | Path | None,
                      per_query_path: str | Path | None) -> None:
-    atomic.write_json(metrics_path, result.metrics)
+    atomic.write_json(metrics_path, {**result.metrics, **({"warnings": result.warnings}
+                                                          if result.warnings else {})})
     if cmc_path is not None:
         with atomic.atomic_path(cmc_path) as tmp:
             result.cmc.to_csv(tmp, index=False)

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
-
+from reidpipe.bounded_yaml import read_yaml_file
 from reidpipe.errors import ReidpipeError
 from reidpipe.params.merge import apply_override, deep_merge, parse_override
 from reidpipe.params.schema import Params, params_from_dict
@@ -15,17 +14,7 @@ DEFAULT_PARAMS_FILE = "params.yaml"
 
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ReidpipeError(f"params file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ReidpipeError(f"params file {path} cannot be read: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ReidpipeError(f"params file {path} is not valid YAML: {exc}") from None
+    data = read_yaml_file(path, "params file")
     if data is None:
         raise ReidpipeError(f"params file {path} is empty (no keys, or only comments); expected "
                             "a YAML mapping such as `train: {num_epochs: 10}`")

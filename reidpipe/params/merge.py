@@ -7,6 +7,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
+from reidpipe import bounded_yaml
 from reidpipe.errors import ReidpipeError
 
 
@@ -29,7 +30,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not all(parts):
         raise ReidpipeError(f"--set {text!r}: {key!r} is not a dotted key path")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = bounded_yaml.safe_load(raw) if raw.strip() else ""
+    except bounded_yaml.YamlTooLarge as exc:
+        raise ReidpipeError(f"--set {key.strip()}: the value {exc}") from None
     except yaml.YAMLError:
         value = raw
     return parts, value

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import yaml
 
+from reidpipe.bounded_yaml import read_yaml_file
 from reidpipe.data.market import SPLIT_DIRS
 from reidpipe.errors import ReidpipeError
 from reidpipe.params.merge import deep_merge
@@ -585,14 +586,7 @@ def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 def read_tao_spec(spec: str | Path) -> dict[str, Any]:
     path = Path(spec)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ReidpipeError(f"TAO spec {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ReidpipeError(f"TAO spec {path} cannot be read: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise ReidpipeError(f"TAO spec {path} is not valid YAML: {exc}") from None
+    data = read_yaml_file(path, "TAO spec")
     if not isinstance(data, dict):
         raise ReidpipeError(f"TAO spec {path} must hold a mapping at the top level")
     return data

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
-import yaml
 
+from reidpipe.bounded_yaml import read_yaml_file
 from reidpipe.errors import ReidpipeError
 from reidpipe.filenames import (
     CMC_FILE,
@@ -203,10 +203,7 @@ def load_arch(name: str, results_dir: Path, models_dir: Path) -> ArchResults:
     config = None
     config_path = models_dir / name / TRAIN_CONFIG_FILE
     if config_path.is_file():
-        try:
-            config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ReidpipeError(f"{config_path} is not valid YAML: {exc}") from None
+        config = read_yaml_file(config_path, "trained model config")
         if not isinstance(config, dict):
             raise ReidpipeError(f"{config_path}: expected a mapping")
     return ArchResults(name=name, metrics=metrics, cmc=cmc, per_query=per_query, query=query,
