@@ -17,6 +17,7 @@ from reidpipe.filenames import (
     CMC_FILE,
     DEPLOY_DIR,
     EMBEDDINGS_DIR,
+    ENVIRONMENT_FILE,
     METRICS_FILE,
     ONNX_DIR,
     PACKAGE_MANIFEST_FILE,
@@ -221,6 +222,7 @@ class Baseline:
 
     metrics: dict[str, Any] | None
     note: str
+    environment: dict[str, Any] | None = None  # each arch's training environment, when committed
 
 
 def read_baseline(out_dir: Path) -> Baseline:
@@ -254,5 +256,11 @@ def read_baseline(out_dir: Path) -> Baseline:
     if not isinstance(data, dict):
         return Baseline(None, f"No baseline: {out_dir / METRICS_FILE} at {where} is not a JSON "
                               "object, so no deltas are shown.")
+    environment = git("show", f"HEAD:./{(relative.parent / ENVIRONMENT_FILE).as_posix()}")
+    try:
+        recorded = json.loads(environment.stdout) if environment else None
+    except json.JSONDecodeError:
+        recorded = None
     return Baseline(data, f"Deltas in parentheses are percentage points against "
-                          f"{out_dir / METRICS_FILE} at {where} (git HEAD).")
+                          f"{out_dir / METRICS_FILE} at {where} (git HEAD).",
+                    recorded if isinstance(recorded, dict) else None)
