@@ -115,11 +115,12 @@ def differences(first: Mapping[str, Any], second: Mapping[str, Any]) -> list[str
     for key in DECIDING_KEYS:
         a, b = first.get(key, "unknown"), second.get(key, "unknown")
         if a != b:
-            found.append(f"{key}: {_show(a)} vs {_show(b)}")
+            found.append(f"{key}: {shown(a)} vs {shown(b)}")
     return found
 
 
-def _show(value: Any) -> str:
+def shown(value: Any) -> str:
+    """A recorded value as one line of text."""
     if isinstance(value, Mapping):
         return ", ".join(f"{k}={v}" for k, v in value.items()) or "none"
     if isinstance(value, list):

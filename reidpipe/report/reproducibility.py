@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from reidpipe.environment import CONFIG_KEY, DECIDING_KEYS, differences
+from reidpipe.environment import CONFIG_KEY, DECIDING_KEYS, differences, shown
 from reidpipe.report.document import Block, Bullets, Heading, Paragraph, Table
 from reidpipe.report.readers import METRIC_COLUMNS, ArchResults, Baseline
 
@@ -15,21 +15,13 @@ def environments(archs: Sequence[ArchResults]) -> dict[str, dict[str, Any]]:
             if arch.config and isinstance(arch.config.get(CONFIG_KEY), dict)}
 
 
-def _cell(value: Any) -> str:
-    if isinstance(value, Mapping):
-        return ", ".join(f"{k}={v}" for k, v in value.items()) or "—"
-    if isinstance(value, list):
-        return " ".join(map(str, value)) or "—"
-    return str(value)
-
-
 def environment_blocks(recorded: Mapping[str, Mapping[str, Any]],
                        baseline: Baseline) -> list[Block]:
     if not recorded:
         return [Paragraph("No training environment recorded (models trained before reidpipe "
                           "recorded one).")]
     names = list(recorded)
-    blocks: list[Block] = [Table(["", *names], [[key, *(_cell(recorded[n].get(key, "unknown"))
+    blocks: list[Block] = [Table(["", *names], [[key, *(shown(recorded[n].get(key, "unknown"))
                                                        for n in names)]
                                                for key in DECIDING_KEYS])]
     notes = [f"{a} vs {b}: {'; '.join(found)}" for i, a in enumerate(names) for b in names[i + 1:]
