@@ -9,6 +9,7 @@ from reidpipe.environment import CONFIG_KEY, DECIDING_KEYS, differences, shown
 from reidpipe.report.document import Block, Bullets, Heading, Paragraph, Table
 from reidpipe.report.readers import METRIC_COLUMNS, ArchResults, Baseline
 
+
 def environments(archs: Sequence[ArchResults]) -> dict[str, dict[str, Any]]:
     """Each arch's recorded training environment (archs trained before records existed: none)."""
     return {arch.name: arch.config[CONFIG_KEY] for arch in archs
