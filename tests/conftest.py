@@ -1,6 +1,7 @@
 """Fixtures shared by several test modules."""
 
 import logging
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,17 @@ def synthetic_layouts(tmp_path_factory) -> dict[str, tuple[Path, SynthSummary]]:
     root = tmp_path_factory.mktemp("layouts")
     return {layout: (root / layout, generate_synthetic(root / layout, layout, 8, 3, workers=1))
             for layout in SYNTH_LAYOUTS}
+
+
+@pytest.fixture(autouse=True)
+def torch_threads_restored():
+    """Tests, and the training they run in-process (``train.num_threads``), may set torch's
+    thread count: restore it after each, so that no test runs on what an earlier one chose."""
+    torch = sys.modules.get("torch")   # as the test modules imported it (not imported here)
+    saved = torch.get_num_threads() if torch is not None else None
+    yield
+    if saved is not None and torch.get_num_threads() != saved:
+        torch.set_num_threads(saved)
 
 
 @pytest.fixture(autouse=True)

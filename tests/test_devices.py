@@ -69,7 +69,8 @@ def test_cpu_fallbacks_and_bad_ids(tmp_path):
 
 
 def test_single_gpu_stages_hold_a_lock_while_running(tmp_path, monkeypatch):
-    """extract/export-onnx/build-trt take one GPU through the allocator; --device cpu takes none."""
+    """extract/export-onnx/build-trt/evaluate take one GPU through the allocator; --device cpu
+    takes none. (evaluate's run under the lock: tests/test_evaluate.py.)"""
     from reidpipe import cli, devices
 
     seen = {}
@@ -88,8 +89,8 @@ def test_single_gpu_stages_hold_a_lock_while_running(tmp_path, monkeypatch):
     args.run = lambda a: 0 if list(tmp_path.glob("gpu0.lock")) else 1
     assert cli._run_on_one_gpu(args) == 0
     assert seen["device"] == "auto" and seen["env"]["CUDA_VISIBLE_DEVICES"] == "0"
-    assert not cli.build_parser().parse_args(["evaluate", "--embeddings", "e", "--out", "o"]) \
-        .__dict__.get("single_gpu")
+    assert cli.build_parser().parse_args(["evaluate", "--embeddings", "e", "--out", "o"]).single_gpu
+    assert not cli.build_parser().parse_args(["report", "--out", "o"]).__dict__.get("single_gpu")
 
 
 def test_means_cpu_without_torch(monkeypatch):

@@ -20,8 +20,8 @@ from PIL import Image
 from reidpipe.cli import main
 from reidpipe.data.download import MARKER_NAME, fetch_dataset
 from reidpipe.data.http_transfer import file_md5
-from reidpipe.data.market import ARCHIVE_NAME, TOP_FOLDER, format_name
-from reidpipe.data.sources import dataset_source
+from reidpipe.data.market import ARCHIVE_MD5, ARCHIVE_NAME, MIRRORS, TOP_FOLDER, format_name
+from reidpipe.data.sources import SOURCES, dataset_source
 from reidpipe.errors import ReidpipeError
 from reidpipe.params import DataParams
 
@@ -252,6 +252,61 @@ def test_all_urls_down_lists_each_url_and_where_to_put_the_zip(tmp_path, server)
     assert f"{closed}: cannot connect" in text and f"{missing}: HTTP Error 404" in text
     assert "--archive PATH" in text and "data.archive_path" in text
     assert _leftovers(tmp_path) == []
+
+
+def _publish(monkeypatch, md5: str, urls: list[str]) -> None:
+    """Make ``md5`` and ``urls`` Market-1501's published MD5 and mirrors for one test."""
+    monkeypatch.setitem(SOURCES, "market1501", dataclasses.replace(
+        SOURCES["market1501"], archive_md5=md5, urls=tuple(urls)))
+
+
+def test_empty_md5_and_urls_fall_back_to_the_published_ones(tmp_path, server, market_zip,
+                                                            monkeypatch):
+    """data.md5 / data.urls empty: the source's published MD5 and mirrors (for Market-1501 the
+    ones the public loaders record), each overridden by a value set."""
+    assert SOURCES["market1501"].archive_md5 == ARCHIVE_MD5 == "65005ab7d12ec1c44de4eeafe813e68a"
+    assert SOURCES["market1501"].urls == MIRRORS
+    zip_path, md5 = market_zip
+    mirror = _serve(server, zip_path)
+    server.files["/own.zip"] = zip_path.read_bytes()
+    quiet = lambda _: None  # noqa: E731
+
+    _publish(monkeypatch, "f" * 32, [mirror])   # the published MD5 is enforced
+    with pytest.raises(ReidpipeError, match=rf"{re.escape(mirror)}: MD5 {md5}.*expected f{{32}}"):
+        fetch_dataset(_params(tmp_path, ""), log=quiet)
+    assert server.requests == [("/m.zip", None)] and _leftovers(tmp_path) == []
+
+    server.requests.clear()   # data.md5 and data.urls win over the published ones
+    result = fetch_dataset(_params(tmp_path, md5, [server.url + "/own.zip"]), log=quiet)
+    assert result.source == server.url + "/own.zip" and server.requests == [("/own.zip", None)]
+
+    shutil.rmtree(tmp_path / "data")
+    _publish(monkeypatch, md5, [mirror])
+    server.requests.clear()
+    result = fetch_dataset(_params(tmp_path, ""), log=quiet)
+    assert (result.source, result.md5) == (mirror, md5) and server.requests == [("/m.zip", None)]
+    _assert_dataset(tmp_path / "data" / TOP_FOLDER, md5)
+
+
+def test_md5_is_checked_before_anything_is_extracted(tmp_path, market_zip, monkeypatch):
+    """An archive of the wrong MD5 is never unpacked: not one given as data.archive_path, nor
+    the copy kept next to the dataset folder (fetched again instead, here from no mirror)."""
+    zip_path, md5 = market_zip
+    _publish(monkeypatch, "0" * 32, [])
+    lines: list[str] = []
+    with pytest.raises(ReidpipeError, match=rf"{re.escape(str(zip_path))} has MD5 {md5}, "
+                                            r"expected 0{32}"):
+        fetch_dataset(_params(tmp_path, "", archive_path=str(zip_path)), log=lines.append)
+    assert _leftovers(tmp_path) == []
+
+    kept = tmp_path / "data" / ARCHIVE_NAME
+    kept.parent.mkdir()
+    shutil.copy(zip_path, kept)
+    with pytest.raises(ReidpipeError, match="no archive and no download mirror"):
+        fetch_dataset(_params(tmp_path, ""), log=lines.append)
+    assert f"kept archive {kept} has MD5 {md5}, expected {'0' * 32}: downloading it again" in lines
+    assert _leftovers(tmp_path) == [ARCHIVE_NAME]
+    assert not [line for line in lines if line.startswith("extracting")]
 
 
 def _archive_case(tmp_path: Path, name: str, **build) -> tuple[Path, str]:

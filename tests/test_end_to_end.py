@@ -65,6 +65,9 @@ def test_dvc_records_snakemake_outputs_and_runs_an_experiment(demo_repo: Path) -
     params["model"]["feat_dim"] = 64
     (demo_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     changed = set(json.loads(run(demo_repo, *dvc("status", "--json")).stdout))
+    assert changed == {"tracked_params"}, changed  # first, the values each stage reads
+    run(demo_repo, *dvc("repro", "--single-item", "tracked_params"))
+    changed = set(json.loads(run(demo_repo, *dvc("status", "--json")).stdout))
     assert changed == {f"train@{arch}" for arch in ARCHS}, changed
     run(demo_repo, "git", "checkout", "params.yaml")
 
@@ -72,13 +75,23 @@ def test_dvc_records_snakemake_outputs_and_runs_an_experiment(demo_repo: Path) -
     before = json.loads((demo_repo / "reports" / "metrics.json").read_text())
     exp = run(demo_repo, *dvc("exp", "run", "-S", "re_ranking.lambda_value=0.6"))
     ran = set(re.findall(r"Running stage '([^']+)'", exp.stdout + exp.stderr))
-    assert ran == {f"evaluate@{arch}" for arch in ARCHS} | {"report"}, ran
+    assert ran == {f"evaluate@{arch}" for arch in ARCHS} | {"report", "tracked_params"}, ran
     after = json.loads((demo_repo / "reports" / "metrics.json").read_text())
     for arch in ARCHS:
         assert after[arch]["plain"] == before[arch]["plain"]
         assert after[arch]["reranked"]["lambda_value"] == 0.6
+    # DVC's metrics diff reports exactly what moved: the re-ranked results themselves, not only
+    # the lambda_value they echo (a lambda that never reached the re-ranker would move nothing
+    # else), and nothing of the plain ranking.
     diff = json.loads(run(demo_repo, *dvc("metrics", "diff", "--json")).stdout)
-    assert any(diff.values()), diff
+    for arch in ARCHS:
+        old, new = before[arch]["reranked"], after[arch]["reranked"]
+        moved = {f"reranked.{key}": (old[key], value) for key, value in new.items()
+                 if value != old[key]}
+        reported = {key: (change["old"], change["new"])
+                    for key, change in diff[f"results/{arch}/metrics.json"].items()}
+        assert reported == moved, diff
+        assert set(moved) > {"reranked.lambda_value"}, moved
     params_diff = json.loads(run(demo_repo, *dvc("params", "diff", "--json")).stdout)
     change = params_diff["params.yaml"]["re_ranking.lambda_value"]
     assert (change["old"], change["new"]) == (0.3, 0.6)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from test_rerank import dense_re_ranking
 
 from reidpipe.cli import main
 from reidpipe.errors import ReidpipeError
@@ -20,7 +23,12 @@ from reidpipe.evaluation.embeddings import (
     read_embeddings,
     write_embeddings,
 )
-from reidpipe.evaluation.evaluate import evaluate_embeddings, rank_queries, summarise
+from reidpipe.evaluation.evaluate import (
+    REPORTED_RANKS,
+    evaluate_embeddings,
+    rank_queries,
+    summarise,
+)
 from reidpipe.params import EvaluateParams, ReRankingParams
 
 # Gallery of the hand-computed cases: (pid, camid).
@@ -166,10 +174,6 @@ def test_cli_writes_metrics_cmc_and_per_query(tmp_path: Path, distance: str) -> 
     assert plain["mAP"] == pytest.approx(0.75) and plain["rank1"] == pytest.approx(0.5)
     assert plain["num_queries"] == 2 and plain["num_skipped"] == 1
     assert plain["ap_method"] == "non_interpolated" and plain["distance"] == distance
-    rr = metrics["reranked"]
-    assert (rr["k1"], rr["k2"], rr["lambda_value"]) == (3, 6, 0.3)
-    for key in ("mAP", "mINP", "rank1", "rank5", "rank10", "rank20"):
-        assert 0.0 <= rr[key] <= 1.0
     cmc = pd.read_csv(tmp_path / "cmc.csv")
     assert list(cmc.columns) == ["rank", "plain", "reranked"]
     assert cmc["rank"].tolist() == list(range(1, 7))
@@ -179,6 +183,122 @@ def test_cli_writes_metrics_cmc_and_per_query(tmp_path: Path, distance: str) -> 
     assert pq.loc[0, "first_hit_plain"] == 2 and pq.loc[0, "top_plain"] == "2 3 4 5 6"
     assert pd.isna(pq.loc[1, "ap_plain"]) and pd.isna(pq.loc[1, "first_hit_plain"])
     assert {"ap_reranked", "first_hit_reranked", "top_reranked", "inp_plain"} <= set(pq.columns)
+
+
+def oracle_ranking(dist: np.ndarray, q_pids: np.ndarray, q_cams: np.ndarray,
+                   g_pids: np.ndarray, g_cams: np.ndarray, max_rank: int,
+                   top_k: int) -> dict[str, object]:
+    """Per-query AP, INP, first hit and filtered top-k of a dense distance matrix, and their CMC
+    and summary, from ``reference_ap`` (the protocol written out query by query)."""
+    rows = [reference_ap(dist[i], q_pids[i], q_cams[i], g_pids, g_cams, False)
+            for i in range(len(dist))]
+    ap, first, inp = (np.array(column, dtype=float) for column in zip(*rows))
+    top = []
+    for i in range(len(dist)):
+        kept = [j for j in np.argsort(dist[i], kind="stable") if g_pids[j] != -1
+                and not (g_pids[j] == q_pids[i] and g_cams[j] == q_cams[i])]
+        top.append(" ".join(map(str, kept[:top_k])))
+    hits = first[first > 0]
+    summary = {"mAP": np.nanmean(ap), "mINP": np.nanmean(inp),
+               **{f"rank{r}": (hits <= r).mean() for r in REPORTED_RANKS},
+               "num_queries": len(hits), "num_skipped": int((first == 0).sum())}
+    return {"ap": ap, "inp": inp, "first_hit": first, "top": top,
+            "cmc": np.array([(hits <= r).mean() for r in range(1, max_rank + 1)]),
+            "summary": summary}
+
+
+@pytest.mark.parametrize("distance", ["cosine", "euclidean"])
+def test_cli_re_ranked_results_match_the_dense_oracle(tmp_path: Path, distance: str) -> None:
+    """What `reidpipe evaluate` writes for the re-ranked ranking (metrics, CMC, per-query table),
+    with k1/k2/lambda from --set, equals the paper's re-ranking computed densely
+    (tests/test_rerank.py) on the features the plain ranking uses, ranked by the protocol."""
+    k1, k2, lam, max_rank, top_k = 7, 3, 0.45, 12, 10
+    rng = np.random.default_rng(3)
+    nq, ng, dim = 14, 70, 8
+    centres = 2.0 * rng.normal(size=(9, dim))
+    pids = rng.integers(1, 9, nq + ng)
+    feats = (centres[pids] + rng.normal(size=(nq + ng, dim))).astype(np.float32)
+    g_pids = pids[nq:].copy()
+    g_pids[rng.random(ng) < 0.1] = -1     # junk: never ranked
+    g_pids[rng.random(ng) < 0.1] = 0      # distractors: negatives
+    q_cams, g_cams = rng.integers(1, 4, nq), rng.integers(1, 4, ng)
+
+    def meta(p: np.ndarray, cams: np.ndarray, prefix: str) -> pd.DataFrame:
+        return pd.DataFrame({"path": [f"{prefix}/{i}.jpg" for i in range(len(p))], "pid": p,
+                             "camid": cams})
+
+    write_embeddings(tmp_path / "emb", Embeddings(
+        query=EmbeddingSet(feats[:nq], meta(pids[:nq], q_cams, "q")),
+        gallery=EmbeddingSet(feats[nq:], meta(g_pids, g_cams, "g"))))
+    params = write_params(tmp_path / "params.yaml", distance=distance)
+    assert main(["evaluate", "--params", str(params), "--embeddings", str(tmp_path / "emb"),
+                 "--out", str(tmp_path / "metrics.json"), "--cmc", str(tmp_path / "cmc.csv"),
+                 "--per-query", str(tmp_path / "pq.csv"), "--set", f"re_ranking.k1={k1}",
+                 "--set", f"re_ranking.k2={k2}", "--set", f"re_ranking.lambda_value={lam}",
+                 "--set", f"evaluate.max_rank={max_rank}", "--set", f"report.top_k={top_k}",
+                 "--device", "cpu"]) == 0
+
+    if distance == "cosine":
+        feats = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+    expected = dense_re_ranking(feats[:nq], feats[nq:], k1, k2, lam)
+    oracle = oracle_ranking(expected, pids[:nq], q_cams, g_pids, g_cams, max_rank, top_k)
+    got = json.loads((tmp_path / "metrics.json").read_text())["reranked"]
+    assert {key: got[key] for key in oracle["summary"]} == pytest.approx(oracle["summary"],
+                                                                         abs=1e-9)
+    assert (got["k1"], got["k2"], got["lambda_value"]) == (k1, k2, lam)
+    cmc = pd.read_csv(tmp_path / "cmc.csv")
+    np.testing.assert_allclose(cmc["reranked"], oracle["cmc"], atol=1e-12)
+    pq = pd.read_csv(tmp_path / "pq.csv", keep_default_na=False, na_values=[""])
+    np.testing.assert_allclose(pq["ap_reranked"], oracle["ap"], atol=1e-6, equal_nan=True)
+    np.testing.assert_allclose(pq["inp_reranked"], oracle["inp"], atol=1e-6, equal_nan=True)
+    np.testing.assert_array_equal(pq["first_hit_reranked"].fillna(0), oracle["first_hit"])
+    assert pq["top_reranked"].fillna("").astype(str).tolist() == oracle["top"]
+    # the oracle is not the plain ranking: re-ranking moved some queries' results
+    assert pq["top_reranked"].tolist() != pq["top_plain"].tolist()
+
+
+def lock_is_held(path: Path) -> bool:
+    """Whether some open file holds the flock on ``path`` (as GPU leases do)."""
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        return False
+
+
+@pytest.mark.parametrize("device, takes_gpu", [("auto", True), ("cpu", False)])
+def test_cli_holds_a_gpu_while_it_evaluates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           device: str, takes_gpu: bool) -> None:
+    """evaluate re-ranks on CUDA where there is one: like extract, it takes a GPU through the
+    device locks for the whole run (and sets CUDA_VISIBLE_DEVICES to it); --device cpu takes
+    none. The machine is made to report one GPU; the locks are real flock()s."""
+    from reidpipe import devices
+    from reidpipe.evaluation import evaluate as evaluate_module
+
+    locks = tmp_path / "locks"
+    monkeypatch.setenv(devices.LOCK_DIR_ENV, str(locks))
+    monkeypatch.delenv(devices.CUDA_ENV, raising=False)
+    monkeypatch.setattr(devices, "count_gpus", lambda: 1)
+    seen = []
+    evaluate = evaluate_module.evaluate_embeddings
+
+    def watched(*args: object, **kwargs: object) -> object:
+        seen.append(((locks / "gpu0.lock").exists() and lock_is_held(locks / "gpu0.lock"),
+                     os.environ.get(devices.CUDA_ENV)))
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "evaluate_embeddings", watched)
+    write_embeddings(tmp_path / "emb", hand_embeddings())
+    assert main(["evaluate", "--params", str(write_params(tmp_path / "params.yaml")),
+                 "--embeddings", str(tmp_path / "emb"), "--out", str(tmp_path / "m.json"),
+                 "--set", "re_ranking.k1=3", "--device", device]) == 0
+    if takes_gpu:
+        assert seen == [(True, "0")]
+        assert not lock_is_held(locks / "gpu0.lock")   # released at the end
+    else:
+        assert seen == [(False, None)] and not locks.exists()
 
 
 def test_cpu_evaluate_never_imports_torch(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,15 @@ class ExportOnlyBug(TinyNet):
         return -out if torch.compiler.is_exporting() else out
 
 
+class ExportReordersBatch(TinyNet):
+    """The exported graph returns a batch's embeddings in reverse order: right at batch 1,
+    assigned to the wrong images above it (wrong embeddings at batch > 1, torchreid #585)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)
+        return out.flip(0) if torch.compiler.is_exporting() else out
+
+
 class BakedBatch(TinyNet):
     """Reshapes with a fixed batch, like Swin's window_reverse with a constant batch."""
 
@@ -122,11 +132,9 @@ def test_swin_demo_dynamic_batch(params, splits, tmp_path):
     cfg = params.arch("swin_demo")
     pre = Preprocess.from_params(cfg, params.extract)
     out = tmp_path / "onnx"
-    # An untrained Swin's INT8 copy misses the default gate (its reason is reported, see
-    # test_int8); what is under test here is that attention's MatMuls are quantized too.
-    export = dataclasses.replace(params.export, int8_min_cosine=0.5, int8_max_metric_delta=100.0)
+    # the default gates, INT8's included (min cosine 0.9997, mAP within 0.07 points here)
     report = export_onnx(demo_net(params, "swin_demo"), pre, "swin_demo", splits, out,
-                         export, params.evaluate, batch_size=64)
+                         params.export, params.evaluate, batch_size=64)
     check_folder(out, report, pre, params)
     assert report["input"]["shape"][0] == "batch"
     assert report["input"]["pixel_mean"] == "[0.5, 0.5, 0.5]"
@@ -148,10 +156,7 @@ def test_swin_demo_dynamic_batch(params, splits, tmp_path):
 def test_large_weights_go_to_side_file(params, splits, tmp_path):
     pre = Preprocess(height=32, width=16, mean=(0.5,) * 3, std=(0.5,) * 3)
     out = tmp_path / "onnx"
-    # an untrained net's INT8 copy misses the default cosine gate (see test_int8); the side
-    # file of the INT8 copy is what is under test here
-    export = dataclasses.replace(params.export, int8_min_cosine=0.5, int8_max_metric_delta=100.0)
-    report = export_onnx(TinyNet().eval(), pre, "tiny", splits, out, export,
+    report = export_onnx(TinyNet().eval(), pre, "tiny", splits, out, params.export,
                          params.evaluate, batch_size=16, embed_limit=0)
     assert set(report["files"]) == {ONNX_FILE, ONNX_FILE + ".data", FP16_FILE, FP16_FILE + ".data",
                                     INT8_FILE, INT8_FILE + ".data"}
@@ -173,6 +178,24 @@ def test_broken_export_fails_the_gate_and_leaves_no_onnx(params, splits, tmp_pat
                     params.evaluate, batch_size=16)
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".onnx.tmp")]
+
+
+def test_export_that_changes_the_ranking_fails_the_metric_gate(params, splits, tmp_path):
+    """With the per-batch gates opened wide, the mAP/rank-1 gate alone refuses an export whose
+    embeddings come back for the wrong images of a batch, and leaves no folder."""
+    pre = Preprocess(height=32, width=16, mean=(0.5,) * 3, std=(0.5,) * 3)
+    out = tmp_path / "onnx"
+    lenient = dataclasses.replace(params.export, max_abs_diff=1e9, min_cosine=1e-9, fp16=False,
+                                  int8=False)
+    torch.manual_seed(0)
+    with pytest.raises(ReidpipeError) as failed:
+        export_onnx(ExportReordersBatch().eval(), pre, "tiny", splits, out, lenient,
+                    params.evaluate, batch_size=16)
+    message = str(failed.value)
+    assert re.fullmatch(r"ONNX parity gate failed for tiny: mAP differs by \d+\.\d{3} points "
+                        r"\(torch \d+\.\d\d, onnx \d+\.\d\d\) > export.max_metric_delta 0.1"
+                        r"(; rank1 differs by .* > export.max_metric_delta 0.1)?", message), message
+    assert not out.exists()
 
 
 def test_perturbed_weight_shows_in_batch_parity(tmp_path):

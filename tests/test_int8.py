@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +34,11 @@ PRE = Preprocess(height=32, width=16, mean=(0.485, 0.456, 0.406), std=(0.229, 0.
 
 @pytest.fixture(scope="module")
 def params():
-    """Demo params with gates sized for an untrained net: its embeddings differ little between
-    images, so INT8 rounding moves some a lot further (min cosine ~0.96 here) than a trained
-    model's; the default gates are exercised on trained models by the demo."""
+    """Demo params with the default gates (conv_net's INT8 copy: min cosine 0.99999, mAP within
+    0.05 points), no FP16 copy and a small calibration sample."""
     base = load_params(DEMO)
     return dataclasses.replace(base, export=dataclasses.replace(
-        base.export, fp16=False, int8_calibration_images=24, int8_min_cosine=0.9))
+        base.export, fp16=False, int8_calibration_images=24))
 
 
 def conv_net() -> nn.Module:
@@ -151,6 +151,24 @@ def test_failed_int8_gate_leaves_no_file_and_says_why(params, splits, tmp_path):
     assert "export.int8_min_cosine 1.0" in report["int8"]["reason"]
     assert not (out / INT8_FILE).exists()
     assert set(report["files"]) == {ONNX_FILE} and set(report["latency"]) == {"fp32"}
+
+
+def test_int8_copy_that_changes_the_ranking_fails_the_metric_gate(params, splits, tmp_path):
+    """Activations clipped at their 60th percentile keep every embedding within cosine 0.9 of
+    FP32 but move a query's first hit: the rank-1 gate, not the cosine one, leaves the INT8
+    copy out."""
+    export = dataclasses.replace(params.export, int8_calibration_percentile=60.0,
+                                 int8_min_cosine=0.9)
+    out = tmp_path / "onnx"
+    report = export_onnx(conv_net(), PRE, "tiny", splits, out, export, params.evaluate,
+                         batch_size=16)
+    int8 = report["int8"]
+    assert int8["status"] == "failed"
+    assert all(row["min_cosine"] >= export.int8_min_cosine for row in int8["batch_parity"])
+    assert re.fullmatch(r"INT8 gate failed: rank1 differs by \d+\.\d{3} points \(FP32 "
+                        r"\d+\.\d\d, INT8 \d+\.\d\d\) > export.int8_max_metric_delta 1.0",
+                        int8["reason"]), int8["reason"]
+    assert not (out / INT8_FILE).exists() and set(report["files"]) == {ONNX_FILE}
 
 
 def test_int8_engine_needs_tensorrt_compatible_activations():

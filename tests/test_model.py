@@ -12,7 +12,6 @@ from reidpipe.params import ModelParams
 from reidpipe.training.model import build_model
 from reidpipe.training.pretrained import load_backbone_weights
 
-torch.set_num_threads(2)
 TINY_SWIN = {"embed_dim": 16, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2]}
 
 

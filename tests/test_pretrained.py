@@ -16,7 +16,6 @@ from reidpipe.filenames import MODEL_FILE
 from reidpipe.training.model import build_model
 from reidpipe.training.pretrained import MIN_FILLED, load_backbone_weights
 
-torch.set_num_threads(2)
 TINY = {"embed_dim": 16, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2]}
 
 

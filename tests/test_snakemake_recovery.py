@@ -70,11 +70,23 @@ def test_kill_9_then_rerun_incomplete_matches_an_uninterrupted_run(tmp_path: Pat
         *(pd.read_csv(d / TRAIN_LOG_FILE).drop(columns="seconds") for d in (recovered, models)))
 
 
+def group_processes(group: int) -> list[tuple[str, str]]:
+    """State letter (T: stopped) and command line of each live process in a process group."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError):   # the process ended meanwhile
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            found.append((fields[0], command))
+    return found
+
+
 def test_kill_during_training_resumes_and_concurrent_runs_are_refused(tmp_path: Path) -> None:
     slow = dict(SMALL, train={"num_epochs": 4, "checkpoint_interval": 1, "validation_interval": 4,
                               "max_steps_per_epoch": 4}, pipeline={"archs": [ARCH]})
-    # The demo's ResNet-18: its epochs last long enough for the two refused runs to start and end
-    # while the first one is still training.
     repo = make_repo(tmp_path, slow)
     first = subprocess.Popen(snakemake(TARGET), cwd=repo, env=pipeline_env(repo),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -84,16 +96,27 @@ def test_kill_during_training_resumes_and_concurrent_runs_are_refused(tmp_path: 
     while not list(checkpoints.glob("epoch*.ckpt")):  # not a dot-named temporary mid-write
         assert first.poll() is None, first.stdout.read()
         assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
-        time.sleep(1)
-
-    # A plain second run stops at the running job's incomplete outputs or at Snakemake's lock
-    # (which one it meets first depends on Snakemake's version); one that insists on rerunning
-    # them is stopped by the lock. Neither touches the running job.
-    second = run(repo, *snakemake(TARGET), check=False)
-    refusal = second.stdout + second.stderr
-    assert second.returncode != 0 and ("incomplete" in refusal or "cannot be locked" in refusal)
-    forced = run(repo, *snakemake(TARGET, "--rerun-incomplete"), check=False)
-    assert forced.returncode != 0 and "cannot be locked" in forced.stdout + forced.stderr
+        time.sleep(0.05)
+    # The first run is frozen (SIGSTOP to its whole process group) while the others try: it is
+    # mid-training however fast this machine trains, and holds its lock and incomplete outputs.
+    os.killpg(first.pid, signal.SIGSTOP)
+    try:
+        assert not (repo / TARGET).exists(), "training ended before it could be stopped"
+        deadline = time.monotonic() + 30
+        while {state for state, _ in group_processes(first.pid)} != {"T"}:
+            assert time.monotonic() < deadline, group_processes(first.pid)
+            time.sleep(0.05)
+        assert any(" train " in command for _, command in group_processes(first.pid))
+        # A plain second run stops at the running job's incomplete outputs or at Snakemake's
+        # lock (which one it meets first depends on Snakemake's version); one that insists on
+        # rerunning them is stopped by the lock. Neither touches the running job.
+        second = run(repo, *snakemake(TARGET), check=False)
+        refusal = second.stdout + second.stderr
+        assert second.returncode != 0 and ("incomplete" in refusal or "cannot be locked" in refusal)
+        forced = run(repo, *snakemake(TARGET, "--rerun-incomplete"), check=False)
+        assert forced.returncode != 0 and "cannot be locked" in forced.stdout + forced.stderr
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
     assert first.poll() is None
 
     os.killpg(first.pid, signal.SIGTERM)

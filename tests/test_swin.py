@@ -15,7 +15,6 @@ from reidpipe.params import ModelParams
 from reidpipe.training.model import build_model
 from reidpipe.training.pretrained import load_backbone_weights, unfold_to_concat
 
-torch.set_num_threads(2)
 CFG = SwinConfig()
 HEIGHT, WIDTH = 256, 128   # token grids 64x32 ... 8x4: none a multiple of the 7x7 window
 

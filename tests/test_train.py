@@ -2,6 +2,7 @@
 
 import logging
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,11 +15,21 @@ import torch
 import yaml
 from market_fixtures import make_tiny_market
 
+from reidpipe.data.manifest import manifest_path
 from reidpipe.data.split import make_split
 from reidpipe.errors import ReidpipeError
+from reidpipe.filenames import MODEL_FILE, TRAIN_LOG_FILE
 from reidpipe.params import load_params
 from reidpipe.training.model import load_trained_model
-from reidpipe.training.train import Runtime, pretrained_weights, resolve_runtime, train_arch
+from reidpipe.training.train import (
+    CHECKPOINT_DIR,
+    FINGERPRINT_FILE,
+    Runtime,
+    fingerprint,
+    pretrained_weights,
+    resolve_runtime,
+    train_arch,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-c", "import sys; from reidpipe.cli import main; sys.exit(main())"]
@@ -55,9 +66,8 @@ def tiny_cfg(tmp_path, **train):
 
 
 def test_train_writes_model_log_and_config_and_rerun_is_a_no_op(tmp_path, splits, caplog):
-    torch.set_num_threads(1)
     caplog.set_level(logging.INFO, logger="reidpipe")
-    cfg = tiny_cfg(tmp_path)
+    cfg = tiny_cfg(tmp_path, num_threads=1)
     out = tmp_path / "model"
     last = train_arch(cfg, splits, out, Runtime("cpu", 1, "32", "test"))
     log = pd.read_csv(out / "train_log.csv")
@@ -137,21 +147,70 @@ def test_slurm_single_task_job_lets_lightning_launch_the_ranks():
 
 
 def test_clip_grad_norm_bounds_the_update(tmp_path, splits):
-    """Same seed, same data: a near-zero clip norm must change what SGD learns (CPU runs are
-    deterministic, so a clip that does nothing would give identical weights)."""
-    torch.set_num_threads(1)
+    """One SGD step without momentum or weight decay moves the trained parameters by lr times
+    the clipped gradient: ||dw|| is at most lr x clip_grad_norm, and equal to it when the whole
+    gradient is larger, as the unclipped step shows it is. (A run at lr 1e-30 gives the starting
+    weights: same seed, and a step that small moves no float32 weight.)"""
+    lr, clip = 0.1, 0.1
+    optim = {"name": "SGD", "warmup_epochs": 0, "lr_steps": [5], "momentum": 0.0,
+             "weight_decay": 0.0, "weight_decay_bias": 0.0, "bias_lr_factor": 1.0}
     weights = {}
-    for clip in (0.0, 1e-9):
-        optim = {"name": "SGD", "base_lr": 0.1, "warmup_epochs": 0, "lr_steps": [5],
-                 "momentum": 0.0}
-        (tmp_path / f"clip{clip}").mkdir()
-        cfg = tiny_cfg(tmp_path / f"clip{clip}", num_epochs=1, clip_grad_norm=clip,
-                       max_steps_per_epoch=2, optim=optim)
-        out = tmp_path / f"clip{clip}" / "model"
+    for name, base_lr, clip_norm in (("start", 1e-30, 0.0), ("clipped", lr, clip),
+                                     ("unclipped", lr, 0.0)):
+        (tmp_path / name).mkdir()
+        cfg = tiny_cfg(tmp_path / name, num_epochs=1, max_steps_per_epoch=1, num_threads=1,
+                       clip_grad_norm=clip_norm, optim={**optim, "base_lr": base_lr})
+        out = tmp_path / name / "model"
         train_arch(cfg, splits, out, Runtime("cpu", 1, "32", "test"))
-        weights[clip] = torch.load(out / "model.pt", weights_only=False)["state_dict"][
-            "backbone.conv1.weight"]
-    assert not torch.allclose(weights[0.0], weights[1e-9])
+        assert pd.read_csv(out / TRAIN_LOG_FILE)["lr"].iloc[-1] == base_lr
+        net, _ = load_trained_model(out)
+        weights[name] = {k: p.detach() for k, p in net.named_parameters() if p.requires_grad}
+
+    def step_norm(run: str) -> float:
+        return float(torch.sqrt(sum(((weights[run][k].double() - w.double()) ** 2).sum()
+                                    for k, w in weights["start"].items())))
+
+    assert step_norm("unclipped") > 2 * lr * clip   # the gradient is larger than the clip norm
+    assert step_norm("clipped") == pytest.approx(lr * clip, rel=1e-3)
+
+
+def test_changed_config_or_manifests_retrain_and_foreign_checkpoints_are_discarded(
+        tmp_path, splits, caplog):
+    """A finished run is done while only runtime keys change; a changed config or changed
+    manifests train again from scratch: the checkpoints of the other config are discarded,
+    not resumed (the network has the same shapes, so resuming would be possible and wrong)."""
+    caplog.set_level(logging.INFO, logger="reidpipe")
+    runtime = Runtime("cpu", 1, "32", "test")
+    out = tmp_path / "model"
+    optim = {"lr_steps": [1], "warmup_epochs": 1}
+
+    def train(name: str, manifests: Path, **train_keys) -> tuple[dict, dict]:
+        (tmp_path / name).mkdir()
+        cfg = tiny_cfg(tmp_path / name, max_steps_per_epoch=2, num_threads=1, **train_keys)
+        caplog.clear()
+        last = train_arch(cfg, manifests, out, runtime)
+        saved = torch.load(out / MODEL_FILE, weights_only=True)
+        assert saved["fingerprint"] == fingerprint(cfg, manifests)
+        assert (out / CHECKPOINT_DIR / FINGERPRINT_FILE).read_text().strip() == saved["fingerprint"]
+        return last, saved
+
+    _, first = train("first", splits, optim=optim)
+    assert train("runtime_key", splits, optim=optim, num_gpus=1)[0] == {}
+    assert "up to date" in caplog.text and "starting afresh" not in caplog.text
+
+    last, other_lr = train("other_lr", splits, optim={**optim, "base_lr": 1e-3})
+    assert "starting afresh" in caplog.text and "resuming from" not in caplog.text
+    assert pd.read_csv(out / TRAIN_LOG_FILE)["epoch"].tolist() == [0, 1, 2] and last["epoch"] == 2
+    assert not torch.equal(first["state_dict"]["classifier.weight"],
+                           other_lr["state_dict"]["classifier.weight"])
+
+    fewer = tmp_path / "fewer_images"
+    shutil.copytree(splits, fewer)
+    train_csv = pd.read_csv(manifest_path(fewer, "train"))
+    train_csv.drop(index=train_csv.index[-1]).to_csv(manifest_path(fewer, "train"), index=False)
+    train("other_manifests", fewer, optim={**optim, "base_lr": 1e-3})
+    assert "starting afresh" in caplog.text and "resuming from" not in caplog.text
+    assert pd.read_csv(out / TRAIN_LOG_FILE)["epoch"].tolist() == [0, 1, 2]
 
 
 def test_config_records_the_exact_pretrained_weights():

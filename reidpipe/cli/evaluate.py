@@ -18,8 +18,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument("--out", required=True, metavar="JSON", help="metrics file to write")
     parser.add_argument("--cmc", metavar="CSV", help="CMC curve (rank,plain[,reranked])")
     parser.add_argument("--per-query", metavar="CSV", help="per-query AP, first hit and top-k")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    parser.set_defaults(run=run)
+    parser.add_argument("--device", default="auto",
+                        help="auto (CUDA when present), cpu or cuda; re-ranking runs there, and "
+                             "a GPU is taken through the device locks like extract's")
+    parser.set_defaults(run=run, single_gpu=True)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -125,9 +125,11 @@ def build_engine(onnx_path: Path, shapes: dict[str, list[int]], deploy: DeployPa
 
 
 class EngineRunner:
-    """Runs a serialized engine on torch CUDA tensors, chunking to the profile's max batch."""
+    """Runs a serialized engine on torch CUDA tensors, in chunks that fit the profile: at most
+    its max batch, and a chunk below its min batch padded with zeros up to it (the padding's
+    outputs dropped), since the engine refuses shapes outside the profile."""
 
-    def __init__(self, engine_bytes: bytes, max_batch: int) -> None:
+    def __init__(self, engine_bytes: bytes, min_batch: int, max_batch: int) -> None:
         import tensorrt as trt
 
         self.logger = trt.Logger(trt.Logger.WARNING)
@@ -149,7 +151,7 @@ class EngineRunner:
             if dtype != trt.DataType.FLOAT:
                 raise ReidpipeError(f"engine tensor {name!r} is {dtype}; expected FP32 I/O "
                                     "(export-onnx keeps FP32 inputs and outputs)")
-        self.max_batch = max_batch
+        self.min_batch, self.max_batch = min_batch, max_batch
         self.stream = torch.cuda.Stream()
 
     def run_device(self, images: torch.Tensor) -> torch.Tensor:
@@ -172,8 +174,13 @@ class EngineRunner:
     def __call__(self, images: np.ndarray) -> np.ndarray:
         parts = []
         for start in range(0, len(images), self.max_batch):
-            chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + self.max_batch]))
-            parts.append(self.run_device(chunk.float().cuda()).cpu().numpy())
+            chunk = np.asarray(images[start:start + self.max_batch], dtype=np.float32)
+            size = len(chunk)
+            if size < self.min_batch:
+                padding = np.zeros((self.min_batch - size, *chunk.shape[1:]), dtype=np.float32)
+                chunk = np.concatenate([chunk, padding])
+            out = self.run_device(torch.from_numpy(np.ascontiguousarray(chunk)).cuda())
+            parts.append(out.cpu().numpy()[:size])
         return np.concatenate(parts)
 
 
@@ -284,7 +291,7 @@ def build_trt(arch: str, onnx_dir: str | Path, splits_dir: str | Path, out_dir: 
                   profile={"input": "batch x 3 x H x W", **shapes},
                   build_seconds=round(time.perf_counter() - start, 3),
                   timing_cache_reused=cache_reused)
-    runner = EngineRunner(engine, deploy.max_batch)
+    runner = EngineRunner(engine, deploy.min_batch, deploy.max_batch)
     status["latency"] = measure_latency(runner, pre, latency_batch_sizes(deploy))
     status["parity"] = _engine_parity(runner, onnx_dir, pre, splits_dir, deploy, evaluate,
                                       min(batch_size, deploy.max_batch), flip)

@@ -26,6 +26,8 @@ rule evaluate:
     log:
         "logs/evaluate_{arch}.log",
     threads: 2
+    resources:
+        gpu=1,
     shell:
         command("evaluate")
 
@@ -58,5 +60,7 @@ rule evaluate_cross:
     log:
         "logs/evaluate_{arch}_{test_set}.log",
     threads: 2
+    resources:
+        gpu=1,
     shell:
         command("evaluate_cross")

@@ -47,6 +47,8 @@ rule evaluate_seed:
     log:
         "logs/evaluate_{arch}_seed{seed}.log",
     threads: 2
+    resources:
+        gpu=1,
     shell:
         command("evaluate_seed")
 
