@@ -16,6 +16,8 @@ import sys
 from importlib import metadata
 from typing import Any, Mapping
 
+from reidpipe.errors import ReidpipeError
+
 CONFIG_KEY = "environment"  # where a trained model's config.yaml holds its record
 
 # Environment variables that change which kernels run or how many threads share a reduction.
@@ -30,6 +32,33 @@ PACKAGES = ("numpy", "timm", "lightning", "torchvision", "pillow", "onnxruntime"
 DECIDING_KEYS = ("cpu_model", "cpu_isa", "cpu_flags", "torch", "onednn", "cpu_blas", "cuda",
                  "cudnn", "gpu_model", "gpu_count", "world_size", "intra_op_threads",
                  "deterministic", "kernel_env", "packages")
+
+
+# What ``pipeline.cpu_isa`` sets: ATen's vectorised kernels, oneDNN's convolutions and MKL's GEMMs
+# are each chosen by ISA at run time; these cap all three at AVX2 (measured: an AVX-512 machine
+# then trains the demo to the same bits as an AVX2 one; README "Reproducibility").
+CPU_ISA_PINS = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                         "MKL_CBWR": "AVX2"}}
+
+
+def pin_cpu_isa(isa: str) -> str:
+    """Cap this process's CPU kernels at ``isa`` (``native``: leave them); returns a note for the
+    log. Must run before torch computes anything: each library reads its variable once, at its
+    first use, so a pin that comes too late is refused rather than silently ignored."""
+    if isa == "native":
+        return ""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return (f"pipeline.cpu_isa = {isa} applies to x86-64 CPUs; this is "
+                f"{platform.machine()}: its native kernels are used")
+    os.environ.update(CPU_ISA_PINS[isa])
+    if "torch" in sys.modules:
+        import torch
+
+        if torch.backends.cpu.get_cpu_capability() != isa.upper():
+            raise ReidpipeError(
+                f"pipeline.cpu_isa = {isa}: this process already computed with "
+                f"{torch.backends.cpu.get_cpu_capability()} kernels (or the CPU lacks {isa})")
+    return f"CPU kernels capped at {isa.upper()} (pipeline.cpu_isa)"
 
 
 def _cpuinfo() -> dict[str, str]:

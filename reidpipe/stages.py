@@ -204,7 +204,7 @@ STAGES: tuple[Stage, ...] = (
           outputs={"model": Output(f"{ARCH_MODEL}/{MODEL_FILE}"),
                    "config": Output(f"{ARCH_MODEL}/{TRAIN_CONFIG_FILE}"),
                    "train_log": Output(f"{ARCH_MODEL}/{TRAIN_LOG_FILE}")},
-          params=("model", "dataset", "train", "archs.{arch}")),
+          params=("model", "dataset", "train", "archs.{arch}", "pipeline.cpu_isa")),
     Stage("extract",
           command="reidpipe extract --arch {arch} --model " + ARCH_MODEL
                   + " --splits {input.splits} --out {output.embeddings}",
@@ -212,7 +212,7 @@ STAGES: tuple[Stage, ...] = (
           outputs={"embeddings": Output(EMBEDDINGS, directory=True)},
           params=("model.input_height", "model.input_width", "model.with_flip_feature",
                   "dataset.pixel_mean", "dataset.pixel_std", "dataset.num_workers", "extract",
-                  "archs.{arch}")),
+                  "archs.{arch}", "pipeline.cpu_isa")),
     Stage("evaluate",
           command="reidpipe evaluate --embeddings {input.embeddings} --out {output.metrics}"
                   " --cmc {output.cmc} --per-query {output.per_query}",
@@ -230,7 +230,7 @@ STAGES: tuple[Stage, ...] = (
           outputs={"embeddings": Output(f"{CROSS}/{EMBEDDINGS_DIR}", directory=True)},
           params=("model.input_height", "model.input_width", "model.with_flip_feature",
                   "dataset.pixel_mean", "dataset.pixel_std", "dataset.num_workers", "extract",
-                  "archs.{arch}"), cli="extract"),
+                  "archs.{arch}", "pipeline.cpu_isa"), cli="extract"),
     Stage("evaluate_cross",
           command="reidpipe evaluate --embeddings {input.embeddings} --out {output.metrics}"
                   " --cmc {output.cmc} --per-query {output.per_query}",
@@ -247,7 +247,7 @@ STAGES: tuple[Stage, ...] = (
           outputs={"model": Output(f"{SEED_MODEL}/{MODEL_FILE}"),
                    "config": Output(f"{SEED_MODEL}/{TRAIN_CONFIG_FILE}"),
                    "train_log": Output(f"{SEED_MODEL}/{TRAIN_LOG_FILE}")},
-          params=("model", "dataset", "train", "archs.{arch}"), cli="train"),
+          params=("model", "dataset", "train", "archs.{arch}", "pipeline.cpu_isa"), cli="train"),
     Stage("extract_seed",
           command="reidpipe extract --arch {arch} --model " + SEED_MODEL
                   + " --splits {input.splits} --out {output.embeddings}",
@@ -255,7 +255,7 @@ STAGES: tuple[Stage, ...] = (
           outputs={"embeddings": Output(f"{SEED_RESULTS}/{EMBEDDINGS_DIR}", directory=True)},
           params=("model.input_height", "model.input_width", "model.with_flip_feature",
                   "dataset.pixel_mean", "dataset.pixel_std", "dataset.num_workers", "extract",
-                  "archs.{arch}"), cli="extract"),
+                  "archs.{arch}", "pipeline.cpu_isa"), cli="extract"),
     Stage("evaluate_seed",
           command="reidpipe evaluate --embeddings {input.embeddings} --out {output.metrics}"
                   " --cmc {output.cmc} --per-query {output.per_query}",
@@ -276,7 +276,7 @@ STAGES: tuple[Stage, ...] = (
           inputs={"model": f"{ARCH_MODEL}/{MODEL_FILE}", "splits": SPLITS},
           outputs={"onnx": Output(ONNX, directory=True)},
           params=("export", "extract.batch_size", "extract.channel_order", "extract.input_scale",
-                  "evaluate", "archs.{arch}")),
+                  "evaluate", "archs.{arch}", "pipeline.cpu_isa")),
     Stage("build_trt",
           command="reidpipe build-trt --arch {arch} --onnx-dir {input.onnx} --splits {input.splits}"
                   " --out {output.tensorrt}",

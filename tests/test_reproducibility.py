@@ -2,6 +2,8 @@
 what differs, and the CI gate judges metrics within bands measured over training seeds."""
 
 import json
+import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +15,7 @@ import yaml
 from market_fixtures import make_tiny_market
 
 from reidpipe.data.split import make_split
-from reidpipe.environment import DECIDING_KEYS, differences
+from reidpipe.environment import CPU_ISA_PINS, DECIDING_KEYS, differences
 from reidpipe.report.gate import band, gate_rows
 from reidpipe.training.train import deterministic_mode
 
@@ -41,18 +43,19 @@ def tiny_run(tmp_path_factory):
     make_split(root / "market", root / "splits", val_ids=2, seed=0)
     (root / "tiny.yaml").write_text(yaml.safe_dump(TINY))
 
-    def train(name: str) -> Path:
+    def train(name: str, *extra: str) -> Path:
         out = root / name
         subprocess.run([*CLI, "train", "--arch", "tiny", "--splits", str(root / "splits"),
                         "--out", str(out), "--params", str(ROOT / "params.yaml"),
-                        str(root / "tiny.yaml")], check=True, cwd=root, capture_output=True)
+                        str(root / "tiny.yaml"), *extra], check=True, cwd=root,
+                       capture_output=True)
         return out
 
-    return train("first"), train("second")
+    return train("first"), train("second"), train("avx2", "--set", "pipeline.cpu_isa=avx2")
 
 
 def test_training_twice_gives_bit_identical_weights_and_metrics(tiny_run):
-    first, second = tiny_run
+    first, second, _ = tiny_run
     a = torch.load(first / "model.pt", weights_only=True)["state_dict"]
     b = torch.load(second / "model.pt", weights_only=True)["state_dict"]
     assert a.keys() == b.keys()
@@ -73,6 +76,37 @@ def test_the_training_environment_is_recorded(tiny_run):
     other = dict(record, cpu_isa="AVX2" if record["cpu_isa"] != "AVX2" else "AVX512")
     assert differences(record, other) == [f"cpu_isa: {record['cpu_isa']} vs {other['cpu_isa']}"]
     assert differences(record, dict(record)) == []
+
+
+X86 = platform.machine().lower() in ("x86_64", "amd64")
+AVX2 = X86 and "avx2" in open("/proc/cpuinfo").read()
+
+
+@pytest.mark.skipif(not AVX2, reason="pipeline.cpu_isa avx2 needs an x86-64 CPU with AVX2")
+def test_cpu_isa_avx2_caps_the_kernels_of_training(tiny_run):
+    record = yaml.safe_load((tiny_run[2] / "config.yaml").read_text())["environment"]
+    assert record["cpu_isa"] == "AVX2"
+    assert record["kernel_env"] == {**CPU_ISA_PINS["avx2"], **{
+        k: v for k, v in record["kernel_env"].items() if k not in CPU_ISA_PINS["avx2"]}}
+
+
+def python(code: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in CPU_ISA_PINS["avx2"]}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+
+
+@pytest.mark.skipif(not AVX2, reason="pipeline.cpu_isa avx2 needs an x86-64 CPU with AVX2")
+def test_a_pin_after_torch_computed_is_refused_not_ignored():
+    pinned = python("from reidpipe.environment import pin_cpu_isa; pin_cpu_isa('avx2'); "
+                    "import torch; torch.ones(8).sum(); "
+                    "print(torch.backends.cpu.get_cpu_capability())")
+    assert pinned.stdout.strip() == "AVX2", pinned.stderr
+    late = python("import torch; torch.ones(8).sum(); "
+                  "from reidpipe.environment import pin_cpu_isa; pin_cpu_isa('avx2')")
+    if torch.backends.cpu.get_cpu_capability() == "AVX2":  # native is AVX2: nothing to refuse
+        assert late.returncode == 0, late.stderr
+    else:
+        assert "ReidpipeError: pipeline.cpu_isa = avx2: this process already computed" in late.stderr
 
 
 def test_deterministic_mode_per_accelerator():

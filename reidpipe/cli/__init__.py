@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from reidpipe import logs
+from reidpipe import environment, logs
 from reidpipe.errors import ReidpipeError
 from reidpipe.interrupt import Interrupted, signals_interrupt
 from reidpipe.params import (DEFAULT_PARAMS_FILE, DataParams, Params, SourceParams,
@@ -43,6 +43,8 @@ STAGE_COMMANDS = [
     "build_trt",
     "package",
     "report",
+    "seed_spread",
+    "gate",
     "convert_weights",
 ]
 
@@ -127,8 +129,13 @@ def params_dict_from_args(args: argparse.Namespace, *, needs_file: bool = True) 
 
 
 def params_from_args(args: argparse.Namespace, *, needs_file: bool = True) -> Params:
-    """The validated parameters of one command (``params_dict_from_args``)."""
-    return params_from_dict(params_dict_from_args(args, needs_file=needs_file))
+    """The validated parameters of one command (``params_dict_from_args``), with the CPU
+    kernels pinned as ``pipeline.cpu_isa`` says before the stage computes anything."""
+    params = params_from_dict(params_dict_from_args(args, needs_file=needs_file))
+    note = environment.pin_cpu_isa(params.pipeline.cpu_isa)
+    if note:
+        log.info(note)
+    return params
 
 
 def add_source_argument(parser: argparse.ArgumentParser) -> None:

@@ -333,6 +333,10 @@ class PipelineParams:
     eval_sources: list[str] = _f(
         [], doc="test sets every arch is evaluated on (data.source or keys of data.sources); "
                 "[]: the training sources")
+    cpu_isa: Literal["native", "avx2"] = _f(
+        "native", doc="CPU kernels of train, extract and export: native (the fastest this CPU "
+                      "has) or avx2 (x86-64 CPUs compute as an AVX2 one does, so AVX2 and AVX-512 "
+                      "machines give the same bits)")
     seeds: list[int] = _f([], doc="seed spread: each arch is also trained, extracted and "
                                         "evaluated once per train.seed listed here ([]: not)")
 
