@@ -32,7 +32,6 @@ from reidpipe.training.model import build_model
 from reidpipe.training.pretrained import load_backbone_weights, read_state_dict
 from reidpipe.training.weights_trust import ALLOWED_GLOBALS
 
-torch.set_num_threads(2)
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-c", "import sys; from reidpipe.cli import main; sys.exit(main())"]
 CFG = SwinConfig(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2))
