@@ -12,6 +12,9 @@ RESULTS_DIR = "results"
 MODELS_DIR = "models"
 REPORTS_DIR = "reports"
 DATA_DIR = "data"  # data/<name>: the dataset of each further source (data.sources)
+# beside params.yaml: the validated values each job reads (tracked_params; DVC's params),
+# outside results/, which the report and the seed spread read whole
+TRACKED_PARAMS_FILE = "params.tracked.json"
 
 # results/
 VALIDATION_FILE = "validation.json"
@@ -63,6 +66,11 @@ REPORT_HTML = "index.html"
 FIGURES_DIR = "figures"
 SEED_SPREAD_FILE = "seed_spread.json"  # mean, std, min and max of each metric over the seeds
 ENVIRONMENT_FILE = "environment.json"  # each arch's training environment (reidpipe.environment)
+
+
+# beside the first output of every stage: the params and code it was built from
+# (reidpipe.provenance)
+PROVENANCE_SUFFIX = ".provenance.json"
 
 
 def embedding_array(set_name: str) -> str:

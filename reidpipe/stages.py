@@ -7,18 +7,28 @@ File names inside outputs are the constants of ``reidpipe.filenames``, shared wi
 and the report.
 
 Path templates: ``{arch}`` (a wildcard: one job per value of ``pipeline.archs``) and
-``${data.dataset_dir}`` (a parameter value, DVC's interpolation syntax). Commands name inputs and
-outputs as ``{input.NAME}``/``{output.NAME}``; ``--params FILES`` is appended by each tool.
+``${data.dataset_dir}`` (a parameter value). Commands name inputs and outputs as
+``{input.NAME}``/``{output.NAME}``; each tool appends ``--params FILES --provenance FILE``.
 A stage's code is the import closure of its CLI module (``reidpipe.code_deps``): files for
 Snakemake, packages for DVC.
+
+Tracked params: each job's values are looked up in the validated, defaults-filled params
+(``params_from_dict``, then ``dataclasses.asdict``), with the ``--set`` of the stage's own command
+applied, so an empty section, another key order or a default written out changes nothing. Every
+stage also writes its provenance (``reidpipe.provenance``) beside its first output; the record
+(``job_provenance``) is computed here for Snakemake, DVC and the stage itself.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import itertools
 import json
 import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, Sequence
 
 import yaml
@@ -38,6 +48,7 @@ from reidpipe.filenames import (
     MODELS_DIR,
     ONNX_DIR,
     PER_QUERY_FILE,
+    PROVENANCE_SUFFIX,
     REPORT_HTML,
     REPORT_MARKDOWN,
     REPORTS_DIR,
@@ -47,6 +58,7 @@ from reidpipe.filenames import (
     SOURCES_DIR,
     SPLITS_DIR,
     TENSORRT_DIR,
+    TRACKED_PARAMS_FILE,
     TRAIN_SET_DIR,
     TRAIN_CONFIG_FILE,
     TRAIN_LOG_FILE,
@@ -58,10 +70,13 @@ from reidpipe.params import (
     merged_params_dict,
     params_from_dict,
 )
+from reidpipe.params.merge import apply_override, parse_override
+from reidpipe.provenance import Provenance, canonical_json, code_digests, differences
+from reidpipe.provenance import read as read_provenance
 
-# Each wildcard and the values it takes: a list parameter (DVC interpolates it), or a list the
-# params derive from several keys (a ``Params`` method; dvc.yaml then lists the values params.yaml
-# gives, so changing the sources means regenerating dvc.yaml).
+# Each wildcard and the values it takes: a list parameter, or a list the params derive from
+# several keys (a ``Params`` method). dvc.yaml lists the values its params files give, so
+# changing them means regenerating dvc.yaml.
 WILDCARDS: dict[str, str | Callable[[Params], list[str]]] = {
     "arch": "pipeline.archs",
     "source": Params.extra_sources,     # further sources: prepared in data/<name>
@@ -133,10 +148,19 @@ class Stage:
     # Whether the params ask for the stage at all (a stage with wildcards also has no job when a
     # wildcard has no values)
     wanted: Callable[[Params], bool] = lambda params: True
+    # The stage reads every job's values (tracked_params): DVC tracks its params files whole
+    reads_all_params: bool = False
 
     @property
     def cli_module(self) -> str:
         return f"reidpipe.cli.{self.cli or self.name}"
+
+    @property
+    def all_outputs(self) -> dict[str, Output]:
+        """The outputs, then the provenance record beside the first one (a cached DVC output,
+        so that `dvc pull` brings it with the outputs)."""
+        first = next(iter(self.outputs.values())).path
+        return {**self.outputs, "provenance": Output(first + PROVENANCE_SUFFIX)}
 
     @property
     def wildcards(self) -> list[str]:
@@ -156,6 +180,12 @@ def _wildcards(path: str) -> list[str]:
 
 
 STAGES: tuple[Stage, ...] = (
+    # The values each job below tracks, as one file: what DVC compares (dvc.yaml's params), so
+    # that DVC, like Snakemake, compares validated values rather than the text of params files.
+    Stage("tracked_params",
+          command="reidpipe stages --tracked --out {output.tracked}",
+          outputs={"tracked": Output(TRACKED_PARAMS_FILE)},
+          cli="stages_cmd", reads_all_params=True),
     Stage("download",
           command="reidpipe download --out {output.dataset}",
           outputs={"dataset": Output(DATASET, directory=True)},
@@ -340,11 +370,147 @@ def stage_param_keys(name: str, **wildcards: str) -> list[str]:
     return [key.format(**wildcards) for key in stage(name).params]
 
 
+_VALIDATED: dict[str, dict[str, Any]] = {}
+
+
+def canonical_params(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The validated params of ``config`` as plain data, every default filled in: where tracked
+    values, wildcard values and ``${...}`` path parts are looked up."""
+    key = json.dumps(config, sort_keys=True, default=repr)
+    if key not in _VALIDATED:
+        _VALIDATED[key] = dataclasses.asdict(params_from_dict(config))
+    return _VALIDATED[key]
+
+
+def _job_config(config: Mapping[str, Any], st: Stage, wildcards: Mapping[str, str]
+                ) -> Mapping[str, Any]:
+    """``config`` with the ``--set`` overrides of the stage's own command (train_seed sets
+    train.seed), which the job's run sees too."""
+    overrides = [text.format(**wildcards) for text in re.findall(r"--set\s+(\S+)", st.command)]
+    if not overrides:
+        return config
+    data = copy.deepcopy(dict(config))
+    for text in overrides:
+        apply_override(data, *parse_override(text))
+    return data
+
+
+def tracked_values(config: Mapping[str, Any], name: str, **wildcards: str) -> dict[str, Any]:
+    """The values job ``name`` (with ``wildcards``) reads, nested by key path, from the
+    validated params: what Snakemake's params, DVC's params and the job's provenance hold."""
+    st = stage(name)
+    if st.reads_all_params:
+        return all_tracked_values(config)
+    namespace = canonical_params(_job_config(config, st, wildcards))
+    values: dict[str, Any] = {}
+    for key in stage_param_keys(name, **wildcards):
+        *parents, last = key.split(".")
+        node = values
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = lookup(namespace, key)
+    return values
+
+
 def tracked_params(config: Mapping[str, Any], name: str, **wildcards: str) -> str:
-    """The values ``name`` reads as canonical JSON (sorted keys): Snakemake compares params as
-    text, and the key order of the merged config depends on the order the files were merged."""
-    values = {key: lookup(config, key) for key in stage_param_keys(name, **wildcards)}
-    return json.dumps(values, sort_keys=True)
+    """The job's tracked values as canonical JSON (sorted keys): Snakemake compares params as
+    text."""
+    return canonical_json(tracked_values(config, name, **wildcards))
+
+
+def jobs(config: Mapping[str, Any]) -> list[tuple[Stage, dict[str, str]]]:
+    """Every job the params ask for: its stage and wildcard values."""
+    params = params_from_dict(config)
+    found = []
+    for st in STAGES:
+        if st.wanted(params):
+            names = st.wildcards
+            found += [(st, dict(zip(names, combo))) for combo in
+                      itertools.product(*(wildcard_values(config, w) for w in names))]
+    return found
+
+
+def all_tracked_values(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Every job's tracked values (tracked_params' own aside), nested by stage and then by each
+    wildcard's value: ``validate``, ``train.resnet50``, ``extract_cross.resnet50.duke`` (the
+    keys dvc.yaml's params name)."""
+    values: dict[str, Any] = {}
+    for st, wildcards in jobs(config):
+        if not st.reads_all_params:
+            *parents, last = [st.name, *wildcards.values()]
+            node = values
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = tracked_values(config, st.name, **wildcards)
+    return values
+
+
+# ------------------------------------------------------------------------------------ provenance
+
+
+def job_provenance(config: Mapping[str, Any], name: str, **wildcards: str) -> Provenance:
+    """What the outputs of job ``name`` (with ``wildcards``) record when built under ``config``
+    from the code as it is now: the one computation Snakemake, DVC and the stage share."""
+    return Provenance(stage=name, wildcards=dict(sorted(wildcards.items())),
+                      params=tracked_values(config, name, **wildcards),
+                      code=code_digests(stage(name).code_files(), code_deps.ROOT))
+
+
+def job_outputs(config: Mapping[str, Any], name: str, **wildcards: str) -> dict[str, str]:
+    """The job's output paths, its provenance record last."""
+    return {key: _resolve(out.path, config).format(**wildcards)
+            for key, out in stage(name).all_outputs.items()}
+
+
+def stale_provenance(config: Mapping[str, Any], name: str, **wildcards: str
+                     ) -> tuple[str, list[str]] | None:
+    """Why the job's existing outputs must be rebuilt: its provenance file and what differs from
+    the record ``config`` and the code give now. None when they match, or when no output is
+    there (the job runs anyway)."""
+    outputs = job_outputs(config, name, **wildcards)
+    if not any(os.path.lexists(path) for path in outputs.values()):
+        return None
+    expected = job_provenance(config, name, **wildcards)
+    recorded = read_provenance(outputs["provenance"])
+    if recorded is not None and recorded["fingerprint"] == expected.fingerprint:
+        return None
+    return outputs["provenance"], differences(recorded, expected)
+
+
+def _template_regex(template: str, config: Mapping[str, Any]) -> re.Pattern:
+    """``template`` with each ``{wildcard}`` matching exactly that wildcard's values."""
+    pieces = re.split(r"(?<!\$)\{(\w+)\}", os.path.normpath(template))
+    seen: set[str] = set()
+    regex = ""
+    for i, piece in enumerate(pieces):
+        if i % 2 == 0:
+            regex += re.escape(piece)
+        elif piece in seen:
+            regex += f"(?P={piece})"
+        else:
+            seen.add(piece)
+            choices = "|".join(map(re.escape, wildcard_values(config, piece))) or "(?!)"
+            regex += f"(?P<{piece}>{choices})"
+    return re.compile(regex)
+
+
+def provenance_recorder(path: str, config: Mapping[str, Any]) -> Callable[[], None]:
+    """For a stage run given ``--provenance PATH`` and the params ``config``: removes any record
+    at ``path`` (a failed run leaves none) and returns what writes the run's record once it has
+    succeeded. The job is the one whose provenance file ``path`` is; its record is computed
+    before the run, from the params and code the run starts with."""
+    wanted = os.path.normpath(os.path.relpath(path) if os.path.isabs(path) else path)
+    for st in STAGES:
+        template = _resolve(st.all_outputs["provenance"].path, config)
+        match = _template_regex(template, config).fullmatch(wanted)
+        if match:
+            record = job_provenance(config, st.name, **match.groupdict())
+            Path(path).unlink(missing_ok=True)
+            return lambda: record.write(path)
+    raise ReidpipeError(
+        f"--provenance {path}: no job of the pipeline writes it under these params (a job's "
+        f"provenance file is its first output + {PROVENANCE_SUFFIX}, e.g. "
+        f"{_resolve(STAGE_BY_NAME['validate'].all_outputs['provenance'].path, config)})")
 
 
 # ------------------------------------------------------------------------------------ Snakemake
@@ -354,7 +520,8 @@ _PARAM_REF = re.compile(r"\$\{([\w.]+)\}")
 
 
 def _resolve(template: str, config: Mapping[str, Any]) -> str:
-    return _PARAM_REF.sub(lambda m: str(lookup(config, m.group(1))), template)
+    """``template`` with each ``${key}`` replaced by the key's value."""
+    return _PARAM_REF.sub(lambda m: str(lookup(canonical_params(config), m.group(1))), template)
 
 
 def snakemake_inputs(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
@@ -380,20 +547,20 @@ def snakemake_outputs(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
     from snakemake.io import directory
 
     return {key: directory(_resolve(out.path, config)) if out.directory
-            else _resolve(out.path, config) for key, out in stage(name).outputs.items()}
+            else _resolve(out.path, config) for key, out in stage(name).all_outputs.items()}
 
 
 def snakemake_shell(name: str) -> str:
     """The rule's shell command; the log redirect is the rule's own."""
     command = re.sub(r"(?<!\$)\{(\w+)\}", lambda m: "{wildcards.%s}" % m.group(1),
                      stage(name).command)
-    return f"{command} --params {{params.files}}"
+    return f"{command} --params {{params.files}} --provenance {{output.provenance}}"
 
 
 def wildcard_values(config: Mapping[str, Any], wildcard: str) -> list[str]:
     values = WILDCARDS[wildcard]
     if isinstance(values, str):
-        return [str(v) for v in lookup(config, values)]
+        return [str(v) for v in lookup(canonical_params(config), values)]
     return values(params_from_dict(config))
 
 
@@ -440,36 +607,40 @@ def _dvc_template(template: str, wildcards: Sequence[str]) -> str:
     return re.sub(r"(?<!\$)\{(\w+)\}", item, template)
 
 
-def _dvc_values(wildcard: str, params: Params) -> str | list[str]:
-    values = WILDCARDS[wildcard]
-    return "${%s}" % values if isinstance(values, str) else values(params)
-
-
-def _dvc_stage(st: Stage, params: Params) -> dict[str, Any] | None:
-    """The stage's dvc.yaml entry; ``None`` when a derived wildcard has no values (no job)."""
+def _dvc_stage(st: Stage, config: Mapping[str, Any], files: Sequence[str]
+               ) -> dict[str, Any] | None:
+    """The stage's dvc.yaml entry under ``config`` (read from ``files``); ``None`` when the
+    params ask for no job of it."""
+    params = params_from_dict(config)
     wildcards = st.wildcards
-    lists = {w: _dvc_values(w, params) for w in wildcards}
+    lists = {w: wildcard_values(config, w) for w in wildcards}
     if not st.wanted(params) or any(not values for values in lists.values()):
         return None
 
     def path(template: str) -> str:
-        return _dvc_template(template, wildcards)
+        return _dvc_template(_resolve(template, config), wildcards)
 
     def inside(dep: str, other: str) -> bool:
         return dep != other and dep.startswith(other.rstrip("/") + "/")
 
-    refs = {f"input.{k}": path(v) for k, v in st.inputs.items() if isinstance(v, str)}
-    refs.update({f"output.{k}": path(o.path) for k, o in st.outputs.items()})
+    outputs = st.all_outputs
+    refs = {f"input.{k}": _resolve(v, config) for k, v in st.inputs.items() if isinstance(v, str)}
+    refs.update({f"output.{k}": _resolve(o.path, config) for k, o in outputs.items()})
     command = re.sub(r"\{((?:input|output)\.\w+)\}", lambda m: refs[m.group(1)], st.command)
-    data_deps = [path(v) if isinstance(v, str) else v.path.split("/{")[0]
-                 for v in st.inputs.values() if not _expands_to_nothing(v, params)]
+    command += f" --params {' '.join(files)} --provenance {refs['output.provenance']}"
+    data_deps = [path(v) if isinstance(v, str) else _resolve(v.path, config).split("/{")[0]
+                 for v in st.inputs.values() if not _expands_to_nothing(v, config)]
     data_deps = list(dict.fromkeys(data_deps))
     data_deps = [d for d in data_deps if not any(inside(d, o) for o in data_deps)]
-    body: dict[str, Any] = {"cmd": f"{path(command)} --params {DEFAULT_PARAMS_FILE}",
-                            "deps": st.code_packages() + data_deps,
-                            "params": [path(key) for key in st.params]}
+    if st.reads_all_params:  # the files whole: `dvc exp run -S` reaches every key of them
+        tracked: list[Any] = [{file: None} for file in files]
+    else:  # the job's entry in what tracked_params writes
+        key = ".".join([st.name, *("{%s}" % w for w in wildcards)])
+        tracked = [{TRACKED_PARAMS_FILE: [path(key)]}]
+    body: dict[str, Any] = {"cmd": path(command), "deps": st.code_packages() + data_deps,
+                            "params": tracked}
     groups: dict[str, list] = {"outs": [], "metrics": [], "plots": []}
-    for out in st.outputs.values():
+    for out in outputs.values():
         if out.dvc == "out":
             groups["outs"].append(path(out.path))
         elif out.dvc == "git":
@@ -486,12 +657,13 @@ def _dvc_stage(st: Stage, params: Params) -> dict[str, Any] | None:
     return {"matrix": lists, **body}
 
 
-def _expands_to_nothing(value: str | AllOf | When, params: Params) -> bool:
+def _expands_to_nothing(value: str | AllOf | When, config: Mapping[str, Any]) -> bool:
     if isinstance(value, str):
         return False
+    params = params_from_dict(config)
     if isinstance(value, When):
         return not value.needed(params)
-    return any(not (value.over[w](params) if w in value.over else _dvc_values(w, params))
+    return any(not (value.over[w](params) if w in value.over else wildcard_values(config, w))
                for w in _wildcards(value.path))
 
 
@@ -509,28 +681,30 @@ def describe() -> str:
     for st in STAGES:
         each = f" (one job per {', '.join(st.wildcards)})" if st.wildcards else ""
         lines += [f"{st.name}{each}",
-                  f"  command: {st.command} --params FILES",
+                  f"  command: {st.command} --params FILES --provenance FILE",
                   f"  code:    {' '.join(st.code_files())}",
                   "  inputs:  " + " ".join(f"{k}={_describe_input(v)}"
                                            for k, v in st.inputs.items()),
-                  "  outputs: " + " ".join(f"{k}={o.path}" for k, o in st.outputs.items()),
-                  f"  params:  {' '.join(st.params)}", ""]
+                  "  outputs: " + " ".join(f"{k}={o.path}" for k, o in st.all_outputs.items()),
+                  "  params:  " + ("every job's tracked values" if st.reads_all_params
+                                   else " ".join(st.params)), ""]
     return "\n".join(lines)
 
 
 DVC_HEADER = """\
-# Generated from the stage table (reidpipe/stages.py) by
-# `reidpipe stages --dvc-yaml --out dvc.yaml`: edit the table, not this file (a test fails when
-# it is stale). Each stage declares exactly the
-# params it reads, since `dvc exp run -S` silently ignores keys no stage declares; values come from
-# params.yaml. The further sources (data.sources, data.train_sources, pipeline.eval_sources) are
-# written out as lists: regenerate this file after changing them.
+# Generated from the stage table (reidpipe/stages.py) for the params files: {files}
+# by `reidpipe stages --dvc-yaml --params {files} --out dvc.yaml`. Edit the table, not
+# this file (a test fails when the committed one is stale). Paths, archs and sources are written
+# out: regenerate it after changing data.dataset_dir, pipeline.archs, pipeline.seeds or the
+# sources. A stage's params are its entry in {tracked}: the validated values it reads,
+# written from the params files by the first stage.
 """
 
 
-def dvc_yaml(params: Params | None = None) -> str:
-    """dvc.yaml for ``params`` (default: params.yaml's)."""
-    params = params or params_from_dict(merged_params_dict([DEFAULT_PARAMS_FILE]))
+def dvc_yaml(files: Sequence[str] = (DEFAULT_PARAMS_FILE,)) -> str:
+    """dvc.yaml for the params ``files`` (merged in order, as ``--params`` merges them)."""
+    config = merged_params_dict(files)
     stages = {st.name: entry for st in STAGES
-              if (entry := _dvc_stage(st, params)) is not None}
-    return DVC_HEADER + yaml.safe_dump({"stages": stages}, sort_keys=False, width=1000)
+              if (entry := _dvc_stage(st, config, files)) is not None}
+    header = DVC_HEADER.format(files=" ".join(files), tracked=TRACKED_PARAMS_FILE)
+    return header + yaml.safe_dump({"stages": stages}, sort_keys=False, width=1000)

@@ -70,11 +70,12 @@ def dvc(*args: str) -> list[str]:
 
 def make_repo(tmp_path: Path, overrides: dict) -> Path:
     """A git repository holding the project, with the demo parameters written into params.yaml
-    (DVC reads only params.yaml; Snakemake reads it too, so both run the same commands)."""
+    and dvc.yaml generated for it (so both tools run the same commands on them)."""
     repo = copy_working_tree(tmp_path / "repo")
     (repo / "small.yaml").write_text(yaml.safe_dump(overrides))
     run(repo, sys.executable, "-m", "reidpipe", "params", "--params", "params.yaml",
         "config/demo.yaml", "small.yaml", "--out", "params.yaml")
+    run(repo, sys.executable, "-m", "reidpipe", "stages", "--dvc-yaml", "--out", "dvc.yaml")
     run(repo, "git", "init", "-q", "-b", "main")
     run(repo, "git", "add", "-A")
     run(repo, "git", "commit", "-q", "-m", "project")

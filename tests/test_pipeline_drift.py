@@ -1,5 +1,6 @@
-"""The Snakefile and dvc.yaml describe one DAG: same commands, inputs, outputs and params, and
-dvc.yaml is what the stage table generates."""
+"""The Snakefile and dvc.yaml describe one DAG: same commands, inputs and outputs, each DVC stage
+reads its own job's tracked values, and dvc.yaml is what the stage table generates. (Which jobs a
+change reruns, asked of both tools after real runs: test_reruns.py.)"""
 
 import re
 import subprocess
@@ -10,7 +11,7 @@ import pytest
 import yaml
 
 from repo_copy import copy_working_tree, pipeline_env
-from reidpipe.stages import dvc_yaml, stage_param_keys
+from reidpipe.stages import dvc_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # Further sources: two trained on, one more test set (cross-domain), all synthetic.
@@ -23,11 +24,11 @@ CROSS_DOMAIN = {
 LOG_REDIRECT = re.compile(r"\s*>\s*logs/\S+\s+2>&1\s*$")
 
 
-def snakemake_jobs(root: Path = ROOT) -> dict[frozenset, dict]:
+def snakemake_jobs(root: Path, *configfiles: str) -> dict[frozenset, dict]:
     """Planned jobs of a forced dry run, keyed by their output set."""
     out = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "-p", "--forceall", "--cores", "1",
-         "--workflow-profile", "none"],
+         "--workflow-profile", "none", *(["--configfile", *configfiles] if configfiles else [])],
         cwd=root, env=pipeline_env(root), capture_output=True, text=True, check=True).stdout
     jobs, job = {}, None
     for line in out.splitlines():
@@ -47,13 +48,15 @@ def snakemake_jobs(root: Path = ROOT) -> dict[frozenset, dict]:
     return jobs
 
 
-def dvc_stages(root: Path = ROOT) -> list:
+def dvc_stages(root: Path) -> list:
+    """DVC's stages, with the params values DVC reads for each (so the values file exists)."""
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
         stages = []
         for stage in repo.index.stages:
-            params = [p for dep in stage.deps if hasattr(dep, "params") for p in dep.params]
+            params = {dep.def_path: dep.read_params() for dep in stage.deps
+                      if hasattr(dep, "params")}
             deps = [dep.def_path for dep in stage.deps if not hasattr(dep, "params")]
             stages.append({"name": stage.name, "cmd": stage.cmd.strip(), "deps": deps,
                            "outs": [out.def_path for out in stage.outs], "params": params})
@@ -73,23 +76,40 @@ def assert_inputs_covered(inputs: list[str], deps: list[str], name: str) -> None
     assert not uncovered and not unused, f"{name}: inputs {uncovered} vs deps {unused} differ"
 
 
-def cross_domain_repo(tmp_path: Path) -> Path:
-    """A copy of the project whose params.yaml has further sources, dvc.yaml regenerated."""
-    repo = copy_working_tree(tmp_path / "repo")
-    (repo / "cross.yaml").write_text(yaml.safe_dump(CROSS_DOMAIN))
-    for args in (["params", "--params", "params.yaml", "config/demo.yaml", "cross.yaml",
-                  "--out", "params.yaml"], ["stages", "--dvc-yaml", "--out", "dvc.yaml"]):
-        subprocess.run([sys.executable, "-m", "reidpipe", *args], cwd=repo,
-                       env=pipeline_env(repo), check=True, capture_output=True)
+def reidpipe(repo: Path, *args: str) -> None:
+    subprocess.run([sys.executable, "-m", "reidpipe", *args], cwd=repo, env=pipeline_env(repo),
+                   check=True, capture_output=True)
+
+
+def tracked_values_written(repo: Path) -> Path:
+    """``repo`` with the values file its tracked_params job writes, as DVC's stages read it."""
+    command = next(s["cmd"] for s in yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+                   .values() if "cmd" in s and s["cmd"].startswith("reidpipe stages --tracked"))
+    reidpipe(repo, *command.split()[1:])
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     return repo
 
 
+def cross_domain_repo(tmp_path: Path) -> Path:
+    """A copy of the project with the demo and further sources in a second params file, and
+    dvc.yaml generated for both files."""
+    repo = copy_working_tree(tmp_path / "repo")
+    demo = yaml.safe_load((repo / "config" / "demo.yaml").read_text())
+    demo["data"].update(CROSS_DOMAIN["data"])
+    demo["pipeline"].update(CROSS_DOMAIN["pipeline"])
+    (repo / "cross.yaml").write_text(yaml.safe_dump(demo))
+    reidpipe(repo, "stages", "--dvc-yaml", "--params", "params.yaml", "cross.yaml",
+             "--out", "dvc.yaml")
+    return tracked_values_written(repo)
+
+
 @pytest.fixture(scope="module", params=["params.yaml", "cross-domain"])
 def both(request, tmp_path_factory):
-    root = ROOT if request.param == "params.yaml" else cross_domain_repo(
-        tmp_path_factory.mktemp("cross"))
-    return snakemake_jobs(root), dvc_stages(root)
+    if request.param == "params.yaml":
+        root = tracked_values_written(copy_working_tree(tmp_path_factory.mktemp("copy")))
+        return snakemake_jobs(root), dvc_stages(root)
+    root = cross_domain_repo(tmp_path_factory.mktemp("cross"))
+    return snakemake_jobs(root, "params.yaml", "cross.yaml"), dvc_stages(root)
 
 
 def test_same_outputs(both):
@@ -105,8 +125,15 @@ def test_same_commands_inputs_and_params(both):
         assert job["rule"] == base, stage["name"]
         assert job["cmd"] == stage["cmd"], f"{stage['name']}: commands differ"
         assert_inputs_covered(job["input"], stage["deps"], stage["name"])
-        expected = stage_param_keys(base, **job.get("wildcards", {}))
-        assert sorted(stage["params"]) == sorted(expected), f"{stage['name']}: params differ"
+        if base == "tracked_params":  # the params files, whole, as Snakemake merged them
+            files = job["cmd"].split(" --params ")[1].split(" --provenance ")[0].split()
+            assert list(stage["params"]) == files, stage["params"]
+            continue
+        # The entry of this very job (as Snakemake names its wildcards) in the values file,
+        # which DVC found there
+        key = ".".join([base, *job.get("wildcards", {}).values()])
+        (values,) = stage["params"].values()
+        assert list(values) == [key] and values[key], f"{stage['name']}: params {values}"
 
 
 def test_every_rule_has_its_dvc_stage(both):
@@ -115,7 +142,8 @@ def test_every_rule_has_its_dvc_stage(both):
 
 
 def test_cross_domain_jobs_cover_every_arch_and_test_set(tmp_path_factory):
-    jobs = snakemake_jobs(cross_domain_repo(tmp_path_factory.mktemp("jobs")))
+    jobs = snakemake_jobs(cross_domain_repo(tmp_path_factory.mktemp("jobs")), "params.yaml",
+                          "cross.yaml")
     evaluated = {tuple(sorted(j["wildcards"].items())) for j in jobs.values()
                  if j["rule"] == "evaluate_cross"}
     assert evaluated == {(("arch", a), ("test_set", t)) for a in ("resnet_demo", "swin_demo")

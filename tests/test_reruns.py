@@ -1,7 +1,10 @@
-"""Reruns follow exactly what changed, in both tools, in a temporary repository after a demo-sized
-Snakemake run: code edits rerun the stages that run that code and everything downstream; the
-short ``--configfile`` form and ``dvc commit`` leave nothing to do, and so does ``dvc checkout``
-or ``dvc pull`` followed by the README's ``snakemake --touch``."""
+"""Reruns follow exactly what changed, in both tools, after a demo-sized Snakemake run recorded
+with DVC by the README's record step (params.yaml stays as cloned; the demo's values are a second
+params file). The jobs each edit reruns are written here by hand and asked of the tools: Snakemake
+(`snakemake -n`) and DVC (`dvc status` and its graph, once the tracked_params stage has written
+the new values). Outputs carry their provenance, so each tool rebuilds what the other built from
+other values; and `dvc checkout` or `dvc pull` followed by the README's `snakemake --touch`
+leaves nothing to do."""
 
 from __future__ import annotations
 
@@ -17,14 +20,16 @@ from typing import Iterator
 import pytest
 import yaml
 
-from repo_copy import SMALL, dvc, make_repo, run, snakemake
+from repo_copy import ROOT, SMALL, copy_working_tree, dvc, run, snakemake
 
 pytestmark = pytest.mark.slow
 
-ARCH = "resnet_demo"
-# One arch: every stage kind still runs, in half the time.
-ONE_ARCH = {**SMALL, "pipeline": {"archs": [ARCH]}}
+ARCHS = ["resnet_demo"]  # every stage kind still runs, in half the time of two archs
 OVERLAY = "overlay.yaml"
+FILES = ("params.yaml", OVERLAY)
+# The jobs, by hand: what a model key or the training code reaches, and every stage.
+MODEL_DOWNSTREAM = {"train", "extract", "evaluate", "export_onnx", "build_trt", "package", "report"}
+EVERY_STAGE = {"tracked_params", "download", "validate", "split", "combine"} | MODEL_DOWNSTREAM
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -37,42 +42,28 @@ def deep_merge(base: dict, override: dict) -> dict:
     return merged
 
 
+def record(repo: Path) -> None:
+    """The README's record step: dvc.yaml for the run's params files, then `dvc commit`."""
+    run(repo, "reidpipe", "stages", "--dvc-yaml", "--params", *FILES, "--out", "dvc.yaml")
+    run(repo, *dvc("commit", "--force"))
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    """params.yaml holds the effective parameters (DVC reads only it); overlay.yaml the demo's
-    overrides, given to Snakemake as `make demo` gives config/demo.yaml: `--configfile
-    params.yaml overlay.yaml`. Then `dvc commit` records the outputs."""
-    repo = make_repo(tmp_path_factory.mktemp("reruns"), ONE_ARCH)
+    """The project as cloned, the demo's values (demo-sized, one arch) in overlay.yaml, run as
+    `make demo` runs it (`--configfile params.yaml overlay.yaml`), recorded, committed."""
+    repo = copy_working_tree(tmp_path_factory.mktemp("reruns") / "repo")
     demo = yaml.safe_load((repo / "config" / "demo.yaml").read_text())
-    (repo / OVERLAY).write_text(yaml.safe_dump(deep_merge(demo, ONE_ARCH), sort_keys=False))
-    run(repo, "git", "add", OVERLAY)
-    run(repo, "git", "commit", "-q", "-m", "overlay")
-    run(repo, *snakemake("--configfile", "params.yaml", OVERLAY))
-    run(repo, *dvc("commit", "--force"))
+    overlay = deep_merge(demo, deep_merge(SMALL, {"pipeline": {"archs": ARCHS}}))
+    (repo / OVERLAY).write_text(yaml.safe_dump(overlay, sort_keys=False))
+    run(repo, "git", "init", "-q", "-b", "main")
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-q", "-m", "project")
+    run(repo, *snakemake("--configfile", *FILES))
+    record(repo)
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-q", "-m", "recorded run")
     return repo
-
-
-def downstream(names: set[str], repo: Path) -> set[str]:
-    """``names`` and every stage that reads, directly or not, what they write (from the stage
-    table's paths: an input equal to an output or inside it), among the stages that have jobs
-    under the repo's params (a stage over a wildcard without values, such as the cross-domain
-    ones when no further test set is listed, has none)."""
-    from reidpipe.stages import STAGES, AllOf, wildcard_values
-
-    config = yaml.safe_load((repo / "params.yaml").read_text())
-    active = [st for st in STAGES if all(wildcard_values(config, w) for w in st.wildcards)]
-    found = set(names)
-    grew = True
-    while grew:
-        outputs = [o.path for st in active if st.name in found for o in st.outputs.values()]
-        grew = False
-        for st in active:
-            inputs = [v.path if isinstance(v, AllOf) else v for v in st.inputs.values()]
-            if st.name not in found and any(i == o or i.startswith(o + "/")
-                                            for i in inputs for o in outputs):
-                found.add(st.name)
-                grew = True
-    return found
 
 
 def planned_jobs(repo: Path, *configfiles: str) -> dict[str, int]:
@@ -83,6 +74,10 @@ def planned_jobs(repo: Path, *configfiles: str) -> dict[str, int]:
     table = out.split("Job stats:", 1)[1].split("total", 1)[0]
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", table, re.M))
     return {rule: int(n) for rule, n in jobs.items() if rule != "all"}
+
+
+def dvc_up_to_date(repo: Path) -> bool:
+    return "Data and pipelines are up to date" in run(repo, *dvc("status")).stdout
 
 
 def dvc_changed(repo: Path) -> set[str]:
@@ -103,80 +98,182 @@ def dvc_changed(repo: Path) -> set[str]:
     return {name.partition("@")[0] for name in names}
 
 
+def dvc_reaches(repo: Path) -> set[str]:
+    """The stages `dvc repro` reruns after an edit, without running them all: tracked_params
+    first (it writes the values each stage reads, in a second), then those `dvc status` finds
+    changed and all downstream of them."""
+    ran = ran_stages(run(repo, *dvc("repro", "--single-item", "tracked_params")).stdout)
+    return {name.partition("@")[0] for name in ran} | dvc_changed(repo)
+
+
+def ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
 @contextmanager
-def edited(repo: Path, relative: str) -> Iterator[None]:
-    """A comment appended to a source file; the content and times are restored afterwards."""
-    path = repo / relative
-    text, stat = path.read_text(), path.stat()
-    path.write_text(text + "\n# an edit\n")
+def restored(repo: Path, *relatives: str) -> Iterator[None]:
+    """The files' content and times are put back afterwards, and DVC's tracked values with
+    them (the tracked_params stage reruns only when it sees a change)."""
+    saved = {rel: ((repo / rel).read_bytes(), (repo / rel).stat()) for rel in relatives}
     try:
         yield
     finally:
-        path.write_text(text)
-        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        for rel, (content, stat) in saved.items():
+            (repo / rel).write_bytes(content)
+            os.utime(repo / rel, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        run(repo, *dvc("repro", "--single-item", "tracked_params"))
 
 
-def test_short_configfile_form_has_nothing_to_do(repo: Path) -> None:
-    """After `--configfile params.yaml overlay.yaml`, `--configfile overlay.yaml` merges the same
-    values in another key order: the tracked values are canonical, so nothing reruns."""
-    assert planned_jobs(repo, "params.yaml", OVERLAY) == {}
-    assert planned_jobs(repo, OVERLAY) == {}
+@contextmanager
+def overlay_edited(repo: Path, change: dict) -> Iterator[None]:
+    with restored(repo, OVERLAY):
+        overlay = yaml.safe_load((repo / OVERLAY).read_text())
+        (repo / OVERLAY).write_text(yaml.safe_dump(deep_merge(overlay, change), sort_keys=False))
+        yield
 
 
-def test_dvc_commit_leaves_snakemake_nothing_to_do(repo: Path) -> None:
-    assert "Data and pipelines are up to date" in run(repo, *dvc("status")).stdout
-    assert planned_jobs(repo) == {}
+@contextmanager
+def edited(repo: Path, relative: str) -> Iterator[None]:
+    """A comment appended to a source file."""
+    with restored(repo, relative):
+        path = repo / relative
+        path.write_text(path.read_text() + "\n# an edit\n")
+        yield
+
+
+def test_record_step_keeps_params_yaml_and_leaves_both_tools_nothing_to_do(repo: Path) -> None:
+    assert (repo / "params.yaml").read_text() == (ROOT / "params.yaml").read_text()
+    assert dvc_up_to_date(repo)
+    assert planned_jobs(repo, *FILES) == {}
     # DVC links its cache (.dvc/config cache.type hardlink): same file, same modification time.
-    assert (repo / "models" / ARCH / "model.pt").stat().st_nlink == 2
+    assert (repo / "models" / ARCHS[0] / "model.pt").stat().st_nlink == 2
 
 
-def test_training_code_edit_reruns_train_and_downstream(repo: Path) -> None:
-    expected = downstream({"train"}, repo)
-    assert {"extract", "evaluate", "export_onnx", "report"} <= expected
-    assert not expected & {"download", "validate", "split"}
-    with edited(repo, "reidpipe/training/losses.py"):
-        assert set(planned_jobs(repo)) == expected
-        assert dvc_changed(repo) == expected
-    assert planned_jobs(repo) == {} and dvc_changed(repo) == set()
+def test_short_configfile_form_and_a_file_of_the_same_values_have_nothing_to_do(
+        repo: Path) -> None:
+    """`--configfile overlay.yaml` merges the same values as `--configfile params.yaml
+    overlay.yaml`, in another key order; a further file may repeat values."""
+    assert planned_jobs(repo, OVERLAY) == {}
+    overlay = yaml.safe_load((repo / OVERLAY).read_text())
+    (repo / "same.yaml").write_text(yaml.safe_dump({"model": overlay["model"]}))
+    assert planned_jobs(repo, *FILES, "same.yaml") == {}
 
 
-def test_report_code_edit_reruns_only_the_report(repo: Path) -> None:
-    with edited(repo, "reidpipe/report/sections.py"):
-        assert planned_jobs(repo) == {"report": 1}
-        assert dvc_changed(repo) == {"report"}
+def test_reordered_params_files_rerun_nothing(repo: Path) -> None:
+    with restored(repo, *FILES):
+        for name in FILES:
+            data = yaml.safe_load((repo / name).read_text())
+            reordered = {key: data[key] for key in reversed(list(data))}
+            (repo / name).write_text(yaml.safe_dump(reordered, sort_keys=True))
+        assert planned_jobs(repo) == {}
+        assert dvc_up_to_date(repo)
 
 
-def test_shared_module_edit_reruns_every_stage_that_imports_it(repo: Path) -> None:
-    with edited(repo, "reidpipe/errors.py"):
-        every = downstream({"download"}, repo)
-        assert set(planned_jobs(repo)) == every
-        assert dvc_changed(repo) == every
+def test_empty_sections_and_written_out_defaults_rerun_nothing(repo: Path) -> None:
+    """The values a job reads are the validated ones: `archs.<name>.dataset: {}` (what the old
+    record step wrote) or a default written out leave every job's values as they were. DVC
+    sees its params files changed and rewrites the values, nothing else."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    change = {"archs": {ARCHS[0]: {"dataset": {}, "train": {}}},
+              "re_ranking": {"k2": params["re_ranking"]["k2"]}, "evaluate": {}}
+    with overlay_edited(repo, change):
+        assert planned_jobs(repo) == {}
+        assert ran_stages(run(repo, *dvc("repro")).stdout) == {"tracked_params"}
+        assert dvc_up_to_date(repo)
+
+
+def job_counts(stages: set[str]) -> dict[str, int]:
+    """Jobs per stage: one per arch, one for the others."""
+    return {name: len(ARCHS) if name in MODEL_DOWNSTREAM - {"report"} else 1 for name in stages}
+
+
+# Every value change rewrites the tracked values (tracked_params), then reruns its readers.
+@pytest.mark.parametrize("change, stages", [
+    ({"re_ranking": {"k1": 10}}, {"tracked_params", "evaluate", "report"}),
+    ({"report": {"sampled_queries": 3}}, {"tracked_params", "report"}),
+    ({"model": {"feat_dim": 64}}, {"tracked_params"} | MODEL_DOWNSTREAM),
+], ids=["re_ranking.k1", "report.sampled_queries", "model.feat_dim"])
+def test_a_value_reruns_exactly_the_jobs_that_read_it(repo: Path, change: dict,
+                                                      stages: set) -> None:
+    with overlay_edited(repo, change):
+        assert planned_jobs(repo) == job_counts(stages)
+        assert dvc_reaches(repo) == stages
+    assert planned_jobs(repo) == {} and dvc_up_to_date(repo)
+
+
+@pytest.mark.parametrize("relative, stages", [
+    ("reidpipe/training/losses.py", MODEL_DOWNSTREAM),
+    ("reidpipe/report/sections.py", {"report"}),
+    ("reidpipe/errors.py", EVERY_STAGE),
+    ("reidpipe/stages.py", {"tracked_params"}),  # the table: what writes the tracked values
+], ids=["training", "report", "shared", "stage-table"])
+def test_a_code_edit_reruns_exactly_the_jobs_that_run_it(repo: Path, relative: str,
+                                                         stages: set) -> None:
+    with edited(repo, relative):
+        assert planned_jobs(repo) == job_counts(stages)
+        assert dvc_reaches(repo) == stages
+    assert planned_jobs(repo) == {} and dvc_up_to_date(repo)
+
+
+def test_outputs_snakemake_built_from_other_values_are_not_current(repo: Path) -> None:
+    """Snakemake run with a further params file: DVC reports the jobs it rebuilt as changed,
+    and the run with the recorded files rebuilds them (their provenance says other values,
+    whatever Snakemake's own record of its last run says)."""
+    (repo / "other.yaml").write_text("re_ranking: {k1: 10}\n")
+    run(repo, *snakemake("--configfile", *FILES, "other.yaml"))
+    changed = set(json.loads(run(repo, *dvc("status", "--json")).stdout))
+    assert {f"evaluate@{arch}" for arch in ARCHS} | {"report"} <= changed, changed
+    assert set(planned_jobs(repo)) == {"tracked_params", "evaluate", "report"}
+    run(repo, *snakemake("--configfile", *FILES))
+    record(repo)
+    assert planned_jobs(repo) == {} and dvc_up_to_date(repo)
 
 
 def test_dvc_checkout_then_snakemake_touch_leaves_nothing_to_do(repo: Path) -> None:
     """Checked-out files keep their times (hard links to the cache), but the folders are new and
     lack Snakemake's timestamp marker: `snakemake --touch`, once `dvc status` is clean."""
-    for path in ["results/splits", f"models/{ARCH}/model.pt", f"results/{ARCH}/embeddings",
-                 f"results/{ARCH}/onnx", "reports/index.html"]:
+    arch = ARCHS[0]
+    for path in ["results/splits", f"models/{arch}/model.pt", f"results/{arch}/embeddings",
+                 f"results/{arch}/onnx", "reports/index.html",
+                 f"models/{arch}/model.pt.provenance.json"]:
         target = repo / path
         shutil.rmtree(target) if target.is_dir() else target.unlink()
     run(repo, *dvc("checkout"))
-    assert "Data and pipelines are up to date" in run(repo, *dvc("status")).stdout
+    assert dvc_up_to_date(repo)
     run(repo, *snakemake("--touch", "--configfile", OVERLAY))
     assert planned_jobs(repo) == {}
 
 
 def test_dvc_pull_then_snakemake_touch_leaves_nothing_to_do(repo: Path, tmp_path: Path) -> None:
-    """A pull into an empty cache gives every file the download time: the same one command."""
+    """A pull into an empty cache gives every file, provenance included, the download time:
+    the same one command."""
+    arch = ARCHS[0]
     run(repo, *dvc("remote", "add", "--local", "-d", "store", str(tmp_path / "store")))
     run(repo, *dvc("push"))
     for path in [SMALL["data"]["dataset_dir"], "results/splits", ".dvc/cache",
-                 f"results/{ARCH}/embeddings", f"results/{ARCH}/onnx", f"results/{ARCH}/tensorrt"]:
+                 f"results/{arch}/embeddings", f"results/{arch}/onnx", f"results/{arch}/tensorrt"]:
         shutil.rmtree(repo / path)
-    for name in ["model.pt", "config.yaml", "train_log.csv"]:
-        (repo / "models" / ARCH / name).unlink()
+    for name in ["model.pt", "config.yaml", "train_log.csv", "model.pt.provenance.json"]:
+        (repo / "models" / arch / name).unlink()
     run(repo, *dvc("pull"))
-    assert "Data and pipelines are up to date" in run(repo, *dvc("status")).stdout
+    assert dvc_up_to_date(repo)
     run(repo, *snakemake("--touch", "--configfile", OVERLAY))
     assert planned_jobs(repo) == {}
-    assert "Data and pipelines are up to date" in run(repo, *dvc("status")).stdout
+    assert dvc_up_to_date(repo)
+
+
+def test_dvc_experiment_then_snakemake_with_the_recorded_values_retrains(repo: Path) -> None:
+    """`dvc exp run -S` retrains with another feat_dim; Snakemake, given the recorded values,
+    plans training again for every arch (and what reads it), from the models' provenance."""
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-q", "--allow-empty", "-m", "before the experiment")
+    exp = run(repo, *dvc("exp", "run", "-S", f"{OVERLAY}:model.feat_dim=64", "train"))
+    assert ran_stages(exp.stdout + exp.stderr) == {"tracked_params"} | {
+        f"train@{arch}" for arch in ARCHS}
+    run(repo, "git", "checkout", OVERLAY)
+    for arch in ARCHS:
+        assert yaml.safe_load((repo / "models" / arch / "config.yaml").read_text())[
+            "model"]["feat_dim"] == 64
+    planned = planned_jobs(repo)
+    assert planned["train"] == len(ARCHS)
+    assert set(planned) == {"tracked_params"} | MODEL_DOWNSTREAM

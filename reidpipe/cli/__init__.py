@@ -56,6 +56,9 @@ def common_parser() -> argparse.ArgumentParser:
                              f"{DEFAULT_PARAMS_FILE}, for the commands that need parameters)")
     common.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY.PATH=VALUE", help="override one parameter (repeatable)")
+    common.add_argument("--provenance", metavar="FILE",
+                        help="after success, write there the params and code the outputs were "
+                             "built from (the workflows give each stage its own; README)")
     return common
 
 
@@ -180,14 +183,29 @@ def error_message(exc: ReidpipeError) -> str:
     return worker.group("message").strip() if worker else text
 
 
+def _provenance_recorder(args: argparse.Namespace) -> Any:
+    """What writes the run's provenance once it has succeeded (None without ``--provenance``).
+    The stage table is imported by name: it is the workflows' bookkeeping, not something a
+    stage computes, so it stays out of every stage's code dependencies (reidpipe.code_deps)."""
+    if not getattr(args, "provenance", None):
+        return None
+    stages = importlib.import_module("reidpipe.stages")
+    return stages.provenance_recorder(args.provenance, params_dict_from_args(args))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure(args.command.replace("_", "-"))
     try:
         with signals_interrupt():
+            record_provenance = _provenance_recorder(args)
             if getattr(args, "single_gpu", False):
-                return _run_on_one_gpu(args)
-            return int(args.run(args) or 0)
+                code = _run_on_one_gpu(args)
+            else:
+                code = int(args.run(args) or 0)
+            if code == 0 and record_provenance is not None:
+                record_provenance()
+            return code
     except ReidpipeError as exc:
         log.error(error_message(exc))
         return 2

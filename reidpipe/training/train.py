@@ -16,7 +16,6 @@ under another config or other manifests are discarded, not resumed. A rerun of a
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -37,6 +36,7 @@ from reidpipe.devices import GPU_WAIT_S, GpuLease, allocate_gpus
 from reidpipe.errors import ReidpipeError
 from reidpipe.filenames import MODEL_FILE, TRAIN_CONFIG_FILE, TRAIN_LOG_FILE
 from reidpipe.params import ArchConfig, ModelParams, Params
+from reidpipe.provenance import canonical_json
 from reidpipe.training.checkpoints import AtomicCheckpointIO, choose_resume
 from reidpipe.training.datamodule import ReidDataModule, per_rank_batch
 from reidpipe.training.lightning_module import EpochLog, ReidModule
@@ -59,7 +59,7 @@ def fingerprint(cfg: ArchConfig, splits_dir: Path) -> str:
     config = arch_to_dict(cfg)
     for section, key in _RUNTIME_KEYS:
         config[section].pop(key)
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    digest = hashlib.sha256(canonical_json(config).encode())
     for split in ("train", "val_query", "val_gallery"):
         digest.update(manifest_path(splits_dir, split).read_bytes())
     return digest.hexdigest()
