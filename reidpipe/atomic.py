@@ -1,25 +1,32 @@
 """Atomic writes: every stage output appears complete or not at all.
 
 Outputs are written to a temporary sibling (same directory, so the final rename is atomic on
-POSIX) and renamed into place only after the writer finished without error. A destination of the
-wrong kind (a folder where a file goes, or the reverse) or one that cannot be written is one
-ReidpipeError naming it.
+POSIX) and renamed into place only after the writer finished without error. A stage that writes
+several files writes them as one unit (``write_files``): all are replaced, or none. A
+destination of the wrong kind (a folder where a file goes, or the reverse) or one that cannot be
+written is one ReidpipeError naming it and what happened (disk full, read-only, ...).
+
+Temporaries a killed run left are removed only by the owner of the output's lock
+(``reidpipe.output_lock``), or when no run holds it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import json
 import logging
 import os
+import resource
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import yaml
 
+from reidpipe import output_lock
 from reidpipe.errors import ReidpipeError
 
 log = logging.getLogger(__name__)
@@ -32,12 +39,14 @@ def _umask() -> int:
 
 
 def remove_temporaries(folder: str | os.PathLike[str]) -> None:
-    """Remove every temporary a killed run left in ``folder`` (one writer at a time, as below)."""
+    """Remove every temporary a killed run left in ``folder``: only by the owner of the lock on
+    the folder (or one above it), or when no run holds one."""
     folder = Path(folder)
-    if folder.is_dir():
-        for entry in folder.iterdir():
-            if entry.name.startswith(".") and ".tmp-" in entry.name:
-                _remove(entry)
+    with output_lock.may_clear(folder) as allowed:
+        if allowed and folder.is_dir():
+            for entry in folder.iterdir():
+                if entry.name.startswith(".") and ".tmp-" in entry.name:
+                    _remove(entry)
 
 
 def _remove(stale: Path) -> None:
@@ -49,10 +58,78 @@ def _remove(stale: Path) -> None:
 
 
 def _remove_stale(path: Path) -> None:
-    """Remove the temporaries a killed run left beside ``path`` (a stage's outputs have one
-    writer at a time: Snakemake's lock and DVC's lock see to that)."""
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
-        _remove(stale)
+    """Remove the temporaries a killed run left beside ``path``, unless another run holds the
+    lock on it (they are that run's work in progress)."""
+    with output_lock.may_clear(path) as allowed:
+        if allowed:
+            for stale in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
+                _remove(stale)
+
+
+# What an OS error on a write means, in plain words.
+_WRITE_FAILURES = {
+    errno.ENOSPC: "disk full (ENOSPC)",
+    errno.EDQUOT: "disk quota exceeded (EDQUOT)",
+    errno.EFBIG: "file too large (EFBIG)",
+    errno.EROFS: "read-only file system (EROFS)",
+    errno.EACCES: "permission denied (EACCES)",
+    errno.EPERM: "operation not permitted (EPERM)",
+    errno.EIO: "input/output error (EIO)",
+}
+
+
+def _short_write_cause(folder: Path) -> str:
+    """Why a write stopped short when the writer gave no errno (numpy: "N requested and M
+    written"; torch: "file write failed"): a full disk, else the file-size limit."""
+    try:
+        if os.statvfs(folder).f_bavail == 0:
+            return _WRITE_FAILURES[errno.ENOSPC]
+    except OSError:
+        pass
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY:
+        return f"{_WRITE_FAILURES[errno.EFBIG]}: the file-size limit (ulimit -f) is {limit} bytes"
+    return "the file system took only part of the data"
+
+
+def _is_short_write(exc: BaseException) -> bool:
+    text = str(exc)
+    return ((isinstance(exc, OSError) and exc.errno is None and "written" in text)
+            or (isinstance(exc, RuntimeError) and "file write failed" in text))
+
+
+def _newest_file(folder: Path) -> Path | None:
+    """The file created last under ``folder``: the one a write into the folder failed on."""
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    return max(files, key=lambda p: p.stat().st_mtime_ns) if files else None
+
+
+@contextlib.contextmanager
+def _naming_write_failures(tmp: Path, final: Path, unit: Sequence[Path]) -> Iterator[None]:
+    """An OS error while writing ``tmp`` (for ``final``, one of the outputs ``unit``) becomes one
+    line naming the path and what happened; errors on other files (an input that cannot be read)
+    pass unchanged."""
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        if isinstance(exc, OSError) and exc.errno in _WRITE_FAILURES:
+            what = _WRITE_FAILURES[exc.errno]
+        elif _is_short_write(exc):
+            what = f"{_short_write_cause(final.parent)} ({exc})"
+        else:
+            raise
+        filename = getattr(exc, "filename", None)
+        if filename:  # a file of a temporary folder is named at its final place
+            inside = os.path.relpath(os.path.abspath(filename), os.path.abspath(tmp))
+            if inside.startswith(".."):
+                raise
+            failed = final if inside == "." else final / inside
+        else:
+            newest = _newest_file(tmp) if tmp.is_dir() else None
+            failed = final / newest.relative_to(tmp) if newest else final
+        kept = ("the previous outputs are left as they were" if any(f.exists() for f in unit)
+                else "nothing was written")
+        raise ReidpipeError(f"cannot write {failed}: {what}; {kept}") from None
 
 
 def _temp_sibling(path: Path, is_dir: bool) -> Path:
@@ -67,7 +144,8 @@ def _temp_sibling(path: Path, is_dir: bool) -> Path:
             return tmp
         fd, name = tempfile.mkstemp(prefix=prefix, suffix=path.suffix, dir=path.parent)
     except OSError as exc:
-        raise ReidpipeError(f"cannot write {path}: {exc.strerror or exc}"
+        raise ReidpipeError(f"cannot write {path}: "
+                            f"{_WRITE_FAILURES.get(exc.errno, exc.strerror or exc)}"
                             + (f" ({exc.filename})" if exc.filename else "")) from None
     os.close(fd)
     os.chmod(name, 0o666 & ~_umask())
@@ -96,11 +174,61 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     _remove_stale(final)
     tmp = _temp_sibling(final, is_dir=False)
     try:
-        yield tmp
+        with _naming_write_failures(tmp, final, [final]):
+            yield tmp
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_files(writers: Mapping[str | os.PathLike[str], Callable[[Path], object]]) -> None:
+    """Write several files as one unit: each ``writers[path](tmp)`` writes a temporary; when all
+    succeeded they replace the paths together, else every previous file stays whole (or none
+    appears, when there was none).
+
+    Every file is written before any is renamed, so a failed write (disk full, file-size limit)
+    changes nothing. The renames then move each previous file aside first and put it back if a
+    later rename fails. The paths are renamed in order (the last one marks a run done).
+    """
+    finals = [Path(p) for p in writers]
+    for final in finals:
+        _check_kind(final, is_dir=False)
+        _remove_stale(final)
+    temps: list[Path] = []
+    try:
+        for final, write in zip(finals, writers.values()):
+            temps.append(_temp_sibling(final, is_dir=False))
+            with _naming_write_failures(temps[-1], final, finals):
+                write(temps[-1])
+        _replace_files(temps, finals)
+    except BaseException:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def _replace_files(temps: Sequence[Path], finals: Sequence[Path]) -> None:
+    moved: list[tuple[Path, Path | None]] = []  # each final and where its previous file went
+    try:
+        for final in finals:
+            previous = None
+            if final.exists():
+                previous = _temp_sibling(final, is_dir=False)
+                os.replace(final, previous)
+            moved.append((final, previous))
+        for tmp, final in zip(temps, finals):
+            os.replace(tmp, final)
+    except BaseException:
+        for final, previous in reversed(moved):
+            if previous is not None:
+                os.replace(previous, final)
+            else:
+                final.unlink(missing_ok=True)
+        raise
+    for _, previous in moved:
+        if previous is not None:
+            previous.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -111,7 +239,8 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     _remove_stale(final)
     tmp = _temp_sibling(final, is_dir=True)
     try:
-        yield tmp
+        with _naming_write_failures(tmp, final, [final]):
+            yield tmp
         replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -140,8 +269,12 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def json_text(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=False) + "\n"
+
+
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    write_text(path, json_text(data))
 
 
 def write_yaml(path: str | os.PathLike[str], data: Any) -> None:

@@ -20,6 +20,8 @@ import threading
 from types import FrameType
 from typing import Iterator
 
+from reidpipe import output_lock
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 CLEANUP_GRACE_S = 10.0
 
@@ -49,6 +51,7 @@ def _exit_now(signum: int) -> None:
         "blocked in a read or write?): exiting without waiting for it",))
     notice.start()
     notice.join(timeout=1.0)
+    output_lock.remove_lock_files()
     os._exit(128 + signum)
 
 

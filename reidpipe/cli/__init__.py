@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from reidpipe import environment, logs
+from reidpipe import environment, logs, output_lock
 from reidpipe.errors import ReidpipeError
 from reidpipe.interrupt import Interrupted, signals_interrupt
 from reidpipe.params import (DEFAULT_PARAMS_FILE, DataParams, Params, SourceParams,
@@ -193,11 +193,16 @@ def _provenance_recorder(args: argparse.Namespace) -> Any:
     return stages.provenance_recorder(args.provenance, params_dict_from_args(args))
 
 
+# The arguments that name a command's outputs: each is locked while the command runs.
+OUTPUT_ARGUMENTS = ("out", "report", "cmc", "per_query")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure(args.command.replace("_", "-"))
+    outputs = [value for name in OUTPUT_ARGUMENTS if (value := getattr(args, name, None))]
     try:
-        with signals_interrupt():
+        with signals_interrupt(), output_lock.locked(outputs):
             record_provenance = _provenance_recorder(args)
             if getattr(args, "single_gpu", False):
                 code = _run_on_one_gpu(args)

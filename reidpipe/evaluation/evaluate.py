@@ -354,11 +354,12 @@ def evaluate_embeddings(embeddings: Embeddings, evaluate: EvaluateParams,
 
 def write_evaluation(result: Evaluation, metrics_path: str | Path, cmc_path: str | Path | None,
                      per_query_path: str | Path | None) -> None:
-    atomic.write_json(metrics_path, {**result.metrics, **({"warnings": result.warnings}
-                                                          if result.warnings else {})})
+    """The metrics and the CSVs asked for, as one unit: all replaced, or none."""
+    writers: dict[str | Path, Callable[[Path], object]] = {metrics_path: lambda tmp: tmp.write_text(atomic.json_text(
+        {**result.metrics, **({"warnings": result.warnings} if result.warnings else {})}),
+        encoding="utf-8")}
     if cmc_path is not None:
-        with atomic.atomic_path(cmc_path) as tmp:
-            result.cmc.to_csv(tmp, index=False)
+        writers[cmc_path] = lambda tmp: result.cmc.to_csv(tmp, index=False)
     if per_query_path is not None:
-        with atomic.atomic_path(per_query_path) as tmp:
-            result.per_query.to_csv(tmp, index=False)
+        writers[per_query_path] = lambda tmp: result.per_query.to_csv(tmp, index=False)
+    atomic.write_files(writers)

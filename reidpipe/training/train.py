@@ -159,14 +159,13 @@ def _clear_outputs(out_dir: Path) -> None:
 
 def _write_outputs(out_dir: Path, saved: dict[str, Any], log_frame: Any,
                    config: dict[str, Any]) -> None:
-    """All three outputs written to temporaries first, then renamed into place, model.pt last
-    (it marks the run done)."""
-    with atomic.atomic_path(out_dir / MODEL_FILE) as model_tmp, \
-            atomic.atomic_path(out_dir / TRAIN_CONFIG_FILE) as config_tmp, \
-            atomic.atomic_path(out_dir / TRAIN_LOG_FILE) as log_tmp:
-        log_frame.to_csv(log_tmp, index=False)
-        config_tmp.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-        torch.save(saved, model_tmp)
+    """All three outputs as one unit: written to temporaries first, then renamed into place,
+    model.pt last (it marks the run done)."""
+    atomic.write_files({
+        out_dir / TRAIN_LOG_FILE: lambda tmp: log_frame.to_csv(tmp, index=False),
+        out_dir / TRAIN_CONFIG_FILE: lambda tmp: tmp.write_text(
+            yaml.safe_dump(config, sort_keys=False), encoding="utf-8"),
+        out_dir / MODEL_FILE: lambda tmp: torch.save(saved, tmp)})
 
 
 def train_arch(cfg: ArchConfig, splits_dir: str | Path, out_dir: str | Path,
