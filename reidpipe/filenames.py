@@ -18,6 +18,7 @@ TRACKED_PARAMS_FILE = "params.tracked.json"
 
 # results/
 VALIDATION_FILE = "validation.json"
+DOWNLOAD_FILE = "download.json"  # what download fetched or found, and where (the dataset is not)
 SPLITS_DIR = "splits"
 TRAIN_SET_DIR = "train_set"  # the training sources' train/val manifests, merged (combine)
 SOURCES_DIR = "sources"      # results/sources/<name>/: validation.json and splits/ of each

@@ -39,6 +39,7 @@ from reidpipe.filenames import (
     CMC_FILE,
     DEPLOY_DIR,
     CROSS_DIR,
+    DOWNLOAD_FILE,
     ENVIRONMENT_FILE,
     DATA_DIR,
     EMBEDDINGS_DIR,
@@ -85,6 +86,7 @@ WILDCARDS: dict[str, str | Callable[[Params], list[str]]] = {
 }
 
 DATASET = "${data.dataset_dir}"
+DOWNLOADED = f"{RESULTS_DIR}/{DOWNLOAD_FILE}"
 VALIDATION = f"{RESULTS_DIR}/{VALIDATION_FILE}"
 SPLITS = f"{RESULTS_DIR}/{SPLITS_DIR}"
 ARCH_MODEL = f"{MODELS_DIR}/{{arch}}"
@@ -96,6 +98,7 @@ DEPLOY = f"{ARCH_RESULTS}/{DEPLOY_DIR}"
 SOURCE_DATASET = f"{DATA_DIR}/{{source}}"
 SOURCE_RESULTS = f"{RESULTS_DIR}/{SOURCES_DIR}/{{source}}"
 SOURCE_SPLITS = f"{SOURCE_RESULTS}/{SPLITS_DIR}"
+SOURCE_DOWNLOADED = f"{SOURCE_RESULTS}/{DOWNLOAD_FILE}"
 TRAIN_SET = f"{RESULTS_DIR}/{TRAIN_SET_DIR}"
 CROSS = f"{ARCH_RESULTS}/{CROSS_DIR}/{{test_set}}"
 SEED_MODEL = f"{MODELS_DIR}/{SEEDS_DIR}/{{arch}}/seed{{seed}}"
@@ -112,6 +115,9 @@ class Output:
     directory: bool = False
     dvc: Literal["out", "git", "metric", "plot"] = "out"
     plot_x: str = ""
+    # Whether the params make it an output at all (the main dataset folder: only when download
+    # made it; a folder the user holds is never an output)
+    needed: Callable[[Params], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,18 @@ class When:
 
 def _measures_spread(params: Params) -> bool:
     return bool(params.spread_seeds())
+
+
+def _holds_dataset(params: Params) -> bool:
+    """Whether the main dataset is the user's (custom, or a folder download did not make): then
+    it is only an input of the stages that read it, never an output anything could delete."""
+    from reidpipe.data.download import is_held
+
+    return is_held(params.data)
+
+
+def _makes_dataset(params: Params) -> bool:
+    return not _holds_dataset(params)
 
 
 @dataclass(frozen=True)
@@ -186,9 +204,13 @@ STAGES: tuple[Stage, ...] = (
           command="reidpipe stages --tracked --out {output.tracked}",
           outputs={"tracked": Output(TRACKED_PARAMS_FILE)},
           cli="stages_cmd", reads_all_params=True),
+    # A dataset folder the user holds is never an output (a rerun, --forcerun or `dvc checkout`
+    # would delete it): download then only checks it and writes its record. A folder download
+    # makes (fetched, unpacked, generated; its marker says so) is its output as well.
     Stage("download",
-          command="reidpipe download --out {output.dataset}",
-          outputs={"dataset": Output(DATASET, directory=True)},
+          command="reidpipe download --out ${data.dataset_dir} --record {output.record}",
+          outputs={"record": Output(DOWNLOADED),
+                   "dataset": Output(DATASET, directory=True, needed=_makes_dataset)},
           params=("data.source", "data.dataset_dir", "data.urls", "data.archive_path", "data.md5",
                   "data.allow_unknown_checksum", "data.max_extract_bytes", "data.cuhk03_variant",
                   "data.split_dirs", "data.synthetic_ids", "data.synthetic_seed",
@@ -196,7 +218,7 @@ STAGES: tuple[Stage, ...] = (
     # The source decides how file names are read: validate and split read its layout keys.
     Stage("validate",
           command="reidpipe validate {input.dataset} --report {output.report}",
-          inputs={"dataset": DATASET},
+          inputs={"download": DOWNLOADED, "dataset": DATASET},
           outputs={"report": Output(VALIDATION, dvc="git")},
           params=("data.source", "data.cuhk03_variant", "data.split_dirs",
                   "data.synthetic_layout", "data.strict")),
@@ -206,19 +228,22 @@ STAGES: tuple[Stage, ...] = (
           outputs={"splits": Output(SPLITS, directory=True)},
           params=("data.source", "data.cuhk03_variant", "data.split_dirs",
                   "data.synthetic_layout", "split.val_ids", "split.seed")),
-    # Further sources (data.sources), each in data/<name>: the same three data stages.
+    # Further sources (data.sources), each in data/<name>: the same three data stages. The
+    # folder is never an output (it may be the user's): the record is.
     Stage("download_source",
-          command="reidpipe download --source {source} --out {output.dataset}",
-          outputs={"dataset": Output(SOURCE_DATASET, directory=True)},
+          command="reidpipe download --source {source} --out " + SOURCE_DATASET
+                  + " --record {output.record}",
+          outputs={"record": Output(SOURCE_DOWNLOADED)},
           params=("data.sources.{source}",), cli="download"),
     Stage("validate_source",
-          command="reidpipe validate {input.dataset} --source {source} --report {output.report}",
-          inputs={"dataset": SOURCE_DATASET},
+          command="reidpipe validate " + SOURCE_DATASET
+                  + " --source {source} --report {output.report}",
+          inputs={"download": SOURCE_DOWNLOADED},
           outputs={"report": Output(f"{SOURCE_RESULTS}/{VALIDATION_FILE}", dvc="git")},
           params=("data.sources.{source}",), cli="validate"),
     Stage("split_source",
-          command="reidpipe split {input.dataset} --source {source} --out {output.splits}",
-          inputs={"validation": f"{SOURCE_RESULTS}/{VALIDATION_FILE}", "dataset": SOURCE_DATASET},
+          command="reidpipe split " + SOURCE_DATASET + " --source {source} --out {output.splits}",
+          inputs={"validation": f"{SOURCE_RESULTS}/{VALIDATION_FILE}"},
           outputs={"splits": Output(SOURCE_SPLITS, directory=True)},
           params=("data.sources.{source}", "split.val_ids", "split.seed"), cli="split"),
     Stage("combine",
@@ -456,10 +481,17 @@ def job_provenance(config: Mapping[str, Any], name: str, **wildcards: str) -> Pr
                       code=code_digests(stage(name).code_files(), code_deps.ROOT))
 
 
+def outputs_under(config: Mapping[str, Any], name: str) -> dict[str, Output]:
+    """The stage's outputs that ``config`` makes outputs (``Output.needed``)."""
+    params = params_from_dict(config)
+    return {key: out for key, out in stage(name).all_outputs.items()
+            if out.needed is None or out.needed(params)}
+
+
 def job_outputs(config: Mapping[str, Any], name: str, **wildcards: str) -> dict[str, str]:
     """The job's output paths, its provenance record last."""
     return {key: _resolve(out.path, config).format(**wildcards)
-            for key, out in stage(name).all_outputs.items()}
+            for key, out in outputs_under(config, name).items()}
 
 
 def stale_provenance(config: Mapping[str, Any], name: str, **wildcards: str
@@ -547,13 +579,13 @@ def snakemake_outputs(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
     from snakemake.io import directory
 
     return {key: directory(_resolve(out.path, config)) if out.directory
-            else _resolve(out.path, config) for key, out in stage(name).all_outputs.items()}
+            else _resolve(out.path, config) for key, out in outputs_under(config, name).items()}
 
 
-def snakemake_shell(name: str) -> str:
-    """The rule's shell command; the log redirect is the rule's own."""
+def snakemake_shell(name: str, config: Mapping[str, Any]) -> str:
+    """The rule's shell command (``${key}`` written out); the log redirect is the rule's own."""
     command = re.sub(r"(?<!\$)\{(\w+)\}", lambda m: "{wildcards.%s}" % m.group(1),
-                     stage(name).command)
+                     _resolve(stage(name).command, config))
     return f"{command} --params {{params.files}} --provenance {{output.provenance}}"
 
 
@@ -623,7 +655,7 @@ def _dvc_stage(st: Stage, config: Mapping[str, Any], files: Sequence[str]
     def inside(dep: str, other: str) -> bool:
         return dep != other and dep.startswith(other.rstrip("/") + "/")
 
-    outputs = st.all_outputs
+    outputs = outputs_under(config, st.name)
     refs = {f"input.{k}": _resolve(v, config) for k, v in st.inputs.items() if isinstance(v, str)}
     refs.update({f"output.{k}": _resolve(o.path, config) for k, o in outputs.items()})
     command = re.sub(r"\{((?:input|output)\.\w+)\}", lambda m: refs[m.group(1)], st.command)

@@ -232,8 +232,10 @@ def test_kept_archive_is_extracted_again_without_http(tmp_path, server, market_z
     fetch_dataset(_params(tmp_path, md5, [url]), log=lambda _: None)
     (tmp_path / "data" / TOP_FOLDER / MARKER_NAME).unlink()
     server.requests.clear()
-    with pytest.raises(ReidpipeError, match="not made by `reidpipe download`"):
-        fetch_dataset(_params(tmp_path, md5, [url]), log=lambda _: None)
+    # A complete folder download did not make is the user's: used where it lies, never replaced
+    held = fetch_dataset(_params(tmp_path, md5, [url]), log=lambda _: None)
+    assert held.reused and server.requests == []
+    assert not (tmp_path / "data" / TOP_FOLDER / MARKER_NAME).exists()
     assert (tmp_path / "data" / TOP_FOLDER / "readme.txt").exists()  # user data not touched
     shutil.rmtree(tmp_path / "data" / TOP_FOLDER)
     result = fetch_dataset(_params(tmp_path, md5, [url]), log=lambda _: None)

@@ -27,18 +27,27 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                                         "downloading")
     parser.add_argument("--out", metavar="DIR",
                         help="dataset folder to create (default: data.dataset_dir)")
+    parser.add_argument("--record", metavar="FILE",
+                        help="also write there what was fetched or found, and where (the "
+                             "workflows' output of this stage: the dataset folder never is one)")
     add_source_argument(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from reidpipe.data.download import obtain_dataset
+    from reidpipe import atomic
+    from reidpipe.data.download import is_held, obtain_dataset
     params = params_from_args(args)
+    data = source_from_args(args, params)
+    held = is_held(data, args.out)
     # --url/--archive are in the block already; given again, a synthetic source refuses them
     # (while it ignores the data.urls a params file may keep).
-    result = obtain_dataset(source_from_args(args, params), urls=args.urls, archive=args.archive,
-                           dataset_dir=args.out)
+    result = obtain_dataset(data, urls=args.urls, archive=args.archive, dataset_dir=args.out)
     state = "reused" if result.reused else "extracted"
     checksum = f", archive MD5 {result.md5}" if result.md5 else ""
     log.info(f"{result.dataset_dir}: {state} from {result.source}{checksum}")
+    if args.record:
+        atomic.write_json(args.record, {
+            "source": data.source, "dataset_dir": str(result.dataset_dir), "held": held,
+            "origin": result.source, "archive_md5": result.md5, "reused": result.reused})
     return 0

@@ -38,6 +38,7 @@ from reidpipe.data.http_transfer import (
     file_md5,
 )
 from reidpipe.data.sources import DatasetSource
+from reidpipe.data.synth import MARKER_FILE as SYNTH_MARKER
 from reidpipe.data.synth_layouts import generate_synthetic
 from reidpipe.data.unzip import plan_entries
 from reidpipe.errors import ReidpipeError
@@ -97,12 +98,14 @@ def fetch_dataset(data: SourceParams, *, urls: Sequence[str] | None = None,
                                or data.allow_unknown_checksum):
         log(f"{target} already holds the dataset (archive MD5 {marker.get('md5')}); reusing it")
         return FetchResult(target, str(marker.get("md5")), str(target), reused=True)
-    if spec.name == "custom":
+    if spec.name == "custom" or is_held(data, target):
         if source.is_present(target):
-            log(f"{target}: custom dataset used where it lies")
+            log(f"{target}: your dataset, used where it lies (never replaced)")
             return FetchResult(target, "", str(target), reused=True)
-        raise ReidpipeError(f"custom dataset {target} is missing or incomplete: expected "
-                            f"{source.describe_layout()}; {spec.obtain}")
+        if spec.name == "custom":
+            raise ReidpipeError(f"custom dataset {target} is missing or incomplete: expected "
+                                f"{source.describe_layout()}; {spec.obtain}")
+        _check_replaceable(target)  # a folder download did not make: refused, never replaced
 
     kept = archive_path_for(target, source)
     origin = str(kept)
@@ -172,6 +175,18 @@ def obtain_dataset(data: SourceParams, *, urls: Sequence[str] | None = None,
                                  data.synthetic_layout, data.synthetic_ids, data.synthetic_seed)
     return FetchResult(summary.out_dir, "", f"synthetic {data.synthetic_layout} (ids "
                        f"{summary.num_ids}, seed {summary.seed})", reused=False)
+
+
+def is_held(data: SourceParams, dataset_dir: str | Path | None = None) -> bool:
+    """Whether the dataset folder (``dataset_dir``, default ``data.dataset_dir``) is the user's
+    own: a custom source used where it lies, or any folder that neither download nor synth made
+    (no marker). A held folder is only ever read: never replaced, never a pipeline output."""
+    folder = Path(dataset_dir if dataset_dir is not None else data.dataset_dir)
+    if (folder / MARKER_NAME).is_file() or (folder / SYNTH_MARKER).is_file():
+        return False
+    if data.source == "custom":
+        return not data.archive_path  # a custom --archive folder is copied: download's own
+    return folder.exists()
 
 
 def archive_path_for(dataset_dir: str | Path, source: DatasetSource) -> Path:

@@ -47,7 +47,8 @@ def outputs(stage):
 
 def command(stage, launcher=""):
     """The stage's command (after ``launcher``, e.g. srun); its output goes to the rule's log."""
-    return " ".join(filter(None, [launcher, stages.snakemake_shell(stage), "> {log} 2>&1"]))
+    shell = stages.snakemake_shell(stage, config)
+    return " ".join(filter(None, [launcher, shell, "> {log} 2>&1"]))
 
 
 def tracked(stage):
