@@ -355,9 +355,9 @@ def evaluate_embeddings(embeddings: Embeddings, evaluate: EvaluateParams,
 def write_evaluation(result: Evaluation, metrics_path: str | Path, cmc_path: str | Path | None,
                      per_query_path: str | Path | None) -> None:
     """The metrics and the CSVs asked for, as one unit: all replaced, or none."""
-    writers: dict[str | Path, Callable[[Path], object]] = {metrics_path: lambda tmp: tmp.write_text(atomic.json_text(
-        {**result.metrics, **({"warnings": result.warnings} if result.warnings else {})}),
-        encoding="utf-8")}
+    metrics = {**result.metrics, **({"warnings": result.warnings} if result.warnings else {})}
+    writers: dict[str | Path, Callable[[Path], object]] = {
+        metrics_path: lambda tmp: tmp.write_text(atomic.json_text(metrics), encoding="utf-8")}
     if cmc_path is not None:
         writers[cmc_path] = lambda tmp: result.cmc.to_csv(tmp, index=False)
     if per_query_path is not None:
