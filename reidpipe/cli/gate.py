@@ -12,8 +12,8 @@ log = logging.getLogger(__name__)
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
-        "gate", help="a run's metrics against a committed baseline, each within the band the "
-                     "seed spread gives it (exit 1 when one is outside)")
+        "gate", help="a run's metrics against a committed baseline: equal where the environment "
+                     "is the baseline's, else within the seed spread's bands (exit 1 otherwise)")
     parser.add_argument("--baseline", required=True, type=Path, metavar="FILE",
                         help="the baseline metrics (e.g. `git show HEAD:reports/metrics.json`)")
     parser.add_argument("--metrics", default=Path("reports/metrics.json"), type=Path,
@@ -31,18 +31,20 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def run(args: argparse.Namespace) -> int:
-    from reidpipe.report.gate import environment_notes, gate_rows, gate_table
+    from reidpipe.report.gate import (environment_notes, gate_rows, gate_table,
+                                      same_environment)
     from reidpipe.report.readers import read_json
     from reidpipe.report.spread import read_spread
 
-    rows = gate_rows(read_json(args.baseline), read_json(args.metrics), read_spread(args.spread))
-    failed = [row for row in rows if not row.passed]
-    notes = []
+    environments = ({}, {})
     if args.environment and args.baseline_environment:
-        notes = environment_notes(read_json(args.baseline_environment),
-                                  read_json(args.environment))
-    verdict = (f"{len(failed)} of {len(rows)} metrics outside their bands" if failed else
-               f"all {len(rows)} metrics within their bands")
+        environments = (read_json(args.baseline_environment), read_json(args.environment))
+    rows = gate_rows(read_json(args.baseline), read_json(args.metrics), read_spread(args.spread),
+                     same_environment(*environments))
+    failed = [row for row in rows if not row.passed]
+    notes = environment_notes(*environments) if environments[0] or environments[1] else []
+    verdict = (f"{len(failed)} of {len(rows)} metrics outside what is allowed" if failed else
+               f"all {len(rows)} metrics as allowed")
     text = "\n".join([f"## Metrics against the baseline {args.baseline}, bands from {args.spread}",
                       "", gate_table(rows), "", *[f"- {note}" for note in notes], "",
                       f"**{verdict}**", ""])

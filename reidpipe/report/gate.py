@@ -1,20 +1,23 @@
-"""``reidpipe gate``: a run's metrics against a committed baseline, within bands from the seed spread.
+"""``reidpipe gate``: a run's metrics against a committed baseline: bit-equal where the run's
+environment is the baseline's, within bands from the seed spread where it is not.
 
-Bit-equality holds only where the baseline was made: same CPU, packages, threads (README,
-"Reproducibility"). Elsewhere float differences grow over a training run into a different
-trajectory, which moves the metrics the way another seed does. So each metric may move from the
-baseline by what the seeds move it:
+Where the recorded environment (``reidpipe.environment``: CPU, kernels, packages, threads, GPUs)
+is the baseline's, training reproduces its bits, so any difference is a real change. Elsewhere
+float differences grow over a training run into another trajectory, which moves the metrics the
+way another seed does, so each metric must lie within the 99 % prediction interval of one more
+run, from the committed runs of the recipe (the seed-spread runs and the baseline, ``n`` in all):
 
-    |value - baseline| <= t(0.995, n - 1) * s * sqrt(2)
+    |value - mean| <= t(0.995, n - 1) * s * sqrt(1 + 1/n)
 
-the 99 % two-sided prediction bound for the difference of two runs that differ as two seeds do,
-with ``s`` the sample standard deviation of the ``n`` seed runs (Student's t, since ``s`` comes
-from a few runs). A metric outside its band is a regression to look at, not drift.
+``mean`` and ``s`` (sample standard deviation) over the ``n`` runs; Student's t since ``s`` comes
+from a few runs. The spread must have been measured beside this baseline (its record of the single
+run equals the baseline's value); a stale one is a failure, not a band.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -26,9 +29,12 @@ from reidpipe.report.readers import METRIC_COLUMNS, RANKINGS
 CONFIDENCE = 0.99
 
 
-def band(std: float, runs: int) -> float:
-    """Half-width of a metric's band, from its standard deviation over ``runs`` seed runs."""
-    return float(stats.t.ppf(0.5 + CONFIDENCE / 2, runs - 1)) * std * math.sqrt(2)
+def prediction_band(runs: list[float]) -> tuple[float, float]:
+    """(centre, half-width) of the interval one more run falls in with ``CONFIDENCE``."""
+    n = len(runs)
+    half = (float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * statistics.stdev(runs)
+            * math.sqrt(1 + 1 / n))
+    return statistics.fmean(runs), half
 
 
 @dataclass
@@ -38,33 +44,58 @@ class GateRow:
     metric: str
     baseline: float | None
     value: float | None
-    band: float | None
-    problem: str = ""  # why the row fails without a comparison (a missing value or spread)
+    centre: float | None = None
+    band: float | None = None  # None with ``exact``: the value must equal the baseline
+    exact: bool = False
+    problem: str = ""  # why the row fails without a comparison
 
     @property
     def passed(self) -> bool:
-        if self.problem or self.baseline is None or self.value is None or self.band is None:
+        if self.problem or self.baseline is None or self.value is None:
             return False
-        return abs(self.value - self.baseline) <= self.band
+        if self.exact:
+            return self.value == self.baseline
+        return self.band is not None and abs(self.value - self.centre) <= self.band
+
+
+def _row(arch: str, ranking: str, key: str, expected: float | None, value: float | None,
+         measured: Mapping[str, Any] | None, exact: bool) -> GateRow:
+    row = GateRow(arch, ranking, key, expected, value, exact=exact)
+    if value is None:
+        row.problem = "not in this run's metrics"
+    elif exact:
+        pass
+    elif measured is None:
+        row.problem = "no seed spread measured for it"
+    elif measured.get("single") != expected:
+        row.problem = (f"the seed spread was measured beside another baseline "
+                       f"({measured.get('single')}): measure it again (config/seeds.yaml)")
+    else:
+        row.centre, row.band = prediction_band([*measured["by_seed"].values(), expected])
+    return row
 
 
 def gate_rows(baseline: Mapping[str, Any], current: Mapping[str, Any],
-              spread: Mapping[str, Any]) -> list[GateRow]:
-    """One row per arch, ranking and metric of the baseline (cross-domain entries, ``arch@set``,
-    have no spread of their own and are not gated)."""
-    runs = len(spread["seeds"])
+              spread: Mapping[str, Any], same_environment: frozenset[str] = frozenset()
+              ) -> list[GateRow]:
+    """One row per arch, ranking and metric of the baseline; the archs in ``same_environment``
+    were trained where their baseline was, so theirs must be equal (cross-domain entries,
+    ``arch@set``, have no spread of their own and are not gated)."""
     rows = []
     for arch in (name for name in baseline if "@" not in name):
         for ranking in (r for r in RANKINGS if r in baseline[arch]):
             for key, _ in METRIC_COLUMNS:
-                expected = baseline[arch][ranking].get(key)
-                value = current.get(arch, {}).get(ranking, {}).get(key)
-                measured = spread["archs"].get(arch, {}).get(ranking, {}).get(key)
-                problem = ("not in this run's metrics" if value is None else
-                           "no seed spread measured for it" if measured is None else "")
-                rows.append(GateRow(arch, ranking, key, expected, value,
-                                    band(measured["std"], runs) if measured else None, problem))
+                rows.append(_row(arch, ranking, key, baseline[arch][ranking].get(key),
+                                 current.get(arch, {}).get(ranking, {}).get(key),
+                                 spread["archs"].get(arch, {}).get(ranking, {}).get(key),
+                                 arch in same_environment))
     return rows
+
+
+def same_environment(baseline: Mapping[str, Any], current: Mapping[str, Any]) -> frozenset[str]:
+    """The archs recorded in both environments with no deciding difference."""
+    return frozenset(arch for arch in set(baseline) & set(current)
+                     if not differences(baseline[arch], current[arch]))
 
 
 def _fraction(value: float | None) -> str:
@@ -72,14 +103,16 @@ def _fraction(value: float | None) -> str:
 
 
 def gate_table(rows: list[GateRow]) -> str:
-    lines = ["| arch | ranking | metric | baseline | this run | difference | band (±) | result |",
+    lines = ["| arch | ranking | metric | baseline | this run | difference | allowed | result |",
              "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         moved = (f"{row.value - row.baseline:+.4f}"
                  if row.value is not None and row.baseline is not None else "—")
+        allowed = ("equal (same environment)" if row.exact else "—" if row.band is None else
+                   f"{row.centre - row.band:.4f} to {row.centre + row.band:.4f}")
         result = "pass" if row.passed else f"**FAIL**{': ' + row.problem if row.problem else ''}"
         lines.append(f"| {row.arch} | {row.ranking} | {row.metric} | {_fraction(row.baseline)} | "
-                     f"{_fraction(row.value)} | {moved} | {_fraction(row.band)} | {result} |")
+                     f"{_fraction(row.value)} | {moved} | {allowed} | {result} |")
     return "\n".join(lines)
 
 
