@@ -16,7 +16,6 @@ import sys
 from importlib import metadata
 from typing import Any, Mapping
 
-from reidpipe.errors import ReidpipeError
 
 CONFIG_KEY = "environment"  # where a trained model's config.yaml holds its record
 
@@ -43,21 +42,29 @@ CPU_ISA_PINS = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "A
 
 def pin_cpu_isa(isa: str) -> str:
     """Cap this process's CPU kernels at ``isa`` (``native``: leave them); returns a note for the
-    log. Must run before torch computes anything: each library reads its variable once, at its
-    first use, so a pin that comes too late is refused rather than silently ignored."""
+    log. It must come before torch computes anything: each library reads its variable once, at its
+    first use. Where it comes too late (a Python caller that already ran torch), the variables are
+    put back and the note is a warning: the run keeps the kernels it has, and its recorded
+    environment (``record``) says which."""
     if isa == "native":
         return ""
     if platform.machine().lower() not in ("x86_64", "amd64"):
-        return (f"pipeline.cpu_isa = {isa} applies to x86-64 CPUs; this is "
+        return (f"warning: pipeline.cpu_isa = {isa} applies to x86-64 CPUs; this is "
                 f"{platform.machine()}: its native kernels are used")
+    previous = {name: os.environ.get(name) for name in CPU_ISA_PINS[isa]}
     os.environ.update(CPU_ISA_PINS[isa])
     if "torch" in sys.modules:
         import torch
 
-        if torch.backends.cpu.get_cpu_capability() != isa.upper():
-            raise ReidpipeError(
-                f"pipeline.cpu_isa = {isa}: this process already computed with "
-                f"{torch.backends.cpu.get_cpu_capability()} kernels (or the CPU lacks {isa})")
+        dispatched = torch.backends.cpu.get_cpu_capability()
+        if dispatched != isa.upper():
+            for name, value in previous.items():
+                if value is None:
+                    os.environ.pop(name)
+                else:
+                    os.environ[name] = value
+            return (f"warning: pipeline.cpu_isa = {isa} not applied: this process already "
+                    f"computed with {dispatched} kernels (or the CPU lacks {isa}), and keeps them")
     return f"CPU kernels capped at {isa.upper()} (pipeline.cpu_isa)"
 
 

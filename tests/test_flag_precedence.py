@@ -29,7 +29,7 @@ TAO_SPEC = ROOT / "tests" / "fixtures" / "tao" / "resnet50_market.yaml"
 REIDPIPE = Path(sys.executable).parent / "reidpipe"
 FURTHER = "extra"  # a further source, for the flags that follow --source
 # Commands that take --params but need no params file (params --schema/--from-tao: below).
-NEEDS_NO_PARAMS = {"synth"}
+NEEDS_NO_PARAMS = {"synth", "stages"}  # stages: the table; --dvc-yaml/--tracked read params
 
 
 def subcommands() -> dict[str, argparse.ArgumentParser]:

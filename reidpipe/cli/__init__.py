@@ -136,7 +136,9 @@ def params_from_args(args: argparse.Namespace, *, needs_file: bool = True) -> Pa
     kernels pinned as ``pipeline.cpu_isa`` says before the stage computes anything."""
     params = params_from_dict(params_dict_from_args(args, needs_file=needs_file))
     note = environment.pin_cpu_isa(params.pipeline.cpu_isa)
-    if note:
+    if note.startswith("warning: "):
+        log.warning(note.removeprefix("warning: "))
+    elif note:
         log.info(note)
     return params
 
