@@ -197,6 +197,48 @@ def _wildcards(path: str) -> list[str]:
     return re.findall(r"(?<!\$)\{(\w+)\}", path)
 
 
+TRAIN_PARAMS = ("model", "dataset", "train", "archs.{arch}", "pipeline.cpu_isa")
+
+
+def _train(name: str, model_dir: str, seed: str = "") -> Stage:
+    """A training job writing ``model_dir`` (``seed``: a ``--set`` of the seed-spread runs)."""
+    return Stage(name,
+                 command=f"reidpipe train --arch {{arch}}{seed} --splits {{input.splits}} --out "
+                         + model_dir,
+                 inputs={"splits": TRAIN_SET},
+                 outputs={"model": Output(f"{model_dir}/{MODEL_FILE}"),
+                          "config": Output(f"{model_dir}/{TRAIN_CONFIG_FILE}"),
+                          "train_log": Output(f"{model_dir}/{TRAIN_LOG_FILE}")},
+                 params=TRAIN_PARAMS, cli="train")
+
+
+def _extract(name: str, model_dir: str, splits: str, embeddings: str) -> Stage:
+    """Embeddings of ``splits``' query and gallery by the model in ``model_dir``."""
+    return Stage(name,
+                 command=f"reidpipe extract --arch {{arch}} --model {model_dir} --splits "
+                         "{input.splits} --out {output.embeddings}",
+                 inputs={"model": f"{model_dir}/{MODEL_FILE}", "splits": splits},
+                 outputs={"embeddings": Output(embeddings, directory=True)},
+                 params=("model.input_height", "model.input_width", "model.with_flip_feature",
+                         "dataset.pixel_mean", "dataset.pixel_std", "dataset.num_workers",
+                         "extract", "archs.{arch}", "pipeline.cpu_isa"), cli="extract")
+
+
+def _evaluate(name: str, embeddings: str, results: str, in_git: bool = True) -> Stage:
+    """Metrics, CMC and per-query table of ``embeddings`` in ``results`` (``in_git``: the
+    metrics and CMC are DVC metrics/plots kept in git)."""
+    return Stage(name,
+                 command="reidpipe evaluate --embeddings {input.embeddings} --out "
+                         "{output.metrics} --cmc {output.cmc} --per-query {output.per_query}",
+                 inputs={"embeddings": embeddings},
+                 outputs={"metrics": Output(f"{results}/{METRICS_FILE}",
+                                            dvc="metric" if in_git else "out"),
+                          "cmc": Output(f"{results}/{CMC_FILE}",
+                                        **({"dvc": "plot", "plot_x": "rank"} if in_git else {})),
+                          "per_query": Output(f"{results}/{PER_QUERY_FILE}")},
+                 params=("re_ranking", "evaluate", "report.top_k"), cli="evaluate")
+
+
 STAGES: tuple[Stage, ...] = (
     # The values each job below tracks, as one file: what DVC compares (dvc.yaml's params), so
     # that DVC, like Snakemake, compares validated values rather than the text of params files.
@@ -253,72 +295,17 @@ STAGES: tuple[Stage, ...] = (
                   "more": AllOf(SOURCE_SPLITS, over={"source": Params.extra_train_sources})},
           outputs={"train_set": Output(TRAIN_SET, directory=True)},
           params=("data.source", "data.train_sources")),
-    Stage("train",
-          command="reidpipe train --arch {arch} --splits {input.splits} --out " + ARCH_MODEL,
-          inputs={"splits": TRAIN_SET},
-          outputs={"model": Output(f"{ARCH_MODEL}/{MODEL_FILE}"),
-                   "config": Output(f"{ARCH_MODEL}/{TRAIN_CONFIG_FILE}"),
-                   "train_log": Output(f"{ARCH_MODEL}/{TRAIN_LOG_FILE}")},
-          params=("model", "dataset", "train", "archs.{arch}", "pipeline.cpu_isa")),
-    Stage("extract",
-          command="reidpipe extract --arch {arch} --model " + ARCH_MODEL
-                  + " --splits {input.splits} --out {output.embeddings}",
-          inputs={"model": f"{ARCH_MODEL}/{MODEL_FILE}", "splits": SPLITS},
-          outputs={"embeddings": Output(EMBEDDINGS, directory=True)},
-          params=("model.input_height", "model.input_width", "model.with_flip_feature",
-                  "dataset.pixel_mean", "dataset.pixel_std", "dataset.num_workers", "extract",
-                  "archs.{arch}", "pipeline.cpu_isa")),
-    Stage("evaluate",
-          command="reidpipe evaluate --embeddings {input.embeddings} --out {output.metrics}"
-                  " --cmc {output.cmc} --per-query {output.per_query}",
-          inputs={"embeddings": EMBEDDINGS},
-          outputs={"metrics": Output(f"{ARCH_RESULTS}/{METRICS_FILE}", dvc="metric"),
-                   "cmc": Output(f"{ARCH_RESULTS}/{CMC_FILE}", dvc="plot", plot_x="rank"),
-                   "per_query": Output(f"{ARCH_RESULTS}/{PER_QUERY_FILE}")},
-          params=("re_ranking", "evaluate", "report.top_k")),
+    _train("train", ARCH_MODEL),
+    _extract("extract", ARCH_MODEL, SPLITS, EMBEDDINGS),
+    _evaluate("evaluate", EMBEDDINGS, ARCH_RESULTS),
     # Every arch on each further test set (cross-domain): the extract and evaluate stages.
-    Stage("extract_cross",
-          command="reidpipe extract --arch {arch} --model " + ARCH_MODEL
-                  + " --splits {input.splits} --out {output.embeddings}",
-          inputs={"model": f"{ARCH_MODEL}/{MODEL_FILE}",
-                  "splits": f"{RESULTS_DIR}/{SOURCES_DIR}/{{test_set}}/{SPLITS_DIR}"},
-          outputs={"embeddings": Output(f"{CROSS}/{EMBEDDINGS_DIR}", directory=True)},
-          params=("model.input_height", "model.input_width", "model.with_flip_feature",
-                  "dataset.pixel_mean", "dataset.pixel_std", "dataset.num_workers", "extract",
-                  "archs.{arch}", "pipeline.cpu_isa"), cli="extract"),
-    Stage("evaluate_cross",
-          command="reidpipe evaluate --embeddings {input.embeddings} --out {output.metrics}"
-                  " --cmc {output.cmc} --per-query {output.per_query}",
-          inputs={"embeddings": f"{CROSS}/{EMBEDDINGS_DIR}"},
-          outputs={"metrics": Output(f"{CROSS}/{METRICS_FILE}", dvc="metric"),
-                   "cmc": Output(f"{CROSS}/{CMC_FILE}", dvc="plot", plot_x="rank"),
-                   "per_query": Output(f"{CROSS}/{PER_QUERY_FILE}")},
-          params=("re_ranking", "evaluate", "report.top_k"), cli="evaluate"),
+    _extract("extract_cross", ARCH_MODEL, f"{RESULTS_DIR}/{SOURCES_DIR}/{{test_set}}/{SPLITS_DIR}",
+             f"{CROSS}/{EMBEDDINGS_DIR}"),
+    _evaluate("evaluate_cross", f"{CROSS}/{EMBEDDINGS_DIR}", CROSS),
     # The seed spread (pipeline.seeds): each arch trained, extracted and evaluated once per seed.
-    Stage("train_seed",
-          command="reidpipe train --arch {arch} --set train.seed={seed} --splits {input.splits}"
-                  " --out " + SEED_MODEL,
-          inputs={"splits": TRAIN_SET},
-          outputs={"model": Output(f"{SEED_MODEL}/{MODEL_FILE}"),
-                   "config": Output(f"{SEED_MODEL}/{TRAIN_CONFIG_FILE}"),
-                   "train_log": Output(f"{SEED_MODEL}/{TRAIN_LOG_FILE}")},
-          params=("model", "dataset", "train", "archs.{arch}", "pipeline.cpu_isa"), cli="train"),
-    Stage("extract_seed",
-          command="reidpipe extract --arch {arch} --model " + SEED_MODEL
-                  + " --splits {input.splits} --out {output.embeddings}",
-          inputs={"model": f"{SEED_MODEL}/{MODEL_FILE}", "splits": SPLITS},
-          outputs={"embeddings": Output(f"{SEED_RESULTS}/{EMBEDDINGS_DIR}", directory=True)},
-          params=("model.input_height", "model.input_width", "model.with_flip_feature",
-                  "dataset.pixel_mean", "dataset.pixel_std", "dataset.num_workers", "extract",
-                  "archs.{arch}", "pipeline.cpu_isa"), cli="extract"),
-    Stage("evaluate_seed",
-          command="reidpipe evaluate --embeddings {input.embeddings} --out {output.metrics}"
-                  " --cmc {output.cmc} --per-query {output.per_query}",
-          inputs={"embeddings": f"{SEED_RESULTS}/{EMBEDDINGS_DIR}"},
-          outputs={"metrics": Output(f"{SEED_RESULTS}/{METRICS_FILE}"),
-                   "cmc": Output(f"{SEED_RESULTS}/{CMC_FILE}"),
-                   "per_query": Output(f"{SEED_RESULTS}/{PER_QUERY_FILE}")},
-          params=("re_ranking", "evaluate", "report.top_k"), cli="evaluate"),
+    _train("train_seed", SEED_MODEL, seed=" --set train.seed={seed}"),
+    _extract("extract_seed", SEED_MODEL, SPLITS, f"{SEED_RESULTS}/{EMBEDDINGS_DIR}"),
+    _evaluate("evaluate_seed", f"{SEED_RESULTS}/{EMBEDDINGS_DIR}", SEED_RESULTS, in_git=False),
     Stage("seed_spread",
           command=f"reidpipe seed-spread --results {RESULTS_DIR} --out {{output.spread}}",
           inputs={"seeds": AllOf(f"{SEED_RESULTS}/{METRICS_FILE}"),
