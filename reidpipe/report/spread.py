@@ -63,10 +63,13 @@ def read_spread(path: Path) -> dict[str, Any]:
     for arch, rankings in archs.items():
         for ranking, metrics in (rankings or {}).items():
             for key, stats in (metrics or {}).items():
+                by_seed = stats.get("by_seed") if isinstance(stats, dict) else None
                 if not isinstance(stats, dict) or not all(
-                        isinstance(stats.get(k), (int, float)) for k in ("mean", "std", "min", "max")):
+                        isinstance(stats.get(k), (int, float)) for k in ("mean", "std", "min", "max")
+                ) or not isinstance(by_seed, dict) or not all(
+                        isinstance(v, (int, float)) for v in by_seed.values()):
                     raise ReidpipeError(f"{path}: {arch}.{ranking}.{key} needs numbers mean, std, "
-                                        "min and max")
+                                        "min, max and by_seed")
     return data
 
 
