@@ -185,3 +185,21 @@ def test_a_spread_measured_beside_another_baseline_is_stale():
     stale = [row for row in rows if row.problem]
     assert [(row.ranking, row.metric) for row in stale] == [("plain", "mAP")]
     assert "measure it again" in stale[0].problem and not stale[0].passed
+
+
+def test_report_section_says_which_runs_differ_and_shows_the_spread():
+    from reidpipe.report.document import Bullets, Paragraph, Table
+    from reidpipe.report.readers import Baseline
+    from reidpipe.report.reproducibility import environment_blocks, spread_blocks
+
+    record = {"cpu_isa": "AVX2", "torch": "2.14.1", "intra_op_threads": 2}
+    baseline = Baseline(None, "", {"a": dict(record, cpu_isa="AVX512")})
+    blocks = environment_blocks({"a": record, "b": dict(record, intra_op_threads=4)}, baseline)
+    assert isinstance(blocks[0], Table) and blocks[0].headers == ["", "a", "b"]
+    notes = next(block for block in blocks if isinstance(block, Bullets)).items
+    assert notes == ["a vs b: intra_op_threads: 2 vs 4",
+                     "a, baseline vs this run: cpu_isa: AVX512 vs AVX2"]
+    same = environment_blocks({"a": record}, Baseline(None, "", {"a": dict(record)}))
+    assert isinstance(same[-1], Paragraph) and "same environment" in same[-1].text
+    table = spread_blocks(json.loads((FIXTURES / "seed_spread.json").read_text()))[1]
+    assert table.rows[0] == ["resnet_demo", "plain", "mAP", "47.7", "50.0 ± 2.4", "47.3–53.5"]

@@ -31,9 +31,9 @@ def environment_blocks(recorded: Mapping[str, Mapping[str, Any]],
               for name in names if baseline.environment and name in baseline.environment
               and (found := differences(baseline.environment[name], recorded[name]))]
     if notes:
-        blocks += [Paragraph("These runs differ in what decides floating-point results, so "
-                             "their metrics differ as runs of different seeds do (see the seed "
-                             "spread), not bit for bit:"), Bullets(notes)]
+        blocks += [Paragraph("These runs differ in what can decide floating-point results, so "
+                             "their metrics may differ as runs of different seeds do (see the "
+                             "seed spread) rather than repeat bit for bit:"), Bullets(notes)]
     else:
         blocks.append(Paragraph("Every run compared here (the archs and, where committed, the "
                                 "baseline's) was trained in the same environment."))
