@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from bad_input_support import PARAMS
 from market_fixtures import make_tiny_market
 from solider_reference import SwinConfig, solider_state
 
@@ -35,15 +36,8 @@ from reidpipe.training.weights_trust import ALLOWED_GLOBALS
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-c", "import sys; from reidpipe.cli import main; sys.exit(main())"]
 CFG = SwinConfig(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2))
-TINY = {
-    "pipeline": {"archs": ["tiny"]},
-    "model": {"backbone": "test_resnet", "pretrain_choice": "", "input_width": 16,
-              "input_height": 32, "feat_dim": 32},
-    "dataset": {"batch_size": 4, "val_batch_size": 16, "num_workers": 0, "padding": 2,
-                "num_instances": 2},
-    "train": {"num_epochs": 1, "num_gpus": 0, "max_steps_per_epoch": 2},
-    "archs": {"tiny": {}},
-}
+# bad_input_support's tiny run, loading in the main process
+TINY = {**PARAMS, "dataset": {**PARAMS["dataset"], "num_workers": 0}}
 # What the mimics below name beyond torch's own globals (numpy 2.x names; numpy 1.x: numpy.core).
 SOLIDER_GLOBALS = {"argparse.Namespace", "numpy.dtype", "numpy._core.multiarray.scalar"}
 TAO_GLOBALS = {"numpy.dtype", "numpy._core.multiarray.scalar", "numpy.ndarray",
