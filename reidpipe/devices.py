@@ -1,4 +1,4 @@
-"""Device choice and GPU allocation shared by every stage.
+"""Device choice, the CPUs a process may use, and GPU allocation shared by every stage.
 
 Snakemake's ``--resources gpu=N`` only caps how many GPU jobs run at once; it does not say which
 GPU a job gets. Each job therefore takes one lock file per device it uses (``gpu<i>.lock`` under a
@@ -28,6 +28,14 @@ if TYPE_CHECKING:
 LOCK_DIR_ENV = "REIDPIPE_GPU_LOCK_DIR"
 CUDA_ENV = "CUDA_VISIBLE_DEVICES"
 GPU_WAIT_S = 300.0  # how long a GPU job waits for a busy GPU before failing
+
+
+def usable_cpus() -> int:
+    """The CPU cores this process may run on (its affinity mask, which a container or ``taskset``
+    narrows; the machine's count where the platform has no affinity)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def default_lock_dir() -> Path:

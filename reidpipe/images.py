@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from reidpipe.devices import usable_cpus
 from reidpipe.errors import ReidpipeError
 from reidpipe.regular_file import NotRegularFile, read_regular_bytes
 
@@ -122,7 +122,7 @@ def check_image(path: Path) -> ImageCheck:
 def check_images(paths: list[Path]) -> list[ImageCheck]:
     """:func:`check_image` of every path, in order, on a thread pool. On an interruption the
     images not yet started are dropped, so the stage stops without decoding the rest."""
-    pool = ThreadPoolExecutor(max_workers=min(32, 4 * (os.cpu_count() or 1)))
+    pool = ThreadPoolExecutor(max_workers=min(32, 4 * usable_cpus()))
     try:
         return list(pool.map(check_image, paths))
     finally:

@@ -252,7 +252,7 @@ def test_workers_ahead_of_slow_merges(tiny_blocks: None, monkeypatch: pytest.Mon
         absorb(self, *args)
 
     monkeypatch.setattr(rerank._Nearest, "absorb", slow_absorb)
-    monkeypatch.setattr(rerank, "_pass_workers", lambda: 3)
+    monkeypatch.setattr(rerank, "usable_cpus", lambda: 3)
     before = _blas_threads()
     rng = np.random.default_rng(77)
     feats, _ = clustered(rng, 90, 8, 6)

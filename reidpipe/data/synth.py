@@ -36,6 +36,7 @@ from reidpipe.data.market import (
     TRAIN_DIR,
     format_name,
 )
+from reidpipe.devices import usable_cpus
 from reidpipe.errors import ReidpipeError
 
 MARKER_FILE = "synthetic.json"
@@ -575,10 +576,6 @@ def _write_images(root: str, cameras: list[Camera], specs: list[ImageSpec]) -> N
         Path(root, spec.path).write_bytes(render(spec, cameras))
 
 
-def default_workers() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def check_replaceable(out: Path) -> None:
     """Only an empty folder or an earlier synthetic dataset may be replaced: never a download."""
     if not out.exists():
@@ -604,7 +601,7 @@ def generate_synthetic_market(out_dir: str | os.PathLike[str], num_ids: int, see
                             "(at least two train and two test identities, four-digit ids)")
     if seed < 0:
         raise ReidpipeError(f"synthetic seed: got {seed}, expected a non-negative integer")
-    workers = default_workers() if workers is None else workers
+    workers = usable_cpus() if workers is None else workers
     if workers < 1:
         raise ReidpipeError(f"synthetic workers: got {workers}, expected at least 1")
     out = Path(out_dir)

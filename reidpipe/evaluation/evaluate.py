@@ -13,7 +13,6 @@ query x gallery matrix is ever held whole, plain or re-ranked.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from threadpoolctl import threadpool_limits
 
 from reidpipe import atomic
 from reidpipe.data.market import JUNK_PID
+from reidpipe.devices import usable_cpus
 from reidpipe.errors import ReidpipeError
 from reidpipe.evaluation.embeddings import Embeddings, collapse_warning, l2_normalise
 from reidpipe.evaluation.rerank import (
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 DistanceRows = Callable[[int, int], np.ndarray]
 REPORTED_RANKS = (1, 5, 10, 20)
 _CHUNK_ELEMENTS = 1 << 23
-_CORES = len(os.sched_getaffinity(0))
+_CORES = usable_cpus()
 _WORKERS = min(2, _CORES)  # chunks scored at once (memory grows with it)
 
 

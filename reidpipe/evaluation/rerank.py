@@ -54,7 +54,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from reidpipe.devices import means_cpu, resolve_device
+from reidpipe.devices import means_cpu, resolve_device, usable_cpus
 from reidpipe.errors import ReidpipeError
 
 if TYPE_CHECKING:
@@ -72,11 +72,6 @@ _WORK_ELEMENTS = 1 << 24         # entries of the temporaries of the vectorised 
 _SELECT_ELEMENTS = 1 << 16       # entries of one selection chunk (256 KiB: stays in a core's cache)
 _KEEP_IN_MEMORY_BYTES = 1 << 30  # query x gallery distances above this go to a temporary file
 _NO_NEIGHBOUR = (0x7F800000 << 32) | 0xFFFFFFFF  # the key of distance +inf: sorts last
-
-
-def _pass_workers() -> int:
-    """Threads of the all-pairs pass: one per core this process may use."""
-    return len(os.sched_getaffinity(0))
 
 
 def _key_distances(keys: np.ndarray) -> np.ndarray:
@@ -300,7 +295,7 @@ def _in_chunks(fn: Callable[[int, int], T], size: int, step: int) -> list[T]:
     """``fn(start, stop)`` over [0, size) in chunks of ``step``, on one thread per core (NumPy
     releases the GIL in its array loops); the results in chunk order."""
     bounds = [(start, min(size, start + step)) for start in range(0, size, step)]
-    with ThreadPoolExecutor(max_workers=_pass_workers()) as pool:
+    with ThreadPoolExecutor(max_workers=usable_cpus()) as pool:
         return list(pool.map(lambda chunk: fn(*chunk), bounds))
 
 
@@ -562,7 +557,7 @@ class KReciprocalReRanker:
                                        columns=first >= stop)
             return selection, multiplied - started, time.perf_counter() - multiplied
 
-        workers = _pass_workers()
+        workers = usable_cpus()
         blas = (threadpool_limits(limits=1, user_api="blas")
                 if isinstance(self._gemm_feats, np.ndarray) else nullcontext())
         with blas, ThreadPoolExecutor(max_workers=workers) as pool:
