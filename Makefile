@@ -5,11 +5,11 @@ STAMP   := $(VENV)/.installed
 PYTHON  ?= python3
 # Exact versions with their hashes: a fresh machine installs what CI tested (README, "The lock").
 LOCK    := requirements.lock
-LOCK_COMPILE = uv pip compile pyproject.toml --extra test --extra slurm --extra lock --universal \
+LOCK_COMPILE = uv pip compile pyproject.toml --extra test --extra slurm --extra lock --extra lint --universal \
 	--generate-hashes --quiet --custom-compile-command "make lock"
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test lint clean-demo lock check-lock
+.PHONY: demo test lint format clean-demo lock check-lock
 
 # pip, not uv, installs: pip also finds wheels a machine keeps on disk (its find-links), and
 # --require-hashes refuses any file whose hash the lock does not list.
@@ -44,8 +44,16 @@ TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
+# ruff's linter and formatter (settings: pyproject.toml), then Snakemake's lint of the workflow;
+# any finding fails (CI runs it). `make format` applies ruff's fixes and formatting.
 lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/snakemake --lint --workflow-profile none
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 clean-demo:
 	rm -rf data/synthetic-market results models logs reports/* .snakemake

@@ -8,6 +8,10 @@ written is one ReidpipeError naming it and what happened (disk full, read-only, 
 
 Temporaries a killed run left are removed only by the owner of the output's lock
 (``reidpipe.output_lock``), or when no run holds it.
+
+A folder is replaced only when a stage wrote it: every folder written here carries
+``OUTPUT_MARKER_FILE``, and a non-empty folder without it (a user's data, a mistyped ``--out``) is
+refused before any work, never deleted.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import yaml
 
 from reidpipe import output_lock
 from reidpipe.errors import ReidpipeError
+from reidpipe.filenames import OUTPUT_MARKER_FILE
 
 log = logging.getLogger(__name__)
 
@@ -231,30 +236,65 @@ def _replace_files(temps: Sequence[Path], finals: Sequence[Path]) -> None:
             previous.unlink(missing_ok=True)
 
 
+# The marker's text is fixed: it is part of what DVC hashes, so it must not vary between runs.
+_MARKER_TEXT = ("This folder is the output of a reidpipe stage: rerunning the stage replaces it "
+                "whole.\n")
+
+
+def check_replaceable_dir(path: str | os.PathLike[str], owned_by: Sequence[str] = ()) -> None:
+    """Refuse to replace a non-empty folder that no stage wrote: one that holds neither
+    ``OUTPUT_MARKER_FILE`` nor one of the stage's own markers ``owned_by`` (a download or a
+    synthetic set written before the common marker existed)."""
+    folder = Path(path)
+    if not folder.is_dir() or folder.is_symlink():
+        return
+    markers = (OUTPUT_MARKER_FILE, *owned_by)
+    if any((folder / name).is_file() for name in markers) or not any(folder.iterdir()):
+        return
+    raise ReidpipeError(f"{folder} holds files that no reidpipe stage wrote (no "
+                        f"{OUTPUT_MARKER_FILE}); refusing to replace it: choose another output "
+                        "folder, or move it away yourself if its contents may go")
+
+
+def remove_output_dir(path: str | os.PathLike[str]) -> None:
+    """Delete an output folder a stage wrote (a failed gate's stale results); a folder no stage
+    wrote is refused like a replacement."""
+    check_replaceable_dir(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary directory; on success it replaces the directory ``path`` whole."""
+def atomic_dir(path: str | os.PathLike[str], owned_by: Sequence[str] = ()) -> Iterator[Path]:
+    """Yield a temporary directory; on success it replaces the directory ``path`` whole.
+
+    A non-empty folder at ``path`` that no stage wrote is refused before the caller's work
+    (``check_replaceable_dir``)."""
     final = Path(path)
     _check_kind(final, is_dir=True)
+    check_replaceable_dir(final, owned_by)
     _remove_stale(final)
     tmp = _temp_sibling(final, is_dir=True)
     try:
         with _naming_write_failures(tmp, final, [final]):
             yield tmp
-        replace_dir(tmp, final)
+        replace_dir(tmp, final, owned_by)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-def replace_dir(src: str | os.PathLike[str], final: str | os.PathLike[str]) -> None:
-    """Move the finished directory ``src`` to ``final``, replacing any directory there whole.
+def replace_dir(src: str | os.PathLike[str], final: str | os.PathLike[str],
+                owned_by: Sequence[str] = ()) -> None:
+    """Move the finished directory ``src`` to ``final``, replacing any directory a stage wrote
+    there whole (``check_replaceable_dir``); ``src`` gets the marker that says a stage wrote it.
 
     ``src`` must be on the same filesystem (a sibling or a folder beside it). The old directory is
     first renamed into a trash folder, then the new one takes its place: ``final`` never holds a
     mix of the two, though a crash between the two renames leaves it missing (a rerun rebuilds it).
     """
     final = Path(final)
+    Path(src, OUTPUT_MARKER_FILE).write_text(_MARKER_TEXT, encoding="utf-8")
+    check_replaceable_dir(final, owned_by)
     if not final.exists():
         os.replace(src, final)
         return

@@ -15,6 +15,8 @@ DATA_DIR = "data"  # data/<name>: the dataset of each further source (data.sourc
 # beside params.yaml: the validated values each job reads (tracked_params; DVC's params),
 # outside results/, which the report and the seed spread read whole
 TRACKED_PARAMS_FILE = "params.tracked.json"
+# inside every folder a stage writes: only such a folder (or an empty one) is ever replaced
+OUTPUT_MARKER_FILE = ".reidpipe-output"
 
 # results/
 VALIDATION_FILE = "validation.json"

@@ -4,6 +4,8 @@ import os
 import pytest
 
 from reidpipe import atomic
+from reidpipe.errors import ReidpipeError
+from reidpipe.filenames import OUTPUT_MARKER_FILE
 
 
 def test_failed_writes_leave_nothing_and_keep_the_old_output(tmp_path):
@@ -48,3 +50,39 @@ def test_outputs_get_ordinary_permissions(tmp_path):
         os.umask(mask)
     assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+
+
+def test_a_folder_no_stage_wrote_is_refused_before_any_work(tmp_path):
+    users = tmp_path / "mine"
+    users.mkdir()
+    (users / "photo.jpg").write_bytes(b"the user's only copy")
+    ran = []
+    with pytest.raises(ReidpipeError, match="holds files that no reidpipe stage wrote"):
+        with atomic.atomic_dir(users) as tmp:
+            ran.append(tmp)
+    with pytest.raises(ReidpipeError, match="holds files that no reidpipe stage wrote"):
+        atomic.remove_output_dir(users)
+    assert not ran and (users / "photo.jpg").read_bytes() == b"the user's only copy"
+    assert [p.name for p in tmp_path.iterdir()] == ["mine"]  # no temporary left either
+
+
+def test_a_folder_a_stage_wrote_is_replaced_whole(tmp_path):
+    out = tmp_path / "out"
+    for text in ("first", "second"):
+        with atomic.atomic_dir(out) as tmp:
+            (tmp / "result.txt").write_text(text)
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER_FILE, "result.txt"]
+    assert (out / "result.txt").read_text() == "second"
+    atomic.remove_output_dir(out)
+    assert not out.exists()
+
+
+def test_a_stage_own_older_marker_also_proves_it_wrote_the_folder(tmp_path):
+    """A dataset download or synth wrote before the common marker existed is still theirs."""
+    old = tmp_path / "dataset"
+    old.mkdir()
+    (old / "synthetic.json").write_text("{}")
+    (old / "image.jpg").write_bytes(b"x")
+    with atomic.atomic_dir(old, owned_by=("synthetic.json",)) as tmp:
+        (tmp / "synthetic.json").write_text("{}")
+    assert not (old / "image.jpg").exists() and (old / OUTPUT_MARKER_FILE).is_file()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from repo_copy import dvc, make_repo, run, snakemake
 
 from reidpipe.data.download import fetch_dataset, is_held
 from reidpipe.errors import ReidpipeError
+from reidpipe.filenames import OUTPUT_MARKER_FILE
 from reidpipe.params import SourceParams
 
 HELD = "data/mine"
@@ -99,3 +101,30 @@ def test_download_never_replaces_a_folder_it_did_not_make(tmp_path: Path) -> Non
         fetch_dataset(SourceParams(source="market1501", dataset_dir=str(other)),
                       log=lambda message: None)
     assert (other / "notes" / "mine.txt").read_text() == "keep me"
+
+
+def test_no_stage_replaces_a_folder_it_did_not_write(tmp_path: Path) -> None:
+    """`split --out` pointed at a folder of the user's (here: the dataset itself) is refused
+    before any work, with one line, and the folder stays byte for byte; a folder a stage wrote
+    (it holds the marker) is replaced by the rerun, and so is an empty one."""
+    market = make_tiny_market(tmp_path / "Market", train_ids=6)
+    params = tmp_path / "params.yaml"
+    params.write_text(json.dumps({"data": {"source": "custom", "dataset_dir": str(market),
+                                           "strict": False},
+                                  "split": {"val_ids": 2}}))
+    before = snapshot(market)
+    refused = run(tmp_path, sys.executable, "-m", "reidpipe", "split", str(market), "--out", str(market),
+                  "--params", str(params), check=False)
+    assert refused.returncode == 2, refused.stderr
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"{market} holds files that no reidpipe stage wrote" in lines[0]
+    assert snapshot(market) == before
+
+    out = tmp_path / "splits"
+    out.mkdir()  # an empty folder holds nothing to lose
+    for _ in range(2):  # the second run replaces the first run's folder
+        done = run(tmp_path, sys.executable, "-m", "reidpipe", "split", str(market), "--out", str(out),
+                   "--params", str(params))
+        assert done.returncode == 0
+        assert (out / OUTPUT_MARKER_FILE).is_file() and any(out.glob("*.csv"))
+    assert snapshot(market) == before

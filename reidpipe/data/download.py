@@ -155,7 +155,7 @@ def _copy_folder(folder: Path, target: Path, source: DatasetSource, log: Log) ->
             shutil.copy2(src, dst)
 
     log(f"copying {folder} to {target}")
-    with atomic.atomic_dir(target) as tmp:
+    with atomic.atomic_dir(target, owned_by=(MARKER_NAME,)) as tmp:
         shutil.copytree(folder, tmp, copy_function=link_or_copy, dirs_exist_ok=True)
         atomic.write_json(tmp / MARKER_NAME, {"archive": "", "md5": "",
                                               "source": str(folder.resolve())})
@@ -228,7 +228,7 @@ def extract_archive(archive: Path, dataset_dir: Path, source: DatasetSource, *, 
     try:
         with zipfile.ZipFile(archive) as zf:
             entries = plan_entries(zf, archive, max_bytes)
-            with atomic.atomic_dir(dataset_dir) as tmp:
+            with atomic.atomic_dir(dataset_dir, owned_by=(MARKER_NAME,)) as tmp:
                 for info, parts in entries:
                     path = tmp.joinpath(*parts)
                     if info.is_dir():

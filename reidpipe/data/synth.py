@@ -618,7 +618,7 @@ def generate_synthetic_market(out_dir: str | os.PathLike[str], num_ids: int, see
         junk=counts["junk"], seconds=0.0)
     record = {"generator": "reidpipe synth", **{
         key: value for key, value in asdict(summary).items() if key not in ("out_dir", "seconds")}}
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, owned_by=(MARKER_FILE,)) as tmp:
         for folder in (TRAIN_DIR, GALLERY_DIR, QUERY_DIR):
             (tmp / folder).mkdir()
         if workers == 1:

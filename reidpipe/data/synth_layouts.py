@@ -140,7 +140,7 @@ def generate_synthetic(out_dir: str | Path, layout: str, num_ids: int, seed: int
         return generate_synthetic_market(out_dir, num_ids, seed, workers)
     out = Path(out_dir)
     check_replaceable(out)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, owned_by=(MARKER_FILE,)) as tmp:
         market = generate_synthetic_market(tmp / _WORK_DIR, num_ids, seed, workers)
         WRITERS[layout](_market_items(tmp / _WORK_DIR), tmp)
         shutil.rmtree(tmp / _WORK_DIR)

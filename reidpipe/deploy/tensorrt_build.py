@@ -15,7 +15,6 @@ a disabled status. ``status.json`` is always written, so the pipeline completes 
 from __future__ import annotations
 
 import json
-import shutil
 import statistics
 import time
 from pathlib import Path
@@ -298,7 +297,7 @@ def build_trt(arch: str, onnx_dir: str | Path, splits_dir: str | Path, out_dir: 
     deltas = status["parity"]["retrieval"]["delta_points"]
     failed = {k: d for k, d in deltas.items() if not d <= deploy.max_metric_delta}
     if failed:
-        shutil.rmtree(out_dir, ignore_errors=True)   # no stale engine passes for this model's
+        atomic.remove_output_dir(out_dir)   # no stale engine passes for this model's
         raise ReidpipeError(f"TensorRT parity gate failed for {arch}: "
                             + ", ".join(f"{k} differs from ONNX Runtime by {d:.3f} points"
                                         for k, d in failed.items())
