@@ -24,7 +24,7 @@ from reidpipe.data.sources import (
     parse_msmt17,
 )
 from reidpipe.errors import ReidpipeError
-from reidpipe.params.schema import LayoutName, SourceName
+from reidpipe.params.sections.data import LayoutName, SourceName
 
 
 def test_file_names_of_each_dataset():

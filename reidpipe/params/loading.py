@@ -1,14 +1,17 @@
-"""Loading the parameters: YAML files deep-merged in order, overrides, then validation."""
+"""Loading the parameters: YAML files deep-merged in order, overrides, then validation (each
+key while the dataclasses are built, then the cross-section rules)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from reidpipe.bounded_yaml import read_yaml_file
 from reidpipe.errors import ReidpipeError
+from reidpipe.params.checks import check_consistency
 from reidpipe.params.merge import apply_override, deep_merge, parse_override
-from reidpipe.params.schema import Params, params_from_dict
+from reidpipe.params.schema import Params
+from reidpipe.params.validation import build_dataclass
 
 DEFAULT_PARAMS_FILE = "params.yaml"
 
@@ -21,6 +24,13 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ReidpipeError(f"params file {path} must hold a mapping at the top level")
     return data
+
+
+def params_from_dict(data: Mapping[str, Any]) -> Params:
+    params = build_dataclass(Params, data, "")
+    check_consistency(params)
+    return params
+
 
 def merged_params_dict(files: Sequence[str | Path] = (DEFAULT_PARAMS_FILE,),
                        overrides: Sequence[str] = ()) -> dict[str, Any]:

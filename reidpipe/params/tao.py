@@ -26,8 +26,9 @@ import yaml
 from reidpipe.bounded_yaml import read_yaml_file
 from reidpipe.data.market import SPLIT_DIRS
 from reidpipe.errors import ReidpipeError
+from reidpipe.params.loading import params_from_dict
 from reidpipe.params.merge import deep_merge
-from reidpipe.params.schema import Params, params_from_dict
+from reidpipe.params.schema import Params
 
 Kind = Literal["mapped", "translated", "ignored"]
 ARCH_SECTIONS = ("model", "dataset", "train")

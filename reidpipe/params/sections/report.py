@@ -1,0 +1,14 @@
+"""``report``: what the report shows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reidpipe.params.sections.setting import setting
+
+
+@dataclass
+class ReportParams:
+    sampled_queries: int = setting(8, ge=1)
+    top_k: int = setting(10, ge=1)
+    hardest_queries: int = setting(10, ge=1)
