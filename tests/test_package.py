@@ -161,6 +161,10 @@ def test_built_engine_is_served_as_model_plan(params, splits, tmp_path):
     assert (out / TRITON_DIR / "tiny" / "1" / TRITON_PLAN).read_bytes() == \
         b"serialized engine bytes"
 
+    (trt_dir / TRT_STATUS_FILE).write_text('{"status": "built"')   # a truncated status
+    with pytest.raises(ReidpipeError, match=f"{TRT_STATUS_FILE} is not valid JSON"):
+        package("tiny", onnx_dir, trt_dir, tmp_path / "deploy2", params.deploy)
+
 
 @pytest.mark.parametrize("pre, folded", [
     (Preprocess(32, 16, IMAGENET_MEAN, IMAGENET_STD), True),

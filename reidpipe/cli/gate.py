@@ -31,16 +31,16 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def run(args: argparse.Namespace) -> int:
+    from reidpipe.json_files import read_json_file
     from reidpipe.report.gate import (environment_notes, gate_rows, gate_table,
                                       same_environment)
-    from reidpipe.report.readers import read_json
     from reidpipe.report.spread import read_spread
 
     environments = ({}, {})
     if args.environment and args.baseline_environment:
-        environments = (read_json(args.baseline_environment), read_json(args.environment))
-    rows = gate_rows(read_json(args.baseline), read_json(args.metrics), read_spread(args.spread),
-                     same_environment(*environments))
+        environments = (read_json_file(args.baseline_environment), read_json_file(args.environment))
+    rows = gate_rows(read_json_file(args.baseline), read_json_file(args.metrics),
+                     read_spread(args.spread), same_environment(*environments))
     failed = [row for row in rows if not row.passed]
     notes = environment_notes(*environments) if environments[0] or environments[1] else []
     verdict = (f"{len(failed)} of {len(rows)} metrics outside what is allowed" if failed else

@@ -38,6 +38,7 @@ from reidpipe.filenames import (
     TRT_STATUS_FILE,
 )
 from reidpipe.input_contract import META_PREFIX, Preprocess, contract_metadata, read_input_contract
+from reidpipe.json_files import read_json_file
 from reidpipe.params import DeployParams, Params
 
 README_FILE = "README.md"
@@ -194,15 +195,6 @@ def _place(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ReidpipeError(f"{path} does not exist (run the stage that writes it first)") from None
-    except json.JSONDecodeError as exc:
-        raise ReidpipeError(f"{path} is not valid JSON: {exc}") from None
-
-
 def _deepstream_source(onnx_dir: Path, parity: dict[str, Any], precision: str) -> Path:
     if precision != "int8":
         return onnx_dir / ONNX_FILE
@@ -217,8 +209,8 @@ def package(arch: str, onnx_dir: str | Path, trt_dir: str | Path, out_dir: str |
             deploy: DeployParams, embed_limit: int = EMBED_LIMIT_BYTES) -> dict[str, Any]:
     """Write ``out_dir`` (Triton repository, DeepStream section, README, package.json)."""
     onnx_dir, trt_dir, out_dir = Path(onnx_dir), Path(trt_dir), Path(out_dir)
-    parity = _read_json(onnx_dir / PARITY_FILE)
-    trt = _read_json(trt_dir / TRT_STATUS_FILE)
+    parity, trt = (read_json_file(path, " (run the stage that writes it first)")
+                   for path in (onnx_dir / PARITY_FILE, trt_dir / TRT_STATUS_FILE))
     pre = read_input_contract(onnx_dir / ONNX_FILE)
     model = onnx.load(str(onnx_dir / ONNX_FILE), load_external_data=False)
     inputs, outputs = io_specs(model, onnx_dir / ONNX_FILE)

@@ -29,6 +29,7 @@ from reidpipe.filenames import (
     TRT_STATUS_FILE,
     embedding_table,
 )
+from reidpipe.json_files import read_json_file
 
 RANKINGS = ("plain", "reranked")
 # (metrics.json key, column title): all fractions, shown as percentages.
@@ -36,15 +37,6 @@ METRIC_COLUMNS = (("mAP", "mAP"), ("rank1", "R1"), ("rank5", "R5"), ("rank10", "
                   ("mINP", "mINP"))
 TRAIN_LOG_COLUMNS = ("epoch", "loss", "id_loss", "triplet_loss", "center_loss", "lr", "val_mAP",
                      "val_rank1")
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ReidpipeError(f"{path} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ReidpipeError(f"{path} is not valid JSON: {exc}") from None
 
 
 def _read_csv(path: Path, columns: Sequence[str], what: str,
@@ -79,7 +71,7 @@ def _is_number(value: Any) -> bool:
 
 def read_metrics(path: Path) -> dict[str, dict[str, Any]]:
     """An evaluate stage's metrics.json: a "plain" block and optionally a "reranked" one."""
-    data = read_json(path)
+    data = read_json_file(path)
     if not isinstance(data, dict) or not isinstance(data.get("plain"), dict):
         raise ReidpipeError(f"{path}: expected an object with a 'plain' metrics block "
                             "(written by `reidpipe evaluate`)")
@@ -169,7 +161,7 @@ def _optional_json(path: Path, spec: dict[str, Any]) -> dict[str, Any] | None:
         return None
     if path.is_dir():
         raise ReidpipeError(f"{path} is a directory, not a JSON file")
-    data = read_json(path)
+    data = read_json_file(path)
     if not isinstance(data, dict):
         raise ReidpipeError(f"{path}: expected a JSON object")
     check_spec(path, data, spec)

@@ -22,6 +22,7 @@ from reidpipe.filenames import (
     TRAIN_CONFIG_FILE,
     TRT_STATUS_FILE,
 )
+from reidpipe.json_files import read_json_file
 from reidpipe.report.document import (
     Block,
     Bullets,
@@ -32,7 +33,7 @@ from reidpipe.report.document import (
     Paragraph,
     Table,
 )
-from reidpipe.report.readers import METRIC_COLUMNS, ArchResults, Baseline, read_json
+from reidpipe.report.readers import METRIC_COLUMNS, ArchResults, Baseline
 
 SAMPLE_SEED = 0
 _BATCH_HEADERS = ["graph", "batch", "max abs diff", "1 - min cosine"]
@@ -344,7 +345,7 @@ def validation_section(path: Path) -> list[Block]:
     if not path.is_file():
         return blocks + [Paragraph(f"Not available: {path} does not exist (run `reidpipe "
                                    "validate`).")]
-    data = read_json(path)
+    data = read_json_file(path)
     if not isinstance(data, dict) or not isinstance(data.get("splits"), dict):
         raise ReidpipeError(f"{path}: expected `reidpipe validate`'s report (an object with "
                             "'splits')")

@@ -17,8 +17,9 @@ from typing import Any
 from reidpipe import atomic
 from reidpipe.errors import ReidpipeError
 from reidpipe.filenames import METRICS_FILE, SEEDS_DIR
+from reidpipe.json_files import read_json_file
 from reidpipe.params import Params
-from reidpipe.report.readers import METRIC_COLUMNS, RANKINGS, read_json, read_metrics
+from reidpipe.report.readers import METRIC_COLUMNS, RANKINGS, read_metrics
 
 
 def seed_run_dir(results_dir: Path, arch: str, seed: str) -> Path:
@@ -55,7 +56,7 @@ def seed_spread(params: Params, results_dir: str | Path) -> dict[str, Any]:
 
 def read_spread(path: Path) -> dict[str, Any]:
     """A spread file written by :func:`seed_spread_stage`, checked for the parts readers use."""
-    data = read_json(path)
+    data = read_json_file(path)
     archs = data.get("archs") if isinstance(data, dict) else None
     if not isinstance(archs, dict) or not isinstance(data.get("seeds"), list):
         raise ReidpipeError(f"{path}: expected 'seeds' and 'archs' (written by "
