@@ -23,6 +23,7 @@ from reidpipe.data.http_transfer import file_md5
 from reidpipe.data.market import ARCHIVE_MD5, ARCHIVE_NAME, MIRRORS, TOP_FOLDER, format_name
 from reidpipe.data.sources import SOURCES, dataset_source
 from reidpipe.errors import ReidpipeError
+from reidpipe.filenames import OUTPUT_MARKER_FILE
 from reidpipe.params import DataParams
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -135,8 +136,10 @@ def _leftovers(tmp_path: Path) -> list[str]:
 def _assert_dataset(dataset: Path, md5: str) -> None:
     expected = {name[len(TOP_FOLDER) + 1:]: data for name, data in market_entries().items()}
     got = {str(p.relative_to(dataset)): p.read_bytes()
-           for p in dataset.rglob("*") if p.is_file() and p.name != MARKER_NAME}
+           for p in dataset.rglob("*")
+           if p.is_file() and p.name not in (MARKER_NAME, OUTPUT_MARKER_FILE)}
     assert got == expected
+    assert (dataset / OUTPUT_MARKER_FILE).is_file()  # a later download may replace it
     assert f'"md5": "{md5}"' in (dataset / MARKER_NAME).read_text()
 
 

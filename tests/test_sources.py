@@ -24,6 +24,7 @@ from reidpipe.data.sources import (
     parse_msmt17,
 )
 from reidpipe.errors import ReidpipeError
+from reidpipe.filenames import OUTPUT_MARKER_FILE
 from reidpipe.params.sections.data import LayoutName, SourceName
 
 
@@ -94,7 +95,8 @@ def test_each_synthetic_layout_is_what_its_dataset_looks_like(layouts):
         names = [p.name for p in (cuhk / variant / "bounding_box_test").iterdir()]
         assert names and all(parse_cuhk03(n) for n in names)
     custom, _ = layouts["custom"]
-    assert sorted(p.name for p in custom.iterdir()) == ["query", "synthetic.json", "test", "train"]
+    assert sorted(p.name for p in custom.iterdir()) == sorted(
+        [OUTPUT_MARKER_FILE, "query", "synthetic.json", "test", "train"])
     assert json.loads((msmt / "synthetic.json").read_text())["layout"] == "msmt17"
 
 

@@ -29,6 +29,7 @@ from reidpipe.data.market import (
 from reidpipe.data.synth import MARKER_FILE, SynthSummary, generate_synthetic_market
 from reidpipe.data.validate import validate_dataset
 from reidpipe.errors import ReidpipeError
+from reidpipe.filenames import OUTPUT_MARKER_FILE
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 FOLDERS = (TRAIN_DIR, QUERY_DIR, GALLERY_DIR)
@@ -41,8 +42,9 @@ def names(root: Path, folder: str) -> list[MarketName]:
 
 
 def file_bytes(root: Path) -> dict[str, bytes]:
+    """Each file's bytes, but the output marker (the same text in every folder a stage writes)."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file()}
+            if p.is_file() and p.name != OUTPUT_MARKER_FILE}
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +56,8 @@ def default_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SynthSu
 
 def test_layout_names_and_image_format(default_set: tuple[Path, SynthSummary]) -> None:
     root, summary = default_set
-    assert sorted(p.name for p in root.iterdir()) == sorted([*FOLDERS, MARKER_FILE])
+    assert sorted(p.name for p in root.iterdir()) == sorted([*FOLDERS, MARKER_FILE,
+                                                             OUTPUT_MARKER_FILE])
     record = json.loads((root / MARKER_FILE).read_text())
     assert record["num_ids"] == 60 and record["gallery_images"] == summary.gallery_images
     counts = {folder: len(names(root, folder)) for folder in FOLDERS}
