@@ -10,7 +10,7 @@ import torch
 from threadpoolctl import threadpool_info
 
 from reidpipe.errors import ReidpipeError
-from reidpipe.evaluation import rerank
+from reidpipe.evaluation import arrays, neighbours, products, rerank, spill
 from reidpipe.evaluation.evaluate import rank_queries
 from reidpipe.evaluation.rerank import KReciprocalReRanker
 
@@ -174,9 +174,9 @@ def tiny_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     blocked pass, the neighbour merges and the temporary file run as on MSMT17-sized sets."""
     monkeypatch.setattr(rerank, "_BLOCK_ELEMENTS", 64)
     monkeypatch.setattr(rerank, "_STRIP_ELEMENTS", 300)
-    monkeypatch.setattr(rerank, "_WORK_ELEMENTS", 3000)
-    monkeypatch.setattr(rerank, "_SELECT_ELEMENTS", 16)
-    monkeypatch.setattr(rerank, "_KEEP_IN_MEMORY_BYTES", 0)
+    monkeypatch.setattr(arrays, "WORK_ELEMENTS", 3000)
+    monkeypatch.setattr(neighbours, "_SELECT_ELEMENTS", 16)
+    monkeypatch.setattr(spill, "_KEEP_IN_MEMORY_BYTES", 0)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -212,8 +212,8 @@ def test_products_on_torch_tensors_match_numpy() -> None:
     """The branch that runs the all-pairs products through torch (a CUDA device) on CPU."""
     rng = np.random.default_rng(8)
     a, b = rng.normal(size=(7, 5)).astype(np.float32), rng.normal(size=(9, 5)).astype(np.float32)
-    np.testing.assert_allclose(rerank.products(torch.from_numpy(a), torch.from_numpy(b)),
-                               rerank.products(a, b), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(products.products(torch.from_numpy(a), torch.from_numpy(b)),
+                               products.products(a, b), rtol=1e-6, atol=1e-6)
 
 
 def test_pass_on_torch_tensors_matches_dense_oracle(tiny_blocks: None,
@@ -233,7 +233,7 @@ def test_full_disk_is_a_clear_error(tiny_blocks: None, monkeypatch: pytest.Monke
     def no_space(*args: object) -> int:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(rerank.os, "pwrite", no_space)
+    monkeypatch.setattr(spill.os, "pwrite", no_space)
     feats, _ = clustered(np.random.default_rng(1), 40, 8, 5)
     with pytest.raises(ReidpipeError, match="temporary file .* No space left .* TMPDIR"):
         KReciprocalReRanker(feats, 10, 5, 2, 0.3, device="cpu")
@@ -243,15 +243,15 @@ def test_workers_ahead_of_slow_merges(tiny_blocks: None, monkeypatch: pytest.Mon
     """Workers multiply and select blocks ahead of the merges (in their reused buffers, against
     bounds read before earlier blocks were merged) while this thread merges slowly; the result
     is still the definition's. BLAS runs single-threaded during the pass only."""
-    absorb = rerank._Nearest.absorb
+    absorb = neighbours.Nearest.absorb
     blas_threads = []
 
-    def slow_absorb(self: rerank._Nearest, *args: object) -> None:
+    def slow_absorb(self: neighbours.Nearest, *args: object) -> None:
         time.sleep(0.002)  # the workers run ahead meanwhile
         blas_threads.append(_blas_threads())
         absorb(self, *args)
 
-    monkeypatch.setattr(rerank._Nearest, "absorb", slow_absorb)
+    monkeypatch.setattr(neighbours.Nearest, "absorb", slow_absorb)
     monkeypatch.setattr(rerank, "usable_cpus", lambda: 3)
     before = _blas_threads()
     rng = np.random.default_rng(77)

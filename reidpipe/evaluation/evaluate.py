@@ -27,12 +27,9 @@ from reidpipe.data.market import JUNK_PID
 from reidpipe.devices import usable_cpus
 from reidpipe.errors import ReidpipeError
 from reidpipe.evaluation.embeddings import Embeddings, collapse_warning, l2_normalise
-from reidpipe.evaluation.rerank import (
-    KReciprocalReRanker,
-    gemm_operand,
-    products,
-    ragged_positions,
-)
+from reidpipe.evaluation.arrays import ragged_positions
+from reidpipe.evaluation.products import gemm_operand, products
+from reidpipe.evaluation.rerank import KReciprocalReRanker
 from reidpipe.params import EvaluateParams, ReRankingParams
 
 log = logging.getLogger(__name__)
@@ -91,14 +88,11 @@ def _monotonic_bits(values: np.ndarray) -> np.ndarray:
     return (bits ^ ((bits >> 31) & 0x7FFFFFFF)).astype(np.int64) + (1 << 31)
 
 
-def _rank_chunk(dist: np.ndarray, start: int, protocol: _Protocol, ap_method: str,
-                top_k: int) -> tuple[np.ndarray, ...]:
-    """Score queries [start, start + len(dist)) on their (junk-free) distance rows.
-
-    Only the kept items ranked up to a query's last true match, and its first ``top_k``, matter:
-    they are the entries at or below a per-row bound, found with one comparison pass, then sorted
-    by (row, distance, index) as packed int64 keys. The rest of a row is never sorted.
-    """
+def _candidates(dist: np.ndarray, start: int, protocol: _Protocol,
+                top_k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) of the entries that can matter to queries [start, start + len(dist)): those
+    at or below each row's distance to its last true match and, for rows where that leaves fewer
+    than ``top_k`` kept items, at or below the distance of its ``top_k``-th kept item."""
     num, num_gallery = dist.shape
     queries = slice(start, start + num)
     num_matches = protocol.num_matches[queries]
@@ -123,6 +117,21 @@ def _rank_chunk(dist: np.ndarray, start: int, protocol: _Protocol, ap_method: st
             keep = ~np.isin(rows, short)
             rows = np.concatenate([rows[keep], short[extra_rows]])
             cols = np.concatenate([cols[keep], extra_cols])
+    return rows, cols
+
+
+def _rank_chunk(dist: np.ndarray, start: int, protocol: _Protocol, ap_method: str,
+                top_k: int) -> tuple[np.ndarray, ...]:
+    """Score queries [start, start + len(dist)) on their (junk-free) distance rows.
+
+    Only the kept items ranked up to a query's last true match, and its first ``top_k``, matter:
+    they are the entries at or below a per-row bound, found with one comparison pass, then sorted
+    by (row, distance, index) as packed int64 keys. The rest of a row is never sorted.
+    """
+    num, num_gallery = dist.shape
+    queries = slice(start, start + num)
+    num_matches = protocol.num_matches[queries]
+    rows, cols = _candidates(dist, start, protocol, top_k)
     q_pids, q_cams = protocol.q_pids[queries], protocol.q_cams[queries]
     same_camera = (protocol.g_pids[cols] == q_pids[rows]) & (protocol.g_cams[cols] == q_cams[rows])
     rows, cols = rows[~same_camera], cols[~same_camera]
@@ -333,9 +342,16 @@ def evaluate_embeddings(embeddings: Embeddings, evaluate: EvaluateParams,
         rankings["plain"] = rank_queries(
             plain_distance_rows(q.features, g.features, evaluate.distance, device), len(q.features),
             *ids, ap_method=evaluate.ap_method, max_rank=evaluate.max_rank, top_k=top_k)
+    return _evaluation(rankings, q.meta["path"], ids, evaluate, re_ranking, warnings)
+
+
+def _evaluation(rankings: dict[str, Ranking], query_paths: pd.Series,
+                ids: tuple[np.ndarray, ...], evaluate: EvaluateParams,
+                re_ranking: ReRankingParams, warnings: list[str]) -> Evaluation:
+    """The metrics, CMC curve and per-query table of the rankings (``plain`` first)."""
     metrics: dict[str, dict[str, object]] = {}
     cmc = pd.DataFrame({"rank": np.arange(1, evaluate.max_rank + 1)})
-    per_query = pd.DataFrame({"path": q.meta["path"], "pid": ids[0], "camid": ids[1],
+    per_query = pd.DataFrame({"path": query_paths, "pid": ids[0], "camid": ids[1],
                               "num_matches": rankings["plain"].num_matches})
     for name, ranking in rankings.items():
         block: dict[str, object] = dict(summarise(ranking))
