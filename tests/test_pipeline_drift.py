@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from repo_copy import copy_working_tree, pipeline_env
-from reidpipe.stages import dvc_yaml
+from reidpipe.stages.dvc_file import dvc_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # Further sources: two trained on, one more test set (cross-domain), all synthetic.

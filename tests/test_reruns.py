@@ -205,7 +205,7 @@ def test_a_value_reruns_exactly_the_jobs_that_read_it(repo: Path, change: dict,
     ("reidpipe/training/losses.py", MODEL_DOWNSTREAM),
     ("reidpipe/report/sections.py", {"report"}),
     ("reidpipe/errors.py", EVERY_STAGE),
-    ("reidpipe/stages.py", {"tracked_params"}),  # the table: what writes the tracked values
+    ("reidpipe/stages/table.py", {"tracked_params"}),  # what writes the tracked values
 ], ids=["training", "report", "shared", "stage-table"])
 def test_a_code_edit_reruns_exactly_the_jobs_that_run_it(repo: Path, relative: str,
                                                          stages: set) -> None:

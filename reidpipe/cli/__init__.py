@@ -191,8 +191,8 @@ def _provenance_recorder(args: argparse.Namespace) -> Any:
     stage computes, so it stays out of every stage's code dependencies (reidpipe.code_deps)."""
     if not getattr(args, "provenance", None):
         return None
-    stages = importlib.import_module("reidpipe.stages")
-    return stages.provenance_recorder(args.provenance, params_dict_from_args(args))
+    records = importlib.import_module("reidpipe.stages.records")
+    return records.provenance_recorder(args.provenance, params_dict_from_args(args))
 
 
 # The arguments that name a command's outputs: each is locked while the command runs.

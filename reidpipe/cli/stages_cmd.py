@@ -27,18 +27,18 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def run(args: argparse.Namespace) -> int:
-    from reidpipe import stages
+    from reidpipe.stages import dvc_file, table, tracked
 
     if args.dvc_yaml:
         if args.overrides:
             raise ReidpipeError("--dvc-yaml: DVC's stages read params files only; put the "
                                 "--set values in a file and give it with --params")
-        text = stages.dvc_yaml(args.params or [default_params_file()])
+        text = dvc_file.dvc_yaml(args.params or [default_params_file()])
     elif args.tracked:
-        values = stages.all_tracked_values(params_dict_from_args(args))
+        values = tracked.all_tracked_values(params_dict_from_args(args))
         text = json.dumps(values, indent=2, sort_keys=True) + "\n"
     else:
-        text = stages.describe()
+        text = table.describe()
     if args.out:
         atomic.write_text(args.out, text)
     else:
