@@ -21,17 +21,10 @@ from tritonclient.grpc import model_config_pb2
 from reidpipe.cli import main
 from reidpipe.data.manifest import read_split
 from reidpipe.deploy.export_onnx import export_onnx
-from reidpipe.deploy.package import (
-    DEEPSTREAM_CONFIG,
-    DEEPSTREAM_DIR,
-    README_FILE,
-    TRITON_CONFIG,
-    TRITON_DIR,
-    TRITON_PLAN,
-    deepstream_input,
-    package,
-)
+from reidpipe.deploy.deepstream import DEEPSTREAM_CONFIG, DEEPSTREAM_DIR, deepstream_input
+from reidpipe.deploy.package import README_FILE, package
 from reidpipe.deploy.tensorrt_build import build_trt
+from reidpipe.deploy.triton import TRITON_CONFIG, TRITON_DIR, TRITON_PLAN
 from reidpipe.errors import ReidpipeError
 from reidpipe.evaluation.extract import embed
 from reidpipe.evaluation.onnx_runtime import onnx_forward
