@@ -345,66 +345,107 @@ def _plan(num_ids: int, seed: int) -> tuple[list[Camera], list[ImageSpec], dict[
 # ----------------------------------------------------------------------------------- rendering
 
 
-def _draw_person(draw: ImageDraw.ImageDraw, who: Identity, view: View, cx: float, foot: float,
-                 height: float, phase: float) -> tuple[float, float]:
-    """Draw body-part labels facing right (side view); returns (shoulder y, half width)."""
+@dataclass(frozen=True)
+class _Body:
+    """Where one person's parts go on the label map (pixels, y downwards), from its identity,
+    view, position, height and walking phase."""
+
+    who: Identity
+    view: View
+    cx: float
+    foot: float
+    height: float
+    head_r: float
+    head_y: float
+    shoulder_y: float
+    hip_y: float
+    hem_y: float           # lower edge of the upper garment
+    shoulder_w: float      # half widths
+    waist_w: float
+    leg_w: float
+    ankle_w: float
+    arm_w: float
+    swing: float           # sin(phase): -1..1 through a stride
+    pack_bottom: float
+    hand_y: float
+
+    @property
+    def side(self) -> bool:
+        return self.view == "side"
+
+
+def _body(who: Identity, view: View, cx: float, foot: float, height: float,
+          phase: float) -> _Body:
     H = height
     r = 0.062 * H
     top = foot - H
-    head_y = top + r
     sh_y = top + 2 * r + 0.025 * H
     hip_y = foot - who.leg * H
-    hem_y = hip_y + who.coat * H
-    side = view == "side"
-    sw = (0.075 if side else 0.12) * H * who.width
-    ww = 0.85 * sw
-    leg_w = 0.048 * H * who.width
-    ankle_w = 0.028 * H
-    arm_w = 0.033 * H * who.width
-    swing = math.sin(phase)
-    pack_bottom = sh_y + 0.6 * (hip_y - sh_y)
+    sw = (0.075 if view == "side" else 0.12) * H * who.width
+    return _Body(who=who, view=view, cx=cx, foot=foot, height=H, head_r=r, head_y=top + r,
+                 shoulder_y=sh_y, hip_y=hip_y, hem_y=hip_y + who.coat * H, shoulder_w=sw,
+                 waist_w=0.85 * sw, leg_w=0.048 * H * who.width, ankle_w=0.028 * H,
+                 arm_w=0.033 * H * who.width, swing=math.sin(phase),
+                 pack_bottom=sh_y + 0.6 * (hip_y - sh_y), hand_y=hip_y + 0.07 * H)
 
-    def leg(hip_x: float, foot_x: float, lift: float) -> None:
-        y_end = foot - lift
-        knee_y = hip_y + 0.5 * (y_end - hip_y)
-        full = [(hip_x - leg_w, hip_y), (hip_x + leg_w, hip_y),
-                (foot_x + ankle_w, y_end), (foot_x - ankle_w, y_end)]
-        if who.lower_kind == "trousers":
-            draw.polygon(full, fill=LOWER)
-        else:
-            draw.polygon(full, fill=SKIN)
-            if who.lower_kind == "shorts":
-                mid_x = hip_x + 0.45 * (foot_x - hip_x)
-                draw.polygon([(hip_x - leg_w, hip_y), (hip_x + leg_w, hip_y),
-                              (mid_x + leg_w, knee_y - 0.02 * H),
-                              (mid_x - leg_w, knee_y - 0.02 * H)], fill=LOWER)
-        toe = 0.07 * H if side else 0.035 * H
-        draw.ellipse((foot_x - 0.035 * H, y_end - 0.03 * H, foot_x + toe, y_end), fill=SHOES)
 
-    def arm(shoulder_x: float, hand_x: float, hand_y: float) -> None:
-        pts = [(shoulder_x - arm_w, sh_y + 0.01 * H), (shoulder_x + arm_w, sh_y + 0.01 * H),
-               (hand_x + 0.8 * arm_w, hand_y), (hand_x - 0.8 * arm_w, hand_y)]
-        draw.polygon(pts, fill=SKIN)
-        cut = 1.0 if who.long_sleeves else 0.35
-        ex, ey = shoulder_x + cut * (hand_x - shoulder_x), sh_y + cut * (hand_y - sh_y)
-        draw.polygon([pts[0], pts[1], (ex + 0.9 * arm_w, ey), (ex - 0.9 * arm_w, ey)], fill=UPPER)
-        draw.ellipse((hand_x - arm_w, hand_y - arm_w, hand_x + arm_w, hand_y + arm_w), fill=SKIN)
-
-    hand_y = hip_y + 0.07 * H
-    if side:
-        stride = 0.16 * H
-        arm(cx, cx - 0.12 * H * swing, hand_y - 0.02 * H)  # far arm
-        if who.backpack is not None:
-            draw.rectangle((cx - sw - 0.08 * H, sh_y + 0.02 * H, cx - sw + 0.02 * H, pack_bottom),
-                           fill=BACKPACK)
-        leg(cx, cx - stride * swing, 0.0)
-        leg(cx, cx + stride * swing, 0.0)
+def _draw_leg(draw: ImageDraw.ImageDraw, b: _Body, hip_x: float, foot_x: float,
+              lift: float) -> None:
+    H, hip_y, leg_w, ankle_w = b.height, b.hip_y, b.leg_w, b.ankle_w
+    y_end = b.foot - lift
+    knee_y = hip_y + 0.5 * (y_end - hip_y)
+    full = [(hip_x - leg_w, hip_y), (hip_x + leg_w, hip_y),
+            (foot_x + ankle_w, y_end), (foot_x - ankle_w, y_end)]
+    if b.who.lower_kind == "trousers":
+        draw.polygon(full, fill=LOWER)
     else:
+        draw.polygon(full, fill=SKIN)
+        if b.who.lower_kind == "shorts":
+            mid_x = hip_x + 0.45 * (foot_x - hip_x)
+            draw.polygon([(hip_x - leg_w, hip_y), (hip_x + leg_w, hip_y),
+                          (mid_x + leg_w, knee_y - 0.02 * H),
+                          (mid_x - leg_w, knee_y - 0.02 * H)], fill=LOWER)
+    toe = 0.07 * H if b.side else 0.035 * H
+    draw.ellipse((foot_x - 0.035 * H, y_end - 0.03 * H, foot_x + toe, y_end), fill=SHOES)
+
+
+def _draw_arm(draw: ImageDraw.ImageDraw, b: _Body, shoulder_x: float, hand_x: float,
+              hand_y: float) -> None:
+    H, sh_y, arm_w = b.height, b.shoulder_y, b.arm_w
+    pts = [(shoulder_x - arm_w, sh_y + 0.01 * H), (shoulder_x + arm_w, sh_y + 0.01 * H),
+           (hand_x + 0.8 * arm_w, hand_y), (hand_x - 0.8 * arm_w, hand_y)]
+    draw.polygon(pts, fill=SKIN)
+    cut = 1.0 if b.who.long_sleeves else 0.35
+    ex, ey = shoulder_x + cut * (hand_x - shoulder_x), sh_y + cut * (hand_y - sh_y)
+    draw.polygon([pts[0], pts[1], (ex + 0.9 * arm_w, ey), (ex - 0.9 * arm_w, ey)], fill=UPPER)
+    draw.ellipse((hand_x - arm_w, hand_y - arm_w, hand_x + arm_w, hand_y + arm_w), fill=SKIN)
+
+
+def _draw_behind_torso(draw: ImageDraw.ImageDraw, b: _Body) -> None:
+    """The legs and, seen from the side, the far arm and the backpack."""
+    H, cx, swing = b.height, b.cx, b.swing
+    if b.side:
+        stride = 0.16 * H
+        _draw_arm(draw, b, cx, cx - 0.12 * H * swing, b.hand_y - 0.02 * H)  # far arm
+        if b.who.backpack is not None:
+            sw = b.shoulder_w
+            draw.rectangle((cx - sw - 0.08 * H, b.shoulder_y + 0.02 * H, cx - sw + 0.02 * H,
+                            b.pack_bottom), fill=BACKPACK)
+        _draw_leg(draw, b, cx, cx - stride * swing, 0.0)
+        _draw_leg(draw, b, cx, cx + stride * swing, 0.0)
+    else:
+        ww = b.waist_w
         lift = 0.025 * H
-        leg(cx - 0.5 * ww, cx - 0.55 * ww, lift * max(0.0, swing))
-        leg(cx + 0.5 * ww, cx + 0.55 * ww, lift * max(0.0, -swing))
-    if who.lower_kind == "skirt":
-        skirt_y = hip_y + 0.45 * (foot - hip_y)
+        _draw_leg(draw, b, cx - 0.5 * ww, cx - 0.55 * ww, lift * max(0.0, swing))
+        _draw_leg(draw, b, cx + 0.5 * ww, cx + 0.55 * ww, lift * max(0.0, -swing))
+
+
+def _draw_torso(draw: ImageDraw.ImageDraw, b: _Body) -> None:
+    """Skirt or waistband, the upper garment and its front pattern (jacket, logo)."""
+    H, cx, ww, sw = b.height, b.cx, b.waist_w, b.shoulder_w
+    hip_y, sh_y, hem_y = b.hip_y, b.shoulder_y, b.hem_y
+    if b.who.lower_kind == "skirt":
+        skirt_y = hip_y + 0.45 * (b.foot - hip_y)
         draw.polygon([(cx - ww * 1.05, hip_y - 0.02 * H), (cx + ww * 1.05, hip_y - 0.02 * H),
                       (cx + ww * 1.5, skirt_y), (cx - ww * 1.5, skirt_y)], fill=LOWER)
     else:
@@ -412,54 +453,80 @@ def _draw_person(draw: ImageDraw.ImageDraw, who: Identity, view: View, cx: float
     draw.polygon([(cx - sw * 0.8, sh_y - 0.012 * H), (cx + sw * 0.8, sh_y - 0.012 * H),
                   (cx + sw, sh_y + 0.03 * H), (cx + ww, hem_y), (cx - ww, hem_y),
                   (cx - sw, sh_y + 0.03 * H)], fill=UPPER)
-    if view == "front" and who.upper_pattern == "jacket":
+    if b.view == "front" and b.who.upper_pattern == "jacket":
         draw.rectangle((cx - 0.3 * sw, sh_y, cx + 0.3 * sw, hem_y), fill=UPPER2)
-    if view == "front" and who.upper_pattern == "logo":
+    if b.view == "front" and b.who.upper_pattern == "logo":
         draw.rectangle((cx - 0.45 * sw, sh_y + 0.05 * H, cx + 0.45 * sw, sh_y + 0.13 * H),
                        fill=UPPER2)
-    if who.backpack is not None:
-        if view == "back":
-            draw.rectangle((cx - 0.75 * sw, sh_y + 0.03 * H, cx + 0.75 * sw, pack_bottom),
+
+
+def _draw_carried(draw: ImageDraw.ImageDraw, b: _Body) -> None:
+    """The backpack seen from the back (whole) or the front (straps), and the shoulder bag."""
+    H, cx, ww, sw = b.height, b.cx, b.waist_w, b.shoulder_w
+    hip_y, sh_y = b.hip_y, b.shoulder_y
+    if b.who.backpack is not None:
+        if b.view == "back":
+            draw.rectangle((cx - 0.75 * sw, sh_y + 0.03 * H, cx + 0.75 * sw, b.pack_bottom),
                            fill=BACKPACK)
-        elif view == "front":
+        elif b.view == "front":
             for s in (-1, 1):
-                draw.line((cx + s * 0.55 * sw, sh_y, cx + s * 0.6 * sw, pack_bottom),
+                draw.line((cx + s * 0.55 * sw, sh_y, cx + s * 0.6 * sw, b.pack_bottom),
                           fill=BACKPACK, width=max(1, int(0.02 * H)))
-    if who.bag is not None:
+    if b.who.bag is not None:
         # Seen from the back, the wearer's left is on the viewer's left.
-        s = 0 if side else (who.bag_side if view == "back" else -who.bag_side)
+        s = 0 if b.side else (b.who.bag_side if b.view == "back" else -b.who.bag_side)
         bx = cx + s * (ww + 0.03 * H)
         draw.line((cx - s * sw * 0.7, sh_y, bx, hip_y - 0.04 * H), fill=BAG,
                   width=max(1, int(0.012 * H)))
         draw.rectangle((bx - 0.055 * H, hip_y - 0.04 * H, bx + 0.055 * H, hip_y + 0.05 * H),
                        fill=BAG)
-    if side:
-        arm(cx, cx + 0.12 * H * swing, hand_y)
+
+
+def _draw_near_arms(draw: ImageDraw.ImageDraw, b: _Body) -> None:
+    """The arms in front of the torso: the near one from the side, both from front or back."""
+    H, cx, sw, arm_w = b.height, b.cx, b.shoulder_w, b.arm_w
+    if b.side:
+        _draw_arm(draw, b, cx, cx + 0.12 * H * b.swing, b.hand_y)
     else:
-        arm(cx - sw + arm_w, cx - sw - 0.2 * arm_w, hand_y)
-        arm(cx + sw - arm_w, cx + sw + 0.2 * arm_w, hand_y)
+        _draw_arm(draw, b, cx - sw + arm_w, cx - sw - 0.2 * arm_w, b.hand_y)
+        _draw_arm(draw, b, cx + sw - arm_w, cx + sw + 0.2 * arm_w, b.hand_y)
+
+
+def _draw_head(draw: ImageDraw.ImageDraw, b: _Body) -> None:
+    """Neck, head and hair as the view shows them, and the hat."""
+    H, cx, r, head_y, sh_y = b.height, b.cx, b.head_r, b.head_y, b.shoulder_y
     draw.rectangle((cx - 0.35 * r, head_y + 0.8 * r, cx + 0.35 * r, sh_y), fill=SKIN)
     head = (cx - 0.85 * r, head_y - r, cx + 0.85 * r, head_y + r)
-    if view == "back":
+    if b.view == "back":
         draw.ellipse(head, fill=HAIR)
-        if who.long_hair:
+        if b.who.long_hair:
             draw.rectangle((cx - 0.8 * r, head_y, cx + 0.8 * r, sh_y + 0.09 * H), fill=HAIR)
-    elif view == "front":
-        if who.long_hair:
+    elif b.view == "front":
+        if b.who.long_hair:
             draw.rectangle((cx - 0.95 * r, head_y, cx + 0.95 * r, sh_y + 0.04 * H), fill=HAIR)
         draw.ellipse(head, fill=SKIN)
         draw.chord(head, 180, 360, fill=HAIR)
     else:
-        if who.long_hair:
+        if b.who.long_hair:
             draw.rectangle((cx - 0.85 * r, head_y, cx, sh_y + 0.06 * H), fill=HAIR)
         draw.ellipse(head, fill=SKIN)
         draw.pieslice(head, 90, 300, fill=HAIR)
-    if who.hat is not None:
+    if b.who.hat is not None:
         draw.chord((cx - 0.95 * r, head_y - 1.1 * r, cx + 0.95 * r, head_y + 0.3 * r), 180, 360,
                    fill=HAT)
-        brim = (cx - 0.5 * r, cx + 1.4 * r) if side else (cx - 1.1 * r, cx + 1.1 * r)
+        brim = (cx - 0.5 * r, cx + 1.4 * r) if b.side else (cx - 1.1 * r, cx + 1.1 * r)
         draw.rectangle((brim[0], head_y - 0.45 * r, brim[1], head_y - 0.25 * r), fill=HAT)
-    return sh_y, sw
+
+
+def _draw_person(draw: ImageDraw.ImageDraw, who: Identity, view: View, cx: float, foot: float,
+                 height: float, phase: float) -> tuple[float, float]:
+    """Draw body-part labels facing right (side view), back to front; returns (shoulder y, half
+    width)."""
+    body = _body(who, view, cx, foot, height, phase)
+    for draw_part in (_draw_behind_torso, _draw_torso, _draw_carried, _draw_near_arms,
+                      _draw_head):
+        draw_part(draw, body)
+    return body.shoulder_y, body.shoulder_w
 
 
 def _palette(who: Identity) -> bytes:
