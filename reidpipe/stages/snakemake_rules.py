@@ -23,9 +23,9 @@ from snakemake.logging import logger
 from reidpipe.errors import ReidpipeError
 from reidpipe.params import DEFAULT_PARAMS_FILE, merged_params_dict, params_from_dict
 from reidpipe.provenance import canonical_json
-from reidpipe.stages.records import stale_provenance
+from reidpipe.stages.records import job_outputs, stale_provenance
 from reidpipe.stages.table import WILDCARDS, AllOf, Stage, When, template_wildcards
-from reidpipe.stages.tracked import resolve, tracked_values, wildcard_values
+from reidpipe.stages.tracked import jobs, resolve, tracked_values, wildcard_values
 
 # The resource holding the launcher a stage's command runs under (Snakemake's convention for
 # MPI jobs; the Slurm profile sets srun there for multi-node training)
@@ -62,6 +62,13 @@ def wildcard_constraints(config: Mapping[str, Any]) -> dict[str, str]:
     """Each wildcard matches exactly its values (none: a pattern nothing matches)."""
     return {w: "|".join(re.escape(v) for v in wildcard_values(config, w)) or "(?!)"
             for w in WILDCARDS}
+
+
+def every_output(config: Mapping[str, Any]) -> list[str]:
+    """The outputs of every job the params ask for: what ``snakemake`` builds with no target,
+    as ``dvc repro`` runs every stage."""
+    return [path for st, wildcards in jobs(config)
+            for path in job_outputs(config, st.name, **wildcards).values()]
 
 
 def inputs(st: Stage, config: Mapping[str, Any], workflow: Any) -> dict[str, Any]:

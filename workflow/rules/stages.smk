@@ -1,11 +1,13 @@
-# One rule per stage of the table (reidpipe/stages/table.py), which holds each stage's facts:
-# command, code, inputs, outputs, tracked params, log, threads and resources.
+# Each stage of the table (reidpipe/stages/table.py) becomes a Snakemake rule, made here from
+# the stage's facts: command, code, inputs, outputs, tracked params, log, threads and resources.
 
 from reidpipe.stages import snakemake_rules as stage_rule
 from reidpipe.stages.table import STAGES
 
 
-for stage in STAGES:
+def define_rule(stage):
+    """The stage's rule. Made in a function so that the job's shell command, which Snakemake
+    evaluates again when the job runs, reads this stage rather than the loop's last one."""
 
     rule:
         name:
@@ -23,3 +25,7 @@ for stage in STAGES:
             **stage_rule.resources(stage),
         shell:
             stage_rule.shell(stage, config)
+
+
+for stage in STAGES:
+    define_rule(stage)
