@@ -1,6 +1,6 @@
 """Names of the folders and files that stages write and read: one constant each.
 
-The stage table (``reidpipe/stages.py``) builds every output path from these; the stage that
+The stage table (``reidpipe/stages/table.py``) builds every output path from these; the stage that
 writes a file, the stages that read it and the report use the same constant. They live apart
 from the table so that the stage code does not import the table: a stage's code dependencies are
 its imports, and adding a stage to the table must not rerun every other stage.
