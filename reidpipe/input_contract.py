@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import onnx
@@ -19,7 +19,9 @@ from PIL import Image
 
 from reidpipe.errors import ReidpipeError
 from reidpipe.images import decode_file
-from reidpipe.params import ArchConfig, ExtractParams
+
+if TYPE_CHECKING:  # annotations only: shared modules sit below params (tests/test_imports.py)
+    from reidpipe.params import ArchConfig, ExtractParams
 
 # A model call over a preprocessed batch: N x 3 x H x W float32 in, N x D features out.
 Forward = Callable[[np.ndarray], np.ndarray]

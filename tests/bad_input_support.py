@@ -14,7 +14,7 @@ from market_fixtures import make_tiny_market
 from onnx import TensorProto, helper
 from PIL import Image
 
-from reidpipe.data import market
+from reidpipe import market
 from reidpipe.data.split import make_split
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from reidpipe.data.sources import SYNTH_LAYOUTS
+from reidpipe.dataset_registry import SYNTH_LAYOUTS
 from reidpipe.data.split import make_split
 from reidpipe.data.synth import SynthSummary, generate_synthetic_market
 from reidpipe.data.synth_layouts import generate_synthetic

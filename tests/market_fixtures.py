@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from reidpipe.data import market
+from reidpipe import market
 
 
 def write_jpeg(path: Path, seed: int, size: tuple[int, int] = (64, 128)) -> Path:

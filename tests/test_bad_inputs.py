@@ -38,7 +38,7 @@ from onnx import TensorProto
 from PIL import Image
 
 from reidpipe.cli import main
-from reidpipe.data import market
+from reidpipe import market
 from reidpipe.data.split import make_split
 
 

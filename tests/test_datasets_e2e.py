@@ -15,7 +15,7 @@ from repo_copy import SMALL, make_repo, run, snakemake
 
 from reidpipe.cli import main
 from reidpipe.data.manifest import read_split
-from reidpipe.data.sources import SYNTH_LAYOUTS
+from reidpipe.dataset_registry import SYNTH_LAYOUTS
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {

@@ -20,8 +20,8 @@ from PIL import Image
 from reidpipe.cli import main
 from reidpipe.data.download import MARKER_NAME, fetch_dataset
 from reidpipe.data.http_transfer import file_md5
-from reidpipe.data.market import ARCHIVE_MD5, ARCHIVE_NAME, MIRRORS, TOP_FOLDER, format_name
-from reidpipe.data.sources import SOURCES, dataset_source
+from reidpipe.market import ARCHIVE_MD5, ARCHIVE_NAME, MIRRORS, TOP_FOLDER, format_name
+from reidpipe.dataset_registry import SOURCES, dataset_source
 from reidpipe.errors import ReidpipeError
 from reidpipe.filenames import OUTPUT_MARKER_FILE
 from reidpipe.params import DataParams

@@ -14,7 +14,7 @@ from PIL import Image
 
 from reidpipe.cli import main
 from reidpipe.data.manifest import write_manifest
-from reidpipe.data.market import format_name
+from reidpipe.market import format_name
 from reidpipe.errors import ReidpipeError
 from reidpipe.evaluation.embeddings import read_embeddings
 from reidpipe.evaluation.extract import embed, image_sets_from_dataset, torch_forward

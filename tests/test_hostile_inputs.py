@@ -30,7 +30,7 @@ from bad_input_support import QUERY, ROOT, dataset_with, make_work, params, png_
 from market_fixtures import write_jpeg
 
 from reidpipe.cli import main
-from reidpipe.data import market
+from reidpipe import market
 from reidpipe.errors import ReidpipeError
 from reidpipe.evaluation.embeddings import Embeddings, EmbeddingSet, write_embeddings
 from reidpipe.interrupt import Interrupted, signals_interrupt

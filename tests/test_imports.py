@@ -1,41 +1,56 @@
-"""The package's import graph: no cycle (function-level imports included), messages through
-``logging``, and each stage's code dependencies cover what it runs."""
+"""The package's import graph: layered (a package imports only the layers below it), no cycle
+(function-level imports included), messages through ``logging``, and each stage's code
+dependencies cover what it runs. The graph is ``reidpipe.code_deps``' walker, the one that finds
+each stage's code."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
+from reidpipe import code_deps
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "reidpipe"
 
+# The layer contract, lowest first: a module may import its own layer and those before it, never
+# one after. ``shared`` is the top-level modules (reidpipe/*.py); each other layer is the package
+# of that name; ``reidpipe/__main__.py`` is the CLI's entry point. Evaluation sits below training:
+# training validates with evaluation's ranking (one definition of mAP), and extraction gets a
+# trained model from its caller instead of importing training.
+LAYERS = ("shared", "params", "data", "evaluation", "training", "deploy", "report", "stages", "cli")
 
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+
+def module_name(path: Path, root: Path = ROOT) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
-def imported(name: str) -> set[str]:
-    """Every reidpipe module ``name`` imports, at module level or inside a function."""
-    path = MODULES[name]
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                anchor = package.split(".")
-                anchor = anchor[:len(anchor) - node.level + 1]
-                base = ".".join(anchor + [node.module] if node.module else anchor)
-            else:
-                base = node.module
-            found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names)
-    return {m for m in found if m in MODULES and m != name}
+def import_graph(root: Path = ROOT) -> dict[str, frozenset[str]]:
+    return {name: code_deps.imports(name, root)
+            for name in (module_name(p, root) for p in sorted((root / "reidpipe").rglob("*.py")))}
+
+
+def layer(name: str, root: Path = ROOT) -> str:
+    parts = name.split(".")
+    if parts[1] == "__main__":
+        return "cli"
+    return parts[1] if (root / parts[0] / parts[1]).is_dir() else "shared"
+
+
+def upward_imports(graph: dict[str, frozenset[str]], root: Path = ROOT) -> list[str]:
+    """Each import of a later layer, as ``importer (layer) -> imported (layer)``."""
+    found = []
+    for name, targets in sorted(graph.items()):
+        for target in sorted(targets):
+            below, above = layer(name, root), layer(target, root)
+            assert below in LAYERS and above in LAYERS, f"{name} or {target}: no layer"
+            if LAYERS.index(above) > LAYERS.index(below):
+                found.append(f"{name} ({below}) -> {target} ({above})")
+    return found
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -79,9 +94,37 @@ def test_the_cycle_finder_finds_a_function_level_cycle(tmp_path):
 
 
 def test_no_import_cycle():
-    graph = {name: imported(name) for name in MODULES}
+    graph = {name: set(targets) for name, targets in import_graph().items()}
     assert sum(map(len, graph.values())) > len(MODULES), "the walker found too few imports"
     assert cycles(graph) == []
+
+
+def test_each_package_imports_only_the_layers_below_it():
+    graph = import_graph()
+    assert {layer(name) for name in graph} == set(LAYERS), "a package without a layer, or a " \
+        "layer without a package"
+    assert upward_imports(graph) == []
+
+
+def test_the_layer_check_sees_a_function_level_upward_import(tmp_path):
+    files = {
+        "reidpipe/errors.py": "",
+        "reidpipe/params/__init__.py": "",
+        "reidpipe/params/schema.py": ("from typing import TYPE_CHECKING\n"
+                                      "from reidpipe import errors\n"
+                                      "if TYPE_CHECKING:\n    from reidpipe.cli import main\n"
+                                      "def lookup():\n    from ..training import model\n"),
+        "reidpipe/training/__init__.py": "",
+        "reidpipe/training/model.py": "from reidpipe.params.schema import lookup\n",
+        "reidpipe/cli/__init__.py": "def main():\n    pass\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    # The type-only import of the CLI never runs; the one inside a function does.
+    assert upward_imports(import_graph(tmp_path), tmp_path) == [
+        "reidpipe.params.schema (params) -> reidpipe.training (training)",
+        "reidpipe.params.schema (params) -> reidpipe.training.model (training)"]
 
 
 def test_messages_go_through_logging():

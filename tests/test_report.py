@@ -17,7 +17,7 @@ from market_fixtures import make_tiny_market
 from PIL import Image
 
 from reidpipe.cli import main
-from reidpipe.data import market
+from reidpipe import market
 from reidpipe.data.validate import run_validation
 from reidpipe.deploy.tensorrt_build import build_trt, unavailable_reason
 from reidpipe.errors import ReidpipeError

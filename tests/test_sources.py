@@ -8,7 +8,7 @@ import typing
 
 import pytest
 
-from reidpipe.data.sources import (
+from reidpipe.dataset_registry import (
     CUHK03_STATS,
     MSMT17_TEST_PID_BASE,
     SOURCE_NAMES,

@@ -15,7 +15,7 @@ from PIL import Image
 
 from reidpipe.cli import common_parser
 from reidpipe.cli import synth as synth_cli
-from reidpipe.data.market import (
+from reidpipe.market import (
     DISTRACTOR_PID,
     GALLERY_DIR,
     IMAGE_HEIGHT,

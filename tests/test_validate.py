@@ -5,7 +5,7 @@ import pytest
 from market_fixtures import make_tiny_market, write_jpeg
 
 from reidpipe.cli import main
-from reidpipe.data import market
+from reidpipe import market
 from reidpipe.data.validate import run_validation, validate_dataset
 from reidpipe.errors import ReidpipeError
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 from reidpipe.cli import add_source_argument, params_from_args, source_from_args
 
@@ -34,12 +35,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 def run(args: argparse.Namespace) -> int:
     from reidpipe.evaluation.embeddings import write_embeddings
     from reidpipe.evaluation.extract import (
+        TrainedModel,
         extract_embeddings,
         image_sets_from_dataset,
         image_sets_from_splits,
         model_forward,
     )
-
     from reidpipe.params import ArchConfig
 
     params = params_from_args(args)
@@ -49,7 +50,11 @@ def run(args: argparse.Namespace) -> int:
     sets = (image_sets_from_splits(args.splits) if args.splits
             else image_sets_from_dataset(args.dataset,
                                          source_from_args(args, params).dataset_source()))
-    forward, pre, batch_size = model_forward(args.model, args.onnx, arch, params.extract,
+    trained = None
+    if args.model:  # an ONNX model needs no torch model code
+        from reidpipe.training.model import load_trained_model
+        trained = TrainedModel(args.model, *load_trained_model(Path(args.model)))
+    forward, pre, batch_size = model_forward(trained, args.onnx, arch, params.extract,
                                              args.device, model_decides=args.arch is None)
     embeddings = extract_embeddings(forward, sets, pre, batch_size,
                                     flip=arch.model.with_flip_feature,

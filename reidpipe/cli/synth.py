@@ -8,7 +8,7 @@ import argparse
 import logging
 
 from reidpipe.cli import add_param_flag, params_from_args
-from reidpipe.data.sources import SYNTH_LAYOUTS
+from reidpipe.dataset_registry import SYNTH_LAYOUTS
 
 log = logging.getLogger(__name__)
 

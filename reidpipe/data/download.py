@@ -37,7 +37,7 @@ from reidpipe.data.http_transfer import (
     download_archive,
     file_md5,
 )
-from reidpipe.data.sources import DatasetSource
+from reidpipe.dataset_registry import DatasetSource
 from reidpipe.data.synth import MARKER_FILE as SYNTH_MARKER
 from reidpipe.data.synth_layouts import generate_synthetic
 from reidpipe.data.unzip import plan_entries

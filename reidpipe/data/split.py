@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from reidpipe import atomic, images
-from reidpipe.data.sources import DatasetSource, dataset_source
+from reidpipe.dataset_registry import DatasetSource, dataset_source
 from reidpipe.data.manifest import COLUMNS, manifest_path, write_manifest
 from reidpipe.errors import ReidpipeError
 

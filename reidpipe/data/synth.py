@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from reidpipe.atomic import atomic_dir, write_json
-from reidpipe.data.market import (
+from reidpipe.market import (
     DISTRACTOR_PID,
     GALLERY_DIR,
     IMAGE_HEIGHT,

@@ -18,7 +18,7 @@ from typing import Callable
 from PIL import Image
 
 from reidpipe.atomic import atomic_dir, write_json
-from reidpipe.data.sources import (
+from reidpipe.dataset_registry import (
     CUHK03_VARIANTS,
     CUSTOM_SYNTH_DIRS,
     DISTRACTOR_PID,

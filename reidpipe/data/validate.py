@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from reidpipe import atomic, images
-from reidpipe.data.sources import (DISTRACTOR_PID, JUNK_PID, SPLITS, DatasetSource, SplitScan,
+from reidpipe.dataset_registry import (DISTRACTOR_PID, JUNK_PID, SPLITS, DatasetSource, SplitScan,
                                    dataset_source)
 from reidpipe.errors import ReidpipeError
 

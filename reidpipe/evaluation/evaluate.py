@@ -23,7 +23,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from reidpipe import atomic
-from reidpipe.data.market import JUNK_PID
+from reidpipe.market import JUNK_PID
 from reidpipe.devices import usable_cpus
 from reidpipe.errors import ReidpipeError
 from reidpipe.evaluation.embeddings import Embeddings, collapse_warning, l2_normalise

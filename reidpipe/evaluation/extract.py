@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from reidpipe.data.sources import DatasetSource, dataset_source
+from reidpipe.dataset_registry import DatasetSource, dataset_source
 from reidpipe.data.manifest import read_split
 from reidpipe.errors import ReidpipeError
 from reidpipe.evaluation.embeddings import (
@@ -122,17 +122,26 @@ def extract_embeddings(forward: Forward, sets: dict[str, pd.DataFrame], pre: Pre
     return Embeddings(**subsets)
 
 
-def model_forward(model_dir: str | Path | None, onnx_path: str | Path | None, arch: ArchConfig,
+class TrainedModel(NamedTuple):
+    """A trained model folder as its caller loaded it (``reidpipe.training.model``; evaluation
+    sits below training and does not import it): the network and the params it was trained with."""
+
+    folder: str | Path
+    module: "torch.nn.Module"
+    arch: ArchConfig
+
+
+def model_forward(trained: TrainedModel | None, onnx_path: str | Path | None, arch: ArchConfig,
                   extract: ExtractParams, device: str = "auto",
                   model_decides: bool = False) -> tuple[Forward, Preprocess, int]:
-    """The forward of a trained checkpoint folder or an ONNX file, its preprocessing and batch.
+    """The forward of a trained model or an ONNX file, its preprocessing and batch.
 
     The params (``arch``) decide the preprocessing, so ``--set`` can override it, and a model
     that says otherwise gets a warning. With ``model_decides`` (no ``--arch`` given) the model's
     own contract wins: the ONNX metadata or the trained config; ``arch`` is the fallback for an
     ONNX file without one (TAO, torchreid)."""
     pre = Preprocess.from_params(arch, extract)
-    if (model_dir is None) == (onnx_path is None):
+    if (trained is None) == (onnx_path is None):
         raise ReidpipeError("give exactly one model source: a trained model folder or an ONNX file")
     if onnx_path is not None:
         try:
@@ -145,15 +154,12 @@ def model_forward(model_dir: str | Path | None, onnx_path: str | Path | None, ar
             _warn_if_differs(pre, contract, f"{onnx_path} expects")
         forward, fixed = onnx_forward(onnx_path, pre, device)
         return forward, pre, fixed or extract.batch_size
-    from reidpipe.training.model import load_trained_model
-
-    module, trained_arch = load_trained_model(Path(model_dir))
-    trained_pre = Preprocess.from_params(trained_arch, extract)
+    trained_pre = Preprocess.from_params(trained.arch, extract)
     if model_decides:
         pre = trained_pre
     else:
-        _warn_if_differs(pre, trained_pre, f"{model_dir} was trained with")
-    return torch_forward(module, device), pre, extract.batch_size
+        _warn_if_differs(pre, trained_pre, f"{trained.folder} was trained with")
+    return torch_forward(trained.module, device), pre, extract.batch_size
 
 
 def _warn_if_differs(pre: Preprocess, model_pre: Preprocess, what: str) -> None:

@@ -7,7 +7,7 @@ import os
 import re
 import typing
 
-from reidpipe.data.sources import source_spec
+from reidpipe.dataset_registry import source_spec
 from reidpipe.errors import ReidpipeError
 from reidpipe.filenames import DATA_DIR
 from reidpipe.params.schema import Params

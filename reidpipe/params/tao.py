@@ -24,7 +24,7 @@ from typing import Any, Literal
 import yaml
 
 from reidpipe.bounded_yaml import read_yaml_file
-from reidpipe.data.market import SPLIT_DIRS
+from reidpipe.market import SPLIT_DIRS
 from reidpipe.errors import ReidpipeError
 from reidpipe.params.loading import params_from_dict
 from reidpipe.params.merge import deep_merge

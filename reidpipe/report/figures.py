@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image, UnidentifiedImageError  # noqa: E402
 
-from reidpipe.data.market import DISTRACTOR_PID  # noqa: E402
+from reidpipe.market import DISTRACTOR_PID  # noqa: E402
 from reidpipe.errors import ReidpipeError  # noqa: E402
 
 RANKING_LABELS = {"plain": "plain", "reranked": "re-ranked"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from reidpipe.data.sources import DatasetSource, dataset_source
+from reidpipe.dataset_registry import DatasetSource, dataset_source
 from reidpipe.params.sections.setting import setting
 
 SourceName = Literal["market1501", "dukemtmc", "msmt17", "cuhk03", "custom", "synthetic"]
@@ -15,7 +15,7 @@ LayoutName = Literal["market1501", "dukemtmc", "msmt17", "cuhk03", "custom"]
 
 @dataclass
 class SourceParams:
-    """One dataset source (reidpipe/data/sources.py knows each one's layout and statistics)."""
+    """One dataset source (reidpipe/dataset_registry.py knows each one's layout and statistics)."""
 
     source: Literal["", "market1501", "dukemtmc", "msmt17", "cuhk03", "custom",
                     "synthetic"] = setting(

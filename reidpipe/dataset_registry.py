@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal, Mapping
 
-from reidpipe.data import market
+from reidpipe import market
 from reidpipe.errors import ReidpipeError
 
 SPLITS = ("train", "query", "gallery")

@@ -1,4 +1,5 @@
-"""Market-1501 layout and file names: the one place that knows them (``sources`` scans them).
+"""Market-1501 layout and file names: the one place that knows them (the dataset registry,
+``dataset_registry``, scans them).
 
 Names look like ``PPPP_cCsS_FFFFFF_BB.jpg``: person id (``-1`` junk, ``0000`` distractor), camera,
 sequence, frame, box index. Parsing is anchored on the whole name so that ``-1_c1...`` is junk
