@@ -14,20 +14,20 @@ import torch
 from torch import nn
 
 from reidpipe.cli import main
-from reidpipe.deploy.export_onnx import (
-    FP16_FILE,
-    ONNX_FILE,
-    PARITY_FILE,
-    export_graph,
-    export_onnx,
-)
+from reidpipe.deploy.export_onnx import export_graph, export_onnx
 from reidpipe.deploy.fp16 import FP16_KEEP_FP32_OPS
 from reidpipe.deploy.onnx_io import check_onnx
 from reidpipe.deploy.parity import batch_parity
 from reidpipe.errors import ReidpipeError
 from reidpipe.evaluation.extract import torch_forward
 from reidpipe.evaluation.onnx_runtime import onnx_forward
-from reidpipe.filenames import INT8_FILE
+from reidpipe.filenames import (
+    FP16_FILE,
+    INT8_FILE,
+    ONNX_FILE,
+    OUTPUT_MARKER_FILE,
+    PARITY_FILE,
+)
 from reidpipe.input_contract import Preprocess, read_input_contract
 from reidpipe.params import load_params
 from reidpipe.training.model import MODEL_FILE, arch_to_dict, build_model
@@ -108,7 +108,8 @@ def check_folder(out: Path, report: dict, pre: Preprocess, params) -> None:
     assert [r["batch_size"] for r in report["fp16"]["batch_parity"]] == [1, 7, 32]
     for row in report["fp16"]["batch_parity"]:
         assert row["min_cosine"] > 0.999
-    assert sorted(p.name for p in out.iterdir()) == sorted([*report["files"], PARITY_FILE])
+    assert sorted(p.name for p in out.iterdir()) == sorted([*report["files"], PARITY_FILE,
+                                                            OUTPUT_MARKER_FILE])
 
 
 def test_resnet_demo_via_cli(params, splits, tmp_path):
@@ -160,7 +161,8 @@ def test_large_weights_go_to_side_file(params, splits, tmp_path):
                          params.evaluate, batch_size=16, embed_limit=0)
     assert set(report["files"]) == {ONNX_FILE, ONNX_FILE + ".data", FP16_FILE, FP16_FILE + ".data",
                                     INT8_FILE, INT8_FILE + ".data"}
-    assert sorted(p.name for p in out.iterdir()) == sorted([*report["files"], PARITY_FILE])
+    assert sorted(p.name for p in out.iterdir()) == sorted([*report["files"], PARITY_FILE,
+                                                            OUTPUT_MARKER_FILE])
     model = onnx.load(str(out / ONNX_FILE), load_external_data=False)
     assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
     for name in (FP16_FILE, INT8_FILE):

@@ -4,13 +4,17 @@ graph). FP32 inputs and outputs are kept through casts at the edges."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
 from reidpipe.deploy.onnx_io import EMBED_LIMIT_BYTES, save_onnx
+from reidpipe.deploy.variants import Gate, Limit, Variant
 from reidpipe.errors import ReidpipeError
+from reidpipe.filenames import FP16_FILE, ONNX_FILE
+from reidpipe.params import ExportParams
 
 # Kept in FP32 in the FP16 graph: TensorRT warns that FP16 LayerNorm after attention overflows.
 FP16_MAX = 65504.0
@@ -90,3 +94,20 @@ def convert_fp16(source: Path, target: Path, embed_limit: int = EMBED_LIMIT_BYTE
     """Write the FP16 copy of ``source`` (see :func:`to_fp16`): TensorRT 11 takes precision from
     the graph."""
     return save_onnx(to_fp16(onnx.load(str(source))), target, embed_limit)
+
+
+def fp16_variant(arch: str, export: ExportParams, embed_limit: int = EMBED_LIMIT_BYTES) -> Variant:
+    """The FP16 copy of the FP32 graph, gated against it under ONNX Runtime on the lowest cosine
+    per batch size (``export.fp16_min_cosine``)."""
+    def build(folder: Path) -> tuple[list[Path], dict[str, Any]]:
+        return convert_fp16(folder / ONNX_FILE, folder / FP16_FILE, embed_limit), {}
+
+    return Variant(
+        name="fp16", file=FP16_FILE, build=build, reference="fp32",
+        about={"file": FP16_FILE, "fp32_ops": list(FP16_KEEP_FP32_OPS), "io_dtype": "float32"},
+        gate=Gate(
+            title=f"FP16 ONNX parity gate failed for {arch}",
+            record={"min_cosine_gate": export.fp16_min_cosine},
+            rows=(Limit("min_cosine", "export.fp16_min_cosine", export.fp16_min_cosine,
+                        "min cosine {min_cosine:.6f} at batch {batch_size} < {key} {limit}"),),
+            first_miss_only=True))

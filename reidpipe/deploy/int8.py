@@ -25,17 +25,13 @@ from typing import Any, Sequence
 
 import numpy as np
 import onnx
-import pandas as pd
 
-from reidpipe.deploy.onnx_io import EMBED_LIMIT_BYTES, check_onnx, model_files, save_onnx
-from reidpipe.deploy.parity import batch_parity, retrieval_parity
+from reidpipe.deploy.onnx_io import EMBED_LIMIT_BYTES, save_onnx
+from reidpipe.deploy.variants import Gate, Limit, Variant
 from reidpipe.errors import ReidpipeError
-from reidpipe.evaluation.embeddings import Embeddings
-from reidpipe.evaluation.extract import extract_embeddings
-from reidpipe.evaluation.onnx_runtime import onnx_forward
-from reidpipe.filenames import INT8_FILE
-from reidpipe.input_contract import Forward, Preprocess, load_image
-from reidpipe.params import EvaluateParams, ExportParams
+from reidpipe.filenames import INT8_FILE, ONNX_FILE
+from reidpipe.input_contract import Preprocess, load_image
+from reidpipe.params import ExportParams
 
 log = logging.getLogger(__name__)
 
@@ -154,68 +150,44 @@ def _output_nodes(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in model.graph.node if outputs.intersection(n.output)]
 
 
-def _gate_failures(entry: dict[str, Any], export: ExportParams) -> list[str]:
-    failures = [f"batch {row['batch_size']}: min cosine {row['min_cosine']:.5f} < "
-                f"export.int8_min_cosine {export.int8_min_cosine}"
-                for row in entry["batch_parity"] if not row["min_cosine"] >= export.int8_min_cosine]
-    retrieval = entry["retrieval"]
-    for key, delta in retrieval["delta_points"].items():
-        if not delta <= export.int8_max_metric_delta:
-            failures.append(f"{key} differs by {delta:.3f} points (FP32 "
-                            f"{100 * retrieval['onnx'][key]:.2f}, INT8 "
-                            f"{100 * retrieval['int8'][key]:.2f}) > export.int8_max_metric_delta "
-                            f"{export.int8_max_metric_delta}")
-    return failures
-
-
-def int8_variant(source: Path, reference: Forward, reference_embeddings: Embeddings,
-                 pre: Preprocess, train_paths: Sequence[str], sets: dict[str, pd.DataFrame],
-                 images: np.ndarray, export: ExportParams, evaluate: EvaluateParams,
-                 batch_size: int, flip: bool, device: str = "auto",
-                 embed_limit: int = EMBED_LIMIT_BYTES) -> tuple[dict[str, Any], list[Path]]:
-    """Quantize the FP32 graph ``source`` into ``INT8_FILE`` next to it and gate it against
-    ``reference`` (``source`` under ONNX Runtime, whose embeddings of ``sets`` the FP32 gate
-    extracted already); returns the report entry and the files kept (none when the gate
-    failed: the entry's ``reason`` says why)."""
+def int8_variant(export: ExportParams, train_paths: Sequence[str], pre: Preprocess,
+                 embed_limit: int = EMBED_LIMIT_BYTES) -> Variant:
+    """The INT8 copy of the FP32 graph, calibrated on a seeded sample of ``train_paths`` and
+    gated against the FP32 graph under ONNX Runtime (whose embeddings the FP32 gate extracted
+    already). Optional: a failed quantization or gate leaves it out, the report saying why. A
+    misspelt op type is refused here, before the FP32 export."""
+    check_op_types(export)
     calibration = calibration_sample(list(train_paths), export.int8_calibration_images,
                                      export.int8_seed)
-    entry: dict[str, Any] = {
-        "file": INT8_FILE, "format": "QDQ", "weights": "int8 per channel, symmetric",
-        "activations": export.int8_activations,
-        "activation_scheme": "symmetric" if export.int8_activations == "int8" else "asymmetric",
-        "tensorrt_compatible": export.int8_activations == "int8",
-        "calibration": {"method": export.int8_calibration_method, "images": len(calibration),
-                        "seed": export.int8_seed, "source": "train split",
-                        **({"percentile": export.int8_calibration_percentile}
-                           if export.int8_calibration_method == "percentile" else {})},
-        "quantized_ops": list(export.int8_op_types) or "all ONNX Runtime quantizes",
-        "quantized_tensors": "inputs and outputs" if export.int8_quantize_outputs else "inputs",
-        "gates": {"min_cosine": export.int8_min_cosine,
-                  "max_metric_delta_points": export.int8_max_metric_delta},
-    }
-    target = source.with_name(INT8_FILE)
-    try:
-        files = quantize_int8(source, target, calibration, pre, export, embed_limit)
-        check_onnx(target)
-        candidate, _ = onnx_forward(target, pre, device)
-    except Exception as exc:  # onnxruntime's quantizer raises untyped errors; INT8 stays optional
-        _remove(target)
-        log.warning("INT8 quantization failed: %s: %s", type(exc).__name__, exc)
-        return {**entry, "status": "failed",
-                "reason": f"quantization failed: {type(exc).__name__}: {exc}"}, []
-    entry["batch_parity"] = batch_parity(reference, candidate, images, export.parity_batch_sizes)
-    entry["retrieval"] = retrieval_parity(
-        {"onnx": reference_embeddings,
-         "int8": extract_embeddings(candidate, sets, pre, batch_size, flip)}, evaluate, flip)
-    failures = _gate_failures(entry, export)
-    if failures:
-        _remove(target)
-        reason = "INT8 gate failed: " + "; ".join(failures)
-        log.warning("%s; no %s written", reason, INT8_FILE)
-        return {**entry, "status": "failed", "reason": reason}, []
-    return {**entry, "status": "passed", "reason": None}, files
 
+    def build(folder: Path) -> tuple[list[Path], dict[str, Any]]:
+        return quantize_int8(folder / ONNX_FILE, folder / INT8_FILE, calibration, pre, export,
+                             embed_limit), {}
 
-def _remove(path: Path) -> None:
-    for file in model_files(path):
-        file.unlink(missing_ok=True)
+    return Variant(
+        name="int8", file=INT8_FILE, build=build, reference="fp32", required=False,
+        build_failed="quantization failed",
+        about={
+            "file": INT8_FILE, "format": "QDQ", "weights": "int8 per channel, symmetric",
+            "activations": export.int8_activations,
+            "activation_scheme": ("symmetric" if export.int8_activations == "int8"
+                                  else "asymmetric"),
+            "tensorrt_compatible": export.int8_activations == "int8",
+            "calibration": {"method": export.int8_calibration_method, "images": len(calibration),
+                            "seed": export.int8_seed, "source": "train split",
+                            **({"percentile": export.int8_calibration_percentile}
+                               if export.int8_calibration_method == "percentile" else {})},
+            "quantized_ops": list(export.int8_op_types) or "all ONNX Runtime quantizes",
+            "quantized_tensors": ("inputs and outputs" if export.int8_quantize_outputs
+                                  else "inputs")},
+        gate=Gate(
+            title="INT8 gate failed",
+            record={"gates": {"min_cosine": export.int8_min_cosine,
+                              "max_metric_delta_points": export.int8_max_metric_delta}},
+            rows=(Limit("min_cosine", "export.int8_min_cosine", export.int8_min_cosine,
+                        "batch {batch_size}: min cosine {min_cosine:.5f} < {key} {limit}"),),
+            metric_delta=Limit("delta_points", "export.int8_max_metric_delta",
+                               export.int8_max_metric_delta,
+                               "{metric} differs by {delta:.3f} points (FP32 {reference:.2f}, "
+                               "INT8 {candidate:.2f}) > {key} {limit}"),
+            names=("onnx", "int8")))

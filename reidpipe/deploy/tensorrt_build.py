@@ -245,6 +245,13 @@ def _engine_parity(runner: Forward, onnx_dir: Path, pre: Preprocess, splits_dir:
     }
 
 
+def _write_status_only(out_dir: Path, status: dict[str, Any]) -> dict[str, Any]:
+    """The folder of a build that did not run: ``status.json`` alone."""
+    with atomic.atomic_dir(out_dir) as tmp:
+        atomic.write_json(tmp / TRT_STATUS_FILE, status)
+    return status
+
+
 def build_trt(arch: str, onnx_dir: str | Path, splits_dir: str | Path, out_dir: str | Path,
               deploy: DeployParams, evaluate: EvaluateParams, batch_size: int,
               flip: bool = False) -> dict[str, Any]:
@@ -252,10 +259,8 @@ def build_trt(arch: str, onnx_dir: str | Path, splits_dir: str | Path, out_dir: 
     onnx_dir, out_dir = Path(onnx_dir), Path(out_dir)
     mode = deploy.tensorrt
     if mode == "off":
-        status = _status(mode, "disabled", "deploy.tensorrt is 'off'", arch, deploy)
-        with atomic.atomic_dir(out_dir) as tmp:
-            atomic.write_json(tmp / TRT_STATUS_FILE, status)
-        return status
+        return _write_status_only(out_dir, _status(mode, "disabled", "deploy.tensorrt is 'off'",
+                                                   arch, deploy))
     if not (onnx_dir / PARITY_FILE).is_file():
         raise ReidpipeError(f"{onnx_dir / PARITY_FILE} does not exist: {onnx_dir} is not an "
                             "`reidpipe export-onnx` folder (run it first)")
@@ -263,10 +268,7 @@ def build_trt(arch: str, onnx_dir: str | Path, splits_dir: str | Path, out_dir: 
     if reason is not None:
         if mode == "required":
             raise ReidpipeError(f"deploy.tensorrt is 'required' but {reason}")
-        status = _status(mode, "skipped", reason, arch, deploy)
-        with atomic.atomic_dir(out_dir) as tmp:
-            atomic.write_json(tmp / TRT_STATUS_FILE, status)
-        return status
+        return _write_status_only(out_dir, _status(mode, "skipped", reason, arch, deploy))
 
     import tensorrt as trt
 
