@@ -175,6 +175,7 @@ def test_broken_export_fails_the_gate_and_leaves_no_onnx(params, splits, tmp_pat
     out = tmp_path / "onnx"
     out.mkdir()
     (out / ONNX_FILE).write_bytes(b"stale model from an earlier run")
+    (out / OUTPUT_MARKER_FILE).write_text("written by an earlier export")
     with pytest.raises(ReidpipeError, match=r"parity gate failed for tiny: batch 1: max abs diff"):
         export_onnx(ExportOnlyBug().eval(), pre, "tiny", splits, out, params.export,
                     params.evaluate, batch_size=16)

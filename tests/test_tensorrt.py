@@ -34,6 +34,7 @@ from reidpipe.filenames import (
     FP16_FILE,
     INT8_FILE,
     ONNX_FILE,
+    OUTPUT_MARKER_FILE,
     TRT_ENGINE_FILE,
     TRT_STATUS_FILE,
 )
@@ -106,7 +107,7 @@ def test_auto_without_tensorrt_writes_skipped_status(onnx_dir, splits, tmp_path)
     if not torch.cuda.is_available():
         assert "no CUDA device" in status["reason"]
     assert status["latency"] == [] and status["parity"] is None and status["files"] == {}
-    assert [p.name for p in out.iterdir()] == [TRT_STATUS_FILE]
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER_FILE, TRT_STATUS_FILE]
 
 
 @needs_no_trt
@@ -174,7 +175,7 @@ def test_fp16_engine_on_tensorrt10_is_built_timed_checked_and_cached(onnx_dir, s
     assert [row["batch_size"] for row in status["latency"]] == [1, 16, 64]
     assert all(row["median_ms"] > 0 for row in status["latency"])
     assert status["files"] == {p.name: p.stat().st_size for p in out.iterdir()
-                               if p.name != TRT_STATUS_FILE}
+                               if p.name not in (TRT_STATUS_FILE, OUTPUT_MARKER_FILE)}
     assert set(status["files"]) == {TRT_ENGINE_FILE, CACHE_FILE}
     assert status["timing_cache_reused"] is False
     parity = status["parity"]
@@ -288,7 +289,8 @@ def test_real_engine_build_swin(params, splits, tmp_path):
     status = build_trt("swin_demo", tmp_path / "onnx", splits, out, params.deploy,
                        params.evaluate, batch_size=64)
     assert status["status"] == "built" and status["timing_cache_reused"] is False
-    assert {p.name for p in out.iterdir()} == {TRT_STATUS_FILE, TRT_ENGINE_FILE, CACHE_FILE}
+    assert {p.name for p in out.iterdir()} == {TRT_STATUS_FILE, TRT_ENGINE_FILE, CACHE_FILE,
+                                               OUTPUT_MARKER_FILE}
     assert [r["batch_size"] for r in status["latency"]] == [1, 16, 64]
     assert status["parity"]["retrieval"]["delta_points"]["mAP"] <= params.deploy.max_metric_delta
     assert min(r["min_cosine"] for r in status["parity"]["batch_parity"]) > 0.99
