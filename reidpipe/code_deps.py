@@ -122,17 +122,6 @@ def imports(name: str, root: Path = ROOT) -> frozenset[str]:
     return _imports(name, root, path.stat().st_mtime)
 
 
-def all_modules(root: Path = ROOT) -> list[str]:
-    """Every module of the package, by dotted name."""
-    names = []
-    for path in sorted((root / PACKAGE).rglob("*.py")):
-        parts = list(path.relative_to(root).with_suffix("").parts)
-        if parts[-1] == "__init__":
-            parts.pop()
-        names.append(".".join(parts))
-    return names
-
-
 def closure(entries: Iterable[str], root: Path = ROOT) -> set[str]:
     """The modules that running ``entries`` can execute: imports, transitively, plus the
     ``__init__`` of every package on the way."""

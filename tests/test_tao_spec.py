@@ -284,6 +284,8 @@ def test_three_folders_keep_their_names_with_test_as_gallery(tmp_path):
     ({"train": {"seed": -1}}, ["train.seed", "-1"]),
     ({"dataset": {"train_dataset_dir": "/a/train"}}, ["dataset.query_dataset_dir"]),
     ({"model": "resnet"}, ["model"]),
+    (None, ["TAO spec", "is empty"]),
+    ([{"model": {"backbone": "resnet_50"}}], ["TAO spec", "must hold a mapping"]),
 ])
 def test_bad_specs_name_the_key(tmp_path, data, words):
     spec = write_spec(tmp_path, data)

@@ -16,13 +16,15 @@ from reidpipe.params.validation import build_dataclass
 DEFAULT_PARAMS_FILE = "params.yaml"
 
 
-def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
-    data = read_yaml_file(path, "params file")
+def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """The top-level mapping of a params file or a TAO spec (``what`` names which in errors),
+    read with the bounded YAML loader."""
+    data = read_yaml_file(path, what)
     if data is None:
-        raise ReidpipeError(f"params file {path} is empty (no keys, or only comments); expected "
+        raise ReidpipeError(f"{what} {path} is empty (no keys, or only comments); expected "
                             "a YAML mapping such as `train: {num_epochs: 10}`")
     if not isinstance(data, dict):
-        raise ReidpipeError(f"params file {path} must hold a mapping at the top level")
+        raise ReidpipeError(f"{what} {path} must hold a mapping at the top level")
     return data
 
 
@@ -37,7 +39,7 @@ def merged_params_dict(files: Sequence[str | Path] = (DEFAULT_PARAMS_FILE,),
     """The raw merged mapping of ``files`` (deep-merged in order) and ``--set`` overrides."""
     data: dict[str, Any] = {}
     for path in files:
-        data = deep_merge(data, read_yaml_mapping(path))
+        data = deep_merge(data, read_yaml_mapping(path, "params file"))
     for text in overrides:
         parts, value = parse_override(text)
         apply_override(data, parts, value)

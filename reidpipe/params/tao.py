@@ -23,10 +23,9 @@ from typing import Any, Literal
 
 import yaml
 
-from reidpipe.bounded_yaml import read_yaml_file
 from reidpipe.market import SPLIT_DIRS
 from reidpipe.errors import ReidpipeError
-from reidpipe.params.loading import params_from_dict
+from reidpipe.params.loading import params_from_dict, read_yaml_mapping
 from reidpipe.params.merge import deep_merge
 from reidpipe.params.schema import Params
 
@@ -585,18 +584,10 @@ def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def read_tao_spec(spec: str | Path) -> dict[str, Any]:
-    path = Path(spec)
-    data = read_yaml_file(path, "TAO spec")
-    if not isinstance(data, dict):
-        raise ReidpipeError(f"TAO spec {path} must hold a mapping at the top level")
-    return data
-
-
 def convert_tao_spec(spec: str | Path, arch: str | None = None) -> Conversion:
     """The reidpipe overrides equivalent to TAO spec ``spec``, and the fate of every TAO key."""
     spec = Path(spec)
-    given = _flatten(read_tao_spec(spec), "", spec)
+    given = _flatten(read_yaml_mapping(spec, "TAO spec"), "", spec)
     if "train.optim.steps" in given and "train.optim.lr_steps" in given:
         raise ReidpipeError(f"TAO spec {spec}: both train.optim.steps and train.optim.lr_steps "
                             "are set (steps is TAO 5.0's name of lr_steps): keep one")
