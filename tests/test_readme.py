@@ -1,7 +1,7 @@
 """The README's command blocks, run in a scratch copy of the repository, so the README cannot
 drift from the code.
 
-Every ```bash block of README.md follows a marker comment saying how it is tested:
+Every ```bash and ```yaml block of README.md follows a marker comment saying how it is tested:
 
     <!-- readme-test: run -->     runs as written (it must take seconds)
     <!-- readme-test: check -->   runs with the long commands replaced: `snakemake` and `make`
@@ -10,6 +10,8 @@ Every ```bash block of README.md follows a marker comment saying how it is teste
                                   own argument parser (tests/readme_parse.py); a
                                   `python SCRIPT.py` command's flags looked up in its --help;
                                   `pytest` collecting only
+    <!-- readme-test: params -->  (yaml) a params overrides file: `reidpipe params --params
+                                  params.yaml BLOCK` must accept it
     <!-- readme-test: skip (REASON) -->
 
 A marker may list `given:` lines: shell run before the block, unchanged, standing for what the
@@ -33,9 +35,9 @@ import pytest
 from repo_copy import ROOT, copy_working_tree
 
 README = ROOT / "README.md"
-MODES = ("run", "check", "skip")
+MODES = {"bash": ("run", "check", "skip"), "yaml": ("params", "skip")}
 
-FENCE = re.compile(r"^( *)```bash\n(.*?)^\1```$", re.MULTILINE | re.DOTALL)
+FENCE = re.compile(r"^( *)```(bash|yaml)\n(.*?)^\1```$", re.MULTILINE | re.DOTALL)
 MARKER = re.compile(r"<!-- readme-test: (\w+)((?:(?!-->).)*)-->\n\Z", re.DOTALL)
 HEADING = re.compile(r"^#{2,4} (.+)$", re.MULTILINE)
 
@@ -64,6 +66,7 @@ python() {
 class Block:
     section: str
     line: int
+    language: str
     mode: str
     given: tuple[str, ...]
     script: str
@@ -78,23 +81,26 @@ class Block:
 
 
 def readme_blocks(text: str) -> list[Block]:
-    """Every ```bash block with its marker; a block without one is an error, so a new block
-    cannot escape the test."""
+    """Every ```bash and ```yaml block with its marker; a block without one is an error, so a new
+    block cannot escape the test."""
     blocks = []
     for fence in FENCE.finditer(text):
         line = text.count("\n", 0, fence.start()) + 1
         headings = HEADING.findall(text, 0, fence.start())
         section = headings[-1] if headings else "top"
         marker = MARKER.search(text, 0, fence.start())
+        language = fence.group(2)
+        modes = "|".join(MODES[language])
         if marker is None or marker.end() != fence.start():
-            raise AssertionError(f"README.md:{line} ({section}): a ```bash block without a "
-                                 f"<!-- readme-test: run|check|skip (reason) --> line before it")
+            raise AssertionError(f"README.md:{line} ({section}): a ```{language} block without a "
+                                 f"<!-- readme-test: {modes} --> line before it (skip: with "
+                                 f"its reason)")
         mode, rest = marker.group(1), marker.group(2)
-        if mode not in MODES or (mode == "skip" and not rest.strip()):
-            raise AssertionError(f"README.md:{line}: marker {marker.group(0).strip()!r}: "
-                                 f"expected one of {MODES} (skip with its reason)")
+        if mode not in MODES[language] or (mode == "skip" and not rest.strip()):
+            raise AssertionError(f"README.md:{line}: marker {marker.group(0).strip()!r} on a "
+                                 f"```{language} block: expected {modes} (skip with its reason)")
         given = tuple(g.strip() for g in re.findall(r"^\s*given: (.*)$", rest, re.MULTILINE))
-        blocks.append(Block(section, line, mode, given, dedent(fence.group(2))))
+        blocks.append(Block(section, line, language, mode, given, dedent(fence.group(3))))
     return blocks
 
 
@@ -104,7 +110,8 @@ BLOCKS = readme_blocks(README.read_text())
 def test_the_quick_start_blocks_are_tested():
     """Set-up and First hour: every block runs or is checked, none merely skipped but the
     CPU-only venv (which needs an index the test machines cannot reach)."""
-    quick = [b for b in BLOCKS if b.section in ("Set-up: two commands", "First hour")]
+    quick = [b for b in BLOCKS if b.section in ("Set-up: two commands", "First hour")
+             and b.language == "bash"]
     assert len(quick) >= 6
     assert [b.name for b in quick if b.mode == "skip"] == [
         next(b.name for b in quick if "download.pytorch.org/whl/cpu" in b.script)]
@@ -130,11 +137,19 @@ def block_env(repo: Path) -> dict[str, str]:
     return env
 
 
+def block_script(block: Block, repo: Path) -> str:
+    if block.mode == "params":
+        overrides = repo.parent / f"readme-{block.line}.yaml"
+        overrides.write_text(block.script)
+        return f"reidpipe params --params params.yaml {overrides} > /dev/null"
+    return "\n".join([*block.given, CHECK_SHIMS if block.mode == "check" else "", block.script])
+
+
 @pytest.mark.parametrize("block", [b for b in BLOCKS if b.mode != "skip"],
                          ids=lambda b: f"{b.slug}-{b.mode}-{b.line}")
 def test_readme_block(block: Block, scratch: Path):
-    script = "\n".join(["set -euo pipefail", "source .venv/bin/activate", *block.given,
-                        CHECK_SHIMS if block.mode == "check" else "", block.script])
+    script = "\n".join(["set -euo pipefail", "source .venv/bin/activate",
+                        block_script(block, scratch)])
     proc = subprocess.run(["bash", "-c", script], cwd=scratch, env=block_env(scratch),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, (f"{block.name}, {block.mode}: exit {proc.returncode}\n"
