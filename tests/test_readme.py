@@ -22,6 +22,7 @@ the venv activated, as "First hour" says to.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import subprocess
@@ -115,6 +116,26 @@ def test_the_quick_start_blocks_are_tested():
     assert len(quick) >= 6
     assert [b.name for b in quick if b.mode == "skip"] == [
         next(b.name for b in quick if "download.pytorch.org/whl/cpu" in b.script)]
+
+
+def test_every_reidpipe_flag_in_the_text_exists():
+    """The inline `reidpipe SUBCOMMAND …` spans (the stage table's usage lines, commands in the
+    prose): each subcommand exists and has each flag named."""
+    from reidpipe.cli import build_parser
+
+    subcommands = next(a for a in build_parser()._actions
+                       if isinstance(a, argparse._SubParsersAction)).choices
+    spans = set(re.findall(r"`(reidpipe [a-z][a-z-]*[^`]*)`", README.read_text()))
+    unknown = []
+    for span in sorted(spans):
+        name = span.split()[1].rstrip(":")
+        if name not in subcommands:
+            unknown.append(f"{span!r}: no subcommand {name}")
+            continue
+        options = subcommands[name]._option_string_actions
+        unknown += [f"{span!r}: no {flag}" for flag in re.findall(r"(?<![\w-])(--?[a-z][\w-]*)", span)
+                    if flag not in options]
+    assert len(spans) > 30 and not unknown, unknown
 
 
 @pytest.fixture(scope="module")
