@@ -322,26 +322,27 @@ def test_onnx_runtime_sessions_run_exact_integer_kernels(tmp_path):
 
 
 def test_export_settings_per_architecture(tmp_path):
-    """export.archs.<name> overrides export keys for that architecture only; bad overrides are
-    refused naming the key; the default entry of a published recipe does not stop a params file
-    that defines only its own archs."""
+    """archs.<name>.export overrides export keys for that architecture only; bad overrides are
+    refused naming the key, and so is the old home export.archs, naming the new one."""
     own = tmp_path / "own.yaml"
     own.write_text("pipeline: {archs: [net]}\narchs: {net: {}}\n")
     assert load_params([own]).export_for("net").int8_calibration_method == "percentile"
+    assert load_params().export_for("swin_tiny").int8_calibration_method == "minmax"
     demo = load_params(DEMO)
     assert demo.export.int8_calibration_method == "percentile"
     assert demo.export_for("resnet_demo").int8_calibration_method == "percentile"
     assert demo.export_for("swin_demo").int8_calibration_method == "minmax"
-    tuned = load_params(DEMO, ["export.archs.resnet_demo.int8_calibration_percentile=99.9"])
+    tuned = load_params(DEMO, ["archs.resnet_demo.export.int8_calibration_percentile=99.9"])
     assert tuned.export_for("resnet_demo").int8_calibration_percentile == 99.9
     assert tuned.export_for("swin_demo").int8_calibration_percentile == 99.99
-    with pytest.raises(ReidpipeError, match=r"export.archs names \['nope'\]"):
-        load_params(DEMO, ["export.archs.nope.int8=false"])
-    with pytest.raises(ReidpipeError, match="unknown key 'export.archs.swin_demo.int8_method'"):
-        load_params(DEMO, ["export.archs.swin_demo.int8_method=minmax"])
-    with pytest.raises(ReidpipeError, match="export.archs.swin_demo.int8_calibration_method"):
-        load_params(DEMO, ["export.archs.swin_demo.int8_calibration_method=entropy"])
+    with pytest.raises(ReidpipeError, match=r"^params: key 'export.archs' has moved to "
+                                            r"'archs.<name>.export'; move its entries there$"):
+        load_params(DEMO, ["export.archs.swin_demo.int8=false"])
+    with pytest.raises(ReidpipeError, match="unknown key 'archs.swin_demo.export.int8_method'"):
+        load_params(DEMO, ["archs.swin_demo.export.int8_method=minmax"])
+    with pytest.raises(ReidpipeError, match="archs.swin_demo.export.int8_calibration_method"):
+        load_params(DEMO, ["archs.swin_demo.export.int8_calibration_method=entropy"])
     with pytest.raises(ReidpipeError, match="for swin_demo export.int8 True, "
                                             "export.int8_activations 'uint8'"):
         load_params(DEMO, ["deploy.precision=int8",
-                           "export.archs.swin_demo.int8_activations=uint8"])
+                           "archs.swin_demo.export.int8_activations=uint8"])

@@ -277,3 +277,33 @@ def test_dvc_experiment_then_snakemake_with_the_recorded_values_retrains(repo: P
     planned = planned_jobs(repo)
     assert planned["train"] == len(ARCHS)
     assert set(planned) == {"tracked_params"} | MODEL_DOWNSTREAM
+
+
+def test_one_archs_export_setting_reruns_only_that_archs_export(tmp_path: Path) -> None:
+    """archs.<name>.export is read by that arch's export alone. Of every job's tracked values
+    (`reidpipe stages --tracked`: what Snakemake's params, DVC's params and each provenance
+    hold) only export_onnx's for swin_demo change, and DVC, reading the generated dvc.yaml,
+    sees no other key of the tracked values file change. No pipeline run needed."""
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    shutil.copy(ROOT / "config" / "demo.yaml", tmp_path / OVERLAY)   # resnet_demo and swin_demo
+    tracked = ("reidpipe", "stages", "--tracked", "--params", *FILES, "--out",
+               "params.tracked.json")
+    run(tmp_path, "git", "init", "-q", "-b", "main")
+    run(tmp_path, *dvc("init", "-q"))
+    run(tmp_path, "reidpipe", "stages", "--dvc-yaml", "--params", *FILES, "--out", "dvc.yaml")
+    run(tmp_path, *tracked)
+    run(tmp_path, "git", "add", "-A")
+    run(tmp_path, "git", "commit", "-q", "-m", "recorded values")
+    before = json.loads((tmp_path / "params.tracked.json").read_text())
+
+    overlay = yaml.safe_load((tmp_path / OVERLAY).read_text())
+    (tmp_path / OVERLAY).write_text(yaml.safe_dump(deep_merge(overlay, {"archs": {"swin_demo": {
+        "export": {"int8_calibration_percentile": 99.9}}}})))
+    run(tmp_path, *tracked)
+    after = json.loads((tmp_path / "params.tracked.json").read_text())
+    assert after["export_onnx"].pop("swin_demo") != before["export_onnx"].pop("swin_demo")
+    assert after == before   # train, extract, build_trt and resnet_demo's export: as they were
+
+    seen = json.loads(run(tmp_path, *dvc("params", "diff", "--json")).stdout)
+    assert list(seen["params.tracked.json"]) == [
+        "export_onnx.swin_demo.archs.swin_demo.export.int8_calibration_percentile"]

@@ -315,7 +315,7 @@ def test_inference_and_export_map_where_reidpipe_has_a_counterpart(tmp_path):
         "re_ranking": {"max_rank": 20, "num_query": 5}}))
     top = conversion.overrides
     assert top["extract"] == {"tao_json": True}
-    assert top["export"] == {"opset": 17}
+    assert "export" not in top and top["archs"][conversion.arch]["export"] == {"opset": 17}
     assert top["evaluate"] == {"max_rank": 20} and top["report"] == {"sampled_queries": 5}
 
 

@@ -11,7 +11,6 @@ from reidpipe.dataset_registry import source_spec
 from reidpipe.errors import ReidpipeError
 from reidpipe.filenames import DATA_DIR
 from reidpipe.params.schema import Params
-from reidpipe.params.sections.archs import PUBLISHED_RECIPES
 from reidpipe.params.sections.data import SourceName
 
 
@@ -108,20 +107,13 @@ def _check_sources(params: Params) -> None:
 
 
 def _check_export_and_deploy(params: Params) -> None:
-    """Deploy batch sizes, export.archs names, and deploy.precision against each arch's export."""
+    """Deploy batch sizes; each arch's export (``archs.<name>.export`` validated) against
+    deploy.precision."""
     d = params.deploy
     if not d.min_batch <= d.opt_batch <= d.max_batch:
         raise ReidpipeError(
             f"params: deploy batch sizes must satisfy min_batch <= opt_batch <= max_batch, got "
             f"{d.min_batch}/{d.opt_batch}/{d.max_batch}")
-    # The published recipes' names stay valid when a params file defines its own archs: the
-    # default export.archs entry for swin_tiny must not break a file that never mentions it.
-    known = set(params.archs) | set(PUBLISHED_RECIPES)
-    unknown = [name for name in params.export.archs if name not in known]
-    if unknown:
-        raise ReidpipeError(f"params: export.archs names {unknown}, which have no recipe under "
-                            f"'archs' (defined: {sorted(params.archs)}; published: "
-                            f"{sorted(PUBLISHED_RECIPES)})")
     for name in params.archs:
         export = params.export_for(name)
         if d.precision == "int8" and not (export.int8 and export.int8_activations == "int8"):

@@ -51,21 +51,22 @@ class Params:
     deploy: DeployParams = field(default_factory=DeployParams)
     report: ReportParams = field(default_factory=ReportParams)
 
-    def arch(self, name: str) -> ArchConfig:
-        """The effective model/dataset/train of one architecture: shared values + its recipe."""
+    def recipe(self, name: str) -> ArchRecipe:
+        """``archs.<name>``; an unknown name fails naming the defined ones."""
         if name not in self.archs:
             raise ReidpipeError(
                 f"params: unknown architecture {name!r}; defined under 'archs': {sorted(self.archs)}")
-        return arch_config(name, self.archs[name], self.model, self.dataset, self.train)
+        return self.archs[name]
+
+    def arch(self, name: str) -> ArchConfig:
+        """The effective model/dataset/train of one architecture: shared values + its recipe."""
+        return arch_config(name, self.recipe(name), self.model, self.dataset, self.train)
 
     def export_for(self, name: str) -> ExportParams:
-        """The export settings of one architecture: ``export`` + ``export.archs.<name>``."""
-        shared = {k: v for k, v in dataclasses.asdict(self.export).items() if k != "archs"}
-        overrides = self.export.archs.get(name, {})
-        if "archs" in overrides:
-            raise ReidpipeError(f"params: export.archs.{name}.archs: overrides do not nest")
-        return build_dataclass(ExportParams, {**shared, **overrides, "archs": {}},
-                               f"export.archs.{name}")
+        """The export settings of one architecture: ``export`` + ``archs.<name>.export``."""
+        return build_dataclass(ExportParams, {**dataclasses.asdict(self.export),
+                                              **self.recipe(name).export},
+                               f"archs.{name}.export")
 
     def source_names(self) -> list[str]:
         return [self.data.source, *self.data.sources]

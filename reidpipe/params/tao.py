@@ -9,8 +9,9 @@ the note says why) or *ignored* (with the reason). Keys TAO reads but reidpipe h
 for are accepted at TAO's default value only. Any other key is an error naming it.
 
 The TAO model, dataset, train and re-ranking values go into ``archs.<arch>``, with TAO's defaults
-for the keys a spec leaves out (a spec means TAO's defaults, not reidpipe's); the dataset folders,
-evaluation, inference and export keys go to reidpipe's top-level sections.
+for the keys a spec leaves out (a spec means TAO's defaults, not reidpipe's), and its export keys
+into ``archs.<arch>.export``; the dataset folders, evaluation and inference keys go to reidpipe's
+top-level sections.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from reidpipe.params.merge import deep_merge
 from reidpipe.params.schema import Params
 
 Kind = Literal["mapped", "translated", "ignored"]
-ARCH_SECTIONS = ("model", "dataset", "train")
+ARCH_SECTIONS = ("model", "dataset", "train", "export")
 
 # TAO's defaults (nvidia_tao_core re_identification default_config, TAO 5.5-6.x) for the keys that
 # decide what is trained and evaluated. ``None`` is TAO's "not set". GPU choice and reporting

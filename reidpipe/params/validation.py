@@ -87,6 +87,13 @@ def _check_range(meta: Mapping[str, Any], value: Any, key: str) -> None:
 def build_dataclass(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    # A key the section used to have (``MOVED_KEYS``: old name -> new home) is named with its new
+    # home, not reported as unknown.
+    moved = [k for k in data if k in getattr(cls, "MOVED_KEYS", {})]
+    if moved:
+        where = f"{prefix}.{moved[0]}" if prefix else str(moved[0])
+        raise ReidpipeError(f"params: key {where!r} has moved to "
+                            f"{cls.MOVED_KEYS[moved[0]]!r}; move its entries there")
     unknown = [k for k in data if k not in fields]
     if unknown:
         where = f"{prefix}.{unknown[0]}" if prefix else str(unknown[0])

@@ -199,7 +199,10 @@ def template_wildcards(template: str) -> list[str]:
     return re.findall(r"(?<!\$)\{(\w+)\}", template)
 
 
-TRAIN_PARAMS = ("model", "dataset", "train", "archs.{arch}", "pipeline.cpu_isa")
+# What ``params.arch(name)`` reads of an arch's recipe; its export overrides (archs.{arch}.export)
+# are the export stage's alone, so they rerun that arch's export only.
+ARCH_CONFIG = ("archs.{arch}.model", "archs.{arch}.dataset", "archs.{arch}.train")
+TRAIN_PARAMS = ("model", "dataset", "train", *ARCH_CONFIG, "pipeline.cpu_isa")
 
 
 def _train(name: str, model_dir: str, seed: str = "", **how: Any) -> Stage:
@@ -224,7 +227,7 @@ def _extract(name: str, model_dir: str, splits: str, embeddings: str, log: str =
                  outputs={"embeddings": Output(embeddings, directory=True)},
                  params=("model.input_height", "model.input_width", "model.with_flip_feature",
                          "dataset.pixel_mean", "dataset.pixel_std", "dataset.num_workers",
-                         "extract", "archs.{arch}", "pipeline.cpu_isa"), cli="extract",
+                         "extract", *ARCH_CONFIG, "pipeline.cpu_isa"), cli="extract",
                  log=log, threads=2, gpu=1)
 
 
@@ -332,7 +335,7 @@ STAGES: tuple[Stage, ...] = (
           inputs={"model": f"{ARCH_MODEL}/{MODEL_FILE}", "splits": SPLITS},
           outputs={"onnx": Output(ONNX, directory=True)},
           params=("export", "extract.batch_size", "extract.channel_order", "extract.input_scale",
-                  "evaluate", "archs.{arch}", "pipeline.cpu_isa"),
+                  "evaluate", *ARCH_CONFIG, "archs.{arch}.export", "pipeline.cpu_isa"),
           threads=2, gpu=1),
     Stage("build_trt",
           command="reidpipe build-trt --arch {arch} --onnx-dir {input.onnx} --splits {input.splits}"
@@ -340,7 +343,7 @@ STAGES: tuple[Stage, ...] = (
           inputs={"onnx": ONNX, "splits": SPLITS},
           outputs={"tensorrt": Output(TENSORRT, directory=True)},
           params=("deploy", "extract.batch_size", "evaluate", "model.with_flip_feature",
-                  "archs.{arch}"), threads=2, gpu=1),
+                  *ARCH_CONFIG), threads=2, gpu=1),
     Stage("package",
           command="reidpipe package --arch {arch} --onnx-dir {input.onnx} --trt-dir"
                   " {input.tensorrt} --out {output.deploy}",

@@ -1,5 +1,6 @@
 """``archs``: each architecture's recipe, the published defaults, and the effective sections
-of one architecture (the shared ``model``/``dataset``/``train`` merged with its recipe)."""
+of one architecture (the shared ``model``/``dataset``/``train`` merged with its recipe; its
+``export`` is merged by ``Params.export_for``)."""
 
 from __future__ import annotations
 
@@ -16,16 +17,20 @@ from reidpipe.params.validation import build_dataclass
 
 @dataclass
 class ArchRecipe:
-    """An architecture's own recipe: partial ``model``, ``dataset`` and ``train`` overrides."""
+    """An architecture's own recipe: partial ``model``, ``dataset`` and ``train`` overrides (what
+    training reads) and ``export`` overrides (what its export alone reads)."""
 
     model: dict[str, Any] = setting({})
     dataset: dict[str, Any] = setting({})
     train: dict[str, Any] = setting({})
+    export: dict[str, Any] = setting({}, doc="overrides of export keys for this architecture")
 
 
 # The recipes `pipeline.archs` names by default (params.yaml states the same; a test keeps them
 # equal). resnet50: Bag of Tricks (Luo et al. 2019); swin_tiny: TAO ReIdentificationNet's
-# transformer spec (SOLIDER's recipe).
+# transformer spec (SOLIDER's recipe). INT8 calibration suits a network family: on the demo models
+# percentile clipping is what lets the ResNet pass, while the Swin keeps more of its worst-case
+# cosine with MinMax (its outlier activations matter).
 PUBLISHED_RECIPES = {
     "resnet50": ArchRecipe(model={"backbone": "resnet50.tv_in1k", "last_stride": 1}),
     "swin_tiny": ArchRecipe(
@@ -36,7 +41,8 @@ PUBLISHED_RECIPES = {
         train={"optim": {"name": "SGD", "base_lr": 0.0008, "momentum": 0.9,
                          "warmup_method": "cosine", "warmup_epochs": 20, "lr_steps": [],
                          "bias_lr_factor": 2.0, "weight_decay": 0.0001,
-                         "weight_decay_bias": 0.0001}}),
+                         "weight_decay_bias": 0.0001}},
+        export={"int8_calibration_method": "minmax"}),
 }
 
 

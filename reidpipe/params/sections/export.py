@@ -1,9 +1,10 @@
-"""``export``: the ONNX export and the gates of its FP32, FP16 and INT8 variants."""
+"""``export``: the ONNX export and the gates of its FP32, FP16 and INT8 variants, shared by every
+architecture (``archs.<name>.export`` overrides them for one)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
 from reidpipe.params.sections.setting import setting
 
@@ -46,10 +47,6 @@ class ExportParams:
         "placement, which its CPU kernels need to fuse QLinearConv/QLinearMatMul)")
     int8_min_cosine: float = setting(0.98, gt=0, le=1, doc="gate of the INT8 ONNX against FP32")
     int8_max_metric_delta: float = setting(1.0, ge=0, doc="INT8 mAP/R1 gate in points vs FP32")
-    # Calibration suits a network family, not a whole pipeline: on the demo models percentile
-    # clipping is what lets the ResNet pass, while the Swin keeps more of its worst-case cosine
-    # with MinMax (its outlier activations matter). Kept under export, not archs.<name>, so
-    # that changing it reruns the export stage only, not training.
-    archs: dict[str, dict[str, Any]] = setting(
-        {"swin_tiny": {"int8_calibration_method": "minmax"}},
-        doc="per-architecture overrides of the keys above (keys of archs)")
+    # One architecture's overrides of these keys live in its recipe, archs.<name>.export (the
+    # keys a stage reads are tracked per arch, so they rerun that arch's export alone).
+    MOVED_KEYS: ClassVar[dict[str, str]] = {"archs": "archs.<name>.export"}
