@@ -9,9 +9,10 @@ extracted once (:class:`Bench`), so the INT8 gate reuses those of the FP32 gate.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
