@@ -27,7 +27,7 @@ PARAMS = ["params.yaml", "config/demo.yaml", "gpus.yaml"]
 ONE_GPU: dict[str, object] = {}  # the rule's gpu=1: sbatch --gpus=1
 TWO_GPUS = {"gpu": 2}  # one task with both GPUs; Lightning starts the second rank itself
 TWO_BY_TWO = {"gpu": 0, "gres": "gpu:2", "nodes": 2, "tasks_per_node": 2,
-              "mpi": "srun --nodes=2 --ntasks-per-node=2"}
+              "mpi": "srun --nodes=2 --ntasks-per-node=2 --label"}
 # One arch per case (and two for the local run), each with its own GPU and node counts.
 ARCHS = {"g1": (1, 1), "g2": (2, 1), "g2x2": (2, 2), "a": (1, 1), "b": (1, 1)}
 GPUS_YAML = {
