@@ -25,9 +25,13 @@ def parse_reidpipe(args: list[str]) -> None:
 
 
 def parse_dvc(args: list[str]) -> None:
+    from dvc.cli import DvcParserError
     from dvc.cli.parser import get_main_parser
 
-    get_main_parser().parse_args(args)
+    try:
+        get_main_parser().parse_args(args)
+    except DvcParserError as exc:  # raised after printing the reason, where argparse exits 2
+        raise SystemExit(2) from exc
 
 
 def parse_pip(args: list[str]) -> None:
@@ -77,9 +81,6 @@ def main(argv: list[str]) -> int:
         if exc.code not in (0, None):
             print(f"refused: {tool} {' '.join(args)}: {exc.code}", file=sys.stderr)
             return 1
-    except Exception as exc:  # dvc's parser raises its own error after printing the reason
-        print(f"refused: {tool} {' '.join(args)}: {type(exc).__name__} {exc}", file=sys.stderr)
-        return 1
     return 0
 
 

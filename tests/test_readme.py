@@ -32,7 +32,6 @@ from pathlib import Path
 from textwrap import dedent
 
 import pytest
-
 from repo_copy import ROOT, copy_working_tree
 
 README = ROOT / "README.md"
