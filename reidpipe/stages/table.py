@@ -10,8 +10,8 @@ Path templates: ``{arch}`` (a wildcard: one job per value of ``pipeline.archs``)
 ``${data.dataset_dir}`` (a parameter value). Commands name inputs and outputs as
 ``{input.NAME}``/``{output.NAME}``; each tool appends ``--params FILES --provenance FILE``.
 A stage's code is the import closure of its CLI module (``reidpipe.code_deps``): files for
-Snakemake, packages for DVC. The values each job tracks are looked up by
-``reidpipe.stages.tracked``; its provenance record is ``reidpipe.stages.records``'.
+Snakemake, packages for DVC. The values each job tracks are looked up in
+``reidpipe.stages.tracked``, its provenance record computed in ``reidpipe.stages.records``.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ class Stage:
     # The stage reads every job's values (tracked_params): DVC tracks its params files whole
     reads_all_params: bool = False
     # How Snakemake runs a job (DVC runs one at a time, in the foreground). Its command's output
-    # goes to ``log`` (default: logs/NAME_{wildcard}....log).
+    # goes to ``log`` (default: logs/<name>_<each wildcard's value>.log).
     log: str = ""
     threads: int = 1  # Snakemake sets OMP_NUM_THREADS from it; the Slurm profile --cpus-per-task
     # GPUs, as Snakemake's ``gpu`` resource: `--resources gpu=N` bounds the jobs running at
