@@ -43,6 +43,7 @@ EMBEDDINGS_DIR = "embeddings"
 METRICS_FILE = "metrics.json"  # also reports/metrics.json, the DVC metrics file
 CMC_FILE = "cmc.csv"
 PER_QUERY_FILE = "per_query.csv"
+VERIFICATION_FILE = "verification.json"  # open-set figures: TAR at FAR, thresholds, no-match
 ONNX_DIR = "onnx"
 TENSORRT_DIR = "tensorrt"
 DEPLOY_DIR = "deploy"
@@ -62,6 +63,8 @@ TRT_ENGINE_FILE = "model.engine"
 
 # results/<arch>/deploy/
 PACKAGE_MANIFEST_FILE = "package.json"
+MODEL_CARD_MARKDOWN = "MODEL_CARD.md"  # the model card (NGC's sections), from the run's records
+MODEL_CARD_JSON = "model_card.json"
 
 # reports/
 REPORT_MARKDOWN = "index.md"
