@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import pkgutil
 import re
 import sys
 from dataclasses import dataclass
@@ -28,25 +29,12 @@ from reidpipe.params.merge import apply_override
 
 log = logging.getLogger(__name__)
 
-STAGE_COMMANDS = [
-    "params_cmd",
-    "stages_cmd",
-    "download",
-    "synth",
-    "validate",
-    "split",
-    "combine",
-    "train",
-    "extract",
-    "evaluate",
-    "export_onnx",
-    "build_trt",
-    "package",
-    "report",
-    "seed_spread",
-    "gate",
-    "convert_weights",
-]
+
+def command_modules() -> list[str]:
+    """The subcommands: every module of this package registers one. Found on disk rather than
+    listed here, so that a new stage's command is a new module and this file, which every stage
+    runs (its code, for reruns), stays the same."""
+    return sorted(module.name for module in pkgutil.iter_modules(__path__))
 
 
 def common_parser() -> argparse.ArgumentParser:
@@ -157,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reidpipe", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="STAGE")
     common = common_parser()
-    for name in STAGE_COMMANDS:
+    for name in command_modules():
         importlib.import_module(f"reidpipe.cli.{name}").register(subparsers, common)
     return parser
 
