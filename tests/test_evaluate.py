@@ -29,6 +29,7 @@ from reidpipe.evaluation.evaluate import (
     rank_queries,
     summarise,
 )
+from reidpipe.evaluation.verification import hold_out_identities, verification_figures
 from reidpipe.params import EvaluateParams, ReRankingParams
 
 # Gallery of the hand-computed cases: (pid, camid).
@@ -183,6 +184,85 @@ def test_cli_writes_metrics_cmc_and_per_query(tmp_path: Path, distance: str) -> 
     assert pq.loc[0, "first_hit_plain"] == 2 and pq.loc[0, "top_plain"] == "2 3 4 5 6"
     assert pd.isna(pq.loc[1, "ap_plain"]) and pd.isna(pq.loc[1, "first_hit_plain"])
     assert {"ap_reranked", "first_hit_reranked", "top_reranked", "inp_plain"} <= set(pq.columns)
+
+
+def clustered_embeddings(seed: int = 3, nq: int = 30, ng: int = 90) -> Embeddings:
+    """Features around 9 identity centres; some gallery junk and distractors."""
+    rng = np.random.default_rng(seed)
+    centres = 2.0 * rng.normal(size=(10, 8))
+    pids = rng.integers(1, 10, nq + ng)
+    feats = (centres[pids] + rng.normal(size=(nq + ng, 8))).astype(np.float32)
+    g_pids = pids[nq:].copy()
+    g_pids[rng.random(ng) < 0.1] = -1
+    g_pids[rng.random(ng) < 0.1] = 0
+
+    def meta(p: np.ndarray, prefix: str) -> pd.DataFrame:
+        return pd.DataFrame({"path": [f"{prefix}/{i}.jpg" for i in range(len(p))], "pid": p,
+                             "camid": rng.integers(1, 4, len(p))})
+
+    return Embeddings(query=EmbeddingSet(feats[:nq], meta(pids[:nq], "q")),
+                      gallery=EmbeddingSet(feats[nq:], meta(g_pids, "g")))
+
+
+def test_cli_verification_figures_and_unchanged_metrics(tmp_path: Path) -> None:
+    """--verification writes the figures verification_figures gives on the same embeddings with
+    the same held-out ids (their gallery images dropped); metrics, CMC and per-query table are
+    byte-identical with or without it and whatever evaluate.open_set_fraction is."""
+    emb = clustered_embeddings()
+    write_embeddings(tmp_path / "emb", emb)
+    params = write_params(tmp_path / "params.yaml")
+    outputs = ("metrics.json", "cmc.csv", "pq.csv")
+
+    def run(name: str, *extra: str) -> Path:
+        out = tmp_path / name
+        out.mkdir()
+        assert main(["evaluate", "--params", str(params), "--embeddings", str(tmp_path / "emb"),
+                     "--out", str(out / "metrics.json"), "--cmc", str(out / "cmc.csv"),
+                     "--per-query", str(out / "pq.csv"), "--set", "re_ranking.k1=5",
+                     "--device", "cpu", *extra]) == 0
+        return out
+
+    plain = run("without")
+    q, g = emb.query, emb.gallery
+    q_pids, q_cams = q.meta["pid"].to_numpy(), q.meta["camid"].to_numpy()
+    g_pids, g_cams = g.meta["pid"].to_numpy(), g.meta["camid"].to_numpy()
+    for fraction, seed in ((0.1, 0), (0.3, 7), (0.0, 0)):
+        out = run(f"fraction{fraction}", "--verification", str(tmp_path / f"v{fraction}.json"),
+                  "--set", f"evaluate.open_set_fraction={fraction}",
+                  "--set", f"evaluate.open_set_seed={seed}")
+        for name in outputs:
+            assert (out / name).read_bytes() == (plain / name).read_bytes(), name
+        written = json.loads((tmp_path / f"v{fraction}.json").read_text())
+        kept = np.ones(len(g_pids), dtype=bool)
+        held_out: list[int] = []
+        if fraction:
+            split = hold_out_identities(q_pids, g_pids, fraction, seed)
+            kept, held_out = split.gallery_kept, split.unknown_pids.tolist()
+        expected = verification_figures(q.features, g.features[kept], q_pids, q_cams,
+                                        g_pids[kept], g_cams[kept]).to_json()
+        assert written == json.loads(json.dumps(
+            {"open_set_fraction": fraction, "open_set_seed": seed, "held_out_pids": held_out,
+             "gallery_images_held_out": int((~kept).sum()), **expected}))
+        assert len(held_out) == (max(1, round(fraction * 9)) if fraction else 0)
+        open_set = written["num_open_set_queries"]
+        assert open_set >= np.isin(q_pids, held_out).sum() and (open_set > 0) == bool(fraction)
+        points = written["operating_points"]
+        assert [p["far"] for p in points] == [1e-2, 1e-3, 1e-4]
+        assert points[0]["threshold"] is not None and points[0]["tar"] > 0
+        assert (points[0]["no_match_accuracy"] is None) == (not fraction)
+
+
+def test_cli_open_set_fraction_out_of_range(tmp_path: Path) -> None:
+    write_embeddings(tmp_path / "emb", hand_embeddings())
+    proc = subprocess.run(
+        [sys.executable, "-m", "reidpipe", "evaluate", "--params",
+         str(write_params(tmp_path / "params.yaml")), "--embeddings", str(tmp_path / "emb"),
+         "--out", str(tmp_path / "m.json"), "--verification", str(tmp_path / "v.json"),
+         "--set", "evaluate.open_set_fraction=0.9", "--device", "cpu"],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "evaluate.open_set_fraction" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "m.json").exists() and not (tmp_path / "v.json").exists()
 
 
 def oracle_ranking(dist: np.ndarray, q_pids: np.ndarray, q_cams: np.ndarray,

@@ -59,7 +59,7 @@ def evaluate_argv(tmp_path: Path, *more: str) -> list[str]:
     return ["evaluate", "--params", str(write_params(tmp_path / "params.yaml")),
             "--embeddings", str(tmp_path / "emb"), "--out", str(out / "metrics.json"),
             "--cmc", str(out / "cmc.csv"), "--per-query", str(out / "per_query.csv"),
-            "--device", "cpu", *more]
+            "--verification", str(out / "verification.json"), "--device", "cpu", *more]
 
 
 @pytest.fixture
@@ -86,8 +86,10 @@ def test_evaluate_that_fails_mid_write_keeps_the_previous_set(
         return original(self, path, *args, **kwargs)
 
     monkeypatch.setattr(pd.DataFrame, "to_csv", to_csv)
-    assert main(evaluate_argv(tmp_path, "--set", "evaluate.max_rank=5")) == 2
-    assert contents(evaluated) == before
+    # another seed: verification.json would change too
+    assert main(evaluate_argv(tmp_path, "--set", "evaluate.max_rank=5",
+                              "--set", "evaluate.open_set_seed=3")) == 2
+    assert "verification.json" in before and contents(evaluated) == before
     name = ["cmc.csv", "per_query.csv"][failing - 1]
     errors = [line for line in capfd.readouterr().err.splitlines() if "error" in line]
     assert errors == [f"reidpipe evaluate: error: cannot write {evaluated / name}: disk full "

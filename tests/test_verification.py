@@ -226,9 +226,14 @@ def test_hold_out_identities() -> None:
     assert result == brute_force(**case)
     unknown_queries = np.isin(case["q_pids"], split.unknown_pids)
     assert result["num_open_set_queries"] >= unknown_queries.sum() > 0
-    with pytest.raises(ReidpipeError, match="open-set fraction 0.01: of 9 labelled query ids it "
-                                            "holds out 0"):
-        hold_out_identities(case["q_pids"], case["g_pids"], fraction=0.01, seed=0)
+    assert len(hold_out_identities(case["q_pids"], case["g_pids"], fraction=0.01,
+                                   seed=0).unknown_pids) == 1  # at least one
+    with pytest.raises(ReidpipeError, match="evaluate.open_set_fraction 0: of 9 labelled query "
+                                            "ids it holds out 0"):
+        hold_out_identities(case["q_pids"], case["g_pids"], fraction=0, seed=0)
+    with pytest.raises(ReidpipeError, match="evaluate.open_set_fraction 0.1: of 1 labelled query "
+                                            "ids it holds out 1; expected .* one kept"):
+        hold_out_identities(np.array([3, 3, -1, 0]), case["g_pids"], fraction=0.1, seed=0)
 
 
 def _peak_bytes(case: dict, **kwargs) -> int:

@@ -287,6 +287,8 @@ class Evaluation:
     cmc: pd.DataFrame
     per_query: pd.DataFrame
     warnings: list[str] = field(default_factory=list)  # metrics.json's "warnings", when any
+    # verification.json (``verification.open_set_verification``), when asked for
+    verification: dict[str, object] | None = None
 
 
 def _top_text(top: np.ndarray) -> list[str]:
@@ -369,8 +371,9 @@ def _evaluation(rankings: dict[str, Ranking], query_paths: pd.Series,
 
 
 def write_evaluation(result: Evaluation, metrics_path: str | Path, cmc_path: str | Path | None,
-                     per_query_path: str | Path | None) -> None:
-    """The metrics and the CSVs asked for, as one unit: all replaced, or none."""
+                     per_query_path: str | Path | None,
+                     verification_path: str | Path | None = None) -> None:
+    """The metrics and the other files asked for, as one unit: all replaced, or none."""
     metrics = {**result.metrics, **({"warnings": result.warnings} if result.warnings else {})}
     writers: dict[str | Path, Callable[[Path], object]] = {
         metrics_path: lambda tmp: tmp.write_text(atomic.json_text(metrics), encoding="utf-8")}
@@ -378,4 +381,9 @@ def write_evaluation(result: Evaluation, metrics_path: str | Path, cmc_path: str
         writers[cmc_path] = lambda tmp: result.cmc.to_csv(tmp, index=False)
     if per_query_path is not None:
         writers[per_query_path] = lambda tmp: result.per_query.to_csv(tmp, index=False)
+    if verification_path is not None:
+        if result.verification is None:
+            raise ReidpipeError(f"{verification_path}: no verification figures were computed")
+        writers[verification_path] = lambda tmp: tmp.write_text(
+            atomic.json_text(result.verification), encoding="utf-8")
     atomic.write_files(writers)

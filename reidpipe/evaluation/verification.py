@@ -49,8 +49,10 @@ import numpy as np
 
 from reidpipe.errors import ReidpipeError
 from reidpipe.evaluation.arrays import ragged_positions
+from reidpipe.evaluation.embeddings import Embeddings
 from reidpipe.evaluation.evaluate import plain_distance_rows
 from reidpipe.market import DISTRACTOR_PID, JUNK_PID
+from reidpipe.params import EvaluateParams
 
 FARS = (1e-2, 1e-3, 1e-4)
 NUM_BINS = 100
@@ -107,14 +109,15 @@ class OpenSetSplit:
 def hold_out_identities(q_pids: np.ndarray, g_pids: np.ndarray, fraction: float,
                         seed: int) -> OpenSetSplit:
     """Make open-set queries where a test set has none: a seeded choice of round(fraction x the
-    labelled query ids) becomes unknown, and their gallery images are to be dropped."""
+    labelled query ids), at least one when fraction > 0 (a tiny test set still gets some),
+    becomes unknown, and their gallery images are to be dropped."""
     q_pids = np.asarray(q_pids)
     labelled = np.unique(q_pids[q_pids > DISTRACTOR_PID])
-    count = round(fraction * len(labelled))
+    count = max(1, round(fraction * len(labelled))) if fraction > 0 else 0
     if not 0 < count < len(labelled):
         raise ReidpipeError(
-            f"open-set fraction {fraction}: of {len(labelled)} labelled query ids it holds out "
-            f"{count}; expected at least one held out and one kept")
+            f"evaluate.open_set_fraction {fraction}: of {len(labelled)} labelled query ids it "
+            f"holds out {count}; expected at least one held out and one kept (0 holds none out)")
     unknown = np.sort(np.random.default_rng(seed).choice(labelled, size=count, replace=False))
     return OpenSetSplit(unknown_pids=unknown,
                         gallery_kept=~np.isin(np.asarray(g_pids), unknown))
@@ -363,3 +366,27 @@ def verification_figures(query: np.ndarray, gallery: np.ndarray, q_pids: np.ndar
         histogram_edges=np.linspace(*plot_range, num_bins + 1).tolist(),
         genuine_histogram=second.genuine_plot.tolist(),
         impostor_histogram=second.impostor_plot.tolist(), operating_points=points)
+
+
+def open_set_verification(embeddings: Embeddings, evaluate: EvaluateParams,
+                          device: str = "cpu") -> dict[str, object]:
+    """``evaluate``'s verification.json: the figures with ``evaluate.open_set_fraction`` of the
+    query ids held out (``evaluate.open_set_seed``; their gallery images dropped, for these
+    figures only), and which ids those were."""
+    q, g = embeddings.query, embeddings.gallery
+    q_pids, g_pids = q.meta["pid"].to_numpy(), g.meta["pid"].to_numpy()
+    g_cams = g.meta["camid"].to_numpy()
+    gallery, held_out = g.features, np.empty(0, dtype=q_pids.dtype)
+    if evaluate.open_set_fraction > 0:
+        split = hold_out_identities(q_pids, g_pids, evaluate.open_set_fraction,
+                                    evaluate.open_set_seed)
+        held_out = split.unknown_pids
+        gallery = gallery[split.gallery_kept]
+        g_pids, g_cams = g_pids[split.gallery_kept], g_cams[split.gallery_kept]
+    figures = verification_figures(q.features, gallery, q_pids, q.meta["camid"].to_numpy(),
+                                   g_pids, g_cams, distance=evaluate.distance, device=device)
+    return {"open_set_fraction": evaluate.open_set_fraction,
+            "open_set_seed": evaluate.open_set_seed,
+            "held_out_pids": held_out.tolist(),
+            "gallery_images_held_out": len(g.features) - len(gallery),
+            **figures.to_json()}

@@ -52,6 +52,7 @@ from reidpipe.filenames import (
     TRAIN_LOG_FILE,
     TRAIN_SET_DIR,
     VALIDATION_FILE,
+    VERIFICATION_FILE,
 )
 from reidpipe.params import Params
 
@@ -203,6 +204,9 @@ def template_wildcards(template: str) -> list[str]:
 # are the export stage's alone, so they rerun that arch's export only.
 ARCH_CONFIG = ("archs.{arch}.model", "archs.{arch}.dataset", "archs.{arch}.train")
 TRAIN_PARAMS = ("model", "dataset", "train", *ARCH_CONFIG, "pipeline.cpu_isa")
+# What the export and TensorRT parity rankings read of ``evaluate``: not the open-set keys, which
+# only verification.json reads, so changing them rebuilds no export or engine.
+PARITY_RANKING = ("evaluate.distance", "evaluate.ap_method", "evaluate.max_rank")
 
 
 def _train(name: str, model_dir: str, seed: str = "", **how: Any) -> Stage:
@@ -233,17 +237,21 @@ def _extract(name: str, model_dir: str, splits: str, embeddings: str, log: str =
 
 def _evaluate(name: str, embeddings: str, results: str, in_git: bool = True, log: str = ""
               ) -> Stage:
-    """Metrics, CMC and per-query table of ``embeddings`` in ``results`` (``in_git``: the
-    metrics and CMC are DVC metrics/plots kept in git)."""
+    """Metrics, CMC, per-query table and verification figures of ``embeddings`` in ``results``
+    (``in_git``: the metrics and CMC are DVC metrics/plots kept in git, the verification figures
+    in git too)."""
     return Stage(name,
                  command="reidpipe evaluate --embeddings {input.embeddings} --out "
-                         "{output.metrics} --cmc {output.cmc} --per-query {output.per_query}",
+                         "{output.metrics} --cmc {output.cmc} --per-query {output.per_query} "
+                         "--verification {output.verification}",
                  inputs={"embeddings": embeddings},
                  outputs={"metrics": Output(f"{results}/{METRICS_FILE}",
                                             dvc="metric" if in_git else "out"),
                           "cmc": Output(f"{results}/{CMC_FILE}",
                                         **({"dvc": "plot", "plot_x": "rank"} if in_git else {})),
-                          "per_query": Output(f"{results}/{PER_QUERY_FILE}")},
+                          "per_query": Output(f"{results}/{PER_QUERY_FILE}"),
+                          "verification": Output(f"{results}/{VERIFICATION_FILE}",
+                                                 dvc="git" if in_git else "out")},
                  params=("re_ranking", "evaluate", "report.top_k"), cli="evaluate",
                  log=log, threads=2, gpu=1)
 
@@ -335,14 +343,14 @@ STAGES: tuple[Stage, ...] = (
           inputs={"model": f"{ARCH_MODEL}/{MODEL_FILE}", "splits": SPLITS},
           outputs={"onnx": Output(ONNX, directory=True)},
           params=("export", "extract.batch_size", "extract.channel_order", "extract.input_scale",
-                  "evaluate", *ARCH_CONFIG, "archs.{arch}.export", "pipeline.cpu_isa"),
+                  *PARITY_RANKING, *ARCH_CONFIG, "archs.{arch}.export", "pipeline.cpu_isa"),
           threads=2, gpu=1),
     Stage("build_trt",
           command="reidpipe build-trt --arch {arch} --onnx-dir {input.onnx} --splits {input.splits}"
                   " --out {output.tensorrt}",
           inputs={"onnx": ONNX, "splits": SPLITS},
           outputs={"tensorrt": Output(TENSORRT, directory=True)},
-          params=("deploy", "extract.batch_size", "evaluate", "model.with_flip_feature",
+          params=("deploy", "extract.batch_size", *PARITY_RANKING, "model.with_flip_feature",
                   *ARCH_CONFIG), threads=2, gpu=1),
     Stage("package",
           command="reidpipe package --arch {arch} --onnx-dir {input.onnx} --trt-dir"
@@ -357,6 +365,7 @@ STAGES: tuple[Stage, ...] = (
                   "metrics": AllOf(f"{ARCH_RESULTS}/{METRICS_FILE}"),
                   "cmc": AllOf(f"{ARCH_RESULTS}/{CMC_FILE}"),
                   "per_query": AllOf(f"{ARCH_RESULTS}/{PER_QUERY_FILE}"),
+                  "verification": AllOf(f"{ARCH_RESULTS}/{VERIFICATION_FILE}"),
                   "embeddings": AllOf(EMBEDDINGS),
                   "onnx": AllOf(ONNX),
                   "tensorrt": AllOf(TENSORRT),
