@@ -19,6 +19,8 @@ from reidpipe.dataset_registry import DatasetSource, dataset_source
 from reidpipe.data.manifest import COLUMNS, manifest_path, write_manifest
 from reidpipe.errors import ReidpipeError
 
+SUMMARY_FILE = "split.json"  # the row counts, the source and its dataset folder
+
 
 def _split_frame(dataset_dir: Path, split: str, source: DatasetSource) -> pd.DataFrame:
     scan = source.scan(dataset_dir, split)
@@ -103,5 +105,5 @@ def make_split(dataset_dir: str | Path, out_dir: str | Path, val_ids: int, seed:
         counts = {name: len(table) for name, table in tables.items()}
         summary = dict(counts, train_ids=len(labels), val_ids=len(held_pids),
                        dataset_dir=str(dataset_dir), source=source.name, seed=seed)
-        atomic.write_json(Path(tmp) / "split.json", summary)
+        atomic.write_json(Path(tmp) / SUMMARY_FILE, summary)
     return counts
