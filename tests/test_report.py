@@ -23,6 +23,7 @@ from reidpipe.deploy.tensorrt_build import build_trt, unavailable_reason
 from reidpipe.errors import ReidpipeError
 from reidpipe.evaluation.embeddings import Embeddings, EmbeddingSet, write_embeddings
 from reidpipe.evaluation.evaluate import evaluate_embeddings, write_evaluation
+from reidpipe.evaluation.verification import open_set_verification
 from reidpipe.filenames import PARITY_FILE, TRT_STATUS_FILE
 from reidpipe.params import (
     ArchRecipe,
@@ -62,9 +63,12 @@ def _write_arch(root: Path, dataset: Path, arch: str, noise: float) -> None:
                      gallery=_embedding_set(gallery, rng, centers, noise))
     out = root / "results" / arch
     write_embeddings(out / "embeddings", emb)
-    result = evaluate_embeddings(emb, EvaluateParams(max_rank=20),
-                                 ReRankingParams(k1=4, k2=2), top_k=10, device="cpu")
-    write_evaluation(result, out / "metrics.json", out / "cmc.csv", out / "per_query.csv")
+    evaluate = EvaluateParams(max_rank=20)
+    result = evaluate_embeddings(emb, evaluate, ReRankingParams(k1=4, k2=2), top_k=10,
+                                 device="cpu")
+    result.verification = open_set_verification(emb, evaluate)
+    write_evaluation(result, out / "metrics.json", out / "cmc.csv", out / "per_query.csv",
+                     out / "verification.json")
     log = pd.DataFrame({"epoch": [1, 2, 3, 4], "steps": [5, 10, 15, 20],
                         "loss": [8.1, 5.9, 4.2, 3.5], "id_loss": [3.1, 3.0, 2.4, 2.0],
                         "triplet_loss": [5.0, 2.9, 1.8, 1.5], "center_loss": [0.0] * 4,
@@ -136,7 +140,7 @@ def test_html_is_self_contained_and_figures_are_pngs(workspace: Path, tmp_path: 
     md, page = _report(root, sampled_queries=4, top_k=10)
     out = root / "reports"
     figures = ["figures/cmc.png"] + [f"figures/{a}_{kind}.png" for a in ARCHS
-                                     for kind in ("matches", "training")]
+                                     for kind in ("matches", "training", "verification")]
     for name in figures:
         with Image.open(out / name) as image:
             assert image.format == "PNG" and image.width > 300
@@ -299,6 +303,10 @@ GOOD_PARITY = {"status": "passed", "batch_parity": [{"batch_size": 1, "max_abs_d
      "latency[0].median_ms = 'fast', expected a number"),
     ("tensorrt/status.json", "parity", ["not", "an", "object"], "parity = ['not', 'an', "
                                                                  "'object'], expected a JSON object"),
+    ("verification.json", "genuine_histogram", [3, 4],
+     "genuine_histogram has 2 bins and histogram_edges 101 edges; expected one edge more"),
+    ("verification.json", "operating_points", [{"far": 0.01, "threshold": "low"}],
+     "operating_points[0].threshold = 'low', expected a number"),
 ])
 def test_malformed_inputs_are_named_and_leave_no_report(workspace: Path, tmp_path: Path, file,
                                                         dotted, value, message) -> None:
@@ -319,6 +327,37 @@ def test_malformed_inputs_are_named_and_leave_no_report(workspace: Path, tmp_pat
         build_report(_params(), root / "results", root / "models", root / "reports")
     assert f"net_b/{file}: {message}" in str(error.value)
     assert not (root / "reports").exists()
+
+
+def test_verification_section(workspace: Path, tmp_path: Path) -> None:
+    """Each arch's verification.json as a table (threshold, TAR, achieved FAR, no-match accuracy
+    per target FAR; a FAR without a threshold says why) and the distance-distribution figure;
+    an arch without one says so."""
+    root = _copy(workspace, tmp_path)
+    (root / "results" / "net_a" / "verification.json").unlink()
+    md, page = _report(root)
+    data = json.loads((root / "results" / "net_b" / "verification.json").read_text())
+    assert data["held_out_pids"] and data["num_open_set_queries"] > 0
+    assert md.count("### Verification thresholds (open set)") == 2
+    assert (f"{len(data['held_out_pids'])} query identities (evaluate.open_set_fraction 0.1) "
+            f"were held out: their {data['gallery_images_held_out']} gallery images") in md
+    rows = 0
+    for point in data["operating_points"]:
+        if point["threshold"] is None:
+            row = f"| {point['far']:g} | none: {point['why_null']['threshold']} | - | - | - | - |"
+        else:
+            row = (f"| {point['far']:g} | {point['threshold']:.4f} | {100 * point['tar']:.1f}% | "
+                   f"{point['far_achieved']:.2e} | {100 * point['no_match_accuracy']:.1f}% | "
+                   f"{100 * point['known_rank1_accepted']:.1f}% |")
+            rows += 1
+        assert row in md, row
+    assert rows >= 1  # at least one FAR has a threshold on this data
+    with Image.open(root / "reports" / "figures" / "net_b_verification.png") as image:
+        assert image.format == "PNG" and image.width > 300
+    assert "](figures/net_b_verification.png)" in md
+    assert not (root / "reports" / "figures" / "net_a_verification.png").exists()
+    assert "Not available: no verification.json (run `reidpipe evaluate --verification`)." in md
+    assert "Verification thresholds (open set)" in page
 
 
 def test_non_numeric_training_log_is_named(workspace: Path, tmp_path: Path) -> None:

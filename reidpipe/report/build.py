@@ -4,7 +4,8 @@ Writes ``index.md`` (figures as sibling PNGs), a self-contained ``index.html`` (
 data URIs, inline CSS), ``metrics.json`` (``{arch: {"plain": {...}, "reranked": {...}}}``, the DVC
 metrics file), ``environment.json`` (each arch's training environment, kept in git so the next
 report and the CI gate can say what differs) and the figures ``figures/cmc.png``,
-``figures/<arch>_matches.png``, ``figures/<arch>_training.png``.
+``figures/<arch>_matches.png``, ``figures/<arch>_training.png``,
+``figures/<arch>_verification.png``.
 Deltas are taken against the ``metrics.json`` committed at git HEAD in the output folder, when
 there is one. Both documents are rendered from one list of blocks, so they cannot disagree.
 """
@@ -46,6 +47,7 @@ from reidpipe.report.sections import (
     top_indices,
     training_section,
     validation_section,
+    verification_section,
 )
 
 
@@ -100,6 +102,7 @@ def build_report(params: Params, results_dir: str | Path, models_dir: str | Path
                        Figure(file, f"{arch.name}: {len(queries)} sampled queries (seed "
                                     f"{SAMPLE_SEED}) with their top-{top_k} gallery images")]
             blocks += hardest_section(arch, opts.hardest_queries)
+            blocks += verification_section(arch, staging)
             blocks += training_section(arch, models_dir, staging)
             blocks += export_section(arch)
         title = "reidpipe report"

@@ -183,3 +183,43 @@ def training_figure(arch: str, log: pd.DataFrame, path: Path) -> None:
     fig.suptitle(f"{arch}: training curves", fontsize=11)
     fig.tight_layout()
     _save(fig, path)
+
+
+GENUINE_COLOR = MATCH_COLOR
+IMPOSTOR_COLOR = ERROR_COLOR
+
+
+def verification_figure(arch: str, verification: Mapping[str, object], path: Path) -> None:
+    """verification.json's genuine and impostor distance histograms, each as the share of its
+    pairs per bin (log scale: the thresholds sit in the impostors' thin lower tail), with the
+    threshold of each target FAR marked."""
+    edges = np.asarray(verification["histogram_edges"], dtype=float)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for key, label, color in (("genuine_histogram", "genuine pairs (same id, other camera)",
+                               GENUINE_COLOR),
+                              ("impostor_histogram", "impostor pairs (other id)",
+                               IMPOSTOR_COLOR)):
+        counts = np.asarray(verification[key], dtype=float)
+        total = counts.sum()
+        if not total:
+            continue
+        ax.stairs(counts / total, edges, color=color, linewidth=1.6,
+                  label=f"{label}, {int(total):,}")
+    styles = (":", "--", "-.")
+    for index, point in enumerate(verification["operating_points"]):  # type: ignore[arg-type]
+        if point.get("threshold") is None:
+            continue
+        tar = point.get("tar")
+        ax.axvline(point["threshold"], color="#333333", linestyle=styles[index % len(styles)],
+                   linewidth=1.2, label=f"threshold at FAR {point['far']:g}: "
+                                        f"{point['threshold']:.3f}"
+                                        + ("" if tar is None else f" (TAR {100 * tar:.1f}%)"))
+    ax.set_yscale("log")
+    ax.set_xlim(edges[0], edges[-1])
+    ax.set_xlabel(f"{verification.get('distance', '')} distance".strip())
+    ax.set_ylabel("share of the pairs per bin (log scale)")
+    ax.set_title(f"{arch}: genuine and impostor distances; a pair is accepted at distance "
+                 "<= threshold", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower center")
+    _save(fig, path)

@@ -27,6 +27,7 @@ from reidpipe.filenames import (
     TRAIN_CONFIG_FILE,
     TRAIN_LOG_FILE,
     TRT_STATUS_FILE,
+    VERIFICATION_FILE,
     embedding_table,
 )
 from reidpipe.json_files import read_json_file
@@ -108,6 +109,16 @@ PARITY_SPEC = {"gates": {"*": NUMBER}, "retrieval": _RETRIEVAL, "batch_parity": 
 PACKAGE_SPEC = {"triton": {"max_batch_size": NUMBER},
                 "deepstream": {"offsets": [NUMBER], "netScaleFactor": NUMBER,
                                "networkMode": NUMBER, "folded_channel_scale": [NUMBER]}}
+VERIFICATION_SPEC = {
+    "open_set_fraction": NUMBER, "held_out_pids": [NUMBER], "gallery_images_held_out": NUMBER,
+    **{f"num_{what}": NUMBER for what in ("genuine_pairs", "impostor_pairs", "known_queries",
+                                          "open_set_queries", "queries_without_candidates",
+                                          "junk_queries")},
+    "known_rank1": NUMBER, "histogram_edges": [NUMBER], "genuine_histogram": [NUMBER],
+    "impostor_histogram": [NUMBER],
+    "operating_points": [{key: NUMBER for key in ("far", "threshold", "tar", "far_achieved",
+                                                  "true_accepts", "false_accepts",
+                                                  "no_match_accuracy", "known_rank1_accepted")}]}
 TRT_STATUS_SPEC = {"latency": [{"batch_size": NUMBER, "median_ms": NUMBER, "p90_ms": NUMBER,
                                 "images_per_second": NUMBER}],
                    "parity": {"retrieval": _RETRIEVAL, "batch_parity": _BATCH_ROWS,
@@ -149,6 +160,7 @@ class ArchResults:
     parity: dict[str, Any] | None
     tensorrt: dict[str, Any] | None
     package: dict[str, Any] | None = None
+    verification: dict[str, Any] | None = None
 
     @property
     def ranking(self) -> str:
@@ -205,7 +217,28 @@ def load_arch(name: str, results_dir: Path, models_dir: Path) -> ArchResults:
                        tensorrt=_optional_json(arch_dir / TENSORRT_DIR / TRT_STATUS_FILE,
                                                TRT_STATUS_SPEC),
                        package=_optional_json(arch_dir / DEPLOY_DIR / PACKAGE_MANIFEST_FILE,
-                                              PACKAGE_SPEC))
+                                              PACKAGE_SPEC),
+                       verification=read_verification(arch_dir / VERIFICATION_FILE))
+
+
+def read_verification(path: Path) -> dict[str, Any] | None:
+    """An evaluate stage's verification.json, when there is one: histograms whose lengths agree
+    with their edges, and a list of operating points."""
+    data = _optional_json(path, VERIFICATION_SPEC)
+    if data is None:
+        return None
+    edges = data.get("histogram_edges")
+    for key in ("genuine_histogram", "impostor_histogram"):
+        counts = data.get(key)
+        if not isinstance(edges, list) or not isinstance(counts, list) \
+                or len(counts) + 1 != len(edges) or not counts:
+            raise ReidpipeError(f"{path}: {key} has {len(counts or [])} bins and histogram_edges "
+                                f"{len(edges or [])} edges; expected one edge more than bins "
+                                "(written by `reidpipe evaluate --verification`)")
+    if not isinstance(data.get("operating_points"), list):
+        raise ReidpipeError(f"{path}: operating_points = {data.get('operating_points')!r}, "
+                            "expected a list")
+    return data
 
 
 @dataclass

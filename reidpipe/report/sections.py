@@ -21,6 +21,7 @@ from reidpipe.filenames import (
     TENSORRT_DIR,
     TRAIN_CONFIG_FILE,
     TRT_STATUS_FILE,
+    VERIFICATION_FILE,
 )
 from reidpipe.json_files import read_json_file
 from reidpipe.report.document import (
@@ -369,4 +370,52 @@ def validation_section(path: Path) -> list[Block]:
               for p in (data.get("problems") or [])[:10] if isinstance(p, dict)]
     if notes:
         blocks.append(Bullets(notes))
+    return blocks
+
+
+def _count(value: Any) -> str:
+    return "n/a" if value is None else f"{int(value):,}"
+
+
+def verification_section(arch: ArchResults, out_dir: Path) -> list[Block]:
+    """verification.json: the genuine/impostor distance distributions with each FAR's threshold,
+    and per FAR the threshold, TAR and the "no match" accuracy on the open-set queries."""
+    blocks: list[Block] = [Heading(3, "Verification thresholds (open set)")]
+    data = arch.verification
+    if data is None:
+        return blocks + [Paragraph(f"Not available: no {VERIFICATION_FILE} (run `reidpipe "
+                                   "evaluate --verification`).")]
+    held_out = data.get("held_out_pids") or []
+    setup = (f"{len(held_out)} query identities (evaluate.open_set_fraction "
+             f"{data.get('open_set_fraction')}) were held out: their "
+             f"{_count(data.get('gallery_images_held_out'))} gallery images are left out of these "
+             "figures only (the retrieval metrics use the whole gallery)" if held_out else
+             "No identities were held out (evaluate.open_set_fraction 0)")
+    blocks.append(Paragraph(
+        f"{setup}. {data.get('distance', '?')} distance, the ranking's; "
+        f"{_count(data.get('num_genuine_pairs'))} genuine pairs (same identity, another camera), "
+        f"{_count(data.get('num_impostor_pairs'))} impostor pairs; "
+        f"{_count(data.get('num_known_queries'))} queries with a match and "
+        f"{_count(data.get('num_open_set_queries'))} open-set queries (no match in the gallery). "
+        "A pair is accepted when its distance is at most the threshold; the threshold of a "
+        "target FAR is the largest that accepts at most that share of the impostor pairs. "
+        "No-match accuracy: open-set queries whose nearest gallery image is rejected. Known "
+        "accepted: queries with a match whose nearest image is a true match and accepted."))
+    file = f"{FIGURES_DIR}/{arch.name}_verification.png"
+    report_figures.verification_figure(arch.name, data, out_dir / file)
+    blocks.append(Figure(file, f"{arch.name}: distance distributions of genuine and impostor "
+                               "pairs, with the threshold of each target FAR"))
+    rows: list[list[Cell]] = []
+    for point in data["operating_points"]:
+        threshold = point.get("threshold")
+        if threshold is None:
+            reason = (point.get("why_null") or {}).get("threshold", "none")
+            rows.append([f"{point.get('far'):g}", f"none: {reason}", "-", "-", "-", "-"])
+            continue
+        rows.append([f"{point.get('far'):g}", f"{threshold:.4f}", _pct(point.get("tar")),
+                     f"{point.get('far_achieved', math.nan):.2e}",
+                     _pct(point.get("no_match_accuracy")),
+                     _pct(point.get("known_rank1_accepted"))])
+    blocks.append(Table(["target FAR", "threshold (distance)", "TAR", "achieved FAR",
+                         "no-match accuracy", "known accepted"], rows))
     return blocks
