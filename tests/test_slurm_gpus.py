@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 PARAMS = ["params.yaml", "config/demo.yaml", "gpus.yaml"]
 # The profile's `set-resources: train:` for each case (README "Running on a Slurm cluster").
 ONE_GPU: dict[str, object] = {}  # the rule's gpu=1: sbatch --gpus=1
-TWO_GPUS = {"gpu": 2}  # one task with both GPUs; Lightning starts the second rank itself
+TWO_GPUS = {}  # train's gpu is the arch's num_gpus: one task with both GPUs, Lightning starts rank 1
 TWO_BY_TWO = {"gpu": 0, "gres": "gpu:2", "nodes": 2, "tasks_per_node": 2,
               "mpi": "srun --nodes=2 --ntasks-per-node=2 --label"}
 # One arch per case (and two for the local run), each with its own GPU and node counts.

@@ -29,7 +29,7 @@ from reidpipe.training.train import Runtime, train_arch
 # The profile's `set-resources: train:` for train.num_nodes = 2 on CPU, one task a node
 # (README "Running on a Slurm cluster"): no GPU, two nodes, two tasks, and the launcher that
 # starts the command once a task (Lightning reads its ranks from srun's SLURM_* variables).
-MULTI_NODE_CPU = {"gpu": 0, "nodes": 2, "tasks": 2,
+MULTI_NODE_CPU = {"nodes": 2, "tasks": 2,
                   "mpi": "srun --nodes=2 --ntasks-per-node=1 --label"}
 GLOBAL_BATCH, K, EPOCHS, SEED, STEPS = 8, 2, 2, 1234, 3
 TINY = {

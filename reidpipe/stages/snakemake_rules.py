@@ -135,8 +135,16 @@ def params(st: Stage, config: Mapping[str, Any], files: Sequence[str]) -> dict[s
     return {"files": files_param, "tracked": tracked}
 
 
-def resources(st: Stage) -> dict[str, Any]:
-    return {**({"gpu": st.gpu} if st.gpu else {}), **st.resources}
+def resources(st: Stage, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The stage's resources; a GPU count the params give is computed for each job."""
+    gpu: Any = st.gpu
+    if callable(st.gpu):
+        count = st.gpu
+
+        def gpu(wildcards: Any) -> int:
+            return count(params_from_dict(config), dict(wildcards.items()))
+
+    return {**({"gpu": gpu} if gpu else {}), **st.resources}
 
 
 def shell(st: Stage, config: Mapping[str, Any]) -> str:

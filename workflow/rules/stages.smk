@@ -22,7 +22,7 @@ def define_rule(stage):
             stage.log_path,
         threads: stage.threads
         resources:
-            **stage_rule.resources(stage),
+            **stage_rule.resources(stage, config),
         shell:
             stage_rule.shell(stage, config)
 
