@@ -155,8 +155,9 @@ class Stage:
     log: str = ""
     threads: int = 1  # Snakemake sets OMP_NUM_THREADS from it; the Slurm profile --cpus-per-task
     # GPUs, as Snakemake's ``gpu`` resource: `--resources gpu=N` bounds the jobs running at
-    # once, the Slurm profile asks for them (--gpus)
-    gpu: int = 0
+    # once, the Slurm profile asks for them (--gpus). A number, or the job's count from the
+    # params and its wildcards (train: the arch's train.num_gpus)
+    gpu: int | Callable[[Params, Mapping[str, str]], int] = 0
     # Further Snakemake resources, which a profile may override per rule. ``mpi`` is the launcher
     # the command runs under (Snakemake's convention: the Slurm profile sets srun there)
     resources: Mapping[str, Any] = field(default_factory=dict)
@@ -219,7 +220,13 @@ def _train(name: str, model_dir: str, seed: str = "", **how: Any) -> Stage:
                  outputs={"model": Output(f"{model_dir}/{MODEL_FILE}"),
                           "config": Output(f"{model_dir}/{TRAIN_CONFIG_FILE}"),
                           "train_log": Output(f"{model_dir}/{TRAIN_LOG_FILE}")},
-                 params=TRAIN_PARAMS, cli="train", threads=4, gpu=1, **how)
+                 params=TRAIN_PARAMS, cli="train", threads=4, gpu=_arch_gpus, **how)
+
+
+def _arch_gpus(params: Params, wildcards: Mapping[str, str]) -> int:
+    """A training job's GPUs: its arch's train.num_gpus (on one node; a multi-node job asks for
+    its GPUs per node through the Slurm profile), 0 for a CPU run."""
+    return params.arch(wildcards["arch"]).train.num_gpus
 
 
 def _extract(name: str, model_dir: str, splits: str, embeddings: str, log: str = "") -> Stage:
@@ -406,7 +413,8 @@ def describe() -> str:
     lines = []
     for st in STAGES:
         each = f" (one job per {', '.join(st.wildcards)})" if st.wildcards else ""
-        resources = {"gpu": st.gpu, **st.resources} if st.gpu else dict(st.resources)
+        gpu = "the arch's train.num_gpus" if callable(st.gpu) else st.gpu
+        resources = {"gpu": gpu, **st.resources} if gpu else dict(st.resources)
         lines += [f"{st.name}{each}",
                   f"  command: {st.command} --params FILES --provenance FILE",
                   f"  code:    {' '.join(st.code_files())}",
