@@ -26,11 +26,14 @@ VERIFICATION = {"open_set_fraction": 0.1, "open_set_seed": 0, "held_out_pids": [
                 "num_impostor_pairs": 1800, "num_known_queries": 17, "num_open_set_queries": 2,
                 "operating_points": [
                     {"far": far, "threshold": threshold, "tar": tar, "far_achieved": achieved,
-                     "true_accepts": 1, "false_accepts": 1, "no_match_accuracy": 0.5,
-                     "known_rank1_accepted": 0.4, "why_null": why}
-                    for far, threshold, tar, achieved, why in (
-                        (1e-2, 0.4321, 0.61, 0.0094, {}), (1e-3, 0.2468, 0.33, 0.00056, {}),
-                        (1e-4, None, None, None, {"threshold": "1800 impostor pairs: too few"}))]}
+                     "true_accepts": accepts, "false_accepts": accepts,
+                     "no_match_accuracy": no_match, "known_rank1_accepted": no_match,
+                     "why_null": why}
+                    for far, threshold, tar, achieved, accepts, no_match, why in (
+                        (1e-2, 0.4321, 0.61, 0.0094, 17, 0.5, {}),
+                        (1e-3, 0.2468, 0.33, 0.00056, 1, 1.0, {}),
+                        (1e-4, None, None, None, None, None,
+                         {"threshold": "1800 impostor pairs: too few"}))]}
 
 
 def write_run_records(root: Path, splits: Path, params, arch: str,

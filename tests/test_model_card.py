@@ -25,6 +25,7 @@ from reidpipe.errors import ReidpipeError
 from reidpipe.params import Params
 from reidpipe.params.sections.archs import ArchRecipe
 
+
 def split_of(dataset: Path, out: Path, source=None) -> dict:
     make_split(dataset, out, val_ids=1, seed=0, source=source)
     return fingerprint_splits(out)

@@ -14,14 +14,16 @@ import pytest
 import torch
 import yaml
 from google.protobuf import text_format
+from model_card_support import cli_args, run_records, write_run_records
 from PIL import Image
 from torch import nn
 from tritonclient.grpc import model_config_pb2
 
 from reidpipe.cli import main
+from reidpipe.data.fingerprint import fingerprint_splits
 from reidpipe.data.manifest import read_split
-from reidpipe.deploy.export_onnx import export_onnx
 from reidpipe.deploy.deepstream import DEEPSTREAM_CONFIG, DEEPSTREAM_DIR, deepstream_input
+from reidpipe.deploy.export_onnx import export_onnx
 from reidpipe.deploy.package import README_FILE, package
 from reidpipe.deploy.tensorrt_build import build_trt
 from reidpipe.deploy.triton import TRITON_CONFIG, TRITON_DIR, TRITON_PLAN
@@ -30,6 +32,8 @@ from reidpipe.evaluation.extract import embed
 from reidpipe.evaluation.onnx_runtime import onnx_forward
 from reidpipe.filenames import (
     INT8_FILE,
+    MODEL_CARD_JSON,
+    MODEL_CARD_MARKDOWN,
     ONNX_FILE,
     PACKAGE_MANIFEST_FILE,
     TRT_ENGINE_FILE,
@@ -37,6 +41,7 @@ from reidpipe.filenames import (
 )
 from reidpipe.input_contract import Preprocess
 from reidpipe.params import load_params
+from reidpipe.report.sections import _package_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = [str(ROOT / "params.yaml"), str(ROOT / "config" / "demo.yaml")]
@@ -50,6 +55,19 @@ def params():
     base = load_params(DEMO)
     return dataclasses.replace(base, export=dataclasses.replace(base.export, fp16=False,
                                                                 int8=False))
+
+
+@pytest.fixture(scope="module")
+def record_files(params, splits, tmp_path_factory) -> dict[str, Path]:
+    return write_run_records(tmp_path_factory.mktemp("records"), splits, params, "resnet_demo")
+
+
+@pytest.fixture(scope="module")
+def records(record_files):
+    return run_records(record_files)
+
+
+RECIPE = {"name": "tiny", "source": "user-defined (params archs.tiny)", "published": False}
 
 
 def net() -> nn.Module:
@@ -105,12 +123,14 @@ def test_per_channel_std_is_refused_without_folding():
         deepstream_input(Preprocess(256, 128, IMAGENET_MEAN, IMAGENET_STD), fold=False)
 
 
-def test_triton_repository_parses_with_tritons_protobuf(params, splits, tmp_path):
+def test_triton_repository_parses_with_tritons_protobuf(params, splits, record_files,
+                                                          tmp_path):
     pre = Preprocess(32, 16, (0.5,) * 3, (0.5,) * 3)
     onnx_dir, trt_dir = exported(params, splits, tmp_path, pre)
     out = tmp_path / "deploy"
     assert main(["package", "--params", *DEMO, "--arch", "resnet_demo", "--onnx-dir",
-                 str(onnx_dir), "--trt-dir", str(trt_dir), "--out", str(out)]) == 0
+                 str(onnx_dir), "--trt-dir", str(trt_dir), *cli_args(record_files), "--out",
+                 str(out)]) == 0
     model_dir = out / TRITON_DIR / "resnet_demo"
     config = text_format.Parse((model_dir / TRITON_CONFIG).read_text(),
                                model_config_pb2.ModelConfig())
@@ -137,9 +157,89 @@ def test_triton_repository_parses_with_tritons_protobuf(params, splits, tmp_path
                  "RGB", "output `embedding`: TYPE_FP32, shape batch x 24", "**not**\n  L2-normalised",
                  "tritonserver --model-repository"):
         assert fact in readme
+    card = json.loads((out / MODEL_CARD_JSON).read_text())
+    assert card["architecture"]["recipe"] == {"name": "resnet_demo", "published": False,
+                                              "source": "user-defined (params archs.resnet_demo)"}
+    assert (out / MODEL_CARD_MARKDOWN).read_text().startswith("# Model card: resnet_demo\n")
 
 
-def test_built_engine_is_served_as_model_plan(params, splits, tmp_path):
+CARD_SECTIONS = ["model_overview", "architecture", "training_data", "evaluation_data", "metrics",
+                 "open_set_verification", "inference_and_deployment", "environment",
+                 "limitations", "ethical_considerations"]
+
+
+def test_package_writes_the_model_card(params, splits, record_files, records, tmp_path):
+    """The card's sections, each with the values of the files it was built from; without
+    verification figures it says so, and the README recommends no threshold."""
+    onnx_dir, trt_dir = exported(params, splits, tmp_path, Preprocess(32, 16, (0.5,) * 3,
+                                                                     (0.5,) * 3))
+    out = tmp_path / "deploy"
+    package("tiny", onnx_dir, trt_dir, out, params.deploy, records, RECIPE)
+    card = json.loads((out / MODEL_CARD_JSON).read_text())
+    assert list(card) == CARD_SECTIONS
+    markdown = (out / MODEL_CARD_MARKDOWN).read_text()
+    for heading in ("Model overview", "Architecture", "Training data",
+                    "Evaluation data and protocol", "Metrics", "Open-set verification",
+                    "Inference and deployment formats", "Environment", "Limitations",
+                    "Ethical considerations"):
+        assert f"\n## {heading}\n" in markdown
+
+    config = yaml.safe_load(record_files["config"].read_text())
+    arch = card["architecture"]
+    assert (arch["backbone"], arch["feat_dim"], arch["bnneck"], arch["input"]) == (
+        config["model"]["backbone"], 24, config["model"]["neck"] == "bnneck",
+        {"channels": 3, "height": config["model"]["input_height"],
+         "width": config["model"]["input_width"]})
+    assert arch["recipe"] == RECIPE and arch["pretrained_weights"] == "none"
+    assert card["environment"] == config["environment"]
+
+    test_set = fingerprint_splits(splits)
+    assert card["evaluation_data"]["dataset"] == test_set
+    trained = card["training_data"]["sources"]["market1501"]
+    assert trained["fingerprint"] == test_set
+    assert trained["train_images"] == len(read_split(splits, "train"))
+    assert test_set["splits"]["train"]["sha256"] in markdown
+    assert test_set["splits"]["gallery"]["sha256"] in markdown
+    assert f"unrecognised ({test_set['version']['reason']})" in markdown
+    assert card["training_data"]["validation"]["valid"] is True
+
+    metrics = json.loads(record_files["metrics"].read_text())
+    assert card["metrics"]["reranked"]["mAP"] == metrics["reranked"]["mAP"]
+    assert "| plain | 41.2 | 23.2 | 47.2 | 68.8 | 80.0 | 86.4 |" in markdown
+    assert "| reranked | 45.8 |" in markdown
+    assert card["evaluation_data"]["re_ranking"] == {"k1": 20, "k2": 6, "lambda_value": 0.3}
+
+    parity = json.loads((onnx_dir / "parity.json").read_text())
+    fp32 = card["inference_and_deployment"]["formats"]["onnx_fp32"]
+    assert fp32["min_cosine"] == min(r["min_cosine"] for r in parity["batch_parity"])
+    assert fp32["retrieval_delta_points"] == parity["retrieval"]["delta_points"]
+    assert card["inference_and_deployment"]["formats"]["tensorrt"]["status"] == json.loads(
+        (trt_dir / TRT_STATUS_FILE).read_text())["status"]
+
+    verification = json.loads(record_files["verification"].read_text())
+    recommended = card["open_set_verification"]["recommended"]
+    assert (recommended["far"], recommended["threshold"]) == (1e-3, 0.2468)
+    assert len(card["open_set_verification"]["operating_points"]) == len(
+        verification["operating_points"])
+    readme = (out / README_FILE).read_text()
+    assert ("is <= 0.2468 (FAR 0.001 on the test set: 33.0% of true pairs accepted, achieved "
+            "FAR 0.00056, 100.0% of open-set queries rejected)") in readme
+    assert "| 0.0001 | none: 1800 impostor pairs: too few | - | - | - |" in markdown
+    manifest = json.loads((out / PACKAGE_MANIFEST_FILE).read_text())
+    assert manifest["model_card"] == {"markdown": MODEL_CARD_MARKDOWN, "json": MODEL_CARD_JSON}
+    assert "Model card: `tiny/deploy/MODEL_CARD.md` (JSON: `model_card.json` beside it)" in (
+        _package_blocks(manifest)[0].text)   # the report's link
+
+    without = run_records({k: v for k, v in record_files.items() if k != "verification"})
+    package("tiny", onnx_dir, trt_dir, tmp_path / "plain", params.deploy, without, RECIPE)
+    card = json.loads((tmp_path / "plain" / MODEL_CARD_JSON).read_text())
+    assert list(card) == CARD_SECTIONS and card["open_set_verification"] is None
+    assert "Not measured" in (tmp_path / "plain" / MODEL_CARD_MARKDOWN).read_text()
+    assert "Recommended: none: `reidpipe evaluate` measured no verification figures" in (
+        tmp_path / "plain" / README_FILE).read_text()
+
+
+def test_built_engine_is_served_as_model_plan(params, splits, records, tmp_path):
     """When build-trt built an engine, Triton serves it with the TensorRT backend."""
     pre = Preprocess(32, 16, (0.5,) * 3, (0.5,) * 3)
     onnx_dir, trt_dir = exported(params, splits, tmp_path, pre)
@@ -147,7 +247,7 @@ def test_built_engine_is_served_as_model_plan(params, splits, tmp_path):
     (trt_dir / TRT_STATUS_FILE).write_text(json.dumps({**status, "status": "built"}))
     (trt_dir / TRT_ENGINE_FILE).write_bytes(b"serialized engine bytes")
     out = tmp_path / "deploy"
-    package("tiny", onnx_dir, trt_dir, out, params.deploy)
+    package("tiny", onnx_dir, trt_dir, out, params.deploy, records, RECIPE)
     config = text_format.Parse((out / TRITON_DIR / "tiny" / TRITON_CONFIG).read_text(),
                                model_config_pb2.ModelConfig())
     assert (config.platform, config.default_model_filename) == ("tensorrt_plan", TRITON_PLAN)
@@ -156,7 +256,7 @@ def test_built_engine_is_served_as_model_plan(params, splits, tmp_path):
 
     (trt_dir / TRT_STATUS_FILE).write_text('{"status": "built"')   # a truncated status
     with pytest.raises(ReidpipeError, match=f"{TRT_STATUS_FILE} is not valid JSON"):
-        package("tiny", onnx_dir, trt_dir, tmp_path / "deploy2", params.deploy)
+        package("tiny", onnx_dir, trt_dir, tmp_path / "deploy2", params.deploy, records, RECIPE)
 
 
 @pytest.mark.parametrize("pre, folded", [
@@ -165,11 +265,11 @@ def test_built_engine_is_served_as_model_plan(params, splits, tmp_path):
     (Preprocess(32, 16, IMAGENET_MEAN, IMAGENET_STD, channel_order="BGR"), True),
     (Preprocess(32, 16, IMAGENET_MEAN, (1.0,) * 3, input_scale=255), False),   # Caffe-style
 ], ids=["imagenet", "uniform-std", "bgr", "0-255"])
-def test_deepstream_preprocessing_gives_the_pipelines_embeddings(params, splits, tmp_path, pre,
-                                                                folded):
+def test_deepstream_preprocessing_gives_the_pipelines_embeddings(params, splits, records,
+                                                                tmp_path, pre, folded):
     onnx_dir, trt_dir = exported(params, splits, tmp_path, pre)
     out = tmp_path / "deploy"
-    package("tiny", onnx_dir, trt_dir, out, params.deploy)
+    package("tiny", onnx_dir, trt_dir, out, params.deploy, records, RECIPE)
     ds_dir = out / DEEPSTREAM_DIR
     section = yaml.safe_load((ds_dir / DEEPSTREAM_CONFIG).read_text())
     reid = section["ReID"]
@@ -188,14 +288,14 @@ def test_deepstream_preprocessing_gives_the_pipelines_embeddings(params, splits,
     assert (deepstream * pipeline).sum(1).min() >= 0.9999
 
 
-def test_int8_precision_uses_the_int8_graph(params, splits, tmp_path):
+def test_int8_precision_uses_the_int8_graph(params, splits, records, tmp_path):
     pre = Preprocess(32, 16, IMAGENET_MEAN, IMAGENET_STD)
     export = dataclasses.replace(params.export, int8=True, int8_calibration_images=16,
                                  int8_min_cosine=0.5, int8_max_metric_delta=100.0)
     onnx_dir, trt_dir = exported(params, splits, tmp_path, pre, export)
     deploy = dataclasses.replace(params.deploy, precision="int8")
     out = tmp_path / "deploy"
-    package("tiny", onnx_dir, trt_dir, out, deploy)
+    package("tiny", onnx_dir, trt_dir, out, deploy, records, RECIPE)
     section = yaml.safe_load((out / DEEPSTREAM_DIR / DEEPSTREAM_CONFIG).read_text())
     assert section["ReID"]["networkMode"] == 2 and section["ReID"]["onnxFile"] == INT8_FILE
     paths = list(read_split(splits, "query")["path"])
@@ -209,5 +309,5 @@ def test_int8_precision_uses_the_int8_graph(params, splits, tmp_path):
     (onnx_dir / "parity.json").write_text(json.dumps(parity))
     with pytest.raises(ReidpipeError, match="precision is int8 but .* has no model_int8.onnx: "
                                             "INT8 gate failed: X"):
-        package("tiny", onnx_dir, trt_dir, tmp_path / "deploy2", deploy)
+        package("tiny", onnx_dir, trt_dir, tmp_path / "deploy2", deploy, records, RECIPE)
     assert not (tmp_path / "deploy2").exists()

@@ -189,7 +189,8 @@ def job_counts(stages: set[str]) -> dict[str, int]:
 
 # Every value change rewrites the tracked values (tracked_params), then reruns its readers.
 @pytest.mark.parametrize("change, stages", [
-    ({"re_ranking": {"k1": 10}}, {"tracked_params", "evaluate", "report"}),
+    # the package's model card shows the metrics
+    ({"re_ranking": {"k1": 10}}, {"tracked_params", "evaluate", "package", "report"}),
     ({"report": {"sampled_queries": 3}}, {"tracked_params", "report"}),
     ({"model": {"feat_dim": 64}}, {"tracked_params"} | MODEL_DOWNSTREAM),
 ], ids=["re_ranking.k1", "report.sampled_queries", "model.feat_dim"])

@@ -1,4 +1,5 @@
-"""``reidpipe package --arch NAME --onnx-dir DIR --trt-dir DIR --out DIR``."""
+"""``reidpipe package --arch NAME --onnx-dir DIR --trt-dir DIR --metrics JSON --train-config YAML
+--splits DIR --train-set DIR --validation JSON [--verification JSON] --out DIR``."""
 
 from __future__ import annotations
 
@@ -21,16 +22,36 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument("--trt-dir", required=True, metavar="DIR",
                         help="folder written by `reidpipe build-trt` (its engine, when built, "
                              "becomes Triton's model.plan)")
+    parser.add_argument("--metrics", required=True, metavar="JSON",
+                        help="`reidpipe evaluate`'s metrics of the model (the model card's)")
+    parser.add_argument("--verification", metavar="JSON",
+                        help="`reidpipe evaluate`'s verification figures: the recommended "
+                             "threshold (FAR 1e-3) of the card and the README; without it the "
+                             "card says none was measured")
+    parser.add_argument("--train-config", required=True, metavar="YAML",
+                        help="the config `reidpipe train` wrote beside the model (architecture, "
+                             "pretrained weights, environment)")
+    parser.add_argument("--splits", required=True, metavar="DIR",
+                        help="split manifests of the test set (`reidpipe split`): fingerprinted")
+    parser.add_argument("--train-set", required=True, metavar="DIR",
+                        help="the training set (`reidpipe combine`): each source's split "
+                             "manifests are fingerprinted")
+    parser.add_argument("--validation", required=True, metavar="JSON",
+                        help="`reidpipe validate`'s report of the dataset")
     parser.add_argument("--out", required=True, metavar="DIR",
-                        help="folder to write: triton/, deepstream/, README.md, package.json")
+                        help="folder to write: triton/, deepstream/, README.md, package.json, "
+                             "MODEL_CARD.md, model_card.json")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from reidpipe.deploy.model_card import read_run_records
     from reidpipe.deploy.package import package_stage
 
+    run_records = read_run_records(args.metrics, args.train_config, args.splits, args.train_set,
+                                   args.validation, args.verification)
     manifest = package_stage(params_from_args(args), args.arch, args.onnx_dir, args.trt_dir,
-                             args.out)
+                             args.out, run_records)
     log.info("%s: Triton %s (%s), DeepStream %s%s", args.out, manifest["triton"]["platform"],
              manifest["triton"]["model_file"], manifest["deepstream"]["onnx"],
              " (channel scale folded in)" if manifest["deepstream"]["folded_channel_scale"]

@@ -23,6 +23,9 @@ from reidpipe.json_files import read_json_file
 from reidpipe.params import Params
 from reidpipe.params.sections.archs import PUBLISHED_RECIPES
 
+# The sections of a recipe that make the trained model (``archs.<name>``; the package stage
+# tracks these params)
+TRAINING_SECTIONS = ("model", "dataset", "train")
 # The FAR whose threshold the card and the package README recommend.
 RECOMMENDED_FAR = 1e-3
 # Where each published recipe comes from (the recipes: ``PUBLISHED_RECIPES``).
@@ -131,14 +134,16 @@ def read_run_records(metrics: str | Path, train_config: str | Path, splits: str 
 
 
 def recipe_record(params: Params, arch: str) -> dict[str, Any]:
-    """The recipe's name and where it comes from: a published one as published, or the
-    user's (with the keys that differ from the published recipe of that name)."""
+    """The training recipe's name and where it comes from: a published one as published, or
+    the user's (with the keys that differ from the published recipe of that name). Its export
+    overrides are not compared: they change no trained model."""
     recipe = dataclasses.asdict(params.recipe(arch))
     published = PUBLISHED_RECIPES.get(arch)
     if published is None:
         return {"name": arch, "source": f"user-defined (params archs.{arch})", "published": False}
     differs = sorted(f"archs.{arch}.{section}.{key}"
-                     for section, values in dataclasses.asdict(published).items()
+                     for section in TRAINING_SECTIONS
+                     for values in (getattr(published, section),)
                      for key in set(values) | set(recipe[section])
                      if values.get(key) != recipe[section].get(key))
     if differs:
@@ -202,7 +207,8 @@ def build_card(arch: str, recipe: dict[str, Any], run: RunRecords, manifest: dic
             "name": arch,
             "description": "Person re-identification embedding model: one cropped person image "
                            f"in, a {embedding_dim}-d appearance embedding out; two crops show "
-                           "the same person when their embeddings are close (cosine distance).",
+                           "the same person when their embeddings are close "
+                           f"({plain.get('distance')} distance).",
             "trained_by": "reidpipe (train, evaluate, export-onnx, build-trt, package)",
             "intended_use": "matching person crops across cameras (multi-camera tracking, "
                             "DeepStream NvDCF re-association, gallery retrieval) where the "
@@ -247,7 +253,7 @@ def build_card(arch: str, recipe: dict[str, Any], run: RunRecords, manifest: dic
             "open_set_queries": run.verification.get("num_open_set_queries"),
             "open_set_fraction": run.verification.get("open_set_fraction"),
             "operating_points": [{key: point.get(key) for key in (
-                "far", "threshold", "tar", "far_achieved", "no_match_accuracy")}
+                "far", "threshold", "tar", "far_achieved", "no_match_accuracy", "why_null")}
                 for point in run.verification.get("operating_points") or []],
             "recommended": recommended_threshold(run.verification)}),
         "inference_and_deployment": _deployment(manifest, parity, trt),
@@ -327,7 +333,8 @@ def card_markdown(card: dict[str, Any]) -> str:
                   f"{verification['open_set_queries']} open-set queries.", "",
                   "| FAR | threshold | TAR | FAR achieved | no-match accuracy |",
                   "|---|---|---|---|---|"]
-        lines += [f"| {p['far']:g} | " + ("-" if p["threshold"] is None
+        lines += [f"| {p['far']:g} | " + (f"none: {p['why_null'].get('threshold', '-')}"
+                                          if p["threshold"] is None
                                           else f"{p['threshold']:.6g}")
                   + f" | {_pct(p['tar'])} | "
                   + ("-" if p["far_achieved"] is None else f"{p['far_achieved']:.2g}")

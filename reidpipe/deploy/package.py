@@ -1,7 +1,7 @@
 """Deployment package per architecture: a Triton model repository (``triton``) and a DeepStream
 NvDCF ReID section (``deepstream``), both derived from the exported ONNX (tensor names, dims,
-types) and its input contract, with a README from ``templates/package_readme.md`` and
-``package.json`` (the manifest the report reads).
+types) and its input contract, with a README from ``templates/package_readme.md``,
+``package.json`` (the manifest the report reads) and the model card (``model_card``).
 
 Triton: ``triton/<arch>/config.pbtxt`` + ``triton/<arch>/1/model.onnx`` served by the ONNX
 Runtime backend, or by the TensorRT backend from ``model.plan`` when ``build-trt`` built an
@@ -30,6 +30,14 @@ from reidpipe.deploy.deepstream import (
     deepstream_input,
     deepstream_section,
 )
+from reidpipe.deploy.model_card import (
+    RunRecords,
+    build_card,
+    card_markdown,
+    recipe_record,
+    recommended_threshold,
+    threshold_text,
+)
 from reidpipe.deploy.onnx_io import EMBED_LIMIT_BYTES, model_files, save_onnx
 from reidpipe.deploy.triton import (
     TRITON_CONFIG,
@@ -43,6 +51,8 @@ from reidpipe.deploy.triton import (
 from reidpipe.errors import ReidpipeError
 from reidpipe.filenames import (
     INT8_FILE,
+    MODEL_CARD_JSON,
+    MODEL_CARD_MARKDOWN,
     ONNX_FILE,
     PACKAGE_MANIFEST_FILE,
     PARITY_FILE,
@@ -80,8 +90,10 @@ def _deepstream_source(onnx_dir: Path, parity: dict[str, Any], precision: str) -
 
 
 def package(arch: str, onnx_dir: str | Path, trt_dir: str | Path, out_dir: str | Path,
-            deploy: DeployParams, embed_limit: int = EMBED_LIMIT_BYTES) -> dict[str, Any]:
-    """Write ``out_dir`` (Triton repository, DeepStream section, README, package.json)."""
+            deploy: DeployParams, run: RunRecords, recipe: dict[str, Any],
+            embed_limit: int = EMBED_LIMIT_BYTES) -> dict[str, Any]:
+    """Write ``out_dir`` (Triton repository, DeepStream section, README, package.json, model
+    card from ``run`` and ``recipe``)."""
     onnx_dir, trt_dir, out_dir = Path(onnx_dir), Path(trt_dir), Path(out_dir)
     parity, trt = (read_json_file(path, " (run the stage that writes it first)")
                    for path in (onnx_dir / PARITY_FILE, trt_dir / TRT_STATUS_FILE))
@@ -120,6 +132,11 @@ def package(arch: str, onnx_dir: str | Path, trt_dir: str | Path, out_dir: str |
 
         manifest = _manifest(arch, pre, inputs[0], outputs[0], deploy, ds, ds_source, section,
                              platform, model_file, trt, parity)
+        manifest["recommended_threshold"] = recommended_threshold(run.verification)
+        manifest["model_card"] = {"markdown": MODEL_CARD_MARKDOWN, "json": MODEL_CARD_JSON}
+        card = build_card(arch, recipe, run, manifest, parity, trt)
+        atomic.write_json(tmp / MODEL_CARD_JSON, card)
+        atomic.write_text(tmp / MODEL_CARD_MARKDOWN, card_markdown(card))
         atomic.write_text(tmp / README_FILE, package_readme(manifest))
         atomic.write_json(tmp / PACKAGE_MANIFEST_FILE, manifest)
     return manifest
@@ -180,11 +197,14 @@ def package_readme(manifest: dict[str, Any]) -> str:
         offsets=ds["offsets"], net_scale_factor=ds["netScaleFactor"],
         color_format=ds["colorFormat"], network_mode=ds["networkMode"], fold=fold,
         engine_file=ds["modelEngineFile"],
+        threshold=threshold_text(manifest["recommended_threshold"]),
+        model_card=manifest["model_card"]["markdown"],
         int8=f"{int8['status']}{': ' + int8['reason'] if int8['reason'] else ''}")
 
 
 def package_stage(params: Params, arch: str, onnx_dir: str | Path, trt_dir: str | Path,
-                  out_dir: str | Path) -> dict[str, Any]:
+                  out_dir: str | Path, run: RunRecords) -> dict[str, Any]:
     """``reidpipe package`` for one architecture."""
     params.arch(arch)  # an unknown name fails here, naming the defined ones
-    return package(arch, onnx_dir, trt_dir, out_dir, params.deploy)
+    return package(arch, onnx_dir, trt_dir, out_dir, params.deploy, run,
+                   recipe_record(params, arch))

@@ -292,13 +292,16 @@ def _package_blocks(manifest: dict[str, Any] | None) -> list[Block]:
                           f"{PACKAGE_MANIFEST_FILE}).")]
     triton, ds = manifest.get("triton") or {}, manifest.get("deepstream") or {}
     folded = ds.get("folded_channel_scale")
+    card = manifest.get("model_card") or {}
     return [Paragraph(
         f"Deployment package `{DEPLOY_DIR}/`: Triton model `{triton.get('model')}` "
         f"({triton.get('platform')}, `{triton.get('model_file')}`, dynamic batching up to "
         f"{triton.get('max_batch_size')}); DeepStream ReID section `{ds.get('config')}` "
         f"(offsets {ds.get('offsets')}, netScaleFactor {ds.get('netScaleFactor')}, networkMode "
         f"{ds.get('networkMode')}" + (f", per-channel scale {folded} folded into "
-                                       f"`{ds.get('onnx')}`" if folded else "") + ").")]
+                                       f"`{ds.get('onnx')}`" if folded else "") + ")."
+        + (f" Model card: `{manifest.get('arch')}/{DEPLOY_DIR}/{card.get('markdown')}` "
+           f"(JSON: `{card.get('json')}` beside it) in the results folder." if card else ""))]
 
 
 def _tensorrt_blocks(status: dict[str, Any] | None) -> list[Block]:

@@ -359,12 +359,24 @@ STAGES: tuple[Stage, ...] = (
           outputs={"tensorrt": Output(TENSORRT, directory=True)},
           params=("deploy", "extract.batch_size", *PARITY_RANKING, "model.with_flip_feature",
                   *ARCH_CONFIG), threads=2, gpu=1),
+    # The model card in the package reads the run's records: metrics, verification figures,
+    # train config, validation report, the manifests of the test set and of each training
+    # source (their images' sizes: the dataset folder) and the arch's recipe.
     Stage("package",
           command="reidpipe package --arch {arch} --onnx-dir {input.onnx} --trt-dir"
-                  " {input.tensorrt} --out {output.deploy}",
-          inputs={"onnx": ONNX, "tensorrt": TENSORRT},
+                  " {input.tensorrt} --metrics {input.metrics} --verification"
+                  " {input.verification} --train-config {input.config} --splits {input.splits}"
+                  " --train-set {input.train_set} --validation {input.validation}"
+                  " --out {output.deploy}",
+          inputs={"onnx": ONNX, "tensorrt": TENSORRT,
+                  "metrics": f"{ARCH_RESULTS}/{METRICS_FILE}",
+                  "verification": f"{ARCH_RESULTS}/{VERIFICATION_FILE}",
+                  "config": f"{ARCH_MODEL}/{TRAIN_CONFIG_FILE}",
+                  "validation": VALIDATION, "splits": SPLITS, "dataset": DATASET,
+                  "train_set": TRAIN_SET,
+                  "sources": AllOf(SOURCE_SPLITS, over={"source": Params.extra_train_sources})},
           outputs={"deploy": Output(DEPLOY, directory=True)},
-          params=("deploy",)),
+          params=("deploy", *ARCH_CONFIG)),
     Stage("report",
           command=f"reidpipe report --results {RESULTS_DIR} --models {MODELS_DIR}"
                   f" --out {REPORTS_DIR}",
