@@ -37,6 +37,12 @@ CROSS_DIR = "cross"
 MODEL_FILE = "model.pt"
 TRAIN_CONFIG_FILE = "config.yaml"
 TRAIN_LOG_FILE = "train_log.csv"
+# the per-epoch curves of the Lightning loggers (train.loggers): DVCLive's folder (always), with
+# DVCLive's own names inside: the last epoch's values (a DVC metric) and one .tsv per curve (DVC plots)
+DVCLIVE_DIR = "dvclive"
+DVCLIVE_METRICS_FILE = "metrics.json"
+DVCLIVE_PLOTS_DIR = "plots/metrics"
+TENSORBOARD_DIR = "tensorboard"  # event files, when train.loggers has tensorboard
 
 # results/<arch>/
 EMBEDDINGS_DIR = "embeddings"

@@ -30,7 +30,7 @@ from reidpipe.cli import main
 from reidpipe.data.split import make_split
 from reidpipe.errors import ReidpipeError
 from reidpipe.evaluation.embeddings import Embeddings, EmbeddingSet, write_embeddings
-from reidpipe.filenames import MODEL_FILE, TRAIN_CONFIG_FILE, TRAIN_LOG_FILE
+from reidpipe.filenames import DVCLIVE_DIR, MODEL_FILE, TRAIN_CONFIG_FILE, TRAIN_LOG_FILE
 from reidpipe.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -291,4 +291,4 @@ def test_two_trainings_into_one_folder(tmp_path: Path) -> None:
     assert first.returncode == 0, first_err
     assert "interrupted run" not in first_err
     assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == \
-        {MODEL_FILE, TRAIN_CONFIG_FILE, TRAIN_LOG_FILE, train.CHECKPOINT_DIR}
+        {MODEL_FILE, TRAIN_CONFIG_FILE, TRAIN_LOG_FILE, DVCLIVE_DIR, train.CHECKPOINT_DIR}

@@ -29,6 +29,9 @@ from reidpipe.filenames import (
     DATA_DIR,
     DEPLOY_DIR,
     DOWNLOAD_FILE,
+    DVCLIVE_DIR,
+    DVCLIVE_METRICS_FILE,
+    DVCLIVE_PLOTS_DIR,
     EMBEDDINGS_DIR,
     ENVIRONMENT_FILE,
     FIGURES_DIR,
@@ -210,16 +213,23 @@ TRAIN_PARAMS = ("model", "dataset", "train", *ARCH_CONFIG, "pipeline.cpu_isa")
 PARITY_RANKING = ("evaluate.distance", "evaluate.ap_method", "evaluate.max_rank")
 
 
-def _train(name: str, model_dir: str, seed: str = "", **how: Any) -> Stage:
+def _train(name: str, model_dir: str, seed: str = "", in_git: bool = True, **how: Any) -> Stage:
     """A training job writing ``model_dir`` (``seed``: a ``--set`` of the seed-spread runs;
-    ``how``: further fields of the stage)."""
+    ``in_git``: DVCLive's per-epoch values are DVC metrics and plots kept in git, so that
+    `dvc exp show` and `dvc plots diff` compare runs; ``how``: further fields of the stage)."""
+    live = f"{model_dir}/{DVCLIVE_DIR}"
     return Stage(name,
                  command=f"reidpipe train --arch {{arch}}{seed} --splits {{input.splits}} --out "
                          + model_dir,
                  inputs={"splits": TRAIN_SET},
                  outputs={"model": Output(f"{model_dir}/{MODEL_FILE}"),
                           "config": Output(f"{model_dir}/{TRAIN_CONFIG_FILE}"),
-                          "train_log": Output(f"{model_dir}/{TRAIN_LOG_FILE}")},
+                          "train_log": Output(f"{model_dir}/{TRAIN_LOG_FILE}"),
+                          "live_metrics": Output(f"{live}/{DVCLIVE_METRICS_FILE}",
+                                                 dvc="metric" if in_git else "out"),
+                          "live_plots": Output(f"{live}/{DVCLIVE_PLOTS_DIR}", directory=True,
+                                               **({"dvc": "plot", "plot_x": "step"} if in_git
+                                                  else {}))},
                  params=TRAIN_PARAMS, cli="train", threads=4, gpu=_arch_gpus, **how)
 
 
@@ -332,7 +342,7 @@ STAGES: tuple[Stage, ...] = (
     _evaluate("evaluate_cross", f"{CROSS}/{EMBEDDINGS_DIR}", CROSS,
               log=f"{LOGS_DIR}/evaluate_{{arch}}_{{test_set}}.log"),
     # The seed spread (pipeline.seeds): each arch trained, extracted and evaluated once per seed.
-    _train("train_seed", SEED_MODEL, seed=" --set train.seed={seed}",
+    _train("train_seed", SEED_MODEL, seed=" --set train.seed={seed}", in_git=False,
            log=f"{LOGS_DIR}/train_{{arch}}_seed{{seed}}.log"),
     _extract("extract_seed", SEED_MODEL, SPLITS, f"{SEED_RESULTS}/{EMBEDDINGS_DIR}",
              log=f"{LOGS_DIR}/extract_{{arch}}_seed{{seed}}.log"),

@@ -6,6 +6,7 @@ under. The learning rate is set at each epoch start from the epoch number alone
 (``schedule.epoch_lr``), so a resumed run, or one resumed on another GPU count, stays on the same
 curve. Both optimisers are in Lightning's checkpoints; the checkpoint also carries the Python,
 NumPy, torch and CUDA RNG states and the epoch-log rows, so a resumed run continues the same log.
+The rows also go to the trainer's loggers (``reidpipe.training.loggers``), one step per epoch.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -32,6 +33,12 @@ log = logging.getLogger(__name__)
 
 LOG_COLUMNS = ["epoch", "steps", "loss", "id_loss", "triplet_loss", "center_loss", "lr",
                "val_mAP", "val_rank1", "seconds"]
+# Each row key the loggers get, by the name they show it under ("/" groups them); a value that is
+# NaN (no validation that epoch, a loss term that is off) is left out.
+LOGGER_NAMES = {"loss": "train/loss", "id_loss": "train/id_loss",
+                "triplet_loss": "train/triplet_loss", "center_loss": "train/center_loss",
+                "lr": "train/lr", "images_per_s": "train/images_per_s", "val_mAP": "val/mAP",
+                "val_rank1": "val/rank1"}
 
 
 class ReidModule(L.LightningModule):
@@ -44,6 +51,7 @@ class ReidModule(L.LightningModule):
         self.center = CenterLoss(num_classes, self.net.feat_dim) if self.plan.use_center else None
         self._sums: dict[str, float] = {}
         self._steps = 0
+        self._images = 0  # trained on by this process in the epoch
         self._started = 0.0
         self._lr = math.nan
 
@@ -57,7 +65,7 @@ class ReidModule(L.LightningModule):
         return optimizers
 
     def on_train_epoch_start(self) -> None:
-        self._sums, self._steps, self._started = {}, 0, time.monotonic()
+        self._sums, self._steps, self._images, self._started = {}, 0, 0, time.monotonic()
         set_epoch_lr(self.optimizers_list()[0].optimizer, self.current_epoch + 1,
                      self.cfg.train.optim, self.cfg.train.num_epochs)
 
@@ -79,7 +87,10 @@ class ReidModule(L.LightningModule):
         for name, value in terms.items():
             self._sums[name] = self._sums.get(name, 0.0) + float(value.detach())
         self._steps += 1
-        self.log("loss", terms["loss"].detach(), prog_bar=True, on_step=True, on_epoch=False)
+        self._images += len(labels)
+        # The progress bar only: the loggers get EpochLog's rows, one step per epoch.
+        self.log("loss", terms["loss"].detach(), prog_bar=True, on_step=True, on_epoch=False,
+                 logger=False)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Clip here, not after ``manual_backward``: under 16-mixed the gradients are unscaled
@@ -96,18 +107,24 @@ class ReidModule(L.LightningModule):
     def epoch_row(self, val_loader: torch.utils.data.DataLoader | None,
                   val_frame: pd.DataFrame | None) -> dict[str, float | int]:
         """The log row of the epoch just trained: mean loss terms over all processes, the lr of
-        the first parameter group in its last step, and val mAP/R1 when ``val_loader`` is given."""
+        the first parameter group in its last step, training throughput (images/s of all
+        processes, validation aside: not a CSV column) and val mAP/R1 when ``val_loader`` is
+        given."""
+        train_seconds = time.monotonic() - self._started
         means = torch.tensor([self._sums.get(k, math.nan) / max(self._steps, 1)
                               for k in LOG_COLUMNS[2:6]], device=self.device)
         means = self.trainer.strategy.reduce(means, reduce_op="mean")
         row: dict[str, float | int] = {"epoch": self.current_epoch + 1, "steps": self._steps}
         row.update({k: float(v) for k, v in zip(LOG_COLUMNS[2:6], means.tolist())})
         row["lr"] = self._lr
+        row["images_per_s"] = round(self._images * self.trainer.world_size
+                                    / max(train_seconds, 1e-9), 1)
         row["val_mAP"] = row["val_rank1"] = math.nan
         if val_loader is not None and val_frame is not None:
             metrics = self.validate(val_loader, val_frame)
             row["val_mAP"], row["val_rank1"] = metrics["mAP"], metrics["rank1"]
-            self.log_dict({"val_mAP": metrics["mAP"], "val_R1": metrics["rank1"]}, prog_bar=True)
+            self.log_dict({"val_mAP": metrics["mAP"], "val_R1": metrics["rank1"]}, prog_bar=True,
+                          logger=False)
         row["seconds"] = round(time.monotonic() - self._started, 2)
         return row
 
@@ -163,14 +180,20 @@ def restore_cuda_rng(states: Sequence[torch.Tensor], device_count: int,
 
 class EpochLog(L.Callback):
     """Runs validation when due and keeps one log row per epoch (row 0: before training), printed
-    as it comes; ``train.py`` writes them as ``train_log.csv`` once training finished, so no
-    partial log is ever an output. Lightning runs checkpoint callbacks last, so each checkpoint
-    holds the rows up to its epoch."""
+    and given to the trainer's loggers as it comes; ``train.py`` writes them as ``train_log.csv``
+    once training finished, so no partial log is ever an output. Lightning runs checkpoint
+    callbacks last, so each checkpoint holds the rows up to its epoch."""
 
     def __init__(self, datamodule: Any, validation_interval: int) -> None:
         self.datamodule = datamodule
         self.interval = validation_interval
         self.rows: list[dict[str, float | int]] = []
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The loggers start empty (``train.py`` clears their folders): a resumed run first gives
+        them the rows its checkpoint holds (restored by now), so their curves go on from there."""
+        for row in self.rows:
+            log_row(trainer, row)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Row 0: the untrained model's val mAP/R1, the baseline training must beat."""
@@ -183,6 +206,7 @@ class EpochLog(L.Callback):
 
     def _append(self, trainer: L.Trainer, row: dict[str, float | int]) -> None:
         self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
+        log_row(trainer, row)
         if trainer.is_global_zero:
             summary = " ".join(f"{k}={row[k]:.4g}" for k in LOG_COLUMNS[2:9]
                                if k in row and not math.isnan(float(row[k])))
@@ -205,3 +229,11 @@ class EpochLog(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = list(state_dict["rows"])
+
+
+def log_row(trainer: L.Trainer, row: Mapping[str, float | int]) -> None:
+    """One epoch's row to each of the trainer's loggers, at step = epoch."""
+    metrics = {name: float(row[key]) for key, name in LOGGER_NAMES.items()
+               if key in row and math.isfinite(float(row[key]))}
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=int(row["epoch"]))

@@ -3,14 +3,17 @@
 Outputs in ``out_dir`` (all written atomically): ``model.pt`` (the network's state dict, the
 effective arch config, the class count and a fingerprint of config + manifests), ``config.yaml``
 (the effective arch config), ``train_log.csv`` (one row per epoch, row 0 = the untrained
-model's val mAP) and ``checkpoints/`` (the Lightning checkpoint of the newest
-``checkpoint_interval`` epoch).
+model's val mAP), the loggers' folders (``dvclive/``, and ``tensorboard/`` when
+``train.loggers`` asks for it: the same rows as curves, see ``loggers``) and ``checkpoints/``
+(the Lightning checkpoint of the newest ``checkpoint_interval`` epoch).
 
 A rerun resumes from the newest readable checkpoint in ``checkpoints/`` (see ``checkpoints``);
 without one it starts from ``train.resume_training_checkpoint_path`` when set. Checkpoints made
 under another config or other manifests are discarded, not resumed. A rerun of a finished run
-(all three outputs there, same fingerprint) does nothing. The outputs appear together at the end,
-``model.pt`` last: a killed or failed run leaves none of them, so no log of a half-done run.
+(all outputs there, same fingerprint) does nothing. The outputs appear together at the end, the
+loggers' folders last: a killed or failed run leaves none of them, so no log of a half-done run.
+The loggers write live into ``checkpoints/logs/`` meanwhile (``tensorboard --logdir`` on the model
+folder follows a run); a resumed run rebuilds them there from the rows its checkpoint holds.
 """
 
 from __future__ import annotations
@@ -34,24 +37,32 @@ from reidpipe import atomic, environment
 from reidpipe.data.manifest import manifest_path
 from reidpipe.devices import GPU_WAIT_S, GpuLease, allocate_gpus
 from reidpipe.errors import ReidpipeError
-from reidpipe.filenames import MODEL_FILE, TRAIN_CONFIG_FILE, TRAIN_LOG_FILE
+from reidpipe.filenames import (
+    DVCLIVE_DIR,
+    MODEL_FILE,
+    TENSORBOARD_DIR,
+    TRAIN_CONFIG_FILE,
+    TRAIN_LOG_FILE,
+)
 from reidpipe.params import ArchConfig, ModelParams, Params
 from reidpipe.provenance import canonical_json
 from reidpipe.training.checkpoints import AtomicCheckpointIO, choose_resume
 from reidpipe.training.datamodule import ReidDataModule, per_rank_batch
 from reidpipe.training.lightning_module import EpochLog, ReidModule
+from reidpipe.training.loggers import logger_dirs, make_loggers
 from reidpipe.training.model import arch_to_dict
 from reidpipe.training.schedule import unused_settings_note
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
+LIVE_LOGS_DIR = "logs"  # in CHECKPOINT_DIR: the loggers' folders while training runs
 FINGERPRINT_FILE = "fingerprint.txt"
 PRETRAINED_KEY = "pretrained_weights"  # config.yaml: the weights training started from
 # Keys that change where or how fast training runs, not what it computes.
 _RUNTIME_KEYS = {("train", "num_gpus"), ("train", "gpu_ids"), ("train", "num_nodes"),
                  ("train", "resume_training_checkpoint_path"), ("dataset", "num_workers"),
-                 ("dataset", "val_batch_size")}
+                 ("dataset", "val_batch_size"), ("train", "loggers")}
 
 
 def fingerprint(cfg: ArchConfig, splits_dir: Path) -> str:
@@ -138,8 +149,10 @@ def _prepare_checkpoints(ckpt_dir: Path, stamp: str) -> None:
 OUTPUTS = (TRAIN_LOG_FILE, TRAIN_CONFIG_FILE, MODEL_FILE)
 
 
-def _is_done(out_dir: Path, stamp: str) -> bool:
+def _is_done(out_dir: Path, stamp: str, folders: list[str]) -> bool:
     if not all((out_dir / name).is_file() for name in OUTPUTS):
+        return False
+    if not all((out_dir / name).is_dir() for name in folders):
         return False
     try:
         saved = torch.load(out_dir / MODEL_FILE, map_location="cpu", weights_only=True)
@@ -153,6 +166,9 @@ def _clear_outputs(out_dir: Path) -> None:
     the folder then holds either a finished run's outputs or none."""
     for name in OUTPUTS:
         (out_dir / name).unlink(missing_ok=True)
+    for name in (DVCLIVE_DIR, TENSORBOARD_DIR):  # a folder no stage wrote is refused, not deleted
+        atomic.remove_output_dir(out_dir / name)
+    shutil.rmtree(out_dir / CHECKPOINT_DIR / LIVE_LOGS_DIR, ignore_errors=True)
     for folder in (out_dir, out_dir / CHECKPOINT_DIR):
         atomic.remove_temporaries(folder)
 
@@ -168,13 +184,22 @@ def _write_outputs(out_dir: Path, saved: dict[str, Any], log_frame: Any,
         out_dir / MODEL_FILE: lambda tmp: torch.save(saved, tmp)})
 
 
+def _publish_logs(live_dir: Path, out_dir: Path, folders: list[str]) -> None:
+    """Each logger's folder, complete, renamed from ``live_dir`` into ``out_dir``."""
+    for name in folders:
+        (live_dir / name).mkdir(parents=True, exist_ok=True)  # a logger that got no row
+        atomic.replace_dir(live_dir / name, out_dir / name)
+    shutil.rmtree(live_dir, ignore_errors=True)
+
+
 def train_arch(cfg: ArchConfig, splits_dir: str | Path, out_dir: str | Path,
                runtime: Runtime) -> dict[str, Any]:
     """Train (or resume, or skip when done) one architecture; returns the last log row."""
     splits_dir, out_dir = Path(splits_dir), Path(out_dir)
     ckpt_dir = out_dir / CHECKPOINT_DIR
     stamp = fingerprint(cfg, splits_dir)
-    if _is_done(out_dir, stamp):
+    log_folders = logger_dirs(cfg.train.loggers)
+    if _is_done(out_dir, stamp, log_folders):
         log.info(f"{out_dir / MODEL_FILE} is up to date: nothing to train")
         return {}
     per_rank_batch(cfg.dataset, runtime.devices * cfg.train.num_nodes)  # fail before spawning
@@ -213,8 +238,10 @@ def train_arch(cfg: ArchConfig, splits_dir: str | Path, out_dir: str | Path,
         max_epochs=cfg.train.num_epochs,
         limit_train_batches=cfg.train.max_steps_per_epoch or 1.0,
         callbacks=[epoch_log, checkpoints],
+        logger=make_loggers(cfg.train.loggers, ckpt_dir / LIVE_LOGS_DIR),
+        enable_autolog_hparams=False, log_every_n_steps=1,  # the loggers get EpochLog's rows only
         plugins=[AtomicCheckpointIO(), *cluster_plugins(runtime.devices, cfg.train.num_nodes)],
-        use_distributed_sampler=False, logger=False, num_sanity_val_steps=0,
+        use_distributed_sampler=False, num_sanity_val_steps=0,
         enable_model_summary=False, default_root_dir=str(out_dir))
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     if trainer.is_global_zero:
@@ -225,6 +252,7 @@ def train_arch(cfg: ArchConfig, splits_dir: str | Path, out_dir: str | Path,
                   PRETRAINED_KEY: pretrained_weights(cfg.model, module.net.backbone),
                   environment.CONFIG_KEY: environment.record(runtime.accelerator, trainer.world_size)}
         _write_outputs(out_dir, saved, epoch_log.frame(), config)
+        _publish_logs(ckpt_dir / LIVE_LOGS_DIR, out_dir, log_folders)
     return epoch_log.rows[-1] if epoch_log.rows else {}
 
 

@@ -81,4 +81,8 @@ class TrainParams:
     deterministic: bool = setting(
         True, doc="deterministic algorithms (torch); on a GPU, ops without a deterministic "
         "kernel warn instead of failing")
+    loggers: list[Literal["tensorboard"]] = setting(
+        [], doc="Lightning loggers besides DVCLive, which always writes each epoch's losses, lr, "
+        "images/s and val mAP/R1 to <model folder>/dvclive/ (the stage's DVC metrics and plots); "
+        "tensorboard: the same as event files in <model folder>/tensorboard/")
     optim: OptimParams = field(default_factory=OptimParams)
