@@ -13,7 +13,7 @@ from torch import nn
 
 from reidpipe.filenames import MODEL_FILE
 from reidpipe.params import ArchConfig, DatasetParams, ExtractParams, ModelParams, TrainParams
-from reidpipe.report.attention import AttentionModel, retrieval_cams, write_overlay
+from reidpipe.report.attention import AttentionModel, overlay, retrieval_cams
 from reidpipe.training.model import arch_to_dict, build_model
 
 
@@ -153,6 +153,5 @@ def test_trained_model_maps_have_the_image_size(tmp_path, backbone: str, kwargs:
     maps = attention.maps(paths[0], paths[1:])
     assert maps.shape == (3, height, width) and maps.dtype == np.float32
     assert maps.min() >= 0.0 and maps.max() <= 1.0 and (maps.max(axis=(1, 2)) == 1.0).all()
-    write_overlay(tmp_path / "query.png", attention.shown_image(paths[0]), maps[0])
-    with Image.open(tmp_path / "query.png") as written:
-        assert written.format == "PNG" and written.size == (width, height) and written.mode == "RGB"
+    blended = overlay(attention.shown_image(paths[0]), maps[0])
+    assert blended.shape == (height, width, 3) and blended.dtype == np.uint8

@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument("--results", default="results", metavar="DIR",
                         help="stage outputs: validation.json and <arch>/ (default: results)")
     parser.add_argument("--models", default="models", metavar="DIR",
-                        help="trained models: <arch>/train_log.csv, config.yaml (default: models)")
+                        help="trained models: <arch>/train_log.csv, config.yaml, model.pt (the "
+                             "attention maps) (default: models)")
     parser.add_argument("--out", default="reports", metavar="DIR",
                         help="report folder (default: reports)")
     parser.set_defaults(run=run)

@@ -6,7 +6,8 @@ under the ranking's distance: ``q . g`` for cosine (features L2-normalised, as e
 distance = 1 - that), ``-||q - g||`` for Euclidean. The query's map is for its similarity to its
 top-1 match; each gallery image's map is for its similarity to the query. The embedding is the
 network's plain eval output, without the mirrored image's (``model.with_flip_feature``), so the
-map explains one forward pass.
+map explains one forward pass. Where the report shows the re-ranked list, the maps are of the same
+plain similarity to the images of that list (re-ranking's k-reciprocal distance has no gradient).
 
 Grad-CAM as Selvaraju et al. define it, on the feature maps ``A`` of the backbone's last stage
 (ResNet's ``layer4``, B x C x H x W; Swin's last stage, B x H x W x C): ``alpha_k`` is the spatial
@@ -16,9 +17,10 @@ size and scaled to [0, 1] by its minimum and maximum.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import matplotlib
 import numpy as np
@@ -29,9 +31,13 @@ from timm.models.swin_transformer import SwinTransformer
 from torch import nn
 
 from reidpipe.errors import ReidpipeError
+from reidpipe.filenames import FIGURES_DIR, MODEL_FILE
 from reidpipe.images import decode_file
 from reidpipe.input_contract import Preprocess, load_image
 from reidpipe.params import ExtractParams
+from reidpipe.report import figures as report_figures
+from reidpipe.report.document import Block, Figure, Heading, Paragraph
+from reidpipe.report.readers import ArchResults
 from reidpipe.training.model import load_trained_model
 
 Layout = Literal["NCHW", "NHWC"]
@@ -111,10 +117,6 @@ def overlay(image: np.ndarray, cam: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(blend * 255.0), 0, 255).astype(np.uint8)
 
 
-def write_overlay(path: str | Path, image: np.ndarray, cam: np.ndarray) -> None:
-    Image.fromarray(overlay(image, cam)).save(path, format="PNG")
-
-
 @dataclass
 class AttentionModel:
     """A trained model loaded as extraction loads it (its own input contract), on the CPU in
@@ -127,7 +129,7 @@ class AttentionModel:
     distance: str
 
     @classmethod
-    def load(cls, model_dir: str | Path, extract: ExtractParams, distance: str) -> "AttentionModel":
+    def load(cls, model_dir: str | Path, extract: ExtractParams, distance: str) -> AttentionModel:
         module, arch = load_trained_model(Path(model_dir))
         module = module.to("cpu").eval()
         stage, layout = last_stage(module.backbone)
@@ -147,3 +149,46 @@ class AttentionModel:
         query = torch.from_numpy(load_image(query_path, self.pre))
         gallery = torch.from_numpy(np.stack([load_image(p, self.pre) for p in gallery_paths]))
         return retrieval_cams(self.module, self.stage, self.layout, query, gallery, self.distance)
+
+
+CAPTION = ("Grad-CAM of the last backbone stage (red = drives the similarity most): the query's map "
+           "is for its similarity to its top-1, each gallery image's for its similarity to the "
+           "query")
+
+
+def attention_model(arch: ArchResults, models_dir: Path, extract: ExtractParams
+                    ) -> AttentionModel | None:
+    """The arch's trained model for its maps, under the distance its ranking used; None when
+    ``models_dir`` has none (the report then says so)."""
+    if not (models_dir / arch.name / MODEL_FILE).exists():
+        return None
+    distance = arch.metrics["plain"].get("distance")
+    if distance is None:
+        raise ReidpipeError(f"{arch.name}'s metrics.json has no plain.distance (the ranking's "
+                            "distance, which the attention maps explain); re-run `reidpipe evaluate`")
+    return AttentionModel.load(models_dir / arch.name, extract, str(distance))
+
+
+def attention_blocks(arch: ArchResults, model: AttentionModel | None, models_dir: Path,
+                     queries: Sequence[report_figures.SampledQuery], top_k: int, which: str,
+                     out_dir: Path) -> list[Block]:
+    """A heading and a figure of ``queries`` (``which``: the figure's name, e.g. sampled) with
+    each image's map, in the rank-list layout of the matches figure."""
+    heading = Heading(3, f"Attention maps: {which} queries")
+    if model is None:
+        return [heading, Paragraph(f"No trained model (`{models_dir / arch.name / MODEL_FILE}`): "
+                                   "no attention maps.")]
+    queries = [q for q in queries if q.top]   # a query needs a top-1 for its target
+    paths = arch.gallery["path"].tolist()
+    overlays = []
+    for query in queries:
+        ranked = [paths[i] for i in query.top[:top_k]]
+        maps = model.maps(query.path, ranked)
+        overlays.append([overlay(model.shown_image(p), cam)
+                         for p, cam in zip([query.path, *ranked], maps)])
+    file = f"{FIGURES_DIR}/{arch.name}_attention_{which}.png"
+    report_figures.attention_figure(
+        f"{arch.name}: attention maps of {which} queries and their top-{top_k} gallery images "
+        f"({report_figures.RANKING_LABELS[arch.ranking]} ranking)", queries, arch.gallery,
+        max(top_k, 1), overlays, out_dir / file)
+    return [heading, Figure(file, f"{arch.name}: {len(queries)} {which} queries. {CAPTION}")]

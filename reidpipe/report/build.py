@@ -5,7 +5,9 @@ data URIs, inline CSS), ``metrics.json`` (``{arch: {"plain": {...}, "reranked": 
 metrics file), ``environment.json`` (each arch's training environment, kept in git so the next
 report and the CI gate can say what differs) and the figures ``figures/cmc.png``,
 ``figures/<arch>_matches.png``, ``figures/<arch>_training.png``,
-``figures/<arch>_verification.png``.
+``figures/<arch>_verification.png`` and, with ``report.attention_maps``, the Grad-CAM figures
+``figures/<arch>_attention_sampled.png`` and ``figures/<arch>_attention_hardest.png``
+(``reidpipe.report.attention``; they need each arch's trained model).
 Deltas are taken against the ``metrics.json`` committed at git HEAD in the output folder, when
 there is one. Both documents are rendered from one list of blocks, so they cannot disagree.
 """
@@ -33,6 +35,7 @@ from reidpipe.filenames import (
 )
 from reidpipe.params import Params
 from reidpipe.report import figures as report_figures
+from reidpipe.report.attention import attention_blocks, attention_model
 from reidpipe.report.document import Block, Figure, Heading, Paragraph
 from reidpipe.report.readers import load_arch, read_baseline, read_metrics
 from reidpipe.report.reproducibility import environments, reproducibility_section
@@ -41,6 +44,7 @@ from reidpipe.report.render import render_html, render_markdown
 from reidpipe.report.sections import (
     SAMPLE_SEED,
     export_section,
+    hardest_queries,
     hardest_section,
     metrics_section,
     sample_queries,
@@ -101,7 +105,16 @@ def build_report(params: Params, results_dir: str | Path, models_dir: str | Path
             blocks += [Heading(3, "Sampled matches"),
                        Figure(file, f"{arch.name}: {len(queries)} sampled queries (seed "
                                     f"{SAMPLE_SEED}) with their top-{top_k} gallery images")]
+            model = (attention_model(arch, models_dir, params.extract) if opts.attention_maps
+                     else None)
+            if opts.attention_maps:
+                blocks += attention_blocks(arch, model, models_dir, queries, top_k, "sampled",
+                                           staging)
             blocks += hardest_section(arch, opts.hardest_queries)
+            if opts.attention_maps:
+                blocks += attention_blocks(arch, model, models_dir,
+                                           hardest_queries(arch, opts.hardest_queries, top_k),
+                                           top_k, "hardest", staging)
             blocks += verification_section(arch, staging)
             blocks += training_section(arch, models_dir, staging)
             blocks += export_section(arch)

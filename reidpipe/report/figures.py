@@ -1,11 +1,12 @@
-"""The report's figures (matplotlib, Agg backend, PNG): CMC curves, sampled matches, training."""
+"""The report's figures (matplotlib, Agg backend, PNG): CMC curves, sampled matches (and their
+attention maps), training."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import matplotlib
 
@@ -73,15 +74,19 @@ LABEL_H = 44                 # room above each tile for three lines of text
 MIN_WIDTH = 760              # pixels: room for the title when top_k is small
 
 
-def _thumbnail(path: str, color: str) -> np.ndarray:
+def _image_tile(path: str) -> Image.Image:
     try:
         with Image.open(path) as image:
-            tile = image.convert("RGB").resize((TILE_W, TILE_H), Image.Resampling.BILINEAR)
+            return image.convert("RGB")
     except FileNotFoundError:
         raise ReidpipeError(f"image {path} (listed in the embeddings CSVs) does not exist; the "
                             "matches figure reads the images from disk") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise ReidpipeError(f"image {path} cannot be read: {exc}") from None
+
+
+def _framed(image: Image.Image, color: str) -> np.ndarray:
+    tile = image.resize((TILE_W, TILE_H), Image.Resampling.BILINEAR)
     rgb = np.array(matplotlib.colors.to_rgb(color)) * 255
     framed = np.empty((TILE_H + 2 * BORDER, TILE_W + 2 * BORDER, 3), dtype=np.uint8)
     framed[:] = rgb.astype(np.uint8)
@@ -92,7 +97,25 @@ def _thumbnail(path: str, color: str) -> np.ndarray:
 def matches_figure(arch: str, ranking: str, queries: Sequence[SampledQuery],
                    gallery: pd.DataFrame, top_k: int, path: Path) -> None:
     """TAO-style sampled matches: each row a query, then its top-k gallery thumbnails, with
-    green borders on true matches and red on errors (distractors are errors).
+    green borders on true matches and red on errors (distractors are errors)."""
+    _rank_rows_figure(
+        f"{arch}: sampled queries and their top-{top_k} gallery matches "
+        f"({RANKING_LABELS[ranking]} ranking)", queries, gallery, top_k, path,
+        lambda row, column, image_path: _image_tile(image_path))
+
+
+def attention_figure(title: str, queries: Sequence[SampledQuery], gallery: pd.DataFrame,
+                     top_k: int, overlays: Sequence[np.ndarray], path: Path) -> None:
+    """The matches figure's rows with each image replaced by its attention overlay:
+    ``overlays[row]`` holds the query's and then its ranked gallery images' (H x W x 3 uint8)."""
+    _rank_rows_figure(title, queries, gallery, top_k, path,
+                      lambda row, column, image_path: Image.fromarray(overlays[row][column]))
+
+
+def _rank_rows_figure(title: str, queries: Sequence[SampledQuery], gallery: pd.DataFrame,
+                      top_k: int, path: Path, tile: Callable[[int, int, str], Image.Image]) -> None:
+    """Each row a query, then its top-k gallery tiles (``tile(row, column, image path)``, column
+    0 the query), with green borders on true matches and red on errors.
 
     The tiles are composed into one image (drawn once) rather than one axis per thumbnail,
     which keeps the figure fast to draw at 8 x 11 tiles."""
@@ -108,7 +131,8 @@ def matches_figure(arch: str, ranking: str, queries: Sequence[SampledQuery],
     def place(row: int, column: int, image_path: str, color: str, text: str) -> None:
         x = column * cell_w + (QUERY_GAP if column else 0)
         y = row * cell_h + LABEL_H
-        canvas[y:y + TILE_H + 2 * BORDER, x:x + TILE_W + 2 * BORDER] = _thumbnail(image_path, color)
+        canvas[y:y + TILE_H + 2 * BORDER, x:x + TILE_W + 2 * BORDER] = _framed(
+            tile(row, column, image_path), color)
         labels.append((x + BORDER + TILE_W / 2, y - 4, text, color))
 
     for row, query in enumerate(queries):
@@ -129,8 +153,7 @@ def matches_figure(arch: str, ranking: str, queries: Sequence[SampledQuery],
         ax.text(x, y, text, ha="center", va="bottom", fontsize=7.5, color=color,
                 linespacing=1.1)
     fig.text(0.01, 1 - 0.1 / fig.get_figheight(), (
-        f"{arch}: sampled queries and their top-{top_k} gallery matches "
-        f"({RANKING_LABELS[ranking]} ranking)\n"
+        f"{title}\n"
         "green border = same identity (true match); red border = wrong identity or distractor\n"
         "not shown: junk images and same-camera images of the query's identity (excluded by the "
         "protocol)"), ha="left", va="top", fontsize=9)

@@ -98,14 +98,30 @@ def sample_queries(arch: ArchResults, count: int, top_k: int) -> list[report_fig
     candidates = np.flatnonzero(frame[f"ap_{ranking}"].notna().to_numpy())
     rng = np.random.default_rng(SAMPLE_SEED)
     chosen = np.sort(rng.choice(candidates, size=min(count, len(candidates)), replace=False))
-    queries = []
-    for index in chosen:
-        row = frame.iloc[int(index)]
-        queries.append(report_figures.SampledQuery(
-            path=str(arch.query["path"].iloc[int(index)]), pid=int(row["pid"]),
-            camid=int(row["camid"]), ap=float(row[f"ap_{ranking}"]),
-            top=top_indices(row[f"top_{ranking}"], len(arch.gallery), top_k)))
-    return queries
+    return [_query_row(arch, int(index), top_k) for index in chosen]
+
+
+def _query_row(arch: ArchResults, index: int, top_k: int) -> report_figures.SampledQuery:
+    """The query at position ``index`` of the per-query table, with its top-k gallery items."""
+    ranking = arch.ranking
+    row = arch.per_query.iloc[index]
+    return report_figures.SampledQuery(
+        path=str(arch.query["path"].iloc[index]), pid=int(row["pid"]),
+        camid=int(row["camid"]), ap=float(row[f"ap_{ranking}"]),
+        top=top_indices(row[f"top_{ranking}"], len(arch.gallery), top_k))
+
+
+def _hardest_rows(arch: ArchResults, count: int) -> pd.DataFrame:
+    """The ``count`` scored queries with the lowest AP, lowest first."""
+    ranking = arch.ranking
+    frame = arch.per_query.dropna(subset=[f"ap_{ranking}"])
+    return frame.sort_values(f"ap_{ranking}", kind="stable").head(count)
+
+
+def hardest_queries(arch: ArchResults, count: int, top_k: int) -> list[report_figures.SampledQuery]:
+    """The hardest-query table's queries, in its order, with their top-k gallery items."""
+    positions = arch.per_query.index.get_indexer(_hardest_rows(arch, count).index)
+    return [_query_row(arch, int(position), top_k) for position in positions]
 
 
 def top_indices(value: Any, gallery_size: int, top_k: int) -> list[int]:
@@ -124,8 +140,7 @@ def top_indices(value: Any, gallery_size: int, top_k: int) -> list[int]:
 
 def hardest_section(arch: ArchResults, count: int) -> list[Block]:
     ranking = arch.ranking
-    frame = arch.per_query.dropna(subset=[f"ap_{ranking}"])
-    frame = frame.sort_values(f"ap_{ranking}", kind="stable").head(count)
+    frame = _hardest_rows(arch, count)
     headers = ["query", "identity", "camera"]
     for r in arch.metrics:
         label = report_figures.RANKING_LABELS[r]

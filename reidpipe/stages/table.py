@@ -401,6 +401,7 @@ STAGES: tuple[Stage, ...] = (
                   "deploy": AllOf(DEPLOY),
                   "config": AllOf(f"{ARCH_MODEL}/{TRAIN_CONFIG_FILE}"),
                   "train_log": AllOf(f"{ARCH_MODEL}/{TRAIN_LOG_FILE}"),
+                  "model": AllOf(f"{ARCH_MODEL}/{MODEL_FILE}"),   # the attention maps
                   "cross": AllOf(f"{CROSS}/{METRICS_FILE}"),
                   "seed_spread": When(SEED_SPREAD, _measures_spread)},
           outputs={"markdown": Output(f"{REPORTS_DIR}/{REPORT_MARKDOWN}"),
@@ -409,7 +410,7 @@ STAGES: tuple[Stage, ...] = (
                    "environment": Output(f"{REPORTS_DIR}/{ENVIRONMENT_FILE}", dvc="git"),
                    "figures": Output(f"{REPORTS_DIR}/{FIGURES_DIR}", directory=True)},
           params=("pipeline.archs", "pipeline.eval_sources", "pipeline.seeds", "data.source",
-                  "data.train_sources", "report")),
+                  "data.train_sources", "report", "extract.channel_order", "extract.input_scale")),
 )
 
 STAGE_BY_NAME = {stage.name: stage for stage in STAGES}
