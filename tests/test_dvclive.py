@@ -156,7 +156,9 @@ def test_two_dvc_experiments_show_their_val_metrics_and_curves_and_snakemake_agr
     for name, dim in dims.items():
         data = experiments[name]
         assert data["params"]["params.yaml"]["data"]["model"]["feat_dim"] == dim
-        summary = data["metrics"][str(live / DVCLIVE_METRICS_FILE)]["data"]
+        found = data["metrics"][str(live / DVCLIVE_METRICS_FILE)]
+        assert "data" in found, f"{name}: the experiment holds no training metrics: {found}"
+        summary = found["data"]
         assert summary["step"] == small["train"]["num_epochs"]
         assert 0 < summary["val"]["mAP"] <= 1 and 0 <= summary["val"]["rank1"] <= 1
         finals[name] = summary["val"]

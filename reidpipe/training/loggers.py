@@ -68,6 +68,7 @@ def make_loggers(names: Sequence[str], live_dir: Path) -> list[Logger]:
     """The loggers, each writing into ``live_dir / <its folder>``."""
     loggers: list[Logger] = [EpochDVCLiveLogger(live_dir / DVCLIVE_DIR)]
     if "tensorboard" in names:
-        loggers.append(TensorBoardLogger(live_dir, name="", version=TENSORBOARD_DIR,
+        # version "": no run number in the path, nor in the progress bar
+        loggers.append(TensorBoardLogger(live_dir, name=TENSORBOARD_DIR, version="",
                                          default_hp_metric=False))
     return loggers
