@@ -41,6 +41,8 @@ from reidpipe.filenames import (
 )
 from reidpipe.input_contract import Preprocess
 from reidpipe.params import load_params
+from reidpipe.report.document import Paragraph
+from reidpipe.report.render import render_html
 from reidpipe.report.sections import _package_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -227,8 +229,11 @@ def test_package_writes_the_model_card(params, splits, record_files, records, tm
     assert "| 0.0001 | none: 1800 impostor pairs: too few | - | - | - |" in markdown
     manifest = json.loads((out / PACKAGE_MANIFEST_FILE).read_text())
     assert manifest["model_card"] == {"markdown": MODEL_CARD_MARKDOWN, "json": MODEL_CARD_JSON}
-    assert "Model card: `tiny/deploy/MODEL_CARD.md` (JSON: `model_card.json` beside it)" in (
-        _package_blocks(manifest)[0].text)   # the report's link
+    linked = _package_blocks(manifest, "../results/tiny/deploy")[0].text  # the report's link
+    assert ("Model card: [MODEL_CARD.md](../results/tiny/deploy/MODEL_CARD.md) "
+            "([JSON](../results/tiny/deploy/model_card.json))") in linked
+    assert '<a href="../results/tiny/deploy/MODEL_CARD.md">MODEL_CARD.md</a>' in render_html(
+        "r", [Paragraph(linked)], tmp_path)
 
     without = run_records({k: v for k, v in record_files.items() if k != "verification"})
     package("tiny", onnx_dir, trt_dir, tmp_path / "plain", params.deploy, without, RECIPE)

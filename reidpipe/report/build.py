@@ -27,6 +27,7 @@ from reidpipe.filenames import (
     ENVIRONMENT_FILE,
     SEED_SPREAD_FILE,
     CROSS_DIR,
+    DEPLOY_DIR,
     FIGURES_DIR,
     METRICS_FILE,
     REPORT_HTML,
@@ -117,7 +118,8 @@ def build_report(params: Params, results_dir: str | Path, models_dir: str | Path
                                            top_k, "hardest", staging)
             blocks += verification_section(arch, staging)
             blocks += training_section(arch, models_dir, staging)
-            blocks += export_section(arch)
+            deploy_link = Path(os.path.relpath(results_dir / arch.name / DEPLOY_DIR, out_dir))
+            blocks += export_section(arch, deploy_link.as_posix())
         title = "reidpipe report"
         (staging / REPORT_MARKDOWN).write_text(render_markdown(title, blocks), encoding="utf-8")
         (staging / REPORT_HTML).write_text(render_html(title, blocks, staging),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -110,7 +111,12 @@ def render_html(title: str, blocks: Sequence[Block], figures_dir: Path) -> str:
     return "\n".join(parts) + "\n"
 
 
+# A markdown link, [text](target), in escaped text
+_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+
+
 def _inline_code(text: str) -> str:
-    """Escape ``text``; markdown `code` spans become <code>."""
+    """Escape ``text``; markdown `code` spans become <code>, [text](target) links <a>."""
     pieces = html.escape(text).split("`")
-    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(pieces))
+    return "".join(f"<code>{p}</code>" if i % 2 else _LINK.sub(r'<a href="\2">\1</a>', p)
+                   for i, p in enumerate(pieces))

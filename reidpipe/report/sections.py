@@ -301,7 +301,9 @@ def _precision_table(parity: dict[str, Any] | None,
                    "TensorRT latency"], rows)]
 
 
-def _package_blocks(manifest: dict[str, Any] | None) -> list[Block]:
+def _package_blocks(manifest: dict[str, Any] | None, deploy_link: str) -> list[Block]:
+    """The package's Triton and DeepStream settings, and a link to the model card
+    (``deploy_link``: the arch's deploy folder, relative to the report)."""
     if manifest is None:
         return [Paragraph(f"Deployment package: not run (no {DEPLOY_DIR}/"
                           f"{PACKAGE_MANIFEST_FILE}).")]
@@ -315,8 +317,8 @@ def _package_blocks(manifest: dict[str, Any] | None) -> list[Block]:
         f"(offsets {ds.get('offsets')}, netScaleFactor {ds.get('netScaleFactor')}, networkMode "
         f"{ds.get('networkMode')}" + (f", per-channel scale {folded} folded into "
                                        f"`{ds.get('onnx')}`" if folded else "") + ")."
-        + (f" Model card: `{manifest.get('arch')}/{DEPLOY_DIR}/{card.get('markdown')}` "
-           f"(JSON: `{card.get('json')}` beside it) in the results folder." if card else ""))]
+        + (f" Model card: [{card.get('markdown')}]({deploy_link}/{card.get('markdown')}) "
+           f"([JSON]({deploy_link}/{card.get('json')}))." if card else ""))]
 
 
 def _tensorrt_blocks(status: dict[str, Any] | None) -> list[Block]:
@@ -353,10 +355,11 @@ def _tensorrt_blocks(status: dict[str, Any] | None) -> list[Block]:
     return blocks
 
 
-def export_section(arch: ArchResults) -> list[Block]:
+def export_section(arch: ArchResults, deploy_link: str) -> list[Block]:
+    """``deploy_link``: the arch's deploy folder relative to the report (its model card's link)."""
     return [Heading(3, "Deployment"), *_parity_blocks(arch.parity),
             *_tensorrt_blocks(arch.tensorrt), *_precision_table(arch.parity, arch.tensorrt),
-            *_package_blocks(arch.package)]
+            *_package_blocks(arch.package, deploy_link)]
 
 
 def validation_section(path: Path) -> list[Block]:
