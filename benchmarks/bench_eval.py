@@ -68,8 +68,14 @@ def _data(scale: str, dim: int, seed: int = 0) -> tuple[np.ndarray, ...]:
     feats += 1.8 * (dim / 256) ** 0.25 * rng.standard_normal(feats.shape, dtype=np.float32)
     feats /= np.linalg.norm(feats, axis=1, keepdims=True)
     camids = rng.integers(1, cams + 1, len(pids))
-    return (feats[:num_query], feats[num_query:], pids[:num_query], camids[:num_query],
-            pids[num_query:], camids[num_query:])
+    return (
+        feats[:num_query],
+        feats[num_query:],
+        pids[:num_query],
+        camids[:num_query],
+        pids[num_query:],
+        camids[num_query:],
+    )
 
 
 def _cpu_s(who: int = resource.RUSAGE_SELF) -> float:
@@ -88,8 +94,10 @@ def _embeddings(scale: str, dim: int) -> object:
         paths = [f"{name}/{i:06d}.jpg" for i in range(len(pids))]
         return EmbeddingSet(feats, pd.DataFrame({"path": paths, "pid": pids, "camid": cams}))
 
-    return Embeddings(query=subset(query, q_pids, q_cams, "query"),
-                      gallery=subset(gallery, g_pids, g_cams, "bounding_box_test"))
+    return Embeddings(
+        query=subset(query, q_pids, q_cams, "query"),
+        gallery=subset(gallery, g_pids, g_cams, "bounding_box_test"),
+    )
 
 
 def run_case(scale: str, dim: int, task: str) -> dict[str, object]:
@@ -103,21 +111,39 @@ def run_case(scale: str, dim: int, task: str) -> dict[str, object]:
 
     embeddings = _embeddings(scale, dim)
     q, g = embeddings.query, embeddings.gallery
-    ids = (q.meta["pid"].to_numpy(), q.meta["camid"].to_numpy(), g.meta["pid"].to_numpy(),
-           g.meta["camid"].to_numpy())
+    ids = (
+        q.meta["pid"].to_numpy(),
+        q.meta["camid"].to_numpy(),
+        g.meta["pid"].to_numpy(),
+        g.meta["camid"].to_numpy(),
+    )
     result: dict[str, object] = {"baseline_rss_gb": round(_peak_rss_gb(), 3)}
     if task == "cli":
         with tempfile.TemporaryDirectory() as tmp:
             write_embeddings(Path(tmp) / "emb", embeddings)
-            command = [sys.executable, "-m", "reidpipe", "evaluate", "--embeddings",
-                       f"{tmp}/emb", "--out", f"{tmp}/metrics.json", "--cmc", f"{tmp}/cmc.csv",
-                       "--per-query", f"{tmp}/per_query.csv", "--device", "cpu"]
+            command = [
+                sys.executable,
+                "-m",
+                "reidpipe",
+                "evaluate",
+                "--embeddings",
+                f"{tmp}/emb",
+                "--out",
+                f"{tmp}/metrics.json",
+                "--cmc",
+                f"{tmp}/cmc.csv",
+                "--per-query",
+                f"{tmp}/per_query.csv",
+                "--device",
+                "cpu",
+            ]
             started = time.perf_counter()
             subprocess.run(command, check=True, cwd=ROOT, capture_output=True)
             result["wall_s"] = round(time.perf_counter() - started, 2)
             result["cpu_s"] = round(_cpu_s(resource.RUSAGE_CHILDREN), 2)
             result["peak_rss_gb"] = round(
-                resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2, 3)
+                resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2, 3
+            )
             metrics = json.loads((Path(tmp) / "metrics.json").read_text(encoding="utf-8"))
         for name, block in metrics.items():
             result[name] = {"mAP": round(block["mAP"], 4), "rank1": round(block["rank1"], 4)}
@@ -128,12 +154,14 @@ def run_case(scale: str, dim: int, task: str) -> dict[str, object]:
         oracle = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(oracle)
         final = oracle.dense_re_ranking(q.features, g.features, 20, 6, 0.3, dtype=np.float32)
-        summaries = {"reranked": summarise(rank_queries(lambda s, e: final[s:e], len(final),
-                                                        *ids))}
+        summaries = {"reranked": summarise(rank_queries(lambda s, e: final[s:e], len(final), *ids))}
     else:
         evaluation = evaluate_embeddings(
-            embeddings, EvaluateParams(), ReRankingParams(re_ranking=task == "rerank", k1=20,
-                                                          k2=6, lambda_value=0.3), device="cpu")
+            embeddings,
+            EvaluateParams(),
+            ReRankingParams(re_ranking=task == "rerank", k1=20, k2=6, lambda_value=0.3),
+            device="cpu",
+        )
         summaries = evaluation.metrics
     result["wall_s"] = round(time.perf_counter() - started, 2)
     result["cpu_s"] = round(_cpu_s() - cpu, 2)
@@ -155,21 +183,28 @@ def _speedups(cases: list[dict[str, object]]) -> dict[str, dict[str, float]]:
             if dense and fast:
                 out[f"{scale} {DENSE_DIM}-d {task}"] = {
                     "wall": round(dense["wall_s"] / fast["wall_s"], 1),
-                    "cpu": round(dense["cpu_s"] / fast["cpu_s"], 1)}
+                    "cpu": round(dense["cpu_s"] / fast["cpu_s"], 1),
+                }
     return out
 
 
 def _child(scale: str, dim: int, task: str) -> dict[str, object]:
     """One case in a fresh subprocess, with the load average before and after it."""
     load = os.getloadavg()[0]  # other work on the machine inflates wall times
-    proc = subprocess.run([sys.executable, __file__, "--child", scale, str(dim), task],
-                          capture_output=True, text=True, cwd=ROOT, check=False)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", scale, str(dim), task],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
     if proc.returncode != 0:
-        return {"error": proc.stderr.strip().splitlines()[-1:] or
-                [f"exit code {proc.returncode}"]}
-    return {"load_avg_1m_before": round(load, 2),
-            "load_avg_1m_after": round(os.getloadavg()[0], 2),
-            **json.loads(proc.stdout.strip().splitlines()[-1])}
+        return {"error": proc.stderr.strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]}
+    return {
+        "load_avg_1m_before": round(load, 2),
+        "load_avg_1m_after": round(os.getloadavg()[0], 2),
+        **json.loads(proc.stdout.strip().splitlines()[-1]),
+    }
 
 
 def _measured(scale: str, dim: int, task: str, repeat: int) -> dict[str, object]:
@@ -180,9 +215,12 @@ def _measured(scale: str, dim: int, task: str, repeat: int) -> dict[str, object]
     if failed or repeat == 1:
         return (failed or runs)[0]
     median = sorted(runs, key=lambda run: run["wall_s"])[repeat // 2]
-    return {**median, "runs": [{key: run[key] for key in ("wall_s", "cpu_s",
-                                                          "load_avg_1m_before")}
-                               for run in runs]}
+    return {
+        **median,
+        "runs": [
+            {key: run[key] for key in ("wall_s", "cpu_s", "load_avg_1m_before")} for run in runs
+        ],
+    }
 
 
 def _case_key(case: dict[str, object]) -> tuple[int, int, int]:
@@ -194,11 +232,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scales", nargs="+", choices=sorted(SCALES), default=list(SCALES))
     parser.add_argument("--dims", nargs="+", type=int, default=[256, 512, 2048])
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="runs of each case but the dense oracle; the median is reported")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of each case but the dense oracle; the median is reported",
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "eval.json"))
-    parser.add_argument("--child", nargs=3, metavar=("SCALE", "DIM", "TASK"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", nargs=3, metavar=("SCALE", "DIM", "TASK"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.child:
         scale, dim, task = args.child
@@ -215,8 +258,14 @@ def main(argv: list[str] | None = None) -> int:
                 q, g = SCALES[scale][:2]
                 print(f"{scale} ({q} x {g}) {dim}-d {task} ...", flush=True)
                 case = _measured(scale, dim, task, 1 if task == "dense" else args.repeat)
-                case = {"scale": scale, "num_query": q, "num_gallery": g, "dim": dim,
-                        "task": task, **case}
+                case = {
+                    "scale": scale,
+                    "num_query": q,
+                    "num_gallery": g,
+                    "dim": dim,
+                    "task": task,
+                    **case,
+                }
                 print("   ", json.dumps(case), flush=True)
                 cases.append(case)
     import torch
@@ -225,13 +274,23 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     if out.is_file():
         fresh = {_case_key(c) for c in cases}
-        kept = [c for c in json.loads(out.read_text(encoding="utf-8"))["cases"]
-                if _case_key(c) not in fresh]
+        kept = [
+            c
+            for c in json.loads(out.read_text(encoding="utf-8"))["cases"]
+            if _case_key(c) not in fresh
+        ]
         cases = sorted(kept + cases, key=_case_key)
-    report = {"machine": {"cpus": torch.get_num_threads(), "platform": platform.platform(),
-                          "torch": torch.__version__, "numpy": np.__version__},
-              "re_ranking": {"k1": 20, "k2": 6, "lambda_value": 0.3}, "cases": cases,
-              "speedup_over_dense": _speedups(cases)}
+    report = {
+        "machine": {
+            "cpus": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+        },
+        "re_ranking": {"k1": 20, "k2": 6, "lambda_value": 0.3},
+        "cases": cases,
+        "speedup_over_dense": _speedups(cases),
+    }
     write_json(out, report)
     print(f"wrote {out}")
     return 0

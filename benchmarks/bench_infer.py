@@ -22,8 +22,8 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -39,14 +39,16 @@ RUNTIMES = ("torch_fp32", "ort_fp32", "ort_int8", "ort_uint8", "ort_uint8_u8s8")
 FILE_OF = {"ort_uint8_u8s8": "ort_uint8"}
 CALIBRATION_IMAGES = 16
 MIN_REPEATS, MAX_REPEATS, CASE_BUDGET_S = 2, 10, 15.0
-TARGET = ("resnet50", 16, "ort_uint8", 2.0)   # INT8 >= 2x PyTorch eager at batch 16
+TARGET = ("resnet50", 16, "ort_uint8", 2.0)  # INT8 >= 2x PyTorch eager at batch 16
 # The INT8 files: the default export settings (symmetric int8, Q/DQ on Conv/Gemm/MatMul inputs:
 # TensorRT's format) and ONNX Runtime's CPU format (uint8 activations, every op it can quantize,
 # outputs too, so it fuses QLinearConv / QLinearMatMul and runs its integer kernels).
 INT8_FORMATS = {
     "ort_int8": ExportParams(),
-    "ort_uint8": dataclasses.replace(ExportParams(), int8_activations="uint8", int8_op_types=[],
-                                     int8_quantize_outputs=True)}
+    "ort_uint8": dataclasses.replace(
+        ExportParams(), int8_activations="uint8", int8_op_types=[], int8_quantize_outputs=True
+    ),
+}
 
 
 def _time(call: Callable[[], object]) -> tuple[float, int]:
@@ -106,36 +108,56 @@ def bench_model(name: str, batches: list[int], runtimes: list[str]) -> list[dict
             options = ort.SessionOptions() if runtime == "ort_uint8_u8s8" else session_options()
             try:
                 sessions[runtime] = ort.InferenceSession(
-                    str(files[FILE_OF.get(runtime, runtime)]), options,
-                    providers=["CPUExecutionProvider"])
-            except Exception as exc:  # ONNX Runtime's errors are untyped; record and go on
+                    str(files[FILE_OF.get(runtime, runtime)]),
+                    options,
+                    providers=["CPUExecutionProvider"],
+                )
+            except Exception as exc:  # noqa: BLE001 - ONNX Runtime's errors are untyped; record and go on
                 failed[runtime] = f"{type(exc).__name__}: {str(exc).strip()[-300:]}"
                 print(f"    {runtime}: session failed: {failed[runtime]}", flush=True)
         for batch in batches:
-            images = np.random.default_rng(batch).standard_normal(
-                (batch, 3, pre.height, pre.width)).astype(np.float32)
+            images = (
+                np.random.default_rng(batch)
+                .standard_normal((batch, 3, pre.height, pre.width))
+                .astype(np.float32)
+            )
             for runtime in runtimes:
                 if runtime in failed:
-                    rows.append({"model": name, "runtime": runtime, "batch": batch,
-                                 "error": failed[runtime]})
+                    rows.append(
+                        {
+                            "model": name,
+                            "runtime": runtime,
+                            "batch": batch,
+                            "error": failed[runtime],
+                        }
+                    )
                     continue
                 if runtime == "torch_fp32":
                     tensor = torch.from_numpy(images)
 
-                    def call() -> object:
+                    def call(tensor: torch.Tensor = tensor) -> object:
                         with torch.inference_mode():
                             return net(tensor)
                 else:
                     session = sessions[runtime]
 
-                    def call() -> object:
+                    def call(
+                        session: ort.InferenceSession = session, images: np.ndarray = images
+                    ) -> object:
                         return session.run(None, {"input": images})
+
                 load = os.getloadavg()[0]
                 ms, repeats = _time(call)
-                row = {"model": name, "input": [3, pre.height, pre.width], "runtime": runtime,
-                       "batch": batch, "ms_per_batch": round(ms, 2),
-                       "images_per_s": round(batch * 1000.0 / ms, 2), "repeats": repeats,
-                       "load_avg_1m_before": round(load, 2)}
+                row = {
+                    "model": name,
+                    "input": [3, pre.height, pre.width],
+                    "runtime": runtime,
+                    "batch": batch,
+                    "ms_per_batch": round(ms, 2),
+                    "images_per_s": round(batch * 1000.0 / ms, 2),
+                    "repeats": repeats,
+                    "load_avg_1m_before": round(load, 2),
+                }
                 print("   ", json.dumps(row), flush=True)
                 rows.append(row)
     return rows
@@ -158,20 +180,39 @@ def main(argv: list[str] | None = None) -> int:
         rows += bench_model(name, args.batches, args.runtimes)
     speedups = {}
     for row in rows:
-        eager = next((r for r in rows if r["model"] == row["model"] and r["batch"] == row["batch"]
-                      and r["runtime"] == "torch_fp32"), None)
+        eager = next(
+            (
+                r
+                for r in rows
+                if r["model"] == row["model"]
+                and r["batch"] == row["batch"]
+                and r["runtime"] == "torch_fp32"
+            ),
+            None,
+        )
         if eager is not None and row["runtime"] != "torch_fp32" and "error" not in row:
             key = f"{row['model']}/b{row['batch']}/{row['runtime']}"
             speedups[key] = round(float(row["images_per_s"]) / float(eager["images_per_s"]), 2)
     model, batch, runtime, factor = TARGET
     target_key = f"{model}/b{batch}/{runtime}"
-    report = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                          "platform": platform.platform(), "processor": platform.processor(),
-                          "torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
-              "results": rows, "speedup_vs_torch_eager": speedups,
-              "target": {"case": target_key, "min_speedup": factor,
-                         "speedup": speedups.get(target_key),
-                         "met": (speedups.get(target_key) or 0) >= factor}}
+    report = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+        },
+        "results": rows,
+        "speedup_vs_torch_eager": speedups,
+        "target": {
+            "case": target_key,
+            "min_speedup": factor,
+            "speedup": speedups.get(target_key),
+            "met": (speedups.get(target_key) or 0) >= factor,
+        },
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, report)

@@ -79,10 +79,16 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train.json"))
     args = parser.parse_args()
     params = load_params([ROOT / "params.yaml", ROOT / "config" / "demo.yaml"])
-    results = {"machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                           "platform": platform.platform(), "torch": torch.__version__,
-                           "cuda": torch.cuda.is_available()},
-               "archs": {}}
+    results = {
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "cuda": torch.cuda.is_available(),
+        },
+        "archs": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "synthetic-market"
         generate_synthetic_market(data, params.data.synthetic_ids, params.data.synthetic_seed)
@@ -97,12 +103,17 @@ def main() -> None:
             results["archs"][arch] = {
                 "backbone": cfg.model.backbone,
                 "input": [cfg.model.input_height, cfg.model.input_width],
-                "batch_size": cfg.dataset.batch_size, "num_workers": cfg.dataset.num_workers,
-                "loader_images_per_s": round(loader, 1), "train_images_per_s": round(train, 1),
+                "batch_size": cfg.dataset.batch_size,
+                "num_workers": cfg.dataset.num_workers,
+                "loader_images_per_s": round(loader, 1),
+                "train_images_per_s": round(train, 1),
                 "loader_keeps_up": loader >= train,
             }
-            print(f"{arch}: loader {loader:.1f} img/s ({cfg.dataset.num_workers} worker(s)), "
-                  f"train {train:.1f} img/s", flush=True)
+            print(
+                f"{arch}: loader {loader:.1f} img/s ({cfg.dataset.num_workers} worker(s)), "
+                f"train {train:.1f} img/s",
+                flush=True,
+            )
     atomic.write_json(args.out, results)
     print(f"wrote {args.out}")
 

@@ -47,28 +47,57 @@ VARIANTS: dict[str, tuple[dict[str, str], list[str]]] = {
 }
 
 
-def train(name: str, env: dict[str, str], sets: list[str], splits: Path, out: Path,
-          epochs: int) -> float:
-    command = [sys.executable, "-m", "reidpipe", "train", "--arch", "resnet_demo",
-               "--splits", str(splits), "--out", str(out),
-               "--params", str(ROOT / "params.yaml"), str(ROOT / "config" / "demo.yaml"),
-               "--set", f"train.num_epochs={epochs}", "--set", f"train.validation_interval={epochs}",
-               "--set", f"train.checkpoint_interval={epochs}"]
+def train(
+    name: str, env: dict[str, str], sets: list[str], splits: Path, out: Path, epochs: int
+) -> float:
+    command = [
+        sys.executable,
+        "-m",
+        "reidpipe",
+        "train",
+        "--arch",
+        "resnet_demo",
+        "--splits",
+        str(splits),
+        "--out",
+        str(out),
+        "--params",
+        str(ROOT / "params.yaml"),
+        str(ROOT / "config" / "demo.yaml"),
+        "--set",
+        f"train.num_epochs={epochs}",
+        "--set",
+        f"train.validation_interval={epochs}",
+        "--set",
+        f"train.checkpoint_interval={epochs}",
+    ]
     for value in sets:
         command += ["--set", value]
     start = time.perf_counter()
-    subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, **env},
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    subprocess.run(
+        command,
+        check=True,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     print(f"{name}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
     return time.perf_counter() - start
 
 
 def compare(reference: dict[str, torch.Tensor], other: dict[str, torch.Tensor]) -> dict:
     differing = [key for key in reference if not torch.equal(reference[key], other[key])]
-    largest = max((float((reference[k].double() - other[k].double()).abs().max())
-                   for k in differing), default=0.0)
-    return {"bit_identical": not differing, "tensors_differing": len(differing),
-            "tensors": len(reference), "max_abs_difference": largest}
+    largest = max(
+        (float((reference[k].double() - other[k].double()).abs().max()) for k in differing),
+        default=0.0,
+    )
+    return {
+        "bit_identical": not differing,
+        "tensors_differing": len(differing),
+        "tensors": len(reference),
+        "max_abs_difference": largest,
+    }
 
 
 def main() -> None:
@@ -85,19 +114,28 @@ def main() -> None:
             seconds = train(name, env, sets, args.splits, out, args.epochs)
             saved = torch.load(out / MODEL_FILE, map_location="cpu", weights_only=True)
             states[name] = saved["state_dict"]
-            results[name] = {"env": env, "set": sets, "seconds": round(seconds, 1),
-                             **compare(states["reference"], states[name])}
+            results[name] = {
+                "env": env,
+                "set": sets,
+                "seconds": round(seconds, 1),
+                **compare(states["reference"], states[name]),
+            }
             if "native kernels" in states:
                 results[name]["vs_native"] = compare(states["native kernels"], states[name])
-    report = {"epochs": args.epochs,
-              "environment": environment.record("cpu", 1), "variants": results}
+    report = {
+        "epochs": args.epochs,
+        "environment": environment.record("cpu", 1),
+        "variants": results,
+    }
     atomic.write_text(args.out, json.dumps(report, indent=2) + "\n")
     for name, row in results.items():
         native = row.get("vs_native", {})
-        print(f"{name:50s} vs reference: identical={row['bit_identical']!s:5s} "
-              f"differing={row['tensors_differing']:3d}/{row['tensors']} "
-              f"max|diff|={row['max_abs_difference']:.3g}"
-              + (f"; vs native: identical={native['bit_identical']}" if native else ""))
+        print(
+            f"{name:50s} vs reference: identical={row['bit_identical']!s:5s} "
+            f"differing={row['tensors_differing']:3d}/{row['tensors']} "
+            f"max|diff|={row['max_abs_difference']:.3g}"
+            + (f"; vs native: identical={native['bit_identical']}" if native else "")
+        )
 
 
 if __name__ == "__main__":

@@ -59,46 +59,62 @@ PARAMS_FILE = ROOT / "params.yaml"
 MARKET_TRAIN_IMAGES = 12_936
 TAO_EPOCHS = 120
 TAO_A100_HOURS = {"resnet50": 1.25, "swin_tiny": 1.5}
-SMALL_INPUT = (64, 32)          # H x W of the CPU-only runs: exercises the code path, nothing more
-DEPLOY_ARCH = "resnet50"        # the arch exported and built with TensorRT (one, for the budget)
+SMALL_INPUT = (64, 32)  # H x W of the CPU-only runs: exercises the code path, nothing more
+DEPLOY_ARCH = "resnet50"  # the arch exported and built with TensorRT (one, for the budget)
 DDP_ARCH = "resnet50"
-WEIGHTS_NOTE = ("pretrained weights off (model.pretrain_choice: ''): random init, no downloads; "
-                "throughput does not depend on the weights")
+WEIGHTS_NOTE = (
+    "pretrained weights off (model.pretrain_choice: ''): random init, no downloads; "
+    "throughput does not depend on the weights"
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
     """Steps and limits per part; the defaults keep the whole run under 10 minutes on one GPU."""
-    synthetic_ids: int = 120           # ~1,300 query + gallery, ~900 train images
+
+    synthetic_ids: int = 120  # ~1,300 query + gallery, ~900 train images
     val_ids: int = 8
     warmup_steps: int = 5
     timed_steps: int = 30
-    train_budget_s: float = 60.0       # timed steps stop early past this
+    train_budget_s: float = 60.0  # timed steps stop early past this
     cpu_warmup_steps: int = 1
     cpu_timed_steps: int = 2
     loader_batches: int = 20
     ddp_steps_per_epoch: int = 20
     ddp_timeout_s: float = 240.0
-    overrides: tuple[str, ...] = ()    # params --set overrides on top of params.yaml
+    overrides: tuple[str, ...] = ()  # params --set overrides on top of params.yaml
 
 
-QUICK = Budget(synthetic_ids=6, val_ids=1, warmup_steps=1, timed_steps=1, cpu_warmup_steps=0,
-               cpu_timed_steps=1, loader_batches=2, ddp_steps_per_epoch=2,
-               overrides=("archs.resnet50.model.backbone=resnet18",   # config/demo.yaml's sizes
-                          "archs.swin_tiny.model.backbone_kwargs={embed_dim: 32, "
-                          "depths: [1, 1, 2, 1], num_heads: [1, 2, 4, 8]}",
-                          "dataset.batch_size=8", "dataset.num_workers=1",
-                          "export.int8_calibration_images=8", "export.parity_batch_sizes=[1,2]"))
+QUICK = Budget(
+    synthetic_ids=6,
+    val_ids=1,
+    warmup_steps=1,
+    timed_steps=1,
+    cpu_warmup_steps=0,
+    cpu_timed_steps=1,
+    loader_batches=2,
+    ddp_steps_per_epoch=2,
+    overrides=(
+        "archs.resnet50.model.backbone=resnet18",  # config/demo.yaml's sizes
+        "archs.swin_tiny.model.backbone_kwargs={embed_dim: 32, "
+        "depths: [1, 1, 2, 1], num_heads: [1, 2, 4, 8]}",
+        "dataset.batch_size=8",
+        "dataset.num_workers=1",
+        "export.int8_calibration_images=8",
+        "export.parity_batch_sizes=[1,2]",
+    ),
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class PartPlan:
-    device: str | None    # "cuda", "cpu", or None: skipped
-    note: str = ""        # why it is skipped, or how the run differs from the GPU one
+    device: str | None  # "cuda", "cpu", or None: skipped
+    note: str = ""  # why it is skipped, or how the run differs from the GPU one
 
 
-def plan_parts(cuda_available: bool, device_count: int, tensorrt_installed: bool,
-               archs: list[str]) -> dict[str, PartPlan]:
+def plan_parts(
+    cuda_available: bool, device_count: int, tensorrt_installed: bool, archs: list[str]
+) -> dict[str, PartPlan]:
     """Which parts run where, from what the machine has."""
     small = f"no CUDA device: on CPU at {SMALL_INPUT[0]}x{SMALL_INPUT[1]} (code path only)"
     plan: dict[str, PartPlan] = {}
@@ -113,12 +129,18 @@ def plan_parts(cuda_available: bool, device_count: int, tensorrt_installed: bool
         plan["ddp_2gpu"] = PartPlan("cuda")
     plan["extract_evaluate"] = PartPlan("cuda") if cuda_available else PartPlan("cpu", small)
     plan["onnx_export"] = PartPlan("cuda") if cuda_available else PartPlan("cpu", small)
-    missing = [why for why, absent in (("no CUDA device", not cuda_available),
-                                       ("TensorRT not installed", not tensorrt_installed))
-               if absent]
+    missing = [
+        why
+        for why, absent in (
+            ("no CUDA device", not cuda_available),
+            ("TensorRT not installed", not tensorrt_installed),
+        )
+        if absent
+    ]
     for precision in ("fp16", "int8"):
-        plan[f"trt_{precision}"] = PartPlan(None, "; ".join(missing)) if missing \
-            else PartPlan("cuda")
+        plan[f"trt_{precision}"] = (
+            PartPlan(None, "; ".join(missing)) if missing else PartPlan("cuda")
+        )
     return plan
 
 
@@ -128,16 +150,17 @@ class Context:
     budget: Budget
     splits: Path
     work: Path
-    small: bool          # compute parts at SMALL_INPUT (no CUDA, or --quick)
-    quick: bool          # the loader too
+    small: bool  # compute parts at SMALL_INPUT (no CUDA, or --quick)
+    quick: bool  # the loader too
     results: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def arch(self, name: str, small: bool | None = None) -> ArchConfig:
         cfg = self.params.arch(name)
         if not (self.small if small is None else small):
             return cfg
-        model = dataclasses.replace(cfg.model, input_height=SMALL_INPUT[0],
-                                    input_width=SMALL_INPUT[1])
+        model = dataclasses.replace(
+            cfg.model, input_height=SMALL_INPUT[0], input_width=SMALL_INPUT[1]
+        )
         return dataclasses.replace(cfg, model=model)
 
 
@@ -160,23 +183,33 @@ def part_train(ctx: Context, arch: str, device_name: str) -> dict[str, Any]:
     device = torch.device(device_name)
     precision = cfg.train.precision
     if precision == "auto":
-        precision = auto_precision(torch.cuda.get_device_capability(device)
-                                   if device.type == "cuda" else None)
-    deterministic = deterministic_mode(cfg.train.deterministic,
-                                       "gpu" if device.type == "cuda" else "cpu")
-    saved_flags = (torch.are_deterministic_algorithms_enabled(),
-                   torch.is_deterministic_algorithms_warn_only_enabled(),
-                   torch.backends.cudnn.benchmark)
-    _set_torch_flags(deterministic=deterministic)   # what the Trainer sets for the recipe
+        precision = auto_precision(
+            torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+        )
+    deterministic = deterministic_mode(
+        cfg.train.deterministic, "gpu" if device.type == "cuda" else "cpu"
+    )
+    saved_flags = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+    )
+    _set_torch_flags(deterministic=deterministic)  # what the Trainer sets for the recipe
     try:
         return _timed_training(ctx, arch, cfg, device, precision, deterministic)
-    finally:   # the other parts run as the pipeline runs them, without these flags
+    finally:  # the other parts run as the pipeline runs them, without these flags
         torch.use_deterministic_algorithms(saved_flags[0], warn_only=saved_flags[1])
         torch.backends.cudnn.benchmark = saved_flags[2]
 
 
-def _timed_training(ctx: Context, arch: str, cfg: ArchConfig, device: torch.device,
-                    precision: str, deterministic: bool | str) -> dict[str, Any]:
+def _timed_training(
+    ctx: Context,
+    arch: str,
+    cfg: ArchConfig,
+    device: torch.device,
+    precision: str,
+    deterministic: bool | str,
+) -> dict[str, Any]:
     from reidpipe.training.datamodule import ReidDataModule
     from reidpipe.training.lightning_module import ReidModule
     from reidpipe.training.losses import reid_loss
@@ -223,10 +256,15 @@ def _timed_training(ctx: Context, arch: str, cfg: ArchConfig, device: torch.devi
     _sync(device)
     rate = seen / (time.perf_counter() - start)
     row: dict[str, Any] = {
-        "backbone": cfg.model.backbone, "input": [cfg.model.input_height, cfg.model.input_width],
-        "batch_size": len(batches[0][0]), "precision": precision,
-        "deterministic": deterministic, "warmup_steps": warmup, "timed_steps": steps,
-        "images_per_s": round(rate, 1)}
+        "backbone": cfg.model.backbone,
+        "input": [cfg.model.input_height, cfg.model.input_width],
+        "batch_size": len(batches[0][0]),
+        "precision": precision,
+        "deterministic": deterministic,
+        "warmup_steps": warmup,
+        "timed_steps": steps,
+        "images_per_s": round(rate, 1),
+    }
     if arch in TAO_A100_HOURS:
         tao = tao_images_per_s(arch)
         row.update(tao_a100_images_per_s=round(tao, 1), ratio_to_tao=round(rate / tao, 3))
@@ -237,24 +275,28 @@ def _timed_training(ctx: Context, arch: str, cfg: ArchConfig, device: torch.devi
 
 
 def part_loader(ctx: Context, arch: str, device_name: str) -> dict[str, Any]:
-    from bench_train import loader_rate   # benchmarks/bench_train.py, next to this script
+    from bench_train import loader_rate  # benchmarks/bench_train.py, next to this script
 
     from reidpipe.training.datamodule import ReidDataModule
 
-    cfg = ctx.arch(arch, small=ctx.quick)   # real-size inputs wherever it runs, but --quick
+    cfg = ctx.arch(arch, small=ctx.quick)  # real-size inputs wherever it runs, but --quick
     rate = loader_rate(ReidDataModule(ctx.splits, cfg), ctx.budget.loader_batches)
-    row: dict[str, Any] = {"num_workers": cfg.dataset.num_workers,
-                           "input": [cfg.model.input_height, cfg.model.input_width],
-                           "source_jpegs": "64x128 synthetic (Market size)",
-                           "images_per_s": round(rate, 1)}
+    row: dict[str, Any] = {
+        "num_workers": cfg.dataset.num_workers,
+        "input": [cfg.model.input_height, cfg.model.input_width],
+        "source_jpegs": "64x128 synthetic (Market size)",
+        "images_per_s": round(rate, 1),
+    }
     train = ctx.results.get(f"train_{arch}", {})
     summary = f"{rate:.1f} img/s with {cfg.dataset.num_workers} workers"
     if "images_per_s" in train:
         row["train_images_per_s"] = train["images_per_s"]
         row["train_device"] = train["device"]
         row["keeps_up"] = rate > train["images_per_s"]
-        summary += (f"; training ({train['device']}) {train['images_per_s']} img/s: "
-                    f"{'keeps up' if row['keeps_up'] else 'DOES NOT keep up'}")
+        summary += (
+            f"; training ({train['device']}) {train['images_per_s']} img/s: "
+            f"{'keeps up' if row['keeps_up'] else 'DOES NOT keep up'}"
+        )
     return {**row, "summary": summary}
 
 
@@ -262,27 +304,49 @@ def part_ddp(ctx: Context, arch: str, device_name: str) -> dict[str, Any]:
     """``reidpipe train`` on two GPUs (Lightning launches the ranks): three short epochs, the
     second one's time (workers started, no validation) gives the rate."""
     out = ctx.work / "ddp"
-    command = [sys.executable, "-m", "reidpipe", "train", "--params", str(PARAMS_FILE),
-               "--arch", arch, "--splits", str(ctx.splits), "--out", str(out)]
-    for override in ("model.pretrain_choice=''", *ctx.budget.overrides, "train.num_gpus=2",
-                     "train.num_epochs=3",
-                     f"train.max_steps_per_epoch={ctx.budget.ddp_steps_per_epoch}",
-                     "train.validation_interval=100", "train.checkpoint_interval=100"):
+    command = [
+        sys.executable,
+        "-m",
+        "reidpipe",
+        "train",
+        "--params",
+        str(PARAMS_FILE),
+        "--arch",
+        arch,
+        "--splits",
+        str(ctx.splits),
+        "--out",
+        str(out),
+    ]
+    for override in (
+        "model.pretrain_choice=''",
+        *ctx.budget.overrides,
+        "train.num_gpus=2",
+        "train.num_epochs=3",
+        f"train.max_steps_per_epoch={ctx.budget.ddp_steps_per_epoch}",
+        "train.validation_interval=100",
+        "train.checkpoint_interval=100",
+    ):
         command += ["--set", override]
-    done = subprocess.run(command, capture_output=True, text=True,
-                          timeout=ctx.budget.ddp_timeout_s)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=ctx.budget.ddp_timeout_s)
     if done.returncode != 0:
         raise RuntimeError(f"reidpipe train exited {done.returncode}: {done.stderr.strip()[-800:]}")
     with open(out / TRAIN_LOG_FILE, newline="") as handle:
         epoch2 = next(r for r in csv.DictReader(handle) if r["epoch"] == "2")
     global_batch = ctx.params.arch(arch).dataset.batch_size
     rate = int(epoch2["steps"]) * global_batch / float(epoch2["seconds"])
-    return {"arch": arch, "gpus": 2, "global_batch": global_batch,
-            "per_gpu_batch": global_batch // 2, "steps": int(epoch2["steps"]),
-            "images_per_s": round(rate, 1), "images_per_s_per_gpu": round(rate / 2, 1),
-            "peak_gpu_mib_note": "ranks are child processes: not measured here",
-            "summary": f"{rate:.1f} img/s on 2 GPUs ({rate / 2:.1f} per GPU, per-GPU batch "
-                       f"{global_batch // 2}; loader included)"}
+    return {
+        "arch": arch,
+        "gpus": 2,
+        "global_batch": global_batch,
+        "per_gpu_batch": global_batch // 2,
+        "steps": int(epoch2["steps"]),
+        "images_per_s": round(rate, 1),
+        "images_per_s_per_gpu": round(rate / 2, 1),
+        "peak_gpu_mib_note": "ranks are child processes: not measured here",
+        "summary": f"{rate:.1f} img/s on 2 GPUs ({rate / 2:.1f} per GPU, per-GPU batch "
+        f"{global_batch // 2}; loader included)",
+    }
 
 
 def part_extract_evaluate(ctx: Context, arch: str, device_name: str) -> dict[str, Any]:
@@ -303,19 +367,25 @@ def part_extract_evaluate(ctx: Context, arch: str, device_name: str) -> dict[str
     sets = image_sets_from_splits(ctx.splits)
     count = sum(len(frame) for frame in sets.values())
     start = time.perf_counter()
-    embeddings = extract_embeddings(forward, sets, pre, params.extract.batch_size,
-                                    cfg.model.with_flip_feature)
+    embeddings = extract_embeddings(
+        forward, sets, pre, params.extract.batch_size, cfg.model.with_flip_feature
+    )
     extract_s = time.perf_counter() - start
     start = time.perf_counter()
-    result = evaluate_embeddings(embeddings, params.evaluate, params.re_ranking,
-                                 device=device_name)
+    result = evaluate_embeddings(embeddings, params.evaluate, params.re_ranking, device=device_name)
     evaluate_s = time.perf_counter() - start
     rate = count / extract_s
-    return {"arch": arch, "input": [pre.height, pre.width], "images": count,
-            "extract_images_per_s": round(rate, 1), "evaluate_seconds": round(evaluate_s, 3),
-            "re_ranking": params.re_ranking.re_ranking, "metrics": sorted(result.metrics),
-            "summary": f"extract {rate:.1f} img/s ({count} images); evaluate "
-                       f"{'+ re-rank ' if params.re_ranking.re_ranking else ''}{evaluate_s:.2f} s"}
+    return {
+        "arch": arch,
+        "input": [pre.height, pre.width],
+        "images": count,
+        "extract_images_per_s": round(rate, 1),
+        "evaluate_seconds": round(evaluate_s, 3),
+        "re_ranking": params.re_ranking.re_ranking,
+        "metrics": sorted(result.metrics),
+        "summary": f"extract {rate:.1f} img/s ({count} images); evaluate "
+        f"{'+ re-rank ' if params.re_ranking.re_ranking else ''}{evaluate_s:.2f} s",
+    }
 
 
 def part_onnx_export(ctx: Context, arch: str, device_name: str) -> dict[str, Any]:
@@ -334,27 +404,47 @@ def part_onnx_export(ctx: Context, arch: str, device_name: str) -> dict[str, Any
     torch.manual_seed(0)
     net = build_model(cfg.model, num_classes=751, weights=False)
     out = ctx.work / "onnx"
-    report = export_onnx(net, pre, arch, ctx.splits, out, export, params.evaluate,
-                         params.extract.batch_size, flip=cfg.model.with_flip_feature,
-                         device="auto")   # ONNX Runtime on CUDA where its CUDA provider is there
+    report = export_onnx(
+        net,
+        pre,
+        arch,
+        ctx.splits,
+        out,
+        export,
+        params.evaluate,
+        params.extract.batch_size,
+        flip=cfg.model.with_flip_feature,
+        device="auto",
+    )  # ONNX Runtime on CUDA where its CUDA provider is there
     int8 = report.get("int8") or {}
     row: dict[str, Any] = {
-        "arch": arch, "input": [pre.height, pre.width], "onnx_dir": str(out),
+        "arch": arch,
+        "input": [pre.height, pre.width],
+        "onnx_dir": str(out),
         "onnxruntime_providers": onnxruntime.get_available_providers(),
-        "export_seconds": report["export_seconds"], "gates": report["status"],
+        "export_seconds": report["export_seconds"],
+        "gates": report["status"],
         "fp32_max_abs_diff": max(r["max_abs_diff"] for r in report["batch_parity"]),
         "fp32_delta_points": report["retrieval"]["delta_points"],
         "fp16_min_cosine": min(r["min_cosine"] for r in report["fp16"]["batch_parity"])
-        if report.get("fp16") else None,
-        "int8_status": int8.get("status"), "int8_reason": int8.get("reason")}
+        if report.get("fp16")
+        else None,
+        "int8_status": int8.get("status"),
+        "int8_reason": int8.get("reason"),
+    }
     fp16 = "off" if row["fp16_min_cosine"] is None else f"{row['fp16_min_cosine']:.6f}"
-    summary = (f"gates passed; fp32 max abs diff {row['fp32_max_abs_diff']:.2g}, fp16 min cos "
-               f"{fp16}; int8 gate {row['int8_status']}")
+    summary = (
+        f"gates passed; fp32 max abs diff {row['fp32_max_abs_diff']:.2g}, fp16 min cos "
+        f"{fp16}; int8 gate {row['int8_status']}"
+    )
     if export.int8 and int8.get("status") != "passed":
         # Random weights can fail the INT8 accuracy gate; TensorRT's INT8 parity is against ONNX
         # Runtime running the same QDQ graph, so an ungated copy still tests that build.
-        calibration = calibration_sample(list(read_split(ctx.splits, "train")["path"]),
-                                         export.int8_calibration_images, export.int8_seed)
+        calibration = calibration_sample(
+            list(read_split(ctx.splits, "train")["path"]),
+            export.int8_calibration_images,
+            export.int8_seed,
+        )
         quantize_int8(out / ONNX_FILE, out / INT8_FILE, calibration, pre, export)
         row["int8_file"] = "written ungated for the TensorRT build"
         summary += " (QDQ copy written ungated for TensorRT)"
@@ -366,26 +456,42 @@ def part_trt(ctx: Context, precision: str, device_name: str) -> dict[str, Any]:
 
     export = ctx.results.get("onnx_export", {})
     if export.get("status") != "ok":
-        raise RuntimeError(f"needs the ONNX export, which did not pass: "
-                           f"{export.get('error') or export.get('note') or 'not run'}")
+        raise RuntimeError(
+            f"needs the ONNX export, which did not pass: "
+            f"{export.get('error') or export.get('note') or 'not run'}"
+        )
     cfg = ctx.arch(DEPLOY_ARCH)
     params = ctx.params
     deploy = dataclasses.replace(params.deploy, tensorrt="required", precision=precision)
-    status = build_trt(DEPLOY_ARCH, export["onnx_dir"], ctx.splits,
-                       ctx.work / f"trt_{precision}", deploy, params.evaluate,
-                       params.extract.batch_size, flip=cfg.model.with_flip_feature)
-    opt = next((r for r in status["latency"] if r["batch_size"] == deploy.opt_batch),
-               status["latency"][-1])
+    status = build_trt(
+        DEPLOY_ARCH,
+        export["onnx_dir"],
+        ctx.splits,
+        ctx.work / f"trt_{precision}",
+        deploy,
+        params.evaluate,
+        params.extract.batch_size,
+        flip=cfg.model.with_flip_feature,
+    )
+    opt = next(
+        (r for r in status["latency"] if r["batch_size"] == deploy.opt_batch), status["latency"][-1]
+    )
     deltas = status["parity"]["retrieval"]["delta_points"]
     worst_cos = min(r["min_cosine"] for r in status["parity"]["batch_parity"])
-    return {"arch": DEPLOY_ARCH, "tensorrt": status["versions"]["tensorrt"],
-            "onnx": status["onnx"], "build_seconds": status["build_seconds"],
-            "latency_opt_batch": opt, "parity_delta_points": deltas,
-            "parity_min_cosine": worst_cos, "gate_max_delta_points": deploy.max_metric_delta,
-            "peak_gpu_mib_note": "TensorRT's own allocations are outside torch's counter",
-            "summary": f"built in {status['build_seconds']} s; batch {opt['batch_size']}: "
-                       f"{opt['images_per_second']} img/s; gate passed (max delta "
-                       f"{max(deltas.values()):.3f} pts, min cos {worst_cos:.4f})"}
+    return {
+        "arch": DEPLOY_ARCH,
+        "tensorrt": status["versions"]["tensorrt"],
+        "onnx": status["onnx"],
+        "build_seconds": status["build_seconds"],
+        "latency_opt_batch": opt,
+        "parity_delta_points": deltas,
+        "parity_min_cosine": worst_cos,
+        "gate_max_delta_points": deploy.max_metric_delta,
+        "peak_gpu_mib_note": "TensorRT's own allocations are outside torch's counter",
+        "summary": f"built in {status['build_seconds']} s; batch {opt['batch_size']}: "
+        f"{opt['images_per_second']} img/s; gate passed (max delta "
+        f"{max(deltas.values()):.3f} pts, min cos {worst_cos:.4f})",
+    }
 
 
 def part_runners(archs: list[str]) -> dict[str, Callable[[Context, str], dict[str, Any]]]:
@@ -404,8 +510,9 @@ def part_runners(archs: list[str]) -> dict[str, Callable[[Context, str], dict[st
     return runners
 
 
-def run_part(name: str, plan: PartPlan, runner: Callable[[Context, str], dict[str, Any]],
-             ctx: Context) -> dict[str, Any]:
+def run_part(
+    name: str, plan: PartPlan, runner: Callable[[Context, str], dict[str, Any]], ctx: Context
+) -> dict[str, Any]:
     """One part's row: its results, or status skipped/failed with the reason or the error."""
     row: dict[str, Any] = {"part": name, "device": plan.device, "note": plan.note}
     if plan.device is None:
@@ -418,10 +525,14 @@ def run_part(name: str, plan: PartPlan, runner: Callable[[Context, str], dict[st
     try:
         row.update(runner(ctx, plan.device))
         row["status"] = "ok"
-    except Exception as exc:  # one failing part must not stop the others: record and go on
+    except Exception as exc:  # noqa: BLE001 - one failing part must not stop the others: record and go on
         message = f"{type(exc).__name__}: {str(exc).strip()[-600:]}"
-        row.update(status="failed", error=message, summary=f"FAILED: {message[:200]}",
-                   traceback=traceback.format_exc()[-2000:])
+        row.update(
+            status="failed",
+            error=message,
+            summary=f"FAILED: {message[:200]}",
+            traceback=traceback.format_exc()[-2000:],
+        )
     row["seconds"] = round(time.perf_counter() - start, 2)
     if on_gpu:
         row["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
@@ -430,41 +541,57 @@ def run_part(name: str, plan: PartPlan, runner: Callable[[Context, str], dict[st
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| part | status | device | result | peak GPU MiB | seconds |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| part | status | device | result | peak GPU MiB | seconds |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in rows:
         device = row["device"] or "-"
         if row.get("note") and row["status"] != "skipped":
             device += f" ({row['note']})"
         peak = row.get("peak_gpu_mib", "-")
         summary = str(row["summary"]).replace("|", "/")
-        lines.append(f"| {row['part']} | {row['status']} | {device} | {summary} | {peak} | "
-                     f"{row.get('seconds', '-')} |")
+        lines.append(
+            f"| {row['part']} | {row['status']} | {device} | {summary} | {peak} | "
+            f"{row.get('seconds', '-')} |"
+        )
     return "\n".join(lines)
 
 
 def machine() -> dict[str, Any]:
     cuda = torch.cuda.is_available()
-    return {"date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "platform": platform.platform(), "cpus": os.cpu_count(),
-            "load_avg_1m": round(os.getloadavg()[0], 2), "torch": torch.__version__,
-            "cuda_device_count": torch.cuda.device_count() if cuda else 0,
-            "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-            if cuda else []}
+    return {
+        "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "torch": torch.__version__,
+        "cuda_device_count": torch.cuda.device_count() if cuda else 0,
+        "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        if cuda
+        else [],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gpu_check.json"))
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny sizes and step counts: checks the script runs (tests)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes and step counts: checks the script runs (tests)",
+    )
     args = parser.parse_args(argv)
     budget = QUICK if args.quick else Budget()
     params = load_params([PARAMS_FILE], ["model.pretrain_choice=''", *budget.overrides])
     archs = list(params.pipeline.archs)
     cuda = torch.cuda.is_available()
-    plan = plan_parts(cuda, torch.cuda.device_count() if cuda else 0,
-                      importlib.util.find_spec("tensorrt") is not None, archs)
+    plan = plan_parts(
+        cuda,
+        torch.cuda.device_count() if cuda else 0,
+        importlib.util.find_spec("tensorrt") is not None,
+        archs,
+    )
     print(WEIGHTS_NOTE, flush=True)
     rows = []
     started = time.perf_counter()
@@ -472,14 +599,20 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         generate_synthetic_market(work / "synthetic-market", budget.synthetic_ids, 0)
         make_split(work / "synthetic-market", work / "splits", budget.val_ids, 0)
-        ctx = Context(params, budget, work / "splits", work, small=args.quick or not cuda,
-                      quick=args.quick)
+        ctx = Context(
+            params, budget, work / "splits", work, small=args.quick or not cuda, quick=args.quick
+        )
         for name, runner in part_runners(archs).items():
             row = run_part(name, plan[name], runner, ctx)
             ctx.results[name] = row
             rows.append(row)
-    report = {"machine": machine(), "quick": args.quick, "weights": WEIGHTS_NOTE,
-              "total_seconds": round(time.perf_counter() - started, 1), "parts": rows}
+    report = {
+        "machine": machine(),
+        "quick": args.quick,
+        "weights": WEIGHTS_NOTE,
+        "total_seconds": round(time.perf_counter() - started, 1),
+        "parts": rows,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     atomic.write_json(args.out, report)
     print()

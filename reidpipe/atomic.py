@@ -25,8 +25,9 @@ import os
 import resource
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import yaml
 
@@ -99,8 +100,9 @@ def _short_write_cause(folder: Path) -> str:
 
 def _is_short_write(exc: BaseException) -> bool:
     text = str(exc)
-    return ((isinstance(exc, OSError) and exc.errno is None and "written" in text)
-            or (isinstance(exc, RuntimeError) and "file write failed" in text))
+    return (isinstance(exc, OSError) and exc.errno is None and "written" in text) or (
+        isinstance(exc, RuntimeError) and "file write failed" in text
+    )
 
 
 def _newest_file(folder: Path) -> Path | None:
@@ -132,8 +134,11 @@ def _naming_write_failures(tmp: Path, final: Path, unit: Sequence[Path]) -> Iter
         else:
             newest = _newest_file(tmp) if tmp.is_dir() else None
             failed = final / newest.relative_to(tmp) if newest else final
-        kept = ("the previous outputs are left as they were" if any(f.exists() for f in unit)
-                else "nothing was written")
+        kept = (
+            "the previous outputs are left as they were"
+            if any(f.exists() for f in unit)
+            else "nothing was written"
+        )
         raise ReidpipeError(f"cannot write {failed}: {what}; {kept}") from None
 
 
@@ -149,9 +154,11 @@ def _temp_sibling(path: Path, is_dir: bool) -> Path:
             return tmp
         fd, name = tempfile.mkstemp(prefix=prefix, suffix=path.suffix, dir=path.parent)
     except OSError as exc:
-        raise ReidpipeError(f"cannot write {path}: "
-                            f"{_WRITE_FAILURES.get(exc.errno, exc.strerror or exc)}"
-                            + (f" ({exc.filename})" if exc.filename else "")) from None
+        raise ReidpipeError(
+            f"cannot write {path}: "
+            f"{_WRITE_FAILURES.get(exc.errno, exc.strerror or exc)}"
+            + (f" ({exc.filename})" if exc.filename else "")
+        ) from None
     os.close(fd)
     os.chmod(name, 0o666 & ~_umask())
     return Path(name)
@@ -161,8 +168,10 @@ def _check_kind(path: Path, is_dir: bool) -> None:
     """Refuse to replace a folder by a file or a file by a folder: a mistyped --out must not
     delete what is there."""
     if is_dir and path.exists() and not path.is_dir():
-        raise ReidpipeError(f"{path} exists and is not a directory; expected a folder to write "
-                            "into (or nothing there)")
+        raise ReidpipeError(
+            f"{path} exists and is not a directory; expected a folder to write "
+            "into (or nothing there)"
+        )
     if not is_dir and path.is_dir():
         raise ReidpipeError(f"{path} is a directory; expected a file name to write")
 
@@ -237,8 +246,9 @@ def _replace_files(temps: Sequence[Path], finals: Sequence[Path]) -> None:
 
 
 # The marker's text is fixed: it is part of what DVC hashes, so it must not vary between runs.
-_MARKER_TEXT = ("This folder is the output of a reidpipe stage: rerunning the stage replaces it "
-                "whole.\n")
+_MARKER_TEXT = (
+    "This folder is the output of a reidpipe stage: rerunning the stage replaces it whole.\n"
+)
 
 
 def check_replaceable_dir(path: str | os.PathLike[str], owned_by: Sequence[str] = ()) -> None:
@@ -251,9 +261,11 @@ def check_replaceable_dir(path: str | os.PathLike[str], owned_by: Sequence[str] 
     markers = (OUTPUT_MARKER_FILE, *owned_by)
     if any((folder / name).is_file() for name in markers) or not any(folder.iterdir()):
         return
-    raise ReidpipeError(f"{folder} holds files that no reidpipe stage wrote (no "
-                        f"{OUTPUT_MARKER_FILE}); refusing to replace it: choose another output "
-                        "folder, or move it away yourself if its contents may go")
+    raise ReidpipeError(
+        f"{folder} holds files that no reidpipe stage wrote (no "
+        f"{OUTPUT_MARKER_FILE}); refusing to replace it: choose another output "
+        "folder, or move it away yourself if its contents may go"
+    )
 
 
 def remove_output_dir(path: str | os.PathLike[str]) -> None:
@@ -283,8 +295,9 @@ def atomic_dir(path: str | os.PathLike[str], owned_by: Sequence[str] = ()) -> It
         raise
 
 
-def replace_dir(src: str | os.PathLike[str], final: str | os.PathLike[str],
-                owned_by: Sequence[str] = ()) -> None:
+def replace_dir(
+    src: str | os.PathLike[str], final: str | os.PathLike[str], owned_by: Sequence[str] = ()
+) -> None:
     """Move the finished directory ``src`` to ``final``, replacing any directory a stage wrote
     there whole (``check_replaceable_dir``); ``src`` gets the marker that says a stage wrote it.
 

@@ -45,8 +45,10 @@ class BoundedSafeLoader(yaml.SafeLoader):
         if self.check_event(AliasEvent):
             node = super().compose_node(parent, index)
             if id(node) not in self._expanded:
-                raise YamlTooLarge(f"line {mark.line + 1}: an alias refers to the node that "
-                                   "contains it (a recursive structure)")
+                raise YamlTooLarge(
+                    f"line {mark.line + 1}: an alias refers to the node that "
+                    "contains it (a recursive structure)"
+                )
             return node
         self._depth += 1
         if self._depth > MAX_DEPTH:
@@ -63,8 +65,10 @@ class BoundedSafeLoader(yaml.SafeLoader):
             children = []
         size = 1 + sum(self._expanded[id(child)] for child in children)
         if size > MAX_VALUES:
-            raise YamlTooLarge(f"line {mark.line + 1}: more than {MAX_VALUES:,} values once its "
-                               "aliases are expanded (a \"billion laughs\" bomb?); refusing it")
+            raise YamlTooLarge(
+                f"line {mark.line + 1}: more than {MAX_VALUES:,} values once its "
+                'aliases are expanded (a "billion laughs" bomb?); refusing it'
+            )
         self._expanded[id(node)] = size
         return node
 

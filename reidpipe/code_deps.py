@@ -12,9 +12,9 @@ at run time (a template) names them, relative to its folder, in a module-level t
 from __future__ import annotations
 
 import ast
-from functools import lru_cache
+from collections.abc import Iterable
+from functools import cache
 from pathlib import Path
-from typing import Iterable
 
 PACKAGE = "reidpipe"
 DATA_FILES_NAME = "CODE_DATA_FILES"
@@ -36,7 +36,7 @@ def _absolute(node: ast.ImportFrom, module: str, is_package: bool) -> str:
         return node.module or ""
     parts = module.split(".")
     anchor = parts if is_package else parts[:-1]
-    anchor = anchor[:len(anchor) - (node.level - 1)]
+    anchor = anchor[: len(anchor) - (node.level - 1)]
     return ".".join(anchor + ([node.module] if node.module else []))
 
 
@@ -46,12 +46,13 @@ def _type_checking_nodes(tree: ast.AST) -> set[int]:
     for node in ast.walk(tree):
         test = node.test if isinstance(node, ast.If) else None
         if (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-                isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"):
+            isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+        ):
             nodes.update(id(sub) for child in node.body for sub in ast.walk(child))
     return nodes
 
 
-@lru_cache(maxsize=None)
+@cache
 def _imports(name: str, root: Path, stamp: float) -> frozenset[str]:
     path = module_file(name, root)
     assert path is not None, name
@@ -69,36 +70,52 @@ def _imports(name: str, root: Path, stamp: float) -> frozenset[str]:
             targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
         else:
             continue
-        found.update(t for t in targets
-                     if t.split(".")[0] == PACKAGE and module_file(t, root) is not None)
+        found.update(
+            t for t in targets if t.split(".")[0] == PACKAGE and module_file(t, root) is not None
+        )
     found.discard(name)
     return frozenset(found)
 
 
 def _module_strings(tree: ast.Module) -> dict[str, str]:
     """The module-level ``NAME = "text"`` assignments."""
-    return {target.id: node.value.value for node in tree.body
-            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
-            and isinstance(node.value.value, str)
-            for target in node.targets if isinstance(target, ast.Name)}
+    return {
+        target.id: node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
 
 
-@lru_cache(maxsize=None)
+@cache
 def _data_files(name: str, root: Path, stamp: float) -> tuple[Path, ...]:
     path = module_file(name, root)
     assert path is not None, name
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    listed = next((node.value for node in tree.body if isinstance(node, ast.Assign)
-                   and any(getattr(t, "id", None) == DATA_FILES_NAME for t in node.targets)), None)
+    listed = next(
+        (
+            node.value
+            for node in tree.body
+            if isinstance(node, ast.Assign)
+            and any(getattr(t, "id", None) == DATA_FILES_NAME for t in node.targets)
+        ),
+        None,
+    )
     if listed is None:
         return ()
     strings = _module_strings(tree)
     elements = listed.elts if isinstance(listed, (ast.Tuple, ast.List)) else [listed]
-    names = [strings.get(e.id) if isinstance(e, ast.Name) else getattr(e, "value", None)
-             for e in elements]
+    names = [
+        strings.get(e.id) if isinstance(e, ast.Name) else getattr(e, "value", None)
+        for e in elements
+    ]
     if not all(isinstance(n, str) for n in names):
-        raise ValueError(f"{path}: {DATA_FILES_NAME} must list strings or names of module-level "
-                         "strings")
+        raise ValueError(
+            f"{path}: {DATA_FILES_NAME} must list strings or names of module-level strings"
+        )
     return tuple(path.parent / n for n in names)
 
 
@@ -134,8 +151,11 @@ def closure(entries: Iterable[str], root: Path = ROOT) -> set[str]:
         seen.add(name)
         todo.extend(imports(name, root))
         parts = name.split(".")
-        todo.extend(parent for parent in (".".join(parts[:i]) for i in range(1, len(parts)))
-                    if module_file(parent, root) is not None)
+        todo.extend(
+            parent
+            for parent in (".".join(parts[:i]) for i in range(1, len(parts)))
+            if module_file(parent, root) is not None
+        )
     return seen
 
 

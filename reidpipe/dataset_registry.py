@@ -15,9 +15,10 @@ so its test identities are moved to ``MSMT17_TEST_PID_BASE + 1`` and up to keep 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Mapping
+from typing import Literal
 
 from reidpipe import market
 from reidpipe.errors import ReidpipeError
@@ -33,8 +34,11 @@ MSMT17_TEST_PID_BASE = 10000
 CUHK03_VARIANTS = ("labeled", "detected")
 # MSMT17 v1 and v2 differ only in the image folder names.
 MSMT17_DIRS = {"MSMT17_V1": ("train", "test"), "MSMT17_V2": ("mask_train_v2", "mask_test_v2")}
-MSMT17_LISTS = {"train": ("list_train.txt", "list_val.txt"), "query": ("list_query.txt",),
-                "gallery": ("list_gallery.txt",)}
+MSMT17_LISTS = {
+    "train": ("list_train.txt", "list_val.txt"),
+    "query": ("list_query.txt",),
+    "gallery": ("list_gallery.txt",),
+}
 
 
 @dataclass(frozen=True)
@@ -61,8 +65,9 @@ class SplitScan:
 
 _DUKE = re.compile(r"^(\d+)_c(\d)_f(\d+)\.jpg$")
 _CUHK03 = re.compile(r"^(\d+)_c([12])_(\d+)\.png$")
-_CUSTOM = re.compile(r"^(-1|\d+)_c(\d+)(?:s(\d+))?(?:_(\d+))?(?:_[^/\\]*)?\.(?:jpe?g|png|bmp)$",
-                     re.IGNORECASE)
+_CUSTOM = re.compile(
+    r"^(-1|\d+)_c(\d+)(?:s(\d+))?(?:_(\d+))?(?:_[^/\\]*)?\.(?:jpe?g|png|bmp)$", re.IGNORECASE
+)
 _MSMT17 = re.compile(r"^(\d+)_(\d+)_(\d+)_([0-9a-z]+)_(\d+)_(\d+)\.jpg$")
 
 
@@ -133,8 +138,10 @@ def _scan_msmt17(root: Path, split: str) -> SplitScan:
     """Read the split's list files (``rel/path.jpg label`` lines); train merges train and val."""
     version = _msmt17_version(root)
     if version is None:
-        raise ReidpipeError(f"{root} is not an MSMT17 folder: expected train/ and test/ (v1) or "
-                            "mask_train_v2/ and mask_test_v2/ (v2)")
+        raise ReidpipeError(
+            f"{root} is not an MSMT17 folder: expected train/ and test/ (v1) or "
+            "mask_train_v2/ and mask_test_v2/ (v2)"
+        )
     folder = root / (version[0] if split == "train" else version[1])
     base = 1 if split == "train" else MSMT17_TEST_PID_BASE + 1
     images, misnamed, missing = [], [], []
@@ -157,8 +164,9 @@ def _scan_msmt17(root: Path, split: str) -> SplitScan:
                 missing.append(path)
                 continue
             name = parsed[1]
-            images.append((path, ImageName(base + int(fields[1]), name.camid, name.seq,
-                                           name.frame)))
+            images.append(
+                (path, ImageName(base + int(fields[1]), name.camid, name.seq, name.frame))
+            )
     return SplitScan(images, misnamed, [], missing)
 
 
@@ -174,14 +182,14 @@ class SourceSpec:
     layout: Literal["folders", "msmt17", "cuhk03"]
     name_pattern: str
     parse: Callable[[str], ImageName | None] | None
-    folder: str                          # its top folder, the default dataset_dir under data/
+    folder: str  # its top folder, the default dataset_dir under data/
     archive_name: str = ""
-    archive_md5: str = ""                # "" when no checksum is published
+    archive_md5: str = ""  # "" when no checksum is published
     urls: tuple[str, ...] = ()
-    obtain: str = ""                     # how to get it when no mirror works
-    stats: Mapping[str, Mapping[str, int]] | None = None   # per split, for --strict
-    cameras: int = 0                     # camera count, for --strict
-    image_size: tuple[int, int] | None = None              # (W, H) when fixed, for --strict
+    obtain: str = ""  # how to get it when no mirror works
+    stats: Mapping[str, Mapping[str, int]] | None = None  # per split, for --strict
+    cameras: int = 0  # camera count, for --strict
+    image_size: tuple[int, int] | None = None  # (W, H) when fixed, for --strict
 
 
 DUKEMTMC_STATS = {
@@ -195,45 +203,96 @@ MSMT17_STATS = {
     "gallery": {"images": 82161, "ids": 3060},
 }
 CUHK03_STATS = {
-    "labeled": {"train": {"images": 7368, "ids": 767}, "query": {"images": 1400, "ids": 700},
-                "gallery": {"images": 5328, "ids": 700}},
-    "detected": {"train": {"images": 7365, "ids": 767}, "query": {"images": 1400, "ids": 700},
-                 "gallery": {"images": 5332, "ids": 700}},
+    "labeled": {
+        "train": {"images": 7368, "ids": 767},
+        "query": {"images": 1400, "ids": 700},
+        "gallery": {"images": 5328, "ids": 700},
+    },
+    "detected": {
+        "train": {"images": 7365, "ids": 767},
+        "query": {"images": 1400, "ids": 700},
+        "gallery": {"images": 5332, "ids": 700},
+    },
 }
 
-SOURCES: dict[str, SourceSpec] = {spec.name: spec for spec in (
-    SourceSpec(
-        "market1501", "Market-1501", "folders", "PPPP_cCsS_FFFFFF_BB.jpg", parse_market,
-        market.TOP_FOLDER, market.ARCHIVE_NAME, market.ARCHIVE_MD5, market.MIRRORS,
-        "Market-1501 is public (Zheng et al., ICCV 2015); the mirrors in data.urls serve it",
-        market.MARKET1501_STATS, market.NUM_CAMERAS, (market.IMAGE_WIDTH, market.IMAGE_HEIGHT)),
-    SourceSpec(
-        "dukemtmc", "DukeMTMC-reID", "folders", "PPPP_cC_fFFFFFFF.jpg", parse_duke,
-        "DukeMTMC-reID", "DukeMTMC-reID.zip",
-        obtain="DukeMTMC-reID was withdrawn by its authors in 2019 and has no official download; "
-               "use a copy you already hold",
-        stats=DUKEMTMC_STATS, cameras=8),
-    SourceSpec(
-        "msmt17", "MSMT17", "msmt17", "list entries PPPP/PPPP_NNN_CC_DDDDtime_FFFF_N.jpg PID",
-        None, "MSMT17_V1", "MSMT17_V1.zip",
-        obtain="MSMT17 is distributed by its authors on request (Wei et al., CVPR 2018: sign "
-               "their release agreement); v1 (train/, test/) and v2 (mask_train_v2/, "
-               "mask_test_v2/) both work",
-        stats=MSMT17_STATS, cameras=15),
-    SourceSpec(
-        "cuhk03", "CUHK03-NP", "cuhk03", "PPPP_cC_N.png", parse_cuhk03, "cuhk03-np",
-        "cuhk03-np.zip",
-        obtain="CUHK03-NP (the 767/700 protocol of Zhong et al., CVPR 2017) is linked from "
-               "github.com/zhunzhong07/person-re-ranking (CUHK03-NP) through cloud drives only",
-        cameras=2),
-    SourceSpec(
-        "custom", "custom", "folders", "PID_cCAM[...].jpg/png", parse_custom, "custom",
-        obtain="a custom dataset is your own folder: put it at data.dataset_dir in Market-1501 "
-               "layout (or name TAO's three folders in data.split_dirs)"),
-    SourceSpec(
-        "synthetic", "synthetic", "folders", "(the layout's names)", None, "synthetic-market",
-        obtain="the synthetic dataset is generated (`reidpipe synth`)"),
-)}
+SOURCES: dict[str, SourceSpec] = {
+    spec.name: spec
+    for spec in (
+        SourceSpec(
+            "market1501",
+            "Market-1501",
+            "folders",
+            "PPPP_cCsS_FFFFFF_BB.jpg",
+            parse_market,
+            market.TOP_FOLDER,
+            market.ARCHIVE_NAME,
+            market.ARCHIVE_MD5,
+            market.MIRRORS,
+            "Market-1501 is public (Zheng et al., ICCV 2015); the mirrors in data.urls serve it",
+            market.MARKET1501_STATS,
+            market.NUM_CAMERAS,
+            (market.IMAGE_WIDTH, market.IMAGE_HEIGHT),
+        ),
+        SourceSpec(
+            "dukemtmc",
+            "DukeMTMC-reID",
+            "folders",
+            "PPPP_cC_fFFFFFFF.jpg",
+            parse_duke,
+            "DukeMTMC-reID",
+            "DukeMTMC-reID.zip",
+            obtain="DukeMTMC-reID was withdrawn by its authors in 2019 and has no official download; "
+            "use a copy you already hold",
+            stats=DUKEMTMC_STATS,
+            cameras=8,
+        ),
+        SourceSpec(
+            "msmt17",
+            "MSMT17",
+            "msmt17",
+            "list entries PPPP/PPPP_NNN_CC_DDDDtime_FFFF_N.jpg PID",
+            None,
+            "MSMT17_V1",
+            "MSMT17_V1.zip",
+            obtain="MSMT17 is distributed by its authors on request (Wei et al., CVPR 2018: sign "
+            "their release agreement); v1 (train/, test/) and v2 (mask_train_v2/, "
+            "mask_test_v2/) both work",
+            stats=MSMT17_STATS,
+            cameras=15,
+        ),
+        SourceSpec(
+            "cuhk03",
+            "CUHK03-NP",
+            "cuhk03",
+            "PPPP_cC_N.png",
+            parse_cuhk03,
+            "cuhk03-np",
+            "cuhk03-np.zip",
+            obtain="CUHK03-NP (the 767/700 protocol of Zhong et al., CVPR 2017) is linked from "
+            "github.com/zhunzhong07/person-re-ranking (CUHK03-NP) through cloud drives only",
+            cameras=2,
+        ),
+        SourceSpec(
+            "custom",
+            "custom",
+            "folders",
+            "PID_cCAM[...].jpg/png",
+            parse_custom,
+            "custom",
+            obtain="a custom dataset is your own folder: put it at data.dataset_dir in Market-1501 "
+            "layout (or name TAO's three folders in data.split_dirs)",
+        ),
+        SourceSpec(
+            "synthetic",
+            "synthetic",
+            "folders",
+            "(the layout's names)",
+            None,
+            "synthetic-market",
+            obtain="the synthetic dataset is generated (`reidpipe synth`)",
+        ),
+    )
+}
 SOURCE_NAMES = tuple(SOURCES)
 SYNTH_LAYOUTS = ("market1501", "dukemtmc", "msmt17", "cuhk03", "custom")
 # The folders the synthetic custom layout is written with: TAO's three folders, not Market's.
@@ -242,8 +301,9 @@ CUSTOM_SYNTH_DIRS = {"train": "train", "query": "query", "gallery": "test"}
 
 def source_spec(name: str) -> SourceSpec:
     if name not in SOURCES:
-        raise ReidpipeError(f"unknown dataset source {name!r}; expected one of "
-                            f"{', '.join(SOURCE_NAMES)}")
+        raise ReidpipeError(
+            f"unknown dataset source {name!r}; expected one of {', '.join(SOURCE_NAMES)}"
+        )
     return SOURCES[name]
 
 
@@ -252,8 +312,8 @@ class DatasetSource:
     """A source with this run's choices, able to scan a dataset folder."""
 
     spec: SourceSpec
-    layout_spec: SourceSpec              # whose layout and names (synthetic: the layout written)
-    variant: str = ""                    # CUHK03-NP: labeled or detected
+    layout_spec: SourceSpec  # whose layout and names (synthetic: the layout written)
+    variant: str = ""  # CUHK03-NP: labeled or detected
     split_dirs: Mapping[str, str] = field(default_factory=lambda: dict(MARKET_DIRS))
 
     @property
@@ -274,8 +334,9 @@ class DatasetSource:
     def describe_layout(self) -> str:
         layout = self.layout_spec.layout
         if layout == "msmt17":
-            return ("train/ and test/ (or mask_train_v2/ and mask_test_v2/) with "
-                    + ", ".join(n for names in MSMT17_LISTS.values() for n in names))
+            return "train/ and test/ (or mask_train_v2/ and mask_test_v2/) with " + ", ".join(
+                n for names in MSMT17_LISTS.values() for n in names
+            )
         prefix = f"{self.variant}/" if layout == "cuhk03" else ""
         return ", ".join(prefix + self.split_dirs[s] + "/" for s in SPLITS)
 
@@ -283,13 +344,16 @@ class DatasetSource:
         root = self.root(dataset_dir)
         if self.layout_spec.layout == "msmt17":
             return _msmt17_version(root) is not None and all(
-                (root / n).is_file() for names in MSMT17_LISTS.values() for n in names)
+                (root / n).is_file() for names in MSMT17_LISTS.values() for n in names
+            )
         return all((root / self.split_dirs[s]).is_dir() for s in SPLITS)
 
     def check_present(self, dataset_dir: str | Path) -> None:
         if not self.is_present(dataset_dir):
-            raise ReidpipeError(f"{dataset_dir} is not a {self.layout_spec.title}-layout dataset: "
-                                f"expected {self.describe_layout()}")
+            raise ReidpipeError(
+                f"{dataset_dir} is not a {self.layout_spec.title}-layout dataset: "
+                f"expected {self.describe_layout()}"
+            )
 
     def split_location(self, dataset_dir: str | Path, split: str) -> Path:
         """Where a split's images live (for messages)."""
@@ -305,38 +369,49 @@ class DatasetSource:
             return _scan_msmt17(self.root(dataset_dir), split)
         folder = self.root(dataset_dir) / self.split_dirs[split]
         if not folder.is_dir():
-            raise ReidpipeError(f"{dataset_dir} is not a {self.layout_spec.title}-layout dataset: "
-                                f"{folder} is missing (expected {self.describe_layout()})")
+            raise ReidpipeError(
+                f"{dataset_dir} is not a {self.layout_spec.title}-layout dataset: "
+                f"{folder} is missing (expected {self.describe_layout()})"
+            )
         parse = self.layout_spec.parse
         assert parse is not None
         return _scan_folder(folder, parse)
 
 
-def dataset_source(source: str, *, cuhk03_variant: str = "labeled",
-                   split_dirs: Mapping[str, str] | None = None,
-                   synthetic_layout: str = "market1501") -> DatasetSource:
+def dataset_source(
+    source: str,
+    *,
+    cuhk03_variant: str = "labeled",
+    split_dirs: Mapping[str, str] | None = None,
+    synthetic_layout: str = "market1501",
+) -> DatasetSource:
     """The source ``source`` with the run's choices; refuses choices that do not apply."""
     spec = source_spec(source)
     layout = spec
     if source == "synthetic":
         if synthetic_layout not in SYNTH_LAYOUTS:
-            raise ReidpipeError(f"synthetic layout {synthetic_layout!r}; expected one of "
-                                f"{', '.join(SYNTH_LAYOUTS)}")
+            raise ReidpipeError(
+                f"synthetic layout {synthetic_layout!r}; expected one of {', '.join(SYNTH_LAYOUTS)}"
+            )
         layout = SOURCES[synthetic_layout]
     if cuhk03_variant not in CUHK03_VARIANTS:
-        raise ReidpipeError(f"CUHK03-NP variant {cuhk03_variant!r}; expected one of "
-                            f"{', '.join(CUHK03_VARIANTS)}")
+        raise ReidpipeError(
+            f"CUHK03-NP variant {cuhk03_variant!r}; expected one of {', '.join(CUHK03_VARIANTS)}"
+        )
     dirs = dict(MARKET_DIRS)
     if layout.name == "custom":
         if source == "synthetic":
             dirs = dict(CUSTOM_SYNTH_DIRS)
         unknown = sorted(set(split_dirs or {}) - set(SPLITS))
         if unknown:
-            raise ReidpipeError(f"data.split_dirs: unknown split(s) {unknown}; expected keys "
-                                f"{', '.join(SPLITS)}")
+            raise ReidpipeError(
+                f"data.split_dirs: unknown split(s) {unknown}; expected keys {', '.join(SPLITS)}"
+            )
         dirs.update({k: v for k, v in (split_dirs or {}).items() if v})
     elif any((split_dirs or {}).values()):
-        raise ReidpipeError(f"data.split_dirs applies to data.source custom only, not {source!r} "
-                            f"({layout.title} has fixed folders)")
+        raise ReidpipeError(
+            f"data.split_dirs applies to data.source custom only, not {source!r} "
+            f"({layout.title} has fixed folders)"
+        )
     variant = cuhk03_variant if layout.layout == "cuhk03" else ""
     return DatasetSource(spec=spec, layout_spec=layout, variant=variant, split_dirs=dirs)

@@ -92,9 +92,15 @@ def _try_lock(path: Path) -> IO[str] | None:
     return handle
 
 
-def allocate_gpus(num_gpus: int, gpu_ids: Sequence[int] = (), *, lock_dir: Path | None = None,
-                  total: int | None = None, env: MutableMapping[str, str] | None = None,
-                  wait_s: float = 0.0) -> GpuLease:
+def allocate_gpus(
+    num_gpus: int,
+    gpu_ids: Sequence[int] = (),
+    *,
+    lock_dir: Path | None = None,
+    total: int | None = None,
+    env: MutableMapping[str, str] | None = None,
+    wait_s: float = 0.0,
+) -> GpuLease:
     """Take ``num_gpus`` free GPUs (from ``gpu_ids`` if given) and set ``CUDA_VISIBLE_DEVICES``.
 
     A ``CUDA_VISIBLE_DEVICES`` already in ``env`` is honoured as the caller's choice. With no GPU on
@@ -108,8 +114,10 @@ def allocate_gpus(num_gpus: int, gpu_ids: Sequence[int] = (), *, lock_dir: Path 
     if preset is not None and preset.strip() != "":
         visible = [d.strip() for d in preset.split(",") if d.strip()]
         if len(visible) < num_gpus:
-            raise ReidpipeError(f"{CUDA_ENV}={preset!r} names {len(visible)} device(s) but "
-                                f"train.num_gpus = {num_gpus}")
+            raise ReidpipeError(
+                f"{CUDA_ENV}={preset!r} names {len(visible)} device(s) but "
+                f"train.num_gpus = {num_gpus}"
+            )
         return GpuLease(visible[:num_gpus], f"using preset {CUDA_ENV}={preset}")
     total = count_gpus() if total is None else total
     if total == 0:
@@ -117,11 +125,15 @@ def allocate_gpus(num_gpus: int, gpu_ids: Sequence[int] = (), *, lock_dir: Path 
     candidates = list(gpu_ids) or list(range(total))
     bad = [i for i in candidates if not 0 <= i < total]
     if bad:
-        raise ReidpipeError(f"train.gpu_ids {list(gpu_ids)} names GPU(s) {bad}, but this machine "
-                            f"has {total} (0..{total - 1})")
+        raise ReidpipeError(
+            f"train.gpu_ids {list(gpu_ids)} names GPU(s) {bad}, but this machine "
+            f"has {total} (0..{total - 1})"
+        )
     if num_gpus > len(candidates):
-        raise ReidpipeError(f"train.num_gpus = {num_gpus} but only {len(candidates)} GPU(s) are "
-                            f"available ({candidates})")
+        raise ReidpipeError(
+            f"train.num_gpus = {num_gpus} but only {len(candidates)} GPU(s) are "
+            f"available ({candidates})"
+        )
     lock_dir = default_lock_dir() if lock_dir is None else lock_dir
     lock_dir.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + wait_s
@@ -134,14 +146,16 @@ def allocate_gpus(num_gpus: int, gpu_ids: Sequence[int] = (), *, lock_dir: Path 
                 if len(taken) == num_gpus:
                     ids = [str(g) for g, _ in taken]
                     env[CUDA_ENV] = ",".join(ids)
-                    return GpuLease(ids, f"locked GPU(s) {','.join(ids)} in {lock_dir}",
-                                    [h for _, h in taken])
+                    return GpuLease(
+                        ids, f"locked GPU(s) {','.join(ids)} in {lock_dir}", [h for _, h in taken]
+                    )
         for _, handle in taken:
             handle.close()
         if time.monotonic() >= deadline:
             raise ReidpipeError(
                 f"only {len(taken)} of GPUs {candidates} are free, {num_gpus} needed (locks in "
-                f"{lock_dir}); lower the GPU jobs run at once or train.num_gpus")
+                f"{lock_dir}); lower the GPU jobs run at once or train.num_gpus"
+            )
         time.sleep(1.0)
 
 
@@ -165,7 +179,7 @@ def means_cpu(device: str) -> bool:
     return device == "cpu" or (device == "auto" and count_gpus() == 0)
 
 
-def resolve_device(device: str = "auto") -> "torch.device":
+def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` -> CUDA when present, else CPU; an explicit CUDA device without CUDA is an error.
     torch is imported here, not at module level, so allocation runs before CUDA starts."""
     import torch

@@ -13,31 +13,53 @@ import os
 import platform
 import re
 import sys
+from collections.abc import Mapping
 from importlib import metadata
-from typing import Any, Mapping
-
+from typing import Any
 
 CONFIG_KEY = "environment"  # where a trained model's config.yaml holds its record
 
 # Environment variables that change which kernels run or how many threads share a reduction.
-KERNEL_ENV_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS",
-                   "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE",
-                   "CUBLAS_WORKSPACE_CONFIG")
+KERNEL_ENV_VARS = (
+    "ATEN_CPU_CAPABILITY",
+    "ONEDNN_MAX_CPU_ISA",
+    "MKL_CBWR",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_CORETYPE",
+    "CUBLAS_WORKSPACE_CONFIG",
+)
 # CPU flags that decide kernel dispatch (AVX2 vs AVX-512 paths, VNNI/AMX integer and bf16 paths).
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile")
 PACKAGES = ("numpy", "timm", "lightning", "torchvision", "pillow", "onnxruntime")
 # The keys whose difference makes two runs' numbers differ in their bits (``python`` and the
 # package versions outside torch are recorded for the audit, and compared too).
-DECIDING_KEYS = ("cpu_model", "cpu_isa", "cpu_flags", "torch", "onednn", "cpu_blas", "cuda",
-                 "cudnn", "gpu_model", "gpu_count", "world_size", "intra_op_threads",
-                 "deterministic", "kernel_env", "packages")
+DECIDING_KEYS = (
+    "cpu_model",
+    "cpu_isa",
+    "cpu_flags",
+    "torch",
+    "onednn",
+    "cpu_blas",
+    "cuda",
+    "cudnn",
+    "gpu_model",
+    "gpu_count",
+    "world_size",
+    "intra_op_threads",
+    "deterministic",
+    "kernel_env",
+    "packages",
+)
 
 
 # What ``pipeline.cpu_isa`` sets: ATen's vectorised kernels, oneDNN's convolutions and MKL's GEMMs
 # are each chosen by ISA at run time; these cap all three at AVX2 (measured: an AVX-512 machine
 # then trains the demo to the same bits as an AVX2 one; README "Reproducibility").
-CPU_ISA_PINS = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
-                         "MKL_CBWR": "AVX2"}}
+CPU_ISA_PINS = {
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}
+}
 
 
 def pin_cpu_isa(isa: str) -> str:
@@ -49,8 +71,10 @@ def pin_cpu_isa(isa: str) -> str:
     if isa == "native":
         return ""
     if platform.machine().lower() not in ("x86_64", "amd64"):
-        return (f"warning: pipeline.cpu_isa = {isa} applies to x86-64 CPUs; this is "
-                f"{platform.machine()}: its native kernels are used")
+        return (
+            f"warning: pipeline.cpu_isa = {isa} applies to x86-64 CPUs; this is "
+            f"{platform.machine()}: its native kernels are used"
+        )
     previous = {name: os.environ.get(name) for name in CPU_ISA_PINS[isa]}
     os.environ.update(CPU_ISA_PINS[isa])
     if "torch" in sys.modules:
@@ -63,8 +87,10 @@ def pin_cpu_isa(isa: str) -> str:
                     os.environ.pop(name)
                 else:
                     os.environ[name] = value
-            return (f"warning: pipeline.cpu_isa = {isa} not applied: this process already "
-                    f"computed with {dispatched} kernels (or the CPU lacks {isa}), and keeps them")
+            return (
+                f"warning: pipeline.cpu_isa = {isa} not applied: this process already "
+                f"computed with {dispatched} kernels (or the CPU lacks {isa}), and keeps them"
+            )
     return f"CPU kernels capped at {isa.upper()} (pipeline.cpu_isa)"
 
 
@@ -119,16 +145,18 @@ def record(accelerator: str, world_size: int) -> dict[str, Any]:
     config = torch.__config__.show()
     cpuinfo = _cpuinfo()
     on_gpu = accelerator == "gpu" and torch.cuda.is_available()
-    gpus = ([torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-            if on_gpu else [])
+    gpus = (
+        [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if on_gpu else []
+    )
     return {
         "cpu_model": cpu_model(cpuinfo),
         "cpu_isa": torch.backends.cpu.get_cpu_capability(),
         "cpu_flags": cpu_flags(cpuinfo),
         "torch": str(torch.__version__),
         "onednn": _build_fact(config, r"MKL-DNN v([\d.]+)"),
-        "cpu_blas": _build_fact(config, r"BLAS_INFO=(\w+)") + " "
-                    + _build_fact(config, r"Math Kernel Library Version ([\w.-]+)"),
+        "cpu_blas": _build_fact(config, r"BLAS_INFO=(\w+)")
+        + " "
+        + _build_fact(config, r"Math Kernel Library Version ([\w.-]+)"),
         "cuda": torch.version.cuda or "none",
         "cudnn": str(torch.backends.cudnn.version()) if on_gpu else "unused",
         "gpu_model": sorted(set(gpus))[0] if len(set(gpus)) == 1 else ", ".join(gpus) or "none",

@@ -23,7 +23,7 @@ VALIDATION_FILE = "validation.json"
 DOWNLOAD_FILE = "download.json"  # what download fetched or found, and where (the dataset is not)
 SPLITS_DIR = "splits"
 TRAIN_SET_DIR = "train_set"  # the training sources' train/val manifests, merged (combine)
-SOURCES_DIR = "sources"      # results/sources/<name>/: validation.json and splits/ of each
+SOURCES_DIR = "sources"  # results/sources/<name>/: validation.json and splits/ of each
 
 # models/seeds/<arch>/seed<N>/ and results/seeds/<arch>/seed<N>/: the seed-spread runs
 # (pipeline.seeds), laid out as models/<arch>/ and results/<arch>/

@@ -51,8 +51,9 @@ def decode_bytes(data: bytes, name: str | Path) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
-        raise _error(name, f"is too large to decode safely (a decompression bomb?): {exc}") \
-            from None
+        raise _error(
+            name, f"is too large to decode safely (a decompression bomb?): {exc}"
+        ) from None
     except UnidentifiedImageError:
         raise _error(name, _unidentified(data)) from None
     except (OSError, SyntaxError, ValueError) as exc:  # a header cut short or mangled
@@ -60,12 +61,18 @@ def decode_bytes(data: bytes, name: str | Path) -> Image.Image:
     width, height = image.size
     # Pillow only warns between its limit and twice it; a re-id crop is never that large.
     if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
-        raise _error(name, f"is {width}x{height} pixels, over Pillow's "
-                           f"{Image.MAX_IMAGE_PIXELS}-pixel limit: refusing a possible "
-                           "decompression bomb")
+        raise _error(
+            name,
+            f"is {width}x{height} pixels, over Pillow's "
+            f"{Image.MAX_IMAGE_PIXELS}-pixel limit: refusing a possible "
+            "decompression bomb",
+        )
     if Path(name).suffix.lower() in JPEG_SUFFIXES and image.format != "JPEG":
-        raise _error(name, f"holds {image.format} data under a JPEG name "
-                           f"({Path(name).suffix}); convert it or rename it")
+        raise _error(
+            name,
+            f"holds {image.format} data under a JPEG name "
+            f"({Path(name).suffix}); convert it or rename it",
+        )
     try:
         image.load()
     except (OSError, SyntaxError, ValueError) as exc:

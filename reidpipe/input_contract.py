@@ -9,9 +9,10 @@ so nothing normalises twice (fast-reid #147) and ``extract --onnx`` can read it 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -38,10 +39,15 @@ class Preprocess:
     input_scale: int = 1
 
     @classmethod
-    def from_params(cls, arch: ArchConfig, extract: ExtractParams) -> "Preprocess":
-        return cls(height=arch.model.input_height, width=arch.model.input_width,
-                   mean=tuple(arch.dataset.pixel_mean), std=tuple(arch.dataset.pixel_std),
-                   channel_order=extract.channel_order, input_scale=extract.input_scale)
+    def from_params(cls, arch: ArchConfig, extract: ExtractParams) -> Preprocess:
+        return cls(
+            height=arch.model.input_height,
+            width=arch.model.input_width,
+            mean=tuple(arch.dataset.pixel_mean),
+            std=tuple(arch.dataset.pixel_std),
+            channel_order=extract.channel_order,
+            input_scale=extract.input_scale,
+        )
 
 
 def preprocess_image(image: Image.Image, pre: Preprocess) -> np.ndarray:
@@ -53,8 +59,9 @@ def preprocess_image(image: Image.Image, pre: Preprocess) -> np.ndarray:
     # The mean is given in 0-1 units and scaled to the input range; the std is a plain divisor,
     # since scaling it too would make 0-255 input identical to 0-1 input. So a model that takes
     # raw 0-255 pixels uses mean 0, std 1; a Caffe-style one its mean and std 1.
-    pixels = (pixels - np.asarray(pre.mean, np.float32) * np.float32(pre.input_scale)) / \
-        np.asarray(pre.std, np.float32)
+    pixels = (pixels - np.asarray(pre.mean, np.float32) * np.float32(pre.input_scale)) / np.asarray(
+        pre.std, np.float32
+    )
     if pre.channel_order == "BGR":
         pixels = pixels[:, :, ::-1]
     return np.ascontiguousarray(pixels.transpose(2, 0, 1), dtype=np.float32)
@@ -79,7 +86,8 @@ def contract_metadata(pre: Preprocess, arch: str, embedding_dim: int) -> dict[st
         f"{META_PREFIX}preprocessing": (
             f"resize to {pre.height}x{pre.width} (bilinear), {pre.channel_order}, pixels / "
             f"{255 // pre.input_scale} then (x - mean * {pre.input_scale}) / std; the graph "
-            "does not normalise"),
+            "does not normalise"
+        ),
         f"{META_PREFIX}embedding_dim": str(embedding_dim),
         f"{META_PREFIX}embedding_normalised": "false",
     }
@@ -91,13 +99,22 @@ def read_input_contract(path: str | Path) -> Preprocess:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError, OSError, ...
         raise ReidpipeError(f"{path} is not a readable ONNX model: {exc}") from None
-    meta = {p.key[len(META_PREFIX):]: p.value for p in model.metadata_props
-            if p.key.startswith(META_PREFIX)}
+    meta = {
+        p.key[len(META_PREFIX) :]: p.value
+        for p in model.metadata_props
+        if p.key.startswith(META_PREFIX)
+    }
     try:
-        return Preprocess(height=int(meta["input_height"]), width=int(meta["input_width"]),
-                          mean=tuple(json.loads(meta["pixel_mean"])),
-                          std=tuple(json.loads(meta["pixel_std"])),
-                          channel_order=meta["channel_order"], input_scale=int(meta["input_scale"]))
+        return Preprocess(
+            height=int(meta["input_height"]),
+            width=int(meta["input_width"]),
+            mean=tuple(json.loads(meta["pixel_mean"])),
+            std=tuple(json.loads(meta["pixel_std"])),
+            channel_order=meta["channel_order"],
+            input_scale=int(meta["input_scale"]),
+        )
     except (KeyError, ValueError) as exc:
-        raise ReidpipeError(f"{path} has no complete reidpipe input contract in its metadata "
-                            f"({exc!r}); export it with `reidpipe export-onnx`") from None
+        raise ReidpipeError(
+            f"{path} has no complete reidpipe input contract in its metadata "
+            f"({exc!r}); export it with `reidpipe export-onnx`"
+        ) from None

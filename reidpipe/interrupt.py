@@ -17,8 +17,8 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from types import FrameType
-from typing import Iterator
 
 from reidpipe import output_lock
 
@@ -46,9 +46,14 @@ class Interrupted(BaseException):
 def _exit_now(signum: int) -> None:
     """Say why, then exit with the signal's code. The line is written by a thread of its own
     and given a second: a blocked stderr must not keep the process alive."""
-    notice = threading.Thread(target=log.warning, daemon=True, args=(
-        f"still running {CLEANUP_GRACE_S:.0f} s after {signal.Signals(signum).name} (a thread "
-        "blocked in a read or write?): exiting without waiting for it",))
+    notice = threading.Thread(
+        target=log.warning,
+        daemon=True,
+        args=(
+            f"still running {CLEANUP_GRACE_S:.0f} s after {signal.Signals(signum).name} (a thread "
+            "blocked in a read or write?): exiting without waiting for it",
+        ),
+    )
     notice.start()
     notice.join(timeout=1.0)
     output_lock.remove_lock_files()
@@ -57,8 +62,11 @@ def _exit_now(signum: int) -> None:
 
 def _left_running(threads_before: set[threading.Thread]) -> list[threading.Thread]:
     """The non-daemon threads started since ``threads_before`` that are still running."""
-    return [t for t in threading.enumerate()
-            if t not in threads_before and t.is_alive() and not t.daemon]
+    return [
+        t
+        for t in threading.enumerate()
+        if t not in threads_before and t.is_alive() and not t.daemon
+    ]
 
 
 @contextlib.contextmanager

@@ -17,8 +17,8 @@ import fcntl
 import os
 import shlex
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from reidpipe.errors import ReidpipeError
 
@@ -55,9 +55,10 @@ def _try_lock(lock: Path) -> int | None:
         lock.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
     except OSError as exc:
-        raise ReidpipeError(f"cannot write {lock.parent / lock.name[1:-len(LOCK_SUFFIX)]}: its "
-                            f"lock file {lock} cannot be created ({exc.strerror or exc})"
-                            ) from None
+        raise ReidpipeError(
+            f"cannot write {lock.parent / lock.name[1 : -len(LOCK_SUFFIX)]}: its "
+            f"lock file {lock} cannot be created ({exc.strerror or exc})"
+        ) from None
     return _flock(fd)
 
 
@@ -73,8 +74,10 @@ def _flock(fd: int) -> int | None:
 def _is_main_process() -> bool:
     """Only the first rank of a multi-process run (Lightning's ranks, Slurm tasks) locks: the
     others are the same run."""
-    return all(os.environ.get(name, "0") == "0"
-               for name in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"))
+    return all(
+        os.environ.get(name, "0") == "0"
+        for name in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID")
+    )
 
 
 @contextlib.contextmanager
@@ -95,7 +98,8 @@ def locked(outputs: Sequence[str | os.PathLike[str]]) -> Iterator[None]:
             if fd is None:
                 raise ReidpipeError(
                     f"{output} is being written by another run ({_holder(lock)}); wait for it "
-                    f"to end or write elsewhere (lock: {lock})")
+                    f"to end or write elsewhere (lock: {lock})"
+                )
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()} {shlex.join(sys.argv)}\n".encode())
             _HELD[output] = fd

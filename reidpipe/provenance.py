@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from reidpipe import atomic
 
@@ -26,7 +27,7 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _file_sha256(path: str, mtime_ns: int, size: int) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -51,14 +52,26 @@ class Provenance:
 
     @property
     def fingerprint(self) -> str:
-        return hashlib.sha256(canonical_json({"params": self.params, "code": self.code})
-                              .encode()).hexdigest()
+        return hashlib.sha256(
+            canonical_json({"params": self.params, "code": self.code}).encode()
+        ).hexdigest()
 
     def write(self, path: str | Path) -> None:
-        atomic.write_text(path, json.dumps(
-            {"fingerprint": self.fingerprint, "stage": self.stage,
-             "wildcards": dict(self.wildcards), "params": self.params, "code": self.code},
-            indent=2, sort_keys=True) + "\n")
+        atomic.write_text(
+            path,
+            json.dumps(
+                {
+                    "fingerprint": self.fingerprint,
+                    "stage": self.stage,
+                    "wildcards": dict(self.wildcards),
+                    "params": self.params,
+                    "code": self.code,
+                },
+                indent=2,
+                sort_keys=True,
+            )
+            + "\n",
+        )
 
 
 def read(path: str | Path) -> dict[str, Any] | None:
@@ -67,8 +80,9 @@ def read(path: str | Path) -> dict[str, Any] | None:
         record = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return None
-    return record if isinstance(record, dict) and isinstance(record.get("fingerprint"), str) \
-        else None
+    return (
+        record if isinstance(record, dict) and isinstance(record.get("fingerprint"), str) else None
+    )
 
 
 def differences(recorded: Mapping[str, Any] | None, expected: Provenance) -> list[str]:
@@ -78,13 +92,19 @@ def differences(recorded: Mapping[str, Any] | None, expected: Provenance) -> lis
         return ["no provenance recorded"]
     found = _differing_keys(recorded.get("params"), expected.params, "")
     code = recorded.get("code") if isinstance(recorded.get("code"), dict) else {}
-    found += [f"code {name}" for name in sorted(set(code) | set(expected.code))
-              if code.get(name) != expected.code.get(name)]
+    found += [
+        f"code {name}"
+        for name in sorted(set(code) | set(expected.code))
+        if code.get(name) != expected.code.get(name)
+    ]
     return found or ["fingerprint"]
 
 
 def _differing_keys(old: Any, new: Any, prefix: str) -> list[str]:
     if isinstance(old, dict) and isinstance(new, dict):
-        return [key for name in sorted(set(old) | set(new))
-                for key in _differing_keys(old.get(name), new.get(name), f"{prefix}{name}.")]
+        return [
+            key
+            for name in sorted(set(old) | set(new))
+            for key in _differing_keys(old.get(name), new.get(name), f"{prefix}{name}.")
+        ]
     return [] if old == new else [prefix.rstrip(".")]

@@ -5,8 +5,8 @@ folder to show that a failed command left it as it was."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import onnx
 import yaml
@@ -20,10 +20,20 @@ from reidpipe.data.split import make_split
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = {
     "pipeline": {"archs": ["tiny"]},
-    "model": {"backbone": "test_resnet", "pretrain_choice": "", "input_width": 16,
-              "input_height": 32, "feat_dim": 32},
-    "dataset": {"batch_size": 4, "val_batch_size": 16, "num_workers": 1, "padding": 2,
-                "num_instances": 2},
+    "model": {
+        "backbone": "test_resnet",
+        "pretrain_choice": "",
+        "input_width": 16,
+        "input_height": 32,
+        "feat_dim": 32,
+    },
+    "dataset": {
+        "batch_size": 4,
+        "val_batch_size": 16,
+        "num_workers": 1,
+        "padding": 2,
+        "num_instances": 2,
+    },
     "train": {"num_epochs": 1, "num_gpus": 0, "max_steps_per_epoch": 2},
     "archs": {"tiny": {}},
 }
@@ -33,10 +43,15 @@ QUERY = market.format_name(7, 1, 1, 10, 1)  # the tiny dataset's first query ima
 def onnx_model(path: Path, dtype: int, shape: list) -> Path:
     """A minimal image-to-vector graph (global average pool) with the given input."""
     graph = helper.make_graph(
-        [helper.make_node("ReduceMean", ["images"], ["out"], axes=list(range(2, len(shape))),
-                          keepdims=0)], "pool",
+        [
+            helper.make_node(
+                "ReduceMean", ["images"], ["out"], axes=list(range(2, len(shape))), keepdims=0
+            )
+        ],
+        "pool",
         [helper.make_tensor_value_info("images", dtype, shape)],
-        [helper.make_tensor_value_info("out", dtype, None)])
+        [helper.make_tensor_value_info("out", dtype, None)],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     onnx.save(model, path)
     return path
@@ -55,8 +70,9 @@ def params(work: Path) -> list[str]:
     return ["--params", str(ROOT / "params.yaml"), str(work / "tiny.yaml")]
 
 
-def dataset_with(work: Path, case: Path, name: str, write: Callable[[Path], None],
-                 split: str = "query") -> Path:
+def dataset_with(
+    work: Path, case: Path, name: str, write: Callable[[Path], None], split: str = "query"
+) -> Path:
     """A copy (hard links) of the tiny dataset with the file ``name`` of ``split`` replaced by
     what ``write`` puts there."""
     data = case / "market"

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from reidpipe.dataset_registry import SYNTH_LAYOUTS
 from reidpipe.data.split import make_split
 from reidpipe.data.synth import SynthSummary, generate_synthetic_market
 from reidpipe.data.synth_layouts import generate_synthetic
+from reidpipe.dataset_registry import SYNTH_LAYOUTS
 
 
 @pytest.fixture(scope="session")
@@ -25,15 +25,17 @@ def splits(tmp_path_factory) -> Path:
 def synthetic_layouts(tmp_path_factory) -> dict[str, tuple[Path, SynthSummary]]:
     """One small synthetic dataset (8 ids, the same people) in each dataset layout."""
     root = tmp_path_factory.mktemp("layouts")
-    return {layout: (root / layout, generate_synthetic(root / layout, layout, 8, 3, workers=1))
-            for layout in SYNTH_LAYOUTS}
+    return {
+        layout: (root / layout, generate_synthetic(root / layout, layout, 8, 3, workers=1))
+        for layout in SYNTH_LAYOUTS
+    }
 
 
 @pytest.fixture(autouse=True)
 def torch_threads_restored():
     """Tests, and the training they run in-process (``train.num_threads``), may set torch's
     thread count: restore it after each, so that no test runs on what an earlier one chose."""
-    torch = sys.modules.get("torch")   # as the test modules imported it (not imported here)
+    torch = sys.modules.get("torch")  # as the test modules imported it (not imported here)
     saved = torch.get_num_threads() if torch is not None else None
     yield
     if saved is not None and torch.get_num_threads() != saved:

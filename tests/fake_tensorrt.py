@@ -78,11 +78,11 @@ class FakeTensorRT:
     """What the fake TensorRT does, and what the stage asked of it (``builds``)."""
 
     version: int = 10
-    distort: Callable[[np.ndarray], np.ndarray] | None = None   # applied to every output
-    unsupported_ops: frozenset[str] = frozenset()   # the parser has no importer for these
-    min_workspace_mib: int = 0                      # the build fails below this pool limit
-    io_dtype: DataType = DataType.FLOAT             # what the engine reports for its I/O tensors
-    device: str = "fake GPU"                        # a timing cache is only accepted on its device
+    distort: Callable[[np.ndarray], np.ndarray] | None = None  # applied to every output
+    unsupported_ops: frozenset[str] = frozenset()  # the parser has no importer for these
+    min_workspace_mib: int = 0  # the build fails below this pool limit
+    io_dtype: DataType = DataType.FLOAT  # what the engine reports for its I/O tensors
+    device: str = "fake GPU"  # a timing cache is only accepted on its device
     builds: list[dict[str, Any]] = field(default_factory=list)
 
     def module(self) -> types.ModuleType:
@@ -110,8 +110,7 @@ class FakeTensorRT:
         rand = torch.rand
 
         def host_rand(*size: Any, device: Any = None, **kwargs: Any) -> torch.Tensor:
-            return rand(*size, device="cpu" if str(device).startswith("cuda") else device,
-                        **kwargs)
+            return rand(*size, device="cpu" if str(device).startswith("cuda") else device, **kwargs)
 
         monkeypatch.setattr(torch, "rand", host_rand)
         return self
@@ -175,8 +174,11 @@ class OnnxParser:
         model = onnx.load(path)
         for index, node in enumerate(model.graph.node):
             if node.op_type in self.network.fake.unsupported_ops:
-                self.errors.append(ParserError(index, "UNSUPPORTED_NODE: No importer registered "
-                                                      f"for op: {node.op_type}"))
+                self.errors.append(
+                    ParserError(
+                        index, f"UNSUPPORTED_NODE: No importer registered for op: {node.op_type}"
+                    )
+                )
         if self.errors:
             return False
         self.network.onnx_path = Path(path)
@@ -217,7 +219,7 @@ class BuilderConfig:
     def create_timing_cache(self, serialized: bytes) -> TimingCache:
         """An empty cache from b"", else the serialized one (whatever device made it)."""
         if serialized.startswith(CACHE_MAGIC):
-            return TimingCache(serialized[len(CACHE_MAGIC):].decode())
+            return TimingCache(serialized[len(CACHE_MAGIC) :].decode())
         return TimingCache(self.fake.device)
 
     def set_timing_cache(self, cache: TimingCache, ignore_mismatch: bool) -> bool:
@@ -258,22 +260,26 @@ class Builder:
     def create_optimization_profile(self) -> OptimizationProfile:
         return OptimizationProfile()
 
-    def build_serialized_network(self, network: Network,
-                                 config: BuilderConfig) -> HostMemory | None:
+    def build_serialized_network(
+        self, network: Network, config: BuilderConfig
+    ) -> HostMemory | None:
         workspace = config.pool_limits.get(MemoryPoolType.WORKSPACE, 0)
         fp16_flag = getattr(self.trt.BuilderFlag, "FP16", None)
         fp16 = fp16_flag is not None and int(fp16_flag) in config.flags
         typed = getattr(self.trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-        build = {"onnx": network.onnx_path.name if network.onnx_path else None,
-                 "strongly_typed": typed is None or bool(network.flags & (1 << int(typed))),
-                 "fp16_flag": fp16, "workspace_bytes": workspace,
-                 "profiles": [p.shapes for p in config.profiles],
-                 "timing_cache": config.cache is not None}
+        build = {
+            "onnx": network.onnx_path.name if network.onnx_path else None,
+            "strongly_typed": typed is None or bool(network.flags & (1 << int(typed))),
+            "fp16_flag": fp16,
+            "workspace_bytes": workspace,
+            "profiles": [p.shapes for p in config.profiles],
+            "timing_cache": config.cache is not None,
+        }
         self.fake.builds.append(build)
         if network.onnx_path is None or len(config.profiles) != 1:
             return None
         if workspace < self.fake.min_workspace_mib << 20:
-            return None   # TensorRT logs "insufficient workspace" and returns None
+            return None  # TensorRT logs "insufficient workspace" and returns None
         plan = {"onnx": str(network.onnx_path), "fp16": fp16, "profile": config.profiles[0].shapes}
         return HostMemory(ENGINE_MAGIC + json.dumps(plan).encode())
 
@@ -285,7 +291,7 @@ class Runtime:
     def deserialize_cuda_engine(self, serialized: bytes) -> Engine | None:
         if not bytes(serialized).startswith(ENGINE_MAGIC):
             return None
-        return Engine(self.fake, json.loads(bytes(serialized)[len(ENGINE_MAGIC):]))
+        return Engine(self.fake, json.loads(bytes(serialized)[len(ENGINE_MAGIC) :]))
 
 
 class Engine:
@@ -296,8 +302,9 @@ class Engine:
 
         self.fake, self.fp16 = fake, plan["fp16"]
         self.profile = plan["profile"]
-        self.session = onnxruntime.InferenceSession(plan["onnx"], session_options(),
-                                                    providers=["CPUExecutionProvider"])
+        self.session = onnxruntime.InferenceSession(
+            plan["onnx"], session_options(), providers=["CPUExecutionProvider"]
+        )
         (graph_input,), (graph_output,) = self.session.get_inputs(), self.session.get_outputs()
         self.input, self.output = graph_input.name, graph_output.name
         self.output_dims = graph_output.shape[1:]
@@ -311,7 +318,8 @@ class Engine:
 
     def get_tensor_mode(self, name: str) -> TensorIOMode:
         return {self.input: TensorIOMode.INPUT, self.output: TensorIOMode.OUTPUT}.get(
-            name, TensorIOMode.NONE)
+            name, TensorIOMode.NONE
+        )
 
     def get_tensor_dtype(self, name: str) -> DataType:
         return self.fake.io_dtype
@@ -328,8 +336,11 @@ class ExecutionContext:
 
     def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
         low, _, high = self.engine.profile[name]
-        if name != self.engine.input or len(shape) != len(low) or not all(
-                lo <= s <= hi for lo, s, hi in zip(low, shape, high)):
+        if (
+            name != self.engine.input
+            or len(shape) != len(low)
+            or not all(lo <= s <= hi for lo, s, hi in zip(low, shape, high))
+        ):
             return False
         self.input_shape = tuple(shape)
         return True

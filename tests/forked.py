@@ -7,8 +7,8 @@ import multiprocessing
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -22,11 +22,13 @@ def kill_self(signum: int = signal.SIGKILL) -> None:
         os.kill(os.getpid(), signum)
 
 
-def run_forked(target: Callable[[], int | None], stderr: Path, own_group: bool = False,
-               timeout: float = 600) -> int:
+def run_forked(
+    target: Callable[[], int | None], stderr: Path, own_group: bool = False, timeout: float = 600
+) -> int:
     """Run ``target`` in a forked child; return its exit code (-N when signal N killed it).
     ``own_group``: the child leads a new process group, so :func:`kill_self` reaches its
     workers as well."""
+
     def child() -> None:
         if own_group:
             os.setpgrp()

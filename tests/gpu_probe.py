@@ -19,9 +19,19 @@ import sys
 import time
 from pathlib import Path
 
-SLURM_KEYS = ("SLURM_JOB_ID", "SLURM_NNODES", "SLURM_NTASKS", "SLURM_NTASKS_PER_NODE",
-              "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NODEID", "SLURM_STEP_ID", "SLURM_JOB_GPUS",
-              "SLURM_STEP_GPUS", "CUDA_VISIBLE_DEVICES")
+SLURM_KEYS = (
+    "SLURM_JOB_ID",
+    "SLURM_NNODES",
+    "SLURM_NTASKS",
+    "SLURM_NTASKS_PER_NODE",
+    "SLURM_PROCID",
+    "SLURM_LOCALID",
+    "SLURM_NODEID",
+    "SLURM_STEP_ID",
+    "SLURM_JOB_GPUS",
+    "SLURM_STEP_GPUS",
+    "CUDA_VISIBLE_DEVICES",
+)
 
 
 def lightning_ranks(devices: int, num_nodes: int) -> dict[str, object]:
@@ -37,9 +47,13 @@ def lightning_ranks(devices: int, num_nodes: int) -> dict[str, object]:
         slurm.validate_settings(devices, num_nodes)
     except ValueError as error:
         return {"launcher": "srun", "error": str(error)}
-    return {"launcher": "srun", "world_size": slurm.world_size(),
-            "global_rank": slurm.global_rank(), "local_rank": slurm.local_rank(),
-            "node_rank": slurm.node_rank()}
+    return {
+        "launcher": "srun",
+        "world_size": slurm.world_size(),
+        "global_rank": slurm.global_rank(),
+        "local_rank": slurm.local_rank(),
+        "node_rank": slurm.node_rank(),
+    }
 
 
 def main() -> None:
@@ -56,8 +70,10 @@ def main() -> None:
 
     cfg = load_params(args.params).arch(args.arch)
     record: dict[str, object] = {
-        "host": socket.gethostname(), "start": start,
-        "env": {key: os.environ[key] for key in SLURM_KEYS if key in os.environ}}
+        "host": socket.gethostname(),
+        "start": start,
+        "env": {key: os.environ[key] for key in SLURM_KEYS if key in os.environ},
+    }
     with allocate_gpus(cfg.train.num_gpus, cfg.train.gpu_ids, wait_s=60) as lease:
         record["gpus"] = lease.ids
         record["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -66,7 +82,10 @@ def main() -> None:
             # The per-node GPU indices are shown only while the job runs.
             record["allocation"] = subprocess.run(
                 ["scontrol", "-d", "show", "job", os.environ["SLURM_JOB_ID"]],
-                capture_output=True, text=True, timeout=30).stdout
+                capture_output=True,
+                text=True,
+                timeout=30,
+            ).stdout
         time.sleep(float(os.environ.get("GPU_PROBE_HOLD_S", "0")))
         record["end"] = time.time()
     probe_dir = Path(os.environ["GPU_PROBE_DIR"])

@@ -33,7 +33,10 @@ def make_tiny_market(root: Path, train_ids: int = 6, test_ids: int = 4) -> Path:
         for cam in (2, 3):
             seed += 1
             write_jpeg(root / market.GALLERY_DIR / market.format_name(pid, cam, 1, 20, 1), seed)
-    write_jpeg(root / market.GALLERY_DIR / market.format_name(market.JUNK_PID, 2, 1, 30, 1), seed + 1)
-    write_jpeg(root / market.GALLERY_DIR / market.format_name(market.DISTRACTOR_PID, 3, 1, 31, 1),
-               seed + 2)
+    write_jpeg(
+        root / market.GALLERY_DIR / market.format_name(market.JUNK_PID, 2, 1, 30, 1), seed + 1
+    )
+    write_jpeg(
+        root / market.GALLERY_DIR / market.format_name(market.DISTRACTOR_PID, 3, 1, 31, 1), seed + 2
+    )
     return root

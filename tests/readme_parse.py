@@ -55,8 +55,9 @@ def script_usage(path: str) -> str:
     kept = Path(cache, re.sub(r"\W", "_", path)) if cache else None
     if kept is not None and kept.is_file():
         return kept.read_text()
-    usage = subprocess.run([sys.executable, path, "--help"], capture_output=True, text=True,
-                           check=True).stdout
+    usage = subprocess.run(
+        [sys.executable, path, "--help"], capture_output=True, text=True, check=True
+    ).stdout
     if kept is not None:
         kept.write_text(usage)
     return usage

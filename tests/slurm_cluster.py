@@ -25,21 +25,31 @@ def slurm_unavailable(nodes: int = 1, gpus_per_node: int = 0) -> str | None:
     if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
         return "snakemake-executor-plugin-slurm is not installed (pip install -e '.[slurm]')"
     if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
-        return "Slurm client commands (sinfo, sbatch) are not on PATH; start one: .ci/start_slurm.sh"
-    start = f" (.ci/start_slurm.sh: {START_FAILURE.read_text().strip()})" if START_FAILURE.is_file() else ""
+        return (
+            "Slurm client commands (sinfo, sbatch) are not on PATH; start one: .ci/start_slurm.sh"
+        )
+    start = (
+        f" (.ci/start_slurm.sh: {START_FAILURE.read_text().strip()})"
+        if START_FAILURE.is_file()
+        else ""
+    )
     try:
-        info = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T %G"], capture_output=True,
-                              text=True, timeout=20)
+        info = subprocess.run(
+            ["sinfo", "-h", "-N", "-o", "%N %T %G"], capture_output=True, text=True, timeout=20
+        )
     except subprocess.TimeoutExpired:
         return "sinfo did not answer within 20 s" + start
     if info.returncode != 0:
         return f"Slurm is not reachable (sinfo: {info.stderr.strip()}){start}; start .ci/start_slurm.sh"
-    usable = [line.split() for line in info.stdout.splitlines()
-              if line.split()[1] in ("idle", "mixed")]
+    usable = [
+        line.split() for line in info.stdout.splitlines() if line.split()[1] in ("idle", "mixed")
+    ]
     with_gpus = [node for node, _, gres in usable if _gpu_count(gres) >= gpus_per_node]
     if len(with_gpus) < nodes:
-        return (f"needs {nodes} idle Slurm node(s) with {gpus_per_node} GPU(s) each, sinfo says "
-                f"{info.stdout.split()}{start}")
+        return (
+            f"needs {nodes} idle Slurm node(s) with {gpus_per_node} GPU(s) each, sinfo says "
+            f"{info.stdout.split()}{start}"
+        )
     return None
 
 
@@ -50,8 +60,9 @@ def _gpu_count(gres: str) -> int:
 
 def job_record(job_id: str) -> dict[str, str]:
     """``scontrol show job``'s fields (slurmctld keeps a finished job MinJobAge seconds)."""
-    out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True,
-                         text=True, timeout=20).stdout
+    out = subprocess.run(
+        ["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=20
+    ).stdout
     fields = dict(re.findall(r"(\S+?)=(\S*)", out))
     return fields or {"JobState": f"unknown ({out.strip() or 'no record'})"}
 

@@ -62,9 +62,9 @@ def hand_cam(net: ToyReid, images: torch.Tensor, distance: str) -> torch.Tensor:
             score = -torch.linalg.vector_norm(emb[index] - emb[other].detach())
         (grad,) = torch.autograd.grad(score, maps)
         a, g = maps[index].detach(), grad[index]
-        if net.layout == "NCHW":   # to H x W x C
+        if net.layout == "NCHW":  # to H x W x C
             a, g = a.permute(1, 2, 0), g.permute(1, 2, 0)
-        alpha = g.mean(dim=(0, 1))                       # one weight per channel k
+        alpha = g.mean(dim=(0, 1))  # one weight per channel k
         cams.append(torch.clamp(torch.einsum("hwk,k->hw", a, alpha), min=0))
     return torch.stack(cams)
 
@@ -80,10 +80,10 @@ def min_max(maps: torch.Tensor) -> torch.Tensor:
 def test_cam_is_the_grad_cam_formula(layout: str, distance: str) -> None:
     torch.manual_seed(0)
     net = ToyReid(layout).eval()
-    images = torch.randn(4, 3, 16, 12)   # the query, then its top-3 gallery images
+    images = torch.randn(4, 3, 16, 12)  # the query, then its top-3 gallery images
     got = retrieval_cams(net, net.maps, layout, images[0], images[1:], distance)
     expected = hand_cam(net, images, distance)
-    assert (expected == 0).any() and (expected > 0).any()   # ReLU has something to clip
+    assert (expected == 0).any() and (expected > 0).any()  # ReLU has something to clip
     np.testing.assert_allclose(got, min_max(expected).numpy(), atol=1e-5)
 
 
@@ -107,7 +107,7 @@ RED, GREY, BLACK = (1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.0, 0.0, 0.0)
 def picture(background: tuple, corner: tuple | None) -> torch.Tensor:
     image = torch.tensor(background)[:, None, None].repeat(1, 16, 8)
     if corner is not None:
-        image[:, :4, :4] = torch.tensor(corner)[:, None, None]   # the top-left 1/8
+        image[:, :4, :4] = torch.tensor(corner)[:, None, None]  # the top-left 1/8
     return image
 
 
@@ -130,21 +130,37 @@ def write_person(path, seed: int) -> None:
     Image.fromarray(rng.integers(0, 256, (48, 24, 3), dtype=np.uint8)).save(path)
 
 
-@pytest.mark.parametrize("backbone,kwargs,height,layout", [
-    ("resnet18", {}, 64, "NCHW"),
-    ("swin_tiny_patch4_window7_224",
-     {"embed_dim": 16, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2]}, 64, "NHWC"),
-])
-def test_trained_model_maps_have_the_image_size(tmp_path, backbone: str, kwargs: dict,
-                                                height: int, layout: str) -> None:
+@pytest.mark.parametrize(
+    "backbone,kwargs,height,layout",
+    [
+        ("resnet18", {}, 64, "NCHW"),
+        (
+            "swin_tiny_patch4_window7_224",
+            {"embed_dim": 16, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2]},
+            64,
+            "NHWC",
+        ),
+    ],
+)
+def test_trained_model_maps_have_the_image_size(
+    tmp_path, backbone: str, kwargs: dict, height: int, layout: str
+) -> None:
     width = height // 2
-    model = ModelParams(backbone=backbone, backbone_kwargs=kwargs, pretrain_choice="",
-                        input_height=height, input_width=width, feat_dim=0)
+    model = ModelParams(
+        backbone=backbone,
+        backbone_kwargs=kwargs,
+        pretrain_choice="",
+        input_height=height,
+        input_width=width,
+        feat_dim=0,
+    )
     arch = ArchConfig(name="tiny", model=model, dataset=DatasetParams(), train=TrainParams())
     torch.manual_seed(0)
     net = build_model(model, num_classes=3, weights=False)
-    torch.save({"arch": arch_to_dict(arch), "num_classes": 3, "state_dict": net.state_dict()},
-               tmp_path / MODEL_FILE)
+    torch.save(
+        {"arch": arch_to_dict(arch), "num_classes": 3, "state_dict": net.state_dict()},
+        tmp_path / MODEL_FILE,
+    )
     paths = [tmp_path / f"{i}.jpg" for i in range(3)]
     for seed, path in enumerate(paths):
         write_person(path, seed)

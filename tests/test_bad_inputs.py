@@ -10,9 +10,9 @@ import re
 import shutil
 import signal
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 # Imported at collection: Lightning gives its loggers a stream handler on the stderr of its
 # import time, which must not be one test's captured (then closed) stream.
@@ -37,8 +37,8 @@ from market_fixtures import write_jpeg
 from onnx import TensorProto
 from PIL import Image
 
-from reidpipe.cli import main
 from reidpipe import market
+from reidpipe.cli import main
 from reidpipe.data.split import make_split
 
 
@@ -70,12 +70,21 @@ class Case:
     unchanged: bool = True
 
 
-def extract(source: list[str], images: list[str] | None = None,
-            out: str = "{case}/emb") -> Callable[[Path, Path], list[str]]:
+def extract(
+    source: list[str], images: list[str] | None = None, out: str = "{case}/emb"
+) -> Callable[[Path, Path], list[str]]:
     def argv(work: Path, case: Path) -> list[str]:
         args = ["--out", out, *source, *(images or ["--splits", "{work}/splits"])]
-        return ["extract", *params(work), "--arch", "tiny", "--device", "cpu",
-                *(a.format(work=work, case=case) for a in args)]
+        return [
+            "extract",
+            *params(work),
+            "--arch",
+            "tiny",
+            "--device",
+            "cpu",
+            *(a.format(work=work, case=case) for a in args),
+        ]
+
     return argv
 
 
@@ -95,8 +104,15 @@ def params_case(content: bytes | str | None, *extra: str) -> Callable[[Path, Pat
         if content is False:
             return ["params", "--params", str(case / "missing.yaml"), *extra]
         bad = write(case / "bad.yaml", content)
-        return ["params", "--params", str(ROOT / "params.yaml"), str(work / "tiny.yaml"),
-                str(bad), *extra]
+        return [
+            "params",
+            "--params",
+            str(ROOT / "params.yaml"),
+            str(work / "tiny.yaml"),
+            str(bad),
+            *extra,
+        ]
+
     return argv
 
 
@@ -109,6 +125,7 @@ def model_dir(content) -> Callable[[Path, Path], list[str]]:
         else:
             write(folder / "model.pt", content)
         return extract(["--model", str(folder)])(work, case)
+
     return argv
 
 
@@ -120,6 +137,7 @@ def onnx_case(content) -> Callable[[Path, Path], list[str]]:
         elif content is not False:
             write(path, content)
         return extract(["--onnx", str(path)])(work, case)
+
     return argv
 
 
@@ -127,11 +145,13 @@ def dataset_case(name: str, writer: Callable[[Path], None]) -> Callable[[Path, P
     def argv(work: Path, case: Path) -> list[str]:
         data = dataset_with(work, case, name, writer)
         return extract(["--onnx", str(work / "good.onnx")], ["--dataset", str(data)])(work, case)
+
     return argv
 
 
 def out_case(kind: str) -> Callable[[Path, Path], list[str]]:
     """extract --out (a folder) or evaluate --out (a file) naming the wrong kind of thing."""
+
     def argv(work: Path, case: Path) -> list[str]:
         good = ["--onnx", str(work / "good.onnx")]
         if kind == "extract into a file":
@@ -143,25 +163,45 @@ def out_case(kind: str) -> Callable[[Path, Path], list[str]]:
         embeddings = work / "embeddings"
         if not embeddings.exists():
             assert main(extract(good, out=str(embeddings))(work, case)) == 0
-        target = write(case / "metrics.json", None) if kind == "evaluate into a folder" else \
-            write(case / "file", "a file\n") / "metrics.json"
-        return ["evaluate", *params(work), "--embeddings", str(embeddings), "--device", "cpu",
-                "--out", str(target)]
+        target = (
+            write(case / "metrics.json", None)
+            if kind == "evaluate into a folder"
+            else write(case / "file", "a file\n") / "metrics.json"
+        )
+        return [
+            "evaluate",
+            *params(work),
+            "--embeddings",
+            str(embeddings),
+            "--device",
+            "cpu",
+            "--out",
+            str(target),
+        ]
+
     return argv
 
 
 def train_case(write_input: Callable[[Path, Path], list[str]]) -> Callable[[Path, Path], list[str]]:
     """``reidpipe train`` with the extra arguments ``write_input(work, case)`` returns."""
+
     def argv(work: Path, case: Path) -> list[str]:
         extra = write_input(work, case)
         return ["train", *params(work), "--arch", "tiny", "--out", str(case / "model"), *extra]
+
     return argv
 
 
 def garbage_weights(work: Path, case: Path) -> list[str]:
     write(case / "weights.safetensors", bytes(range(256)) * 2)
-    return ["--splits", str(work / "splits"), "--set", "model.pretrain_choice=self",
-            "--set", f"model.pretrained_model_path={case / 'weights.safetensors'}"]
+    return [
+        "--splits",
+        str(work / "splits"),
+        "--set",
+        "model.pretrain_choice=self",
+        "--set",
+        f"model.pretrained_model_path={case / 'weights.safetensors'}",
+    ]
 
 
 def garbage_manifest(work: Path, case: Path) -> list[str]:
@@ -180,30 +220,50 @@ CASES = [
     Case("params a directory", params_case(None), "Is a directory"),
     Case("params garbage bytes", params_case(bytes(range(256))), "cannot be read"),
     Case("params a list", params_case("- 1\n- 2\n"), "must hold a mapping"),
-    Case("params infinite lr", params_case("train:\n  optim:\n    base_lr: .inf\n"),
-         "train.optim.base_lr = inf is invalid: expected a finite number"),
-    Case("params NaN via --set", params_case("{}\n", "--set", "dataset.prob=.nan"),
-         "dataset.prob = nan is invalid: expected a finite number"),
+    Case(
+        "params infinite lr",
+        params_case("train:\n  optim:\n    base_lr: .inf\n"),
+        "train.optim.base_lr = inf is invalid: expected a finite number",
+    ),
+    Case(
+        "params NaN via --set",
+        params_case("{}\n", "--set", "dataset.prob=.nan"),
+        "dataset.prob = nan is invalid: expected a finite number",
+    ),
     Case("onnx missing", onnx_case(False), "does not exist"),
     Case("onnx empty", onnx_case(b""), "is empty"),
     Case("onnx a directory", onnx_case(None), "is a directory"),
     Case("onnx a text file", onnx_case("not a model\n"), "is not an ONNX model"),
     Case("onnx garbage", onnx_case(bytes(range(256)) * 4), "is not an ONNX model"),
-    Case("onnx double input", onnx_case(
-        lambda p: onnx_model(p, TensorProto.DOUBLE, ["N", 3, 32, 16])),
-        "takes tensor(double)"),
-    Case("onnx 4-channel input", onnx_case(
-        lambda p: onnx_model(p, TensorProto.FLOAT, ["N", 4, 32, 16])), "axis 1 is 4, not 3"),
-    Case("onnx other input size", onnx_case(
-        lambda p: onnx_model(p, TensorProto.FLOAT, ["N", 3, 64, 16])), "axis 2 is 64, not 32"),
-    Case("onnx 3-d input", onnx_case(
-        lambda p: onnx_model(p, TensorProto.FLOAT, ["N", 3, 32])), "one N x C x H x W input"),
+    Case(
+        "onnx double input",
+        onnx_case(lambda p: onnx_model(p, TensorProto.DOUBLE, ["N", 3, 32, 16])),
+        "takes tensor(double)",
+    ),
+    Case(
+        "onnx 4-channel input",
+        onnx_case(lambda p: onnx_model(p, TensorProto.FLOAT, ["N", 4, 32, 16])),
+        "axis 1 is 4, not 3",
+    ),
+    Case(
+        "onnx other input size",
+        onnx_case(lambda p: onnx_model(p, TensorProto.FLOAT, ["N", 3, 64, 16])),
+        "axis 2 is 64, not 32",
+    ),
+    Case(
+        "onnx 3-d input",
+        onnx_case(lambda p: onnx_model(p, TensorProto.FLOAT, ["N", 3, 32])),
+        "one N x C x H x W input",
+    ),
     Case("model folder missing", extract(["--model", "{case}/nothing"]), "does not exist"),
     Case("model.pt empty", model_dir(b""), "is empty"),
     Case("model.pt garbage", model_dir(bytes(range(256)) * 4), "is not a reidpipe trained model"),
     Case("model.pt a directory", model_dir(None), "is a directory"),
-    Case("model.pt other weights", model_dir(torch_file({"weight": torch.zeros(3)})),
-         "is not a reidpipe trained model"),
+    Case(
+        "model.pt other weights",
+        model_dir(torch_file({"weight": torch.zeros(3)})),
+        "is not a reidpipe trained model",
+    ),
     Case("pretrained weights garbage", train_case(garbage_weights), "not a safetensors file"),
     Case("train manifest garbage", train_case(garbage_manifest), "is not a readable CSV"),
     Case("image a text file", dataset_case(QUERY, text_file), "is a text file, not an image"),
@@ -244,14 +304,26 @@ def test_unreadable_image_met_in_training_is_one_line(work: Path, tmp_path: Path
     for path in (data / market.SPLIT_DIRS["train"]).iterdir():
         path.unlink()  # a hard link: replace it, do not write through it
         path.write_text("overwritten by a text editor\n")
-    code = main(["train", *params(work), "--arch", "tiny", "--splits", str(tmp_path / "splits"),
-                 "--out", str(tmp_path / "model")])
+    code = main(
+        [
+            "train",
+            *params(work),
+            "--arch",
+            "tiny",
+            "--splits",
+            str(tmp_path / "splits"),
+            "--out",
+            str(tmp_path / "model"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert "Traceback" not in err and "worker" not in err
-    assert re.fullmatch(r"reidpipe train: error: image \S+\.jpg is a text file, not an image "
-                        r"\(it starts with 'overwritten by a text editor'\)",
-                        err.strip().splitlines()[-1]), err
+    assert re.fullmatch(
+        r"reidpipe train: error: image \S+\.jpg is a text file, not an image "
+        r"\(it starts with 'overwritten by a text editor'\)",
+        err.strip().splitlines()[-1],
+    ), err
     assert not (tmp_path / "model" / "train_log.csv").exists()
 
 
@@ -262,8 +334,18 @@ def test_duplicate_zip_entry_is_named(work: Path, tmp_path: Path, capsys) -> Non
             zf.write(path, f"Market-1501-v15.09.15/{path.relative_to(work / 'market')}")
         zf.writestr(f"Market-1501-v15.09.15/query/{QUERY}", b"a second copy")
     (tmp_path / "p.yaml").write_text(yaml.safe_dump({"data": {"allow_unknown_checksum": True}}))
-    code = main(["download", "--params", str(ROOT / "params.yaml"), str(tmp_path / "p.yaml"),
-                 "--archive", str(archive), "--out", str(tmp_path / "data")])
+    code = main(
+        [
+            "download",
+            "--params",
+            str(ROOT / "params.yaml"),
+            str(tmp_path / "p.yaml"),
+            "--archive",
+            str(archive),
+            "--out",
+            str(tmp_path / "data"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert err.strip().splitlines()[-1].startswith("reidpipe download: error: ")
@@ -271,12 +353,19 @@ def test_duplicate_zip_entry_is_named(work: Path, tmp_path: Path, capsys) -> Non
     assert not (tmp_path / "data").exists()
 
 
-def test_validate_names_a_text_file_and_a_symlink_loop(work: Path, tmp_path: Path,
-                                                       capsys) -> None:
+def test_validate_names_a_text_file_and_a_symlink_loop(work: Path, tmp_path: Path, capsys) -> None:
     data = dataset_with(work, tmp_path, QUERY, text_file)
     symlink_loop(data / market.SPLIT_DIRS["gallery"] / market.format_name(9, 2, 1, 99, 1))
-    code = main(["validate", str(data), "--report", str(tmp_path / "report.json"), "--no-strict",
-                 *params(work)])
+    code = main(
+        [
+            "validate",
+            str(data),
+            "--report",
+            str(tmp_path / "report.json"),
+            "--no-strict",
+            *params(work),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert f"{data / 'query' / QUERY}: is a text file, not an image" in err
@@ -284,8 +373,9 @@ def test_validate_names_a_text_file_and_a_symlink_loop(work: Path, tmp_path: Pat
     assert "BytesIO" not in err
 
 
-@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT],
-                         ids=["SIGKILL", "SIGTERM", "SIGINT"])
+@pytest.mark.parametrize(
+    "signum", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=["SIGKILL", "SIGTERM", "SIGINT"]
+)
 def test_a_stage_stopped_mid_write_leaves_no_output(signum, work: Path, tmp_path: Path) -> None:
     """extract stopped after writing part of its folder: nothing under the output name; a signal
     also clears the temporary (a kill leaves it to the next run, which removes it)."""
@@ -306,8 +396,10 @@ def test_a_stage_stopped_mid_write_leaves_no_output(signum, work: Path, tmp_path
     assert code == (-signum if signum == signal.SIGKILL else 128 + signum), err
     assert not (tmp_path / "emb").exists()
     if signum != signal.SIGKILL:
-        assert err.strip().splitlines()[-1] == \
-            f"reidpipe extract: interrupted by {signal.Signals(signum).name}"
+        assert (
+            err.strip().splitlines()[-1]
+            == f"reidpipe extract: interrupted by {signal.Signals(signum).name}"
+        )
         assert [p.name for p in tmp_path.iterdir()] == ["stderr.txt"]
     assert main(argv) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["emb", "stderr.txt"]

@@ -21,8 +21,9 @@ def test_the_readme_template_is_code_of_the_package_stage_only():
 def test_listed_files_join_the_closure(tmp_path):
     files = {
         "reidpipe/cli/__init__.py": "",
-        "reidpipe/cli/go.py": ("def run():\n    from reidpipe import texts\n"
-                               "    from reidpipe.deploy import pack\n"),
+        "reidpipe/cli/go.py": (
+            "def run():\n    from reidpipe import texts\n    from reidpipe.deploy import pack\n"
+        ),
         "reidpipe/texts.py": 'NOTE = "notes/note.txt"\nCODE_DATA_FILES = (NOTE, "other.txt")\n',
         "reidpipe/notes/note.txt": "",
         "reidpipe/other.txt": "",
@@ -36,10 +37,18 @@ def test_listed_files_join_the_closure(tmp_path):
     entries = ["reidpipe.cli", "reidpipe.cli.go"]
     assert code_deps.code_files(entries, tmp_path) == sorted(files)
     assert code_deps.code_packages(entries, tmp_path) == [
-        "reidpipe/cli/__init__.py", "reidpipe/cli/go.py", "reidpipe/deploy",
-        "reidpipe/notes/note.txt", "reidpipe/other.txt", "reidpipe/texts.py"]
+        "reidpipe/cli/__init__.py",
+        "reidpipe/cli/go.py",
+        "reidpipe/deploy",
+        "reidpipe/notes/note.txt",
+        "reidpipe/other.txt",
+        "reidpipe/texts.py",
+    ]
 
     (tmp_path / "reidpipe/other.txt").unlink()
-    with pytest.raises(ValueError, match=r"texts.py: CODE_DATA_FILES names missing files "
-                                         r"\['.*reidpipe/other.txt'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"texts.py: CODE_DATA_FILES names missing files "
+        r"\['.*reidpipe/other.txt'\]",
+    ):
         code_deps.code_files(entries, tmp_path)

@@ -14,19 +14,25 @@ from reidpipe.training.sampler import IdentityBatchSampler
 
 
 def rows(folder, pids_cams):
-    return pd.DataFrame([(f"{folder}/{pid}_{cam}_{i}.jpg", pid, cam, 0, i)
-                         for i, (pid, cam) in enumerate(pids_cams)],
-                        columns=["path", "pid", "camid", "seq", "frame"])
+    return pd.DataFrame(
+        [
+            (f"{folder}/{pid}_{cam}_{i}.jpg", pid, cam, 0, i)
+            for i, (pid, cam) in enumerate(pids_cams)
+        ],
+        columns=["path", "pid", "camid", "seq", "frame"],
+    )
 
 
 def write_source(root, name, train, val_query, val_gallery, query, gallery):
     folder = root / name
     folder.mkdir()
-    tables = {"train": rows(f"/data/{name}/train", train),
-              "val_query": rows(f"/data/{name}/train", val_query),
-              "val_gallery": rows(f"/data/{name}/train", val_gallery),
-              "query": rows(f"/data/{name}/query", query),
-              "gallery": rows(f"/data/{name}/gallery", gallery)}
+    tables = {
+        "train": rows(f"/data/{name}/train", train),
+        "val_query": rows(f"/data/{name}/train", val_query),
+        "val_gallery": rows(f"/data/{name}/train", val_gallery),
+        "query": rows(f"/data/{name}/query", query),
+        "gallery": rows(f"/data/{name}/gallery", gallery),
+    }
     labels = {pid: i for i, pid in enumerate(sorted({p for p, _ in train}))}
     tables["train"]["label"] = tables["train"]["pid"].map(labels)
     for split, table in tables.items():
@@ -36,13 +42,25 @@ def write_source(root, name, train, val_query, val_gallery, query, gallery):
 
 @pytest.fixture
 def two_sources(tmp_path):
-    a = write_source(tmp_path, "a", train=[(1, 1), (1, 2), (3, 1), (3, 2)],
-                     val_query=[(2, 1)], val_gallery=[(2, 2)],
-                     query=[(7, 1)], gallery=[(7, 2)])
+    a = write_source(
+        tmp_path,
+        "a",
+        train=[(1, 1), (1, 2), (3, 1), (3, 2)],
+        val_query=[(2, 1)],
+        val_gallery=[(2, 2)],
+        query=[(7, 1)],
+        gallery=[(7, 2)],
+    )
     # Source b numbers its people and cameras from 1 as well: they must not collide with a's.
-    b = write_source(tmp_path, "b", train=[(1, 1), (1, 1), (2, 2), (2, 2), (5, 3), (5, 3)],
-                     val_query=[(4, 1)], val_gallery=[(4, 3)],
-                     query=[(9, 1)], gallery=[(9, 2)])
+    b = write_source(
+        tmp_path,
+        "b",
+        train=[(1, 1), (1, 1), (2, 2), (2, 2), (5, 3), (5, 3)],
+        val_query=[(4, 1)],
+        val_gallery=[(4, 3)],
+        query=[(9, 1)],
+        gallery=[(9, 2)],
+    )
     return {"a": a, "b": b}
 
 
@@ -54,7 +72,12 @@ def test_offsets_keep_sources_apart_and_are_recorded(two_sources, tmp_path):
     assert (offsets["b"].pid_offset, offsets["b"].camid_offset) == (3, 2)
     train = read_split(out, "train")
     assert sorted(set(zip(train["source"], train["pid"]))) == [
-        ("a", 1), ("a", 3), ("b", 4), ("b", 5), ("b", 8)]
+        ("a", 1),
+        ("a", 3),
+        ("b", 4),
+        ("b", 5),
+        ("b", 8),
+    ]
     assert sorted(train[train["source"] == "b"]["camid"].unique()) == [3, 4, 5]
     # Labels 0..C-1 over the merged set, one per (source, person).
     assert sorted(train["label"].unique()) == list(range(5))
@@ -76,8 +99,15 @@ def test_batches_draw_identities_from_every_source(two_sources, tmp_path):
 
 def test_test_images_never_enter_training(two_sources, tmp_path):
     # Source c's train folder is source a's gallery (a custom source pointed at the wrong folder).
-    c = write_source(tmp_path, "c", train=[(1, 1), (1, 2)], val_query=[], val_gallery=[],
-                     query=[(3, 1)], gallery=[(3, 2)])
+    c = write_source(
+        tmp_path,
+        "c",
+        train=[(1, 1), (1, 2)],
+        val_query=[],
+        val_gallery=[],
+        query=[(3, 1)],
+        gallery=[(3, 2)],
+    )
     leaked = read_split(two_sources["a"], "gallery").assign(label=0)
     write_manifest(leaked, manifest_path(c, "train"))
     with pytest.raises(ReidpipeError, match="'c' holds 1 image.*gallery images of source 'a'"):

@@ -13,8 +13,10 @@ from reidpipe.errors import ReidpipeError
 
 def test_two_allocations_get_distinct_devices(tmp_path):
     env_a, env_b = {}, {}
-    with allocate_gpus(1, lock_dir=tmp_path, total=2, env=env_a) as a, \
-            allocate_gpus(1, lock_dir=tmp_path, total=2, env=env_b) as b:
+    with (
+        allocate_gpus(1, lock_dir=tmp_path, total=2, env=env_a) as a,
+        allocate_gpus(1, lock_dir=tmp_path, total=2, env=env_b) as b,
+    ):
         assert {a.ids[0], b.ids[0]} == {"0", "1"}
         assert env_a[CUDA_ENV] == a.ids[0] and env_b[CUDA_ENV] == b.ids[0]
         with pytest.raises(ReidpipeError, match="free"):
@@ -25,11 +27,18 @@ def test_two_allocations_get_distinct_devices(tmp_path):
 
 def test_lock_held_by_another_process_is_skipped_and_freed_when_it_dies(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         ("import time; from pathlib import Path; from reidpipe.devices import allocate_gpus; "
-          f"lease = allocate_gpus(1, [0], lock_dir=Path({str(tmp_path)!r}), total=2, env={{}}); "
-          "print(lease.ids[0], flush=True); time.sleep(60)")],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            (
+                "import time; from pathlib import Path; from reidpipe.devices import allocate_gpus; "
+                f"lease = allocate_gpus(1, [0], lock_dir=Path({str(tmp_path)!r}), total=2, env={{}}); "
+                "print(lease.ids[0], flush=True); time.sleep(60)"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "0"
         with allocate_gpus(1, lock_dir=tmp_path, total=2, env={}) as lease:
@@ -76,15 +85,17 @@ def test_single_gpu_stages_hold_a_lock_while_running(tmp_path, monkeypatch):
     seen = {}
 
     def fake_stage_gpu(device):
-        lease = devices.allocate_gpus(0 if device == "cpu" else 1, lock_dir=tmp_path, total=2,
-                                      env=seen.setdefault("env", {}))
+        lease = devices.allocate_gpus(
+            0 if device == "cpu" else 1, lock_dir=tmp_path, total=2, env=seen.setdefault("env", {})
+        )
         seen["device"] = device
         return lease
 
     monkeypatch.setattr(devices, "stage_gpu", fake_stage_gpu)
     parser = cli.build_parser()
-    args = parser.parse_args(["export-onnx", "--arch", "a", "--model", "m", "--splits", "s",
-                              "--out", "o"])
+    args = parser.parse_args(
+        ["export-onnx", "--arch", "a", "--model", "m", "--splits", "s", "--out", "o"]
+    )
     assert args.single_gpu
     args.run = lambda a: 0 if list(tmp_path.glob("gpu0.lock")) else 1
     assert cli._run_on_one_gpu(args) == 0

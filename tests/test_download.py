@@ -20,10 +20,10 @@ from PIL import Image
 from reidpipe.cli import main
 from reidpipe.data.download import MARKER_NAME, fetch_dataset
 from reidpipe.data.http_transfer import file_md5
-from reidpipe.market import ARCHIVE_MD5, ARCHIVE_NAME, MIRRORS, TOP_FOLDER, format_name
 from reidpipe.dataset_registry import SOURCES, dataset_source
 from reidpipe.errors import ReidpipeError
 from reidpipe.filenames import OUTPUT_MARKER_FILE
+from reidpipe.market import ARCHIVE_MD5, ARCHIVE_NAME, MIRRORS, TOP_FOLDER, format_name
 from reidpipe.params import DataParams
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -42,18 +42,25 @@ def market_entries() -> dict[str, bytes]:
     """A tiny Market-layout tree: 2 ids x 2 cameras per split, real JPEGs."""
     files = {f"{TOP_FOLDER}/readme.txt": b"tiny test copy of the Market-1501 layout\n"}
     seed = 0
-    for folder, pids in (("bounding_box_train", (2, 7)), ("bounding_box_test", (0, 3)),
-                         ("query", (3, 5))):
+    for folder, pids in (
+        ("bounding_box_train", (2, 7)),
+        ("bounding_box_test", (0, 3)),
+        ("query", (3, 5)),
+    ):
         for pid in pids:
             for cam in (1, 2):
                 seed += 1
-                files[f"{TOP_FOLDER}/{folder}/{format_name(pid, cam, 1, 100 * seed, 1)}"] = (
-                    _jpeg(seed))
+                files[f"{TOP_FOLDER}/{folder}/{format_name(pid, cam, 1, 100 * seed, 1)}"] = _jpeg(
+                    seed
+                )
     return files
 
 
-def build_zip(path: Path, entries: dict[str, bytes] | None = None,
-              extra: list[tuple[zipfile.ZipInfo, bytes]] = ()) -> str:
+def build_zip(
+    path: Path,
+    entries: dict[str, bytes] | None = None,
+    extra: list[tuple[zipfile.ZipInfo, bytes]] = (),
+) -> str:
     """Write a zip of ``entries`` (default: the Market tree) plus raw ``extra`` entries; its MD5."""
     entries = market_entries() if entries is None else entries
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
@@ -84,15 +91,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        if behaviour == "wrong_range" and start:
-            start_sent = 0  # claims 206 but sends from the beginning
-        else:
-            start_sent = start
+        # wrong_range claims 206 but sends from the beginning
+        start_sent = 0 if behaviour == "wrong_range" and start else start
         payload = body[start_sent:]
         self.send_response(206 if start else 200)
         if start:
-            self.send_header("Content-Range",
-                             f"bytes {start_sent}-{len(body) - 1}/{len(body)}")
+            self.send_header("Content-Range", f"bytes {start_sent}-{len(body) - 1}/{len(body)}")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         if behaviour == "drop_first" and srv.drops_left:
@@ -107,8 +111,7 @@ def server():
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.daemon_threads = True
     srv.files, srv.behaviour, srv.requests, srv.drops_left = {}, {}, [], 1
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02},
-                              daemon=True)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
     yield srv
@@ -124,8 +127,13 @@ def market_zip(tmp_path: Path) -> tuple[Path, str]:
 
 
 def _params(tmp_path: Path, md5: str, urls: list[str] = (), **kw) -> DataParams:
-    return dataclasses.replace(DataParams(), dataset_dir=str(tmp_path / "data" / TOP_FOLDER),
-                               urls=list(urls), md5=md5, **kw)
+    return dataclasses.replace(
+        DataParams(),
+        dataset_dir=str(tmp_path / "data" / TOP_FOLDER),
+        urls=list(urls),
+        md5=md5,
+        **kw,
+    )
 
 
 def _leftovers(tmp_path: Path) -> list[str]:
@@ -134,10 +142,12 @@ def _leftovers(tmp_path: Path) -> list[str]:
 
 
 def _assert_dataset(dataset: Path, md5: str) -> None:
-    expected = {name[len(TOP_FOLDER) + 1:]: data for name, data in market_entries().items()}
-    got = {str(p.relative_to(dataset)): p.read_bytes()
-           for p in dataset.rglob("*")
-           if p.is_file() and p.name not in (MARKER_NAME, OUTPUT_MARKER_FILE)}
+    expected = {name[len(TOP_FOLDER) + 1 :]: data for name, data in market_entries().items()}
+    got = {
+        str(p.relative_to(dataset)): p.read_bytes()
+        for p in dataset.rglob("*")
+        if p.is_file() and p.name not in (MARKER_NAME, OUTPUT_MARKER_FILE)
+    }
     assert got == expected
     assert (dataset / OUTPUT_MARKER_FILE).is_file()  # a later download may replace it
     assert f'"md5": "{md5}"' in (dataset / MARKER_NAME).read_text()
@@ -181,13 +191,17 @@ def test_partial_file_from_previous_run_is_continued(tmp_path, server, market_zi
     assert _leftovers(tmp_path) == [TOP_FOLDER, ARCHIVE_NAME]
 
 
-@pytest.mark.parametrize("behaviour, part, requests", [
-    ("ignore_range", 1234, ["bytes=1234-"]),       # 200 instead of 206: body rewritten from 0
-    ("wrong_range", 1234, ["bytes=1234-", None]),  # 206 from the wrong offset: start over
-    ("normal", 10 ** 6, ["bytes=1000000-", None]),  # .part longer than the file: 416, start over
-])
-def test_server_not_honouring_range_restarts_cleanly(tmp_path, server, market_zip, behaviour,
-                                                     part, requests):
+@pytest.mark.parametrize(
+    "behaviour, part, requests",
+    [
+        ("ignore_range", 1234, ["bytes=1234-"]),  # 200 instead of 206: body rewritten from 0
+        ("wrong_range", 1234, ["bytes=1234-", None]),  # 206 from the wrong offset: start over
+        ("normal", 10**6, ["bytes=1000000-", None]),  # .part longer than the file: 416, start over
+    ],
+)
+def test_server_not_honouring_range_restarts_cleanly(
+    tmp_path, server, market_zip, behaviour, part, requests
+):
     zip_path, md5 = market_zip
     url = _serve(server, zip_path, behaviour)
     (tmp_path / "data").mkdir()
@@ -209,8 +223,9 @@ def test_allow_unknown_checksum_accepts_and_logs(tmp_path, server, market_zip):
     zip_path, md5 = market_zip
     url = _serve(server, zip_path)
     lines: list[str] = []
-    result = fetch_dataset(_params(tmp_path, "0" * 32, [url], allow_unknown_checksum=True),
-                           log=lines.append)
+    result = fetch_dataset(
+        _params(tmp_path, "0" * 32, [url], allow_unknown_checksum=True), log=lines.append
+    )
     assert result.md5 == md5
     assert any("WARNING" in line and md5 in line for line in lines), lines
     _assert_dataset(tmp_path / "data" / TOP_FOLDER, md5)
@@ -225,8 +240,7 @@ def test_existing_valid_dataset_is_reused_without_http(tmp_path, server, market_
     result = fetch_dataset(_params(tmp_path, md5, [url]), log=lambda _: None)
     assert result.reused and server.requests == []
     # the same archive given locally is recognised by its MD5 too
-    assert fetch_dataset(_params(tmp_path, md5, [url]), archive=zip_path,
-                         log=lambda _: None).reused
+    assert fetch_dataset(_params(tmp_path, md5, [url]), archive=zip_path, log=lambda _: None).reused
 
 
 def test_kept_archive_is_extracted_again_without_http(tmp_path, server, market_zip):
@@ -261,12 +275,16 @@ def test_all_urls_down_lists_each_url_and_where_to_put_the_zip(tmp_path, server)
 
 def _publish(monkeypatch, md5: str, urls: list[str]) -> None:
     """Make ``md5`` and ``urls`` Market-1501's published MD5 and mirrors for one test."""
-    monkeypatch.setitem(SOURCES, "market1501", dataclasses.replace(
-        SOURCES["market1501"], archive_md5=md5, urls=tuple(urls)))
+    monkeypatch.setitem(
+        SOURCES,
+        "market1501",
+        dataclasses.replace(SOURCES["market1501"], archive_md5=md5, urls=tuple(urls)),
+    )
 
 
-def test_empty_md5_and_urls_fall_back_to_the_published_ones(tmp_path, server, market_zip,
-                                                            monkeypatch):
+def test_empty_md5_and_urls_fall_back_to_the_published_ones(
+    tmp_path, server, market_zip, monkeypatch
+):
     """data.md5 / data.urls empty: the source's published MD5 and mirrors (for Market-1501 the
     ones the public loaders record), each overridden by a value set."""
     assert SOURCES["market1501"].archive_md5 == ARCHIVE_MD5 == "65005ab7d12ec1c44de4eeafe813e68a"
@@ -276,12 +294,12 @@ def test_empty_md5_and_urls_fall_back_to_the_published_ones(tmp_path, server, ma
     server.files["/own.zip"] = zip_path.read_bytes()
     quiet = lambda _: None  # noqa: E731
 
-    _publish(monkeypatch, "f" * 32, [mirror])   # the published MD5 is enforced
+    _publish(monkeypatch, "f" * 32, [mirror])  # the published MD5 is enforced
     with pytest.raises(ReidpipeError, match=rf"{re.escape(mirror)}: MD5 {md5}.*expected f{{32}}"):
         fetch_dataset(_params(tmp_path, ""), log=quiet)
     assert server.requests == [("/m.zip", None)] and _leftovers(tmp_path) == []
 
-    server.requests.clear()   # data.md5 and data.urls win over the published ones
+    server.requests.clear()  # data.md5 and data.urls win over the published ones
     result = fetch_dataset(_params(tmp_path, md5, [server.url + "/own.zip"]), log=quiet)
     assert result.source == server.url + "/own.zip" and server.requests == [("/own.zip", None)]
 
@@ -299,8 +317,11 @@ def test_md5_is_checked_before_anything_is_extracted(tmp_path, market_zip, monke
     zip_path, md5 = market_zip
     _publish(monkeypatch, "0" * 32, [])
     lines: list[str] = []
-    with pytest.raises(ReidpipeError, match=rf"{re.escape(str(zip_path))} has MD5 {md5}, "
-                                            r"expected 0{32}"):
+    with pytest.raises(
+        ReidpipeError,
+        match=rf"{re.escape(str(zip_path))} has MD5 {md5}, "
+        r"expected 0{32}",
+    ):
         fetch_dataset(_params(tmp_path, "", archive_path=str(zip_path)), log=lines.append)
     assert _leftovers(tmp_path) == []
 
@@ -327,14 +348,19 @@ def _link_info(name: str, mode: int) -> zipfile.ZipInfo:
     return info
 
 
-@pytest.mark.parametrize("extra, message", [
-    ({f"{TOP_FOLDER}/../evil.txt": b"x"}, r"'\.\.'"),
-    ({"/etc/evil.txt": b"x"}, "absolute path"),
-    ([(_link_info(f"{TOP_FOLDER}/query/link", stat.S_IFLNK | 0o777), b"/etc/passwd")],
-     "symbolic link"),
-    ([(_link_info(f"{TOP_FOLDER}/query/fifo", stat.S_IFIFO | 0o644), b"")], "special file"),
-    ({f"{TOP_FOLDER}/zeros.bin": bytes(2 << 20)}, "zip bomb"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({f"{TOP_FOLDER}/../evil.txt": b"x"}, r"'\.\.'"),
+        ({"/etc/evil.txt": b"x"}, "absolute path"),
+        (
+            [(_link_info(f"{TOP_FOLDER}/query/link", stat.S_IFLNK | 0o777), b"/etc/passwd")],
+            "symbolic link",
+        ),
+        ([(_link_info(f"{TOP_FOLDER}/query/fifo", stat.S_IFIFO | 0o644), b"")], "special file"),
+        ({f"{TOP_FOLDER}/zeros.bin": bytes(2 << 20)}, "zip bomb"),
+    ],
+)
 def test_unsafe_entries_are_refused(tmp_path, extra, message):
     if isinstance(extra, dict):
         path, md5 = _archive_case(tmp_path, "bad.zip", entries={**market_entries(), **extra})
@@ -349,8 +375,9 @@ def test_unsafe_entries_are_refused(tmp_path, extra, message):
 def test_total_size_bound_is_enforced(tmp_path):
     path, md5 = _archive_case(tmp_path, "m.zip")
     with pytest.raises(ReidpipeError, match="data.max_extract_bytes = 10000"):
-        fetch_dataset(_params(tmp_path, md5, max_extract_bytes=10_000), archive=path,
-                      log=lambda _: None)
+        fetch_dataset(
+            _params(tmp_path, md5, max_extract_bytes=10_000), archive=path, log=lambda _: None
+        )
     assert _leftovers(tmp_path) == []
 
 
@@ -359,8 +386,7 @@ def test_truncated_zip_fails_clearly_and_leaves_nothing(tmp_path, market_zip):
     truncated = tmp_path / "src" / "truncated.zip"
     truncated.write_bytes(zip_path.read_bytes()[:-4000])
     with pytest.raises(ReidpipeError, match="corrupt or truncated"):
-        fetch_dataset(_params(tmp_path, file_md5(truncated)), archive=truncated,
-                      log=lambda _: None)
+        fetch_dataset(_params(tmp_path, file_md5(truncated)), archive=truncated, log=lambda _: None)
     assert _leftovers(tmp_path) == []
 
 
@@ -370,7 +396,7 @@ def test_corrupt_entry_midway_removes_the_partial_extraction(tmp_path, market_zi
     with zipfile.ZipFile(zip_path) as zf:
         last = zf.infolist()[-1]
     body = last.header_offset + 30 + len(last.filename.encode()) + len(last.extra)
-    raw[body + 200: body + 260] = bytes(60)  # damage the last image after others were written
+    raw[body + 200 : body + 260] = bytes(60)  # damage the last image after others were written
     corrupt = tmp_path / "src" / "corrupt.zip"
     corrupt.write_bytes(bytes(raw))
     with pytest.raises(ReidpipeError, match="corrupt or truncated"):
@@ -407,11 +433,15 @@ def test_cli_archive_and_url_overrides(tmp_path, server, market_zip, capsys):
 
 
 def test_synthetic_source_generates_the_dataset(tmp_path, capsys):
-    params = _cli_params(tmp_path, "data:\n  source: synthetic\n  synthetic_ids: 6\n"
-                                   "  strict: false\n")
+    params = _cli_params(
+        tmp_path, "data:\n  source: synthetic\n  synthetic_ids: 6\n  strict: false\n"
+    )
     assert main(["download", *params, "--out", str(tmp_path / "x")]) == 0
     assert dataset_source("market1501").is_present(tmp_path / "x")
-    assert main(["download", *params, "--out", str(tmp_path / "y"), "--url", "http://127.0.0.1:9/"]) == 2
+    assert (
+        main(["download", *params, "--out", str(tmp_path / "y"), "--url", "http://127.0.0.1:9/"])
+        == 2
+    )
     assert "data.source is 'synthetic'" in capsys.readouterr().err
     assert not (tmp_path / "y").exists()
 
@@ -423,9 +453,11 @@ def test_malformed_url_is_listed_not_a_traceback(tmp_path):
 
 
 def test_datasets_without_a_mirror_say_how_to_obtain_them_and_where_to_put_them(tmp_path):
-    for source, words, archive in (("dukemtmc", "withdrawn", "DukeMTMC-reID.zip"),
-                                   ("msmt17", "on request", "MSMT17_V1.zip"),
-                                   ("cuhk03", "zhunzhong07", "cuhk03-np.zip")):
+    for source, words, archive in (
+        ("dukemtmc", "withdrawn", "DukeMTMC-reID.zip"),
+        ("msmt17", "on request", "MSMT17_V1.zip"),
+        ("cuhk03", "zhunzhong07", "cuhk03-np.zip"),
+    ):
         data = DataParams(source=source, dataset_dir=str(tmp_path / "data" / source))
         with pytest.raises(ReidpipeError) as err:
             fetch_dataset(data, log=lambda _: None)
@@ -437,9 +469,10 @@ def test_datasets_without_a_mirror_say_how_to_obtain_them_and_where_to_put_them(
 
 def test_archive_without_published_checksum_is_accepted_and_recorded(tmp_path):
     """DukeMTMC-reID has no published MD5: any archive in its layout is taken, its MD5 kept."""
-    entries = {f"DukeMTMC-reID/{folder}/0001_c{cam}_f0000{cam}01.jpg": _jpeg(cam)
-               for folder, cam in (("bounding_box_train", 1), ("query", 2),
-                                   ("bounding_box_test", 3))}
+    entries = {
+        f"DukeMTMC-reID/{folder}/0001_c{cam}_f0000{cam}01.jpg": _jpeg(cam)
+        for folder, cam in (("bounding_box_train", 1), ("query", 2), ("bounding_box_test", 3))
+    }
     path, md5 = _archive_case(tmp_path, "DukeMTMC-reID.zip", entries=entries)
     lines: list[str] = []
     data = DataParams(source="dukemtmc", dataset_dir=str(tmp_path / "data" / "DukeMTMC-reID"))
@@ -449,8 +482,11 @@ def test_archive_without_published_checksum_is_accepted_and_recorded(tmp_path):
     # The Market-1501 archive is not an MSMT17 one: the layout check says what is expected.
     market, _ = _archive_case(tmp_path, "m.zip")
     with pytest.raises(ReidpipeError, match="MSMT17 layout: expected train/ and test/"):
-        fetch_dataset(DataParams(source="msmt17", dataset_dir=str(tmp_path / "d2")),
-                      archive=market, log=lambda _: None)
+        fetch_dataset(
+            DataParams(source="msmt17", dataset_dir=str(tmp_path / "d2")),
+            archive=market,
+            log=lambda _: None,
+        )
 
 
 def test_archive_may_be_a_dataset_folder(tmp_path):
@@ -459,8 +495,9 @@ def test_archive_may_be_a_dataset_folder(tmp_path):
         (folder / sub / "0000").mkdir(parents=True)
     (folder / "train" / "0000" / "0000_000_01_0303morning_0015_0.jpg").write_bytes(_jpeg(1))
     for name in ("list_train.txt", "list_val.txt", "list_query.txt", "list_gallery.txt"):
-        (folder / name).write_text("0000/0000_000_01_0303morning_0015_0.jpg 0\n"
-                                   if name == "list_train.txt" else "")
+        (folder / name).write_text(
+            "0000/0000_000_01_0303morning_0015_0.jpg 0\n" if name == "list_train.txt" else ""
+        )
     target = tmp_path / "data" / "MSMT17_V1"
     data = DataParams(source="msmt17", dataset_dir=str(target))
     result = fetch_dataset(data, archive=folder, log=lambda _: None)
@@ -469,18 +506,25 @@ def test_archive_may_be_a_dataset_folder(tmp_path):
     assert copied.read_bytes() == _jpeg(1)
     assert fetch_dataset(data, archive=folder, log=lambda _: None).reused
     with pytest.raises(ReidpipeError, match="not an MSMT17 folder|mask_train_v2"):
-        fetch_dataset(DataParams(source="msmt17", dataset_dir=str(tmp_path / "x")),
-                      archive=tmp_path / "src", log=lambda _: None)
+        fetch_dataset(
+            DataParams(source="msmt17", dataset_dir=str(tmp_path / "x")),
+            archive=tmp_path / "src",
+            log=lambda _: None,
+        )
 
 
 def test_custom_dataset_is_used_where_it_lies(tmp_path):
     folder = tmp_path / "mine"
     for sub in ("train", "query", "test"):
         (folder / sub).mkdir(parents=True)
-    data = DataParams(source="custom", dataset_dir=str(folder),
-                      split_dirs={"train": "train", "query": "query", "gallery": "test"})
+    data = DataParams(
+        source="custom",
+        dataset_dir=str(folder),
+        split_dirs={"train": "train", "query": "query", "gallery": "test"},
+    )
     result = fetch_dataset(data, log=lambda _: None)
     assert result.reused and result.dataset_dir == folder
     with pytest.raises(ReidpipeError, match="custom dataset .* expected bounding_box_train/"):
-        fetch_dataset(DataParams(source="custom", dataset_dir=str(tmp_path / "none")),
-                      log=lambda _: None)
+        fetch_dataset(
+            DataParams(source="custom", dataset_dir=str(tmp_path / "none")), log=lambda _: None
+        )

@@ -37,13 +37,30 @@ from reidpipe.training.train import Runtime, train_arch
 
 TINY = {
     "pipeline": {"archs": ["tiny"]},
-    "model": {"backbone": "test_resnet", "pretrain_choice": "", "input_width": 16,
-              "input_height": 32, "feat_dim": 32, "metric_loss_type": "triplet_center"},
-    "dataset": {"batch_size": 4, "val_batch_size": 16, "num_workers": 0, "padding": 2,
-                "num_instances": 2},
-    "train": {"num_epochs": 3, "checkpoint_interval": 1, "validation_interval": 2,
-              "num_gpus": 0, "max_steps_per_epoch": 2, "loggers": ["tensorboard"],
-              "optim": {"lr_steps": [2], "warmup_epochs": 1}},
+    "model": {
+        "backbone": "test_resnet",
+        "pretrain_choice": "",
+        "input_width": 16,
+        "input_height": 32,
+        "feat_dim": 32,
+        "metric_loss_type": "triplet_center",
+    },
+    "dataset": {
+        "batch_size": 4,
+        "val_batch_size": 16,
+        "num_workers": 0,
+        "padding": 2,
+        "num_instances": 2,
+    },
+    "train": {
+        "num_epochs": 3,
+        "checkpoint_interval": 1,
+        "validation_interval": 2,
+        "num_gpus": 0,
+        "max_steps_per_epoch": 2,
+        "loggers": ["tensorboard"],
+        "optim": {"lr_steps": [2], "warmup_epochs": 1},
+    },
     "archs": {"tiny": {}},
 }
 TIMING = "images_per_s"
@@ -52,8 +69,10 @@ TIMING = "images_per_s"
 def curves(live: Path) -> dict[str, pd.DataFrame]:
     """DVCLive's plot files: the logger's name of each curve -> its (step, value) rows."""
     plots = live / DVCLIVE_PLOTS_DIR
-    return {str(p.relative_to(plots).with_suffix("")): pd.read_csv(p, sep="\t")
-            for p in sorted(plots.rglob("*.tsv"))}
+    return {
+        str(p.relative_to(plots).with_suffix("")): pd.read_csv(p, sep="\t")
+        for p in sorted(plots.rglob("*.tsv"))
+    }
 
 
 def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
@@ -64,8 +83,8 @@ def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
     for path in sorted(folder.glob("events.out.tfevents.*")):
         data, pos = path.read_bytes(), 0
         while pos < len(data):
-            (length,) = struct.unpack("<Q", data[pos:pos + 8])
-            event = Event.FromString(data[pos + 12:pos + 12 + length])
+            (length,) = struct.unpack("<Q", data[pos : pos + 8])
+            event = Event.FromString(data[pos + 12 : pos + 12 + length])
             pos += 12 + length + 4
             for value in event.summary.value:
                 scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
@@ -84,20 +103,28 @@ def test_the_dvclive_logger_writes_its_folder_and_nothing_else(tmp_path, monkeyp
     logger.log_metrics({"val/mAP": 0.75, "train/loss": 2.0}, step=2)
     logger.finalize("success")
     live = tmp_path / "model" / DVCLIVE_DIR
-    assert {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")
-            if ".git" not in p.parts} == {
-        "model", f"model/{DVCLIVE_DIR}", f"model/{DVCLIVE_DIR}/{DVCLIVE_METRICS_FILE}",
-        f"model/{DVCLIVE_DIR}/plots", f"model/{DVCLIVE_DIR}/{DVCLIVE_PLOTS_DIR}",
+    assert {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if ".git" not in p.parts} == {
+        "model",
+        f"model/{DVCLIVE_DIR}",
+        f"model/{DVCLIVE_DIR}/{DVCLIVE_METRICS_FILE}",
+        f"model/{DVCLIVE_DIR}/plots",
+        f"model/{DVCLIVE_DIR}/{DVCLIVE_PLOTS_DIR}",
         f"model/{DVCLIVE_DIR}/{DVCLIVE_PLOTS_DIR}/val",
         f"model/{DVCLIVE_DIR}/{DVCLIVE_PLOTS_DIR}/val/mAP.tsv",
         f"model/{DVCLIVE_DIR}/{DVCLIVE_PLOTS_DIR}/train",
-        f"model/{DVCLIVE_DIR}/{DVCLIVE_PLOTS_DIR}/train/loss.tsv"}
-    assert (live / DVCLIVE_PLOTS_DIR / "val" / "mAP.tsv").read_text() == \
-        "step\tmAP\n0\t0.5\n2\t0.75\n"
+        f"model/{DVCLIVE_DIR}/{DVCLIVE_PLOTS_DIR}/train/loss.tsv",
+    }
+    assert (
+        live / DVCLIVE_PLOTS_DIR / "val" / "mAP.tsv"
+    ).read_text() == "step\tmAP\n0\t0.5\n2\t0.75\n"
     assert json.loads((live / DVCLIVE_METRICS_FILE).read_text()) == {
-        "val": {"mAP": 0.75}, "train": {"loss": 2.0}, "step": 2}
-    staged = subprocess.run(["git", "status", "--porcelain"], cwd=tmp_path, capture_output=True,
-                            text=True, check=True).stdout
+        "val": {"mAP": 0.75},
+        "train": {"loss": 2.0},
+        "step": 2,
+    }
+    staged = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout
     assert not [line for line in staged.splitlines() if not line.startswith("??")], staged
 
 
@@ -112,9 +139,15 @@ def test_dvclive_and_tensorboard_get_the_rows_of_train_log(tmp_path):
     train_arch(cfg, root / "splits", out, Runtime("cpu", 1, "32", "test"))
 
     log = pd.read_csv(out / TRAIN_LOG_FILE)
-    expected = {name: [(int(epoch), float(value)) for epoch, value in zip(log["epoch"], log[key])
-                       if not math.isnan(value)]
-                for key, name in LOGGER_NAMES.items() if key in log and log[key].notna().any()}
+    expected = {
+        name: [
+            (int(epoch), float(value))
+            for epoch, value in zip(log["epoch"], log[key])
+            if not math.isnan(value)
+        ]
+        for key, name in LOGGER_NAMES.items()
+        if key in log and log[key].notna().any()
+    }
     assert expected["val/mAP"][0][0] == 0 and [e for e, _ in expected["val/mAP"]] == [0, 2, 3]
     live = curves(out / DVCLIVE_DIR)
     assert sorted(live) == sorted([*expected, f"train/{TIMING}"])
@@ -149,8 +182,12 @@ def test_two_dvc_experiments_show_their_val_metrics_and_curves_and_snakemake_agr
         run(repo, *dvc("exp", "run", "-n", name, "-S", f"model.feat_dim={dim}", "train"))
 
     shown = json.loads(run(repo, *dvc("exp", "show", "--json")).stdout)
-    experiments = {rev["name"]: rev["data"] for row in shown for exp in row.get("experiments") or []
-                   for rev in exp["revs"]}
+    experiments = {
+        rev["name"]: rev["data"]
+        for row in shown
+        for exp in row.get("experiments") or []
+        for rev in exp["revs"]
+    }
     assert set(dims) <= set(experiments)
     finals = {}
     for name, dim in dims.items():
@@ -176,8 +213,8 @@ def test_two_dvc_experiments_show_their_val_metrics_and_curves_and_snakemake_agr
         revisions = plots[str(live / DVCLIVE_PLOTS_DIR / "train" / f"{curve}.tsv")][0]["revisions"]
         assert set(revisions) == set(dims), curve
 
-    by_dvc = curves(repo / live)   # the workspace holds the last experiment's outputs
-    shutil.rmtree(repo / live.parent / "checkpoints")   # Snakemake trains afresh
+    by_dvc = curves(repo / live)  # the workspace holds the last experiment's outputs
+    shutil.rmtree(repo / live.parent / "checkpoints")  # Snakemake trains afresh
     run(repo, *snakemake("--forcerun", "train", str(live / DVCLIVE_METRICS_FILE)))
     by_snakemake = curves(repo / live)
     by_dvc.pop(f"train/{TIMING}")

@@ -39,10 +39,13 @@ def test_snakemake_runs_the_whole_dag(demo_repo: Path) -> None:
         # the INT8 copy, or the reason its gate left it out
         int8 = parity["int8"]
         assert (demo_repo / "results" / arch / "onnx" / "model_int8.onnx").is_file() == (
-            int8["status"] == "passed") and (int8["status"] == "passed" or int8["reason"])
+            int8["status"] == "passed"
+        ) and (int8["status"] == "passed" or int8["reason"])
         package = json.loads((demo_repo / "results" / arch / "deploy" / "package.json").read_text())
         assert package["triton"]["platform"] == "onnxruntime_onnx"
-        assert (demo_repo / "results" / arch / "deploy" / "deepstream" / "deepstream_reid.yml").is_file()
+        assert (
+            demo_repo / "results" / arch / "deploy" / "deepstream" / "deepstream_reid.yml"
+        ).is_file()
         assert (demo_repo / "logs" / f"train_{arch}.log").is_file()
     html = (demo_repo / "reports" / "index.html").read_text()
     assert "TensorRT" in html and "skipped" in html
@@ -86,10 +89,13 @@ def test_dvc_records_snakemake_outputs_and_runs_an_experiment(demo_repo: Path) -
     diff = json.loads(run(demo_repo, *dvc("metrics", "diff", "--json")).stdout)
     for arch in ARCHS:
         old, new = before[arch]["reranked"], after[arch]["reranked"]
-        moved = {f"reranked.{key}": (old[key], value) for key, value in new.items()
-                 if value != old[key]}
-        reported = {key: (change["old"], change["new"])
-                    for key, change in diff[f"results/{arch}/metrics.json"].items()}
+        moved = {
+            f"reranked.{key}": (old[key], value) for key, value in new.items() if value != old[key]
+        }
+        reported = {
+            key: (change["old"], change["new"])
+            for key, change in diff[f"results/{arch}/metrics.json"].items()
+        }
         assert reported == moved, diff
         assert set(moved) > {"reranked.lambda_value"}, moved
     params_diff = json.loads(run(demo_repo, *dvc("params", "diff", "--json")).stdout)

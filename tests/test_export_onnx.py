@@ -51,7 +51,7 @@ class TinyNet(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(3, 32, 3, stride=2, padding=1)   # 3.5 kB: above the 1 kB inline limit
+        self.conv = nn.Conv2d(3, 32, 3, stride=2, padding=1)  # 3.5 kB: above the 1 kB inline limit
         self.norm = nn.LayerNorm(32)
         self.fc = nn.Linear(32, 16)
 
@@ -102,14 +102,19 @@ def check_folder(out: Path, report: dict, pre: Preprocess, params) -> None:
     # FP16: FP32 I/O, FP16 weights, runs in ONNX Runtime close to FP32
     half = onnx.load(str(out / FP16_FILE))
     assert {v.type.tensor_type.elem_type for v in [*half.graph.input, *half.graph.output]} == {
-        onnx.TensorProto.FLOAT}
-    assert {t.data_type for t in half.graph.initializer if t.data_type in (
-        onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)} == {onnx.TensorProto.FLOAT16}
+        onnx.TensorProto.FLOAT
+    }
+    assert {
+        t.data_type
+        for t in half.graph.initializer
+        if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+    } == {onnx.TensorProto.FLOAT16}
     assert [r["batch_size"] for r in report["fp16"]["batch_parity"]] == [1, 7, 32]
     for row in report["fp16"]["batch_parity"]:
         assert row["min_cosine"] > 0.999
-    assert sorted(p.name for p in out.iterdir()) == sorted([*report["files"], PARITY_FILE,
-                                                            OUTPUT_MARKER_FILE])
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [*report["files"], PARITY_FILE, OUTPUT_MARKER_FILE]
+    )
 
 
 def test_resnet_demo_via_cli(params, splits, tmp_path):
@@ -117,15 +122,33 @@ def test_resnet_demo_via_cli(params, splits, tmp_path):
     cfg = params.arch("resnet_demo")
     model_dir = tmp_path / "models" / "resnet_demo"
     model_dir.mkdir(parents=True)
-    torch.save({"state_dict": net.state_dict(), "arch": arch_to_dict(cfg), "num_classes": 10},
-               model_dir / MODEL_FILE)
+    torch.save(
+        {"state_dict": net.state_dict(), "arch": arch_to_dict(cfg), "num_classes": 10},
+        model_dir / MODEL_FILE,
+    )
     out = model_dir / "onnx"
-    assert main(["export-onnx", "--params", *DEMO, "--arch", "resnet_demo", "--model",
-                 str(model_dir), "--splits", str(splits), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "export-onnx",
+                "--params",
+                *DEMO,
+                "--arch",
+                "resnet_demo",
+                "--model",
+                str(model_dir),
+                "--splits",
+                str(splits),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / PARITY_FILE).read_text())
     check_folder(out, report, Preprocess.from_params(cfg, params.extract), params)
-    assert set(report["files"]) == {ONNX_FILE, FP16_FILE, INT8_FILE}   # 45 MB: weights embedded
-    assert report["int8"]["status"] == "passed"     # default gates, on resnet18
+    assert set(report["files"]) == {ONNX_FILE, FP16_FILE, INT8_FILE}  # 45 MB: weights embedded
+    assert report["int8"]["status"] == "passed"  # default gates, on resnet18
     assert set(report["latency"]) == {"fp32", "fp16", "int8"}
 
 
@@ -134,8 +157,16 @@ def test_swin_demo_dynamic_batch(params, splits, tmp_path):
     pre = Preprocess.from_params(cfg, params.extract)
     out = tmp_path / "onnx"
     # the default gates, INT8's included (min cosine 0.9997, mAP within 0.07 points here)
-    report = export_onnx(demo_net(params, "swin_demo"), pre, "swin_demo", splits, out,
-                         params.export, params.evaluate, batch_size=64)
+    report = export_onnx(
+        demo_net(params, "swin_demo"),
+        pre,
+        "swin_demo",
+        splits,
+        out,
+        params.export,
+        params.evaluate,
+        batch_size=64,
+    )
     check_folder(out, report, pre, params)
     assert report["input"]["shape"][0] == "batch"
     assert report["input"]["pixel_mean"] == "[0.5, 0.5, 0.5]"
@@ -143,13 +174,14 @@ def test_swin_demo_dynamic_batch(params, splits, tmp_path):
     int8 = onnx.load(str(out / INT8_FILE))
     int8_producers = {o: n.op_type for n in int8.graph.node for o in n.output}
     matmuls = [n for n in int8.graph.node if n.op_type == "MatMul"]
-    assert matmuls and all(int8_producers.get(i) == "DequantizeLinear"
-                           for n in matmuls for i in n.input)
+    assert matmuls and all(
+        int8_producers.get(i) == "DequantizeLinear" for n in matmuls for i in n.input
+    )
     half = onnx.load(str(out / FP16_FILE))
     producers = {o: n for n in half.graph.node for o in n.output}
     norms = [n for n in half.graph.node if n.op_type in FP16_KEEP_FP32_OPS]
     assert norms
-    for node in norms:   # LayerNorm computes in FP32: every float input cast to FLOAT
+    for node in norms:  # LayerNorm computes in FP32: every float input cast to FLOAT
         source = producers[node.input[0]]
         assert source.op_type == "Cast" and source.attribute[0].i == onnx.TensorProto.FLOAT
 
@@ -157,12 +189,28 @@ def test_swin_demo_dynamic_batch(params, splits, tmp_path):
 def test_large_weights_go_to_side_file(params, splits, tmp_path):
     pre = Preprocess(height=32, width=16, mean=(0.5,) * 3, std=(0.5,) * 3)
     out = tmp_path / "onnx"
-    report = export_onnx(TinyNet().eval(), pre, "tiny", splits, out, params.export,
-                         params.evaluate, batch_size=16, embed_limit=0)
-    assert set(report["files"]) == {ONNX_FILE, ONNX_FILE + ".data", FP16_FILE, FP16_FILE + ".data",
-                                    INT8_FILE, INT8_FILE + ".data"}
-    assert sorted(p.name for p in out.iterdir()) == sorted([*report["files"], PARITY_FILE,
-                                                            OUTPUT_MARKER_FILE])
+    report = export_onnx(
+        TinyNet().eval(),
+        pre,
+        "tiny",
+        splits,
+        out,
+        params.export,
+        params.evaluate,
+        batch_size=16,
+        embed_limit=0,
+    )
+    assert set(report["files"]) == {
+        ONNX_FILE,
+        ONNX_FILE + ".data",
+        FP16_FILE,
+        FP16_FILE + ".data",
+        INT8_FILE,
+        INT8_FILE + ".data",
+    }
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [*report["files"], PARITY_FILE, OUTPUT_MARKER_FILE]
+    )
     model = onnx.load(str(out / ONNX_FILE), load_external_data=False)
     assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
     for name in (FP16_FILE, INT8_FILE):
@@ -177,8 +225,16 @@ def test_broken_export_fails_the_gate_and_leaves_no_onnx(params, splits, tmp_pat
     (out / ONNX_FILE).write_bytes(b"stale model from an earlier run")
     (out / OUTPUT_MARKER_FILE).write_text("written by an earlier export")
     with pytest.raises(ReidpipeError, match=r"parity gate failed for tiny: batch 1: max abs diff"):
-        export_onnx(ExportOnlyBug().eval(), pre, "tiny", splits, out, params.export,
-                    params.evaluate, batch_size=16)
+        export_onnx(
+            ExportOnlyBug().eval(),
+            pre,
+            "tiny",
+            splits,
+            out,
+            params.export,
+            params.evaluate,
+            batch_size=16,
+        )
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".onnx.tmp")]
 
@@ -188,16 +244,28 @@ def test_export_that_changes_the_ranking_fails_the_metric_gate(params, splits, t
     embeddings come back for the wrong images of a batch, and leaves no folder."""
     pre = Preprocess(height=32, width=16, mean=(0.5,) * 3, std=(0.5,) * 3)
     out = tmp_path / "onnx"
-    lenient = dataclasses.replace(params.export, max_abs_diff=1e9, min_cosine=1e-9, fp16=False,
-                                  int8=False)
+    lenient = dataclasses.replace(
+        params.export, max_abs_diff=1e9, min_cosine=1e-9, fp16=False, int8=False
+    )
     torch.manual_seed(0)
     with pytest.raises(ReidpipeError) as failed:
-        export_onnx(ExportReordersBatch().eval(), pre, "tiny", splits, out, lenient,
-                    params.evaluate, batch_size=16)
+        export_onnx(
+            ExportReordersBatch().eval(),
+            pre,
+            "tiny",
+            splits,
+            out,
+            lenient,
+            params.evaluate,
+            batch_size=16,
+        )
     message = str(failed.value)
-    assert re.fullmatch(r"ONNX parity gate failed for tiny: mAP differs by \d+\.\d{3} points "
-                        r"\(torch \d+\.\d\d, onnx \d+\.\d\d\) > export.max_metric_delta 0.1"
-                        r"(; rank1 differs by .* > export.max_metric_delta 0.1)?", message), message
+    assert re.fullmatch(
+        r"ONNX parity gate failed for tiny: mAP differs by \d+\.\d{3} points "
+        r"\(torch \d+\.\d\d, onnx \d+\.\d\d\) > export.max_metric_delta 0.1"
+        r"(; rank1 differs by .* > export.max_metric_delta 0.1)?",
+        message,
+    ), message
     assert not out.exists()
 
 
@@ -207,8 +275,9 @@ def test_perturbed_weight_shows_in_batch_parity(tmp_path):
     export_graph(net, pre, tmp_path / ONNX_FILE, opset=18, metadata={})
     images = np.random.default_rng(0).standard_normal((7, 3, 32, 16)).astype(np.float32)
     candidate, _ = onnx_forward(tmp_path / ONNX_FILE, pre, "cpu")
-    assert batch_parity(torch_forward(net, "cpu"), candidate, images, [1, 7])[1][
-        "max_abs_diff"] < 1e-5
+    assert (
+        batch_parity(torch_forward(net, "cpu"), candidate, images, [1, 7])[1]["max_abs_diff"] < 1e-5
+    )
     with torch.no_grad():
         net.fc.weight[0, 0] += 0.5
     rows = batch_parity(torch_forward(net, "cpu"), candidate, images, [1, 7])
@@ -218,8 +287,9 @@ def test_perturbed_weight_shows_in_batch_parity(tmp_path):
 def test_fixed_batch_model_is_refused(tmp_path):
     pre = Preprocess(height=32, width=16, mean=(0.5,) * 3, std=(0.5,) * 3)
     export_graph(BakedBatch().eval(), pre, tmp_path / ONNX_FILE, opset=18, metadata={})
-    with pytest.raises(ReidpipeError, match="output 'embedding' has batch axis 2; expected a "
-                                            "symbolic"):
+    with pytest.raises(
+        ReidpipeError, match="output 'embedding' has batch axis 2; expected a symbolic"
+    ):
         check_onnx(tmp_path / ONNX_FILE)
 
 
@@ -236,6 +306,7 @@ def test_fp16_copy_is_gated(params, splits, tmp_path):
     out = tmp_path / "onnx"
     strict = dataclasses.replace(params.export, fp16_min_cosine=1.0)
     with pytest.raises(ReidpipeError, match="FP16 ONNX parity gate failed for tiny: min cosine"):
-        export_onnx(TinyNet().eval(), pre, "tiny", splits, out, strict, params.evaluate,
-                    batch_size=16)
+        export_onnx(
+            TinyNet().eval(), pre, "tiny", splits, out, strict, params.evaluate, batch_size=16
+        )
     assert not out.exists()

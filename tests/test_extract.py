@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +14,12 @@ from PIL import Image
 
 from reidpipe.cli import main
 from reidpipe.data.manifest import write_manifest
-from reidpipe.market import format_name
 from reidpipe.errors import ReidpipeError
 from reidpipe.evaluation.embeddings import read_embeddings
 from reidpipe.evaluation.extract import embed, image_sets_from_dataset, torch_forward
 from reidpipe.evaluation.onnx_runtime import onnx_forward
 from reidpipe.input_contract import Preprocess, preprocess_image
+from reidpipe.market import format_name
 
 HEIGHT, WIDTH = 32, 16
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -63,13 +63,22 @@ def onnx_models(net: TinyNet, tmp_path_factory: pytest.TempPathFactory) -> dict[
     folder = tmp_path_factory.mktemp("onnx")
     example = torch.randn(4, 3, HEIGHT, WIDTH)
     batch = torch.export.Dim("batch", min=1, max=1024)
-    paths = {"dynamic": folder / "dynamic.onnx", "fixed": folder / "fixed.onnx",
-             "bgr255": folder / "bgr255.onnx"}
-    torch.onnx.export(net, (example,), paths["dynamic"], input_names=["images"],
-                      dynamic_shapes={"x": {0: batch}})
+    paths = {
+        "dynamic": folder / "dynamic.onnx",
+        "fixed": folder / "fixed.onnx",
+        "bgr255": folder / "bgr255.onnx",
+    }
+    torch.onnx.export(
+        net, (example,), paths["dynamic"], input_names=["images"], dynamic_shapes={"x": {0: batch}}
+    )
     torch.onnx.export(net, (example,), paths["fixed"], input_names=["images"])
-    torch.onnx.export(BgrScaledNet(net).eval(), (example,), paths["bgr255"],
-                      input_names=["images"], dynamic_shapes={"x": {0: batch}})
+    torch.onnx.export(
+        BgrScaledNet(net).eval(),
+        (example,),
+        paths["bgr255"],
+        input_names=["images"],
+        dynamic_shapes={"x": {0: batch}},
+    )
     return paths
 
 
@@ -110,8 +119,13 @@ def reference(net: torch.nn.Module, paths: list[str], flip: bool = False) -> np.
     """Preprocessing done by hand with torch ops, then the torch model, then L2 normalisation."""
     images = []
     for path in paths:
-        pixels = np.asarray(Image.open(path).convert("RGB").resize(
-            (WIDTH, HEIGHT), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
+        pixels = (
+            np.asarray(
+                Image.open(path).convert("RGB").resize((WIDTH, HEIGHT), Image.Resampling.BILINEAR),
+                dtype=np.float32,
+            )
+            / 255.0
+        )
         t = torch.from_numpy(pixels).permute(2, 0, 1)
         images.append((t - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1))
     batch = torch.stack(images)
@@ -125,33 +139,73 @@ def reference(net: torch.nn.Module, paths: list[str], flip: bool = False) -> np.
 def run_extract(tmp_path: Path, *args: str) -> Path:
     out = tmp_path / "emb"
     params = Path(__file__).resolve().parents[1] / "params.yaml"
-    code = main(["extract", "--params", str(params), "--arch", "resnet50", "--out", str(out),
-                 "--device", "cpu", "--set", f"model.input_height={HEIGHT}",
-                 "--set", f"model.input_width={WIDTH}", "--set", "extract.batch_size=3",
-                 "--set", "dataset.num_workers=2", *args])
+    code = main(
+        [
+            "extract",
+            "--params",
+            str(params),
+            "--arch",
+            "resnet50",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--set",
+            f"model.input_height={HEIGHT}",
+            "--set",
+            f"model.input_width={WIDTH}",
+            "--set",
+            "extract.batch_size=3",
+            "--set",
+            "dataset.num_workers=2",
+            *args,
+        ]
+    )
     assert code == 0
     return out
 
 
 @pytest.mark.parametrize("kind", ["dynamic", "fixed", "bgr255"])
-def test_onnx_embeddings_equal_torch(kind: str, net: TinyNet, onnx_models: dict[str, Path],
-                                     splits_dir: Path, tmp_path: Path) -> None:
-    extra = ["--set", "extract.channel_order=BGR", "--set", "extract.input_scale=255",
-             "--set", "dataset.pixel_mean=[0,0,0]", "--set", "dataset.pixel_std=[1,1,1]"] \
-        if kind == "bgr255" else []
-    out = run_extract(tmp_path, "--onnx", str(onnx_models[kind]), "--splits", str(splits_dir),
-                      "--set", "extract.tao_json=true", *extra)
+def test_onnx_embeddings_equal_torch(
+    kind: str, net: TinyNet, onnx_models: dict[str, Path], splits_dir: Path, tmp_path: Path
+) -> None:
+    extra = (
+        [
+            "--set",
+            "extract.channel_order=BGR",
+            "--set",
+            "extract.input_scale=255",
+            "--set",
+            "dataset.pixel_mean=[0,0,0]",
+            "--set",
+            "dataset.pixel_std=[1,1,1]",
+        ]
+        if kind == "bgr255"
+        else []
+    )
+    out = run_extract(
+        tmp_path,
+        "--onnx",
+        str(onnx_models[kind]),
+        "--splits",
+        str(splits_dir),
+        "--set",
+        "extract.tao_json=true",
+        *extra,
+    )
     emb = read_embeddings(out)
     for subset, count in ((emb.query, 4), (emb.gallery, 7)):
         assert subset.features.shape == (count, 8) and subset.features.dtype == np.float32
         np.testing.assert_allclose(np.linalg.norm(subset.features, axis=1), 1.0, atol=1e-6)
-        np.testing.assert_allclose(subset.features, reference(net, list(subset.meta["path"])),
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            subset.features, reference(net, list(subset.meta["path"])), atol=1e-5
+        )
     assert emb.gallery.meta["pid"].tolist() == [-1, 0, 1, 2, 2, 3, 4]
     tao = json.loads((out / "gallery.json").read_text())
     assert [r["img_path"] for r in tao] == emb.gallery.meta["path"].tolist()
-    np.testing.assert_allclose(np.array([r["embedding"] for r in tao]), emb.gallery.features,
-                               atol=1e-7)
+    np.testing.assert_allclose(
+        np.array([r["embedding"] for r in tao]), emb.gallery.features, atol=1e-7
+    )
 
 
 def test_fixed_batch_is_discovered_and_padded(onnx_models: dict[str, Path]) -> None:
@@ -164,10 +218,18 @@ def test_fixed_batch_is_discovered_and_padded(onnx_models: dict[str, Path]) -> N
     assert forward(images).shape == (6, 8)
 
 
-def test_flip_averaging_and_torch_path(net: TinyNet, onnx_models: dict[str, Path],
-                                       splits_dir: Path, tmp_path: Path) -> None:
-    out = run_extract(tmp_path, "--onnx", str(onnx_models["dynamic"]), "--splits",
-                      str(splits_dir), "--set", "model.with_flip_feature=true")
+def test_flip_averaging_and_torch_path(
+    net: TinyNet, onnx_models: dict[str, Path], splits_dir: Path, tmp_path: Path
+) -> None:
+    out = run_extract(
+        tmp_path,
+        "--onnx",
+        str(onnx_models["dynamic"]),
+        "--splits",
+        str(splits_dir),
+        "--set",
+        "model.with_flip_feature=true",
+    )
     emb = read_embeddings(out)
     paths = list(emb.query.meta["path"])
     flipped = reference(net, paths, flip=True)
@@ -178,10 +240,10 @@ def test_flip_averaging_and_torch_path(net: TinyNet, onnx_models: dict[str, Path
     assert not (splits_dir / "query.json").exists() and not (out / "query.json").exists()
 
 
-def test_dataset_mode_and_stray_files(market_dir: Path, onnx_models: dict[str, Path],
-                                      tmp_path: Path) -> None:
-    out = run_extract(tmp_path, "--onnx", str(onnx_models["dynamic"]), "--dataset",
-                      str(market_dir))
+def test_dataset_mode_and_stray_files(
+    market_dir: Path, onnx_models: dict[str, Path], tmp_path: Path
+) -> None:
+    out = run_extract(tmp_path, "--onnx", str(onnx_models["dynamic"]), "--dataset", str(market_dir))
     emb = read_embeddings(out)
     assert emb.query.meta["camid"].tolist() == [1, 2, 1, 3]
     stray = tmp_path / "stray"
@@ -199,7 +261,7 @@ def test_dataset_mode_and_stray_files(market_dir: Path, onnx_models: dict[str, P
 
 
 def test_preprocessing_values() -> None:
-    pixels = np.array([[[255, 0, 51], [102, 204, 0]]], dtype=np.uint8)   # 1 x 2 RGB
+    pixels = np.array([[[255, 0, 51], [102, 204, 0]]], dtype=np.uint8)  # 1 x 2 RGB
     image = Image.fromarray(pixels)
     rgb = preprocess_image(image, Preprocess(1, 2, (0.5, 0.5, 0.5), (0.5, 0.25, 0.5)))
     expected = (pixels.astype(np.float32) / 255.0 - 0.5) / np.array([0.5, 0.25, 0.5])
@@ -228,10 +290,25 @@ def test_bad_inputs(onnx_models: dict[str, Path], splits_dir: Path, tmp_path: Pa
     bad_splits = tmp_path / "splits"
     write_manifest(frame.iloc[:0], bad_splits / "query.csv")
     write_manifest(pd.read_csv(splits_dir / "gallery.csv"), bad_splits / "gallery.csv")
-    code = main(["extract", "--arch", "resnet50", "--onnx", str(onnx_models["dynamic"]),
-                 "--splits", str(bad_splits), "--out", str(tmp_path / "e"), "--set",
-                 f"model.input_height={HEIGHT}", "--set", f"model.input_width={WIDTH}",
-                 "--params", str(Path(__file__).resolve().parents[1] / "params.yaml")])
+    code = main(
+        [
+            "extract",
+            "--arch",
+            "resnet50",
+            "--onnx",
+            str(onnx_models["dynamic"]),
+            "--splits",
+            str(bad_splits),
+            "--out",
+            str(tmp_path / "e"),
+            "--set",
+            f"model.input_height={HEIGHT}",
+            "--set",
+            f"model.input_width={WIDTH}",
+            "--params",
+            str(Path(__file__).resolve().parents[1] / "params.yaml"),
+        ]
+    )
     assert code == 2 and not (tmp_path / "e").exists()
 
 
@@ -241,17 +318,30 @@ def test_trained_model_folder(splits_dir: Path, tmp_path: Path) -> None:
     from reidpipe.training.model import MODEL_FILE, arch_to_dict, build_model
 
     params = Path(__file__).resolve().parents[1] / "params.yaml"
-    overrides = ["model.backbone=resnet18", "model.pretrain_choice=''", "model.feat_dim=512",
-                 f"model.input_height={HEIGHT}", f"model.input_width={WIDTH}"]
+    overrides = [
+        "model.backbone=resnet18",
+        "model.pretrain_choice=''",
+        "model.feat_dim=512",
+        f"model.input_height={HEIGHT}",
+        f"model.input_width={WIDTH}",
+    ]
     cfg = load_params([params], overrides).arch("resnet50")
     torch.manual_seed(1)
     net = build_model(cfg.model, num_classes=5, weights=False).eval()
     model_dir = tmp_path / "model"
     model_dir.mkdir()
-    torch.save({"state_dict": net.state_dict(), "arch": arch_to_dict(cfg), "num_classes": 5},
-               model_dir / MODEL_FILE)
-    out = run_extract(tmp_path, "--model", str(model_dir), "--splits", str(splits_dir),
-                      *[a for o in overrides for a in ("--set", o)])
+    torch.save(
+        {"state_dict": net.state_dict(), "arch": arch_to_dict(cfg), "num_classes": 5},
+        model_dir / MODEL_FILE,
+    )
+    out = run_extract(
+        tmp_path,
+        "--model",
+        str(model_dir),
+        "--splits",
+        str(splits_dir),
+        *[a for o in overrides for a in ("--set", o)],
+    )
     emb = read_embeddings(out)
     assert emb.query.features.shape == (4, 512)
     expected = reference(net, list(emb.gallery.meta["path"]))
@@ -265,24 +355,35 @@ def test_onnx_contract_that_differs_from_the_params_is_warned(tmp_path, caplog):
     from reidpipe.params import load_params
 
     root = Path(__file__).resolve().parents[1]
-    arch = load_params([root / "params.yaml"], ["model.input_height=32",
-                                                "model.input_width=16"]).arch("resnet50")
+    arch = load_params(
+        [root / "params.yaml"], ["model.input_height=32", "model.input_width=16"]
+    ).arch("resnet50")
     params = load_params([root / "params.yaml"]).extract
     path = tmp_path / "m.onnx"
-    export_graph(TinyNet().eval(), RGB01, path, opset=18,
-                 metadata=contract_metadata(Preprocess(HEIGHT, WIDTH, (0.5,) * 3, (0.5,) * 3),
-                                            "tiny", 8))
+    export_graph(
+        TinyNet().eval(),
+        RGB01,
+        path,
+        opset=18,
+        metadata=contract_metadata(Preprocess(HEIGHT, WIDTH, (0.5,) * 3, (0.5,) * 3), "tiny", 8),
+    )
     model_forward(None, path, arch, params, "cpu")
     assert f"{path} expects" in caplog.text
     caplog.clear()
-    export_graph(TinyNet().eval(), RGB01, path, opset=18,
-                 metadata=contract_metadata(Preprocess(HEIGHT, WIDTH, MEAN, STD), "tiny", 8))
+    export_graph(
+        TinyNet().eval(),
+        RGB01,
+        path,
+        opset=18,
+        metadata=contract_metadata(Preprocess(HEIGHT, WIDTH, MEAN, STD), "tiny", 8),
+    )
     model_forward(None, path, arch, params, "cpu")
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_onnx_without_arch_takes_its_contract_else_the_shared_params(
-        net: TinyNet, onnx_models: dict[str, Path], splits_dir: Path, tmp_path: Path) -> None:
+    net: TinyNet, onnx_models: dict[str, Path], splits_dir: Path, tmp_path: Path
+) -> None:
     """`extract --onnx FILE` needs no --arch: a reidpipe export's metadata gives the input (here
     32x16, unlike params.yaml's 256x128); a foreign ONNX file takes model.*/dataset.*."""
     from reidpipe.deploy.export_onnx import export_graph
@@ -291,13 +392,35 @@ def test_onnx_without_arch_takes_its_contract_else_the_shared_params(
     exported = tmp_path / "exported.onnx"
     export_graph(net, RGB01, exported, opset=18, metadata=contract_metadata(RGB01, "tiny", 8))
     params = str(Path(__file__).resolve().parents[1] / "params.yaml")
-    runs = {"exported": (exported, []),
-            "foreign": (onnx_models["dynamic"], ["--set", f"model.input_height={HEIGHT}",
-                                                 "--set", f"model.input_width={WIDTH}"])}
+    runs = {
+        "exported": (exported, []),
+        "foreign": (
+            onnx_models["dynamic"],
+            ["--set", f"model.input_height={HEIGHT}", "--set", f"model.input_width={WIDTH}"],
+        ),
+    }
     for name, (model, extra) in runs.items():
         out = tmp_path / name
-        assert main(["extract", "--params", params, "--onnx", str(model), "--splits",
-                     str(splits_dir), "--out", str(out), "--device", "cpu", *extra]) == 0
+        assert (
+            main(
+                [
+                    "extract",
+                    "--params",
+                    params,
+                    "--onnx",
+                    str(model),
+                    "--splits",
+                    str(splits_dir),
+                    "--out",
+                    str(out),
+                    "--device",
+                    "cpu",
+                    *extra,
+                ]
+            )
+            == 0
+        )
         emb = read_embeddings(out)
-        np.testing.assert_allclose(emb.gallery.features,
-                                   reference(net, list(emb.gallery.meta["path"])), atol=1e-5)
+        np.testing.assert_allclose(
+            emb.gallery.features, reference(net, list(emb.gallery.meta["path"])), atol=1e-5
+        )

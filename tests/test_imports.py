@@ -30,8 +30,10 @@ MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
 def import_graph(root: Path = ROOT) -> dict[str, frozenset[str]]:
-    return {name: code_deps.imports(name, root)
-            for name in (module_name(p, root) for p in sorted((root / "reidpipe").rglob("*.py")))}
+    return {
+        name: code_deps.imports(name, root)
+        for name in (module_name(p, root) for p in sorted((root / "reidpipe").rglob("*.py")))
+    }
 
 
 def layer(name: str, root: Path = ROOT) -> str:
@@ -101,8 +103,9 @@ def test_no_import_cycle():
 
 def test_each_package_imports_only_the_layers_below_it():
     graph = import_graph()
-    assert {layer(name) for name in graph} == set(LAYERS), "a package without a layer, or a " \
-        "layer without a package"
+    assert {layer(name) for name in graph} == set(LAYERS), (
+        "a package without a layer, or a layer without a package"
+    )
     assert upward_imports(graph) == []
 
 
@@ -110,10 +113,12 @@ def test_the_layer_check_sees_a_function_level_upward_import(tmp_path):
     files = {
         "reidpipe/errors.py": "",
         "reidpipe/params/__init__.py": "",
-        "reidpipe/params/schema.py": ("from typing import TYPE_CHECKING\n"
-                                      "from reidpipe import errors\n"
-                                      "if TYPE_CHECKING:\n    from reidpipe.cli import main\n"
-                                      "def lookup():\n    from ..training import model\n"),
+        "reidpipe/params/schema.py": (
+            "from typing import TYPE_CHECKING\n"
+            "from reidpipe import errors\n"
+            "if TYPE_CHECKING:\n    from reidpipe.cli import main\n"
+            "def lookup():\n    from ..training import model\n"
+        ),
         "reidpipe/training/__init__.py": "",
         "reidpipe/training/model.py": "from reidpipe.params.schema import lookup\n",
         "reidpipe/cli/__init__.py": "def main():\n    pass\n",
@@ -124,7 +129,8 @@ def test_the_layer_check_sees_a_function_level_upward_import(tmp_path):
     # The type-only import of the CLI never runs; the one inside a function does.
     assert upward_imports(import_graph(tmp_path), tmp_path) == [
         "reidpipe.params.schema (params) -> reidpipe.training (training)",
-        "reidpipe.params.schema (params) -> reidpipe.training.model (training)"]
+        "reidpipe.params.schema (params) -> reidpipe.training.model (training)",
+    ]
 
 
 def test_messages_go_through_logging():
@@ -134,17 +140,23 @@ def test_messages_go_through_logging():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print":
                 offenders.append(f"{name}:{node.lineno} print()")
-            if isinstance(node, ast.Attribute) and node.attr == "stderr" \
-                    and isinstance(node.value, ast.Name) and node.value.id == "sys":
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr == "stderr"
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "sys"
+            ):
                 offenders.append(f"{name}:{node.lineno} sys.stderr")
     assert offenders == []
 
 
 def test_no_comment_cites_a_document_the_repository_lacks():
     """Comments and docstrings may point to files of the repository, not to outside notes."""
-    offenders = [f"{path.relative_to(ROOT)}" for path in [*PACKAGE.rglob("*.py"),
-                                                           *(ROOT / "workflow").rglob("*")]
-                 if path.is_file() and "GUIDE" in path.read_text(encoding="utf-8", errors="ignore")]
+    offenders = [
+        f"{path.relative_to(ROOT)}"
+        for path in [*PACKAGE.rglob("*.py"), *(ROOT / "workflow").rglob("*")]
+        if path.is_file() and "GUIDE" in path.read_text(encoding="utf-8", errors="ignore")
+    ]
     assert offenders == []
 
 
@@ -169,7 +181,12 @@ def test_code_deps_follow_function_level_imports_and_package_initialisers(tmp_pa
         (tmp_path / name).write_text(text)
     entries = ["reidpipe.cli", "reidpipe.cli.train"]
     assert code_deps.code_files(entries, tmp_path) == sorted(
-        name for name in files if not name.startswith("reidpipe/report"))
+        name for name in files if not name.startswith("reidpipe/report")
+    )
     assert code_deps.code_packages(entries, tmp_path) == [
-        "reidpipe/cli/__init__.py", "reidpipe/cli/train.py", "reidpipe/errors.py",
-        "reidpipe/params", "reidpipe/training"]
+        "reidpipe/cli/__init__.py",
+        "reidpipe/cli/train.py",
+        "reidpipe/errors.py",
+        "reidpipe/params",
+        "reidpipe/training",
+    ]

@@ -46,8 +46,13 @@ def test_label_smoothed_cross_entropy():
         expected -= sum(t * (s - log_z) for t, s in zip(target, row))
     expected /= 2
     assert id_loss(scores, labels, True).item() == pytest.approx(expected, rel=1e-5)
-    plain = -sum(row[y] - math.log(sum(math.exp(s) for s in row))
-                 for row, y in zip(scores.tolist(), labels.tolist())) / 2
+    plain = (
+        -sum(
+            row[y] - math.log(sum(math.exp(s) for s in row))
+            for row, y in zip(scores.tolist(), labels.tolist())
+        )
+        / 2
+    )
     assert id_loss(scores, labels, False).item() == pytest.approx(plain, rel=1e-5)
 
 
@@ -66,15 +71,19 @@ def test_center_loss_value_and_update():
     # d loss / d c_y = -2/B * sum over the class's samples of (x - c_y); the 1/weight undoes weight.
     grad0 = [-2 / 3 * (1 + 0), -2 / 3 * (0 + 2)]
     grad1 = [-2 / 3 * 0, -2 / 3 * 2]
-    expected = torch.tensor([[1 - lr * grad0[0], 1 - lr * grad0[1]],
-                             [-1 - lr * grad1[0], 0 - lr * grad1[1]]])
+    expected = torch.tensor(
+        [[1 - lr * grad0[0], 1 - lr * grad0[1]], [-1 - lr * grad1[0], 0 - lr * grad1[1]]]
+    )
     assert torch.allclose(center.centers.detach(), expected)
 
 
 def test_loss_plan_and_total():
     optim = OptimParams(center_loss_weight=0.5)
-    plan = LossPlan.from_config(ModelParams(metric_loss_type="triplet_center"),
-                                DatasetParams(sampler="softmax_triplet"), optim)
+    plan = LossPlan.from_config(
+        ModelParams(metric_loss_type="triplet_center"),
+        DatasetParams(sampler="softmax_triplet"),
+        optim,
+    )
     assert (plan.use_id, plan.use_triplet, plan.use_center) == (True, True, True)
     center = CenterLoss(3, 2)
     scores = torch.randn(4, 3)
@@ -83,6 +92,7 @@ def test_loss_plan_and_total():
     assert terms["loss"].item() == pytest.approx(expected.item())
     softmax = LossPlan.from_config(ModelParams(), DatasetParams(sampler="softmax"), optim)
     assert (softmax.use_id, softmax.use_triplet, softmax.use_center) == (True, False, False)
-    triplet = LossPlan.from_config(ModelParams(no_margin=True), DatasetParams(sampler="triplet"),
-                                   optim)
+    triplet = LossPlan.from_config(
+        ModelParams(no_margin=True), DatasetParams(sampler="triplet"), optim
+    )
     assert (triplet.use_id, triplet.use_triplet, triplet.margin) == (False, True, None)

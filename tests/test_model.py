@@ -16,14 +16,25 @@ TINY_SWIN = {"embed_dim": 16, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2]}
 
 
 def resnet(**kw):
-    base = {"backbone": "resnet18", "pretrain_choice": "", "input_height": 64,
-            "input_width": 32, "feat_dim": 64}
+    base = {
+        "backbone": "resnet18",
+        "pretrain_choice": "",
+        "input_height": 64,
+        "input_width": 32,
+        "feat_dim": 64,
+    }
     return ModelParams(**{**base, **kw})
 
 
 def swin(**kw):
-    base = {"backbone": "swin_tiny_patch4_window7_224", "pretrain_choice": "",
-            "input_height": 128, "input_width": 64, "feat_dim": 128, "backbone_kwargs": TINY_SWIN}
+    base = {
+        "backbone": "swin_tiny_patch4_window7_224",
+        "pretrain_choice": "",
+        "input_height": 128,
+        "input_width": 64,
+        "feat_dim": 128,
+        "backbone_kwargs": TINY_SWIN,
+    }
     return ModelParams(**{**base, **kw})
 
 
@@ -75,8 +86,9 @@ def test_self_weights_strip_prefixes_and_adapt_input_conv(tmp_path):
     state["module.head.weight"] = torch.zeros(3, 3)
     path = tmp_path / "weights.pth"
     torch.save({"state_dict": state, "epoch": 3}, path)
-    net = build_model(resnet(pretrain_choice="self", pretrained_model_path=str(path),
-                             input_channels=1), 4)
+    net = build_model(
+        resnet(pretrain_choice="self", pretrained_model_path=str(path), input_channels=1), 4
+    )
     expected = source.conv1.weight.sum(dim=1, keepdim=True)
     assert torch.allclose(net.backbone.conv1.weight, expected)
     assert torch.equal(net.backbone.layer3[0].conv1.weight, source.layer3[0].conv1.weight)
@@ -86,12 +98,16 @@ def test_self_weights_strip_prefixes_and_adapt_input_conv(tmp_path):
 
 
 def test_self_weights_resize_swin_relative_position_tables(tmp_path):
-    source = timm.create_model("swin_tiny_patch4_window7_224", num_classes=0, window_size=6, **TINY_SWIN)
+    source = timm.create_model(
+        "swin_tiny_patch4_window7_224", num_classes=0, window_size=6, **TINY_SWIN
+    )
     path = tmp_path / "swin.safetensors"
     save_file({f"model.{k}": v.contiguous() for k, v in source.state_dict().items()}, path)
     target = build_model(swin(), 2).backbone
     tables = [f"layers.{i}.blocks.0.attn.relative_position_bias_table" for i in range(4)]
-    assert target.state_dict()[tables[0]].shape == (13 * 13, 1) != source.state_dict()[tables[0]].shape
+    assert (
+        target.state_dict()[tables[0]].shape == (13 * 13, 1) != source.state_dict()[tables[0]].shape
+    )
     report = load_backbone_weights(target, path)
     assert report.unexpected == [] and report.missing == [] and report.reshaped == tables
     assert torch.equal(target.patch_embed.proj.weight, source.patch_embed.proj.weight)
@@ -99,11 +115,21 @@ def test_self_weights_resize_swin_relative_position_tables(tmp_path):
 
 def test_missing_weights_and_offline_imagenet_are_clear_errors(tmp_path):
     with pytest.raises(ReidpipeError, match="does not exist"):
-        build_model(resnet(pretrain_choice="self", pretrained_model_path=str(tmp_path / "x.pth")), 2)
-    code = ("from reidpipe.training.model import build_model; from reidpipe.params import ModelParams\n"
-            "build_model(ModelParams(backbone='resnet18', pretrain_choice='imagenet'), 2)")
+        build_model(
+            resnet(pretrain_choice="self", pretrained_model_path=str(tmp_path / "x.pth")), 2
+        )
+    code = (
+        "from reidpipe.training.model import build_model; from reidpipe.params import ModelParams\n"
+        "build_model(ModelParams(backbone='resnet18', pretrain_choice='imagenet'), 2)"
+    )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         timeout=120, check=False)
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
     assert run.returncode != 0
     assert "ReidpipeError" in run.stderr and "pretrained_model_path" in run.stderr

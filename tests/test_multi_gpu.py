@@ -24,8 +24,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_the_batch_size_is_global_and_divides_over_the_processes():
     pk = DatasetParams(batch_size=64, num_instances=4, sampler="softmax_triplet")
     assert [per_rank_batch(pk, world) for world in (1, 2, 4, 8, 16)] == [64, 32, 16, 8, 4]
-    with pytest.raises(ReidpipeError, match=r"dataset.batch_size \(64\).*num_instances \(4\)"
-                                            r".*3 processes"):
+    with pytest.raises(
+        ReidpipeError,
+        match=r"dataset.batch_size \(64\).*num_instances \(4\)"
+        r".*3 processes",
+    ):
         per_rank_batch(pk, 3)
     with pytest.raises(ReidpipeError, match="dataset.batch_size"):
         per_rank_batch(pk, 32)  # 2 images a rank: not one identity of 4
@@ -62,17 +65,39 @@ def test_a_two_process_checkpoint_resumes_in_one_process(tmp_path):
     make_tiny_market(tmp_path / "market", train_ids=10)
     make_split(tmp_path / "market", tmp_path / "splits", val_ids=2, seed=0)
     splits = tmp_path / "splits"
-    spec = {"pipeline": {"archs": ["tiny"]},
-            "model": {"backbone": "resnet18", "pretrain_choice": "", "input_width": 16,
-                      "input_height": 32, "feat_dim": 16,
-                      "backbone_kwargs": {"channels": [8, 16, 32, 64], "layers": [1, 1, 1, 1]}},
-            "dataset": {"batch_size": 8, "num_instances": 2, "num_workers": 0, "padding": 2,
-                        "val_batch_size": 32},
-            "train": {"num_epochs": 2, "checkpoint_interval": 1, "validation_interval": 1,
-                      "num_gpus": 0, "optim": {"name": "SGD", "base_lr": 1e-3, "lr_steps": [3],
-                                               "gamma": 0.5, "warmup_epochs": 2,
-                                               "warmup_factor": 0.1}},
-            "archs": {"tiny": {}}}
+    spec = {
+        "pipeline": {"archs": ["tiny"]},
+        "model": {
+            "backbone": "resnet18",
+            "pretrain_choice": "",
+            "input_width": 16,
+            "input_height": 32,
+            "feat_dim": 16,
+            "backbone_kwargs": {"channels": [8, 16, 32, 64], "layers": [1, 1, 1, 1]},
+        },
+        "dataset": {
+            "batch_size": 8,
+            "num_instances": 2,
+            "num_workers": 0,
+            "padding": 2,
+            "val_batch_size": 32,
+        },
+        "train": {
+            "num_epochs": 2,
+            "checkpoint_interval": 1,
+            "validation_interval": 1,
+            "num_gpus": 0,
+            "optim": {
+                "name": "SGD",
+                "base_lr": 1e-3,
+                "lr_steps": [3],
+                "gamma": 0.5,
+                "warmup_epochs": 2,
+                "warmup_factor": 0.1,
+            },
+        },
+        "archs": {"tiny": {}},
+    }
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(spec))
     files = [ROOT / "params.yaml", tmp_path / "tiny.yaml"]
     script = tmp_path / "ddp.py"
@@ -81,17 +106,28 @@ def test_a_two_process_checkpoint_resumes_in_one_process(tmp_path):
         "from reidpipe.training.train import Runtime, train_arch\n"
         f"cfg = load_params({[str(f) for f in files]!r}).arch('tiny')\n"
         f"train_arch(cfg, {str(splits)!r}, {str(tmp_path / 'two')!r}, "
-        "Runtime('cpu', 2, '32', '2-process CPU DDP'))\n")
-    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                         timeout=300, cwd=tmp_path, check=False,
-                         env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin",
-                              "PYTHONPATH": str(ROOT)})
+        "Runtime('cpu', 2, '32', '2-process CPU DDP'))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        check=False,
+        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     (checkpoint,) = (tmp_path / "two" / "checkpoints").glob("epoch*.ckpt")
 
     torch.set_num_threads(1)
-    cfg = load_params(files, [f"archs.tiny.train.resume_training_checkpoint_path={checkpoint}",
-                              "archs.tiny.train.num_epochs=4"]).arch("tiny")
+    cfg = load_params(
+        files,
+        [
+            f"archs.tiny.train.resume_training_checkpoint_path={checkpoint}",
+            "archs.tiny.train.num_epochs=4",
+        ],
+    ).arch("tiny")
     train_arch(cfg, splits, tmp_path / "one", Runtime("cpu", 1, "32", "resumed on 1 process"))
     log = pd.read_csv(tmp_path / "one" / "train_log.csv")
     assert log["epoch"].tolist() == [0, 1, 2, 3, 4]

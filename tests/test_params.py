@@ -17,8 +17,16 @@ def test_defaults_reproduce_published_recipes():
     params = load_params([PARAMS])
     assert params.pipeline.archs == ["resnet50", "swin_tiny"]
     bot = params.arch("resnet50")
-    assert (bot.model.backbone, bot.model.last_stride, bot.model.neck) == ("resnet50.tv_in1k", 1, "bnneck")
-    assert (bot.train.optim.name, bot.train.optim.base_lr, bot.train.num_epochs) == ("Adam", 3.5e-4, 120)
+    assert (bot.model.backbone, bot.model.last_stride, bot.model.neck) == (
+        "resnet50.tv_in1k",
+        1,
+        "bnneck",
+    )
+    assert (bot.train.optim.name, bot.train.optim.base_lr, bot.train.num_epochs) == (
+        "Adam",
+        3.5e-4,
+        120,
+    )
     assert bot.train.optim.lr_steps == [40, 70] and bot.dataset.batch_size == 64
     assert bot.dataset.num_instances == 4 and bot.dataset.re_prob == 0.5
     swin = params.arch("swin_tiny")
@@ -34,7 +42,9 @@ def test_shared_feat_dim_reaches_every_arch():
 
 
 def test_files_merge_in_order_and_set_wins():
-    params = load_params([PARAMS, DEMO], ["train.num_epochs=3", "archs.swin_demo.model.feat_dim=64"])
+    params = load_params(
+        [PARAMS, DEMO], ["train.num_epochs=3", "archs.swin_demo.model.feat_dim=64"]
+    )
     assert params.data.source == "synthetic"
     assert params.train.num_epochs == 3
     assert params.arch("swin_demo").model.feat_dim == 64
@@ -47,17 +57,23 @@ def test_files_merge_in_order_and_set_wins():
     assert params.arch("swin_demo").train.num_epochs == 36
 
 
-@pytest.mark.parametrize("override, message", [
-    ("model.feat_dim=abc", "model.feat_dim = 'abc' is invalid: expected an integer"),
-    ("model.feat_dims=3", "unknown key 'model.feat_dims'"),
-    ("dataset.prob=1.5", "dataset.prob = 1.5 is out of range: expected <= 1"),
-    ("train.optim.name=RMSprop", "train.optim.name = 'RMSprop' is invalid: expected one of 'SGD'"),
-    ("archs.resnet50.model.neck_feat=middle", "archs.resnet50.model.neck_feat = 'middle'"),
-    ("pipeline.archs=[vit]", "pipeline.archs names 'vit'"),
-    ("dataset.batch_size=30", "must be a multiple of dataset.num_instances"),
-    ("re_ranking.re_ranking=yes please", "re_ranking.re_ranking = 'yes please' is invalid"),
-    ("dataset.pixel_mean=[0.5]", "dataset.pixel_mean needs 3 values"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.feat_dim=abc", "model.feat_dim = 'abc' is invalid: expected an integer"),
+        ("model.feat_dims=3", "unknown key 'model.feat_dims'"),
+        ("dataset.prob=1.5", "dataset.prob = 1.5 is out of range: expected <= 1"),
+        (
+            "train.optim.name=RMSprop",
+            "train.optim.name = 'RMSprop' is invalid: expected one of 'SGD'",
+        ),
+        ("archs.resnet50.model.neck_feat=middle", "archs.resnet50.model.neck_feat = 'middle'"),
+        ("pipeline.archs=[vit]", "pipeline.archs names 'vit'"),
+        ("dataset.batch_size=30", "must be a multiple of dataset.num_instances"),
+        ("re_ranking.re_ranking=yes please", "re_ranking.re_ranking = 'yes please' is invalid"),
+        ("dataset.pixel_mean=[0.5]", "dataset.pixel_mean needs 3 values"),
+    ],
+)
 def test_errors_name_key_value_and_expectation(override, message):
     with pytest.raises(ReidpipeError) as info:
         load_params([PARAMS], [override])
@@ -95,8 +111,9 @@ def test_params_yaml_lists_every_key():
 
 def test_schema_file_is_generated_from_the_dataclasses():
     schema_file = ROOT / "workflow" / "schemas" / "config.schema.json"
-    assert json.loads(schema_file.read_text()) == json_schema(), \
+    assert json.loads(schema_file.read_text()) == json_schema(), (
         "regenerate with: reidpipe params --schema --out workflow/schemas/config.schema.json"
+    )
 
 
 def test_schema_accepts_params_and_rejects_typos():

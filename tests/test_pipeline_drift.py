@@ -9,16 +9,20 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from repo_copy import copy_working_tree, pipeline_env
+
 from reidpipe.stages.dvc_file import dvc_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # Further sources: two trained on, one more test set (cross-domain), all synthetic.
 CROSS_DOMAIN = {
-    "data": {"train_sources": ["synthetic", "duke"],
-             "sources": {"duke": {"source": "synthetic", "synthetic_layout": "dukemtmc"},
-                         "cuhk": {"source": "synthetic", "synthetic_layout": "cuhk03"}}},
+    "data": {
+        "train_sources": ["synthetic", "duke"],
+        "sources": {
+            "duke": {"source": "synthetic", "synthetic_layout": "dukemtmc"},
+            "cuhk": {"source": "synthetic", "synthetic_layout": "cuhk03"},
+        },
+    },
     "pipeline": {"eval_sources": ["synthetic", "duke", "cuhk"]},
 }
 LOG_REDIRECT = re.compile(r"\s*>\s*logs/\S+\s+2>&1\s*$")
@@ -27,9 +31,25 @@ LOG_REDIRECT = re.compile(r"\s*>\s*logs/\S+\s+2>&1\s*$")
 def snakemake_jobs(root: Path, *configfiles: str) -> dict[frozenset, dict]:
     """Planned jobs of a forced dry run, keyed by their output set."""
     out = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "-p", "--forceall", "--cores", "1",
-         "--workflow-profile", "none", *(["--configfile", *configfiles] if configfiles else [])],
-        cwd=root, env=pipeline_env(root), capture_output=True, text=True, check=True).stdout
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-n",
+            "-p",
+            "--forceall",
+            "--cores",
+            "1",
+            "--workflow-profile",
+            "none",
+            *(["--configfile", *configfiles] if configfiles else []),
+        ],
+        cwd=root,
+        env=pipeline_env(root),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     jobs, job = {}, None
     for line in out.splitlines():
         if line.startswith("rule ") or line.startswith("localrule "):
@@ -55,11 +75,19 @@ def dvc_stages(root: Path) -> list:
     with Repo(str(root)) as repo:
         stages = []
         for stage in repo.index.stages:
-            params = {dep.def_path: dep.read_params() for dep in stage.deps
-                      if hasattr(dep, "params")}
+            params = {
+                dep.def_path: dep.read_params() for dep in stage.deps if hasattr(dep, "params")
+            }
             deps = [dep.def_path for dep in stage.deps if not hasattr(dep, "params")]
-            stages.append({"name": stage.name, "cmd": stage.cmd.strip(), "deps": deps,
-                           "outs": [out.def_path for out in stage.outs], "params": params})
+            stages.append(
+                {
+                    "name": stage.name,
+                    "cmd": stage.cmd.strip(),
+                    "deps": deps,
+                    "outs": [out.def_path for out in stage.outs],
+                    "params": params,
+                }
+            )
         return stages
 
 
@@ -68,6 +96,7 @@ def assert_inputs_covered(inputs: list[str], deps: list[str], name: str) -> None
 
     Equal lists pass; a DVC dep may be a folder standing for per-arch inputs, because dvc.yaml
     cannot expand a list over ``pipeline.archs`` outside ``foreach``."""
+
     def covers(dep: str, path: str) -> bool:
         return path == dep or path.startswith(dep.rstrip("/") + "/")
 
@@ -77,14 +106,22 @@ def assert_inputs_covered(inputs: list[str], deps: list[str], name: str) -> None
 
 
 def reidpipe(repo: Path, *args: str) -> None:
-    subprocess.run([sys.executable, "-m", "reidpipe", *args], cwd=repo, env=pipeline_env(repo),
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "reidpipe", *args],
+        cwd=repo,
+        env=pipeline_env(repo),
+        check=True,
+        capture_output=True,
+    )
 
 
 def tracked_values_written(repo: Path) -> Path:
     """``repo`` with the values file its tracked_params job writes, as DVC's stages read it."""
-    command = next(s["cmd"] for s in yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
-                   .values() if "cmd" in s and s["cmd"].startswith("reidpipe stages --tracked"))
+    command = next(
+        s["cmd"]
+        for s in yaml.safe_load((repo / "dvc.yaml").read_text())["stages"].values()
+        if "cmd" in s and s["cmd"].startswith("reidpipe stages --tracked")
+    )
     reidpipe(repo, *command.split()[1:])
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     return repo
@@ -98,8 +135,9 @@ def cross_domain_repo(tmp_path: Path) -> Path:
     demo["data"].update(CROSS_DOMAIN["data"])
     demo["pipeline"].update(CROSS_DOMAIN["pipeline"])
     (repo / "cross.yaml").write_text(yaml.safe_dump(demo))
-    reidpipe(repo, "stages", "--dvc-yaml", "--params", "params.yaml", "cross.yaml",
-             "--out", "dvc.yaml")
+    reidpipe(
+        repo, "stages", "--dvc-yaml", "--params", "params.yaml", "cross.yaml", "--out", "dvc.yaml"
+    )
     return tracked_values_written(repo)
 
 
@@ -142,37 +180,66 @@ def test_every_rule_has_its_dvc_stage(both):
 
 
 def test_cross_domain_jobs_cover_every_arch_and_test_set(tmp_path_factory):
-    jobs = snakemake_jobs(cross_domain_repo(tmp_path_factory.mktemp("jobs")), "params.yaml",
-                          "cross.yaml")
-    evaluated = {tuple(sorted(j["wildcards"].items())) for j in jobs.values()
-                 if j["rule"] == "evaluate_cross"}
-    assert evaluated == {(("arch", a), ("test_set", t)) for a in ("resnet_demo", "swin_demo")
-                         for t in ("duke", "cuhk")}
+    jobs = snakemake_jobs(
+        cross_domain_repo(tmp_path_factory.mktemp("jobs")), "params.yaml", "cross.yaml"
+    )
+    evaluated = {
+        tuple(sorted(j["wildcards"].items()))
+        for j in jobs.values()
+        if j["rule"] == "evaluate_cross"
+    }
+    assert evaluated == {
+        (("arch", a), ("test_set", t))
+        for a in ("resnet_demo", "swin_demo")
+        for t in ("duke", "cuhk")
+    }
     prepared = {j["wildcards"]["source"] for j in jobs.values() if j["rule"] == "split_source"}
     assert prepared == {"duke", "cuhk"}
     combine = next(j for j in jobs.values() if j["rule"] == "combine")
     assert "results/sources/duke/splits" in combine["input"]
-    assert "results/sources/cuhk/splits" not in combine["input"]   # a test set only
+    assert "results/sources/cuhk/splits" not in combine["input"]  # a test set only
 
 
 def test_committed_dvc_yaml_is_generated_from_the_stage_table():
     assert (ROOT / "dvc.yaml").read_text() == dvc_yaml(), (
-        "dvc.yaml is stale: run `reidpipe stages --dvc-yaml --out dvc.yaml`")
+        "dvc.yaml is stale: run `reidpipe stages --dvc-yaml --out dvc.yaml`"
+    )
 
 
 def test_lint_finds_only_missing_software_environments():
     """Snakemake's linter may only ask for conda/container directives: reidpipe installs into one
     virtual environment (README, "Snakemake lint")."""
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--workflow-profile", "none"],
-                          cwd=ROOT, capture_output=True, text=True)
-    findings = {line.strip() for line in (proc.stdout + proc.stderr).splitlines()
-                if line.startswith("    * ")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--lint", "--workflow-profile", "none"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    findings = {
+        line.strip()
+        for line in (proc.stdout + proc.stderr).splitlines()
+        if line.startswith("    * ")
+    }
     assert findings <= {"* Specify a conda environment or container for each rule.:"}, findings
 
 
 def test_config_values_that_would_not_reach_the_stages_are_refused():
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--workflow-profile", "none",
-         "--config", "split={val_ids: 3}"], cwd=ROOT, capture_output=True, text=True)
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-n",
+            "--cores",
+            "1",
+            "--workflow-profile",
+            "none",
+            "--config",
+            "split={val_ids: 3}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0
     assert "do not reach the stages" in proc.stdout + proc.stderr

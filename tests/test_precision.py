@@ -16,15 +16,18 @@ from reidpipe.training.losses import (
 from reidpipe.training.train import auto_precision
 
 
-@pytest.mark.parametrize("capability, precision", [
-    (None, "32"),            # CPU
-    ((6, 0), "16-mixed"),    # P100
-    ((7, 0), "16-mixed"),    # V100: is_bf16_supported() says yes, through emulation
-    ((7, 5), "16-mixed"),    # T4
-    ((8, 0), "bf16-mixed"),  # A100
-    ((8, 6), "bf16-mixed"),
-    ((9, 0), "bf16-mixed"),  # H100
-])
+@pytest.mark.parametrize(
+    "capability, precision",
+    [
+        (None, "32"),  # CPU
+        ((6, 0), "16-mixed"),  # P100
+        ((7, 0), "16-mixed"),  # V100: is_bf16_supported() says yes, through emulation
+        ((7, 5), "16-mixed"),  # T4
+        ((8, 0), "bf16-mixed"),  # A100
+        ((8, 6), "bf16-mixed"),
+        ((9, 0), "bf16-mixed"),  # H100
+    ],
+)
 def test_auto_precision_uses_bf16_only_with_native_support(capability, precision):
     assert auto_precision(capability) == precision
 
@@ -60,7 +63,8 @@ def test_triplet_loss_under_bf16_autocast_is_the_fp32_loss(margin):
     assert fp32.item() == pytest.approx(reference_triplet(feats, labels, margin), rel=1e-5)
     # A bf16 feature is rounded once (~3 significant digits), then everything is fp32.
     assert mixed_from_bf16.item() == pytest.approx(
-        reference_triplet(feats.bfloat16().float(), labels, margin), rel=1e-5)
+        reference_triplet(feats.bfloat16().float(), labels, margin), rel=1e-5
+    )
 
 
 def test_id_and_center_losses_under_bf16_autocast_are_fp32():
@@ -85,11 +89,11 @@ def test_center_step_unscales_with_the_scale_its_gradient_was_made_with():
         center.centers.copy_(torch.tensor([[0.5, 0.5], [-1.0, 2.0]]))
     before = center.centers.detach().clone()
     optimizer = torch.optim.SGD(center.parameters(), lr=center_lr)
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
     scaler.scale(weight * center(feats, labels)).backward()
     made_with = loss_scale(scaler)
-    scaler.update(new_scale=2.0 ** 9)
-    assert made_with == 2.0 ** 10 and loss_scale(scaler) == 2.0 ** 9
+    scaler.update(new_scale=2.0**9)
+    assert made_with == 2.0**10 and loss_scale(scaler) == 2.0**9
 
     assert center_step(center, optimizer, weight, made_with)
     # d/dc_y of mean_i ||x_i - c_{y_i}||^2 = -2/B * sum_{i: y_i = y} (x_i - c_y)

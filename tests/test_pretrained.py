@@ -11,8 +11,8 @@ import timm
 import torch
 
 from reidpipe.errors import ReidpipeError
-from reidpipe.params import ModelParams
 from reidpipe.filenames import MODEL_FILE
+from reidpipe.params import ModelParams
 from reidpipe.training.model import build_model
 from reidpipe.training.pretrained import MIN_FILLED, load_backbone_weights
 
@@ -20,8 +20,14 @@ TINY = {"embed_dim": 16, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2]}
 
 
 def swin(**kw) -> ModelParams:
-    base = {"backbone": "swin_tiny_patch4_window7_224", "pretrain_choice": "", "input_height": 128,
-            "input_width": 64, "feat_dim": 32, "backbone_kwargs": TINY}
+    base = {
+        "backbone": "swin_tiny_patch4_window7_224",
+        "pretrain_choice": "",
+        "input_height": 128,
+        "input_width": 64,
+        "feat_dim": 32,
+        "backbone_kwargs": TINY,
+    }
     return ModelParams(**{**base, **kw})
 
 
@@ -43,8 +49,11 @@ def same_backbone(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 def test_microsoft_swin_layout_moves_patch_merging_to_the_next_stage(tmp_path):
     source = randomised(build_model(swin(), 3).backbone)
     # Microsoft's checkpoints merge at the end of a stage: timm's layers.N+1.downsample is layers.N's
-    state = {re.sub(r"layers\.(\d+)\.downsample", lambda m: f"layers.{int(m[1]) - 1}.downsample", k): v
-             for k, v in source.state_dict().items() if not k.startswith("semantic")}
+    state = {
+        re.sub(r"layers\.(\d+)\.downsample", lambda m: f"layers.{int(m[1]) - 1}.downsample", k): v
+        for k, v in source.state_dict().items()
+        if not k.startswith("semantic")
+    }
     state |= {"head.weight": torch.zeros(10, 128), "head.bias": torch.zeros(10)}
     path = tmp_path / "swin_tiny_patch4_window7_224.pth"
     torch.save({"model": state}, path)
@@ -60,8 +69,9 @@ def test_microsoft_swin_layout_moves_patch_merging_to_the_next_stage(tmp_path):
 def test_lightning_and_reidpipe_checkpoints(tmp_path):
     trained = randomised(build_model(swin(), 3))
     ckpt = tmp_path / "last.ckpt"
-    torch.save({"epoch": 7, "state_dict": {f"net.{k}": v for k, v in trained.state_dict().items()}},
-               ckpt)
+    torch.save(
+        {"epoch": 7, "state_dict": {f"net.{k}": v for k, v in trained.state_dict().items()}}, ckpt
+    )
     ours = tmp_path / MODEL_FILE
     torch.save({"arch": {}, "num_classes": 3, "state_dict": trained.state_dict()}, ours)
     for path in (ckpt, ours):
@@ -69,7 +79,9 @@ def test_lightning_and_reidpipe_checkpoints(tmp_path):
         assert same_backbone(net.backbone, trained.backbone), path
         report = load_backbone_weights(build_model(swin(), 3).backbone, path)
         assert report.identity == [] and report.missing == [] and report.layout == "timm names"
-        assert {"bottleneck.weight", "classifier.weight", "reduction.weight"} <= set(report.unexpected)
+        assert {"bottleneck.weight", "classifier.weight", "reduction.weight"} <= set(
+            report.unexpected
+        )
 
 
 def test_torchvision_resnet_without_batch_counters(tmp_path, caplog):
@@ -79,7 +91,7 @@ def test_torchvision_resnet_without_batch_counters(tmp_path, caplog):
     torch.save(state, path)
     target = timm.create_model("resnet18", num_classes=0)
     logger = logging.getLogger("reidpipe.training.pretrained")
-    logger.addHandler(caplog.handler)   # the CLI's log setup stops propagation to the root logger
+    logger.addHandler(caplog.handler)  # the CLI's log setup stops propagation to the root logger
     try:
         with caplog.at_level(logging.INFO, logger="reidpipe"):
             report = load_backbone_weights(target, path)
@@ -93,16 +105,22 @@ def test_torchvision_resnet_without_batch_counters(tmp_path, caplog):
 def test_the_wrong_backbone_is_a_clear_error_naming_what_is_missing(tmp_path):
     path = tmp_path / "resnet.pth"
     torch.save(timm.create_model("resnet18", num_classes=0).state_dict(), path)
-    with pytest.raises(ReidpipeError, match=r"fills only 0/\d+ .*need 95%.*missing: .*"
-                                            r"layers\.0\.blocks\.0\.attn\.qkv\.weight"):
+    with pytest.raises(
+        ReidpipeError,
+        match=r"fills only 0/\d+ .*need 95%.*missing: .*"
+        r"layers\.0\.blocks\.0\.attn\.qkv\.weight",
+    ):
         build_model(swin(pretrain_choice="self", pretrained_model_path=str(path)), 3)
     assert MIN_FILLED == 0.95
 
 
 def test_report_lists_each_kind(tmp_path):
     source = build_model(swin(), 3).backbone
-    state = {f"backbone.{k}": v for k, v in source.state_dict().items()
-             if k != "layers.2.blocks.0.mlp.fc2.bias"}
+    state = {
+        f"backbone.{k}": v
+        for k, v in source.state_dict().items()
+        if k != "layers.2.blocks.0.mlp.fc2.bias"
+    }
     state["backbone.layers.0.blocks.0.attn.relative_position_bias_table"] = torch.zeros(11 * 11, 1)
     state["head.fc.weight"] = torch.zeros(2, 2)
     path = tmp_path / "w.pth"

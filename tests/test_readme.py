@@ -92,13 +92,17 @@ def readme_blocks(text: str) -> list[Block]:
         language = fence.group(2)
         modes = "|".join(MODES[language])
         if marker is None or marker.end() != fence.start():
-            raise AssertionError(f"README.md:{line} ({section}): a ```{language} block without a "
-                                 f"<!-- readme-test: {modes} --> line before it (skip: with "
-                                 f"its reason)")
+            raise AssertionError(
+                f"README.md:{line} ({section}): a ```{language} block without a "
+                f"<!-- readme-test: {modes} --> line before it (skip: with "
+                f"its reason)"
+            )
         mode, rest = marker.group(1), marker.group(2)
         if mode not in MODES[language] or (mode == "skip" and not rest.strip()):
-            raise AssertionError(f"README.md:{line}: marker {marker.group(0).strip()!r} on a "
-                                 f"```{language} block: expected {modes} (skip with its reason)")
+            raise AssertionError(
+                f"README.md:{line}: marker {marker.group(0).strip()!r} on a "
+                f"```{language} block: expected {modes} (skip with its reason)"
+            )
         given = tuple(g.strip() for g in re.findall(r"^\s*given: (.*)$", rest, re.MULTILINE))
         blocks.append(Block(section, line, language, mode, given, dedent(fence.group(3))))
     return blocks
@@ -110,11 +114,15 @@ BLOCKS = readme_blocks(README.read_text())
 def test_the_quick_start_blocks_are_tested():
     """Set-up and First hour: every block runs or is checked, none merely skipped but the
     CPU-only venv (which needs an index the test machines cannot reach)."""
-    quick = [b for b in BLOCKS if b.section in ("Set-up: two commands", "First hour")
-             and b.language == "bash"]
+    quick = [
+        b
+        for b in BLOCKS
+        if b.section in ("Set-up: two commands", "First hour") and b.language == "bash"
+    ]
     assert len(quick) >= 6
     assert [b.name for b in quick if b.mode == "skip"] == [
-        next(b.name for b in quick if "download.pytorch.org/whl/cpu" in b.script)]
+        next(b.name for b in quick if "download.pytorch.org/whl/cpu" in b.script)
+    ]
 
 
 def test_every_reidpipe_flag_in_the_text_exists():
@@ -124,8 +132,9 @@ def test_every_reidpipe_flag_in_the_text_exists():
     that exists only in its example."""
     from reidpipe.cli import build_parser
 
-    subcommands = next(a for a in build_parser()._actions
-                       if isinstance(a, argparse._SubParsersAction)).choices
+    subcommands = next(
+        a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+    ).choices
     prose = re.sub(r"^```.*?^```", "", README.read_text(), flags=re.S | re.M)
     spans = set(re.findall(r"`(reidpipe [a-z][a-z-]*[^`]*)`", prose))
     unknown = []
@@ -135,8 +144,11 @@ def test_every_reidpipe_flag_in_the_text_exists():
             unknown.append(f"{span!r}: no subcommand {name}")
             continue
         options = subcommands[name]._option_string_actions
-        unknown += [f"{span!r}: no {flag}" for flag in re.findall(r"(?<![\w-])(--?[a-z][\w-]*)", span)
-                    if flag not in options]
+        unknown += [
+            f"{span!r}: no {flag}"
+            for flag in re.findall(r"(?<![\w-])(--?[a-z][\w-]*)", span)
+            if flag not in options
+        ]
     assert len(spans) > 30 and not unknown, unknown
 
 
@@ -154,9 +166,13 @@ def block_env(repo: Path) -> dict[str, str]:
     venv_bin = str(Path(sys.prefix) / "bin")
     path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != venv_bin)
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME")}
-    env.update(PATH=path, PYTHONPATH=str(repo), READMETEST_PYTHON=sys.executable,
-               READMETEST_PARSER=str(repo / "tests" / "readme_parse.py"),
-               READMETEST_CACHE=str(repo.parent))
+    env.update(
+        PATH=path,
+        PYTHONPATH=str(repo),
+        READMETEST_PYTHON=sys.executable,
+        READMETEST_PARSER=str(repo / "tests" / "readme_parse.py"),
+        READMETEST_CACHE=str(repo.parent),
+    )
     return env
 
 
@@ -168,13 +184,23 @@ def block_script(block: Block, repo: Path) -> str:
     return "\n".join([*block.given, CHECK_SHIMS if block.mode == "check" else "", block.script])
 
 
-@pytest.mark.parametrize("block", [b for b in BLOCKS if b.mode != "skip"],
-                         ids=lambda b: f"{b.slug}-{b.mode}-{b.line}")
+@pytest.mark.parametrize(
+    "block", [b for b in BLOCKS if b.mode != "skip"], ids=lambda b: f"{b.slug}-{b.mode}-{b.line}"
+)
 def test_readme_block(block: Block, scratch: Path):
-    script = "\n".join(["set -euo pipefail", "source .venv/bin/activate",
-                        block_script(block, scratch)])
-    proc = subprocess.run(["bash", "-c", script], cwd=scratch, env=block_env(scratch),
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, (f"{block.name}, {block.mode}: exit {proc.returncode}\n"
-                                  f"{block.script}\n--- stdout\n{proc.stdout[-3000:]}\n"
-                                  f"--- stderr\n{proc.stderr[-3000:]}")
+    script = "\n".join(
+        ["set -euo pipefail", "source .venv/bin/activate", block_script(block, scratch)]
+    )
+    proc = subprocess.run(
+        ["bash", "-c", script],
+        cwd=scratch,
+        env=block_env(scratch),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, (
+        f"{block.name}, {block.mode}: exit {proc.returncode}\n"
+        f"{block.script}\n--- stdout\n{proc.stdout[-3000:]}\n"
+        f"--- stderr\n{proc.stderr[-3000:]}"
+    )

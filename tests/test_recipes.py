@@ -47,9 +47,11 @@ def tao_cosine_lr(epoch: int) -> float:
 def test_the_reference_curves_match_the_numbers_the_sources_quote():
     assert bot_lr(1) / 3.5e-4 == pytest.approx(0.109)
     assert [bot_lr(e) / 3.5e-4 for e in (10, 39, 40, 69, 70, 120)] == pytest.approx(
-        [1, 1, 0.1, 0.1, 0.01, 0.01])
+        [1, 1, 0.1, 0.1, 0.01, 0.01]
+    )
     assert tao_cosine_lr(1) == pytest.approx(8e-6) and tao_cosine_lr(21) == pytest.approx(
-        1.6e-6 + 0.5 * (8e-4 - 1.6e-6) * (1 + math.cos(math.pi / 6)))
+        1.6e-6 + 0.5 * (8e-4 - 1.6e-6) * (1 + math.cos(math.pi / 6))
+    )
     assert tao_cosine_lr(41) == pytest.approx(6.0e-4, rel=0.01)  # not 8e-5 as with steps 40/70
 
 
@@ -66,13 +68,25 @@ def tiny_recipe(arch: str):
     schedule stay the recipe's."""
     cfg = load_params([ROOT / "params.yaml"]).arch(arch)
     model = dataclasses.replace(
-        cfg.model, backbone="resnet18", pretrain_choice="", pretrained_model_path="",
+        cfg.model,
+        backbone="resnet18",
+        pretrain_choice="",
+        pretrained_model_path="",
         backbone_kwargs={"channels": [8, 16, 32, 64], "layers": [1, 1, 1, 1]},
-        input_width=16, input_height=32, feat_dim=16)
-    dataset = dataclasses.replace(cfg.dataset, batch_size=4, num_instances=2, num_workers=0,
-                                  padding=2, val_batch_size=32)
-    train = dataclasses.replace(cfg.train, num_gpus=0, max_steps_per_epoch=1,
-                                validation_interval=120, checkpoint_interval=120)
+        input_width=16,
+        input_height=32,
+        feat_dim=16,
+    )
+    dataset = dataclasses.replace(
+        cfg.dataset, batch_size=4, num_instances=2, num_workers=0, padding=2, val_batch_size=32
+    )
+    train = dataclasses.replace(
+        cfg.train,
+        num_gpus=0,
+        max_steps_per_epoch=1,
+        validation_interval=120,
+        checkpoint_interval=120,
+    )
     return dataclasses.replace(cfg, model=model, dataset=dataset, train=train)
 
 
@@ -95,13 +109,28 @@ def test_resnet50_is_bag_of_tricks():
     m, d, o = cfg.model, cfg.dataset, cfg.train.optim
     assert m.backbone == "resnet50.tv_in1k" and m.pretrain_choice == "imagenet"
     assert (m.last_stride, m.neck, m.neck_feat, m.label_smooth, m.no_margin) == (
-        1, "bnneck", "after", True, False)
+        1,
+        "bnneck",
+        "after",
+        True,
+        False,
+    )
     assert (d.batch_size, d.num_instances, d.padding, d.prob, d.re_prob) == (64, 4, 10, 0.5, 0.5)
     assert d.pixel_mean == [0.485, 0.456, 0.406] and d.pixel_std == [0.229, 0.224, 0.225]
     assert (d.re_mode, d.train_interpolation) == ("mean", "bilinear")
     assert (o.name, o.base_lr, o.weight_decay, o.weight_decay_bias, o.bias_lr_factor) == (
-        "Adam", 3.5e-4, 5e-4, 5e-4, 1.0)
-    assert (o.warmup_method, o.warmup_factor, o.lr_steps, o.gamma) == ("linear", 0.01, [40, 70], 0.1)
+        "Adam",
+        3.5e-4,
+        5e-4,
+        5e-4,
+        1.0,
+    )
+    assert (o.warmup_method, o.warmup_factor, o.lr_steps, o.gamma) == (
+        "linear",
+        0.01,
+        [40, 70],
+        0.1,
+    )
     assert o.triplet_loss_margin == 0.3 and cfg.train.num_epochs == 120
 
 
@@ -110,14 +139,23 @@ def test_swin_tiny_is_taos_swin_spec():
     m, d, o = cfg.model, cfg.dataset, cfg.train.optim
     assert m.backbone.startswith("swin_tiny_patch4_window7_224")
     assert (m.label_smooth, m.no_margin, m.metric_loss_type, m.neck, m.neck_feat) == (
-        False, True, "triplet", "bnneck", "after")
+        False,
+        True,
+        "triplet",
+        "bnneck",
+        "after",
+    )
     assert d.pixel_mean == [0.5] * 3 and d.pixel_std == [0.5] * 3
     assert (d.re_mode, d.train_interpolation) == ("pixel", "bicubic")  # its transforms' code
     assert (d.batch_size, d.num_instances, d.padding, d.prob, d.re_prob) == (64, 4, 10, 0.5, 0.5)
     assert (o.name, o.base_lr, o.momentum, o.bias_lr_factor) == ("SGD", 8e-4, 0.9, 2.0)
     assert (o.weight_decay, o.weight_decay_bias, o.large_fc_lr) == (1e-4, 1e-4, False)
     assert (o.warmup_method, o.warmup_factor, o.warmup_epochs, o.min_lr_factor) == (
-        "cosine", 0.01, 20, 0.002)
+        "cosine",
+        0.01,
+        20,
+        0.002,
+    )
     assert cfg.train.num_epochs == 120
 
 
@@ -142,7 +180,7 @@ def test_bot_random_erasing_fills_a_box_of_the_papers_size_with_the_pixel_mean()
         areas.append(h * w / (256 * 128))
         assert (h - 0.5) / (w + 0.5) <= 1 / 0.3 and (h + 0.5) / (w - 0.5) >= 0.3  # rounded sides
     assert len(areas) == 200
-    assert 0.02 - 0.002 <= min(areas) and max(areas) <= 0.4 + 0.01
+    assert min(areas) >= 0.02 - 0.002 and max(areas) <= 0.4 + 0.01
     assert max(areas) > 0.34  # torchvision's default stops at 1/3
 
 
@@ -157,7 +195,9 @@ def _erased_boxes(transform, background: torch.Tensor, runs: int = 200):
         if erased.any():
             rows, cols = erased.any(1).nonzero(), erased.any(0).nonzero()
             h, w = int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
-            box = out[:, int(rows.min()):int(rows.max()) + 1, int(cols.min()):int(cols.max()) + 1]
+            box = out[
+                :, int(rows.min()) : int(rows.max()) + 1, int(cols.min()) : int(cols.max()) + 1
+            ]
             yield h, w, box
 
 
@@ -171,9 +211,10 @@ def test_swin_random_erasing_is_solider_and_taos_per_pixel_noise():
     boxes = list(_erased_boxes(transform, background))
     assert len(boxes) > 150
     areas = [h * w / (256 * 128) for h, w, _ in boxes]
-    assert 0.02 - 0.002 <= min(areas) and max(areas) <= 1 / 3 + 0.01
-    assert all((h - 0.5) / (w + 0.5) <= 1 / 0.3 and (h + 0.5) / (w - 0.5) >= 0.3
-               for h, w, _ in boxes)
+    assert min(areas) >= 0.02 - 0.002 and max(areas) <= 1 / 3 + 0.01
+    assert all(
+        (h - 0.5) / (w + 0.5) <= 1 / 0.3 and (h + 0.5) / (w - 0.5) >= 0.3 for h, w, _ in boxes
+    )
     values = torch.cat([box.flatten() for _, _, box in boxes])
     assert abs(float(values.mean())) < 0.01 and abs(float(values.std()) - 1) < 0.01
     resize = next(t for t in transform.transforms if isinstance(t, v2.Resize))
@@ -204,8 +245,10 @@ def test_bot_random_erasing_draws_boxes_as_bot_does():
     reference = [box for box in (bot_erasing_box(256, 128, rng) for _ in range(2000)) if box]
 
     def tall_share_and_mean_area(boxes):
-        return (sum(h > w for h, w in boxes) / len(boxes),
-                sum(h * w for h, w in boxes) / len(boxes) / (256 * 128))
+        return (
+            sum(h > w for h, w in boxes) / len(boxes),
+            sum(h * w for h, w in boxes) / len(boxes) / (256 * 128),
+        )
 
     (tall, area), (ref_tall, ref_area) = map(tall_share_and_mean_area, (ours, reference))
     assert len(ours) == len(reference) == 2000  # a 256x128 image always fits a box

@@ -14,15 +14,15 @@ import logging
 import os
 import shutil
 import signal
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 import pytest
 import torch
 import yaml
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 from forked import kill_self, run_forked
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from market_fixtures import make_tiny_market
 
 from reidpipe.cli import main
@@ -45,13 +45,29 @@ ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 3
 TINY = {
     "pipeline": {"archs": ["tiny"]},
-    "model": {"backbone": "test_resnet", "pretrain_choice": "", "input_width": 16,
-              "input_height": 32, "feat_dim": 32, "metric_loss_type": "triplet_center"},
-    "dataset": {"batch_size": 4, "val_batch_size": 16, "num_workers": 0, "padding": 2,
-                "num_instances": 2},
-    "train": {"num_epochs": EPOCHS, "checkpoint_interval": 1, "validation_interval": 1,
-              "num_gpus": 0, "max_steps_per_epoch": 2,
-              "optim": {"lr_steps": [2], "warmup_epochs": 1}},
+    "model": {
+        "backbone": "test_resnet",
+        "pretrain_choice": "",
+        "input_width": 16,
+        "input_height": 32,
+        "feat_dim": 32,
+        "metric_loss_type": "triplet_center",
+    },
+    "dataset": {
+        "batch_size": 4,
+        "val_batch_size": 16,
+        "num_workers": 0,
+        "padding": 2,
+        "num_instances": 2,
+    },
+    "train": {
+        "num_epochs": EPOCHS,
+        "checkpoint_interval": 1,
+        "validation_interval": 1,
+        "num_gpus": 0,
+        "max_steps_per_epoch": 2,
+        "optim": {"lr_steps": [2], "warmup_epochs": 1},
+    },
     "archs": {"tiny": {}},
 }
 STEPS_PER_EPOCH = 2
@@ -91,8 +107,10 @@ def visible(folder: Path) -> set[str]:
 
 def assert_same_outputs(out: Path, reference: Path) -> None:
     assert visible(out) == OUTPUTS | {train.CHECKPOINT_DIR}
-    assert {p.name for p in (out / train.CHECKPOINT_DIR).iterdir()} == \
-        {train.FINGERPRINT_FILE, f"epoch{EPOCHS - 1:03d}.ckpt"}, "only the newest checkpoint stays"
+    assert {p.name for p in (out / train.CHECKPOINT_DIR).iterdir()} == {
+        train.FINGERPRINT_FILE,
+        f"epoch{EPOCHS - 1:03d}.ckpt",
+    }, "only the newest checkpoint stays"
     got = torch.load(out / MODEL_FILE, weights_only=True)
     want = torch.load(reference / MODEL_FILE, weights_only=True)
     assert got["epochs"] == want["epochs"] == EPOCHS
@@ -108,8 +126,11 @@ def assert_same_outputs(out: Path, reference: Path) -> None:
 def live_curves(model_dir: Path) -> dict[str, object]:
     """DVCLive's files by path, the throughput (a timing) left out."""
     live = model_dir / DVCLIVE_DIR
-    curves: dict[str, object] = {str(p.relative_to(live)): p.read_text()
-                                 for p in sorted(live.rglob("*.tsv")) if p.stem != "images_per_s"}
+    curves: dict[str, object] = {
+        str(p.relative_to(live)): p.read_text()
+        for p in sorted(live.rglob("*.tsv"))
+        if p.stem != "images_per_s"
+    }
     summary = json.loads((live / "metrics.json").read_text())
     del summary["train"]["images_per_s"]
     return {**curves, "metrics.json": summary}
@@ -117,6 +138,7 @@ def live_curves(model_dir: Path) -> dict[str, object]:
 
 def run_killed(cfg, splits: Path, out: Path, arm: Callable[[], None]) -> None:
     """Train in a forked child that ``arm`` set up to SIGKILL itself; assert it died that way."""
+
     def child() -> None:
         arm()
         train_arch(cfg, splits, out, CPU)
@@ -137,6 +159,7 @@ def kill_at_training_step(n: int, signum: int = signal.SIGKILL) -> Callable[[], 
             return original(self, batch, batch_idx)
 
         ReidModule.training_step = step
+
     return arm
 
 
@@ -150,6 +173,7 @@ def kill_after_checkpoint(epoch: int) -> Callable[[], None]:
                 kill_self()
 
         checkpoints.AtomicCheckpointIO.save_checkpoint = save
+
     return arm
 
 
@@ -160,6 +184,7 @@ def half_written(path: Path) -> None:
 
 def kill_while_writing_checkpoint(epoch: int) -> Callable[[], None]:
     """SIGKILL once half of the checkpoint of ``epoch`` is on disk."""
+
     def arm() -> None:
         original = TorchCheckpointIO.save_checkpoint
 
@@ -170,6 +195,7 @@ def kill_while_writing_checkpoint(epoch: int) -> Callable[[], None]:
                 kill_self()
 
         TorchCheckpointIO.save_checkpoint = save
+
     return arm
 
 
@@ -197,19 +223,22 @@ KILL_POINTS = {
 
 @pytest.mark.parametrize("point", list(KILL_POINTS))
 def test_a_killed_run_leaves_no_output_and_a_rerun_matches_an_uninterrupted_one(
-        point, tmp_path, splits, reference):
+    point, tmp_path, splits, reference
+):
     cfg = tiny_cfg(tmp_path)
     out = tmp_path / "model"
     run_killed(cfg, splits, out, KILL_POINTS[point])
     assert not OUTPUTS & visible(out), f"killed {point}, a declared output was left behind"
     train_arch(cfg, splits, out, CPU)
     assert_same_outputs(out, reference)
-    assert not [p for p in out.rglob(".*") if p.name != OUTPUT_MARKER_FILE], \
+    assert not [p for p in out.rglob(".*") if p.name != OUTPUT_MARKER_FILE], (
         "temporaries of the killed run are cleared"
+    )
 
 
-def test_a_truncated_newest_checkpoint_falls_back_to_the_older_one(tmp_path, splits, reference,
-                                                                    caplog):
+def test_a_truncated_newest_checkpoint_falls_back_to_the_older_one(
+    tmp_path, splits, reference, caplog
+):
     cfg = tiny_cfg(tmp_path)
     out = tmp_path / "model"
     run_killed(cfg, splits, out, kill_after_checkpoint(0))
@@ -232,7 +261,9 @@ def test_a_corrupt_only_checkpoint_means_training_afresh(tmp_path, splits, refer
     only = out / train.CHECKPOINT_DIR / "epoch000.ckpt"
     data = bytearray(only.read_bytes())
     middle = len(data) // 2
-    data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])  # loads, bad CRC
+    data[middle : middle + 64] = bytes(
+        b ^ 0xFF for b in data[middle : middle + 64]
+    )  # loads, bad CRC
     only.write_bytes(bytes(data))
     with caplog.at_level(logging.WARNING, logger="reidpipe"):
         train_arch(cfg, splits, out, CPU)
@@ -241,11 +272,14 @@ def test_a_corrupt_only_checkpoint_means_training_afresh(tmp_path, splits, refer
     assert_same_outputs(out, reference)
 
 
-@pytest.mark.parametrize("content, fragment", [
-    (b"", "empty (0 bytes)"),
-    (b"not a checkpoint at all", "truncated or not a checkpoint"),
-    (None, "does not exist"),
-])
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        (b"", "empty (0 bytes)"),
+        (b"not a checkpoint at all", "truncated or not a checkpoint"),
+        (None, "does not exist"),
+    ],
+)
 def test_an_unusable_configured_checkpoint_is_one_clear_error(tmp_path, splits, content, fragment):
     path = tmp_path / "start.ckpt"
     if content is not None:
@@ -258,26 +292,42 @@ def test_an_unusable_configured_checkpoint_is_one_clear_error(tmp_path, splits, 
 
 
 def test_a_configured_checkpoint_of_another_network_is_named_as_such(tmp_path, splits, reference):
-    shutil.copy(reference / train.CHECKPOINT_DIR / f"epoch{EPOCHS - 1:03d}.ckpt",
-                tmp_path / "other.ckpt")
+    shutil.copy(
+        reference / train.CHECKPOINT_DIR / f"epoch{EPOCHS - 1:03d}.ckpt", tmp_path / "other.ckpt"
+    )
     cfg = tiny_cfg(tmp_path, resume_training_checkpoint_path=str(tmp_path / "other.ckpt"))
     cfg.model.feat_dim = 16  # another embedding width: the checkpoint's tensors do not fit
     with pytest.raises(ReidpipeError, match="another network than this arch's model"):
         train_arch(cfg, splits, tmp_path / "model", CPU)
 
 
-@pytest.mark.parametrize("signum, workers", [(signal.SIGINT, 0), (signal.SIGTERM, 1)],
-                         ids=["SIGINT", "SIGTERM with a worker process"])
+@pytest.mark.parametrize(
+    "signum, workers",
+    [(signal.SIGINT, 0), (signal.SIGTERM, 1)],
+    ids=["SIGINT", "SIGTERM with a worker process"],
+)
 def test_sigint_and_sigterm_stop_with_one_line_and_stay_recoverable(
-        signum, workers, tmp_path, splits, reference, monkeypatch):
+    signum, workers, tmp_path, splits, reference, monkeypatch
+):
     """Ctrl-C reaches the whole process group (DataLoader workers too); SIGTERM is what Slurm and
     Snakemake send. Exit 128 + signal, one line, no output, and the rerun finishes the run."""
     cfg_file = tmp_path / "tiny.yaml"
     tiny_cfg(tmp_path)  # writes cfg_file
     out = tmp_path / "model"
-    argv = ["train", "--params", str(ROOT / "params.yaml"), str(cfg_file), "--set",
-            f"dataset.num_workers={workers}", "--arch", "tiny", "--splits", str(splits),
-            "--out", str(out)]
+    argv = [
+        "train",
+        "--params",
+        str(ROOT / "params.yaml"),
+        str(cfg_file),
+        "--set",
+        f"dataset.num_workers={workers}",
+        "--arch",
+        "tiny",
+        "--splits",
+        str(splits),
+        "--out",
+        str(out),
+    ]
 
     def child() -> int:
         kill_at_training_step(STEPS_PER_EPOCH + 1, signum)()
@@ -286,21 +336,29 @@ def test_sigint_and_sigterm_stop_with_one_line_and_stay_recoverable(
     code = run_forked(child, tmp_path / "stderr.txt", own_group=True)
     err = (tmp_path / "stderr.txt").read_text()
     assert code == 128 + signum, err
-    assert err.strip().splitlines()[-1] == \
-        f"reidpipe train: interrupted by {signal.Signals(signum).name}", err
+    assert (
+        err.strip().splitlines()[-1]
+        == f"reidpipe train: interrupted by {signal.Signals(signum).name}"
+    ), err
     assert "Traceback" not in err
     assert not OUTPUTS & visible(out)
 
     seen = []  # the identities of each batch the rerun trains on
     original = ReidModule.training_step
-    monkeypatch.setattr(ReidModule, "training_step", lambda self, batch, index: (
-        seen.append(batch[1].tolist()), original(self, batch, index))[1])
+    monkeypatch.setattr(
+        ReidModule,
+        "training_step",
+        lambda self, batch, index: (seen.append(batch[1].tolist()), original(self, batch, index))[
+            1
+        ],
+    )
     assert main(argv) == 0
     labels = pd.read_csv(splits / "train.csv")["label"].tolist()
     expected = []
     for epoch in range(1, EPOCHS):  # resumed from the checkpoint of epoch 0
-        sampler = IdentityBatchSampler(labels, 4, 2, seed=load_params(
-            [ROOT / "params.yaml", cfg_file]).arch("tiny").train.seed)
+        sampler = IdentityBatchSampler(
+            labels, 4, 2, seed=load_params([ROOT / "params.yaml", cfg_file]).arch("tiny").train.seed
+        )
         sampler.set_epoch(epoch)
         expected += [[labels[i] for i in batch] for batch in sampler][:STEPS_PER_EPOCH]
     assert seen == expected, "the resumed epochs draw the sampler's batches of their own epoch"

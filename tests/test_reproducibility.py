@@ -24,14 +24,30 @@ FIXTURES = ROOT / "tests" / "fixtures" / "gate"
 CLI = [sys.executable, "-m", "reidpipe"]
 TINY = {
     "pipeline": {"archs": ["tiny"]},
-    "model": {"backbone": "resnet18", "pretrain_choice": "", "input_width": 16,
-              "input_height": 32, "feat_dim": 32},
+    "model": {
+        "backbone": "resnet18",
+        "pretrain_choice": "",
+        "input_width": 16,
+        "input_height": 32,
+        "feat_dim": 32,
+    },
     # one loader worker: its augmentation RNG must be seeded too, whatever its timing
-    "dataset": {"batch_size": 4, "val_batch_size": 16, "num_workers": 1, "padding": 2,
-                "num_instances": 2},
-    "train": {"num_epochs": 2, "checkpoint_interval": 1, "validation_interval": 1,
-              "max_steps_per_epoch": 3, "num_gpus": 0, "num_threads": 2,
-              "optim": {"lr_steps": [1], "warmup_epochs": 1}},
+    "dataset": {
+        "batch_size": 4,
+        "val_batch_size": 16,
+        "num_workers": 1,
+        "padding": 2,
+        "num_instances": 2,
+    },
+    "train": {
+        "num_epochs": 2,
+        "checkpoint_interval": 1,
+        "validation_interval": 1,
+        "max_steps_per_epoch": 3,
+        "num_gpus": 0,
+        "num_threads": 2,
+        "optim": {"lr_steps": [1], "warmup_epochs": 1},
+    },
     "archs": {"tiny": {}},
 }
 
@@ -45,10 +61,25 @@ def tiny_run(tmp_path_factory):
 
     def train(name: str, *extra: str) -> Path:
         out = root / name
-        subprocess.run([*CLI, "train", "--arch", "tiny", "--splits", str(root / "splits"),
-                        "--out", str(out), "--params", str(ROOT / "params.yaml"),
-                        str(root / "tiny.yaml"), *extra], check=True, cwd=root,
-                       capture_output=True)
+        subprocess.run(
+            [
+                *CLI,
+                "train",
+                "--arch",
+                "tiny",
+                "--splits",
+                str(root / "splits"),
+                "--out",
+                str(out),
+                "--params",
+                str(ROOT / "params.yaml"),
+                str(root / "tiny.yaml"),
+                *extra,
+            ],
+            check=True,
+            cwd=root,
+            capture_output=True,
+        )
         return out
 
     return train("first"), train("second"), train("avx2", "--set", "pipeline.cpu_isa=avx2")
@@ -79,15 +110,17 @@ def test_the_training_environment_is_recorded(tiny_run):
 
 
 X86 = platform.machine().lower() in ("x86_64", "amd64")
-AVX2 = X86 and "avx2" in open("/proc/cpuinfo").read()
+AVX2 = X86 and "avx2" in Path("/proc/cpuinfo").read_text()
 
 
 @pytest.mark.skipif(not AVX2, reason="pipeline.cpu_isa avx2 needs an x86-64 CPU with AVX2")
 def test_cpu_isa_avx2_caps_the_kernels_of_training(tiny_run):
     record = yaml.safe_load((tiny_run[2] / "config.yaml").read_text())["environment"]
     assert record["cpu_isa"] == "AVX2"
-    assert record["kernel_env"] == {**CPU_ISA_PINS["avx2"], **{
-        k: v for k, v in record["kernel_env"].items() if k not in CPU_ISA_PINS["avx2"]}}
+    assert record["kernel_env"] == {
+        **CPU_ISA_PINS["avx2"],
+        **{k: v for k, v in record["kernel_env"].items() if k not in CPU_ISA_PINS["avx2"]},
+    }
 
 
 def python(code: str) -> subprocess.CompletedProcess:
@@ -97,20 +130,26 @@ def python(code: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.skipif(not AVX2, reason="pipeline.cpu_isa avx2 needs an x86-64 CPU with AVX2")
 def test_a_pin_after_torch_computed_is_said_and_undone():
-    pinned = python("from reidpipe.environment import pin_cpu_isa; pin_cpu_isa('avx2'); "
-                    "import torch; torch.ones(8).sum(); "
-                    "print(torch.backends.cpu.get_cpu_capability())")
+    pinned = python(
+        "from reidpipe.environment import pin_cpu_isa; pin_cpu_isa('avx2'); "
+        "import torch; torch.ones(8).sum(); "
+        "print(torch.backends.cpu.get_cpu_capability())"
+    )
     assert pinned.stdout.strip() == "AVX2", pinned.stderr
-    late = python("import os, torch; torch.ones(8).sum(); "
-                  "from reidpipe.environment import pin_cpu_isa; print(pin_cpu_isa('avx2')); "
-                  "print(os.environ.get('ONEDNN_MAX_CPU_ISA'))")
+    late = python(
+        "import os, torch; torch.ones(8).sum(); "
+        "from reidpipe.environment import pin_cpu_isa; print(pin_cpu_isa('avx2')); "
+        "print(os.environ.get('ONEDNN_MAX_CPU_ISA'))"
+    )
     if torch.backends.cpu.get_cpu_capability() == "AVX2":  # native is AVX2: nothing to refuse
         assert late.stdout.startswith("CPU kernels capped at AVX2"), late.stderr
     else:  # said, not ignored; and the variables are put back for the processes it starts
         assert late.stdout.splitlines() == [
             "warning: pipeline.cpu_isa = avx2 not applied: this process already computed with "
             f"{torch.backends.cpu.get_cpu_capability()} kernels (or the CPU lacks avx2), and "
-            "keeps them", "None"], late.stderr
+            "keeps them",
+            "None",
+        ], late.stderr
 
 
 def test_deterministic_mode_per_accelerator():
@@ -130,9 +169,22 @@ def test_band_is_the_t_prediction_interval_of_one_more_run():
 def gate(*files: Path, summary: Path | None = None) -> subprocess.CompletedProcess:
     baseline, metrics = files
     extra = ["--summary", str(summary)] if summary else []
-    return subprocess.run([*CLI, "gate", "--baseline", str(baseline), "--metrics", str(metrics),
-                           "--spread", str(FIXTURES / "seed_spread.json"), *extra],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [
+            *CLI,
+            "gate",
+            "--baseline",
+            str(baseline),
+            "--metrics",
+            str(metrics),
+            "--spread",
+            str(FIXTURES / "seed_spread.json"),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_gate_passes_a_rerun_on_another_cpu_and_fails_a_real_regression(tmp_path):
@@ -170,10 +222,15 @@ def test_gate_wants_equal_metrics_where_the_environment_is_the_baselines():
     assert same == {"resnet_demo"}
     assert all(row.passed for row in gate_rows(baseline, baseline, spread, same))
     # within every band, but not the bits a same-environment run reproduces
-    assert not any(row.passed for row in gate_rows(baseline, rerun, spread, same)
-                   if row.value != row.baseline)
-    other = same_environment({"resnet_demo": record}, {"resnet_demo": dict(record, cpu_isa="AVX512")})
-    assert other == frozenset() and all(row.passed for row in gate_rows(baseline, rerun, spread, other))
+    assert not any(
+        row.passed for row in gate_rows(baseline, rerun, spread, same) if row.value != row.baseline
+    )
+    other = same_environment(
+        {"resnet_demo": record}, {"resnet_demo": dict(record, cpu_isa="AVX512")}
+    )
+    assert other == frozenset() and all(
+        row.passed for row in gate_rows(baseline, rerun, spread, other)
+    )
 
 
 def test_a_spread_measured_beside_another_baseline_is_stale():
@@ -197,8 +254,10 @@ def test_report_section_says_which_runs_differ_and_shows_the_spread():
     blocks = environment_blocks({"a": record, "b": dict(record, intra_op_threads=4)}, baseline)
     assert isinstance(blocks[0], Table) and blocks[0].headers == ["", "a", "b"]
     notes = next(block for block in blocks if isinstance(block, Bullets)).items
-    assert notes == ["a vs b: intra_op_threads: 2 vs 4",
-                     "a, baseline vs this run: cpu_isa: AVX512 vs AVX2"]
+    assert notes == [
+        "a vs b: intra_op_threads: 2 vs 4",
+        "a, baseline vs this run: cpu_isa: AVX512 vs AVX2",
+    ]
     same = environment_blocks({"a": record}, Baseline(None, "", {"a": dict(record)}))
     assert isinstance(same[-1], Paragraph) and "same environment" in same[-1].text
     table = spread_blocks(json.loads((FIXTURES / "seed_spread.json").read_text()))[1]

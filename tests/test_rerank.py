@@ -15,18 +15,32 @@ from reidpipe.evaluation.evaluate import rank_queries
 from reidpipe.evaluation.rerank import KReciprocalReRanker
 
 
-def re_rank(query: np.ndarray, gallery: np.ndarray, k1: int = 20, k2: int = 6,
-            lambda_value: float = 0.3, device: str = "auto") -> np.ndarray:
+def re_rank(
+    query: np.ndarray,
+    gallery: np.ndarray,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+    device: str = "auto",
+) -> np.ndarray:
     """The whole query x gallery re-ranked distance matrix, chunk by chunk as evaluate reads it."""
-    ranker = KReciprocalReRanker(np.concatenate([query, gallery]), len(query), k1, k2,
-                                 lambda_value, device)
+    ranker = KReciprocalReRanker(
+        np.concatenate([query, gallery]), len(query), k1, k2, lambda_value, device
+    )
     step = ranker.chunk_size()
-    return np.concatenate([ranker.distances(s, min(s + step, len(query)))
-                           for s in range(0, len(query), step)])
+    return np.concatenate(
+        [ranker.distances(s, min(s + step, len(query))) for s in range(0, len(query), step)]
+    )
 
 
-def dense_re_ranking(query: np.ndarray, gallery: np.ndarray, k1: int, k2: int,
-                     lambda_value: float, dtype: type = np.float64) -> np.ndarray:
+def dense_re_ranking(
+    query: np.ndarray,
+    gallery: np.ndarray,
+    k1: int,
+    k2: int,
+    lambda_value: float,
+    dtype: type = np.float64,
+) -> np.ndarray:
     """The paper's definition on dense N x N arrays, one item at a time (the oracle; slow)."""
     feats = np.concatenate([query, gallery]).astype(dtype)
     n, num_query = len(feats), len(query)
@@ -67,8 +81,9 @@ def dense_re_ranking(query: np.ndarray, gallery: np.ndarray, k1: int, k2: int,
     return final[:, num_query:]
 
 
-def clustered(rng: np.random.Generator, num: int, dim: int,
-              ids: int) -> tuple[np.ndarray, np.ndarray]:
+def clustered(
+    rng: np.random.Generator, num: int, dim: int, ids: int
+) -> tuple[np.ndarray, np.ndarray]:
     centres = rng.normal(size=(ids, dim))
     pids = rng.integers(0, ids, size=num)
     feats = centres[pids] + 0.7 * rng.normal(size=(num, dim))
@@ -82,11 +97,11 @@ CASES = [  # (seed, num_query, num_gallery, dim, k1, k2, lambda)
     (2, 15, 40, 4, 7, 3, 0.5),
     (3, 9, 70, 32, 20, 1, 0.3),
     (4, 25, 120, 8, 5, 2, 0.0),
-    (5, 6, 10, 8, 20, 6, 0.3),    # k1 + 1 > N
-    (6, 3, 4, 8, 30, 10, 0.3),    # k1 and k2 larger than the whole set
-    (7, 10, 50, 3, 3, 8, 1.0),    # k2 > k1 + 1
+    (5, 6, 10, 8, 20, 6, 0.3),  # k1 + 1 > N
+    (6, 3, 4, 8, 30, 10, 0.3),  # k1 and k2 larger than the whole set
+    (7, 10, 50, 3, 3, 8, 1.0),  # k2 > k1 + 1
     (8, 30, 150, 64, 10, 4, 0.3),
-    (9, 1, 1, 4, 20, 6, 0.3),     # a single query and a single gallery item
+    (9, 1, 1, 4, 20, 6, 0.3),  # a single query and a single gallery item
 ]
 
 
@@ -160,8 +175,9 @@ def test_duplicate_features_do_not_break_it() -> None:
     final = re_rank(feats[:12], feats[12:], 4, 3, 0.3, device="cpu")
     assert final.shape == (12, len(feats) - 12)
     # ties are broken by index, exactly as the oracle's stable argsort does
-    np.testing.assert_allclose(final, dense_re_ranking(feats[:12], feats[12:], 4, 3, 0.3),
-                               atol=2e-5)
+    np.testing.assert_allclose(
+        final, dense_re_ranking(feats[:12], feats[12:], 4, 3, 0.3), atol=2e-5
+    )
 
 
 def _blas_threads() -> int:
@@ -194,15 +210,18 @@ def test_blocked_pass_matches_dense_oracle(tiny_blocks: None, seed: int) -> None
     ranker = KReciprocalReRanker(feats, num_query, k1, k2, 0.3, device="cpu")
     # rows in steps that do and do not line up with the stored strips (read-ahead and misses)
     for step in (ranker.chunk_size(), 3):
-        got = np.concatenate([ranker.distances(s, min(s + step, num_query))
-                              for s in range(0, num_query, step)])
+        got = np.concatenate(
+            [ranker.distances(s, min(s + step, num_query)) for s in range(0, num_query, step)]
+        )
         np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5)
     q_cams, g_cams = rng.integers(1, 4, num_query), rng.integers(1, 4, num_gallery)
     ids = (pids[:num_query], q_cams, pids[num_query:], g_cams)
     oracle = rank_queries(lambda s, e: expected[s:e], num_query, *ids)
     # straight from the ranker, chunks scored in parallel while reading the file
-    for ours in (rank_queries(lambda s, e: got[s:e], num_query, *ids),
-                 rank_queries(ranker.distances, num_query, *ids, chunk_rows=2)):
+    for ours in (
+        rank_queries(lambda s, e: got[s:e], num_query, *ids),
+        rank_queries(ranker.distances, num_query, *ids, chunk_rows=2),
+    ):
         np.testing.assert_allclose(ours.ap, oracle.ap, atol=1e-6)
         np.testing.assert_array_equal(ours.first_hit, oracle.first_hit)
         np.testing.assert_array_equal(ours.top, oracle.top)
@@ -212,12 +231,17 @@ def test_products_on_torch_tensors_match_numpy() -> None:
     """The branch that runs the all-pairs products through torch (a CUDA device) on CPU."""
     rng = np.random.default_rng(8)
     a, b = rng.normal(size=(7, 5)).astype(np.float32), rng.normal(size=(9, 5)).astype(np.float32)
-    np.testing.assert_allclose(products.products(torch.from_numpy(a), torch.from_numpy(b)),
-                               products.products(a, b), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        products.products(torch.from_numpy(a), torch.from_numpy(b)),
+        products.products(a, b),
+        rtol=1e-6,
+        atol=1e-6,
+    )
 
 
-def test_pass_on_torch_tensors_matches_dense_oracle(tiny_blocks: None,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pass_on_torch_tensors_matches_dense_oracle(
+    tiny_blocks: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The whole pass as on a GPU (products through torch: fresh arrays, BLAS threads left
     alone), driven on CPU by handing the ranker torch tensors."""
     monkeypatch.setattr(rerank, "gemm_operand", lambda feats, device: torch.from_numpy(feats))
@@ -257,7 +281,8 @@ def test_workers_ahead_of_slow_merges(tiny_blocks: None, monkeypatch: pytest.Mon
     rng = np.random.default_rng(77)
     feats, _ = clustered(rng, 90, 8, 6)
     expected = dense_re_ranking(feats[:20], feats[20:], 6, 3, 0.3)
-    np.testing.assert_allclose(re_rank(feats[:20], feats[20:], 6, 3, 0.3, device="cpu"),
-                               expected, rtol=0, atol=2e-5)
+    np.testing.assert_allclose(
+        re_rank(feats[:20], feats[20:], 6, 3, 0.3, device="cpu"), expected, rtol=0, atol=2e-5
+    )
     assert blas_threads and set(blas_threads) == {1}
     assert _blas_threads() == before

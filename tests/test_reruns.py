@@ -13,13 +13,12 @@ import os
 import re
 import shutil
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
-
 from repo_copy import ROOT, SMALL, copy_working_tree, dvc, run, snakemake
 
 pytestmark = pytest.mark.slow
@@ -84,16 +83,18 @@ def dvc_changed(repo: Path) -> set[str]:
     """Stage names (without @arch) whose recorded deps, params or outs changed, together with
     every stage downstream of them in DVC's graph: what `dvc repro` reruns."""
     status = json.loads(run(repo, *dvc("status", "--json")).stdout or "{}")
-    code = ("import json, sys, networkx as nx\n"
-            "from dvc.repo import Repo\n"
-            "with Repo('.') as r:\n"
-            "    g = r.index.graph\n"
-            "    by = {s.addressing: s for s in g}\n"
-            "    changed = set(json.loads(sys.argv[1]))\n"
-            "    down = set(changed)\n"
-            "    for name in changed:\n"
-            "        down |= {s.addressing for s in nx.ancestors(g, by[name])}\n"
-            "    print(json.dumps(sorted(down)))\n")
+    code = (
+        "import json, sys, networkx as nx\n"
+        "from dvc.repo import Repo\n"
+        "with Repo('.') as r:\n"
+        "    g = r.index.graph\n"
+        "    by = {s.addressing: s for s in g}\n"
+        "    changed = set(json.loads(sys.argv[1]))\n"
+        "    down = set(changed)\n"
+        "    for name in changed:\n"
+        "        down |= {s.addressing for s in nx.ancestors(g, by[name])}\n"
+        "    print(json.dumps(sorted(down)))\n"
+    )
     names = json.loads(run(repo, sys.executable, "-c", code, json.dumps(sorted(status))).stdout)
     return {name.partition("@")[0] for name in names}
 
@@ -149,8 +150,7 @@ def test_record_step_keeps_params_yaml_and_leaves_both_tools_nothing_to_do(repo:
     assert (repo / "models" / ARCHS[0] / "model.pt").stat().st_nlink == 2
 
 
-def test_short_configfile_form_and_a_file_of_the_same_values_have_nothing_to_do(
-        repo: Path) -> None:
+def test_short_configfile_form_and_a_file_of_the_same_values_have_nothing_to_do(repo: Path) -> None:
     """`--configfile overlay.yaml` merges the same values as `--configfile params.yaml
     overlay.yaml`, in another key order; a further file may repeat values."""
     assert planned_jobs(repo, OVERLAY) == {}
@@ -174,8 +174,11 @@ def test_empty_sections_and_written_out_defaults_rerun_nothing(repo: Path) -> No
     record step wrote) or a default written out leave every job's values as they were. DVC
     sees its params files changed and rewrites the values, nothing else."""
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    change = {"archs": {ARCHS[0]: {"dataset": {}, "train": {}}},
-              "re_ranking": {"k2": params["re_ranking"]["k2"]}, "evaluate": {}}
+    change = {
+        "archs": {ARCHS[0]: {"dataset": {}, "train": {}}},
+        "re_ranking": {"k2": params["re_ranking"]["k2"]},
+        "evaluate": {},
+    }
     with overlay_edited(repo, change):
         assert planned_jobs(repo) == {}
         assert ran_stages(run(repo, *dvc("repro")).stdout) == {"tracked_params"}
@@ -188,28 +191,38 @@ def job_counts(stages: set[str]) -> dict[str, int]:
 
 
 # Every value change rewrites the tracked values (tracked_params), then reruns its readers.
-@pytest.mark.parametrize("change, stages", [
-    # the package's model card shows the metrics
-    ({"re_ranking": {"k1": 10}}, {"tracked_params", "evaluate", "package", "report"}),
-    ({"report": {"sampled_queries": 3}}, {"tracked_params", "report"}),
-    ({"model": {"feat_dim": 64}}, {"tracked_params"} | MODEL_DOWNSTREAM),
-], ids=["re_ranking.k1", "report.sampled_queries", "model.feat_dim"])
-def test_a_value_reruns_exactly_the_jobs_that_read_it(repo: Path, change: dict,
-                                                      stages: set) -> None:
+@pytest.mark.parametrize(
+    "change, stages",
+    [
+        # the package's model card shows the metrics
+        ({"re_ranking": {"k1": 10}}, {"tracked_params", "evaluate", "package", "report"}),
+        ({"report": {"sampled_queries": 3}}, {"tracked_params", "report"}),
+        ({"model": {"feat_dim": 64}}, {"tracked_params"} | MODEL_DOWNSTREAM),
+    ],
+    ids=["re_ranking.k1", "report.sampled_queries", "model.feat_dim"],
+)
+def test_a_value_reruns_exactly_the_jobs_that_read_it(
+    repo: Path, change: dict, stages: set
+) -> None:
     with overlay_edited(repo, change):
         assert planned_jobs(repo) == job_counts(stages)
         assert dvc_reaches(repo) == stages
     assert planned_jobs(repo) == {} and dvc_up_to_date(repo)
 
 
-@pytest.mark.parametrize("relative, stages", [
-    ("reidpipe/training/losses.py", MODEL_DOWNSTREAM),
-    ("reidpipe/report/sections.py", {"report"}),
-    ("reidpipe/errors.py", EVERY_STAGE),
-    ("reidpipe/stages/table.py", {"tracked_params"}),  # what writes the tracked values
-], ids=["training", "report", "shared", "stage-table"])
-def test_a_code_edit_reruns_exactly_the_jobs_that_run_it(repo: Path, relative: str,
-                                                         stages: set) -> None:
+@pytest.mark.parametrize(
+    "relative, stages",
+    [
+        ("reidpipe/training/losses.py", MODEL_DOWNSTREAM),
+        ("reidpipe/report/sections.py", {"report"}),
+        ("reidpipe/errors.py", EVERY_STAGE),
+        ("reidpipe/stages/table.py", {"tracked_params"}),  # what writes the tracked values
+    ],
+    ids=["training", "report", "shared", "stage-table"],
+)
+def test_a_code_edit_reruns_exactly_the_jobs_that_run_it(
+    repo: Path, relative: str, stages: set
+) -> None:
     with edited(repo, relative):
         assert planned_jobs(repo) == job_counts(stages)
         assert dvc_reaches(repo) == stages
@@ -234,9 +247,14 @@ def test_dvc_checkout_then_snakemake_touch_leaves_nothing_to_do(repo: Path) -> N
     """Checked-out files keep their times (hard links to the cache), but the folders are new and
     lack Snakemake's timestamp marker: `snakemake --touch`, once `dvc status` is clean."""
     arch = ARCHS[0]
-    for path in ["results/splits", f"models/{arch}/model.pt", f"results/{arch}/embeddings",
-                 f"results/{arch}/onnx", "reports/index.html",
-                 f"models/{arch}/model.pt.provenance.json"]:
+    for path in [
+        "results/splits",
+        f"models/{arch}/model.pt",
+        f"results/{arch}/embeddings",
+        f"results/{arch}/onnx",
+        "reports/index.html",
+        f"models/{arch}/model.pt.provenance.json",
+    ]:
         target = repo / path
         shutil.rmtree(target) if target.is_dir() else target.unlink()
     run(repo, *dvc("checkout"))
@@ -251,8 +269,14 @@ def test_dvc_pull_then_snakemake_touch_leaves_nothing_to_do(repo: Path, tmp_path
     arch = ARCHS[0]
     run(repo, *dvc("remote", "add", "--local", "-d", "store", str(tmp_path / "store")))
     run(repo, *dvc("push"))
-    for path in [SMALL["data"]["dataset_dir"], "results/splits", ".dvc/cache",
-                 f"results/{arch}/embeddings", f"results/{arch}/onnx", f"results/{arch}/tensorrt"]:
+    for path in [
+        SMALL["data"]["dataset_dir"],
+        "results/splits",
+        ".dvc/cache",
+        f"results/{arch}/embeddings",
+        f"results/{arch}/onnx",
+        f"results/{arch}/tensorrt",
+    ]:
         shutil.rmtree(repo / path)
     for name in ["model.pt", "config.yaml", "train_log.csv", "model.pt.provenance.json"]:
         (repo / "models" / arch / name).unlink()
@@ -270,11 +294,16 @@ def test_dvc_experiment_then_snakemake_with_the_recorded_values_retrains(repo: P
     run(repo, "git", "commit", "-q", "--allow-empty", "-m", "before the experiment")
     exp = run(repo, *dvc("exp", "run", "-S", f"{OVERLAY}:model.feat_dim=64", "train"))
     assert ran_stages(exp.stdout + exp.stderr) == {"tracked_params"} | {
-        f"train@{arch}" for arch in ARCHS}
+        f"train@{arch}" for arch in ARCHS
+    }
     run(repo, "git", "checkout", OVERLAY)
     for arch in ARCHS:
-        assert yaml.safe_load((repo / "models" / arch / "config.yaml").read_text())[
-            "model"]["feat_dim"] == 64
+        assert (
+            yaml.safe_load((repo / "models" / arch / "config.yaml").read_text())["model"][
+                "feat_dim"
+            ]
+            == 64
+        )
     planned = planned_jobs(repo)
     assert planned["train"] == len(ARCHS)
     assert set(planned) == {"tracked_params"} | MODEL_DOWNSTREAM
@@ -286,9 +315,16 @@ def test_one_archs_export_setting_reruns_only_that_archs_export(tmp_path: Path) 
     hold) only export_onnx's for swin_demo change, and DVC, reading the generated dvc.yaml,
     sees no other key of the tracked values file change. No pipeline run needed."""
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
-    shutil.copy(ROOT / "config" / "demo.yaml", tmp_path / OVERLAY)   # resnet_demo and swin_demo
-    tracked = ("reidpipe", "stages", "--tracked", "--params", *FILES, "--out",
-               "params.tracked.json")
+    shutil.copy(ROOT / "config" / "demo.yaml", tmp_path / OVERLAY)  # resnet_demo and swin_demo
+    tracked = (
+        "reidpipe",
+        "stages",
+        "--tracked",
+        "--params",
+        *FILES,
+        "--out",
+        "params.tracked.json",
+    )
     run(tmp_path, "git", "init", "-q", "-b", "main")
     run(tmp_path, *dvc("init", "-q"))
     run(tmp_path, "reidpipe", "stages", "--dvc-yaml", "--params", *FILES, "--out", "dvc.yaml")
@@ -298,13 +334,19 @@ def test_one_archs_export_setting_reruns_only_that_archs_export(tmp_path: Path) 
     before = json.loads((tmp_path / "params.tracked.json").read_text())
 
     overlay = yaml.safe_load((tmp_path / OVERLAY).read_text())
-    (tmp_path / OVERLAY).write_text(yaml.safe_dump(deep_merge(overlay, {"archs": {"swin_demo": {
-        "export": {"int8_calibration_percentile": 99.9}}}})))
+    (tmp_path / OVERLAY).write_text(
+        yaml.safe_dump(
+            deep_merge(
+                overlay, {"archs": {"swin_demo": {"export": {"int8_calibration_percentile": 99.9}}}}
+            )
+        )
+    )
     run(tmp_path, *tracked)
     after = json.loads((tmp_path / "params.tracked.json").read_text())
     assert after["export_onnx"].pop("swin_demo") != before["export_onnx"].pop("swin_demo")
-    assert after == before   # train, extract, build_trt and resnet_demo's export: as they were
+    assert after == before  # train, extract, build_trt and resnet_demo's export: as they were
 
     seen = json.loads(run(tmp_path, *dvc("params", "diff", "--json")).stdout)
     assert list(seen["params.tracked.json"]) == [
-        "export_onnx.swin_demo.archs.swin_demo.export.int8_calibration_percentile"]
+        "export_onnx.swin_demo.archs.swin_demo.export.int8_calibration_percentile"
+    ]

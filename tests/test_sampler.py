@@ -37,8 +37,9 @@ def test_epochs_reshuffle_deterministically():
 
 
 def test_two_ranks_draw_disjoint_identities():
-    ranks = [IdentityBatchSampler(LABELS, 2 * K, K, seed=3, num_replicas=2, rank=r)
-             for r in range(2)]
+    ranks = [
+        IdentityBatchSampler(LABELS, 2 * K, K, seed=3, num_replicas=2, rank=r) for r in range(2)
+    ]
     for epoch in (0, 1):
         ids = []
         for sampler in ranks:

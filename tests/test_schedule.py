@@ -15,15 +15,40 @@ from reidpipe.training.schedule import (
     unused_settings_note,
 )
 
-BOT = OptimParams(base_lr=3.5e-4, warmup_factor=0.01, warmup_epochs=10, lr_steps=[40, 70],
-                  gamma=0.1, warmup_method="linear")
-TAO = OptimParams(name="SGD", base_lr=8e-4, warmup_factor=0.01, warmup_epochs=20, warmup_method="cosine",
-                  min_lr_factor=0.002, lr_steps=[], bias_lr_factor=2.0)
+BOT = OptimParams(
+    base_lr=3.5e-4,
+    warmup_factor=0.01,
+    warmup_epochs=10,
+    lr_steps=[40, 70],
+    gamma=0.1,
+    warmup_method="linear",
+)
+TAO = OptimParams(
+    name="SGD",
+    base_lr=8e-4,
+    warmup_factor=0.01,
+    warmup_epochs=20,
+    warmup_method="cosine",
+    min_lr_factor=0.002,
+    lr_steps=[],
+    bias_lr_factor=2.0,
+)
 
 
-@pytest.mark.parametrize("epoch, factor", [(1, 0.109), (5, 0.505), (9, 0.901), (10, 1.0),
-                                           (39, 1.0), (40, 0.1), (69, 0.1), (70, 0.01),
-                                           (120, 0.01)])
+@pytest.mark.parametrize(
+    "epoch, factor",
+    [
+        (1, 0.109),
+        (5, 0.505),
+        (9, 0.901),
+        (10, 1.0),
+        (39, 1.0),
+        (40, 0.1),
+        (69, 0.1),
+        (70, 0.01),
+        (120, 0.01),
+    ],
+)
 def test_bot_epoch_e_runs_at_last_epoch_e(epoch, factor):
     assert epoch_lr(epoch, 3.5e-4, BOT, 120) == pytest.approx(3.5e-4 * factor, rel=1e-12)
 
@@ -54,7 +79,8 @@ def solider_cosine(t: int, group_lr: float, base: float, warmup: int, epochs: in
 def test_cosine_is_solider_per_group_with_epoch_e_at_t_e_minus_1(group_lr):
     for epoch in range(1, 121):
         assert epoch_lr(epoch, group_lr, TAO, 120) == pytest.approx(
-            solider_cosine(epoch - 1, group_lr, 8e-4, 20, 120), rel=1e-12)
+            solider_cosine(epoch - 1, group_lr, 8e-4, 20, 120), rel=1e-12
+        )
     assert epoch_lr(1, 8e-4, TAO, 120) == pytest.approx(8e-6)
     assert epoch_lr(1, 1.6e-3, TAO, 120) == pytest.approx(8e-6)  # one start for all groups
 
@@ -67,8 +93,9 @@ class Tiny(nn.Module):
 
 
 def test_param_groups_bias_and_classifier_lr():
-    optim = OptimParams(base_lr=0.1, bias_lr_factor=2.0, weight_decay=5e-4,
-                        weight_decay_bias=0.0, large_fc_lr=True)
+    optim = OptimParams(
+        base_lr=0.1, bias_lr_factor=2.0, weight_decay=5e-4, weight_decay_bias=0.0, large_fc_lr=True
+    )
     groups = param_groups(Tiny(), optim)
     by_setting = sorted((g["lr"], g["weight_decay"], len(g["params"])) for g in groups)
     assert by_setting == [(0.1, 5e-4, 1), (0.2, 0.0, 1), (0.2, 5e-4, 1), (0.4, 0.0, 1)]
@@ -82,8 +109,10 @@ def test_set_epoch_lr_sets_every_group_from_its_own_base_and_survives_a_reload()
     restored.load_state_dict(opt.state_dict())  # a checkpoint holds epoch 50's lr
     set_epoch_lr(restored, 51, TAO, 120)
     lrs = sorted(g["lr"] for g in restored.param_groups)
-    assert lrs == pytest.approx([solider_cosine(50, 8e-4, 8e-4, 20, 120),
-                                 solider_cosine(50, 1.6e-3, 8e-4, 20, 120)], rel=1e-12)
+    assert lrs == pytest.approx(
+        [solider_cosine(50, 8e-4, 8e-4, 20, 120), solider_cosine(50, 1.6e-3, 8e-4, 20, 120)],
+        rel=1e-12,
+    )
 
 
 def test_note_when_a_cosine_spec_also_sets_lr_steps():

@@ -30,10 +30,26 @@ def test_data_stages_run_as_slurm_jobs(tmp_path: Path) -> None:
     (repo / "tiny.yaml").write_text(TINY)
     env = pipeline_env(repo)
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", *TARGETS, "--executor", "slurm",
-         "--workflow-profile", PROFILE, "--configfile", "params.yaml", "config/demo.yaml",
-         "tiny.yaml"],
-        cwd=repo, env=env, capture_output=True, text=True, timeout=200)
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            *TARGETS,
+            "--executor",
+            "slurm",
+            "--workflow-profile",
+            PROFILE,
+            "--configfile",
+            "params.yaml",
+            "config/demo.yaml",
+            "tiny.yaml",
+        ],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-4000:]
 

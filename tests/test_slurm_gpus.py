@@ -26,16 +26,23 @@ PARAMS = ["params.yaml", "config/demo.yaml", "gpus.yaml"]
 # The profile's `set-resources: train:` for each case (README "Running on a Slurm cluster").
 ONE_GPU: dict[str, object] = {}  # the rule's gpu=1: sbatch --gpus=1
 TWO_GPUS = {}  # train's gpu is the arch's num_gpus: one task with both GPUs, Lightning starts rank 1
-TWO_BY_TWO = {"gpu": 0, "gres": "gpu:2", "nodes": 2, "tasks_per_node": 2,
-              "mpi": "srun --nodes=2 --ntasks-per-node=2 --label"}
+TWO_BY_TWO = {
+    "gpu": 0,
+    "gres": "gpu:2",
+    "nodes": 2,
+    "tasks_per_node": 2,
+    "mpi": "srun --nodes=2 --ntasks-per-node=2 --label",
+}
 # One arch per case (and two for the local run), each with its own GPU and node counts.
 ARCHS = {"g1": (1, 1), "g2": (2, 1), "g2x2": (2, 2), "a": (1, 1), "b": (1, 1)}
 GPUS_YAML = {
     "pipeline": {"archs": list(ARCHS)},
     "data": {"synthetic_ids": 8, "dataset_dir": "data/tiny-synthetic"},
     "split": {"val_ids": 2},
-    "archs": {arch: {"train": {"num_gpus": gpus, "num_nodes": nodes}}
-              for arch, (gpus, nodes) in ARCHS.items()},
+    "archs": {
+        arch: {"train": {"num_gpus": gpus, "num_nodes": nodes}}
+        for arch, (gpus, nodes) in ARCHS.items()
+    },
 }
 FAKE_NVIDIA_SMI = "#!/bin/sh\necho 'GPU 0: Fake GPU (UUID: GPU-fake-0)'\necho 'GPU 1: Fake GPU (UUID: GPU-fake-1)'\n"
 
@@ -51,12 +58,19 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("gpus")
     repo = copy_working_tree(root / "repo")
     (repo / "gpus.yaml").write_text(yaml.safe_dump(GPUS_YAML))
-    data = subprocess.run(snakemake("--omit-from", "train", "--configfile", *PARAMS), cwd=repo,
-                          env=pipeline_env(repo), capture_output=True, text=True, timeout=120)
+    data = subprocess.run(
+        snakemake("--omit-from", "train", "--configfile", *PARAMS),
+        cwd=repo,
+        env=pipeline_env(repo),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert data.returncode == 0, data.stderr[-3000:]
     (root / "bin").mkdir()
-    _executable(root / "bin" / "reidpipe",
-                f"#!{sys.executable}\n" + (HERE / "gpu_probe.py").read_text())
+    _executable(
+        root / "bin" / "reidpipe", f"#!{sys.executable}\n" + (HERE / "gpu_probe.py").read_text()
+    )
     _executable(root / "bin" / "nvidia-smi", FAKE_NVIDIA_SMI)
     return repo
 
@@ -75,31 +89,53 @@ def _gpu_indices(allocation: str) -> dict[str, list[str]]:
     """Node -> the GPU indices Slurm gave the job there (from ``scontrol -d show job``, where
     nodes given the same indices share a line: ``Nodes=rp-node[1-2] ... GRES=gpu:2(IDX:0-1)``)."""
     indices = {}
-    for node, spans in re.findall(r"Nodes=(\S+) .*?GRES=gpu:\d+\(IDX:([\d,-]+)\)",
-                                  allocation):
+    for node, spans in re.findall(r"Nodes=(\S+) .*?GRES=gpu:\d+\(IDX:([\d,-]+)\)", allocation):
         bounds = [span.split("-") for span in spans.split(",")]
         gpus = [str(i) for b in bounds for i in range(int(b[0]), int(b[-1]) + 1)]
-        hosts = subprocess.run(["scontrol", "show", "hostnames", node], capture_output=True,
-                               text=True, timeout=20, check=True).stdout.split()
+        hosts = subprocess.run(
+            ["scontrol", "show", "hostnames", node],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout.split()
         indices.update(dict.fromkeys(hosts, gpus))
     return indices
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("arch", "train"), [("g1", ONE_GPU), ("g2", TWO_GPUS),
-                                             ("g2x2", TWO_BY_TWO)], ids=["1gpu", "2gpu", "2x2"])
-def test_gpu_train_jobs_get_what_lightning_expects(project: Path, tmp_path: Path, arch: str,
-                                                   train: dict) -> None:
+@pytest.mark.parametrize(
+    ("arch", "train"),
+    [("g1", ONE_GPU), ("g2", TWO_GPUS), ("g2x2", TWO_BY_TWO)],
+    ids=["1gpu", "2gpu", "2x2"],
+)
+def test_gpu_train_jobs_get_what_lightning_expects(
+    project: Path, tmp_path: Path, arch: str, train: dict
+) -> None:
     gpus, nodes = ARCHS[arch]
     reason = slurm_unavailable(nodes=nodes, gpus_per_node=gpus)
     if reason is not None:
         pytest.skip(reason)
     probes = tmp_path / "probes"
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", f"models/{arch}/model.pt", "--workflow-profile",
-         str(profile_with(tmp_path / "profile", train)),
-         "--slurm-init-seconds-before-status-checks", "2", "--configfile", *PARAMS],
-        cwd=project, env=_probe_env(project, probes), capture_output=True, text=True, timeout=200)
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            f"models/{arch}/model.pt",
+            "--workflow-profile",
+            str(profile_with(tmp_path / "profile", train)),
+            "--slurm-init-seconds-before-status-checks",
+            "2",
+            "--configfile",
+            *PARAMS,
+        ],
+        cwd=project,
+        env=_probe_env(project, probes),
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-4000:]
     (job_id,) = SUBMITTED.findall(output)
@@ -141,14 +177,33 @@ def test_two_local_training_jobs_take_distinct_gpus(project: Path, tmp_path: Pat
     """`snakemake --resources gpu=2` runs both archs' training at once; reidpipe's GPU locks give
     each its own GPU (the fake nvidia-smi says there are two)."""
     probes = tmp_path / "probes"
-    env = _probe_env(project, probes, GPU_PROBE_HOLD_S="4",
-                     REIDPIPE_GPU_LOCK_DIR=str(tmp_path / "locks"))
+    env = _probe_env(
+        project, probes, GPU_PROBE_HOLD_S="4", REIDPIPE_GPU_LOCK_DIR=str(tmp_path / "locks")
+    )
     env.pop("CUDA_VISIBLE_DEVICES", None)
     # Cores for both training jobs at once (4 threads each) whatever this machine has.
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "models/a/model.pt", "models/b/model.pt", "--cores",
-         "8", "--resources", "gpu=2", "--workflow-profile", "none", "--configfile", *PARAMS],
-        cwd=project, env=env, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "models/a/model.pt",
+            "models/b/model.pt",
+            "--cores",
+            "8",
+            "--resources",
+            "gpu=2",
+            "--workflow-profile",
+            "none",
+            "--configfile",
+            *PARAMS,
+        ],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (a,), (b,) = _probes(probes, "a"), _probes(probes, "b")
     assert a["start"] < b["end"] and b["start"] < a["end"], "the two jobs did not overlap"

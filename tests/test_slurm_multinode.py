@@ -29,23 +29,46 @@ from reidpipe.training.train import Runtime, train_arch
 # The profile's `set-resources: train:` for train.num_nodes = 2 on CPU, one task a node
 # (README "Running on a Slurm cluster"): no GPU, two nodes, two tasks, and the launcher that
 # starts the command once a task (Lightning reads its ranks from srun's SLURM_* variables).
-MULTI_NODE_CPU = {"nodes": 2, "tasks": 2,
-                  "mpi": "srun --nodes=2 --ntasks-per-node=1 --label"}
+MULTI_NODE_CPU = {"nodes": 2, "tasks": 2, "mpi": "srun --nodes=2 --ntasks-per-node=1 --label"}
 GLOBAL_BATCH, K, EPOCHS, SEED, STEPS = 8, 2, 2, 1234, 3
 TINY = {
     "pipeline": {"archs": ["tiny"]},
     "data": {"synthetic_ids": 16, "dataset_dir": "data/tiny-synthetic"},
     "split": {"val_ids": 2},
-    "model": {"backbone": "resnet18", "pretrain_choice": "", "input_width": 16,
-              "input_height": 32, "feat_dim": 16,
-              "backbone_kwargs": {"channels": [8, 16, 32, 64], "layers": [1, 1, 1, 1]}},
-    "dataset": {"batch_size": GLOBAL_BATCH, "num_instances": K, "num_workers": 0, "padding": 2,
-                "val_batch_size": 32},
-    "train": {"seed": SEED, "num_epochs": EPOCHS, "checkpoint_interval": 1,
-              "validation_interval": 1, "max_steps_per_epoch": STEPS,
-              "num_gpus": 0, "num_nodes": 2, "num_threads": 1,
-              "optim": {"name": "SGD", "base_lr": 1e-3, "lr_steps": [3], "gamma": 0.5,
-                        "warmup_epochs": 2, "warmup_factor": 0.1, "warmup_method": "linear"}},
+    "model": {
+        "backbone": "resnet18",
+        "pretrain_choice": "",
+        "input_width": 16,
+        "input_height": 32,
+        "feat_dim": 16,
+        "backbone_kwargs": {"channels": [8, 16, 32, 64], "layers": [1, 1, 1, 1]},
+    },
+    "dataset": {
+        "batch_size": GLOBAL_BATCH,
+        "num_instances": K,
+        "num_workers": 0,
+        "padding": 2,
+        "val_batch_size": 32,
+    },
+    "train": {
+        "seed": SEED,
+        "num_epochs": EPOCHS,
+        "checkpoint_interval": 1,
+        "validation_interval": 1,
+        "max_steps_per_epoch": STEPS,
+        "num_gpus": 0,
+        "num_nodes": 2,
+        "num_threads": 1,
+        "optim": {
+            "name": "SGD",
+            "base_lr": 1e-3,
+            "lr_steps": [3],
+            "gamma": 0.5,
+            "warmup_epochs": 2,
+            "warmup_factor": 0.1,
+            "warmup_method": "linear",
+        },
+    },
     "archs": {"tiny": {}},
 }
 PARAMS = ["params.yaml", "config/demo.yaml", "tiny.yaml"]
@@ -63,15 +86,17 @@ train_arch(cfg, {splits!r}, {out!r}, Runtime("cpu", 2, "32", "2 processes, one m
 
 def _batches(labels: list[int], epoch: int, world: int, rank: int) -> list[list[int]]:
     """What rank ``rank`` of ``world`` processes draws in ``epoch``."""
-    sampler = IdentityBatchSampler(labels, GLOBAL_BATCH // world, K, SEED, num_replicas=world,
-                                   rank=rank)
+    sampler = IdentityBatchSampler(
+        labels, GLOBAL_BATCH // world, K, SEED, num_replicas=world, rank=rank
+    )
     sampler.set_epoch(epoch)
     return list(sampler)
 
 
 @pytest.mark.slow
-def test_train_runs_on_two_slurm_nodes_as_on_two_local_processes(tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_train_runs_on_two_slurm_nodes_as_on_two_local_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     reason = slurm_unavailable(nodes=2)
     if reason is not None:
         pytest.skip(reason)
@@ -80,14 +105,35 @@ def test_train_runs_on_two_slurm_nodes_as_on_two_local_processes(tmp_path: Path,
     env = pipeline_env(repo)
     target = f"models/tiny/{MODEL_FILE}"
     # The data stages here, the training on the cluster.
-    local = subprocess.run([*snakemake(target, "--omit-from", "train", "--configfile", *PARAMS)],
-                           cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+    local = subprocess.run(
+        [*snakemake(target, "--omit-from", "train", "--configfile", *PARAMS)],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert local.returncode == 0, local.stderr[-3000:]
     profile = profile_with(tmp_path / "profile", MULTI_NODE_CPU)
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", target, "--workflow-profile", str(profile),
-         "--slurm-init-seconds-before-status-checks", "2", "--configfile", *PARAMS],
-        cwd=repo, env=env, capture_output=True, text=True, timeout=240)
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            target,
+            "--workflow-profile",
+            str(profile),
+            "--slurm-init-seconds-before-status-checks",
+            "2",
+            "--configfile",
+            *PARAMS,
+        ],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-4000:]
     splits = repo / re.search(r"--splits (\S+)", output).group(1)
@@ -100,8 +146,10 @@ def test_train_runs_on_two_slurm_nodes_as_on_two_local_processes(tmp_path: Path,
     log = (repo / "logs/train_tiny.log").read_text()
     for rank in (0, 1):
         assert f"{rank}: Initializing distributed: GLOBAL_RANK: {rank}, MEMBER: {rank + 1}/2" in log
-    assert yaml.safe_load((model_dir / TRAIN_CONFIG_FILE).read_text())["environment"][
-        "world_size"] == 2
+    assert (
+        yaml.safe_load((model_dir / TRAIN_CONFIG_FILE).read_text())["environment"]["world_size"]
+        == 2
+    )
 
     # Each rank draws P x K batches of half the configured global batch, from identities the other
     # rank never sees that epoch (train.max_steps_per_epoch keeps the first few).
@@ -120,10 +168,17 @@ def test_train_runs_on_two_slurm_nodes_as_on_two_local_processes(tmp_path: Path,
     # The same config on 2 processes of one machine gives the same weights, bit for bit.
     files = [str(repo / p) for p in PARAMS]
     script = tmp_path / "two_processes.py"
-    script.write_text(TWO_PROCESSES.format(params=files, splits=str(splits),
-                                           out=str(tmp_path / "two")))
-    two = subprocess.run([sys.executable, str(script)], cwd=repo, capture_output=True, text=True,
-                         timeout=240, env=pipeline_env(repo, OMP_NUM_THREADS="1"))
+    script.write_text(
+        TWO_PROCESSES.format(params=files, splits=str(splits), out=str(tmp_path / "two"))
+    )
+    two = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=pipeline_env(repo, OMP_NUM_THREADS="1"),
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     on_slurm = torch.load(model_dir / MODEL_FILE, weights_only=True)["state_dict"]
     local = torch.load(tmp_path / "two" / MODEL_FILE, weights_only=True)["state_dict"]
@@ -134,11 +189,19 @@ def test_train_runs_on_two_slurm_nodes_as_on_two_local_processes(tmp_path: Path,
     (checkpoint,) = (model_dir / "checkpoints").glob("epoch*.ckpt")
     monkeypatch.chdir(repo)  # the manifests name images relative to the project
     torch.set_num_threads(1)
-    cfg = load_params(files, ["train.num_nodes=1", "train.num_epochs=4",
-                              f"train.resume_training_checkpoint_path={checkpoint}"]).arch("tiny")
+    cfg = load_params(
+        files,
+        [
+            "train.num_nodes=1",
+            "train.num_epochs=4",
+            f"train.resume_training_checkpoint_path={checkpoint}",
+        ],
+    ).arch("tiny")
     train_arch(cfg, splits, tmp_path / "one", Runtime("cpu", 1, "32", "resumed in one process"))
     resumed = pd.read_csv(tmp_path / "one" / TRAIN_LOG_FILE)
     assert resumed["epoch"].tolist() == [0, 1, 2, 3, 4]
-    assert resumed["steps"][1:].tolist() == [*train_log["steps"][1:], *(
-        min(STEPS, len(_batches(labels, epoch, 1, 0))) for epoch in (2, 3))]
+    assert resumed["steps"][1:].tolist() == [
+        *train_log["steps"][1:],
+        *(min(STEPS, len(_batches(labels, epoch, 1, 0))) for epoch in (2, 3)),
+    ]
     assert resumed["lr"][1:].tolist() == pytest.approx([bot_lr(e) for e in (1, 2, 3, 4)], rel=1e-9)

@@ -29,17 +29,30 @@ TARGET = f"models/{ARCH}/{MODEL_FILE}"
 def test_kill_9_then_rerun_incomplete_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     # No DataLoader worker processes: their augmentation draws depend on their scheduling, so
     # only without them is any run (interrupted or not) reproducible bit for bit.
-    overrides = dict(SMALL, pipeline={"archs": [ARCH]},
-                     dataset=dict(SMALL["dataset"], num_workers=0),
-                     train={"num_epochs": EPOCHS, "checkpoint_interval": 1,
-                            "validation_interval": 1, "max_steps_per_epoch": 3},
-                     archs={ARCH: {"model": {"backbone": "test_resnet", "last_stride": 2}}})
+    overrides = dict(
+        SMALL,
+        pipeline={"archs": [ARCH]},
+        dataset=dict(SMALL["dataset"], num_workers=0),
+        train={
+            "num_epochs": EPOCHS,
+            "checkpoint_interval": 1,
+            "validation_interval": 1,
+            "max_steps_per_epoch": 3,
+        },
+        archs={ARCH: {"model": {"backbone": "test_resnet", "last_stride": 2}}},
+    )
     repo = make_repo(tmp_path, overrides)
     models = repo / "models" / ARCH
     output = tmp_path / "snakemake.txt"
     with open(output, "w") as handle:
-        first = subprocess.Popen(snakemake(TARGET), cwd=repo, env=pipeline_env(repo),
-                                 stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+        first = subprocess.Popen(
+            snakemake(TARGET),
+            cwd=repo,
+            env=pipeline_env(repo),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + 600
     while not list((models / "checkpoints").glob("epoch*.ckpt")):  # not a temporary mid-write
         assert first.poll() is None, output.read_text()[-3000:]
@@ -54,7 +67,9 @@ def test_kill_9_then_rerun_incomplete_matches_an_uninterrupted_run(tmp_path: Pat
     run(repo, *snakemake("--unlock"))
     run(repo, *snakemake(TARGET, "--rerun-incomplete"))
     assert "resuming from" in (repo / "logs" / f"train_{ARCH}.log").read_text()
-    assert [p.name for p in (models / "checkpoints").glob("*.ckpt")] == [f"epoch{EPOCHS - 1:03d}.ckpt"]
+    assert [p.name for p in (models / "checkpoints").glob("*.ckpt")] == [
+        f"epoch{EPOCHS - 1:03d}.ckpt"
+    ]
     assert not [p for p in models.rglob(".*")], "temporaries left behind"
 
     # The uninterrupted run: the same job, in the same environment, from nothing.
@@ -67,7 +82,8 @@ def test_kill_9_then_rerun_incomplete_matches_an_uninterrupted_run(tmp_path: Pat
     for key, value in want["state_dict"].items():
         assert torch.equal(got["state_dict"][key], value), key
     pd.testing.assert_frame_equal(
-        *(pd.read_csv(d / TRAIN_LOG_FILE).drop(columns="seconds") for d in (recovered, models)))
+        *(pd.read_csv(d / TRAIN_LOG_FILE).drop(columns="seconds") for d in (recovered, models))
+    )
 
 
 def group_processes(group: int) -> list[tuple[str, str]]:
@@ -77,7 +93,7 @@ def group_processes(group: int) -> list[tuple[str, str]]:
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
             command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except (OSError, IndexError):   # the process ended meanwhile
+        except (OSError, IndexError):  # the process ended meanwhile
             continue
         if int(fields[2]) == group and fields[0] != "Z":
             found.append((fields[0], command))
@@ -85,12 +101,26 @@ def group_processes(group: int) -> list[tuple[str, str]]:
 
 
 def test_kill_during_training_resumes_and_concurrent_runs_are_refused(tmp_path: Path) -> None:
-    slow = dict(SMALL, train={"num_epochs": 4, "checkpoint_interval": 1, "validation_interval": 4,
-                              "max_steps_per_epoch": 4}, pipeline={"archs": [ARCH]})
+    slow = dict(
+        SMALL,
+        train={
+            "num_epochs": 4,
+            "checkpoint_interval": 1,
+            "validation_interval": 4,
+            "max_steps_per_epoch": 4,
+        },
+        pipeline={"archs": [ARCH]},
+    )
     repo = make_repo(tmp_path, slow)
-    first = subprocess.Popen(snakemake(TARGET), cwd=repo, env=pipeline_env(repo),
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             start_new_session=True)
+    first = subprocess.Popen(
+        snakemake(TARGET),
+        cwd=repo,
+        env=pipeline_env(repo),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     checkpoints = repo / "models" / ARCH / "checkpoints"
     deadline = time.monotonic() + 600
     while not list(checkpoints.glob("epoch*.ckpt")):  # not a dot-named temporary mid-write

@@ -35,7 +35,7 @@ def test_file_names_of_each_dataset():
     assert parse_duke("0001_c2_f0046182.jpg") == ImageName(1, 2, 0, 46182)
     assert parse_duke("0001_c2s1_046182_01.jpg") is None
     assert parse_cuhk03("0013_c2_5.png") == ImageName(13, 2, 0, 5)
-    assert parse_cuhk03("0013_c3_5.png") is None          # a camera pair has cameras 1 and 2
+    assert parse_cuhk03("0013_c3_5.png") is None  # a camera pair has cameras 1 and 2
     assert parse_msmt17("0000_000_01_0303morning_0015_0.jpg") == (0, ImageName(0, 1, 0, 15))
     assert parse_msmt17("0012_021_15_0303afternoon_0936_1.jpg")[1].camid == 15
     # Custom data: Market names keep their fields; TAO-style names need only PID_cCAM.
@@ -96,7 +96,8 @@ def test_each_synthetic_layout_is_what_its_dataset_looks_like(layouts):
         assert names and all(parse_cuhk03(n) for n in names)
     custom, _ = layouts["custom"]
     assert sorted(p.name for p in custom.iterdir()) == sorted(
-        [OUTPUT_MARKER_FILE, "query", "synthetic.json", "test", "train"])
+        [OUTPUT_MARKER_FILE, "query", "synthetic.json", "test", "train"]
+    )
     assert json.loads((msmt / "synthetic.json").read_text())["layout"] == "msmt17"
 
 
@@ -104,8 +105,10 @@ def test_scans_see_the_same_people_in_every_layout(layouts):
     """The layouts differ in names only: per split, the images of real people are the same."""
     market_dir, market = layouts["market1501"]
     reference = dataset_source("market1501")
-    people = {split: sorted(n.camid for _, n in reference.scan(market_dir, split).images
-                            if n.pid > 0) for split in SPLITS}
+    people = {
+        split: sorted(n.camid for _, n in reference.scan(market_dir, split).images if n.pid > 0)
+        for split in SPLITS
+    }
     for layout in SYNTH_LAYOUTS:
         folder, summary = layouts[layout]
         source = dataset_source("synthetic", synthetic_layout=layout)
@@ -123,8 +126,7 @@ def test_scans_see_the_same_people_in_every_layout(layouts):
                 assert sorted(n.camid for n in real) == people[split], (layout, split)
             assert len(real) == len(people[split])
         if layout == "msmt17":
-            assert min(n.pid for _, n in source.scan(folder, "query").images) \
-                > MSMT17_TEST_PID_BASE
+            assert min(n.pid for _, n in source.scan(folder, "query").images) > MSMT17_TEST_PID_BASE
         assert summary.train_images == len(people["train"])
 
 

@@ -38,7 +38,9 @@ def test_deterministic_and_seeded(dataset, tmp_path):
     make_split(dataset, tmp_path / "a", val_ids=3, seed=7)
     make_split(dataset, tmp_path / "b", val_ids=3, seed=7)
     for split in SPLITS:
-        assert (tmp_path / "a" / f"{split}.csv").read_bytes() == (tmp_path / "b" / f"{split}.csv").read_bytes()
+        assert (tmp_path / "a" / f"{split}.csv").read_bytes() == (
+            tmp_path / "b" / f"{split}.csv"
+        ).read_bytes()
     chosen = set()
     for seed in range(5):
         make_split(dataset, tmp_path / f"s{seed}", val_ids=3, seed=seed)
@@ -57,8 +59,11 @@ def test_identities_with_one_image_per_camera_are_not_held_out(tmp_path):
     root = tmp_path / "ds"
     make_tiny_market(root, train_ids=4)
     for path in (root / "bounding_box_train").glob("0001_*"):
-        if path.name.endswith("_000102_01.jpg") or path.name.endswith("_000202_01.jpg") \
-                or path.name.endswith("_000302_01.jpg"):
+        if (
+            path.name.endswith("_000102_01.jpg")
+            or path.name.endswith("_000202_01.jpg")
+            or path.name.endswith("_000302_01.jpg")
+        ):
             path.unlink()  # pid 1 keeps one image in each of its 3 cameras
     for seed in range(6):
         make_split(root, tmp_path / f"s{seed}", val_ids=3, seed=seed)

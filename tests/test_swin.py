@@ -16,13 +16,19 @@ from reidpipe.training.model import build_model
 from reidpipe.training.pretrained import load_backbone_weights, unfold_to_concat
 
 CFG = SwinConfig()
-HEIGHT, WIDTH = 256, 128   # token grids 64x32 ... 8x4: none a multiple of the 7x7 window
+HEIGHT, WIDTH = 256, 128  # token grids 64x32 ... 8x4: none a multiple of the 7x7 window
 
 
 def swin_params(**kw) -> ModelParams:
-    base = {"backbone": "swin_tiny_patch4_window7_224", "backbone_kwargs": CFG.timm_kwargs(),
-            "pretrain_choice": "", "input_height": HEIGHT, "input_width": WIDTH, "feat_dim": 0,
-            "neck_feat": "before"}
+    base = {
+        "backbone": "swin_tiny_patch4_window7_224",
+        "backbone_kwargs": CFG.timm_kwargs(),
+        "pretrain_choice": "",
+        "input_height": HEIGHT,
+        "input_width": WIDTH,
+        "feat_dim": 0,
+        "neck_feat": "before",
+    }
     return ModelParams(**{**base, **kw})
 
 
@@ -41,8 +47,10 @@ def images(tmp_path_factory) -> torch.Tensor:
         draw = ImageDraw.Draw(image)
         for _ in range(6):
             x0, y0 = int(rng.integers(0, WIDTH - 20)), int(rng.integers(0, HEIGHT - 40))
-            draw.rectangle((x0, y0, x0 + 20 + int(rng.integers(0, 40)), y0 + 40 + int(rng.integers(0, 80))),
-                           fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+            draw.rectangle(
+                (x0, y0, x0 + 20 + int(rng.integers(0, 40)), y0 + 40 + int(rng.integers(0, 80))),
+                fill=tuple(int(c) for c in rng.integers(0, 256, 3)),
+            )
         path = folder / f"{i:04d}_c1s1_000001_00.jpg"
         image.save(path, quality=90)
         pixels = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
@@ -51,12 +59,14 @@ def images(tmp_path_factory) -> torch.Tensor:
 
 
 def save_solider(path, state, wrap: str = "solider") -> None:
-    if wrap == "solider":   # checkpoint_tea.pth: the DINO teacher, backbone and head
+    if wrap == "solider":  # checkpoint_tea.pth: the DINO teacher, backbone and head
         teacher = {f"backbone.{k}": v for k, v in state.items()}
         teacher["head.last_layer.weight_g"] = torch.ones(1, 4)
         torch.save({"teacher": teacher}, path)
-    else:   # a TAO ReIdentificationNet checkpoint: Lightning state dict of model.base
-        torch.save({"state_dict": {f"model.base.{k}": v for k, v in state.items()}, "epoch": 3}, path)
+    else:  # a TAO ReIdentificationNet checkpoint: Lightning state dict of model.base
+        torch.save(
+            {"state_dict": {f"model.base.{k}": v for k, v in state.items()}, "epoch": 3}, path
+        )
 
 
 @pytest.mark.parametrize("wrap", ["solider", "tao"])
@@ -64,16 +74,18 @@ def test_solider_checkpoint_computes_solider_features(tmp_path, images, wrap):
     state = solider_state(CFG)
     path = tmp_path / "checkpoint_tea.pth"
     save_solider(path, state, wrap)
-    net = build_model(swin_params(pretrain_choice="self", pretrained_model_path=str(path)), 5).eval()
+    net = build_model(
+        swin_params(pretrain_choice="self", pretrained_model_path=str(path)), 5
+    ).eval()
     report = load_backbone_weights(solider_backbone(0.2), path)
     with torch.no_grad():
-        ours = net(images)   # the eval feature: feat_dim 0, before the BNNeck = the backbone's
+        ours = net(images)  # the eval feature: feat_dim 0, before the BNNeck = the backbone's
         expected = solider_forward(state, images, CFG, semantic_weight=0.2)
     assert ours.shape == expected.shape == (3, CFG.width(3))
     assert (ours - expected).abs().max() < 1e-4
     assert report.missing == [] and report.fraction == 1.0
     assert report.unexpected == (["head.last_layer.weight_g"] if wrap == "solider" else [])
-    assert len(report.reordered) == 3 * (len(CFG.depths) - 1)   # reduction, norm weight and bias
+    assert len(report.reordered) == 3 * (len(CFG.depths) - 1)  # reduction, norm weight and bias
     assert report.identity == []
     assert {"norm0.weight", "norm2.bias", "semantic_embed_w.3.weight"} <= set(report.unused)
     # the semantic embedding matters: another lambda gives SOLIDER's other features, not these
@@ -103,10 +115,15 @@ def test_too_few_tensors_is_a_clear_error(tmp_path):
 
 
 def test_patch_merging_order_matches_unfold():
-    state = {k.replace("stages.0.downsample.", ""): v for k, v in solider_state(CFG).items()
-             if k.startswith("stages.0.downsample.")}
+    state = {
+        k.replace("stages.0.downsample.", ""): v
+        for k, v in solider_state(CFG).items()
+        if k.startswith("stages.0.downsample.")
+    }
     x = torch.randn(2, 6, 10, CFG.embed_dim)
-    expected, hw = patch_merge(x.reshape(2, 60, -1), (6, 10), {f"m.{k}": v for k, v in state.items()}, "m")
+    expected, hw = patch_merge(
+        x.reshape(2, 60, -1), (6, 10), {f"m.{k}": v for k, v in state.items()}, "m"
+    )
     merging = PatchMerging(dim=CFG.embed_dim)
     merging.norm.weight.data = unfold_to_concat(state["norm.weight"])
     merging.norm.bias.data = unfold_to_concat(state["norm.bias"])
@@ -123,13 +140,15 @@ def neighbour_mask(height: int, width: int, window: int, shift: int) -> torch.Te
     padded image exactly as they lie in the window (no wrap-around between them)."""
     hp, wp = -(-height // window) * window, -(-width // window) * window
     rows, cols = torch.meshgrid(torch.arange(hp), torch.arange(wp), indexing="ij")
-    origin = torch.stack([(rows + shift) % hp, (cols + shift) % wp], dim=-1)   # padded-image position
+    origin = torch.stack(
+        [(rows + shift) % hp, (cols + shift) % wp], dim=-1
+    )  # padded-image position
     here = torch.stack([rows, cols], dim=-1)
     masks = []
     for r in range(0, hp, window):
         for c in range(0, wp, window):
-            o = origin[r:r + window, c:c + window].reshape(-1, 2)
-            h = here[r:r + window, c:c + window].reshape(-1, 2)
+            o = origin[r : r + window, c : c + window].reshape(-1, 2)
+            h = here[r : r + window, c : c + window].reshape(-1, 2)
             masks.append(((o[:, None] - o[None]) == (h[:, None] - h[None])).all(-1))
     return torch.stack(masks)
 
@@ -141,7 +160,7 @@ def test_shifted_windows_attend_only_padded_image_neighbours():
     for index, stage in enumerate(net.layers):
         size = (grid[0] >> index, grid[1] >> index)
         for number, block in enumerate(stage.blocks):
-            assert block.window_size == (7, 7)   # no window shrinking, down to the 8x4 grid
+            assert block.window_size == (7, 7)  # no window shrinking, down to the 8x4 grid
             assert block.shift_size == ((3, 3) if number % 2 else (0, 0))
             if number % 2:
                 allowed = block.attn_mask == 0

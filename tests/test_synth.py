@@ -15,6 +15,10 @@ from PIL import Image
 
 from reidpipe.cli import common_parser
 from reidpipe.cli import synth as synth_cli
+from reidpipe.data.synth import MARKER_FILE, SynthSummary, generate_synthetic_market
+from reidpipe.data.validate import validate_dataset
+from reidpipe.errors import ReidpipeError
+from reidpipe.filenames import OUTPUT_MARKER_FILE
 from reidpipe.market import (
     DISTRACTOR_PID,
     GALLERY_DIR,
@@ -27,10 +31,6 @@ from reidpipe.market import (
     MarketName,
     parse_name,
 )
-from reidpipe.data.synth import MARKER_FILE, SynthSummary, generate_synthetic_market
-from reidpipe.data.validate import validate_dataset
-from reidpipe.errors import ReidpipeError
-from reidpipe.filenames import OUTPUT_MARKER_FILE
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 FOLDERS = (TRAIN_DIR, QUERY_DIR, GALLERY_DIR)
@@ -44,8 +44,11 @@ def names(root: Path, folder: str) -> list[MarketName]:
 
 def file_bytes(root: Path) -> dict[str, bytes]:
     """Each file's bytes, but the output marker (the same text in every folder a stage writes)."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name != OUTPUT_MARKER_FILE}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != OUTPUT_MARKER_FILE
+    }
 
 
 @pytest.fixture(scope="module")
@@ -57,19 +60,22 @@ def default_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SynthSu
 
 def test_layout_names_and_image_format(default_set: tuple[Path, SynthSummary]) -> None:
     root, summary = default_set
-    assert sorted(p.name for p in root.iterdir()) == sorted([*FOLDERS, MARKER_FILE,
-                                                             OUTPUT_MARKER_FILE])
+    assert sorted(p.name for p in root.iterdir()) == sorted(
+        [*FOLDERS, MARKER_FILE, OUTPUT_MARKER_FILE]
+    )
     record = json.loads((root / MARKER_FILE).read_text())
     assert record["num_ids"] == 60 and record["gallery_images"] == summary.gallery_images
     counts = {folder: len(names(root, folder)) for folder in FOLDERS}
-    assert counts == {TRAIN_DIR: summary.train_images, QUERY_DIR: summary.query_images,
-                      GALLERY_DIR: summary.gallery_images}
+    assert counts == {
+        TRAIN_DIR: summary.train_images,
+        QUERY_DIR: summary.query_images,
+        GALLERY_DIR: summary.gallery_images,
+    }
     all_names = [n for folder in FOLDERS for n in names(root, folder)]
     assert {n.camid for n in all_names} == set(range(1, NUM_CAMERAS + 1))
     for path in root.rglob("*.jpg"):
         with Image.open(path) as img:
-            assert (img.format, img.mode, img.size) == ("JPEG", "RGB",
-                                                        (IMAGE_WIDTH, IMAGE_HEIGHT))
+            assert (img.format, img.mode, img.size) == ("JPEG", "RGB", (IMAGE_WIDTH, IMAGE_HEIGHT))
     # The shared validator accepts it too.
     report = validate_dataset(root)
     assert report.valid, report.problems[:5]
@@ -176,14 +182,21 @@ def band_colour_histograms(root: Path, folder: str) -> tuple[np.ndarray, list[Ma
     """Colour histograms of 8 horizontal bands of the image centre, after a grey-world
     normalisation that cancels each camera's gain (a classic hand-made ReID descriptor)."""
     parsed = names(root, folder)
-    images = np.stack([np.asarray(Image.open(root / folder / p.name), dtype=np.float32)
-                       for p in sorted((root / folder).iterdir())])[:, :, 20:44]
+    images = np.stack(
+        [
+            np.asarray(Image.open(root / folder / p.name), dtype=np.float32)
+            for p in sorted((root / folder).iterdir())
+        ]
+    )[:, :, 20:44]
     images = images / images.mean(axis=(1, 2), keepdims=True) * 128
     levels = np.clip(images // 64, 0, 3).astype(np.int64)
     bins = levels[..., 0] * 16 + levels[..., 1] * 4 + levels[..., 2]
     bands = bins.reshape(len(images), 8, -1)
-    hist = np.stack([np.stack([np.bincount(band, minlength=64) for band in image])
-                     for image in bands]).reshape(len(images), -1).astype(np.float64)
+    hist = (
+        np.stack([np.stack([np.bincount(band, minlength=64) for band in image]) for image in bands])
+        .reshape(len(images), -1)
+        .astype(np.float64)
+    )
     return hist / hist.sum(axis=1, keepdims=True), parsed
 
 
@@ -215,16 +228,49 @@ def run_cli(argv: list[str]) -> int:
 def test_cli_reads_defaults_from_params(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="reidpipe")
     out = tmp_path / "market"
-    assert run_cli(["synth", "--out", str(out), "--params", str(PARAMS),
-                    "--set", "data.synthetic_ids=6", "--set", "data.synthetic_seed=5",
-                    "--workers", "1"]) == 0
+    assert (
+        run_cli(
+            [
+                "synth",
+                "--out",
+                str(out),
+                "--params",
+                str(PARAMS),
+                "--set",
+                "data.synthetic_ids=6",
+                "--set",
+                "data.synthetic_seed=5",
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert "3 train ids" in caplog.text
     caplog.clear()
     generate_synthetic_market(tmp_path / "direct", num_ids=6, seed=5, workers=1)
     assert file_bytes(out) == file_bytes(tmp_path / "direct")
     # --ids/--seed win over the params.
-    assert run_cli(["synth", "--out", str(out), "--params", str(PARAMS), "--ids", "8",
-                    "--seed", "5", "--set", "data.synthetic_ids=6", "--workers", "1"]) == 0
+    assert (
+        run_cli(
+            [
+                "synth",
+                "--out",
+                str(out),
+                "--params",
+                str(PARAMS),
+                "--ids",
+                "8",
+                "--seed",
+                "5",
+                "--set",
+                "data.synthetic_ids=6",
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert "4 train ids" in caplog.text
     with pytest.raises(ReidpipeError, match="data.synthetic_ids = 2 is out of range"):
         run_cli(["synth", "--out", str(out), "--params", str(PARAMS), "--ids", "2"])

@@ -32,42 +32,131 @@ CLI = [sys.executable, "-c", "import sys; from reidpipe.cli import main; sys.exi
 
 # Every key of TAO's re-identification ExperimentConfig (TAO 5.0-6.x): the re-id dataclasses and
 # the common train / evaluate / inference / export fields they extend.
-TAO_KEYS = """
-results_dir encryption_key model_name
-model.backbone model.last_stride model.pretrain_choice model.pretrained_model_path
-model.input_channels model.input_width model.input_height model.neck model.feat_dim
-model.neck_feat model.metric_loss_type model.with_center_loss model.with_flip_feature
-model.label_smooth model.pretrain_hw_ratio model.id_loss_type model.id_loss_weight
-model.triplet_loss_weight model.no_margin model.cos_layer model.dropout_rate
-model.reduce_feat_dim model.drop_path model.drop_out model.att_drop_rate model.stride_size
-model.gem_pooling model.stem_conv model.jpm model.shift_num model.shuffle_group
-model.devide_length model.re_arrange model.sie_coe model.sie_camera model.sie_view
-model.semantic_weight
-train.optim.name train.optim.lr_monitor train.optim.steps train.optim.lr_steps train.optim.gamma
-train.optim.bias_lr_factor train.optim.weight_decay train.optim.weight_decay_bias
-train.optim.warmup_factor train.optim.warmup_iters train.optim.warmup_epochs
-train.optim.warmup_method train.optim.base_lr train.optim.momentum train.optim.center_loss_weight
-train.optim.center_lr train.optim.triplet_loss_margin train.optim.large_fc_lr
-train.optim.cosine_margin train.optim.cosine_scale train.optim.trp_l2
-dataset.train_dataset_dir dataset.test_dataset_dir dataset.query_dataset_dir dataset.num_classes
-dataset.batch_size dataset.val_batch_size dataset.num_workers dataset.pixel_mean
-dataset.pixel_std dataset.padding dataset.prob dataset.re_prob dataset.sampler
-dataset.num_instances
-re_ranking.re_ranking re_ranking.k1 re_ranking.k2 re_ranking.lambda_value re_ranking.max_rank
-re_ranking.num_query
-train.num_gpus train.gpu_ids train.num_nodes train.seed train.num_epochs
-train.checkpoint_interval train.validation_interval train.resume_training_checkpoint_path
-train.results_dir train.grad_clip
-evaluate.num_gpus evaluate.gpu_ids evaluate.gpu_id evaluate.num_nodes evaluate.checkpoint
-evaluate.trt_engine evaluate.results_dir evaluate.output_sampled_matches_plot
-evaluate.output_cmc_curve_plot evaluate.test_dataset evaluate.query_dataset
-inference.num_gpus inference.gpu_ids inference.gpu_id inference.num_nodes inference.checkpoint
-inference.trt_engine inference.results_dir inference.output_file inference.test_dataset
-inference.query_dataset
-export.results_dir export.gpu_id export.checkpoint export.onnx_file export.on_cpu
-export.input_channel export.input_width export.input_height export.opset_version
-export.batch_size export.verbose
-""".split()
+TAO_KEYS = [
+    "results_dir",
+    "encryption_key",
+    "model_name",
+    "model.backbone",
+    "model.last_stride",
+    "model.pretrain_choice",
+    "model.pretrained_model_path",
+    "model.input_channels",
+    "model.input_width",
+    "model.input_height",
+    "model.neck",
+    "model.feat_dim",
+    "model.neck_feat",
+    "model.metric_loss_type",
+    "model.with_center_loss",
+    "model.with_flip_feature",
+    "model.label_smooth",
+    "model.pretrain_hw_ratio",
+    "model.id_loss_type",
+    "model.id_loss_weight",
+    "model.triplet_loss_weight",
+    "model.no_margin",
+    "model.cos_layer",
+    "model.dropout_rate",
+    "model.reduce_feat_dim",
+    "model.drop_path",
+    "model.drop_out",
+    "model.att_drop_rate",
+    "model.stride_size",
+    "model.gem_pooling",
+    "model.stem_conv",
+    "model.jpm",
+    "model.shift_num",
+    "model.shuffle_group",
+    "model.devide_length",
+    "model.re_arrange",
+    "model.sie_coe",
+    "model.sie_camera",
+    "model.sie_view",
+    "model.semantic_weight",
+    "train.optim.name",
+    "train.optim.lr_monitor",
+    "train.optim.steps",
+    "train.optim.lr_steps",
+    "train.optim.gamma",
+    "train.optim.bias_lr_factor",
+    "train.optim.weight_decay",
+    "train.optim.weight_decay_bias",
+    "train.optim.warmup_factor",
+    "train.optim.warmup_iters",
+    "train.optim.warmup_epochs",
+    "train.optim.warmup_method",
+    "train.optim.base_lr",
+    "train.optim.momentum",
+    "train.optim.center_loss_weight",
+    "train.optim.center_lr",
+    "train.optim.triplet_loss_margin",
+    "train.optim.large_fc_lr",
+    "train.optim.cosine_margin",
+    "train.optim.cosine_scale",
+    "train.optim.trp_l2",
+    "dataset.train_dataset_dir",
+    "dataset.test_dataset_dir",
+    "dataset.query_dataset_dir",
+    "dataset.num_classes",
+    "dataset.batch_size",
+    "dataset.val_batch_size",
+    "dataset.num_workers",
+    "dataset.pixel_mean",
+    "dataset.pixel_std",
+    "dataset.padding",
+    "dataset.prob",
+    "dataset.re_prob",
+    "dataset.sampler",
+    "dataset.num_instances",
+    "re_ranking.re_ranking",
+    "re_ranking.k1",
+    "re_ranking.k2",
+    "re_ranking.lambda_value",
+    "re_ranking.max_rank",
+    "re_ranking.num_query",
+    "train.num_gpus",
+    "train.gpu_ids",
+    "train.num_nodes",
+    "train.seed",
+    "train.num_epochs",
+    "train.checkpoint_interval",
+    "train.validation_interval",
+    "train.resume_training_checkpoint_path",
+    "train.results_dir",
+    "train.grad_clip",
+    "evaluate.num_gpus",
+    "evaluate.gpu_ids",
+    "evaluate.gpu_id",
+    "evaluate.num_nodes",
+    "evaluate.checkpoint",
+    "evaluate.trt_engine",
+    "evaluate.results_dir",
+    "evaluate.output_sampled_matches_plot",
+    "evaluate.output_cmc_curve_plot",
+    "evaluate.test_dataset",
+    "evaluate.query_dataset",
+    "inference.num_gpus",
+    "inference.gpu_ids",
+    "inference.gpu_id",
+    "inference.num_nodes",
+    "inference.checkpoint",
+    "inference.trt_engine",
+    "inference.results_dir",
+    "inference.output_file",
+    "inference.test_dataset",
+    "inference.query_dataset",
+    "export.results_dir",
+    "export.gpu_id",
+    "export.checkpoint",
+    "export.onnx_file",
+    "export.on_cpu",
+    "export.input_channel",
+    "export.input_width",
+    "export.input_height",
+    "export.opset_version",
+    "export.batch_size",
+    "export.verbose",
+]
 TAO_SUBTREES = ["wandb", "train.cudnn"]
 
 # Demo-sized: tiny inputs, a narrow Swin, one step an epoch, CPU. Everything else (losses,
@@ -75,12 +164,26 @@ TAO_SUBTREES = ["wandb", "train.cudnn"]
 # converted values are the arch's recipe, so the demo sizes override that recipe too. The
 # spec's dataset folders stay in the parameters: the run trains on synthetic splits given to it.
 TINY_RECIPE = {
-    "model": {"pretrain_choice": "", "pretrained_model_path": "", "input_width": 32,
-              "input_height": 64},
-    "dataset": {"batch_size": 4, "val_batch_size": 16, "num_workers": 0, "padding": 2,
-                "num_instances": 2},
-    "train": {"num_epochs": 2, "checkpoint_interval": 1, "validation_interval": 1,
-              "max_steps_per_epoch": 1, "num_gpus": 0},
+    "model": {
+        "pretrain_choice": "",
+        "pretrained_model_path": "",
+        "input_width": 32,
+        "input_height": 64,
+    },
+    "dataset": {
+        "batch_size": 4,
+        "val_batch_size": 16,
+        "num_workers": 0,
+        "padding": 2,
+        "num_instances": 2,
+    },
+    "train": {
+        "num_epochs": 2,
+        "checkpoint_interval": 1,
+        "validation_interval": 1,
+        "max_steps_per_epoch": 1,
+        "num_gpus": 0,
+    },
 }
 NARROW_SWIN = {"embed_dim": 16, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2]}
 
@@ -139,7 +242,12 @@ def test_resnet_spec_means_what_tao_trains(tmp_path):
     # `steps` (TAO 5.0's lr_steps) and warmup_iters, which TAO's per-epoch scheduler counts in
     # epochs.
     assert (o.lr_steps, o.gamma, o.warmup_method, o.warmup_epochs, o.warmup_factor) == (
-        [40, 70], 0.1, "linear", 10, 0.01)
+        [40, 70],
+        0.1,
+        "linear",
+        10,
+        0.01,
+    )
     assert (o.name, o.base_lr, o.weight_decay, o.bias_lr_factor) == ("Adam", 3.5e-4, 5e-4, 1.0)
     assert (t.num_epochs, t.checkpoint_interval, t.validation_interval, t.seed) == (10, 5, 5, 1234)
     assert params.re_ranking.re_ranking and (params.re_ranking.k1, params.re_ranking.k2) == (20, 6)
@@ -161,7 +269,12 @@ def test_swin_spec_means_what_tao_trains(tmp_path):
     # warmup_method: cosine is TAO's cosine scheduler: warmup_epochs, floor 0.002 base.
     assert (o.warmup_method, o.warmup_epochs, o.warmup_factor) == ("cosine", 20, 0.01)
     assert (o.name, o.base_lr, o.momentum, o.bias_lr_factor, o.weight_decay) == (
-        "SGD", 8e-4, 0.9, 2.0, 1e-4)
+        "SGD",
+        8e-4,
+        0.9,
+        2.0,
+        1e-4,
+    )
     assert cfg.train.num_epochs == 120
 
 
@@ -201,8 +314,11 @@ def test_converted_spec_trains_a_demo_sized_run(spec, tmp_path, synthetic_splits
     if conversion.arch.startswith("swin"):
         recipe["model"]["backbone_kwargs"] = NARROW_SWIN
     tiny = {"archs": {conversion.arch: recipe}}
-    files = [ROOT / "params.yaml", convert_to_file(spec, tmp_path),
-             write_yaml(tmp_path / "tiny.yaml", tiny)]
+    files = [
+        ROOT / "params.yaml",
+        convert_to_file(spec, tmp_path),
+        write_yaml(tmp_path / "tiny.yaml", tiny),
+    ]
     cfg = load_params(files).arch(conversion.arch)
     out = tmp_path / "model"
     train_arch(cfg, synthetic_splits, out, Runtime("cpu", 1, "32", "test"))
@@ -236,57 +352,91 @@ def test_a_minimal_spec_takes_taos_defaults_not_reidpipes(tmp_path):
     assert "data" not in conversion.overrides  # no folders in the spec: params.yaml's data
 
 
-@pytest.mark.parametrize("backbone,timm_name", [
-    ("resnet_18", "resnet26"),  # TAO builds resnet_18 from Bottleneck blocks [2, 2, 2, 2]
-    ("resnet_34", "resnet50"),  # ... and resnet_34 from Bottleneck blocks [3, 4, 6, 3]
-    ("resnet_101", "resnet101"),
-    ("swin_base_patch4_window7_224", "swin_base_patch4_window7_224"),
-])
+@pytest.mark.parametrize(
+    "backbone,timm_name",
+    [
+        ("resnet_18", "resnet26"),  # TAO builds resnet_18 from Bottleneck blocks [2, 2, 2, 2]
+        ("resnet_34", "resnet50"),  # ... and resnet_34 from Bottleneck blocks [3, 4, 6, 3]
+        ("resnet_101", "resnet101"),
+        ("swin_base_patch4_window7_224", "swin_base_patch4_window7_224"),
+    ],
+)
 def test_backbone_names_build_what_tao_builds(tmp_path, backbone, timm_name):
     conversion = convert_tao_spec(write_spec(tmp_path, {"model": {"backbone": backbone}}))
     assert conversion.overrides["archs"][conversion.arch]["model"]["backbone"] == timm_name
 
 
 def test_swin_reduces_only_with_reduce_feat_dim(tmp_path):
-    spec = write_spec(tmp_path, {"model": {"backbone": "swin_tiny_patch4_window7_224",
-                                           "feat_dim": 256, "reduce_feat_dim": True}})
+    spec = write_spec(
+        tmp_path,
+        {
+            "model": {
+                "backbone": "swin_tiny_patch4_window7_224",
+                "feat_dim": 256,
+                "reduce_feat_dim": True,
+            }
+        },
+    )
     model = convert_tao_spec(spec).overrides["archs"]["swin_tiny"]["model"]
     assert (model["feat_dim"], model["reduce_feat_dim"]) == (256, True)
 
 
 def test_market_layout_folders_become_one_dataset_folder(tmp_path):
     root = "/data/Market-1501-v15.09.15"
-    spec = write_spec(tmp_path, {"dataset": {"train_dataset_dir": f"{root}/bounding_box_train",
-                                             "test_dataset_dir": f"{root}/bounding_box_test",
-                                             "query_dataset_dir": f"{root}/query"}})
-    assert convert_tao_spec(spec).overrides["data"] == {"source": "custom", "dataset_dir": root,
-                                                        "strict": False}
+    spec = write_spec(
+        tmp_path,
+        {
+            "dataset": {
+                "train_dataset_dir": f"{root}/bounding_box_train",
+                "test_dataset_dir": f"{root}/bounding_box_test",
+                "query_dataset_dir": f"{root}/query",
+            }
+        },
+    )
+    assert convert_tao_spec(spec).overrides["data"] == {
+        "source": "custom",
+        "dataset_dir": root,
+        "strict": False,
+    }
 
 
 def test_three_folders_keep_their_names_with_test_as_gallery(tmp_path):
-    spec = write_spec(tmp_path, {"dataset": {"train_dataset_dir": "/d/mine/train",
-                                             "test_dataset_dir": "/d/other/test",
-                                             "query_dataset_dir": "/d/mine/q"}})
+    spec = write_spec(
+        tmp_path,
+        {
+            "dataset": {
+                "train_dataset_dir": "/d/mine/train",
+                "test_dataset_dir": "/d/other/test",
+                "query_dataset_dir": "/d/mine/q",
+            }
+        },
+    )
     data = convert_tao_spec(spec).overrides["data"]
-    assert data == {"source": "custom", "dataset_dir": "/d", "strict": False,
-                    "split_dirs": {"train": "mine/train", "query": "mine/q",
-                                   "gallery": "other/test"}}
+    assert data == {
+        "source": "custom",
+        "dataset_dir": "/d",
+        "strict": False,
+        "split_dirs": {"train": "mine/train", "query": "mine/q", "gallery": "other/test"},
+    }
 
 
-@pytest.mark.parametrize("data,words", [
-    ({"model": {"backbon": "resnet_50"}}, ["unknown key 'model.backbon'"]),
-    ({"gen_trt_engine": {"tensorrt": {"data_type": "fp16"}}}, ["'gen_trt_engine.tensorrt"]),
-    ({"model": {"backbone": "resnet_200"}}, ["model.backbone", "resnet_200", "resnet_50"]),
-    ({"model": {"id_loss_type": "arcface"}}, ["model.id_loss_type", "arcface", "softmax"]),
-    ({"model": {"jpm": True}}, ["model.jpm", "JPM"]),
-    ({"train": {"optim": {"warmup_method": "constant"}}}, ["warmup_method", "constant"]),
-    ({"train": {"optim": {"steps": [1], "lr_steps": [2]}}}, ["steps", "lr_steps"]),
-    ({"train": {"seed": -1}}, ["train.seed", "-1"]),
-    ({"dataset": {"train_dataset_dir": "/a/train"}}, ["dataset.query_dataset_dir"]),
-    ({"model": "resnet"}, ["model"]),
-    (None, ["TAO spec", "is empty"]),
-    ([{"model": {"backbone": "resnet_50"}}], ["TAO spec", "must hold a mapping"]),
-])
+@pytest.mark.parametrize(
+    "data,words",
+    [
+        ({"model": {"backbon": "resnet_50"}}, ["unknown key 'model.backbon'"]),
+        ({"gen_trt_engine": {"tensorrt": {"data_type": "fp16"}}}, ["'gen_trt_engine.tensorrt"]),
+        ({"model": {"backbone": "resnet_200"}}, ["model.backbone", "resnet_200", "resnet_50"]),
+        ({"model": {"id_loss_type": "arcface"}}, ["model.id_loss_type", "arcface", "softmax"]),
+        ({"model": {"jpm": True}}, ["model.jpm", "JPM"]),
+        ({"train": {"optim": {"warmup_method": "constant"}}}, ["warmup_method", "constant"]),
+        ({"train": {"optim": {"steps": [1], "lr_steps": [2]}}}, ["steps", "lr_steps"]),
+        ({"train": {"seed": -1}}, ["train.seed", "-1"]),
+        ({"dataset": {"train_dataset_dir": "/a/train"}}, ["dataset.query_dataset_dir"]),
+        ({"model": "resnet"}, ["model"]),
+        (None, ["TAO spec", "is empty"]),
+        ([{"model": {"backbone": "resnet_50"}}], ["TAO spec", "must hold a mapping"]),
+    ],
+)
 def test_bad_specs_name_the_key(tmp_path, data, words):
     spec = write_spec(tmp_path, data)
     with pytest.raises(ReidpipeError) as err:
@@ -298,21 +448,40 @@ def test_bad_specs_name_the_key(tmp_path, data, words):
 
 
 def test_evaluate_on_other_folders_is_refused_and_the_same_ones_ignored(tmp_path):
-    dirs = {"train_dataset_dir": "/d/train", "test_dataset_dir": "/d/test",
-            "query_dataset_dir": "/d/query"}
-    same = convert_tao_spec(write_spec(tmp_path, {"dataset": dirs, "evaluate": {
-        "test_dataset": "/d/test", "checkpoint": "/r/model.pth"}}))
+    dirs = {
+        "train_dataset_dir": "/d/train",
+        "test_dataset_dir": "/d/test",
+        "query_dataset_dir": "/d/query",
+    }
+    same = convert_tao_spec(
+        write_spec(
+            tmp_path,
+            {
+                "dataset": dirs,
+                "evaluate": {"test_dataset": "/d/test", "checkpoint": "/r/model.pth"},
+            },
+        )
+    )
     assert {r.key: r.outcome.kind for r in same.rows}["evaluate.test_dataset"] == "ignored"
     with pytest.raises(ReidpipeError, match="evaluate.query_dataset"):
-        convert_tao_spec(write_spec(tmp_path, {"dataset": dirs, "evaluate": {
-            "query_dataset": "/elsewhere/query"}}))
+        convert_tao_spec(
+            write_spec(
+                tmp_path, {"dataset": dirs, "evaluate": {"query_dataset": "/elsewhere/query"}}
+            )
+        )
 
 
 def test_inference_and_export_map_where_reidpipe_has_a_counterpart(tmp_path):
-    conversion = convert_tao_spec(write_spec(tmp_path, {
-        "inference": {"output_file": "/r/embeddings.json"},
-        "export": {"opset_version": 17, "onnx_file": "/r/model.onnx"},
-        "re_ranking": {"max_rank": 20, "num_query": 5}}))
+    conversion = convert_tao_spec(
+        write_spec(
+            tmp_path,
+            {
+                "inference": {"output_file": "/r/embeddings.json"},
+                "export": {"opset_version": 17, "onnx_file": "/r/model.onnx"},
+                "re_ranking": {"max_rank": 20, "num_query": 5},
+            },
+        )
+    )
     top = conversion.overrides
     assert top["extract"] == {"tao_json": True}
     assert "export" not in top and top["archs"][conversion.arch]["export"] == {"opset": 17}
@@ -321,18 +490,32 @@ def test_inference_and_export_map_where_reidpipe_has_a_counterpart(tmp_path):
 
 def test_cli_writes_the_overrides_prints_the_table_and_refuses_unknown_keys(tmp_path):
     out = tmp_path / "tao.yaml"
-    done = subprocess.run([*CLI, "params", "--from-tao", str(SWIN_SPEC), "--arch", "tao_swin",
-                           "--out", str(out)], check=False, cwd=ROOT, capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        [*CLI, "params", "--from-tao", str(SWIN_SPEC), "--arch", "tao_swin", "--out", str(out)],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert "model.feat_dim: 1024" in done.stderr and "encryption_key" in done.stderr
-    check = subprocess.run([*CLI, "params", "--params", "params.yaml", str(out)], check=False,
-                           cwd=ROOT, capture_output=True, text=True)
+    check = subprocess.run(
+        [*CLI, "params", "--params", "params.yaml", str(out)],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert check.returncode == 0, check.stderr
     assert yaml.safe_load(check.stdout)["pipeline"]["archs"] == ["tao_swin"]
     bad = write_spec(tmp_path, {"model": {"colour": "red"}})
-    failed = subprocess.run([*CLI, "params", "--from-tao", str(bad), "--out", str(tmp_path / "x")],
-                            check=False, cwd=ROOT, capture_output=True, text=True)
+    failed = subprocess.run(
+        [*CLI, "params", "--from-tao", str(bad), "--out", str(tmp_path / "x")],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert failed.returncode == 2 and not (tmp_path / "x").exists()
     assert failed.stderr.strip().count("\n") == 0 and "model.colour" in failed.stderr
 

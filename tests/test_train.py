@@ -35,12 +35,28 @@ ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-c", "import sys; from reidpipe.cli import main; sys.exit(main())"]
 TINY = {
     "pipeline": {"archs": ["tiny"]},
-    "model": {"backbone": "resnet18", "pretrain_choice": "", "input_width": 16,
-              "input_height": 32, "feat_dim": 32, "metric_loss_type": "triplet_center"},
-    "dataset": {"batch_size": 4, "val_batch_size": 16, "num_workers": 0, "padding": 2,
-                "num_instances": 2},
-    "train": {"num_epochs": 2, "checkpoint_interval": 1, "validation_interval": 1,
-              "num_gpus": 0, "optim": {"lr_steps": [1], "warmup_epochs": 1}},
+    "model": {
+        "backbone": "resnet18",
+        "pretrain_choice": "",
+        "input_width": 16,
+        "input_height": 32,
+        "feat_dim": 32,
+        "metric_loss_type": "triplet_center",
+    },
+    "dataset": {
+        "batch_size": 4,
+        "val_batch_size": 16,
+        "num_workers": 0,
+        "padding": 2,
+        "num_instances": 2,
+    },
+    "train": {
+        "num_epochs": 2,
+        "checkpoint_interval": 1,
+        "validation_interval": 1,
+        "num_gpus": 0,
+        "optim": {"lr_steps": [1], "warmup_epochs": 1},
+    },
     "archs": {"tiny": {}},
 }
 
@@ -73,7 +89,9 @@ def test_train_writes_model_log_and_config_and_rerun_is_a_no_op(tmp_path, splits
     log = pd.read_csv(out / "train_log.csv")
     assert log["epoch"].tolist() == [0, 1, 2]  # 0: the untrained model's val mAP
     trained = log[log["epoch"] > 0]
-    assert trained[["loss", "id_loss", "triplet_loss", "center_loss", "val_mAP"]].notna().all().all()
+    assert (
+        trained[["loss", "id_loss", "triplet_loss", "center_loss", "val_mAP"]].notna().all().all()
+    )
     assert log["val_mAP"].notna().all()
     assert 0 < last["val_mAP"] <= 1
     net, saved_cfg = load_trained_model(out)
@@ -91,10 +109,24 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, splits):
     epochs = 6
     params = params_file(tmp_path, num_epochs=epochs)
     out = tmp_path / "model"
-    cmd = CLI + ["train", "--params", str(ROOT / "params.yaml"), str(params), "--arch", "tiny",
-                 "--splits", str(splits), "--out", str(out)]
-    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    cmd = CLI + [
+        "train",
+        "--params",
+        str(ROOT / "params.yaml"),
+        str(params),
+        "--arch",
+        "tiny",
+        "--splits",
+        str(splits),
+        "--out",
+        str(out),
+    ]
+    first = subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+    )
     deadline = time.monotonic() + 120
     while not list((out / "checkpoints").glob("epoch*.ckpt")):
         assert first.poll() is None and time.monotonic() < deadline
@@ -102,15 +134,24 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, splits):
     first.send_signal(signal.SIGKILL)
     first.wait()
     assert not (out / "model.pt").exists()
-    done = pd.read_csv(out / "train_log.csv")["epoch"].max() if (out / "train_log.csv").exists() else 0
+    done = (
+        pd.read_csv(out / "train_log.csv")["epoch"].max() if (out / "train_log.csv").exists() else 0
+    )
     assert done < epochs
 
-    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False,
-                           env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    rerun = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+    )
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "resuming from" in rerun.stderr
-    trained = [int(n) for n in re.findall(r"^reidpipe train: epoch (\d+)/", rerun.stderr,
-                                          re.MULTILINE)]
+    trained = [
+        int(n) for n in re.findall(r"^reidpipe train: epoch (\d+)/", rerun.stderr, re.MULTILINE)
+    ]
     assert trained[0] > 1 and trained[-1] == epochs
     assert pd.read_csv(out / "train_log.csv")["epoch"].tolist() == list(range(epochs + 1))
     assert torch.load(out / "model.pt", weights_only=True)["epochs"] == epochs
@@ -152,14 +193,30 @@ def test_clip_grad_norm_bounds_the_update(tmp_path, splits):
     gradient is larger, as the unclipped step shows it is. (A run at lr 1e-30 gives the starting
     weights: same seed, and a step that small moves no float32 weight.)"""
     lr, clip = 0.1, 0.1
-    optim = {"name": "SGD", "warmup_epochs": 0, "lr_steps": [5], "momentum": 0.0,
-             "weight_decay": 0.0, "weight_decay_bias": 0.0, "bias_lr_factor": 1.0}
+    optim = {
+        "name": "SGD",
+        "warmup_epochs": 0,
+        "lr_steps": [5],
+        "momentum": 0.0,
+        "weight_decay": 0.0,
+        "weight_decay_bias": 0.0,
+        "bias_lr_factor": 1.0,
+    }
     weights = {}
-    for name, base_lr, clip_norm in (("start", 1e-30, 0.0), ("clipped", lr, clip),
-                                     ("unclipped", lr, 0.0)):
+    for name, base_lr, clip_norm in (
+        ("start", 1e-30, 0.0),
+        ("clipped", lr, clip),
+        ("unclipped", lr, 0.0),
+    ):
         (tmp_path / name).mkdir()
-        cfg = tiny_cfg(tmp_path / name, num_epochs=1, max_steps_per_epoch=1, num_threads=1,
-                       clip_grad_norm=clip_norm, optim={**optim, "base_lr": base_lr})
+        cfg = tiny_cfg(
+            tmp_path / name,
+            num_epochs=1,
+            max_steps_per_epoch=1,
+            num_threads=1,
+            clip_grad_norm=clip_norm,
+            optim={**optim, "base_lr": base_lr},
+        )
         out = tmp_path / name / "model"
         train_arch(cfg, splits, out, Runtime("cpu", 1, "32", "test"))
         assert pd.read_csv(out / TRAIN_LOG_FILE)["lr"].iloc[-1] == base_lr
@@ -167,15 +224,22 @@ def test_clip_grad_norm_bounds_the_update(tmp_path, splits):
         weights[name] = {k: p.detach() for k, p in net.named_parameters() if p.requires_grad}
 
     def step_norm(run: str) -> float:
-        return float(torch.sqrt(sum(((weights[run][k].double() - w.double()) ** 2).sum()
-                                    for k, w in weights["start"].items())))
+        return float(
+            torch.sqrt(
+                sum(
+                    ((weights[run][k].double() - w.double()) ** 2).sum()
+                    for k, w in weights["start"].items()
+                )
+            )
+        )
 
-    assert step_norm("unclipped") > 2 * lr * clip   # the gradient is larger than the clip norm
+    assert step_norm("unclipped") > 2 * lr * clip  # the gradient is larger than the clip norm
     assert step_norm("clipped") == pytest.approx(lr * clip, rel=1e-3)
 
 
 def test_changed_config_or_manifests_retrain_and_foreign_checkpoints_are_discarded(
-        tmp_path, splits, caplog):
+    tmp_path, splits, caplog
+):
     """A finished run is done while only runtime keys change; a changed config or changed
     manifests train again from scratch: the checkpoints of the other config are discarded,
     not resumed (the network has the same shapes, so resuming would be possible and wrong)."""
@@ -201,8 +265,9 @@ def test_changed_config_or_manifests_retrain_and_foreign_checkpoints_are_discard
     last, other_lr = train("other_lr", splits, optim={**optim, "base_lr": 1e-3})
     assert "starting afresh" in caplog.text and "resuming from" not in caplog.text
     assert pd.read_csv(out / TRAIN_LOG_FILE)["epoch"].tolist() == [0, 1, 2] and last["epoch"] == 2
-    assert not torch.equal(first["state_dict"]["classifier.weight"],
-                           other_lr["state_dict"]["classifier.weight"])
+    assert not torch.equal(
+        first["state_dict"]["classifier.weight"], other_lr["state_dict"]["classifier.weight"]
+    )
 
     fewer = tmp_path / "fewer_images"
     shutil.copytree(splits, fewer)
@@ -226,7 +291,9 @@ def test_config_records_the_exact_pretrained_weights():
     # a bare name resolves to timm's default tag, which is recorded too
     plain = dataclasses.replace(bot, backbone="resnet18")
     tag = timm.create_model("resnet18", pretrained=False).pretrained_cfg["tag"]
-    assert pretrained_weights(plain, timm.create_model("resnet18", pretrained=False)) == \
-        f"timm:resnet18.{tag}"
+    assert (
+        pretrained_weights(plain, timm.create_model("resnet18", pretrained=False))
+        == f"timm:resnet18.{tag}"
+    )
     own = ModelParams(pretrain_choice="self", pretrained_model_path="/w/solider.pth")
     assert pretrained_weights(own, backbone) == "/w/solider.pth"

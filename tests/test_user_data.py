@@ -30,8 +30,9 @@ OLD = 946684800  # 2000-01-01: the user's files are older than any code
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 def held_dataset(repo: Path) -> Path:
@@ -43,8 +44,10 @@ def held_dataset(repo: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    repo = make_repo(tmp_path_factory.mktemp("user_data"),
-                     {"data": {"source": "custom", "dataset_dir": HELD}, "split": {"val_ids": 2}})
+    repo = make_repo(
+        tmp_path_factory.mktemp("user_data"),
+        {"data": {"source": "custom", "dataset_dir": HELD}, "split": {"val_ids": 2}},
+    )
     held_dataset(repo)
     return repo
 
@@ -98,8 +101,9 @@ def test_download_never_replaces_a_folder_it_did_not_make(tmp_path: Path) -> Non
     (other / "notes").mkdir(parents=True)
     (other / "notes" / "mine.txt").write_text("keep me")
     with pytest.raises(ReidpipeError, match="was not made by `reidpipe download`"):
-        fetch_dataset(SourceParams(source="market1501", dataset_dir=str(other)),
-                      log=lambda message: None)
+        fetch_dataset(
+            SourceParams(source="market1501", dataset_dir=str(other)), log=lambda message: None
+        )
     assert (other / "notes" / "mine.txt").read_text() == "keep me"
 
 
@@ -109,12 +113,28 @@ def test_no_stage_replaces_a_folder_it_did_not_write(tmp_path: Path) -> None:
     (it holds the marker) is replaced by the rerun, and so is an empty one."""
     market = make_tiny_market(tmp_path / "Market", train_ids=6)
     params = tmp_path / "params.yaml"
-    params.write_text(json.dumps({"data": {"source": "custom", "dataset_dir": str(market),
-                                           "strict": False},
-                                  "split": {"val_ids": 2}}))
+    params.write_text(
+        json.dumps(
+            {
+                "data": {"source": "custom", "dataset_dir": str(market), "strict": False},
+                "split": {"val_ids": 2},
+            }
+        )
+    )
     before = snapshot(market)
-    refused = run(tmp_path, sys.executable, "-m", "reidpipe", "split", str(market), "--out", str(market),
-                  "--params", str(params), check=False)
+    refused = run(
+        tmp_path,
+        sys.executable,
+        "-m",
+        "reidpipe",
+        "split",
+        str(market),
+        "--out",
+        str(market),
+        "--params",
+        str(params),
+        check=False,
+    )
     assert refused.returncode == 2, refused.stderr
     lines = [line for line in refused.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and f"{market} holds files that no reidpipe stage wrote" in lines[0]
@@ -123,8 +143,18 @@ def test_no_stage_replaces_a_folder_it_did_not_write(tmp_path: Path) -> None:
     out = tmp_path / "splits"
     out.mkdir()  # an empty folder holds nothing to lose
     for _ in range(2):  # the second run replaces the first run's folder
-        done = run(tmp_path, sys.executable, "-m", "reidpipe", "split", str(market), "--out", str(out),
-                   "--params", str(params))
+        done = run(
+            tmp_path,
+            sys.executable,
+            "-m",
+            "reidpipe",
+            "split",
+            str(market),
+            "--out",
+            str(out),
+            "--params",
+            str(params),
+        )
         assert done.returncode == 0
         assert (out / OUTPUT_MARKER_FILE).is_file() and any(out.glob("*.csv"))
     assert snapshot(market) == before

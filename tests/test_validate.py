@@ -4,8 +4,8 @@ import shutil
 import pytest
 from market_fixtures import make_tiny_market, write_jpeg
 
-from reidpipe.cli import main
 from reidpipe import market
+from reidpipe.cli import main
 from reidpipe.data.validate import run_validation, validate_dataset
 from reidpipe.errors import ReidpipeError
 
@@ -21,8 +21,13 @@ def test_valid_dataset_report_counts(dataset, tmp_path):
     report = json.loads(report_path.read_text())
     assert report["valid"] is True
     assert report["splits"]["train"] == {
-        "images": 36, "ids": 6, "cameras": [1, 2, 3], "junk": 0, "distractors": 0,
-        "image_sizes": {"64x128": 36}}
+        "images": 36,
+        "ids": 6,
+        "cameras": [1, 2, 3],
+        "junk": 0,
+        "distractors": 0,
+        "image_sizes": {"64x128": 36},
+    }
     assert report["splits"]["query"]["ids"] == 4
     assert report["splits"]["gallery"]["junk"] == 1
     assert report["splits"]["gallery"]["distractors"] == 1
@@ -73,8 +78,10 @@ def test_protocol_invariants(dataset):
     write_jpeg(dataset / market.GALLERY_DIR / market.format_name(50, 1, 1, 2, 1), 101)
     write_jpeg(dataset / market.GALLERY_DIR / market.format_name(1, 4, 1, 3, 1), 102)
     write_jpeg(dataset / market.TRAIN_DIR / market.format_name(-1, 1, 1, 4, 1), 103)
-    shutil.copy(dataset / market.TRAIN_DIR / market.format_name(2, 1, 1, 101, 1),
-                dataset / market.GALLERY_DIR / market.format_name(9, 3, 1, 5, 1))
+    shutil.copy(
+        dataset / market.TRAIN_DIR / market.format_name(2, 1, 1, 101, 1),
+        dataset / market.GALLERY_DIR / market.format_name(9, 3, 1, 5, 1),
+    )
     problems = [p.problem for p in validate_dataset(dataset).problems]
     assert any("pid 50 has no gallery image from another camera" in p for p in problems)
     assert any("appear in train and test: [1]" in p for p in problems)
@@ -105,8 +112,9 @@ def test_empty_test_side_is_a_problem(dataset):
     for path in (dataset / market.QUERY_DIR).iterdir():
         path.unlink()
     problems = validate_dataset(dataset).problems
-    assert any(p.file.endswith(market.QUERY_DIR) and p.problem == "holds no images"
-               for p in problems)
+    assert any(
+        p.file.endswith(market.QUERY_DIR) and p.problem == "holds no images" for p in problems
+    )
 
 
 def test_strict_failure_says_how_to_check_another_dataset(dataset, tmp_path):

@@ -34,20 +34,26 @@ def exact_features(rng: np.random.Generator, num: int, distance: str) -> np.ndar
     return rng.integers(-2, 3, size=(num, 6)).astype(np.float32)
 
 
-def random_case(seed: int, distance: str, num_query: int = 40, num_gallery: int = 120,
-                num_ids: int = 12) -> dict[str, np.ndarray | str]:
+def random_case(
+    seed: int, distance: str, num_query: int = 40, num_gallery: int = 120, num_ids: int = 12
+) -> dict[str, np.ndarray | str]:
     """Junk (-1) and distractor (0) ids on both sides, a few cameras, ids absent from the
     gallery and ids present only in a query's own camera."""
     rng = np.random.default_rng(seed)
-    return dict(query=exact_features(rng, num_query, distance),
-                gallery=exact_features(rng, num_gallery, distance),
-                q_pids=rng.integers(-1, num_ids, num_query), q_cams=rng.integers(1, 4, num_query),
-                g_pids=rng.integers(-1, num_ids - 2, num_gallery),
-                g_cams=rng.integers(1, 4, num_gallery), distance=distance)
+    return dict(
+        query=exact_features(rng, num_query, distance),
+        gallery=exact_features(rng, num_gallery, distance),
+        q_pids=rng.integers(-1, num_ids, num_query),
+        q_cams=rng.integers(1, 4, num_query),
+        g_pids=rng.integers(-1, num_ids - 2, num_gallery),
+        g_cams=rng.integers(1, 4, num_gallery),
+        distance=distance,
+    )
 
 
-def brute_force(query, gallery, q_pids, q_cams, g_pids, g_cams, distance, fars=ALL_FARS,
-                num_bins=20) -> dict:
+def brute_force(
+    query, gallery, q_pids, q_cams, g_pids, g_cams, distance, fars=ALL_FARS, num_bins=20
+) -> dict:
     """The definitions, pair by pair, with distances in float64 rounded once to float32."""
     if distance == "cosine":
         q = query / np.linalg.norm(query.astype(np.float64), axis=1, keepdims=True)
@@ -55,7 +61,7 @@ def brute_force(query, gallery, q_pids, q_cams, g_pids, g_cams, distance, fars=A
         dist = (1.0 - q @ g.T).astype(np.float32)
     else:
         diff = query.astype(np.float64)[:, None, :] - gallery[None, :, :]
-        dist = np.sqrt((diff ** 2).sum(axis=2)).astype(np.float32)
+        dist = np.sqrt((diff**2).sum(axis=2)).astype(np.float32)
     genuine, impostor, nearest, known, junk_queries = [], [], [], [], 0
     for i in range(len(query)):
         if q_pids[i] == -1:
@@ -93,11 +99,22 @@ def brute_force(query, gallery, q_pids, q_cams, g_pids, g_cams, distance, fars=A
     for far in fars:
         n = len(impostor)
         if n * Fraction(str(far)) < 1:
-            points.append(dict(far=far, threshold=None, tar=None, far_achieved=None,
-                               true_accepts=None, false_accepts=None, no_match_accuracy=None,
-                               known_rank1_accepted=None, why_null={
-                                   "threshold": f"{n} impostor pairs: FAR {far} needs at least "
-                                                f"{int(np.ceil(1 / Fraction(str(far))))}"}))
+            points.append(
+                dict(
+                    far=far,
+                    threshold=None,
+                    tar=None,
+                    far_achieved=None,
+                    true_accepts=None,
+                    false_accepts=None,
+                    no_match_accuracy=None,
+                    known_rank1_accepted=None,
+                    why_null={
+                        "threshold": f"{n} impostor pairs: FAR {far} needs at least "
+                        f"{int(np.ceil(1 / Fraction(str(far))))}"
+                    },
+                )
+            )
             continue
         # The largest float32 t with #{impostor <= t} <= far * n: just below an impostor value.
         values = np.array(impostor, dtype=np.float32)
@@ -112,25 +129,41 @@ def brute_force(query, gallery, q_pids, q_cams, g_pids, g_cams, distance, fars=A
             why_null["no_match_accuracy"] = "no open-set queries"
         if not known_nearest:
             why_null["known_rank1_accepted"] = "no known queries"
-        points.append(dict(
-            far=far, threshold=float(t), tar=true_accepts / len(genuine) if genuine else None,
-            far_achieved=false_accepts / n, true_accepts=int(true_accepts),
-            false_accepts=int(false_accepts),
-            no_match_accuracy=(sum(c[0] > t for c in open_set) / len(open_set)
-                               if open_set else None),
-            known_rank1_accepted=(sum(c[2] and c[0] <= t for c in known_nearest)
-                                  / len(known_nearest) if known_nearest else None),
-            why_null=why_null))
+        points.append(
+            dict(
+                far=far,
+                threshold=float(t),
+                tar=true_accepts / len(genuine) if genuine else None,
+                far_achieved=false_accepts / n,
+                true_accepts=int(true_accepts),
+                false_accepts=int(false_accepts),
+                no_match_accuracy=(
+                    sum(c[0] > t for c in open_set) / len(open_set) if open_set else None
+                ),
+                known_rank1_accepted=(
+                    sum(c[2] and c[0] <= t for c in known_nearest) / len(known_nearest)
+                    if known_nearest
+                    else None
+                ),
+                why_null=why_null,
+            )
+        )
     return dict(
-        distance=distance, num_genuine_pairs=len(genuine), num_impostor_pairs=len(impostor),
-        num_known_queries=len(known_nearest), num_open_set_queries=len(open_set),
+        distance=distance,
+        num_genuine_pairs=len(genuine),
+        num_impostor_pairs=len(impostor),
+        num_known_queries=len(known_nearest),
+        num_open_set_queries=len(open_set),
         num_queries_without_candidates=sum(n is None for n in nearest),
         num_junk_queries=junk_queries,
-        known_rank1=(sum(c[2] for c in known_nearest) / len(known_nearest)
-                     if known_nearest else None),
+        known_rank1=(
+            sum(c[2] for c in known_nearest) / len(known_nearest) if known_nearest else None
+        ),
         histogram_edges=np.linspace(low, high, num_bins + 1).tolist(),
-        genuine_histogram=histogram(genuine), impostor_histogram=histogram(impostor),
-        operating_points=points)
+        genuine_histogram=histogram(genuine),
+        impostor_histogram=histogram(impostor),
+        operating_points=points,
+    )
 
 
 def figures(case: dict, **kwargs) -> dict:
@@ -147,8 +180,10 @@ def test_equals_brute_force(seed: int, distance: str) -> None:
     assert result == brute_force(**case)
     # The cases exercise what they are meant to: ties, open-set queries, distractors, junk.
     assert result["num_open_set_queries"] > 0 and result["num_junk_queries"] > 0
-    assert any(p["threshold"] is not None and p["far_achieved"] < p["far"]
-               for p in result["operating_points"])  # ties at x(k+1), all rejected
+    assert any(
+        p["threshold"] is not None and p["far_achieved"] < p["far"]
+        for p in result["operating_points"]
+    )  # ties at x(k+1), all rejected
 
 
 def test_blocked_equals_unblocked() -> None:
@@ -181,18 +216,23 @@ def test_all_junk_gallery() -> None:
 def test_too_few_impostors(num_impostors: int, has_threshold: bool) -> None:
     """FAR 1e-3 needs 1,000 impostor pairs (one false accept allowed)."""
     rng = np.random.default_rng(3)
-    case = dict(query=exact_features(rng, 1, "euclidean"),
-                gallery=exact_features(rng, num_impostors + 1, "euclidean"),
-                q_pids=np.array([1]), q_cams=np.array([1]),
-                g_pids=np.r_[1, np.arange(2, num_impostors + 2)],
-                g_cams=np.ones(num_impostors + 1, dtype=int) * 2, distance="euclidean")
+    case = dict(
+        query=exact_features(rng, 1, "euclidean"),
+        gallery=exact_features(rng, num_impostors + 1, "euclidean"),
+        q_pids=np.array([1]),
+        q_cams=np.array([1]),
+        g_pids=np.r_[1, np.arange(2, num_impostors + 2)],
+        g_cams=np.ones(num_impostors + 1, dtype=int) * 2,
+        distance="euclidean",
+    )
     result = figures(case)
     assert result == brute_force(**case)
     by_far = {p["far"]: p for p in result["operating_points"]}
     assert (by_far[1e-3]["threshold"] is not None) == has_threshold
     assert by_far[1e-4]["threshold"] is None
     assert by_far[1e-4]["why_null"] == {
-        "threshold": f"{num_impostors} impostor pairs: FAR 0.0001 needs at least 10000"}
+        "threshold": f"{num_impostors} impostor pairs: FAR 0.0001 needs at least 10000"
+    }
 
 
 def test_known_rank1_is_the_rankings() -> None:
@@ -202,9 +242,14 @@ def test_known_rank1_is_the_rankings() -> None:
     for key in ("query", "q_pids", "q_cams"):
         case[key] = case[key][labelled]
     result = figures(case)
-    ranking = rank_queries(plain_distance_rows(case["query"], case["gallery"], "cosine", "cpu"),
-                           len(case["query"]), case["q_pids"], case["q_cams"], case["g_pids"],
-                           case["g_cams"])
+    ranking = rank_queries(
+        plain_distance_rows(case["query"], case["gallery"], "cosine", "cpu"),
+        len(case["query"]),
+        case["q_pids"],
+        case["q_cams"],
+        case["g_pids"],
+        case["g_cams"],
+    )
     assert result["num_known_queries"] == (ranking.num_matches > 0).sum()
     assert result["known_rank1"] == ranking.cmc[0]
 
@@ -226,13 +271,19 @@ def test_hold_out_identities() -> None:
     assert result == brute_force(**case)
     unknown_queries = np.isin(case["q_pids"], split.unknown_pids)
     assert result["num_open_set_queries"] >= unknown_queries.sum() > 0
-    assert len(hold_out_identities(case["q_pids"], case["g_pids"], fraction=0.01,
-                                   seed=0).unknown_pids) == 1  # at least one
-    with pytest.raises(ReidpipeError, match="evaluate.open_set_fraction 0: of 9 labelled query "
-                                            "ids it holds out 0"):
+    assert (
+        len(hold_out_identities(case["q_pids"], case["g_pids"], fraction=0.01, seed=0).unknown_pids)
+        == 1
+    )  # at least one
+    with pytest.raises(
+        ReidpipeError, match="evaluate.open_set_fraction 0: of 9 labelled query ids it holds out 0"
+    ):
         hold_out_identities(case["q_pids"], case["g_pids"], fraction=0, seed=0)
-    with pytest.raises(ReidpipeError, match="evaluate.open_set_fraction 0.1: of 1 labelled query "
-                                            "ids it holds out 1; expected .* one kept"):
+    with pytest.raises(
+        ReidpipeError,
+        match="evaluate.open_set_fraction 0.1: of 1 labelled query "
+        "ids it holds out 1; expected .* one kept",
+    ):
         hold_out_identities(np.array([3, 3, -1, 0]), case["g_pids"], fraction=0.1, seed=0)
 
 
@@ -251,10 +302,14 @@ def test_memory_is_bounded_by_the_block() -> None:
     times the matrix (so the bound is a real check). One BLAS thread: many tiny products on a
     busy machine are otherwise slow."""
     rng = np.random.default_rng(0)
-    case = dict(query=rng.standard_normal((2000, 32), dtype=np.float32),
-                gallery=rng.standard_normal((6000, 32), dtype=np.float32),
-                q_pids=rng.integers(1, 500, 2000), q_cams=rng.integers(1, 7, 2000),
-                g_pids=rng.integers(-1, 500, 6000), g_cams=rng.integers(1, 7, 6000))
+    case = dict(
+        query=rng.standard_normal((2000, 32), dtype=np.float32),
+        gallery=rng.standard_normal((6000, 32), dtype=np.float32),
+        q_pids=rng.integers(1, 500, 2000),
+        q_cams=rng.integers(1, 7, 2000),
+        g_pids=rng.integers(-1, 500, 6000),
+        g_cams=rng.integers(1, 7, 6000),
+    )
     matrix = 2000 * 6000 * 4
     with threadpool_limits(limits=1, user_api="blas"):
         blocked, whole = _peak_bytes(case, block_rows=16), _peak_bytes(case, block_rows=2000)
@@ -264,11 +319,17 @@ def test_memory_is_bounded_by_the_block() -> None:
 def test_bad_input() -> None:
     case = random_case(0, "cosine", num_query=5, num_gallery=9)
     case["gallery"][3, 2] = np.nan
-    with pytest.raises(ReidpipeError, match=r"distance of query 0 to gallery item 3 is nan; "
-                                            "expected finite embeddings"):
+    with pytest.raises(
+        ReidpipeError,
+        match=r"distance of query 0 to gallery item 3 is nan; "
+        "expected finite embeddings",
+    ):
         verification_figures(**case)
-    with pytest.raises(ReidpipeError, match=r"FARs \[0.01, 1.0\]: expected each in \(0, 1\), "
-                                            r"got \[1.0\]"):
+    with pytest.raises(
+        ReidpipeError,
+        match=r"FARs \[0.01, 1.0\]: expected each in \(0, 1\), "
+        r"got \[1.0\]",
+    ):
         verification_figures(**random_case(0, "cosine"), fars=(0.01, 1.0))
     case = random_case(0, "cosine")
     case["q_pids"] = case["q_pids"][:-1]

@@ -40,8 +40,12 @@ CFG = SwinConfig(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2))
 TINY = {**PARAMS, "dataset": {**PARAMS["dataset"], "num_workers": 0}}
 # What the mimics below name beyond torch's own globals (numpy 2.x names; numpy 1.x: numpy.core).
 SOLIDER_GLOBALS = {"argparse.Namespace", "numpy.dtype", "numpy._core.multiarray.scalar"}
-TAO_GLOBALS = {"numpy.dtype", "numpy._core.multiarray.scalar", "numpy.ndarray",
-               "numpy._core.multiarray._reconstruct"}
+TAO_GLOBALS = {
+    "numpy.dtype",
+    "numpy._core.multiarray.scalar",
+    "numpy.ndarray",
+    "numpy._core.multiarray._reconstruct",
+}
 
 
 class Payload:
@@ -58,14 +62,22 @@ class Payload:
         return pathlib.Path.touch, (self.marker,)
 
 
-PAYLOAD_GLOBAL = {"system": "posix.system", "exec": "builtins.exec",
-                  "touch": "builtins.getattr"}   # pickle reaches Path.touch by getattr(Path, ...)
+PAYLOAD_GLOBAL = {
+    "system": "posix.system",
+    "exec": "builtins.exec",
+    "touch": "builtins.getattr",
+}  # pickle reaches Path.touch by getattr(Path, ...)
 
 
 def swin() -> ModelParams:
-    return ModelParams(backbone="swin_tiny_patch4_window7_224", pretrain_choice="",
-                       input_height=128, input_width=64, feat_dim=32,
-                       backbone_kwargs=CFG.timm_kwargs())
+    return ModelParams(
+        backbone="swin_tiny_patch4_window7_224",
+        pretrain_choice="",
+        input_height=128,
+        input_width=64,
+        feat_dim=32,
+        backbone_kwargs=CFG.timm_kwargs(),
+    )
 
 
 def solider_file(path: Path, state: dict, extra: dict | None = None) -> Path:
@@ -73,23 +85,35 @@ def solider_file(path: Path, state: dict, extra: dict | None = None) -> Path:
     a numpy integer and the training options as an argparse.Namespace."""
     teacher = {f"backbone.{k}": v for k, v in state.items()}
     teacher["head.last_layer.weight_g"] = torch.ones(1, 4)
-    options = argparse.Namespace(arch="swin_tiny", lr=0.0005, batch_size_per_gpu=64,
-                                 out_dim=65536, drop_path_rate=0.1)
-    torch.save({"teacher": teacher, "epoch": np.int64(100), "args": options, **(extra or {})},
-               path)
+    options = argparse.Namespace(
+        arch="swin_tiny", lr=0.0005, batch_size_per_gpu=64, out_dim=65536, drop_path_rate=0.1
+    )
+    torch.save({"teacher": teacher, "epoch": np.int64(100), "args": options, **(extra or {})}, path)
     return path
 
 
 def tao_file(path: Path, state: dict, extra: dict | None = None) -> Path:
     """A TAO ReIdentificationNet checkpoint: a Lightning checkpoint of model.base, its best score
     a numpy float and its pixel mean/std numpy arrays."""
-    spec = {"model": {"backbone": "swin_tiny", "feat_dim": 256},
-            "dataset": {"pixel_mean": np.array([0.5, 0.5, 0.5], dtype=np.float32),
-                        "pixel_std": np.array([0.5, 0.5, 0.5], dtype=np.float32)}}
-    torch.save({"epoch": 119, "global_step": 12000, "pytorch-lightning_version": "1.8.6",
-                "state_dict": {f"model.base.{k}": v for k, v in state.items()},
-                "callbacks": {"ModelCheckpoint": {"best_model_score": np.float64(0.933)}},
-                "hyper_parameters": {"experiment_spec": spec}, **(extra or {})}, path)
+    spec = {
+        "model": {"backbone": "swin_tiny", "feat_dim": 256},
+        "dataset": {
+            "pixel_mean": np.array([0.5, 0.5, 0.5], dtype=np.float32),
+            "pixel_std": np.array([0.5, 0.5, 0.5], dtype=np.float32),
+        },
+    }
+    torch.save(
+        {
+            "epoch": 119,
+            "global_step": 12000,
+            "pytorch-lightning_version": "1.8.6",
+            "state_dict": {f"model.base.{k}": v for k, v in state.items()},
+            "callbacks": {"ModelCheckpoint": {"best_model_score": np.float64(0.933)}},
+            "hyper_parameters": {"experiment_spec": spec},
+            **(extra or {}),
+        },
+        path,
+    )
     return path
 
 
@@ -112,8 +136,10 @@ def unsafe_globals(path: Path, allowed=()) -> set[str]:
 
 def refusal_line(path: Path, how: str) -> str:
     """The start of the refusal of ``path``: it names the payload's global (among others)."""
-    return (rf"refusing to unpickle {re.escape(str(path))}: it names the globals? "
-            rf"(\S+, )*{re.escape(PAYLOAD_GLOBAL[how])},")
+    return (
+        rf"refusing to unpickle {re.escape(str(path))}: it names the globals? "
+        rf"(\S+, )*{re.escape(PAYLOAD_GLOBAL[how])},"
+    )
 
 
 @pytest.mark.parametrize("how", ["system", "exec", "touch"])
@@ -138,7 +164,7 @@ def pretrained_payload(tmp_path: Path, layout: str, how: str) -> tuple[Path, Pat
     path = tmp_path / ("last.ckpt" if layout == "lightning" else "weights.pth")
     if layout == "lightning":
         torch.save({"epoch": 3, "state_dict": state, **bad}, path)
-    elif layout == "legacy":   # torch's pre-1.6 format: one pickle stream, no zip
+    elif layout == "legacy":  # torch's pre-1.6 format: one pickle stream, no zip
         torch.save({**state, **bad}, path, _use_new_zipfile_serialization=False)
     else:
         torch.save({**state, **bad}, path)
@@ -154,9 +180,11 @@ def test_a_pretrained_file_naming_other_globals_is_refused_unrun(tmp_path, layou
     message = str(refused.value)
     assert "\n" not in message and not marker.exists()
     assert re.match(refusal_line(path, how), message), message
-    assert "numpy" not in message and "argparse" not in message   # the allowed are not named
-    assert message.endswith(f"`reidpipe convert-weights {path} --out OUT.safetensors --trust` "
-                            "writes its tensors to a file reidpipe reads without unpickling")
+    assert "numpy" not in message and "argparse" not in message  # the allowed are not named
+    assert message.endswith(
+        f"`reidpipe convert-weights {path} --out OUT.safetensors --trust` "
+        "writes its tensors to a file reidpipe reads without unpickling"
+    )
 
 
 def test_a_pickle_the_restricted_loader_cannot_read_is_an_error_unrun(tmp_path):
@@ -164,9 +192,12 @@ def test_a_pickle_the_restricted_loader_cannot_read_is_an_error_unrun(tmp_path):
     marker = tmp_path / "ran"
     path = tmp_path / "p4.pth"
     torch.save({"w": torch.zeros(2), "x": Payload(marker, "system")}, path, pickle_protocol=4)
-    with pytest.raises(ReidpipeError, match=rf"^cannot read weights {re.escape(str(path))}: its "
-                                            r"pickle holds what torch's weights-only unpickler "
-                                            r"does not read \(Unsupported operand 149\)$"):
+    with pytest.raises(
+        ReidpipeError,
+        match=rf"^cannot read weights {re.escape(str(path))}: its "
+        r"pickle holds what torch's weights-only unpickler "
+        r"does not read \(Unsupported operand 149\)$",
+    ):
         read_state_dict(path)
     assert not marker.exists()
 
@@ -175,8 +206,10 @@ def test_a_pickle_the_restricted_loader_cannot_read_is_an_error_unrun(tmp_path):
 def test_solider_and_tao_files_load_through_the_allow_list_with_their_tensors(tmp_path, numpy1):
     state = solider_state(CFG)
     loaded = {}
-    for name, write, extras in (("solider", solider_file, SOLIDER_GLOBALS),
-                                ("tao", tao_file, TAO_GLOBALS)):
+    for name, write, extras in (
+        ("solider", solider_file, SOLIDER_GLOBALS),
+        ("tao", tao_file, TAO_GLOBALS),
+    ):
         path = write(tmp_path / f"{name}.pth", state)
         if numpy1:
             path = as_numpy1(path)
@@ -229,8 +262,19 @@ def work(tmp_path_factory) -> Path:
 
 def train_argv(work: Path, out: Path, *overrides: str) -> list[str]:
     sets = [arg for kv in overrides for arg in ("--set", kv)]
-    return ["train", "--params", str(ROOT / "params.yaml"), str(work / "tiny.yaml"), *sets,
-            "--arch", "tiny", "--splits", str(work / "splits"), "--out", str(out)]
+    return [
+        "train",
+        "--params",
+        str(ROOT / "params.yaml"),
+        str(work / "tiny.yaml"),
+        *sets,
+        "--arch",
+        "tiny",
+        "--splits",
+        str(work / "splits"),
+        "--out",
+        str(out),
+    ]
 
 
 def one_error_line(err: str, stage: str) -> str:
@@ -245,9 +289,18 @@ def test_reidpipe_train_refuses_a_pretrained_payload_in_one_line(work, tmp_path)
     marker = tmp_path / "ran"
     path = tmp_path / "resnet.pth"
     torch.save({"conv1.weight": torch.zeros(1), "x": Payload(marker, "system")}, path)
-    run = subprocess.run(CLI + train_argv(work, tmp_path / "model", "model.pretrain_choice=self",
-                                          f"model.pretrained_model_path={path}"),
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        CLI
+        + train_argv(
+            work,
+            tmp_path / "model",
+            "model.pretrain_choice=self",
+            f"model.pretrained_model_path={path}",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 2, run.stderr
     line = one_error_line(run.stderr, "train")
     assert re.search(refusal_line(path, "system"), line), line
@@ -258,8 +311,9 @@ def test_train_refuses_a_payload_as_resume_checkpoint(work, tmp_path, capsys):
     marker = tmp_path / "ran"
     path = tmp_path / "other.ckpt"
     torch.save({"epoch": 1, "state_dict": {}, "x": Payload(marker, "exec")}, path)
-    code = main(train_argv(work, tmp_path / "model",
-                           f"train.resume_training_checkpoint_path={path}"))
+    code = main(
+        train_argv(work, tmp_path / "model", f"train.resume_training_checkpoint_path={path}")
+    )
     line = one_error_line(capsys.readouterr().err, "train")
     assert code == 2 and not marker.exists()
     assert re.search(refusal_line(path, "exec"), line), line
@@ -288,12 +342,23 @@ def test_a_model_folder_with_a_payload_is_refused(work, tmp_path, capsys, stage)
     marker = tmp_path / "ran"
     model = tmp_path / "model"
     model.mkdir()
-    torch.save({"arch": {}, "num_classes": 3, "state_dict": {}, "x": Payload(marker, "touch")},
-               model / MODEL_FILE)
+    torch.save(
+        {"arch": {}, "num_classes": 3, "state_dict": {}, "x": Payload(marker, "touch")},
+        model / MODEL_FILE,
+    )
     params = ["--params", str(ROOT / "params.yaml"), str(work / "tiny.yaml")]
-    argv = ([stage, "--model", str(model), "--splits", str(work / "splits"),
-             "--out", str(tmp_path / "out"), "--device", "cpu", *params]
-            + (["--arch", "tiny"] if stage == "export-onnx" else []))
+    argv = [
+        stage,
+        "--model",
+        str(model),
+        "--splits",
+        str(work / "splits"),
+        "--out",
+        str(tmp_path / "out"),
+        "--device",
+        "cpu",
+        *params,
+    ] + (["--arch", "tiny"] if stage == "export-onnx" else [])
     code = main(argv)
     line = one_error_line(capsys.readouterr().err, stage)
     assert code == 2 and not marker.exists()
@@ -310,7 +375,7 @@ def untrusted_weights(tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor]]:
 
 
 def test_convert_weights_refuses_without_trust(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)   # no params.yaml here: the command needs none
+    monkeypatch.chdir(tmp_path)  # no params.yaml here: the command needs none
     marker = tmp_path / "ran"
     path = tmp_path / "w.pth"
     torch.save({"w": torch.zeros(2), "x": Payload(marker, "system")}, path)

@@ -16,15 +16,22 @@ import logging
 import pkgutil
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from reidpipe import environment, logs, output_lock
 from reidpipe.errors import ReidpipeError
 from reidpipe.interrupt import Interrupted, signals_interrupt
-from reidpipe.params import (DEFAULT_PARAMS_FILE, DataParams, Params, SourceParams,
-                             merged_params_dict, params_from_dict)
+from reidpipe.params import (
+    DEFAULT_PARAMS_FILE,
+    DataParams,
+    Params,
+    SourceParams,
+    merged_params_dict,
+    params_from_dict,
+)
 from reidpipe.params.merge import apply_override
 
 log = logging.getLogger(__name__)
@@ -39,14 +46,27 @@ def command_modules() -> list[str]:
 
 def common_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--params", nargs="+", metavar="FILE",
-                        help=f"parameter files, deep-merged in order (default: "
-                             f"{DEFAULT_PARAMS_FILE}, for the commands that need parameters)")
-    common.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY.PATH=VALUE", help="override one parameter (repeatable)")
-    common.add_argument("--provenance", metavar="FILE",
-                        help="after success, write there the params and code the outputs were "
-                             "built from (the workflows give each stage its own; README)")
+    common.add_argument(
+        "--params",
+        nargs="+",
+        metavar="FILE",
+        help=f"parameter files, deep-merged in order (default: "
+        f"{DEFAULT_PARAMS_FILE}, for the commands that need parameters)",
+    )
+    common.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override one parameter (repeatable)",
+    )
+    common.add_argument(
+        "--provenance",
+        metavar="FILE",
+        help="after success, write there the params and code the outputs were "
+        "built from (the workflows give each stage its own; README)",
+    )
     return common
 
 
@@ -54,14 +74,21 @@ def common_parser() -> argparse.ArgumentParser:
 class ParamFlag:
     """A subcommand flag with a params key behind it: given, its value is that key's value."""
 
-    option: str        # as typed, e.g. --strict (a BooleanOptionalAction also has --no-strict)
-    dest: str          # its attribute on the parsed arguments
-    key: str           # the params key, e.g. data.strict
-    per_source: bool   # key is a field of data: data.sources.NAME.<field> with --source NAME
+    option: str  # as typed, e.g. --strict (a BooleanOptionalAction also has --no-strict)
+    dest: str  # its attribute on the parsed arguments
+    key: str  # the params key, e.g. data.strict
+    per_source: bool  # key is a field of data: data.sources.NAME.<field> with --source NAME
 
 
-def add_param_flag(parser: argparse.ArgumentParser, option: str, *, key: str,
-                   per_source: bool = False, help: str, **kwargs: Any) -> None:
+def add_param_flag(
+    parser: argparse.ArgumentParser,
+    option: str,
+    *,
+    key: str,
+    per_source: bool = False,
+    help: str,  # noqa: A002 - argparse's name, passed on to add_argument
+    **kwargs: Any,
+) -> None:
     """Add ``option`` to ``parser`` as the command-line value of params ``key``.
 
     Left out, the params decide; given, it wins over the params files and ``--set``
@@ -69,8 +96,12 @@ def add_param_flag(parser: argparse.ArgumentParser, option: str, *, key: str,
     moves it to ``data.sources.NAME.<field>``. The parser keeps its flags in its
     ``param_flags`` default, where the precedence rule (and its test) find them."""
     where = f"data.sources.NAME.{key.split('.', 1)[1]} with --source NAME" if per_source else ""
-    action = parser.add_argument(option, default=None, help=f"{help} [params: {key}"
-                                 f"{', or ' + where if where else ''}; the flag wins]", **kwargs)
+    action = parser.add_argument(
+        option,
+        default=None,
+        help=f"{help} [params: {key}{', or ' + where if where else ''}; the flag wins]",
+        **kwargs,
+    )
     flags = parser.get_default("param_flags") or []
     parser.set_defaults(param_flags=[*flags, ParamFlag(option, action.dest, key, per_source)])
 
@@ -84,8 +115,10 @@ def _flag_key(flag: ParamFlag, args: argparse.Namespace, data: dict[str, Any]) -
         return flag.key
     sources = section.get("sources") if isinstance(section.get("sources"), dict) else {}
     if name not in sources:
-        raise ReidpipeError(f"--source {name!r}: not data.source ({main_source!r}) nor a key of "
-                            f"data.sources ({sorted(sources)})")
+        raise ReidpipeError(
+            f"--source {name!r}: not data.source ({main_source!r}) nor a key of "
+            f"data.sources ({sorted(sources)})"
+        )
     return f"data.sources.{name}.{flag.key.split('.', 1)[1]}"
 
 
@@ -94,8 +127,10 @@ def default_params_file(takes_params: bool = True) -> str:
     (``takes_params``: the command has that option to offer instead)."""
     if not Path(DEFAULT_PARAMS_FILE).exists():
         instead = " or give --params FILE" if takes_params else ""
-        raise ReidpipeError(f"no params file: {DEFAULT_PARAMS_FILE} (the default) does not exist "
-                            f"in {Path.cwd()}; run in the project folder{instead}")
+        raise ReidpipeError(
+            f"no params file: {DEFAULT_PARAMS_FILE} (the default) does not exist "
+            f"in {Path.cwd()}; run in the project folder{instead}"
+        )
     return DEFAULT_PARAMS_FILE
 
 
@@ -132,8 +167,11 @@ def params_from_args(args: argparse.Namespace, *, needs_file: bool = True) -> Pa
 
 
 def add_source_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--source", metavar="NAME",
-                        help="dataset source: data.source (the default) or a key of data.sources")
+    parser.add_argument(
+        "--source",
+        metavar="NAME",
+        help="dataset source: data.source (the default) or a key of data.sources",
+    )
 
 
 def source_from_args(args: argparse.Namespace, params: Params) -> SourceParams:
@@ -161,9 +199,11 @@ def _run_on_one_gpu(args: argparse.Namespace) -> int:
 
 
 # A ReidpipeError raised in a DataLoader worker comes back as the worker's whole traceback.
-_WORKER_TRACEBACK = re.compile(r"Caught \w+ in DataLoader worker process \d+\.\n"
-                               r"Original Traceback.*\n(?:[\w.]+\.)?\w+: (?P<message>.*)$",
-                               re.DOTALL)
+_WORKER_TRACEBACK = re.compile(
+    r"Caught \w+ in DataLoader worker process \d+\.\n"
+    r"Original Traceback.*\n(?:[\w.]+\.)?\w+: (?P<message>.*)$",
+    re.DOTALL,
+)
 
 
 def error_message(exc: ReidpipeError) -> str:

@@ -12,16 +12,28 @@ log = logging.getLogger(__name__)
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
-        "build-trt", parents=[common],
-        help="build a TensorRT engine (or record why not), time it, check parity with ONNX Runtime")
-    parser.add_argument("--arch", required=True, metavar="NAME",
-                        help="architecture name (keys of archs)")
-    parser.add_argument("--onnx-dir", required=True, metavar="DIR",
-                        help="folder written by `reidpipe export-onnx`")
-    parser.add_argument("--splits", required=True, metavar="DIR",
-                        help="split manifests; query/gallery give the retrieval parity check")
-    parser.add_argument("--out", required=True, metavar="DIR",
-                        help="folder to write: status.json (+ model.engine, timing.cache)")
+        "build-trt",
+        parents=[common],
+        help="build a TensorRT engine (or record why not), time it, check parity with ONNX Runtime",
+    )
+    parser.add_argument(
+        "--arch", required=True, metavar="NAME", help="architecture name (keys of archs)"
+    )
+    parser.add_argument(
+        "--onnx-dir", required=True, metavar="DIR", help="folder written by `reidpipe export-onnx`"
+    )
+    parser.add_argument(
+        "--splits",
+        required=True,
+        metavar="DIR",
+        help="split manifests; query/gallery give the retrieval parity check",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="folder to write: status.json (+ model.engine, timing.cache)",
+    )
     parser.set_defaults(run=run, single_gpu=True)
 
 
@@ -29,8 +41,9 @@ def run(args: argparse.Namespace) -> int:
     from reidpipe.deploy.tensorrt_build import build_trt_stage
     from reidpipe.filenames import TRT_STATUS_FILE
 
-    status = build_trt_stage(params_from_args(args), args.arch, args.onnx_dir, args.splits,
-                             args.out)
+    status = build_trt_stage(
+        params_from_args(args), args.arch, args.onnx_dir, args.splits, args.out
+    )
     detail = f": {status['reason']}" if status["reason"] else ""
     log.info(f"{args.out}/{TRT_STATUS_FILE}: TensorRT {status['status']}{detail}")
     return 0

@@ -13,34 +13,69 @@ log = logging.getLogger(__name__)
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
-        "package", parents=[common],
-        help="write the deployment package: Triton model repository, DeepStream ReID section")
-    parser.add_argument("--arch", required=True, metavar="NAME",
-                        help="architecture name (keys of archs)")
-    parser.add_argument("--onnx-dir", required=True, metavar="DIR",
-                        help="folder written by `reidpipe export-onnx`")
-    parser.add_argument("--trt-dir", required=True, metavar="DIR",
-                        help="folder written by `reidpipe build-trt` (its engine, when built, "
-                             "becomes Triton's model.plan)")
-    parser.add_argument("--metrics", required=True, metavar="JSON",
-                        help="`reidpipe evaluate`'s metrics of the model (the model card's)")
-    parser.add_argument("--verification", metavar="JSON",
-                        help="`reidpipe evaluate`'s verification figures: the recommended "
-                             "threshold (FAR 1e-3) of the card and the README; without it the "
-                             "card says none was measured")
-    parser.add_argument("--train-config", required=True, metavar="YAML",
-                        help="the config `reidpipe train` wrote beside the model (architecture, "
-                             "pretrained weights, environment)")
-    parser.add_argument("--splits", required=True, metavar="DIR",
-                        help="split manifests of the test set (`reidpipe split`): fingerprinted")
-    parser.add_argument("--train-set", required=True, metavar="DIR",
-                        help="the training set (`reidpipe combine`): each source's split "
-                             "manifests are fingerprinted")
-    parser.add_argument("--validation", required=True, metavar="JSON",
-                        help="`reidpipe validate`'s report of the dataset")
-    parser.add_argument("--out", required=True, metavar="DIR",
-                        help="folder to write: triton/, deepstream/, README.md, package.json, "
-                             "MODEL_CARD.md, model_card.json")
+        "package",
+        parents=[common],
+        help="write the deployment package: Triton model repository, DeepStream ReID section",
+    )
+    parser.add_argument(
+        "--arch", required=True, metavar="NAME", help="architecture name (keys of archs)"
+    )
+    parser.add_argument(
+        "--onnx-dir", required=True, metavar="DIR", help="folder written by `reidpipe export-onnx`"
+    )
+    parser.add_argument(
+        "--trt-dir",
+        required=True,
+        metavar="DIR",
+        help="folder written by `reidpipe build-trt` (its engine, when built, "
+        "becomes Triton's model.plan)",
+    )
+    parser.add_argument(
+        "--metrics",
+        required=True,
+        metavar="JSON",
+        help="`reidpipe evaluate`'s metrics of the model (the model card's)",
+    )
+    parser.add_argument(
+        "--verification",
+        metavar="JSON",
+        help="`reidpipe evaluate`'s verification figures: the recommended "
+        "threshold (FAR 1e-3) of the card and the README; without it the "
+        "card says none was measured",
+    )
+    parser.add_argument(
+        "--train-config",
+        required=True,
+        metavar="YAML",
+        help="the config `reidpipe train` wrote beside the model (architecture, "
+        "pretrained weights, environment)",
+    )
+    parser.add_argument(
+        "--splits",
+        required=True,
+        metavar="DIR",
+        help="split manifests of the test set (`reidpipe split`): fingerprinted",
+    )
+    parser.add_argument(
+        "--train-set",
+        required=True,
+        metavar="DIR",
+        help="the training set (`reidpipe combine`): each source's split "
+        "manifests are fingerprinted",
+    )
+    parser.add_argument(
+        "--validation",
+        required=True,
+        metavar="JSON",
+        help="`reidpipe validate`'s report of the dataset",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="folder to write: triton/, deepstream/, README.md, package.json, "
+        "MODEL_CARD.md, model_card.json",
+    )
     parser.set_defaults(run=run)
 
 
@@ -48,12 +83,22 @@ def run(args: argparse.Namespace) -> int:
     from reidpipe.deploy.model_card import read_run_records
     from reidpipe.deploy.package import package_stage
 
-    run_records = read_run_records(args.metrics, args.train_config, args.splits, args.train_set,
-                                   args.validation, args.verification)
-    manifest = package_stage(params_from_args(args), args.arch, args.onnx_dir, args.trt_dir,
-                             args.out, run_records)
-    log.info("%s: Triton %s (%s), DeepStream %s%s", args.out, manifest["triton"]["platform"],
-             manifest["triton"]["model_file"], manifest["deepstream"]["onnx"],
-             " (channel scale folded in)" if manifest["deepstream"]["folded_channel_scale"]
-             else "")
+    params = params_from_args(args)  # first: a missing params file is the first thing said
+    run_records = read_run_records(
+        args.metrics,
+        args.train_config,
+        args.splits,
+        args.train_set,
+        args.validation,
+        args.verification,
+    )
+    manifest = package_stage(params, args.arch, args.onnx_dir, args.trt_dir, args.out, run_records)
+    log.info(
+        "%s: Triton %s (%s), DeepStream %s%s",
+        args.out,
+        manifest["triton"]["platform"],
+        manifest["triton"]["model_file"],
+        manifest["deepstream"]["onnx"],
+        " (channel scale folded in)" if manifest["deepstream"]["folded_channel_scale"] else "",
+    )
     return 0

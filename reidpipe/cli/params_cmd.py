@@ -20,15 +20,22 @@ log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    parser = subparsers.add_parser("params", parents=[common],
-                                   help="validate and show the effective parameters")
+    parser = subparsers.add_parser(
+        "params", parents=[common], help="validate and show the effective parameters"
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--schema", action="store_true", help="emit the JSON schema instead")
-    mode.add_argument("--from-tao", metavar="SPEC",
-                      help="convert a TAO ReIdentificationNet experiment spec into overrides "
-                           "(validated on top of --params, when given) and print the key table")
-    parser.add_argument("--arch", help="with --from-tao: name of the arch the spec becomes "
-                                       "(default: after its backbone, e.g. resnet50, swin_tiny)")
+    mode.add_argument(
+        "--from-tao",
+        metavar="SPEC",
+        help="convert a TAO ReIdentificationNet experiment spec into overrides "
+        "(validated on top of --params, when given) and print the key table",
+    )
+    parser.add_argument(
+        "--arch",
+        help="with --from-tao: name of the arch the spec becomes "
+        "(default: after its backbone, e.g. resnet50, swin_tiny)",
+    )
     parser.add_argument("--out", help="write to this file instead of standard output")
     parser.set_defaults(run=run)
 
@@ -43,8 +50,9 @@ def run(args: argparse.Namespace) -> int:
         from reidpipe.params.tao import convert_tao_spec, validate_conversion
 
         conversion = convert_tao_spec(args.from_tao, args.arch)
-        validate_conversion(conversion, args.from_tao,
-                            params_dict_from_args(args, needs_file=False))
+        validate_conversion(
+            conversion, args.from_tao, params_dict_from_args(args, needs_file=False)
+        )
         text, table = conversion.yaml_text(args.from_tao), conversion.table()
     else:
         text = yaml.safe_dump(params_to_dict(params_from_args(args)), sort_keys=False)

@@ -15,9 +15,9 @@ a custom source pointing into another dataset's test folders) is refused, unlike
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import pandas as pd
 
@@ -50,8 +50,7 @@ def _real_paths(frame: pd.DataFrame) -> set[str]:
     return {os.path.realpath(p) for p in frame["path"]}
 
 
-def _check_no_test_images(train_like: dict[str, pd.DataFrame],
-                          tests: dict[str, set[str]]) -> None:
+def _check_no_test_images(train_like: dict[str, pd.DataFrame], tests: dict[str, set[str]]) -> None:
     for name, frame in train_like.items():
         mine = _real_paths(frame)
         for test_name, test_paths in tests.items():
@@ -61,23 +60,37 @@ def _check_no_test_images(train_like: dict[str, pd.DataFrame],
                     f"training source {name!r} holds {len(leaked)} image(s) that are query or "
                     f"gallery images of source {test_name!r}, e.g. {leaked[:SHOWN]}; a test split "
                     "must never enter training (check each source's data.dataset_dir and "
-                    "data.split_dirs)")
+                    "data.split_dirs)"
+                )
 
 
-def combine_splits(split_dirs: Mapping[str, str | Path], out_dir: str | Path
-                   ) -> dict[str, SourceOffsets]:
+def combine_splits(
+    split_dirs: Mapping[str, str | Path], out_dir: str | Path
+) -> dict[str, SourceOffsets]:
     """Merge the train/val manifests of ``split_dirs`` (source name -> split folder, in order)
     into ``out_dir`` atomically; returns each source's offsets."""
     if not split_dirs:
         raise ReidpipeError("no training sources: data.train_sources names none")
-    frames = {name: {split: (read_split(folder, split) if split == "train"
-                             else read_manifest(manifest_path(folder, split)))
-                     for split in TRAIN_SPLITS} for name, folder in split_dirs.items()}
-    tests = {name: set().union(*(_real_paths(read_manifest(manifest_path(folder, split)))
-                                 for split in TEST_SPLITS))
-             for name, folder in split_dirs.items()}
-    _check_no_test_images({name: pd.concat(list(parts.values())) for name, parts in frames.items()},
-                          tests)
+    frames = {
+        name: {
+            split: (
+                read_split(folder, split)
+                if split == "train"
+                else read_manifest(manifest_path(folder, split))
+            )
+            for split in TRAIN_SPLITS
+        }
+        for name, folder in split_dirs.items()
+    }
+    tests = {
+        name: set().union(
+            *(_real_paths(read_manifest(manifest_path(folder, split))) for split in TEST_SPLITS)
+        )
+        for name, folder in split_dirs.items()
+    }
+    _check_no_test_images(
+        {name: pd.concat(list(parts.values())) for name, parts in frames.items()}, tests
+    )
 
     merged: dict[str, list[pd.DataFrame]] = {split: [] for split in TRAIN_SPLITS}
     offsets: dict[str, SourceOffsets] = {}
@@ -85,17 +98,23 @@ def combine_splits(split_dirs: Mapping[str, str | Path], out_dir: str | Path
     for name, parts in frames.items():
         rows = pd.concat(list(parts.values()))
         if (rows["pid"] <= 0).any():
-            raise ReidpipeError(f"source {name!r}: its train/val manifests hold junk or distractor "
-                                f"ids (pid <= 0) in {split_dirs[name]}; rerun `reidpipe split`")
+            raise ReidpipeError(
+                f"source {name!r}: its train/val manifests hold junk or distractor "
+                f"ids (pid <= 0) in {split_dirs[name]}; rerun `reidpipe split`"
+            )
         for split, frame in parts.items():
             shifted = frame.drop(columns=["label"], errors="ignore").assign(
-                pid=frame["pid"] + pid_offset, camid=frame["camid"] + camid_offset)
+                pid=frame["pid"] + pid_offset, camid=frame["camid"] + camid_offset
+            )
             shifted.insert(len(shifted.columns), SOURCE_COLUMN, name)
             merged[split].append(shifted)
         offsets[name] = SourceOffsets(
-            pid_offset=pid_offset, camid_offset=camid_offset,
-            train_ids=int(parts["train"]["pid"].nunique()), train_images=len(parts["train"]),
-            val_images=len(parts["val_query"]) + len(parts["val_gallery"]))
+            pid_offset=pid_offset,
+            camid_offset=camid_offset,
+            train_ids=int(parts["train"]["pid"].nunique()),
+            train_images=len(parts["train"]),
+            val_images=len(parts["val_query"]) + len(parts["val_gallery"]),
+        )
         pid_offset += int(rows["pid"].max()) if len(rows) else 0
         camid_offset += int(rows["camid"].max()) if len(rows) else 0
 
@@ -106,8 +125,15 @@ def combine_splits(split_dirs: Mapping[str, str | Path], out_dir: str | Path
     with atomic.atomic_dir(out_dir) as tmp:
         for split, table in tables.items():
             write_manifest(table, manifest_path(tmp, split))
-        atomic.write_json(Path(tmp) / SOURCES_FILE, {
-            "sources": {name: {**vars(o), "splits": str(split_dirs[name])}
-                        for name, o in offsets.items()},
-            "train_ids": len(labels), "train_images": len(train)})
+        atomic.write_json(
+            Path(tmp) / SOURCES_FILE,
+            {
+                "sources": {
+                    name: {**vars(o), "splits": str(split_dirs[name])}
+                    for name, o in offsets.items()
+                },
+                "train_ids": len(labels),
+                "train_images": len(train),
+            },
+        )
     return offsets

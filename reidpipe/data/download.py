@@ -23,9 +23,10 @@ import os
 import shutil
 import zipfile
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from reidpipe import atomic
 from reidpipe.data.http_transfer import (
@@ -37,10 +38,10 @@ from reidpipe.data.http_transfer import (
     download_archive,
     file_md5,
 )
-from reidpipe.dataset_registry import DatasetSource
 from reidpipe.data.synth import MARKER_FILE as SYNTH_MARKER
 from reidpipe.data.synth_layouts import generate_synthetic
 from reidpipe.data.unzip import plan_entries
+from reidpipe.dataset_registry import DatasetSource
 from reidpipe.errors import ReidpipeError
 from reidpipe.params import SourceParams
 
@@ -55,10 +56,16 @@ class FetchResult:
     reused: bool  # True: an existing complete dataset folder was kept as it was
 
 
-def fetch_dataset(data: SourceParams, *, urls: Sequence[str] | None = None,
-                  archive: str | Path | None = None, dataset_dir: str | Path | None = None,
-                  timeout: float = 60.0, progress_every: int = PROGRESS_EVERY_BYTES,
-                  log: Log = default_log) -> FetchResult:
+def fetch_dataset(
+    data: SourceParams,
+    *,
+    urls: Sequence[str] | None = None,
+    archive: str | Path | None = None,
+    dataset_dir: str | Path | None = None,
+    timeout: float = 60.0,
+    progress_every: int = PROGRESS_EVERY_BYTES,
+    log: Log = default_log,
+) -> FetchResult:
     """Make ``dataset_dir`` (default ``data.dataset_dir``) hold the source's extracted archive.
 
     ``urls``, ``archive`` and ``dataset_dir`` override ``data.urls``, ``data.archive_path`` and
@@ -71,7 +78,8 @@ def fetch_dataset(data: SourceParams, *, urls: Sequence[str] | None = None,
     if spec.name == "synthetic":
         raise ReidpipeError(
             "data.source is 'synthetic': that dataset is generated (`reidpipe synth`, or "
-            "`reidpipe download`, which dispatches on data.source), not fetched from an archive")
+            "`reidpipe download`, which dispatches on data.source), not fetched from an archive"
+        )
     target = Path(dataset_dir if dataset_dir is not None else data.dataset_dir)
     url_list = list(urls or data.urls or spec.urls)
     local = archive if archive is not None else (data.archive_path or None)
@@ -89,13 +97,21 @@ def fetch_dataset(data: SourceParams, *, urls: Sequence[str] | None = None,
         if marker is not None and marker.get("md5") == md5:
             log(f"{target} already holds the dataset from an archive with MD5 {md5}; reusing it")
             return FetchResult(target, md5, str(path), reused=True)
-        extract_archive(path, target, source, md5=md5, origin=str(path),
-                        max_bytes=data.max_extract_bytes, log=log)
+        extract_archive(
+            path,
+            target,
+            source,
+            md5=md5,
+            origin=str(path),
+            max_bytes=data.max_extract_bytes,
+            log=log,
+        )
         return FetchResult(target, md5, str(path), reused=False)
 
     marker = read_marker(target, source)
-    if marker is not None and (marker.get("md5") == expected or not expected
-                               or data.allow_unknown_checksum):
+    if marker is not None and (
+        marker.get("md5") == expected or not expected or data.allow_unknown_checksum
+    ):
         log(f"{target} already holds the dataset (archive MD5 {marker.get('md5')}); reusing it")
         return FetchResult(target, str(marker.get("md5")), str(target), reused=True)
     if spec.name == "custom" or is_held(data, target):
@@ -103,8 +119,10 @@ def fetch_dataset(data: SourceParams, *, urls: Sequence[str] | None = None,
             log(f"{target}: your dataset, used where it lies (never replaced)")
             return FetchResult(target, "", str(target), reused=True)
         if spec.name == "custom":
-            raise ReidpipeError(f"custom dataset {target} is missing or incomplete: expected "
-                                f"{source.describe_layout()}; {spec.obtain}")
+            raise ReidpipeError(
+                f"custom dataset {target} is missing or incomplete: expected "
+                f"{source.describe_layout()}; {spec.obtain}"
+            )
         _check_replaceable(target)  # a folder download did not make: refused, never replaced
 
     kept = archive_path_for(target, source)
@@ -120,14 +138,21 @@ def fetch_dataset(data: SourceParams, *, urls: Sequence[str] | None = None,
         raise ReidpipeError(
             f"{spec.title}: no archive and no download mirror. {spec.obtain}. Put "
             f"{spec.archive_name} at {kept}, or pass `reidpipe download --archive PATH` (a zip or "
-            "the extracted folder) or set data.archive_path; mirrors you trust go in data.urls")
+            "the extracted folder) or set data.archive_path; mirrors you trust go in data.urls"
+        )
     else:
-        origin, md5 = download_archive(url_list, kept, expected_md5=expected,
-                                       allow_unknown_checksum=data.allow_unknown_checksum
-                                       or not expected,
-                                       timeout=timeout, progress_every=progress_every, log=log)
-    extract_archive(kept, target, source, md5=md5, origin=origin,
-                    max_bytes=data.max_extract_bytes, log=log)
+        origin, md5 = download_archive(
+            url_list,
+            kept,
+            expected_md5=expected,
+            allow_unknown_checksum=data.allow_unknown_checksum or not expected,
+            timeout=timeout,
+            progress_every=progress_every,
+            log=log,
+        )
+    extract_archive(
+        kept, target, source, md5=md5, origin=origin, max_bytes=data.max_extract_bytes, log=log
+    )
     return FetchResult(target, md5, origin, reused=False)
 
 
@@ -157,24 +182,38 @@ def _copy_folder(folder: Path, target: Path, source: DatasetSource, log: Log) ->
     log(f"copying {folder} to {target}")
     with atomic.atomic_dir(target, owned_by=(MARKER_NAME,)) as tmp:
         shutil.copytree(folder, tmp, copy_function=link_or_copy, dirs_exist_ok=True)
-        atomic.write_json(tmp / MARKER_NAME, {"archive": "", "md5": "",
-                                              "source": str(folder.resolve())})
+        atomic.write_json(
+            tmp / MARKER_NAME, {"archive": "", "md5": "", "source": str(folder.resolve())}
+        )
     return FetchResult(target, "", str(folder), reused=False)
 
 
-def obtain_dataset(data: SourceParams, *, urls: Sequence[str] | None = None,
-                   archive: str | Path | None = None,
-                   dataset_dir: str | Path | None = None) -> FetchResult:
+def obtain_dataset(
+    data: SourceParams,
+    *,
+    urls: Sequence[str] | None = None,
+    archive: str | Path | None = None,
+    dataset_dir: str | Path | None = None,
+) -> FetchResult:
     """The pipeline's dataset stage: fetch the source's archive, or generate the synthetic data."""
     if data.source != "synthetic":
         return fetch_dataset(data, urls=urls, archive=archive, dataset_dir=dataset_dir)
     if urls or archive:
-        raise ReidpipeError("--url/--archive apply to datasets that are fetched, but data.source "
-                            "is 'synthetic'")
-    summary = generate_synthetic(dataset_dir if dataset_dir is not None else data.dataset_dir,
-                                 data.synthetic_layout, data.synthetic_ids, data.synthetic_seed)
-    return FetchResult(summary.out_dir, "", f"synthetic {data.synthetic_layout} (ids "
-                       f"{summary.num_ids}, seed {summary.seed})", reused=False)
+        raise ReidpipeError(
+            "--url/--archive apply to datasets that are fetched, but data.source is 'synthetic'"
+        )
+    summary = generate_synthetic(
+        dataset_dir if dataset_dir is not None else data.dataset_dir,
+        data.synthetic_layout,
+        data.synthetic_ids,
+        data.synthetic_seed,
+    )
+    return FetchResult(
+        summary.out_dir,
+        "",
+        f"synthetic {data.synthetic_layout} (ids {summary.num_ids}, seed {summary.seed})",
+        reused=False,
+    )
 
 
 def is_held(data: SourceParams, dataset_dir: str | Path | None = None) -> bool:
@@ -209,15 +248,27 @@ def read_marker(dataset_dir: str | Path, source: DatasetSource) -> dict[str, Any
 
 def _check_replaceable(dataset_dir: Path) -> None:
     """A non-empty folder that no previous run completed is never replaced."""
-    if dataset_dir.exists() and not (dataset_dir / MARKER_NAME).is_file():
-        if not dataset_dir.is_dir() or any(dataset_dir.iterdir()):
-            raise ReidpipeError(
-                f"{dataset_dir} exists but was not made by `reidpipe download` (no "
-                f"{MARKER_NAME}); move it away or choose another data.dataset_dir / --out")
+    if (
+        dataset_dir.exists()
+        and not (dataset_dir / MARKER_NAME).is_file()
+        and (not dataset_dir.is_dir() or any(dataset_dir.iterdir()))
+    ):
+        raise ReidpipeError(
+            f"{dataset_dir} exists but was not made by `reidpipe download` (no "
+            f"{MARKER_NAME}); move it away or choose another data.dataset_dir / --out"
+        )
 
 
-def extract_archive(archive: Path, dataset_dir: Path, source: DatasetSource, *, md5: str,
-                    origin: str, max_bytes: int, log: Log = default_log) -> int:
+def extract_archive(
+    archive: Path,
+    dataset_dir: Path,
+    source: DatasetSource,
+    *,
+    md5: str,
+    origin: str,
+    max_bytes: int,
+    log: Log = default_log,
+) -> int:
     """Unpack ``archive``'s top folder as ``dataset_dir``, all or nothing; returns the file count.
 
     A non-empty ``dataset_dir`` that no previous run completed is never replaced.
@@ -241,14 +292,20 @@ def extract_archive(archive: Path, dataset_dir: Path, source: DatasetSource, *, 
                 if not source.is_present(tmp):
                     raise ReidpipeError(
                         f"archive {archive} does not hold the {source.layout_spec.title} layout: "
-                        f"expected {source.describe_layout()} under its top folder")
-                atomic.write_json(tmp / MARKER_NAME, {
-                    "archive": archive.name, "md5": md5, "source": origin, "files": files})
+                        f"expected {source.describe_layout()} under its top folder"
+                    )
+                atomic.write_json(
+                    tmp / MARKER_NAME,
+                    {"archive": archive.name, "md5": md5, "source": origin, "files": files},
+                )
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-        raise ReidpipeError(f"archive {archive} is corrupt or truncated ({exc}); nothing was "
-                            "extracted. Delete it and download it again") from None
+        raise ReidpipeError(
+            f"archive {archive} is corrupt or truncated ({exc}); nothing was "
+            "extracted. Delete it and download it again"
+        ) from None
     except FileExistsError as exc:
-        raise ReidpipeError(f"archive {archive} holds {exc.filename} twice; refusing to "
-                            "extract") from None
+        raise ReidpipeError(
+            f"archive {archive} holds {exc.filename} twice; refusing to extract"
+        ) from None
     log(f"extracted {files} files to {dataset_dir}")
     return files

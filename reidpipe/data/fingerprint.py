@@ -39,16 +39,21 @@ from reidpipe.errors import ReidpipeError
 from reidpipe.json_files import read_json_file
 
 # Each split of the dataset and the manifests that list its images.
-DATASET_SPLITS = {"train": ("train", "val_query", "val_gallery"), "query": ("query",),
-                  "gallery": ("gallery",)}
+DATASET_SPLITS = {
+    "train": ("train", "val_query", "val_gallery"),
+    "query": ("query",),
+    "gallery": ("gallery",),
+}
 
 
 def _relative(path: str, dataset_dir: str, manifest: Path) -> str:
     try:
         return PurePath(path).relative_to(dataset_dir).as_posix()
     except ValueError:
-        raise ReidpipeError(f"manifest {manifest}: image {path} is not inside the dataset folder "
-                            f"{dataset_dir} its split.json names; rerun `reidpipe split`") from None
+        raise ReidpipeError(
+            f"manifest {manifest}: image {path} is not inside the dataset folder "
+            f"{dataset_dir} its split.json names; rerun `reidpipe split`"
+        ) from None
 
 
 def split_fingerprint(frame: pd.DataFrame, dataset_dir: str, manifest: Path) -> dict[str, Any]:
@@ -58,19 +63,24 @@ def split_fingerprint(frame: pd.DataFrame, dataset_dir: str, manifest: Path) -> 
         try:
             size = os.stat(path).st_size
         except OSError as exc:
-            raise ReidpipeError(f"image {path} of manifest {manifest} cannot be read "
-                                f"({exc.strerror}); the dataset changed since `reidpipe split`: "
-                                "rerun it") from None
+            raise ReidpipeError(
+                f"image {path} of manifest {manifest} cannot be read "
+                f"({exc.strerror}); the dataset changed since `reidpipe split`: "
+                "rerun it"
+            ) from None
         entries.append((_relative(path, dataset_dir, manifest), size))
     digest = hashlib.sha256()
     for rel, size in sorted(entries):
         digest.update((json.dumps([rel, size]) + "\n").encode("utf-8"))
     pids = frame["pid"]
-    return {"images": len(frame), "ids": int(pids[pids > 0].nunique()),
-            "junk": int((pids == JUNK_PID).sum()),
-            "distractors": int((pids == DISTRACTOR_PID).sum()),
-            "folders": sorted({rel.split("/")[0] for rel, _ in entries}),
-            "sha256": digest.hexdigest()}
+    return {
+        "images": len(frame),
+        "ids": int(pids[pids > 0].nunique()),
+        "junk": int((pids == JUNK_PID).sum()),
+        "distractors": int((pids == DISTRACTOR_PID).sum()),
+        "folders": sorted({rel.split("/")[0] for rel, _ in entries}),
+        "sha256": digest.hexdigest(),
+    }
 
 
 def fingerprint_splits(split_dir: str | Path) -> dict[str, Any]:
@@ -80,29 +90,41 @@ def fingerprint_splits(split_dir: str | Path) -> dict[str, Any]:
     summary_path = split_dir / SUMMARY_FILE
     summary = read_json_file(summary_path, " (run `reidpipe split` first)")
     if not isinstance(summary, dict) or not all(
-            isinstance(summary.get(key), str) for key in ("source", "dataset_dir")):
-        raise ReidpipeError(f"{summary_path}: expected an object with text 'source' and "
-                            "'dataset_dir' (written by `reidpipe split`)")
+        isinstance(summary.get(key), str) for key in ("source", "dataset_dir")
+    ):
+        raise ReidpipeError(
+            f"{summary_path}: expected an object with text 'source' and "
+            "'dataset_dir' (written by `reidpipe split`)"
+        )
     source, dataset_dir = summary["source"], summary["dataset_dir"]
     splits = {}
     for name, manifests in DATASET_SPLITS.items():
-        frame = pd.concat([read_manifest(manifest_path(split_dir, m)) for m in manifests],
-                          ignore_index=True)
-        splits[name] = split_fingerprint(frame, dataset_dir, manifest_path(split_dir,
-                                                                           manifests[0]))
-    return {"source": source, "dataset_dir": dataset_dir, "splits": splits,
-            "version": recognise_version(source, splits)}
+        frame = pd.concat(
+            [read_manifest(manifest_path(split_dir, m)) for m in manifests], ignore_index=True
+        )
+        splits[name] = split_fingerprint(frame, dataset_dir, manifest_path(split_dir, manifests[0]))
+    return {
+        "source": source,
+        "dataset_dir": dataset_dir,
+        "splits": splits,
+        "version": recognise_version(source, splits),
+    }
 
 
-def _mismatches(splits: Mapping[str, Mapping[str, Any]],
-                published: Mapping[str, Mapping[str, int]]) -> list[str]:
-    return [f"{split} {key} {splits[split][key]} (published {value})"
-            for split, stats in published.items() for key, value in stats.items()
-            if splits[split][key] != value]
+def _mismatches(
+    splits: Mapping[str, Mapping[str, Any]], published: Mapping[str, Mapping[str, int]]
+) -> list[str]:
+    return [
+        f"{split} {key} {splits[split][key]} (published {value})"
+        for split, stats in published.items()
+        for key, value in stats.items()
+        if splits[split][key] != value
+    ]
 
 
-def _release(source: str, splits: Mapping[str, Mapping[str, Any]]
-             ) -> tuple[str, Mapping[str, Mapping[str, int]], str] | str:
+def _release(
+    source: str, splits: Mapping[str, Mapping[str, Any]]
+) -> tuple[str, Mapping[str, Mapping[str, int]], str] | str:
     """The release the source and folders name, its published statistics and what the folders
     showed; or why there is none."""
     if source == "market1501":
@@ -111,19 +133,26 @@ def _release(source: str, splits: Mapping[str, Mapping[str, Any]]
         folders = (tuple(splits["train"]["folders"]), tuple(splits["query"]["folders"]))
         for version, (train_dir, test_dir) in MSMT17_DIRS.items():
             if folders == ((train_dir,), (test_dir,)):
-                return (version, SOURCES[source].stats or {},
-                        f" and the images lie in {train_dir}/ and {test_dir}/")
+                return (
+                    version,
+                    SOURCES[source].stats or {},
+                    f" and the images lie in {train_dir}/ and {test_dir}/",
+                )
         return f"MSMT17 images in folders {folders}, neither V1's nor V2's"
     if source == "cuhk03":
         variants = sorted({f for split in splits.values() for f in split["folders"]})
         if len(variants) == 1 and variants[0] in CUHK03_VARIANTS:
-            return (f"{SOURCES[source].title} {variants[0]}", CUHK03_STATS[variants[0]],
-                    f" and the images lie in {variants[0]}/")
+            return (
+                f"{SOURCES[source].title} {variants[0]}",
+                CUHK03_STATS[variants[0]],
+                f" and the images lie in {variants[0]}/",
+            )
         return f"CUHK03-NP images in folders {variants}, not one of {list(CUHK03_VARIANTS)}"
     spec = SOURCES.get(source)
     if spec is None or spec.stats is None:
-        return (f"data.source {source!r} has no published release to compare with"
-                + (" (generated by `reidpipe synth`)" if source == "synthetic" else ""))
+        return f"data.source {source!r} has no published release to compare with" + (
+            " (generated by `reidpipe synth`)" if source == "synthetic" else ""
+        )
     return spec.title, spec.stats, ""
 
 
@@ -135,7 +164,9 @@ def recognise_version(source: str, splits: Mapping[str, Mapping[str, Any]]) -> d
     name, published, folders = release
     differ = _mismatches(splits, published)
     if differ:
-        return {"recognised": False, "name": None,
-                "reason": f"not {name}: " + "; ".join(differ)}
-    return {"recognised": True, "name": name,
-            "reason": f"every published count of {name} matches{folders}"}
+        return {"recognised": False, "name": None, "reason": f"not {name}: " + "; ".join(differ)}
+    return {
+        "recognised": True,
+        "name": name,
+        "reason": f"every published count of {name} matches{folders}",
+    }

@@ -14,8 +14,9 @@ import re
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from reidpipe.errors import ReidpipeError
 
@@ -44,9 +45,12 @@ def check_md5(md5: str, expected: str, allow_unknown: bool, what: str, log: Log)
         raise ReidpipeError(
             f"{what} has MD5 {md5}, expected {expected} (data.md5); it is not the expected "
             "archive or it is damaged. Set data.allow_unknown_checksum: true to accept "
-            "another archive")
-    log(f"WARNING: {what} has MD5 {md5}, not the expected {expected}; accepted because "
-        "data.allow_unknown_checksum is true")
+            "another archive"
+        )
+    log(
+        f"WARNING: {what} has MD5 {md5}, not the expected {expected}; accepted because "
+        "data.allow_unknown_checksum is true"
+    )
 
 
 class _TransferError(Exception):
@@ -56,10 +60,16 @@ class _TransferError(Exception):
 _RETRYABLE = (OSError, http.client.HTTPException, _TransferError)
 
 
-def download_archive(urls: Sequence[str], dest: Path, *, expected_md5: str,
-                     allow_unknown_checksum: bool, timeout: float,
-                     progress_every: int = PROGRESS_EVERY_BYTES,
-                     log: Log = default_log) -> tuple[str, str]:
+def download_archive(
+    urls: Sequence[str],
+    dest: Path,
+    *,
+    expected_md5: str,
+    allow_unknown_checksum: bool,
+    timeout: float,
+    progress_every: int = PROGRESS_EVERY_BYTES,
+    log: Log = default_log,
+) -> tuple[str, str]:
     """Download the archive to ``dest`` from the first URL that works; returns (url, md5).
 
     All URLs failing is one ReidpipeError listing each URL with its error.
@@ -80,8 +90,10 @@ def download_archive(urls: Sequence[str], dest: Path, *, expected_md5: str,
         md5 = file_md5(part)
         if md5 != expected_md5 and not allow_unknown_checksum:
             part.unlink()
-            failures.append(f"  {url}: MD5 {md5} of the downloaded file, expected {expected_md5} "
-                            "(data.md5; data.allow_unknown_checksum: true accepts another archive)")
+            failures.append(
+                f"  {url}: MD5 {md5} of the downloaded file, expected {expected_md5} "
+                "(data.md5; data.allow_unknown_checksum: true accepts another archive)"
+            )
             log(f"{url}: MD5 mismatch ({md5}), download deleted")
             continue
         check_md5(md5, expected_md5, allow_unknown_checksum, url, log)
@@ -92,7 +104,8 @@ def download_archive(urls: Sequence[str], dest: Path, *, expected_md5: str,
     raise ReidpipeError(
         f"could not download {dest.name}; tried:\n{tried}\n"
         f"Download it yourself and pass it with `reidpipe download --archive PATH` or set "
-        f"data.archive_path (or put it at {dest}).")
+        f"data.archive_path (or put it at {dest})."
+    )
 
 
 def _describe_error(exc: BaseException) -> str:
@@ -101,8 +114,7 @@ def _describe_error(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _download_url(url: str, part: Path, *, timeout: float, progress_every: int,
-                  log: Log) -> None:
+def _download_url(url: str, part: Path, *, timeout: float, progress_every: int, log: Log) -> None:
     """Download ``url`` into ``part``, resuming while each broken attempt made progress."""
     for attempt in range(1, MAX_ATTEMPTS_PER_URL + 1):
         before = _size(part)
@@ -112,8 +124,10 @@ def _download_url(url: str, part: Path, *, timeout: float, progress_every: int,
         except _RETRYABLE as exc:
             if attempt == MAX_ATTEMPTS_PER_URL or _size(part) <= before:
                 raise
-            log(f"{url}: transfer broke ({_describe_error(exc)}); resuming at {_size(part)} bytes "
-                f"(attempt {attempt + 1}/{MAX_ATTEMPTS_PER_URL})")
+            log(
+                f"{url}: transfer broke ({_describe_error(exc)}); resuming at {_size(part)} bytes "
+                f"(attempt {attempt + 1}/{MAX_ATTEMPTS_PER_URL})"
+            )
 
 
 def _size(path: Path) -> int:
@@ -147,8 +161,10 @@ def _transfer(url: str, part: Path, *, timeout: float, progress_every: int, log:
         if offset and status == 206:
             start = _range_start(response.headers.get("Content-Range"))
             if start != offset:
-                log(f"{url}: server resumed at the wrong place ({start}, asked {offset}); "
-                    "starting over")
+                log(
+                    f"{url}: server resumed at the wrong place ({start}, asked {offset}); "
+                    "starting over"
+                )
                 part.unlink()
                 response.close()
                 _transfer(url, part, timeout=timeout, progress_every=progress_every, log=log)
@@ -167,8 +183,15 @@ def _transfer(url: str, part: Path, *, timeout: float, progress_every: int, log:
         raise _TransferError(f"connection closed after {_size(part)} of {total} bytes")
 
 
-def _copy_with_progress(response: Any, part: Path, mode: str, offset: int, total: int | None,
-                        progress_every: int, log: Log) -> None:
+def _copy_with_progress(
+    response: Any,
+    part: Path,
+    mode: str,
+    offset: int,
+    total: int | None,
+    progress_every: int,
+    log: Log,
+) -> None:
     done = offset
     next_report = offset + progress_every
     started = time.monotonic()

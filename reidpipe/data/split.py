@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from reidpipe import atomic, images
-from reidpipe.dataset_registry import DatasetSource, dataset_source
 from reidpipe.data.manifest import COLUMNS, manifest_path, write_manifest
+from reidpipe.dataset_registry import DatasetSource, dataset_source
 from reidpipe.errors import ReidpipeError
 
 SUMMARY_FILE = "split.json"  # the row counts, the source and its dataset folder
@@ -29,7 +29,8 @@ def _split_frame(dataset_dir: Path, split: str, source: DatasetSource) -> pd.Dat
         raise ReidpipeError(
             f"{len(bad)} file(s) of {source.split_location(dataset_dir, split)} do not follow "
             f"{source.layout_spec.title} naming or are missing, e.g. {bad[0]}; run "
-            "`reidpipe validate` first")
+            "`reidpipe validate` first"
+        )
     rows = [(str(path), n.pid, n.camid, n.seq, n.frame) for path, n in scan.images]
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -40,8 +41,12 @@ def _check_images(frames: list[pd.DataFrame], dataset_dir: Path) -> None:
     paths = [Path(path) for frame in frames for path in frame["path"]]
     broken = [check for check in images.check_images(paths) if check.error]
     if broken:
-        more = (f" ({len(broken) - 1} more unusable image(s) in {dataset_dir}: `reidpipe "
-                "validate` lists them all)" if len(broken) > 1 else "")
+        more = (
+            f" ({len(broken) - 1} more unusable image(s) in {dataset_dir}: `reidpipe "
+            "validate` lists them all)"
+            if len(broken) > 1
+            else ""
+        )
         raise ReidpipeError(f"image {broken[0].path} {broken[0].error}{more}")
 
 
@@ -55,7 +60,8 @@ def _hold_out(train: pd.DataFrame, val_ids: int, seed: int) -> tuple[pd.DataFram
     if val_ids > len(eligible):
         raise ReidpipeError(
             f"split.val_ids = {val_ids} but only {len(eligible)} train identities are seen by two or "
-            "more cameras with more images than cameras; lower split.val_ids")
+            "more cameras with more images than cameras; lower split.val_ids"
+        )
     rng = np.random.default_rng(seed)
     chosen = set(rng.choice(eligible, size=val_ids, replace=False).tolist())
     held = train[train["pid"].isin(chosen)]
@@ -64,23 +70,30 @@ def _hold_out(train: pd.DataFrame, val_ids: int, seed: int) -> tuple[pd.DataFram
     is_query = ~order.duplicated(["pid", "camid"])
     # A query needs a gallery image of its identity from another camera.
     gallery_cams = order[~is_query].groupby("pid")["camid"].agg(set)
-    has_match = [bool(gallery_cams.get(pid, set()) - {cam})
-                 for pid, cam in zip(order["pid"], order["camid"])]
+    has_match = [
+        bool(gallery_cams.get(pid, set()) - {cam}) for pid, cam in zip(order["pid"], order["camid"])
+    ]
     is_query &= pd.Series(has_match, index=order.index)
     val_query = order[is_query].drop(columns="_draw").sort_index()
     val_gallery = order[~is_query].drop(columns="_draw").sort_index()
     return val_query, val_gallery
 
 
-def make_split(dataset_dir: str | Path, out_dir: str | Path, val_ids: int, seed: int,
-               source: DatasetSource | None = None) -> dict[str, int]:
+def make_split(
+    dataset_dir: str | Path,
+    out_dir: str | Path,
+    val_ids: int,
+    seed: int,
+    source: DatasetSource | None = None,
+) -> dict[str, int]:
     """Write the five manifests of a dataset in ``source``'s layout (default Market-1501) into
     ``out_dir`` atomically; returns the row count of each."""
     dataset_dir = Path(dataset_dir)
     source = source or dataset_source("market1501")
     source.check_present(dataset_dir)
-    train_all, query, gallery = (_split_frame(dataset_dir, split, source)
-                                 for split in ("train", "query", "gallery"))
+    train_all, query, gallery = (
+        _split_frame(dataset_dir, split, source) for split in ("train", "query", "gallery")
+    )
     if train_all.empty:
         raise ReidpipeError(f"{source.split_location(dataset_dir, 'train')} holds no images")
     _check_images([train_all, query, gallery], dataset_dir)
@@ -103,7 +116,13 @@ def make_split(dataset_dir: str | Path, out_dir: str | Path, val_ids: int, seed:
         for name, table in tables.items():
             write_manifest(table.reset_index(drop=True), manifest_path(tmp, name))
         counts = {name: len(table) for name, table in tables.items()}
-        summary = dict(counts, train_ids=len(labels), val_ids=len(held_pids),
-                       dataset_dir=str(dataset_dir), source=source.name, seed=seed)
+        summary = dict(
+            counts,
+            train_ids=len(labels),
+            val_ids=len(held_pids),
+            dataset_dir=str(dataset_dir),
+            source=source.name,
+            seed=seed,
+        )
         atomic.write_json(Path(tmp) / SUMMARY_FILE, summary)
     return counts

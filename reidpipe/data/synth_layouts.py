@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import shutil
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 from PIL import Image
 
 from reidpipe.atomic import atomic_dir, write_json
+from reidpipe.data.synth import (
+    MARKER_FILE,
+    SynthSummary,
+    check_replaceable,
+    generate_synthetic_market,
+)
 from reidpipe.dataset_registry import (
     CUHK03_VARIANTS,
     CUSTOM_SYNTH_DIRS,
@@ -32,15 +38,9 @@ from reidpipe.dataset_registry import (
     dataset_source,
     parse_market,
 )
-from reidpipe.data.synth import (
-    MARKER_FILE,
-    SynthSummary,
-    check_replaceable,
-    generate_synthetic_market,
-)
 from reidpipe.errors import ReidpipeError
 
-Item = tuple[str, Path, ImageName]   # split, file, parsed Market name
+Item = tuple[str, Path, ImageName]  # split, file, parsed Market name
 _WORK_DIR = ".market"
 
 
@@ -83,8 +83,9 @@ def _write_msmt17(items: list[Item], dst: Path) -> None:
         side = "train" if split == "train" else "test"
         index = counts[side, number]
         counts[side, number] += 1
-        rel = (f"{number:04d}/{number:04d}_{index:03d}_{name.camid:02d}_0113morning_"
-               f"{frame:04d}_0.jpg")
+        rel = (
+            f"{number:04d}/{number:04d}_{index:03d}_{name.camid:02d}_0113morning_{frame:04d}_0.jpg"
+        )
         (dst / folder / rel).parent.mkdir(parents=True, exist_ok=True)
         path.replace(dst / folder / rel)
         # As in MSMT17, a tenth of the train images are listed as validation images.
@@ -111,7 +112,7 @@ def _write_cuhk03(items: list[Item], dst: Path) -> None:
                 target = dst / variant / MARKET_DIRS[split] / file_name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 image.save(target, format="PNG")
-    for variant in CUHK03_VARIANTS:   # a split may have lost all its images, not its folder
+    for variant in CUHK03_VARIANTS:  # a split may have lost all its images, not its folder
         for folder in MARKET_DIRS.values():
             (dst / variant / folder).mkdir(parents=True, exist_ok=True)
 
@@ -126,16 +127,21 @@ def _write_custom(items: list[Item], dst: Path) -> None:
 
 
 WRITERS: dict[str, Callable[[list[Item], Path], None]] = {
-    "dukemtmc": _write_duke, "msmt17": _write_msmt17, "cuhk03": _write_cuhk03,
-    "custom": _write_custom}
+    "dukemtmc": _write_duke,
+    "msmt17": _write_msmt17,
+    "cuhk03": _write_cuhk03,
+    "custom": _write_custom,
+}
 
 
-def generate_synthetic(out_dir: str | Path, layout: str, num_ids: int, seed: int,
-                       workers: int | None = None) -> SynthSummary:
+def generate_synthetic(
+    out_dir: str | Path, layout: str, num_ids: int, seed: int, workers: int | None = None
+) -> SynthSummary:
     """Write the synthetic dataset in ``layout`` (a name of ``SYNTH_LAYOUTS``), atomically."""
     if layout not in SYNTH_LAYOUTS:
-        raise ReidpipeError(f"synthetic layout {layout!r}; expected one of "
-                            f"{', '.join(SYNTH_LAYOUTS)}")
+        raise ReidpipeError(
+            f"synthetic layout {layout!r}; expected one of {', '.join(SYNTH_LAYOUTS)}"
+        )
     if layout == "market1501":
         return generate_synthetic_market(out_dir, num_ids, seed, workers)
     out = Path(out_dir)
@@ -148,17 +154,35 @@ def generate_synthetic(out_dir: str | Path, layout: str, num_ids: int, seed: int
         scans = {split: source.scan(tmp, split) for split in SPLITS}
         pids = {split: [n.pid for _, n in scan.images] for split, scan in scans.items()}
         summary = replace(
-            market, out_dir=out,
+            market,
+            out_dir=out,
             train_ids=len({p for p in pids["train"] if p > 0}),
             test_ids=len({p for s in ("query", "gallery") for p in pids[s] if p > 0}),
-            train_images=len(pids["train"]), query_images=len(pids["query"]),
+            train_images=len(pids["train"]),
+            query_images=len(pids["query"]),
             gallery_images=len(pids["gallery"]),
             distractors=pids["gallery"].count(DISTRACTOR_PID),
-            junk=pids["gallery"].count(JUNK_PID))
-        write_json(tmp / MARKER_FILE, {"generator": "reidpipe synth", "layout": layout,
-                                       "num_ids": num_ids, "seed": seed,
-                                       **{k: getattr(summary, k) for k in (
-                                           "train_ids", "test_ids", "train_images",
-                                           "query_images", "gallery_images", "distractors",
-                                           "junk")}})
+            junk=pids["gallery"].count(JUNK_PID),
+        )
+        write_json(
+            tmp / MARKER_FILE,
+            {
+                "generator": "reidpipe synth",
+                "layout": layout,
+                "num_ids": num_ids,
+                "seed": seed,
+                **{
+                    k: getattr(summary, k)
+                    for k in (
+                        "train_ids",
+                        "test_ids",
+                        "train_images",
+                        "query_images",
+                        "gallery_images",
+                        "distractors",
+                        "junk",
+                    )
+                },
+            },
+        )
     return summary

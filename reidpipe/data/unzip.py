@@ -23,8 +23,9 @@ def _entry_parts(info: zipfile.ZipInfo, archive: Path) -> tuple[str, ...]:
         raise ReidpipeError(f"{where} has an absolute path; refusing to extract")
     parts = tuple(p for p in re.split(r"[/\\]", name) if p not in ("", "."))
     if ".." in parts:
-        raise ReidpipeError(f"{where} points outside the dataset folder ('..'); "
-                            "refusing to extract")
+        raise ReidpipeError(
+            f"{where} points outside the dataset folder ('..'); refusing to extract"
+        )
     kind = stat.S_IFMT(info.external_attr >> 16)
     if kind == stat.S_IFLNK:
         raise ReidpipeError(f"{where} is a symbolic link; refusing to extract")
@@ -33,8 +34,9 @@ def _entry_parts(info: zipfile.ZipInfo, archive: Path) -> tuple[str, ...]:
     return parts
 
 
-def plan_entries(zf: zipfile.ZipFile, archive: Path,
-          max_bytes: int) -> list[tuple[zipfile.ZipInfo, tuple[str, ...]]]:
+def plan_entries(
+    zf: zipfile.ZipFile, archive: Path, max_bytes: int
+) -> list[tuple[zipfile.ZipInfo, tuple[str, ...]]]:
     """Check every entry before writing anything; returns (entry, path in the dataset folder).
 
     zipfile stops each entry at its declared size (a larger stream fails its CRC), so the
@@ -45,22 +47,27 @@ def plan_entries(zf: zipfile.ZipFile, archive: Path,
     seen: set[tuple[str, ...]] = set()
     for info, parts in entries:
         if parts in seen and not info.is_dir():
-            raise ReidpipeError(f"archive {archive} holds the entry {info.filename!r} twice; "
-                                "refusing to guess which copy is meant")
+            raise ReidpipeError(
+                f"archive {archive} holds the entry {info.filename!r} twice; "
+                "refusing to guess which copy is meant"
+            )
         seen.add(parts)
     total = 0
     for info, _ in entries:
-        if (info.file_size >= RATIO_CHECK_MIN_BYTES
-                and info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1)):
+        if info.file_size >= RATIO_CHECK_MIN_BYTES and info.file_size > MAX_COMPRESSION_RATIO * max(
+            info.compress_size, 1
+        ):
             raise ReidpipeError(
                 f"archive {archive}: entry {info.filename!r} expands {info.compress_size} -> "
                 f"{info.file_size} bytes (more than {MAX_COMPRESSION_RATIO}x); refusing a "
-                "possible zip bomb")
+                "possible zip bomb"
+            )
         total += info.file_size
         if total > max_bytes:
             raise ReidpipeError(
                 f"archive {archive} unpacks to more than data.max_extract_bytes = {max_bytes} "
-                f"bytes (reached at entry {info.filename!r}); refusing to extract")
+                f"bytes (reached at entry {info.filename!r}); refusing to extract"
+            )
     tops = {parts[0] for _, parts in entries}
     if len(tops) == 1 and not any(len(p) == 1 and not i.is_dir() for i, p in entries):
         entries = [(info, parts[1:]) for info, parts in entries if len(parts) > 1]

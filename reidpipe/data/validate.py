@@ -12,8 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from reidpipe import atomic, images
-from reidpipe.dataset_registry import (DISTRACTOR_PID, JUNK_PID, SPLITS, DatasetSource, SplitScan,
-                                   dataset_source)
+from reidpipe.dataset_registry import (
+    DISTRACTOR_PID,
+    JUNK_PID,
+    SPLITS,
+    DatasetSource,
+    SplitScan,
+    dataset_source,
+)
 from reidpipe.errors import ReidpipeError
 
 SHOWN_PROBLEMS = 20
@@ -57,9 +63,11 @@ class ValidationReport:
         if len(self.problems) > SHOWN_PROBLEMS:
             lines.append(f"  ... and {len(self.problems) - SHOWN_PROBLEMS} more (see the report)")
         if any(p.problem.startswith(STRICT_PREFIX) for p in self.problems):
-            lines.append("  strict validation expects the official dataset itself; to check another "
-                         "dataset in its layout, run `reidpipe validate --no-strict` or set "
-                         "`data.strict: false` in the params")
+            lines.append(
+                "  strict validation expects the official dataset itself; to check another "
+                "dataset in its layout, run `reidpipe validate --no-strict` or set "
+                "`data.strict: false` in the params"
+            )
         return "\n".join(lines)
 
 
@@ -80,24 +88,33 @@ def _split_summary(scan: SplitScan, checks: list[images.ImageCheck]) -> dict[str
 def _check_strict_stats(report: ValidationReport, source: DatasetSource, dataset_dir: Path) -> None:
     title = source.spec.title
     if source.stats is None:
-        raise ReidpipeError(f"--strict: {title} has no official statistics to check; validate it "
-                            "without --strict")
+        raise ReidpipeError(
+            f"--strict: {title} has no official statistics to check; validate it without --strict"
+        )
     for split, expected in source.stats.items():
         actual = report.splits[split]
         for key, value in expected.items():
             if actual[key] != value:
-                report.problems.append(Problem(
-                    str(source.split_location(dataset_dir, split)),
-                    f"{STRICT_PREFIX}{title} has {value} {key} here, found {actual[key]}"))
+                report.problems.append(
+                    Problem(
+                        str(source.split_location(dataset_dir, split)),
+                        f"{STRICT_PREFIX}{title} has {value} {key} here, found {actual[key]}",
+                    )
+                )
     all_cams = set().union(*(set(report.splits[s]["cameras"]) for s in SPLITS))
     if all_cams != set(range(1, source.spec.cameras + 1)):
-        report.problems.append(Problem(
-            ".", f"{STRICT_PREFIX}{title} has cameras 1-{source.spec.cameras}, "
-                 f"found {sorted(all_cams)}"))
+        report.problems.append(
+            Problem(
+                ".",
+                f"{STRICT_PREFIX}{title} has cameras 1-{source.spec.cameras}, "
+                f"found {sorted(all_cams)}",
+            )
+        )
 
 
-def validate_dataset(dataset_dir: str | Path, strict: bool = False,
-                     source: DatasetSource | None = None) -> ValidationReport:
+def validate_dataset(
+    dataset_dir: str | Path, strict: bool = False, source: DatasetSource | None = None
+) -> ValidationReport:
     """Check a dataset folder in ``source``'s layout (default Market-1501); never raises for
     dataset content, only reports it."""
     dataset_dir = Path(dataset_dir)
@@ -108,8 +125,9 @@ def validate_dataset(dataset_dir: str | Path, strict: bool = False,
     for scan in scans.values():
         report.ignored_files += [str(p) for p in scan.os_metadata]
         pattern = source.layout_spec.name_pattern
-        report.problems += [Problem(str(p), f"name does not match {pattern}")
-                            for p in scan.misnamed]
+        report.problems += [
+            Problem(str(p), f"name does not match {pattern}") for p in scan.misnamed
+        ]
         report.problems += [Problem(str(p), "listed but missing") for p in scan.missing]
 
     size = source.spec.image_size if strict else None
@@ -120,17 +138,22 @@ def validate_dataset(dataset_dir: str | Path, strict: bool = False,
             if check.error:
                 report.problems.append(Problem(str(check.path), check.error))
             elif size and check.size != size:
-                report.problems.append(Problem(
-                    str(check.path), f"{STRICT_PREFIX}size {check.size[0]}x{check.size[1]}, "
-                    f"{source.spec.title} images are {size[0]}x{size[1]}"))
+                report.problems.append(
+                    Problem(
+                        str(check.path),
+                        f"{STRICT_PREFIX}size {check.size[0]}x{check.size[1]}, "
+                        f"{source.spec.title} images are {size[0]}x{size[1]}",
+                    )
+                )
             if check.digest:
                 digests[check.digest].append((split, check.path))
         report.splits[split] = _split_summary(scan, checks)
 
     for split, scan in scans.items():
         if not scan.images:
-            report.problems.append(Problem(str(source.split_location(dataset_dir, split)),
-                                           "holds no images"))
+            report.problems.append(
+                Problem(str(source.split_location(dataset_dir, split)), "holds no images")
+            )
     _check_identities(scans, report, source.spec.cameras if strict else 0)
     _check_duplicates(digests, report)
     if strict:
@@ -138,8 +161,7 @@ def validate_dataset(dataset_dir: str | Path, strict: bool = False,
     return report
 
 
-def _check_identities(scans: dict[str, SplitScan], report: ValidationReport,
-                      cameras: int) -> None:
+def _check_identities(scans: dict[str, SplitScan], report: ValidationReport, cameras: int) -> None:
     """``cameras`` > 0: camera ids must lie in 1..cameras (strict); otherwise just be >= 1."""
     for split, scan in scans.items():
         for path, name in scan.images:
@@ -147,24 +169,34 @@ def _check_identities(scans: dict[str, SplitScan], report: ValidationReport,
                 allowed = f"1-{cameras}" if cameras else ">= 1"
                 report.problems.append(Problem(str(path), f"camera {name.camid} outside {allowed}"))
             if split != "gallery" and name.pid <= 0:
-                report.problems.append(Problem(
-                    str(path), f"pid {name.pid} (junk/distractor) is only allowed in the gallery"))
+                report.problems.append(
+                    Problem(
+                        str(path),
+                        f"pid {name.pid} (junk/distractor) is only allowed in the gallery",
+                    )
+                )
 
     gallery_cams: dict[int, set[int]] = defaultdict(set)
     for _, name in scans["gallery"].images:
         gallery_cams[name.pid].add(name.camid)
     for path, name in scans["query"].images:
         if name.pid > 0 and not gallery_cams.get(name.pid, set()) - {name.camid}:
-            report.problems.append(Problem(
-                str(path), f"query pid {name.pid} has no gallery image from another camera"))
+            report.problems.append(
+                Problem(str(path), f"query pid {name.pid} has no gallery image from another camera")
+            )
 
     train_ids = {name.pid for _, name in scans["train"].images if name.pid > 0}
-    test_ids = {name.pid for split in ("query", "gallery")
-                for _, name in scans[split].images if name.pid > 0}
+    test_ids = {
+        name.pid
+        for split in ("query", "gallery")
+        for _, name in scans[split].images
+        if name.pid > 0
+    }
     shared = sorted(train_ids & test_ids)
     if shared:
-        report.problems.append(Problem(
-            "train", f"{len(shared)} identities appear in train and test: {shared[:10]}"))
+        report.problems.append(
+            Problem("train", f"{len(shared)} identities appear in train and test: {shared[:10]}")
+        )
 
 
 def _check_duplicates(digests: dict[str, list[tuple[str, Path]]], report: ValidationReport) -> None:
@@ -175,14 +207,19 @@ def _check_duplicates(digests: dict[str, list[tuple[str, Path]]], report: Valida
         splits = {split for split, _ in copies}
         names = ", ".join(str(p) for _, p in copies)
         if "train" in splits and splits - {"train"}:
-            report.problems.append(Problem(str(copies[0][1]),
-                                           f"identical image in train and test: {names}"))
+            report.problems.append(
+                Problem(str(copies[0][1]), f"identical image in train and test: {names}")
+            )
         else:
             report.warnings.append(f"identical images: {names}")
 
 
-def run_validation(dataset_dir: str | Path, report_path: str | Path, strict: bool,
-                   source: DatasetSource | None = None) -> ValidationReport:
+def run_validation(
+    dataset_dir: str | Path,
+    report_path: str | Path,
+    strict: bool,
+    source: DatasetSource | None = None,
+) -> ValidationReport:
     """Validate, write the JSON report (also on failure), raise if the dataset is invalid."""
     report = validate_dataset(dataset_dir, strict=strict, source=source)
     atomic.write_json(report_path, report.to_dict())

@@ -32,15 +32,16 @@ DEEPSTREAM_NCHW = 0
 @dataclass(frozen=True)
 class DeepStreamInput:
     """DeepStream's preprocessing for a contract, in the network's channel order."""
+
     offsets: tuple[float, ...]
     net_scale_factor: float
-    channel_scale: tuple[float, ...] | None   # per-channel factors folded into the graph
+    channel_scale: tuple[float, ...] | None  # per-channel factors folded into the graph
 
 
 def deepstream_input(pre: Preprocess, fold: bool) -> DeepStreamInput:
     """offsets / netScaleFactor for ``pre``; the per-channel scale to fold when the std differs
     per channel (ReidpipeError when ``fold`` is off)."""
-    order = [0, 1, 2] if pre.channel_order == "RGB" else [2, 1, 0]   # mean/std are RGB-ordered
+    order = [0, 1, 2] if pre.channel_order == "RGB" else [2, 1, 0]  # mean/std are RGB-ordered
     unit = 1.0 / 255.0 if pre.input_scale == 1 else 1.0
     offsets = tuple(round(255.0 * pre.mean[c], 6) for c in order)
     scales = tuple(unit / pre.std[c] for c in order)
@@ -51,29 +52,33 @@ def deepstream_input(pre: Preprocess, fold: bool) -> DeepStreamInput:
             f"DeepStream takes one netScaleFactor but pixel_std {list(pre.std)} gives a "
             f"different scale per channel ({[round(s, 8) for s in scales]}); set "
             "deploy.deepstream_fold_normalisation: true to fold the per-channel scale into the "
-            "package's DeepStream ONNX, or train with one std for all channels")
+            "package's DeepStream ONNX, or train with one std for all channels"
+        )
     return DeepStreamInput(offsets, 1.0, scales)
 
 
-def deepstream_section(pre: Preprocess, ds: DeepStreamInput, embedding_dim: int,
-                       deploy: DeployParams, onnx_file: str) -> dict[str, Any]:
+def deepstream_section(
+    pre: Preprocess, ds: DeepStreamInput, embedding_dim: int, deploy: DeployParams, onnx_file: str
+) -> dict[str, Any]:
     """The ``ReID:`` section of an NvDCF tracker config."""
-    return {"ReID": {
-        "reidType": deploy.deepstream_reid_type,
-        "batchSize": deploy.max_batch,
-        "workspaceSize": deploy.workspace_mib,
-        "reidFeatureSize": embedding_dim,
-        "reidHistorySize": deploy.deepstream_history_size,
-        "inferDims": [3, pre.height, pre.width],
-        "networkMode": DEEPSTREAM_NETWORK_MODE[deploy.precision],
-        "inputOrder": DEEPSTREAM_NCHW,
-        "colorFormat": DEEPSTREAM_COLOR_FORMAT[pre.channel_order],
-        "offsets": list(ds.offsets),
-        "netScaleFactor": round(ds.net_scale_factor, 10),
-        # The contract resizes without keeping the aspect ratio (a plain bilinear resize).
-        "keepAspc": 0,
-        # The graph returns the raw embedding (contract: not L2-normalised).
-        "addFeatureNormalization": 1,
-        "onnxFile": onnx_file,
-        "modelEngineFile": f"{Path(onnx_file).stem}_b{deploy.max_batch}_{deploy.precision}.engine",
-    }}
+    return {
+        "ReID": {
+            "reidType": deploy.deepstream_reid_type,
+            "batchSize": deploy.max_batch,
+            "workspaceSize": deploy.workspace_mib,
+            "reidFeatureSize": embedding_dim,
+            "reidHistorySize": deploy.deepstream_history_size,
+            "inferDims": [3, pre.height, pre.width],
+            "networkMode": DEEPSTREAM_NETWORK_MODE[deploy.precision],
+            "inputOrder": DEEPSTREAM_NCHW,
+            "colorFormat": DEEPSTREAM_COLOR_FORMAT[pre.channel_order],
+            "offsets": list(ds.offsets),
+            "netScaleFactor": round(ds.net_scale_factor, 10),
+            # The contract resizes without keeping the aspect ratio (a plain bilinear resize).
+            "keepAspc": 0,
+            # The graph returns the raw embedding (contract: not L2-normalised).
+            "addFeatureNormalization": 1,
+            "onnxFile": onnx_file,
+            "modelEngineFile": f"{Path(onnx_file).stem}_b{deploy.max_batch}_{deploy.precision}.engine",
+        }
+    }

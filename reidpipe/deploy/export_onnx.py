@@ -59,8 +59,14 @@ from reidpipe.params import EvaluateParams, ExportParams, Params
 log = logging.getLogger(__name__)
 
 
-def export_graph(net: nn.Module, pre: Preprocess, path: Path, opset: int,
-                 metadata: dict[str, str], embed_limit: int = EMBED_LIMIT_BYTES) -> list[Path]:
+def export_graph(
+    net: nn.Module,
+    pre: Preprocess,
+    path: Path,
+    opset: int,
+    metadata: dict[str, str],
+    embed_limit: int = EMBED_LIMIT_BYTES,
+) -> list[Path]:
     """Export ``net`` (eval mode, on whatever device it is) with a dynamic batch axis; returns
     the files written."""
     net = net.eval()
@@ -69,54 +75,106 @@ def export_graph(net: nn.Module, pre: Preprocess, path: Path, opset: int,
     batch = torch.export.Dim("batch", min=1)
     try:
         program = torch.onnx.export(
-            net, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME], dynamic_shapes=({0: batch},), verbose=False)
-    except Exception as exc:  # the exporter raises many error types; all mean "cannot export"
-        raise ReidpipeError(f"torch.onnx.export failed for {type(net).__name__}: "
-                            f"{type(exc).__name__}: {exc}") from None
+            net,
+            (example,),
+            dynamo=True,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=({0: batch},),
+            verbose=False,
+        )
+    except Exception as exc:  # noqa: BLE001 - the exporter raises many error types; all mean "cannot export"
+        raise ReidpipeError(
+            f"torch.onnx.export failed for {type(net).__name__}: {type(exc).__name__}: {exc}"
+        ) from None
     model = program.model_proto
     for key, value in metadata.items():
         model.metadata_props.add(key=key, value=value)
     return save_onnx(model, path, embed_limit)
 
 
-def fp32_variant(net: nn.Module, pre: Preprocess, arch: str, export: ExportParams,
-                 metadata: dict[str, str], embedding_dim: int,
-                 embed_limit: int = EMBED_LIMIT_BYTES) -> Variant:
+def fp32_variant(
+    net: nn.Module,
+    pre: Preprocess,
+    arch: str,
+    export: ExportParams,
+    metadata: dict[str, str],
+    embedding_dim: int,
+    embed_limit: int = EMBED_LIMIT_BYTES,
+) -> Variant:
     """``net`` exported as ``model.onnx``, gated against PyTorch: per batch size the max abs
     difference and lowest cosine, and the mAP / rank-1 deltas in points."""
+
     def build(folder: Path) -> tuple[list[Path], dict[str, Any]]:
         start = time.perf_counter()
         files = export_graph(net, pre, folder / ONNX_FILE, export.opset, metadata, embed_limit)
         return files, {"export_seconds": round(time.perf_counter() - start, 3)}
 
     return Variant(
-        name="fp32", file=ONNX_FILE, build=build, reference="torch",
-        about={"arch": arch, "opset": export.opset,
-               "versions": {"torch": torch.__version__, "onnx": onnx.__version__,
-                            "onnxruntime": _ort_version()},
-               "input": {"name": INPUT_NAME, "shape": ["batch", 3, pre.height, pre.width],
-                         **{k[len(META_PREFIX):]: v for k, v in metadata.items()}},
-               "output": {"name": OUTPUT_NAME, "shape": ["batch", embedding_dim]}},
+        name="fp32",
+        file=ONNX_FILE,
+        build=build,
+        reference="torch",
+        about={
+            "arch": arch,
+            "opset": export.opset,
+            "versions": {
+                "torch": torch.__version__,
+                "onnx": onnx.__version__,
+                "onnxruntime": _ort_version(),
+            },
+            "input": {
+                "name": INPUT_NAME,
+                "shape": ["batch", 3, pre.height, pre.width],
+                **{k[len(META_PREFIX) :]: v for k, v in metadata.items()},
+            },
+            "output": {"name": OUTPUT_NAME, "shape": ["batch", embedding_dim]},
+        },
         gate=Gate(
             title=f"ONNX parity gate failed for {arch}",
-            record={"gates": {"max_abs_diff": export.max_abs_diff,
-                              "min_cosine": export.min_cosine,
-                              "max_metric_delta_points": export.max_metric_delta}},
-            rows=(Limit("max_abs_diff", "export.max_abs_diff", export.max_abs_diff,
-                        "batch {batch_size}: max abs diff {max_abs_diff:.3g} > {key} {limit}"),
-                  Limit("min_cosine", "export.min_cosine", export.min_cosine,
-                        "batch {batch_size}: min cosine {min_cosine:.6f} < {key} {limit}")),
-            metric_delta=Limit("delta_points", "export.max_metric_delta",
-                               export.max_metric_delta,
-                               "{metric} differs by {delta:.3f} points (torch {reference:.2f}, "
-                               "onnx {candidate:.2f}) > {key} {limit}"),
-            names=("torch", "onnx")))
+            record={
+                "gates": {
+                    "max_abs_diff": export.max_abs_diff,
+                    "min_cosine": export.min_cosine,
+                    "max_metric_delta_points": export.max_metric_delta,
+                }
+            },
+            rows=(
+                Limit(
+                    "max_abs_diff",
+                    "export.max_abs_diff",
+                    export.max_abs_diff,
+                    "batch {batch_size}: max abs diff {max_abs_diff:.3g} > {key} {limit}",
+                ),
+                Limit(
+                    "min_cosine",
+                    "export.min_cosine",
+                    export.min_cosine,
+                    "batch {batch_size}: min cosine {min_cosine:.6f} < {key} {limit}",
+                ),
+            ),
+            metric_delta=Limit(
+                "delta_points",
+                "export.max_metric_delta",
+                export.max_metric_delta,
+                "{metric} differs by {delta:.3f} points (torch {reference:.2f}, "
+                "onnx {candidate:.2f}) > {key} {limit}",
+            ),
+            names=("torch", "onnx"),
+        ),
+    )
 
 
-def export_variants(net: nn.Module, pre: Preprocess, arch: str, splits_dir: str | Path,
-                    export: ExportParams, embedding_dim: int,
-                    embed_limit: int = EMBED_LIMIT_BYTES) -> list[Variant]:
+def export_variants(
+    net: nn.Module,
+    pre: Preprocess,
+    arch: str,
+    splits_dir: str | Path,
+    export: ExportParams,
+    embedding_dim: int,
+    embed_limit: int = EMBED_LIMIT_BYTES,
+) -> list[Variant]:
     """FP32, then the FP16 and INT8 copies ``export`` asks for, both built from the FP32 file
     and gated against it."""
     metadata = contract_metadata(pre, arch, embedding_dim)
@@ -124,15 +182,25 @@ def export_variants(net: nn.Module, pre: Preprocess, arch: str, splits_dir: str 
     if export.fp16:
         variants.append(fp16_variant(arch, export, embed_limit))
     if export.int8:
-        variants.append(int8_variant(export, list(read_split(splits_dir, "train")["path"]), pre,
-                                     embed_limit))
+        variants.append(
+            int8_variant(export, list(read_split(splits_dir, "train")["path"]), pre, embed_limit)
+        )
     return variants
 
 
-def export_onnx(net: nn.Module, pre: Preprocess, arch: str, splits_dir: str | Path,
-                out_dir: str | Path, export: ExportParams, evaluate: EvaluateParams,
-                batch_size: int, flip: bool = False, device: str = "auto",
-                embed_limit: int = EMBED_LIMIT_BYTES) -> dict[str, Any]:
+def export_onnx(
+    net: nn.Module,
+    pre: Preprocess,
+    arch: str,
+    splits_dir: str | Path,
+    out_dir: str | Path,
+    export: ExportParams,
+    evaluate: EvaluateParams,
+    batch_size: int,
+    flip: bool = False,
+    device: str = "auto",
+    embed_limit: int = EMBED_LIMIT_BYTES,
+) -> dict[str, Any]:
     """Export ``net``, build and gate each variant in turn and write the folder; returns the
     parity report.
 
@@ -141,14 +209,25 @@ def export_onnx(net: nn.Module, pre: Preprocess, arch: str, splits_dir: str | Pa
     """
     out_dir = Path(out_dir)
     if not export.parity_batch_sizes or min(export.parity_batch_sizes) < 1:
-        raise ReidpipeError(f"export.parity_batch_sizes = {export.parity_batch_sizes}: expected "
-                            "a non-empty list of positive batch sizes")
+        raise ReidpipeError(
+            f"export.parity_batch_sizes = {export.parity_batch_sizes}: expected "
+            "a non-empty list of positive batch sizes"
+        )
     sets = image_sets_from_splits(splits_dir)
     images = parity_images(list(sets["query"]["path"]), pre, max(export.parity_batch_sizes))
     net = net.eval()
     with strict_fp32():
-        bench = Bench(pre, images, export.parity_batch_sizes, sets, evaluate, batch_size, flip,
-                      device, forwards={"torch": torch_forward(net, device)})
+        bench = Bench(
+            pre,
+            images,
+            export.parity_batch_sizes,
+            sets,
+            evaluate,
+            batch_size,
+            flip,
+            device,
+            forwards={"torch": torch_forward(net, device)},
+        )
         embedding_dim = int(np.asarray(bench.forwards["torch"](images[:1])).shape[1])
         # built before the export, which takes minutes on a big model: bad INT8 settings fail now
         variants = export_variants(net, pre, arch, splits_dir, export, embedding_dim, embed_limit)
@@ -162,11 +241,19 @@ def export_onnx(net: nn.Module, pre: Preprocess, arch: str, splits_dir: str | Pa
                     raise ReidpipeError(failure)
                 files += kept
             report = {
-                **entries["fp32"], "fp16": entries.get("fp16"), "int8": entries.get("int8"),
-                "latency": {v.name: forward_latency(bench.forwards[v.name], images,
-                                                    export.parity_batch_sizes)
-                            for v in variants if v.name in bench.forwards},
-                "files": {p.name: p.stat().st_size for p in files}, "status": "passed"}
+                **entries["fp32"],
+                "fp16": entries.get("fp16"),
+                "int8": entries.get("int8"),
+                "latency": {
+                    v.name: forward_latency(
+                        bench.forwards[v.name], images, export.parity_batch_sizes
+                    )
+                    for v in variants
+                    if v.name in bench.forwards
+                },
+                "files": {p.name: p.stat().st_size for p in files},
+                "status": "passed",
+            }
             atomic.write_json(tmp / PARITY_FILE, report)
     return report
 
@@ -177,8 +264,14 @@ def _ort_version() -> str:
     return onnxruntime.__version__
 
 
-def export_stage(params: Params, arch: str, model_dir: str | Path, splits_dir: str | Path,
-                 out_dir: str | Path, device: str = "auto") -> dict[str, Any]:
+def export_stage(
+    params: Params,
+    arch: str,
+    model_dir: str | Path,
+    splits_dir: str | Path,
+    out_dir: str | Path,
+    device: str = "auto",
+) -> dict[str, Any]:
     """``reidpipe export-onnx``: the trained model of ``model_dir`` to ``out_dir``."""
     from reidpipe.training.model import load_trained_model
 
@@ -187,8 +280,21 @@ def export_stage(params: Params, arch: str, model_dir: str | Path, splits_dir: s
     pre = Preprocess.from_params(trained, params.extract)
     configured = Preprocess.from_params(params.arch(arch), params.extract)
     if configured != pre:
-        log.warning("params give input %s but %s was trained with %s; exporting with the trained "
-                    "model's", configured, model_dir, pre)
-    return export_onnx(net, pre, arch, splits_dir, out_dir, params.export_for(arch),
-                       params.evaluate, params.extract.batch_size,
-                       flip=trained.model.with_flip_feature, device=device)
+        log.warning(
+            "params give input %s but %s was trained with %s; exporting with the trained model's",
+            configured,
+            model_dir,
+            pre,
+        )
+    return export_onnx(
+        net,
+        pre,
+        arch,
+        splits_dir,
+        out_dir,
+        params.export_for(arch),
+        params.evaluate,
+        params.extract.batch_size,
+        flip=trained.model.with_flip_feature,
+        device=device,
+    )

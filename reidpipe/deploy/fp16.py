@@ -42,10 +42,14 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     """An FP16 copy of ``model`` with its FP32 inputs and outputs kept (cast at the edges) and
     the ops in ``FP16_KEEP_FP32_OPS`` computed in FP32."""
     FLOAT, HALF = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
-    if model.functions or any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-                              for n in model.graph.node for a in n.attribute):
-        raise ReidpipeError("FP16 conversion handles flat graphs only; this one has local "
-                            "functions or subgraphs")
+    if model.functions or any(
+        a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+        for n in model.graph.node
+        for a in n.attribute
+    ):
+        raise ReidpipeError(
+            "FP16 conversion handles flat graphs only; this one has local functions or subgraphs"
+        )
     floats = _float_tensors(model)
     half = onnx.ModelProto()
     half.CopyFrom(model)
@@ -99,15 +103,27 @@ def convert_fp16(source: Path, target: Path, embed_limit: int = EMBED_LIMIT_BYTE
 def fp16_variant(arch: str, export: ExportParams, embed_limit: int = EMBED_LIMIT_BYTES) -> Variant:
     """The FP16 copy of the FP32 graph, gated against it under ONNX Runtime on the lowest cosine
     per batch size (``export.fp16_min_cosine``)."""
+
     def build(folder: Path) -> tuple[list[Path], dict[str, Any]]:
         return convert_fp16(folder / ONNX_FILE, folder / FP16_FILE, embed_limit), {}
 
     return Variant(
-        name="fp16", file=FP16_FILE, build=build, reference="fp32",
+        name="fp16",
+        file=FP16_FILE,
+        build=build,
+        reference="fp32",
         about={"file": FP16_FILE, "fp32_ops": list(FP16_KEEP_FP32_OPS), "io_dtype": "float32"},
         gate=Gate(
             title=f"FP16 ONNX parity gate failed for {arch}",
             record={"min_cosine_gate": export.fp16_min_cosine},
-            rows=(Limit("min_cosine", "export.fp16_min_cosine", export.fp16_min_cosine,
-                        "min cosine {min_cosine:.6f} at batch {batch_size} < {key} {limit}"),),
-            first_miss_only=True))
+            rows=(
+                Limit(
+                    "min_cosine",
+                    "export.fp16_min_cosine",
+                    export.fp16_min_cosine,
+                    "min cosine {min_cosine:.6f} at batch {batch_size} < {key} {limit}",
+                ),
+            ),
+            first_miss_only=True,
+        ),
+    )

@@ -20,8 +20,9 @@ import contextlib
 import io
 import logging
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -70,7 +71,7 @@ def _reader(input_name: str, paths: Sequence[str], pre: Preprocess) -> Any:
             start = next(self.pending, None)
             if start is None:
                 return None
-            batch = paths[start:start + CALIBRATION_BATCH]
+            batch = paths[start : start + CALIBRATION_BATCH]
             return {input_name: np.stack([load_image(p, pre) for p in batch])}
 
     return ImageBatches()
@@ -88,12 +89,20 @@ def check_op_types(export: ExportParams) -> None:
     known = quantizable_op_types()
     unknown = [op for op in export.int8_op_types if op not in known]
     if unknown:
-        raise ReidpipeError(f"params: export.int8_op_types has {unknown}, which ONNX Runtime's "
-                            f"quantizer does not know; expected some of {sorted(known)} or []")
+        raise ReidpipeError(
+            f"params: export.int8_op_types has {unknown}, which ONNX Runtime's "
+            f"quantizer does not know; expected some of {sorted(known)} or []"
+        )
 
 
-def quantize_int8(source: Path, target: Path, calibration: Sequence[str], pre: Preprocess,
-                  export: ExportParams, embed_limit: int = EMBED_LIMIT_BYTES) -> list[Path]:
+def quantize_int8(
+    source: Path,
+    target: Path,
+    calibration: Sequence[str],
+    pre: Preprocess,
+    export: ExportParams,
+    embed_limit: int = EMBED_LIMIT_BYTES,
+) -> list[Path]:
     """Write the QDQ INT8 copy of ``source`` calibrated on the images ``calibration`` as
     ``export.int8_*`` say; returns the files written. The contract metadata of ``source`` is
     carried over."""
@@ -106,14 +115,16 @@ def quantize_int8(source: Path, target: Path, calibration: Sequence[str], pre: P
     input_name = model.graph.input[0].name
     large = sum(t.ByteSize() for t in model.graph.initializer) > embed_limit
     extra: dict[str, Any] = {
-        "ActivationSymmetric": symmetric, "WeightSymmetric": True,
+        "ActivationSymmetric": symmetric,
+        "WeightSymmetric": True,
         # Calibrate one reader batch at a time: the histogram of percentile calibration is
         # merged batch by batch instead of holding every activation of the whole sample (GBs
         # for ResNet-50 at 256x128). The loop behind this key is not MinMax-specific.
         "CalibStridedMinMax": 1,
         # Percentile calibration keeps that share of |x| when symmetric, of x (half the rest
         # cut from each tail) when not.
-        "CalibTensorRangeSymmetric": symmetric}
+        "CalibTensorRangeSymmetric": symmetric,
+    }
     if export.int8_calibration_method == "percentile":
         extra["CalibPercentile"] = export.int8_calibration_percentile
     if not export.int8_quantize_outputs:
@@ -127,15 +138,22 @@ def quantize_int8(source: Path, target: Path, calibration: Sequence[str], pre: P
         # The histogram calibrators print progress on stdout; keep it out of the CLI's output.
         with contextlib.redirect_stdout(io.StringIO()) as chatter:
             quantize_static(
-                str(prepared), str(quantized), _reader(input_name, calibration, pre),
-                quant_format=QuantFormat.QDQ, per_channel=True, op_types_to_quantize=op_types,
+                str(prepared),
+                str(quantized),
+                _reader(input_name, calibration, pre),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                op_types_to_quantize=op_types,
                 activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
-                calibrate_method={"minmax": CalibrationMethod.MinMax,
-                                  "percentile": CalibrationMethod.Percentile}[
-                                      export.int8_calibration_method],
+                calibrate_method={
+                    "minmax": CalibrationMethod.MinMax,
+                    "percentile": CalibrationMethod.Percentile,
+                }[export.int8_calibration_method],
                 nodes_to_exclude=_output_nodes(onnx.load(str(prepared), load_external_data=False)),
-                use_external_data_format=large, extra_options=extra)
+                use_external_data_format=large,
+                extra_options=extra,
+            )
         log.debug("ONNX Runtime calibration: %s", chatter.getvalue())
         result = onnx.load(str(quantized))
     del result.metadata_props[:]
@@ -150,44 +168,81 @@ def _output_nodes(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in model.graph.node if outputs.intersection(n.output)]
 
 
-def int8_variant(export: ExportParams, train_paths: Sequence[str], pre: Preprocess,
-                 embed_limit: int = EMBED_LIMIT_BYTES) -> Variant:
+def int8_variant(
+    export: ExportParams,
+    train_paths: Sequence[str],
+    pre: Preprocess,
+    embed_limit: int = EMBED_LIMIT_BYTES,
+) -> Variant:
     """The INT8 copy of the FP32 graph, calibrated on a seeded sample of ``train_paths`` and
     gated against the FP32 graph under ONNX Runtime (whose embeddings the FP32 gate extracted
     already). Optional: a failed quantization or gate leaves it out, the report saying why. A
     misspelt op type is refused here, before the FP32 export."""
     check_op_types(export)
-    calibration = calibration_sample(list(train_paths), export.int8_calibration_images,
-                                     export.int8_seed)
+    calibration = calibration_sample(
+        list(train_paths), export.int8_calibration_images, export.int8_seed
+    )
 
     def build(folder: Path) -> tuple[list[Path], dict[str, Any]]:
-        return quantize_int8(folder / ONNX_FILE, folder / INT8_FILE, calibration, pre, export,
-                             embed_limit), {}
+        return quantize_int8(
+            folder / ONNX_FILE, folder / INT8_FILE, calibration, pre, export, embed_limit
+        ), {}
 
     return Variant(
-        name="int8", file=INT8_FILE, build=build, reference="fp32", required=False,
+        name="int8",
+        file=INT8_FILE,
+        build=build,
+        reference="fp32",
+        required=False,
         build_failed="quantization failed",
         about={
-            "file": INT8_FILE, "format": "QDQ", "weights": "int8 per channel, symmetric",
+            "file": INT8_FILE,
+            "format": "QDQ",
+            "weights": "int8 per channel, symmetric",
             "activations": export.int8_activations,
-            "activation_scheme": ("symmetric" if export.int8_activations == "int8"
-                                  else "asymmetric"),
+            "activation_scheme": (
+                "symmetric" if export.int8_activations == "int8" else "asymmetric"
+            ),
             "tensorrt_compatible": export.int8_activations == "int8",
-            "calibration": {"method": export.int8_calibration_method, "images": len(calibration),
-                            "seed": export.int8_seed, "source": "train split",
-                            **({"percentile": export.int8_calibration_percentile}
-                               if export.int8_calibration_method == "percentile" else {})},
+            "calibration": {
+                "method": export.int8_calibration_method,
+                "images": len(calibration),
+                "seed": export.int8_seed,
+                "source": "train split",
+                **(
+                    {"percentile": export.int8_calibration_percentile}
+                    if export.int8_calibration_method == "percentile"
+                    else {}
+                ),
+            },
             "quantized_ops": list(export.int8_op_types) or "all ONNX Runtime quantizes",
-            "quantized_tensors": ("inputs and outputs" if export.int8_quantize_outputs
-                                  else "inputs")},
+            "quantized_tensors": (
+                "inputs and outputs" if export.int8_quantize_outputs else "inputs"
+            ),
+        },
         gate=Gate(
             title="INT8 gate failed",
-            record={"gates": {"min_cosine": export.int8_min_cosine,
-                              "max_metric_delta_points": export.int8_max_metric_delta}},
-            rows=(Limit("min_cosine", "export.int8_min_cosine", export.int8_min_cosine,
-                        "batch {batch_size}: min cosine {min_cosine:.5f} < {key} {limit}"),),
-            metric_delta=Limit("delta_points", "export.int8_max_metric_delta",
-                               export.int8_max_metric_delta,
-                               "{metric} differs by {delta:.3f} points (FP32 {reference:.2f}, "
-                               "INT8 {candidate:.2f}) > {key} {limit}"),
-            names=("onnx", "int8")))
+            record={
+                "gates": {
+                    "min_cosine": export.int8_min_cosine,
+                    "max_metric_delta_points": export.int8_max_metric_delta,
+                }
+            },
+            rows=(
+                Limit(
+                    "min_cosine",
+                    "export.int8_min_cosine",
+                    export.int8_min_cosine,
+                    "batch {batch_size}: min cosine {min_cosine:.5f} < {key} {limit}",
+                ),
+            ),
+            metric_delta=Limit(
+                "delta_points",
+                "export.int8_max_metric_delta",
+                export.int8_max_metric_delta,
+                "{metric} differs by {delta:.3f} points (FP32 {reference:.2f}, "
+                "INT8 {candidate:.2f}) > {key} {limit}",
+            ),
+            names=("onnx", "int8"),
+        ),
+    )

@@ -31,14 +31,16 @@ RECOMMENDED_FAR = 1e-3
 # Where each published recipe comes from (the recipes: ``PUBLISHED_RECIPES``).
 RECIPE_SOURCES = {
     "resnet50": "Bag of Tricks and a Strong Baseline for Deep Person Re-identification "
-                "(Luo et al., CVPR workshops 2019)",
+    "(Luo et al., CVPR workshops 2019)",
     "swin_tiny": "NVIDIA TAO ReIdentificationNet's transformer spec (SOLIDER's recipe, Chen et "
-                 "al., CVPR 2023)",
+    "al., CVPR 2023)",
 }
-PROTOCOL = ("Market-1501's single-query protocol, as BoT, torchreid, fast-reid and TAO compute "
-            "it: per query, gallery images of the same identity and camera and all junk images "
-            "are dropped, distractors stay as negatives; CMC rank-k and non-interpolated mAP "
-            "(mINP too) over the queries that keep a true match")
+PROTOCOL = (
+    "Market-1501's single-query protocol, as BoT, torchreid, fast-reid and TAO compute "
+    "it: per query, gallery images of the same identity and camera and all junk images "
+    "are dropped, distractors stay as negatives; CMC rank-k and non-interpolated mAP "
+    "(mINP too) over the queries that keep a true match"
+)
 LIMITATIONS = (
     "Domain shift: accuracy is measured on the evaluation set above only. Other cameras, "
     "viewpoints, resolutions, lighting, seasons or crowd densities lower it, often by tens of "
@@ -75,9 +77,9 @@ class RunRecords:
     metrics: dict[str, Any]
     train_config: dict[str, Any]
     training_sources: dict[str, dict[str, Any]]  # per source: fingerprint and the images used
-    evaluation_data: dict[str, Any]              # fingerprint of the test set's dataset
+    evaluation_data: dict[str, Any]  # fingerprint of the test set's dataset
     validation: dict[str, Any]
-    verification: dict[str, Any] | None          # None: evaluate wrote none
+    verification: dict[str, Any] | None  # None: evaluate wrote none
 
 
 def _object(path: Path, when_missing: str) -> dict[str, Any]:
@@ -95,17 +97,26 @@ def read_train_config(path: str | Path) -> dict[str, Any]:
         raise ReidpipeError(f"{path} does not exist (run `reidpipe train` first)") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ReidpipeError(f"{path} cannot be read as YAML: {exc}") from None
-    missing = [key for key in ("model", "environment", "pretrained_weights")
-               if not isinstance(config, dict) or key not in config]
+    missing = [
+        key
+        for key in ("model", "environment", "pretrained_weights")
+        if not isinstance(config, dict) or key not in config
+    ]
     if missing:
-        raise ReidpipeError(f"{path}: lacks {missing} (expected the config `reidpipe train` "
-                            "writes)")
+        raise ReidpipeError(
+            f"{path}: lacks {missing} (expected the config `reidpipe train` writes)"
+        )
     return config
 
 
-def read_run_records(metrics: str | Path, train_config: str | Path, splits: str | Path,
-                     train_set: str | Path, validation: str | Path,
-                     verification: str | Path | None) -> RunRecords:
+def read_run_records(
+    metrics: str | Path,
+    train_config: str | Path,
+    splits: str | Path,
+    train_set: str | Path,
+    validation: str | Path,
+    verification: str | Path | None,
+) -> RunRecords:
     """Read what the card is built from; each bad file is one error naming it."""
     metrics_data = _object(Path(metrics), " (run `reidpipe evaluate` first)")
     if "plain" not in metrics_data:
@@ -113,24 +124,34 @@ def read_run_records(metrics: str | Path, train_config: str | Path, splits: str 
     combined = _object(Path(train_set) / SOURCES_FILE, " (run `reidpipe combine` first)")
     sources = combined.get("sources")
     if not isinstance(sources, dict) or not all(
-            isinstance(s, dict) and isinstance(s.get("splits"), str) for s in sources.values()):
-        raise ReidpipeError(f"{Path(train_set) / SOURCES_FILE}: expected 'sources' mapping each "
-                            "name to an object with its 'splits' folder")
+        isinstance(s, dict) and isinstance(s.get("splits"), str) for s in sources.values()
+    ):
+        raise ReidpipeError(
+            f"{Path(train_set) / SOURCES_FILE}: expected 'sources' mapping each "
+            "name to an object with its 'splits' folder"
+        )
     evaluation_data = fingerprint_splits(splits)
     training = {}
     for name, used in sources.items():
         same = Path(used["splits"]).resolve() == Path(splits).resolve()
-        training[name] = {"fingerprint": evaluation_data if same
-                          else fingerprint_splits(used["splits"]),
-                          "train_ids": used.get("train_ids"),
-                          "train_images": used.get("train_images"),
-                          "val_images": used.get("val_images")}
+        training[name] = {
+            "fingerprint": evaluation_data if same else fingerprint_splits(used["splits"]),
+            "train_ids": used.get("train_ids"),
+            "train_images": used.get("train_images"),
+            "val_images": used.get("val_images"),
+        }
     return RunRecords(
-        metrics=metrics_data, train_config=read_train_config(train_config),
-        training_sources=training, evaluation_data=evaluation_data,
+        metrics=metrics_data,
+        train_config=read_train_config(train_config),
+        training_sources=training,
+        evaluation_data=evaluation_data,
         validation=_object(Path(validation), " (run `reidpipe validate` first)"),
-        verification=(None if verification is None
-                      else _object(Path(verification), " (run `reidpipe evaluate` first)")))
+        verification=(
+            None
+            if verification is None
+            else _object(Path(verification), " (run `reidpipe evaluate` first)")
+        ),
+    )
 
 
 def recipe_record(params: Params, arch: str) -> dict[str, Any]:
@@ -141,14 +162,20 @@ def recipe_record(params: Params, arch: str) -> dict[str, Any]:
     published = PUBLISHED_RECIPES.get(arch)
     if published is None:
         return {"name": arch, "source": f"user-defined (params archs.{arch})", "published": False}
-    differs = sorted(f"archs.{arch}.{section}.{key}"
-                     for section in TRAINING_SECTIONS
-                     for values in (getattr(published, section),)
-                     for key in set(values) | set(recipe[section])
-                     if values.get(key) != recipe[section].get(key))
+    differs = sorted(
+        f"archs.{arch}.{section}.{key}"
+        for section in TRAINING_SECTIONS
+        for values in (getattr(published, section),)
+        for key in set(values) | set(recipe[section])
+        if values.get(key) != recipe[section].get(key)
+    )
     if differs:
-        return {"name": arch, "published": False, "differs_from_published": differs,
-                "source": f"{RECIPE_SOURCES[arch]}, changed in params: {', '.join(differs)}"}
+        return {
+            "name": arch,
+            "published": False,
+            "differs_from_published": differs,
+            "source": f"{RECIPE_SOURCES[arch]}, changed in params: {', '.join(differs)}",
+        }
     return {"name": arch, "source": RECIPE_SOURCES[arch], "published": True}
 
 
@@ -158,45 +185,76 @@ def recommended_threshold(verification: dict[str, Any] | None) -> dict[str, Any]
         return None
     for point in verification.get("operating_points") or []:
         if isinstance(point, dict) and point.get("far") == RECOMMENDED_FAR:
-            return {"far": RECOMMENDED_FAR, "distance": verification.get("distance"),
-                    **{key: point.get(key) for key in ("threshold", "tar", "far_achieved",
-                                                       "no_match_accuracy", "why_null")}}
-    raise ReidpipeError(f"verification figures lack the operating point at FAR "
-                        f"{RECOMMENDED_FAR} (expected `reidpipe evaluate`'s verification.json)")
+            return {
+                "far": RECOMMENDED_FAR,
+                "distance": verification.get("distance"),
+                **{
+                    key: point.get(key)
+                    for key in ("threshold", "tar", "far_achieved", "no_match_accuracy", "why_null")
+                },
+            }
+    raise ReidpipeError(
+        f"verification figures lack the operating point at FAR "
+        f"{RECOMMENDED_FAR} (expected `reidpipe evaluate`'s verification.json)"
+    )
 
 
-def _deployment(manifest: dict[str, Any], parity: dict[str, Any], trt: dict[str, Any]
-                ) -> dict[str, Any]:
+def _deployment(
+    manifest: dict[str, Any], parity: dict[str, Any], trt: dict[str, Any]
+) -> dict[str, Any]:
     def gate(entry: dict[str, Any] | None) -> dict[str, Any] | None:
         if not entry:
             return None
         rows = entry.get("batch_parity") or []
-        return {"file": entry.get("file"), "status": entry.get("status") or "written",
-                "reason": entry.get("reason"),
-                "min_cosine": min((r["min_cosine"] for r in rows), default=None),
-                "max_abs_diff": max((r["max_abs_diff"] for r in rows), default=None),
-                "retrieval_delta_points": (entry.get("retrieval") or {}).get("delta_points")}
+        return {
+            "file": entry.get("file"),
+            "status": entry.get("status") or "written",
+            "reason": entry.get("reason"),
+            "min_cosine": min((r["min_cosine"] for r in rows), default=None),
+            "max_abs_diff": max((r["max_abs_diff"] for r in rows), default=None),
+            "retrieval_delta_points": (entry.get("retrieval") or {}).get("delta_points"),
+        }
 
     return {
         "input_contract": manifest["contract"],
         "formats": {
-            "onnx_fp32": {**(gate(parity) or {}), "file": "model.onnx",
-                          "opset": parity.get("opset")},
+            "onnx_fp32": {
+                **(gate(parity) or {}),
+                "file": "model.onnx",
+                "opset": parity.get("opset"),
+            },
             "onnx_fp16": gate(parity.get("fp16")),
             "onnx_int8": gate(parity.get("int8")),
-            "tensorrt": {"status": trt.get("status"), "reason": trt.get("reason"),
-                         "precision": trt.get("precision"),
-                         "parity": (trt.get("parity") or {}).get("retrieval")},
+            "tensorrt": {
+                "status": trt.get("status"),
+                "reason": trt.get("reason"),
+                "precision": trt.get("precision"),
+                "parity": (trt.get("parity") or {}).get("retrieval"),
+            },
         },
         "triton": manifest["triton"],
-        "deepstream": {key: manifest["deepstream"].get(key)
-                       for key in ("config", "onnx", "networkMode", "offsets", "netScaleFactor",
-                                   "folded_channel_scale")},
+        "deepstream": {
+            key: manifest["deepstream"].get(key)
+            for key in (
+                "config",
+                "onnx",
+                "networkMode",
+                "offsets",
+                "netScaleFactor",
+                "folded_channel_scale",
+            )
+        },
     }
 
 
-def build_card(arch: str, recipe: dict[str, Any], run: RunRecords, manifest: dict[str, Any],
-               parity: dict[str, Any], trt: dict[str, Any]) -> dict[str, Any]:
+def build_card(
+    arch: str,
+    recipe: dict[str, Any],
+    run: RunRecords,
+    manifest: dict[str, Any],
+    parity: dict[str, Any],
+    trt: dict[str, Any],
+) -> dict[str, Any]:
     """The card as a JSON-ready dict."""
     model = run.train_config["model"]
     embedding_dim = manifest["contract"]["output"]["shape"][1]
@@ -206,56 +264,91 @@ def build_card(arch: str, recipe: dict[str, Any], run: RunRecords, manifest: dic
         "model_overview": {
             "name": arch,
             "description": "Person re-identification embedding model: one cropped person image "
-                           f"in, a {embedding_dim}-d appearance embedding out; two crops show "
-                           "the same person when their embeddings are close "
-                           f"({plain.get('distance')} distance).",
+            f"in, a {embedding_dim}-d appearance embedding out; two crops show "
+            "the same person when their embeddings are close "
+            f"({plain.get('distance')} distance).",
             "trained_by": "reidpipe (train, evaluate, export-onnx, build-trt, package)",
             "intended_use": "matching person crops across cameras (multi-camera tracking, "
-                            "DeepStream NvDCF re-association, gallery retrieval) where the "
-                            "deployment is lawful and consented; see ethical considerations",
+            "DeepStream NvDCF re-association, gallery retrieval) where the "
+            "deployment is lawful and consented; see ethical considerations",
         },
         "architecture": {
-            "backbone": model.get("backbone"), "backbone_kwargs": model.get("backbone_kwargs"),
-            "feat_dim": embedding_dim, "neck": model.get("neck"),
-            "bnneck": model.get("neck") == "bnneck", "neck_feat": model.get("neck_feat"),
+            "backbone": model.get("backbone"),
+            "backbone_kwargs": model.get("backbone_kwargs"),
+            "feat_dim": embedding_dim,
+            "neck": model.get("neck"),
+            "bnneck": model.get("neck") == "bnneck",
+            "neck_feat": model.get("neck_feat"),
             "last_stride": model.get("last_stride"),
-            "input": {"channels": model.get("input_channels"),
-                      "height": model.get("input_height"), "width": model.get("input_width")},
-            "losses": {"id": "cross-entropy" + (" with label smoothing"
-                                                if model.get("label_smooth") else ""),
-                       "metric": model.get("metric_loss_type"),
-                       "center": bool(model.get("with_center_loss"))},
+            "input": {
+                "channels": model.get("input_channels"),
+                "height": model.get("input_height"),
+                "width": model.get("input_width"),
+            },
+            "losses": {
+                "id": "cross-entropy"
+                + (" with label smoothing" if model.get("label_smooth") else ""),
+                "metric": model.get("metric_loss_type"),
+                "center": bool(model.get("with_center_loss")),
+            },
             "recipe": recipe,
             "pretrained_weights": run.train_config["pretrained_weights"],
         },
         "training_data": {
             "sources": run.training_sources,
-            "validation": {key: run.validation.get(key)
-                           for key in ("dataset_dir", "strict", "valid", "num_problems")},
+            "validation": {
+                key: run.validation.get(key)
+                for key in ("dataset_dir", "strict", "valid", "num_problems")
+            },
         },
         "evaluation_data": {
             "dataset": evaluation,
             "protocol": PROTOCOL,
-            "distance": plain.get("distance"), "ap_method": plain.get("ap_method"),
-            "queries": plain.get("num_queries"), "skipped_queries": plain.get("num_skipped"),
-            "re_ranking": ({key: run.metrics["reranked"].get(key)
-                            for key in ("k1", "k2", "lambda_value")}
-                           if "reranked" in run.metrics else None),
+            "distance": plain.get("distance"),
+            "ap_method": plain.get("ap_method"),
+            "queries": plain.get("num_queries"),
+            "skipped_queries": plain.get("num_skipped"),
+            "re_ranking": (
+                {key: run.metrics["reranked"].get(key) for key in ("k1", "k2", "lambda_value")}
+                if "reranked" in run.metrics
+                else None
+            ),
         },
-        "metrics": {ranking: {key: values.get(key)
-                              for key in ("mAP", "mINP", "rank1", "rank5", "rank10", "rank20")}
-                    for ranking, values in run.metrics.items() if isinstance(values, dict)},
-        "open_set_verification": (None if run.verification is None else {
-            "distance": run.verification.get("distance"),
-            "genuine_pairs": run.verification.get("num_genuine_pairs"),
-            "impostor_pairs": run.verification.get("num_impostor_pairs"),
-            "known_queries": run.verification.get("num_known_queries"),
-            "open_set_queries": run.verification.get("num_open_set_queries"),
-            "open_set_fraction": run.verification.get("open_set_fraction"),
-            "operating_points": [{key: point.get(key) for key in (
-                "far", "threshold", "tar", "far_achieved", "no_match_accuracy", "why_null")}
-                for point in run.verification.get("operating_points") or []],
-            "recommended": recommended_threshold(run.verification)}),
+        "metrics": {
+            ranking: {
+                key: values.get(key)
+                for key in ("mAP", "mINP", "rank1", "rank5", "rank10", "rank20")
+            }
+            for ranking, values in run.metrics.items()
+            if isinstance(values, dict)
+        },
+        "open_set_verification": (
+            None
+            if run.verification is None
+            else {
+                "distance": run.verification.get("distance"),
+                "genuine_pairs": run.verification.get("num_genuine_pairs"),
+                "impostor_pairs": run.verification.get("num_impostor_pairs"),
+                "known_queries": run.verification.get("num_known_queries"),
+                "open_set_queries": run.verification.get("num_open_set_queries"),
+                "open_set_fraction": run.verification.get("open_set_fraction"),
+                "operating_points": [
+                    {
+                        key: point.get(key)
+                        for key in (
+                            "far",
+                            "threshold",
+                            "tar",
+                            "far_achieved",
+                            "no_match_accuracy",
+                            "why_null",
+                        )
+                    }
+                    for point in run.verification.get("operating_points") or []
+                ],
+                "recommended": recommended_threshold(run.verification),
+            }
+        ),
         "inference_and_deployment": _deployment(manifest, parity, trt),
         "environment": run.train_config["environment"],
         "limitations": list(LIMITATIONS),
@@ -269,13 +362,23 @@ def _pct(value: Any) -> str:
 
 def _dataset_lines(fingerprint: dict[str, Any], splits: tuple[str, ...]) -> list[str]:
     version = fingerprint["version"]
-    lines = [f"- source `{fingerprint['source']}` in `{fingerprint['dataset_dir']}`; release: "
-             + (f"**{version['name']}** ({version['reason']})" if version["recognised"]
-                else f"unrecognised ({version['reason']})"),
-             "", "| split | images | ids | junk | distractors | sha256 of (path, size) list |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {name} | {s['images']} | {s['ids']} | {s['junk']} | {s['distractors']} | "
-              f"`{s['sha256']}` |" for name, s in fingerprint["splits"].items() if name in splits]
+    lines = [
+        f"- source `{fingerprint['source']}` in `{fingerprint['dataset_dir']}`; release: "
+        + (
+            f"**{version['name']}** ({version['reason']})"
+            if version["recognised"]
+            else f"unrecognised ({version['reason']})"
+        ),
+        "",
+        "| split | images | ids | junk | distractors | sha256 of (path, size) list |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {name} | {s['images']} | {s['ids']} | {s['junk']} | {s['distractors']} | "
+        f"`{s['sha256']}` |"
+        for name, s in fingerprint["splits"].items()
+        if name in splits
+    ]
     return lines + [""]
 
 
@@ -284,94 +387,153 @@ def card_markdown(card: dict[str, Any]) -> str:
     overview, arch = card["model_overview"], card["architecture"]
     training, evaluation = card["training_data"], card["evaluation_data"]
     deploy, recipe = card["inference_and_deployment"], arch["recipe"]
-    lines = [f"# Model card: {overview['name']}", "",
-             "## Model overview", "", overview["description"], "",
-             f"- trained by: {overview['trained_by']}",
-             f"- intended use: {overview['intended_use']}", "",
-             "## Architecture", "",
-             f"- backbone `{arch['backbone']}`" + (f" ({arch['backbone_kwargs']})"
-                                                   if arch["backbone_kwargs"] else ""),
-             f"- embedding: {arch['feat_dim']}-d, neck `{arch['neck']}` (BNNeck: "
-             f"{'yes' if arch['bnneck'] else 'no'}, feature {arch['neck_feat']} it), last "
-             f"stride {arch['last_stride']}",
-             f"- input: {arch['input']['channels']} x {arch['input']['height']} x "
-             f"{arch['input']['width']} (C x H x W)",
-             f"- losses: {arch['losses']['id']}, {arch['losses']['metric']}"
-             + (", center" if arch["losses"]["center"] else ""),
-             f"- recipe `{recipe['name']}`: {recipe['source']}",
-             f"- pretrained weights: {arch['pretrained_weights']}", "",
-             "## Training data", ""]
+    lines = [
+        f"# Model card: {overview['name']}",
+        "",
+        "## Model overview",
+        "",
+        overview["description"],
+        "",
+        f"- trained by: {overview['trained_by']}",
+        f"- intended use: {overview['intended_use']}",
+        "",
+        "## Architecture",
+        "",
+        f"- backbone `{arch['backbone']}`"
+        + (f" ({arch['backbone_kwargs']})" if arch["backbone_kwargs"] else ""),
+        f"- embedding: {arch['feat_dim']}-d, neck `{arch['neck']}` (BNNeck: "
+        f"{'yes' if arch['bnneck'] else 'no'}, feature {arch['neck_feat']} it), last "
+        f"stride {arch['last_stride']}",
+        f"- input: {arch['input']['channels']} x {arch['input']['height']} x "
+        f"{arch['input']['width']} (C x H x W)",
+        f"- losses: {arch['losses']['id']}, {arch['losses']['metric']}"
+        + (", center" if arch["losses"]["center"] else ""),
+        f"- recipe `{recipe['name']}`: {recipe['source']}",
+        f"- pretrained weights: {arch['pretrained_weights']}",
+        "",
+        "## Training data",
+        "",
+    ]
     for name, used in training["sources"].items():
-        lines += [f"### {name}: {used['train_images']} training images of {used['train_ids']} "
-                  f"ids, {used['val_images']} held out for validation", ""]
+        lines += [
+            f"### {name}: {used['train_images']} training images of {used['train_ids']} "
+            f"ids, {used['val_images']} held out for validation",
+            "",
+        ]
         lines += _dataset_lines(used["fingerprint"], ("train",))
     valid = training["validation"]
-    lines += [f"Validation of `{valid['dataset_dir']}`: valid {valid['valid']}, strict "
-              f"{valid['strict']}, {valid['num_problems']} problem(s).", "",
-              "## Evaluation data and protocol", ""]
+    lines += [
+        f"Validation of `{valid['dataset_dir']}`: valid {valid['valid']}, strict "
+        f"{valid['strict']}, {valid['num_problems']} problem(s).",
+        "",
+        "## Evaluation data and protocol",
+        "",
+    ]
     lines += _dataset_lines(evaluation["dataset"], ("query", "gallery"))
     rerank = evaluation["re_ranking"]
-    lines += [f"{evaluation['protocol']}. Distance: {evaluation['distance']}; AP: "
-              f"{evaluation['ap_method']}; {evaluation['queries']} queries, "
-              f"{evaluation['skipped_queries']} skipped (no true match). Re-ranking: "
-              + (f"k-reciprocal (Zhong et al., CVPR 2017), k1 {rerank['k1']}, k2 {rerank['k2']}, "
-                 f"lambda {rerank['lambda_value']}." if rerank else "not run."), "",
-              "## Metrics", "", "| ranking | mAP | mINP | R1 | R5 | R10 | R20 |",
-              "|---|---|---|---|---|---|---|"]
-    lines += [f"| {ranking} | " + " | ".join(_pct(m[k]) for k in (
-        "mAP", "mINP", "rank1", "rank5", "rank10", "rank20")) + " |"
-        for ranking, m in card["metrics"].items()]
+    lines += [
+        f"{evaluation['protocol']}. Distance: {evaluation['distance']}; AP: "
+        f"{evaluation['ap_method']}; {evaluation['queries']} queries, "
+        f"{evaluation['skipped_queries']} skipped (no true match). Re-ranking: "
+        + (
+            f"k-reciprocal (Zhong et al., CVPR 2017), k1 {rerank['k1']}, k2 {rerank['k2']}, "
+            f"lambda {rerank['lambda_value']}."
+            if rerank
+            else "not run."
+        ),
+        "",
+        "## Metrics",
+        "",
+        "| ranking | mAP | mINP | R1 | R5 | R10 | R20 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {ranking} | "
+        + " | ".join(_pct(m[k]) for k in ("mAP", "mINP", "rank1", "rank5", "rank10", "rank20"))
+        + " |"
+        for ranking, m in card["metrics"].items()
+    ]
     lines += ["", "## Open-set verification", ""]
     verification = card["open_set_verification"]
     if verification is None:
-        lines += ["Not measured (`reidpipe evaluate` wrote no verification figures): no "
-                  "recommended threshold.", ""]
+        lines += [
+            "Not measured (`reidpipe evaluate` wrote no verification figures): no "
+            "recommended threshold.",
+            "",
+        ]
     else:
-        lines += [f"{verification['genuine_pairs']} genuine and {verification['impostor_pairs']} "
-                  f"impostor pairs ({verification['distance']} distance); "
-                  f"{verification['known_queries']} known and "
-                  f"{verification['open_set_queries']} open-set queries.", "",
-                  "| FAR | threshold | TAR | FAR achieved | no-match accuracy |",
-                  "|---|---|---|---|---|"]
-        lines += [f"| {p['far']:g} | " + (f"none: {p['why_null'].get('threshold', '-')}"
-                                          if p["threshold"] is None
-                                          else f"{p['threshold']:.6g}")
-                  + f" | {_pct(p['tar'])} | "
-                  + ("-" if p["far_achieved"] is None else f"{p['far_achieved']:.2g}")
-                  + f" | {_pct(p['no_match_accuracy'])} |"
-                  for p in verification["operating_points"]]
-        lines += ["", "Recommended threshold: " + threshold_text(verification["recommended"]),
-                  ""]
+        lines += [
+            f"{verification['genuine_pairs']} genuine and {verification['impostor_pairs']} "
+            f"impostor pairs ({verification['distance']} distance); "
+            f"{verification['known_queries']} known and "
+            f"{verification['open_set_queries']} open-set queries.",
+            "",
+            "| FAR | threshold | TAR | FAR achieved | no-match accuracy |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {p['far']:g} | "
+            + (
+                f"none: {p['why_null'].get('threshold', '-')}"
+                if p["threshold"] is None
+                else f"{p['threshold']:.6g}"
+            )
+            + f" | {_pct(p['tar'])} | "
+            + ("-" if p["far_achieved"] is None else f"{p['far_achieved']:.2g}")
+            + f" | {_pct(p['no_match_accuracy'])} |"
+            for p in verification["operating_points"]
+        ]
+        lines += ["", "Recommended threshold: " + threshold_text(verification["recommended"]), ""]
     formats = deploy["formats"]
-    lines += ["## Inference and deployment formats", "",
-              f"Input `{deploy['input_contract']['input']['name']}` "
-              f"{' x '.join(map(str, deploy['input_contract']['input']['shape']))}, "
-              f"{deploy['input_contract']['input']['channel_order']}, mean "
-              f"{deploy['input_contract']['input']['mean']}, std "
-              f"{deploy['input_contract']['input']['std']}; output "
-              f"`{deploy['input_contract']['output']['name']}` (not L2-normalised).", "",
-              "| format | status | min cosine vs PyTorch/FP32 | max abs diff | "
-              "mAP / R1 delta (points) |", "|---|---|---|---|---|"]
+    lines += [
+        "## Inference and deployment formats",
+        "",
+        f"Input `{deploy['input_contract']['input']['name']}` "
+        f"{' x '.join(map(str, deploy['input_contract']['input']['shape']))}, "
+        f"{deploy['input_contract']['input']['channel_order']}, mean "
+        f"{deploy['input_contract']['input']['mean']}, std "
+        f"{deploy['input_contract']['input']['std']}; output "
+        f"`{deploy['input_contract']['output']['name']}` (not L2-normalised).",
+        "",
+        "| format | status | min cosine vs PyTorch/FP32 | max abs diff | mAP / R1 delta (points) |",
+        "|---|---|---|---|---|",
+    ]
     for name in ("onnx_fp32", "onnx_fp16", "onnx_int8"):
         entry = formats[name]
         if entry is None:
             lines.append(f"| {name} | disabled | - | - | - |")
             continue
         delta = entry["retrieval_delta_points"] or {}
-        lines.append(f"| {name} | {entry['status']}"
-                     + (f" ({entry['reason']})" if entry["reason"] else "")
-                     + f" | {entry['min_cosine']} | {entry['max_abs_diff']} | "
-                     f"{delta.get('mAP', '-')} / {delta.get('rank1', '-')} |")
+        lines.append(
+            f"| {name} | {entry['status']}"
+            + (f" ({entry['reason']})" if entry["reason"] else "")
+            + f" | {entry['min_cosine']} | {entry['max_abs_diff']} | "
+            f"{delta.get('mAP', '-')} / {delta.get('rank1', '-')} |"
+        )
     trt, triton, ds = formats["tensorrt"], deploy["triton"], deploy["deepstream"]
-    lines += ["", f"TensorRT: {trt['status']}" + (f" ({trt['reason']})" if trt["reason"] else "")
-              + (f", precision {trt['precision']}, retrieval vs ONNX Runtime "
-                 f"{trt['parity']}" if trt["parity"] else "") + ".",
-              f"Triton: model `{triton['model']}` ({triton['platform']}, `{triton['model_file']}`, "
-              f"max batch {triton['max_batch_size']}). DeepStream: `{ds['config']}` with "
-              f"`{ds['onnx']}`, networkMode {ds['networkMode']}.", "",
-              "## Environment", "", "```yaml",
-              yaml.safe_dump(card["environment"], sort_keys=False).rstrip(), "```", "",
-              "## Limitations", ""]
+    lines += [
+        "",
+        f"TensorRT: {trt['status']}"
+        + (f" ({trt['reason']})" if trt["reason"] else "")
+        + (
+            f", precision {trt['precision']}, retrieval vs ONNX Runtime {trt['parity']}"
+            if trt["parity"]
+            else ""
+        )
+        + ".",
+        f"Triton: model `{triton['model']}` ({triton['platform']}, `{triton['model_file']}`, "
+        f"max batch {triton['max_batch_size']}). DeepStream: `{ds['config']}` with "
+        f"`{ds['onnx']}`, networkMode {ds['networkMode']}.",
+        "",
+        "## Environment",
+        "",
+        "```yaml",
+        yaml.safe_dump(card["environment"], sort_keys=False).rstrip(),
+        "```",
+        "",
+        "## Limitations",
+        "",
+    ]
     lines += [f"- {text}" for text in card["limitations"]]
     lines += ["", "## Ethical considerations", ""]
     lines += [f"- {text}" for text in card["ethical_considerations"]]
@@ -381,15 +543,21 @@ def card_markdown(card: dict[str, Any]) -> str:
 def threshold_text(recommended: dict[str, Any] | None) -> str:
     """One sentence on the recommended threshold (the card's and the package README's)."""
     if recommended is None:
-        return ("none: `reidpipe evaluate` measured no verification figures for this model; "
-                "choose a threshold on labelled data from the deployment.")
+        return (
+            "none: `reidpipe evaluate` measured no verification figures for this model; "
+            "choose a threshold on labelled data from the deployment."
+        )
     if recommended["threshold"] is None:
         why = (recommended.get("why_null") or {}).get("threshold", "no reason recorded")
         return f"none at FAR {recommended['far']:g} ({why})."
-    distance = ("cosine distance (1 - cosine similarity) between the two embeddings"
-                if recommended["distance"] == "cosine" else
-                f"{recommended['distance']} distance between the two raw embeddings")
-    return (f"accept a match when the {distance} is <= {recommended['threshold']:.6g} (FAR "
-            f"{recommended['far']:g} on the test set: {_pct(recommended['tar'])}% of true pairs "
-            f"accepted, achieved FAR {recommended['far_achieved']:.2g}, "
-            f"{_pct(recommended['no_match_accuracy'])}% of open-set queries rejected).")
+    distance = (
+        "cosine distance (1 - cosine similarity) between the two embeddings"
+        if recommended["distance"] == "cosine"
+        else f"{recommended['distance']} distance between the two raw embeddings"
+    )
+    return (
+        f"accept a match when the {distance} is <= {recommended['threshold']:.6g} (FAR "
+        f"{recommended['far']:g} on the test set: {_pct(recommended['tar'])}% of true pairs "
+        f"accepted, achieved FAR {recommended['far_achieved']:.2g}, "
+        f"{_pct(recommended['no_match_accuracy'])}% of open-set queries rejected)."
+    )

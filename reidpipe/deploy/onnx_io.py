@@ -23,14 +23,20 @@ def model_files(path: Path) -> list[Path]:
     return [path, side] if side.is_file() else [path]
 
 
-def save_onnx(model: onnx.ModelProto, path: Path,
-              embed_limit: int = EMBED_LIMIT_BYTES) -> list[Path]:
+def save_onnx(
+    model: onnx.ModelProto, path: Path, embed_limit: int = EMBED_LIMIT_BYTES
+) -> list[Path]:
     """Save with the weights embedded, or in ``<name>.onnx.data`` above ``embed_limit`` bytes."""
     weights = sum(t.ByteSize() for t in model.graph.initializer)
     if weights > embed_limit:
-        onnx.save_model(model, str(path), save_as_external_data=True,
-                        all_tensors_to_one_file=True, location=path.name + DATA_SUFFIX,
-                        size_threshold=1024)
+        onnx.save_model(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=path.name + DATA_SUFFIX,
+            size_threshold=1024,
+        )
     else:
         onnx.save_model(model, str(path))
     return model_files(path)
@@ -42,8 +48,10 @@ def _check_dynamic_batch(model: onnx.ModelProto, path: Path) -> None:
             dims = value.type.tensor_type.shape.dim
             if not dims or dims[0].HasField("dim_value"):
                 fixed = dims[0].dim_value if dims else "none"
-                raise ReidpipeError(f"{path}: {kind} {value.name!r} has batch axis {fixed}; "
-                                    "expected a symbolic (dynamic) batch")
+                raise ReidpipeError(
+                    f"{path}: {kind} {value.name!r} has batch axis {fixed}; "
+                    "expected a symbolic (dynamic) batch"
+                )
 
 
 def check_onnx(path: Path) -> None:

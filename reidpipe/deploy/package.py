@@ -84,25 +84,38 @@ def _deepstream_source(onnx_dir: Path, parity: dict[str, Any], precision: str) -
         return onnx_dir / ONNX_FILE
     int8 = parity.get("int8") or {}
     if int8.get("status") != "passed":
-        raise ReidpipeError(f"deploy.precision is int8 but {onnx_dir} has no {INT8_FILE}: "
-                            f"{int8.get('reason') or 'export.int8 is off'}")
+        raise ReidpipeError(
+            f"deploy.precision is int8 but {onnx_dir} has no {INT8_FILE}: "
+            f"{int8.get('reason') or 'export.int8 is off'}"
+        )
     return onnx_dir / INT8_FILE
 
 
-def package(arch: str, onnx_dir: str | Path, trt_dir: str | Path, out_dir: str | Path,
-            deploy: DeployParams, run: RunRecords, recipe: dict[str, Any],
-            embed_limit: int = EMBED_LIMIT_BYTES) -> dict[str, Any]:
+def package(
+    arch: str,
+    onnx_dir: str | Path,
+    trt_dir: str | Path,
+    out_dir: str | Path,
+    deploy: DeployParams,
+    run: RunRecords,
+    recipe: dict[str, Any],
+    embed_limit: int = EMBED_LIMIT_BYTES,
+) -> dict[str, Any]:
     """Write ``out_dir`` (Triton repository, DeepStream section, README, package.json, model
     card from ``run`` and ``recipe``)."""
     onnx_dir, trt_dir, out_dir = Path(onnx_dir), Path(trt_dir), Path(out_dir)
-    parity, trt = (read_json_file(path, " (run the stage that writes it first)")
-                   for path in (onnx_dir / PARITY_FILE, trt_dir / TRT_STATUS_FILE))
+    parity, trt = (
+        read_json_file(path, " (run the stage that writes it first)")
+        for path in (onnx_dir / PARITY_FILE, trt_dir / TRT_STATUS_FILE)
+    )
     pre = read_input_contract(onnx_dir / ONNX_FILE)
     model = onnx.load(str(onnx_dir / ONNX_FILE), load_external_data=False)
     inputs, outputs = io_specs(model, onnx_dir / ONNX_FILE)
     if len(inputs) != 1 or len(outputs) != 1 or len(outputs[0].dims) != 1:
-        raise ReidpipeError(f"{onnx_dir / ONNX_FILE}: expected one image input and one N x D "
-                            f"output, got inputs {inputs} and outputs {outputs}")
+        raise ReidpipeError(
+            f"{onnx_dir / ONNX_FILE}: expected one image input and one N x D "
+            f"output, got inputs {inputs} and outputs {outputs}"
+        )
     embedding_dim = outputs[0].dims[0]
     ds = deepstream_input(pre, deploy.deepstream_fold_normalisation)
     ds_source = _deepstream_source(onnx_dir, parity, deploy.precision)
@@ -114,10 +127,15 @@ def package(arch: str, onnx_dir: str | Path, trt_dir: str | Path, out_dir: str |
             _place(file, version / file.name)
         if engine is not None:
             _place(engine, version / TRITON_PLAN)
-        platform, model_file = (("tensorrt_plan", TRITON_PLAN) if engine is not None
-                                else ("onnxruntime_onnx", ONNX_FILE))
-        atomic.write_text(tmp / TRITON_DIR / arch / TRITON_CONFIG, triton_config(
-            arch, platform, model_file, deploy.max_batch, inputs, outputs))
+        platform, model_file = (
+            ("tensorrt_plan", TRITON_PLAN)
+            if engine is not None
+            else ("onnxruntime_onnx", ONNX_FILE)
+        )
+        atomic.write_text(
+            tmp / TRITON_DIR / arch / TRITON_CONFIG,
+            triton_config(arch, platform, model_file, deploy.max_batch, inputs, outputs),
+        )
 
         ds_dir = tmp / DEEPSTREAM_DIR
         ds_dir.mkdir()
@@ -130,8 +148,20 @@ def package(arch: str, onnx_dir: str | Path, trt_dir: str | Path, out_dir: str |
         section = deepstream_section(pre, ds, embedding_dim, deploy, ds_source.name)
         atomic.write_yaml(ds_dir / DEEPSTREAM_CONFIG, section)
 
-        manifest = _manifest(arch, pre, inputs[0], outputs[0], deploy, ds, ds_source, section,
-                             platform, model_file, trt, parity)
+        manifest = _manifest(
+            arch,
+            pre,
+            inputs[0],
+            outputs[0],
+            deploy,
+            ds,
+            ds_source,
+            section,
+            platform,
+            model_file,
+            trt,
+            parity,
+        )
         manifest["recommended_threshold"] = recommended_threshold(run.verification)
         manifest["model_card"] = {"markdown": MODEL_CARD_MARKDOWN, "json": MODEL_CARD_JSON}
         card = build_card(arch, recipe, run, manifest, parity, trt)
@@ -142,31 +172,67 @@ def package(arch: str, onnx_dir: str | Path, trt_dir: str | Path, out_dir: str |
     return manifest
 
 
-def _manifest(arch: str, pre: Preprocess, inp: TensorSpec, out: TensorSpec, deploy: DeployParams,
-              ds: DeepStreamInput, ds_source: Path, section: dict[str, Any], platform: str,
-              model_file: str, trt: dict[str, Any], parity: dict[str, Any]) -> dict[str, Any]:
+def _manifest(
+    arch: str,
+    pre: Preprocess,
+    inp: TensorSpec,
+    out: TensorSpec,
+    deploy: DeployParams,
+    ds: DeepStreamInput,
+    ds_source: Path,
+    section: dict[str, Any],
+    platform: str,
+    model_file: str,
+    trt: dict[str, Any],
+    parity: dict[str, Any],
+) -> dict[str, Any]:
     """package.json: the contract, what Triton and DeepStream serve, TensorRT's and INT8's
     status."""
     return {
         "arch": arch,
-        "contract": {"input": {"name": inp.name, "shape": ["batch", *inp.dims],
-                               "dtype": inp.data_type, "height": pre.height,
-                               "width": pre.width, "channel_order": pre.channel_order,
-                               "input_scale": pre.input_scale, "mean": list(pre.mean),
-                               "std": list(pre.std)},
-                     "output": {"name": out.name, "shape": ["batch", out.dims[0]],
-                                "dtype": out.data_type, "l2_normalised": False}},
-        "triton": {"model": arch, "platform": platform, "model_file": model_file,
-                   "max_batch_size": deploy.max_batch, "dynamic_batching": True},
-        "deepstream": {"config": f"{DEEPSTREAM_DIR}/{DEEPSTREAM_CONFIG}",
-                       "onnx": f"{DEEPSTREAM_DIR}/{ds_source.name}",
-                       "folded_channel_scale": (list(ds.channel_scale)
-                                                if ds.channel_scale is not None else None),
-                       **section["ReID"]},
-        "tensorrt": {"status": trt.get("status"), "reason": trt.get("reason"),
-                     "engine": platform == "tensorrt_plan"},
-        "int8": {"status": (parity.get("int8") or {}).get("status", "disabled"),
-                 "reason": (parity.get("int8") or {}).get("reason")},
+        "contract": {
+            "input": {
+                "name": inp.name,
+                "shape": ["batch", *inp.dims],
+                "dtype": inp.data_type,
+                "height": pre.height,
+                "width": pre.width,
+                "channel_order": pre.channel_order,
+                "input_scale": pre.input_scale,
+                "mean": list(pre.mean),
+                "std": list(pre.std),
+            },
+            "output": {
+                "name": out.name,
+                "shape": ["batch", out.dims[0]],
+                "dtype": out.data_type,
+                "l2_normalised": False,
+            },
+        },
+        "triton": {
+            "model": arch,
+            "platform": platform,
+            "model_file": model_file,
+            "max_batch_size": deploy.max_batch,
+            "dynamic_batching": True,
+        },
+        "deepstream": {
+            "config": f"{DEEPSTREAM_DIR}/{DEEPSTREAM_CONFIG}",
+            "onnx": f"{DEEPSTREAM_DIR}/{ds_source.name}",
+            "folded_channel_scale": (
+                list(ds.channel_scale) if ds.channel_scale is not None else None
+            ),
+            **section["ReID"],
+        },
+        "tensorrt": {
+            "status": trt.get("status"),
+            "reason": trt.get("reason"),
+            "engine": platform == "tensorrt_plan",
+        },
+        "int8": {
+            "status": (parity.get("int8") or {}).get("status", "disabled"),
+            "reason": (parity.get("int8") or {}).get("reason"),
+        },
     }
 
 
@@ -176,35 +242,63 @@ def package_readme(manifest: dict[str, Any]) -> str:
     inp, out = contract["input"], contract["output"]
     ds, triton = manifest["deepstream"], manifest["triton"]
     tensorrt, int8 = manifest["tensorrt"], manifest["int8"]
-    fold = ("" if ds["folded_channel_scale"] is None else
-            f" Its per-channel std cannot be one netScaleFactor, so `{ds['onnx']}` multiplies "
-            f"channel c by {ds['folded_channel_scale']} first and netScaleFactor is 1.")
-    served_from = ("`model.plan` (TensorRT engine from `build-trt`, served by the TensorRT "
-                   "backend; it runs only on the GPU model and TensorRT version it was built "
-                   "with)" if triton["platform"] == "tensorrt_plan" else
-                   f"`model.onnx` (ONNX Runtime backend; TensorRT: {tensorrt['status']}"
-                   f"{' - ' + tensorrt['reason'] if tensorrt['reason'] else ''})")
+    fold = (
+        ""
+        if ds["folded_channel_scale"] is None
+        else f" Its per-channel std cannot be one netScaleFactor, so `{ds['onnx']}` multiplies "
+        f"channel c by {ds['folded_channel_scale']} first and netScaleFactor is 1."
+    )
+    served_from = (
+        "`model.plan` (TensorRT engine from `build-trt`, served by the TensorRT "
+        "backend; it runs only on the GPU model and TensorRT version it was built "
+        "with)"
+        if triton["platform"] == "tensorrt_plan"
+        else f"`model.onnx` (ONNX Runtime backend; TensorRT: {tensorrt['status']}"
+        f"{' - ' + tensorrt['reason'] if tensorrt['reason'] else ''})"
+    )
     template = resources.files(__package__).joinpath(README_TEMPLATE).read_text(encoding="utf-8")
     return Template(template).substitute(
-        arch=manifest["arch"], input_name=inp["name"], input_dtype=inp["dtype"],
-        input_shape=" x ".join(map(str, inp["shape"])), channel_order=inp["channel_order"],
-        height=inp["height"], width=inp["width"], input_scale=inp["input_scale"],
+        arch=manifest["arch"],
+        input_name=inp["name"],
+        input_dtype=inp["dtype"],
+        input_shape=" x ".join(map(str, inp["shape"])),
+        channel_order=inp["channel_order"],
+        height=inp["height"],
+        width=inp["width"],
+        input_scale=inp["input_scale"],
         scale="pixels / 255, then" if inp["input_scale"] == 1 else "pixels in 0-255, then",
-        mean=inp["mean"], std=inp["std"], output_name=out["name"], output_dtype=out["dtype"],
-        output_shape=" x ".join(map(str, out["shape"])), triton_dir=TRITON_DIR,
-        triton_model=triton["model"], served_from=served_from,
-        max_batch=triton["max_batch_size"], deepstream_config=ds["config"],
-        offsets=ds["offsets"], net_scale_factor=ds["netScaleFactor"],
-        color_format=ds["colorFormat"], network_mode=ds["networkMode"], fold=fold,
+        mean=inp["mean"],
+        std=inp["std"],
+        output_name=out["name"],
+        output_dtype=out["dtype"],
+        output_shape=" x ".join(map(str, out["shape"])),
+        triton_dir=TRITON_DIR,
+        triton_model=triton["model"],
+        served_from=served_from,
+        max_batch=triton["max_batch_size"],
+        deepstream_config=ds["config"],
+        offsets=ds["offsets"],
+        net_scale_factor=ds["netScaleFactor"],
+        color_format=ds["colorFormat"],
+        network_mode=ds["networkMode"],
+        fold=fold,
         engine_file=ds["modelEngineFile"],
         threshold=threshold_text(manifest["recommended_threshold"]),
         model_card=manifest["model_card"]["markdown"],
-        int8=f"{int8['status']}{': ' + int8['reason'] if int8['reason'] else ''}")
+        int8=f"{int8['status']}{': ' + int8['reason'] if int8['reason'] else ''}",
+    )
 
 
-def package_stage(params: Params, arch: str, onnx_dir: str | Path, trt_dir: str | Path,
-                  out_dir: str | Path, run: RunRecords) -> dict[str, Any]:
+def package_stage(
+    params: Params,
+    arch: str,
+    onnx_dir: str | Path,
+    trt_dir: str | Path,
+    out_dir: str | Path,
+    run: RunRecords,
+) -> dict[str, Any]:
     """``reidpipe package`` for one architecture."""
     params.arch(arch)  # an unknown name fails here, naming the defined ones
-    return package(arch, onnx_dir, trt_dir, out_dir, params.deploy, run,
-                   recipe_record(params, arch))
+    return package(
+        arch, onnx_dir, trt_dir, out_dir, params.deploy, run, recipe_record(params, arch)
+    )

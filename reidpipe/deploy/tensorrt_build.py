@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,7 +50,7 @@ def unavailable_reason() -> str | None:
     reasons = []
     try:
         import tensorrt  # noqa: F401
-    except Exception as exc:  # an ImportError, or a broken install failing to load its libraries
+    except Exception as exc:  # noqa: BLE001 - an ImportError, or a broken install failing to load its libraries
         reasons.append(f"tensorrt not importable: {exc}")
     if not torch.cuda.is_available():
         reasons.append("no CUDA device (torch.cuda.is_available() is False)")
@@ -59,11 +60,19 @@ def unavailable_reason() -> str | None:
 def profile_shapes(deploy: DeployParams, pre: Preprocess) -> dict[str, list[int]]:
     """min/opt/max NCHW shapes of the optimisation profile."""
     if not deploy.min_batch <= deploy.opt_batch <= deploy.max_batch:
-        raise ReidpipeError(f"deploy batch sizes must satisfy min_batch <= opt_batch <= "
-                            f"max_batch, got {deploy.min_batch}/{deploy.opt_batch}/"
-                            f"{deploy.max_batch}")
-    return {name: [batch, 3, pre.height, pre.width] for name, batch in
-            (("min", deploy.min_batch), ("opt", deploy.opt_batch), ("max", deploy.max_batch))}
+        raise ReidpipeError(
+            f"deploy batch sizes must satisfy min_batch <= opt_batch <= "
+            f"max_batch, got {deploy.min_batch}/{deploy.opt_batch}/"
+            f"{deploy.max_batch}"
+        )
+    return {
+        name: [batch, 3, pre.height, pre.width]
+        for name, batch in (
+            ("min", deploy.min_batch),
+            ("opt", deploy.opt_batch),
+            ("max", deploy.max_batch),
+        )
+    }
 
 
 def latency_batch_sizes(deploy: DeployParams, extra: Sequence[int] = ()) -> list[int]:
@@ -89,9 +98,14 @@ def build_plan(has_fp16_flag: bool, precision: str) -> tuple[str, bool, bool]:
     return FP16_FILE, False, False
 
 
-def build_engine(onnx_path: Path, shapes: dict[str, list[int]], deploy: DeployParams,
-                 fp16_flag: bool, strongly_typed: bool,
-                 timing_cache: bytes) -> tuple[bytes, bytes, bool]:
+def build_engine(
+    onnx_path: Path,
+    shapes: dict[str, list[int]],
+    deploy: DeployParams,
+    fp16_flag: bool,
+    strongly_typed: bool,
+    timing_cache: bytes,
+) -> tuple[bytes, bytes, bool]:
     """Serialized engine, timing cache, and whether ``timing_cache`` (possibly empty) was
     accepted to seed the build (TensorRT rejects one from another GPU or version)."""
     import tensorrt as trt
@@ -100,8 +114,7 @@ def build_engine(onnx_path: Path, shapes: dict[str, list[int]], deploy: DeployPa
     builder = trt.Builder(logger)
     # TensorRT 11 has no STRONGLY_TYPED flag to set: every network is strongly typed there.
     typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    network = builder.create_network(1 << int(typed) if strongly_typed and typed is not None
-                                     else 0)
+    network = builder.create_network(1 << int(typed) if strongly_typed and typed is not None else 0)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -118,8 +131,9 @@ def build_engine(onnx_path: Path, shapes: dict[str, list[int]], deploy: DeployPa
     config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise ReidpipeError(f"TensorRT failed to build an engine from {onnx_path} (see the "
-                            "TensorRT log above)")
+        raise ReidpipeError(
+            f"TensorRT failed to build an engine from {onnx_path} (see the TensorRT log above)"
+        )
     return bytes(serialized), bytes(config.get_timing_cache().serialize()), cache_reused
 
 
@@ -142,14 +156,17 @@ class EngineRunner:
         inputs = [n for n in names if modes[n] == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if modes[n] == trt.TensorIOMode.OUTPUT]
         if len(inputs) != 1 or len(outputs) != 1:
-            raise ReidpipeError(f"engine has inputs {inputs} and outputs {outputs}; expected one "
-                                "of each")
+            raise ReidpipeError(
+                f"engine has inputs {inputs} and outputs {outputs}; expected one of each"
+            )
         self.input, self.output = inputs[0], outputs[0]
         for name in (self.input, self.output):
             dtype = self.engine.get_tensor_dtype(name)
             if dtype != trt.DataType.FLOAT:
-                raise ReidpipeError(f"engine tensor {name!r} is {dtype}; expected FP32 I/O "
-                                    "(export-onnx keeps FP32 inputs and outputs)")
+                raise ReidpipeError(
+                    f"engine tensor {name!r} is {dtype}; expected FP32 I/O "
+                    "(export-onnx keeps FP32 inputs and outputs)"
+                )
         self.min_batch, self.max_batch = min_batch, max_batch
         self.stream = torch.cuda.Stream()
 
@@ -158,10 +175,15 @@ class EngineRunner:
         stream: TensorRT syncs extra on the legacy default stream."""
         images = images.contiguous()
         if not self.context.set_input_shape(self.input, tuple(images.shape)):
-            raise ReidpipeError(f"input shape {tuple(images.shape)} is outside the engine's "
-                                "optimisation profile (deploy.min_batch/max_batch)")
-        out = torch.empty(tuple(self.context.get_tensor_shape(self.output)), dtype=torch.float32,
-                          device=images.device)
+            raise ReidpipeError(
+                f"input shape {tuple(images.shape)} is outside the engine's "
+                "optimisation profile (deploy.min_batch/max_batch)"
+            )
+        out = torch.empty(
+            tuple(self.context.get_tensor_shape(self.output)),
+            dtype=torch.float32,
+            device=images.device,
+        )
         self.context.set_tensor_address(self.input, images.data_ptr())
         self.context.set_tensor_address(self.output, out.data_ptr())
         self.stream.wait_stream(torch.cuda.current_stream())
@@ -173,7 +195,7 @@ class EngineRunner:
     def __call__(self, images: np.ndarray) -> np.ndarray:
         parts = []
         for start in range(0, len(images), self.max_batch):
-            chunk = np.asarray(images[start:start + self.max_batch], dtype=np.float32)
+            chunk = np.asarray(images[start : start + self.max_batch], dtype=np.float32)
             size = len(chunk)
             if size < self.min_batch:
                 padding = np.zeros((self.min_batch - size, *chunk.shape[1:]), dtype=np.float32)
@@ -183,8 +205,9 @@ class EngineRunner:
         return np.concatenate(parts)
 
 
-def measure_latency(runner: EngineRunner, pre: Preprocess,
-                    batch_sizes: Sequence[int]) -> list[dict[str, float]]:
+def measure_latency(
+    runner: EngineRunner, pre: Preprocess, batch_sizes: Sequence[int]
+) -> list[dict[str, float]]:
     """Wall time of one synchronous engine call per batch size (input already on the GPU,
     output left there), median and p90 of repeated runs."""
     rows = []
@@ -198,19 +221,37 @@ def measure_latency(runner: EngineRunner, pre: Preprocess,
             runner.run_device(images)
             times.append((time.perf_counter() - start) * 1000.0)
         median = statistics.median(times)
-        rows.append({"batch_size": int(size), "median_ms": round(median, 4),
-                     "p90_ms": round(float(np.percentile(times, 90)), 4),
-                     "images_per_second": round(size * 1000.0 / median, 1)})
+        rows.append(
+            {
+                "batch_size": int(size),
+                "median_ms": round(median, 4),
+                "p90_ms": round(float(np.percentile(times, 90)), 4),
+                "images_per_second": round(size * 1000.0 / median, 1),
+            }
+        )
     return rows
 
 
-def _status(mode: str, status: str, reason: str | None, arch: str,
-            deploy: DeployParams) -> dict[str, Any]:
+def _status(
+    mode: str, status: str, reason: str | None, arch: str, deploy: DeployParams
+) -> dict[str, Any]:
     """The status.json skeleton; a built engine fills in the rest."""
-    return {"status": status, "reason": reason, "mode": mode, "arch": arch,
-            "precision": deploy.precision, "versions": _versions(), "onnx": None,
-            "profile": None, "workspace_mib": deploy.workspace_mib, "build_seconds": None,
-            "timing_cache_reused": None, "latency": [], "parity": None, "files": {}}
+    return {
+        "status": status,
+        "reason": reason,
+        "mode": mode,
+        "arch": arch,
+        "precision": deploy.precision,
+        "versions": _versions(),
+        "onnx": None,
+        "profile": None,
+        "workspace_mib": deploy.workspace_mib,
+        "build_seconds": None,
+        "timing_cache_reused": None,
+        "latency": [],
+        "parity": None,
+        "files": {},
+    }
 
 
 def _versions() -> dict[str, str | None]:
@@ -218,15 +259,22 @@ def _versions() -> dict[str, str | None]:
         import tensorrt
 
         trt_version: str | None = tensorrt.__version__
-    except Exception:  # not importable: the status names the reason
+    except Exception:  # noqa: BLE001 - not importable: the status names the reason
         trt_version = None
     cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"tensorrt": trt_version, "torch": torch.__version__, "cuda_device": cuda}
 
 
-def _engine_parity(runner: Forward, onnx_dir: Path, pre: Preprocess, splits_dir: str | Path,
-                   deploy: DeployParams, evaluate: EvaluateParams, batch_size: int,
-                   flip: bool) -> dict[str, Any]:
+def _engine_parity(
+    runner: Forward,
+    onnx_dir: Path,
+    pre: Preprocess,
+    splits_dir: str | Path,
+    deploy: DeployParams,
+    evaluate: EvaluateParams,
+    batch_size: int,
+    flip: bool,
+) -> dict[str, Any]:
     sets = image_sets_from_splits(splits_dir)
     # An INT8 engine is checked against ONNX Runtime running the same QDQ graph: its distance
     # to FP32 is export's INT8 gate, not TensorRT's.
@@ -238,9 +286,13 @@ def _engine_parity(runner: Forward, onnx_dir: Path, pre: Preprocess, splits_dir:
         "reference": f"onnxruntime {reference_file}",
         "batch_parity": batch_parity(reference, runner, images, sizes),
         "retrieval": retrieval_parity(
-            {name: extract_embeddings(forward, sets, pre, batch_size, flip)
-             for name, forward in (("onnxruntime", reference), ("tensorrt", runner))},
-            evaluate, flip),
+            {
+                name: extract_embeddings(forward, sets, pre, batch_size, flip)
+                for name, forward in (("onnxruntime", reference), ("tensorrt", runner))
+            },
+            evaluate,
+            flip,
+        ),
         "max_metric_delta_points": deploy.max_metric_delta,
     }
 
@@ -252,18 +304,28 @@ def _write_status_only(out_dir: Path, status: dict[str, Any]) -> dict[str, Any]:
     return status
 
 
-def build_trt(arch: str, onnx_dir: str | Path, splits_dir: str | Path, out_dir: str | Path,
-              deploy: DeployParams, evaluate: EvaluateParams, batch_size: int,
-              flip: bool = False) -> dict[str, Any]:
+def build_trt(
+    arch: str,
+    onnx_dir: str | Path,
+    splits_dir: str | Path,
+    out_dir: str | Path,
+    deploy: DeployParams,
+    evaluate: EvaluateParams,
+    batch_size: int,
+    flip: bool = False,
+) -> dict[str, Any]:
     """Build (or skip, per ``deploy.tensorrt``) and write ``out_dir``; returns the status."""
     onnx_dir, out_dir = Path(onnx_dir), Path(out_dir)
     mode = deploy.tensorrt
     if mode == "off":
-        return _write_status_only(out_dir, _status(mode, "disabled", "deploy.tensorrt is 'off'",
-                                                   arch, deploy))
+        return _write_status_only(
+            out_dir, _status(mode, "disabled", "deploy.tensorrt is 'off'", arch, deploy)
+        )
     if not (onnx_dir / PARITY_FILE).is_file():
-        raise ReidpipeError(f"{onnx_dir / PARITY_FILE} does not exist: {onnx_dir} is not an "
-                            "`reidpipe export-onnx` folder (run it first)")
+        raise ReidpipeError(
+            f"{onnx_dir / PARITY_FILE} does not exist: {onnx_dir} is not an "
+            "`reidpipe export-onnx` folder (run it first)"
+        )
     reason = unavailable_reason()
     if reason is not None:
         if mode == "required":
@@ -273,37 +335,52 @@ def build_trt(arch: str, onnx_dir: str | Path, splits_dir: str | Path, out_dir: 
     import tensorrt as trt
 
     pre = read_input_contract(onnx_dir / ONNX_FILE)
-    onnx_name, fp16_flag, strongly_typed = build_plan(hasattr(trt.BuilderFlag, "FP16"),
-                                                      deploy.precision)
+    onnx_name, fp16_flag, strongly_typed = build_plan(
+        hasattr(trt.BuilderFlag, "FP16"), deploy.precision
+    )
     if not (onnx_dir / onnx_name).is_file():
         int8 = json.loads((onnx_dir / PARITY_FILE).read_text()).get("int8") or {}
-        why = (f"export's INT8 copy was left out: {int8['reason']}" if int8.get("reason")
-               else "export.fp16 / export.int8 true writes it")
-        raise ReidpipeError(f"{onnx_dir / onnx_name} does not exist; TensorRT {trt.__version__} "
-                            f"needs it for precision {deploy.precision} ({why})")
+        why = (
+            f"export's INT8 copy was left out: {int8['reason']}"
+            if int8.get("reason")
+            else "export.fp16 / export.int8 true writes it"
+        )
+        raise ReidpipeError(
+            f"{onnx_dir / onnx_name} does not exist; TensorRT {trt.__version__} "
+            f"needs it for precision {deploy.precision} ({why})"
+        )
     shapes = profile_shapes(deploy, pre)
     old_cache = out_dir / CACHE_FILE
     cache_in = old_cache.read_bytes() if old_cache.is_file() else b""
     start = time.perf_counter()
-    engine, cache_out, cache_reused = build_engine(onnx_dir / onnx_name, shapes, deploy,
-                                                   fp16_flag, strongly_typed, cache_in)
+    engine, cache_out, cache_reused = build_engine(
+        onnx_dir / onnx_name, shapes, deploy, fp16_flag, strongly_typed, cache_in
+    )
     status = _status(mode, "built", None, arch, deploy)
-    status.update(onnx=onnx_name, builder_fp16_flag=fp16_flag, strongly_typed=strongly_typed,
-                  profile={"input": "batch x 3 x H x W", **shapes},
-                  build_seconds=round(time.perf_counter() - start, 3),
-                  timing_cache_reused=cache_reused)
+    status.update(
+        onnx=onnx_name,
+        builder_fp16_flag=fp16_flag,
+        strongly_typed=strongly_typed,
+        profile={"input": "batch x 3 x H x W", **shapes},
+        build_seconds=round(time.perf_counter() - start, 3),
+        timing_cache_reused=cache_reused,
+    )
     runner = EngineRunner(engine, deploy.min_batch, deploy.max_batch)
     status["latency"] = measure_latency(runner, pre, latency_batch_sizes(deploy))
-    status["parity"] = _engine_parity(runner, onnx_dir, pre, splits_dir, deploy, evaluate,
-                                      min(batch_size, deploy.max_batch), flip)
+    status["parity"] = _engine_parity(
+        runner, onnx_dir, pre, splits_dir, deploy, evaluate, min(batch_size, deploy.max_batch), flip
+    )
     deltas = status["parity"]["retrieval"]["delta_points"]
     failed = {k: d for k, d in deltas.items() if not d <= deploy.max_metric_delta}
     if failed:
-        atomic.remove_output_dir(out_dir)   # no stale engine passes for this model's
-        raise ReidpipeError(f"TensorRT parity gate failed for {arch}: "
-                            + ", ".join(f"{k} differs from ONNX Runtime by {d:.3f} points"
-                                        for k, d in failed.items())
-                            + f" > deploy.max_metric_delta {deploy.max_metric_delta}")
+        atomic.remove_output_dir(out_dir)  # no stale engine passes for this model's
+        raise ReidpipeError(
+            f"TensorRT parity gate failed for {arch}: "
+            + ", ".join(
+                f"{k} differs from ONNX Runtime by {d:.3f} points" for k, d in failed.items()
+            )
+            + f" > deploy.max_metric_delta {deploy.max_metric_delta}"
+        )
     with atomic.atomic_dir(out_dir) as tmp:
         (tmp / TRT_ENGINE_FILE).write_bytes(engine)
         (tmp / CACHE_FILE).write_bytes(cache_out)
@@ -312,9 +389,18 @@ def build_trt(arch: str, onnx_dir: str | Path, splits_dir: str | Path, out_dir: 
     return status
 
 
-def build_trt_stage(params: Params, arch: str, onnx_dir: str | Path, splits_dir: str | Path,
-                    out_dir: str | Path) -> dict[str, Any]:
+def build_trt_stage(
+    params: Params, arch: str, onnx_dir: str | Path, splits_dir: str | Path, out_dir: str | Path
+) -> dict[str, Any]:
     """``reidpipe build-trt`` for one architecture."""
     cfg = params.arch(arch)
-    return build_trt(arch, onnx_dir, splits_dir, out_dir, params.deploy, params.evaluate,
-                     params.extract.batch_size, flip=cfg.model.with_flip_feature)
+    return build_trt(
+        arch,
+        onnx_dir,
+        splits_dir,
+        out_dir,
+        params.deploy,
+        params.evaluate,
+        params.extract.batch_size,
+        flip=cfg.model.with_flip_feature,
+    )

@@ -110,34 +110,50 @@ class Bench:
     def embed(self, name: str) -> Embeddings:
         """The query/gallery embeddings of ``name``'s forward, extracted once."""
         if name not in self.embeddings:
-            self.embeddings[name] = extract_embeddings(self.forwards[name], self.sets, self.pre,
-                                                       self.batch_size, self.flip)
+            self.embeddings[name] = extract_embeddings(
+                self.forwards[name], self.sets, self.pre, self.batch_size, self.flip
+            )
         return self.embeddings[name]
 
 
-def measure(gate: Gate, reference: str, candidate: str,
-            bench: Bench) -> tuple[dict[str, Any], list[str]]:
+def measure(
+    gate: Gate, reference: str, candidate: str, bench: Bench
+) -> tuple[dict[str, Any], list[str]]:
     """Measure ``candidate`` against ``reference`` as ``gate`` asks (batch parity; retrieval
     when it has a metric limit); returns the measurements for the report and the misses,
     worded."""
-    rows = batch_parity(bench.forwards[reference], bench.forwards[candidate], bench.images,
-                        bench.batch_sizes)
-    misses = [limit.worded(**row) for row in rows for limit in gate.rows
-              if not limit.holds(row[limit.field])]
+    rows = batch_parity(
+        bench.forwards[reference], bench.forwards[candidate], bench.images, bench.batch_sizes
+    )
+    misses = [
+        limit.worded(**row)
+        for row in rows
+        for limit in gate.rows
+        if not limit.holds(row[limit.field])
+    ]
     if gate.metric_delta is None:
         return {"batch_parity": rows}, misses
     ref, cand = gate.names
-    retrieval = retrieval_parity({ref: bench.embed(reference), cand: bench.embed(candidate)},
-                                 bench.evaluate, bench.flip)
+    retrieval = retrieval_parity(
+        {ref: bench.embed(reference), cand: bench.embed(candidate)}, bench.evaluate, bench.flip
+    )
     limit = gate.metric_delta
-    misses += [limit.worded(metric=metric, delta=delta, reference=100 * retrieval[ref][metric],
-                            candidate=100 * retrieval[cand][metric])
-               for metric, delta in retrieval[limit.field].items() if not limit.holds(delta)]
+    misses += [
+        limit.worded(
+            metric=metric,
+            delta=delta,
+            reference=100 * retrieval[ref][metric],
+            candidate=100 * retrieval[cand][metric],
+        )
+        for metric, delta in retrieval[limit.field].items()
+        if not limit.holds(delta)
+    ]
     return {"batch_parity": rows, "retrieval": retrieval}, misses
 
 
-def build_and_gate(variant: Variant, folder: Path,
-                   bench: Bench) -> tuple[dict[str, Any], list[Path], str | None]:
+def build_and_gate(
+    variant: Variant, folder: Path, bench: Bench
+) -> tuple[dict[str, Any], list[Path], str | None]:
     """Build ``variant`` into ``folder`` (checked by ``check_onnx``, opened in ONNX Runtime) and
     gate it; returns its report entry, the files kept, and the failure that fails the stage
     (None unless a required variant missed its gate). An optional variant whose build or gate

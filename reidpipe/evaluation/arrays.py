@@ -15,8 +15,9 @@ T = TypeVar("T")
 WORK_ELEMENTS = 1 << 24  # entries of the temporaries of one chunk of vectorised work
 
 
-def in_chunks(fn: Callable[[int, int], T], size: int, item_elements: int,
-              budget: int | None = None) -> list[T]:
+def in_chunks(
+    fn: Callable[[int, int], T], size: int, item_elements: int, budget: int | None = None
+) -> list[T]:
     """``fn(start, stop)`` over [0, size) in chunks whose temporaries hold about ``budget``
     entries (default ``WORK_ELEMENTS``; ``item_elements`` per item), on one thread per core;
     the results in chunk order."""

@@ -19,14 +19,18 @@ def duplicates(feats: np.ndarray) -> np.ndarray | None:
     columns = np.unique(np.linspace(0, dim - 1, min(dim, 16)).astype(np.int64))
     bits = (feats[:, columns] + np.float32(0.0)).view(np.uint32).astype(np.uint64)
     weights = np.random.default_rng(0).integers(1, 1 << 62, len(columns), dtype=np.uint64) | 1
-    _, inverse, counts = np.unique((bits * weights).sum(axis=1), return_inverse=True,
-                                   return_counts=True)
+    _, inverse, counts = np.unique(
+        (bits * weights).sum(axis=1), return_inverse=True, return_counts=True
+    )
     candidates = np.flatnonzero(counts[inverse.ravel()] > 1)
     if not len(candidates):
         return None
     rows = np.ascontiguousarray(feats[candidates] + np.float32(0.0))
-    _, first, same = np.unique(rows.view(np.dtype((np.void, rows.itemsize * dim))).ravel(),
-                               return_index=True, return_inverse=True)
+    _, first, same = np.unique(
+        rows.view(np.dtype((np.void, rows.itemsize * dim))).ravel(),
+        return_index=True,
+        return_inverse=True,
+    )
     rep = np.arange(n)
     rep[candidates] = candidates[first[same.ravel()]]
     return rep if (rep != np.arange(n)).any() else None
@@ -57,16 +61,18 @@ def tie_duplicates(keys: np.ndarray, rep: np.ndarray, feats: np.ndarray) -> None
     dist = pair_distances(feats, fix[row], group)
     count = sizes[group]
     copy = members[ragged_positions(member_start[group], count)]
-    copy_keys = (np.repeat(dist + np.float32(0.0), count).view(np.int32).astype(np.int64) << 32
-                 | copy)
+    copy_keys = (
+        np.repeat(dist + np.float32(0.0), count).view(np.int32).astype(np.int64) << 32 | copy
+    )
     every_row = np.concatenate([plain_row, np.repeat(row, count)])
     every_key = np.concatenate([keys[fix][plain_row, plain_at], copy_keys])
     order = np.argsort(every_row, kind="stable")
     every_row, every_key = every_row[order], every_key[order]
     per_row = np.bincount(every_row, minlength=len(fix))
     table = np.full((len(fix), max(k, int(per_row.max()))), NO_NEIGHBOUR, dtype=np.int64)
-    table[every_row, np.arange(len(every_row)) - np.repeat(np.cumsum(per_row) - per_row,
-                                                           per_row)] = every_key
+    table[
+        every_row, np.arange(len(every_row)) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+    ] = every_key
     table.sort(axis=1)
     keys[fix] = table[:, :k]
     copies = np.flatnonzero(rep != np.arange(n))

@@ -30,8 +30,10 @@ ZIP_MAGIC = b"PK\x03\x04"  # what np.savez writes
 COLLAPSE_TOLERANCE = 1e-3
 _COLLAPSE_BLOCK = 4096
 # The .npy versions a float array can have (3.0 only differs for non-Latin-1 field names).
-_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
-                   (2, 0): np.lib.format.read_array_header_2_0}
+_HEADER_READERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
 
 
 @dataclass
@@ -68,23 +70,33 @@ def collapse_warning(embeddings: Embeddings) -> str | None:
     scale = spread = 0.0
     for features in sets:
         for start in range(0, len(features), _COLLAPSE_BLOCK):
-            block = features[start:start + _COLLAPSE_BLOCK].astype(np.float64)
+            block = features[start : start + _COLLAPSE_BLOCK].astype(np.float64)
             scale = max(scale, float(np.linalg.norm(block, axis=1).max()))
             spread = max(spread, float(np.linalg.norm(block - reference, axis=1).max()))
     if spread > COLLAPSE_TOLERANCE * scale:
         return None
     count = sum(map(len, sets))
-    what = "all zero" if scale == 0 else (
-        "the same vector" if spread == 0 else
-        f"the same vector to within {spread / scale:.1e} of their length")
-    return (f"embeddings collapsed: the {count} query and gallery embeddings are {what}, so "
-            "their distances are ties or rounding noise and the metrics do not measure the "
-            "model; check its weights (trained? loaded?) and its input settings")
+    what = (
+        "all zero"
+        if scale == 0
+        else (
+            "the same vector"
+            if spread == 0
+            else f"the same vector to within {spread / scale:.1e} of their length"
+        )
+    )
+    return (
+        f"embeddings collapsed: the {count} query and gallery embeddings are {what}, so "
+        "their distances are ties or rounding noise and the metrics do not measure the "
+        "model; check its weights (trained? loaded?) and its input settings"
+    )
 
 
 def _tao_records(subset: EmbeddingSet) -> list[dict[str, object]]:
-    return [{"img_path": str(path), "embedding": row.tolist()}
-            for path, row in zip(subset.meta["path"], subset.features)]
+    return [
+        {"img_path": str(path), "embedding": row.tolist()}
+        for path, row in zip(subset.meta["path"], subset.features)
+    ]
 
 
 def write_embeddings(out_dir: str | Path, embeddings: Embeddings, tao_json: bool = False) -> None:
@@ -92,22 +104,28 @@ def write_embeddings(out_dir: str | Path, embeddings: Embeddings, tao_json: bool
     with atomic.atomic_dir(out_dir) as tmp:
         for name in EMBEDDING_SETS:
             subset: EmbeddingSet = getattr(embeddings, name)
-            np.save(tmp / embedding_array(name), np.ascontiguousarray(subset.features, dtype=np.float32))
+            np.save(
+                tmp / embedding_array(name), np.ascontiguousarray(subset.features, dtype=np.float32)
+            )
             subset.meta[COLUMNS].to_csv(tmp / embedding_table(name), index=False)
             if tao_json:
-                (tmp / f"{name}.json").write_text(json.dumps(_tao_records(subset)) + "\n",
-                                                  encoding="utf-8")
+                (tmp / f"{name}.json").write_text(
+                    json.dumps(_tao_records(subset)) + "\n", encoding="utf-8"
+                )
 
 
-def _npy_header(handle: BinaryIO, npy: Path, expected: str) -> tuple[tuple[int, ...], bool,
-                                                                     np.dtype]:
+def _npy_header(
+    handle: BinaryIO, npy: Path, expected: str
+) -> tuple[tuple[int, ...], bool, np.dtype]:
     """Shape, Fortran order and dtype from the header of the open file ``npy`` (nothing else
     is read): a zip (an .npz) or any other non-.npy content is named as such."""
     start = handle.read(6)
     handle.seek(0)
     if start.startswith(ZIP_MAGIC):
-        raise ReidpipeError(f"{npy} is a zip archive (an .npz saved under a .npy name?), not a "
-                            f".npy array; {expected}")
+        raise ReidpipeError(
+            f"{npy} is a zip archive (an .npz saved under a .npy name?), not a "
+            f".npy array; {expected}"
+        )
     try:
         version = np.lib.format.read_magic(handle)
         read_header = _HEADER_READERS.get(version)
@@ -115,8 +133,9 @@ def _npy_header(handle: BinaryIO, npy: Path, expected: str) -> tuple[tuple[int, 
             raise ValueError(f".npy format version {version[0]}.{version[1]}")
         return read_header(handle)
     except (ValueError, SyntaxError, EOFError) as exc:
-        raise ReidpipeError(f"{npy} is not a .npy array (first bytes {start.hex(' ')}: {exc}); "
-                            f"{expected}") from None
+        raise ReidpipeError(
+            f"{npy} is not a .npy array (first bytes {start.hex(' ')}: {exc}); {expected}"
+        ) from None
 
 
 def _read_array(npy: Path, csv: Path, rows: int) -> np.ndarray:
@@ -130,20 +149,26 @@ def _read_array(npy: Path, csv: Path, rows: int) -> np.ndarray:
                 raise ReidpipeError(f"{npy} is empty (0 bytes); {expected}")
             shape, fortran_order, dtype = _npy_header(handle, npy, expected)
             if len(shape) != 2 or dtype.kind != "f":
-                raise ReidpipeError(f"{npy}: expected a 2-D float array (N x D), got shape "
-                                    f"{shape} dtype {dtype}")
+                raise ReidpipeError(
+                    f"{npy}: expected a 2-D float array (N x D), got shape {shape} dtype {dtype}"
+                )
             if shape[1] == 0:
-                raise ReidpipeError(f"{npy} holds {shape[0]} x 0 embeddings (no feature "
-                                    f"dimension); {expected} with D >= 1")
+                raise ReidpipeError(
+                    f"{npy} holds {shape[0]} x 0 embeddings (no feature "
+                    f"dimension); {expected} with D >= 1"
+                )
             data_bytes, held = math.prod(shape) * dtype.itemsize, size - handle.tell()
             if held != data_bytes:
                 raise ReidpipeError(
                     f"{npy}: its header claims a {shape[0]} x {shape[1]} {dtype} array "
                     f"({data_bytes:,} bytes of data) but the file holds {held:,}; it is cut "
-                    "short or not one whole .npy array")
+                    "short or not one whole .npy array"
+                )
             if shape[0] != rows:
-                raise ReidpipeError(f"{csv} has {rows} rows but {npy} has {shape[0]}; they must "
-                                    "describe the same images in the same order")
+                raise ReidpipeError(
+                    f"{csv} has {rows} rows but {npy} has {shape[0]}; they must "
+                    "describe the same images in the same order"
+                )
             features = np.fromfile(handle, dtype=dtype, count=shape[0] * shape[1])
     except NotRegularFile as exc:
         raise ReidpipeError(f"{npy} is {exc.kind}, not a .npy file; {expected}") from None
@@ -158,9 +183,12 @@ def _read_set(folder: Path, name: str) -> EmbeddingSet:
     npy, csv = folder / embedding_array(name), folder / embedding_table(name)
     for path in (npy, csv):
         if not path.exists():
-            expected = ", ".join(f(s) for s in EMBEDDING_SETS for f in (embedding_array, embedding_table))
-            raise ReidpipeError(f"embeddings folder {folder}: {path.name} is missing "
-                                f"(expected {expected})")
+            expected = ", ".join(
+                f(s) for s in EMBEDDING_SETS for f in (embedding_array, embedding_table)
+            )
+            raise ReidpipeError(
+                f"embeddings folder {folder}: {path.name} is missing (expected {expected})"
+            )
     try:
         require_regular(csv)
     except NotRegularFile as exc:
@@ -170,8 +198,10 @@ def _read_set(folder: Path, name: str) -> EmbeddingSet:
     finite = np.isfinite(features).all(axis=1)
     if not finite.all():
         bad = np.flatnonzero(~finite)
-        raise ReidpipeError(f"{npy}: {len(bad)} row(s) hold NaN or inf, first row {bad[0]} "
-                            f"({meta['path'].iloc[bad[0]]})")
+        raise ReidpipeError(
+            f"{npy}: {len(bad)} row(s) hold NaN or inf, first row {bad[0]} "
+            f"({meta['path'].iloc[bad[0]]})"
+        )
     return EmbeddingSet(features=features.astype(np.float32, copy=False), meta=meta[COLUMNS])
 
 
@@ -186,7 +216,9 @@ def read_embeddings(folder: str | Path) -> Embeddings:
     if len(gallery.features) == 0:
         raise ReidpipeError(f"{folder / embedding_array('gallery')} holds no gallery embeddings")
     if query.features.shape[1] != gallery.features.shape[1]:
-        raise ReidpipeError(f"embeddings folder {folder}: query dimension "
-                            f"{query.features.shape[1]} != gallery dimension "
-                            f"{gallery.features.shape[1]}")
+        raise ReidpipeError(
+            f"embeddings folder {folder}: query dimension "
+            f"{query.features.shape[1]} != gallery dimension "
+            f"{gallery.features.shape[1]}"
+        )
     return Embeddings(query=query, gallery=gallery)

@@ -23,13 +23,13 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from reidpipe import atomic
-from reidpipe.market import JUNK_PID
 from reidpipe.devices import usable_cpus
 from reidpipe.errors import ReidpipeError
-from reidpipe.evaluation.embeddings import Embeddings, collapse_warning, l2_normalise
 from reidpipe.evaluation.arrays import ragged_positions
+from reidpipe.evaluation.embeddings import Embeddings, collapse_warning, l2_normalise
 from reidpipe.evaluation.products import gemm_operand, products
 from reidpipe.evaluation.rerank import KReciprocalReRanker
+from reidpipe.market import JUNK_PID
 from reidpipe.params import EvaluateParams, ReRankingParams
 
 log = logging.getLogger(__name__)
@@ -47,10 +47,10 @@ class Ranking:
 
     ap: np.ndarray
     inp: np.ndarray
-    first_hit: np.ndarray     # 1-based rank of the first true match, 0 when skipped
+    first_hit: np.ndarray  # 1-based rank of the first true match, 0 when skipped
     num_matches: np.ndarray
-    top: np.ndarray           # gallery indices of the filtered top-k, -1 where fewer remain
-    cmc: np.ndarray           # fraction of evaluated queries with a hit within rank r (r = 1..)
+    top: np.ndarray  # gallery indices of the filtered top-k, -1 where fewer remain
+    cmc: np.ndarray  # fraction of evaluated queries with a hit within rank r (r = 1..)
 
 
 class _Protocol:
@@ -61,8 +61,9 @@ class _Protocol:
     form, and how many same-pid same-camera items it removes besides.
     """
 
-    def __init__(self, q_pids: np.ndarray, q_cams: np.ndarray, g_pids: np.ndarray,
-                 g_cams: np.ndarray) -> None:
+    def __init__(
+        self, q_pids: np.ndarray, q_cams: np.ndarray, g_pids: np.ndarray, g_cams: np.ndarray
+    ) -> None:
         q_pids, q_cams = np.asarray(q_pids), np.asarray(q_cams)
         g_pids, g_cams = np.asarray(g_pids), np.asarray(g_cams)
         kept = g_pids != JUNK_PID
@@ -88,20 +89,21 @@ def _monotonic_bits(values: np.ndarray) -> np.ndarray:
     return (bits ^ ((bits >> 31) & 0x7FFFFFFF)).astype(np.int64) + (1 << 31)
 
 
-def _candidates(dist: np.ndarray, start: int, protocol: _Protocol,
-                top_k: int) -> tuple[np.ndarray, np.ndarray]:
+def _candidates(
+    dist: np.ndarray, start: int, protocol: _Protocol, top_k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(row, column) of the entries that can matter to queries [start, start + len(dist)): those
     at or below each row's distance to its last true match and, for rows where that leaves fewer
     than ``top_k`` kept items, at or below the distance of its ``top_k``-th kept item."""
     num, num_gallery = dist.shape
     queries = slice(start, start + num)
     num_matches = protocol.num_matches[queries]
-    ptr = protocol.match_ptr[start:start + num + 1]
+    ptr = protocol.match_ptr[start : start + num + 1]
     match_rows = np.repeat(np.arange(num), num_matches)
     bound = np.full(num, -np.inf, dtype=np.float32)
     with_match = np.flatnonzero(num_matches)
     if len(with_match):
-        values = dist[match_rows, protocol.match_cols[ptr[0]:ptr[-1]]]
+        values = dist[match_rows, protocol.match_cols[ptr[0] : ptr[-1]]]
         bound[with_match] = np.maximum.reduceat(values, (ptr[:-1] - ptr[0])[with_match])
     rows, cols = np.divmod(np.flatnonzero(dist <= bound[:, None]), num_gallery)
     if top_k > 0:
@@ -112,16 +114,18 @@ def _candidates(dist: np.ndarray, start: int, protocol: _Protocol,
         if len(short):
             kth = min(num_gallery, top_k + int(removed[short].max())) - 1
             wider = np.maximum(bound[short], np.partition(dist[short], kth, axis=1)[:, kth])
-            extra_rows, extra_cols = np.divmod(np.flatnonzero(dist[short] <= wider[:, None]),
-                                               num_gallery)
+            extra_rows, extra_cols = np.divmod(
+                np.flatnonzero(dist[short] <= wider[:, None]), num_gallery
+            )
             keep = ~np.isin(rows, short)
             rows = np.concatenate([rows[keep], short[extra_rows]])
             cols = np.concatenate([cols[keep], extra_cols])
     return rows, cols
 
 
-def _rank_chunk(dist: np.ndarray, start: int, protocol: _Protocol, ap_method: str,
-                top_k: int) -> tuple[np.ndarray, ...]:
+def _rank_chunk(
+    dist: np.ndarray, start: int, protocol: _Protocol, ap_method: str, top_k: int
+) -> tuple[np.ndarray, ...]:
     """Score queries [start, start + len(dist)) on their (junk-free) distance rows.
 
     Only the kept items ranked up to a query's last true match, and its first ``top_k``, matter:
@@ -136,22 +140,26 @@ def _rank_chunk(dist: np.ndarray, start: int, protocol: _Protocol, ap_method: st
     same_camera = (protocol.g_pids[cols] == q_pids[rows]) & (protocol.g_cams[cols] == q_cams[rows])
     rows, cols = rows[~same_camera], cols[~same_camera]
     col_bits = max(1, (num_gallery - 1).bit_length())
-    keys = ((rows.astype(np.int64) << (32 + col_bits))
-            | (_monotonic_bits(dist[rows, cols]) << col_bits) | cols)
+    keys = (
+        (rows.astype(np.int64) << (32 + col_bits))
+        | (_monotonic_bits(dist[rows, cols]) << col_bits)
+        | cols
+    )
     keys.sort()
     rows, cols = keys >> (32 + col_bits), keys & ((1 << col_bits) - 1)
     good = protocol.g_pids[cols] == q_pids[rows]
     sizes = np.bincount(rows, minlength=num)
     row_start = np.cumsum(sizes) - sizes
-    position = np.arange(len(rows)) - row_start[rows] + 1   # 1-based rank among kept items
+    position = np.arange(len(rows)) - row_start[rows] + 1  # 1-based rank among kept items
     hits_so_far = np.cumsum(good)
     hits = hits_so_far - np.concatenate([[0], hits_so_far])[row_start][rows]
     good_rows, good_position, good_hits = rows[good], position[good], hits[good]
     precision = good_hits / good_position
     if ap_method == "trapezoidal":
         # Average of the precision just before and at each hit (1 before the first kept item).
-        previous = np.where(good_position > 1,
-                            (good_hits - 1) / np.maximum(good_position - 1, 1), 1.0)
+        previous = np.where(
+            good_position > 1, (good_hits - 1) / np.maximum(good_position - 1, 1), 1.0
+        )
         precision = (precision + previous) / 2.0
     valid = num_matches > 0
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -165,18 +173,31 @@ def _rank_chunk(dist: np.ndarray, start: int, protocol: _Protocol, ap_method: st
     shown = position <= top_k
     gallery_index = cols if protocol.columns is None else protocol.columns[cols]
     top[rows[shown], position[shown] - 1] = gallery_index[shown]
-    return (np.where(valid, ap, np.nan), np.where(valid, num_matches / last, np.nan), first,
-            num_matches, top)
+    return (
+        np.where(valid, ap, np.nan),
+        np.where(valid, num_matches / last, np.nan),
+        first,
+        num_matches,
+        top,
+    )
 
 
 class _Scores:
     """Per-query scores gathered chunk by chunk (in query order) into a Ranking."""
 
-    def __init__(self, q_pids: np.ndarray, q_cams: np.ndarray, g_pids: np.ndarray,
-                 g_cams: np.ndarray, ap_method: str, top_k: int) -> None:
+    def __init__(
+        self,
+        q_pids: np.ndarray,
+        q_cams: np.ndarray,
+        g_pids: np.ndarray,
+        g_cams: np.ndarray,
+        ap_method: str,
+        top_k: int,
+    ) -> None:
         if ap_method not in ("non_interpolated", "trapezoidal"):
-            raise ReidpipeError(f"evaluate.ap_method {ap_method!r}: expected non_interpolated or "
-                                "trapezoidal")
+            raise ReidpipeError(
+                f"evaluate.ap_method {ap_method!r}: expected non_interpolated or trapezoidal"
+            )
         self.protocol = _Protocol(q_pids, q_cams, g_pids, g_cams)
         self.ap_method, self.top_k = ap_method, top_k
         self._parts: list[tuple[np.ndarray, ...]] = []
@@ -190,8 +211,12 @@ class _Scores:
         # Packed sort keys hold the row above 32 distance bits and the column index.
         col_bits = max(1, (dist.shape[1] - 1).bit_length())
         step = 1 << max(0, 31 - col_bits)
-        return [_rank_chunk(dist[first:first + step], start + first, self.protocol,
-                            self.ap_method, self.top_k) for first in range(0, len(dist), step)]
+        return [
+            _rank_chunk(
+                dist[first : first + step], start + first, self.protocol, self.ap_method, self.top_k
+            )
+            for first in range(0, len(dist), step)
+        ]
 
     def add(self, start: int, dist: np.ndarray) -> None:
         """Score the next chunk of queries (chunks must come in query order)."""
@@ -203,16 +228,24 @@ class _Scores:
     def ranking(self, max_rank: int) -> Ranking:
         ap, inp, first, num_matches, top = (np.concatenate(p) for p in zip(*self._parts))
         evaluated = first[num_matches > 0]
-        cmc = np.array([(evaluated <= r).mean() if len(evaluated) else 0.0
-                        for r in range(1, max_rank + 1)])
-        return Ranking(ap=ap, inp=inp, first_hit=first, num_matches=num_matches, top=top,
-                       cmc=cmc)
+        cmc = np.array(
+            [(evaluated <= r).mean() if len(evaluated) else 0.0 for r in range(1, max_rank + 1)]
+        )
+        return Ranking(ap=ap, inp=inp, first_hit=first, num_matches=num_matches, top=top, cmc=cmc)
 
 
-def rank_queries(distance_rows: DistanceRows, num_queries: int, q_pids: np.ndarray,
-                 q_cams: np.ndarray, g_pids: np.ndarray, g_cams: np.ndarray,
-                 ap_method: str = "non_interpolated", max_rank: int = 50,
-                 top_k: int = 10, chunk_rows: int | None = None) -> Ranking:
+def rank_queries(
+    distance_rows: DistanceRows,
+    num_queries: int,
+    q_pids: np.ndarray,
+    q_cams: np.ndarray,
+    g_pids: np.ndarray,
+    g_cams: np.ndarray,
+    ap_method: str = "non_interpolated",
+    max_rank: int = 50,
+    top_k: int = 10,
+    chunk_rows: int | None = None,
+) -> Ranking:
     """Rank every query's gallery and score it; ``distance_rows(a, b)`` gives rows a..b-1,
     ``chunk_rows`` at a time (default: about ``_CHUNK_ELEMENTS`` distances)."""
     scores = _Scores(q_pids, q_cams, g_pids, g_cams, ap_method, top_k)
@@ -223,8 +256,10 @@ def rank_queries(distance_rows: DistanceRows, num_queries: int, q_pids: np.ndarr
 
     # NumPy releases the GIL in its array loops, so chunks overlap on the cores; each chunk's
     # products get the cores' share of the BLAS threads (more would only wait for each other).
-    with (threadpool_limits(limits=max(1, _CORES // _WORKERS), user_api="blas"),
-          ThreadPoolExecutor(max_workers=_WORKERS) as pool):
+    with (
+        threadpool_limits(limits=max(1, _CORES // _WORKERS), user_api="blas"),
+        ThreadPoolExecutor(max_workers=_WORKERS) as pool,
+    ):
         for parts in pool.map(score, range(0, num_queries, step)):
             scores.add_parts(parts)
     return scores.ranking(max_rank)
@@ -250,8 +285,13 @@ def _check_distance(distance: str) -> None:
         raise ReidpipeError(f"evaluate.distance {distance!r}: expected cosine or euclidean")
 
 
-def plain_distances(product: np.ndarray, q_sq: np.ndarray, g_sq: np.ndarray,
-                    distance: str, out: np.ndarray | None = None) -> np.ndarray:
+def plain_distances(
+    product: np.ndarray,
+    q_sq: np.ndarray,
+    g_sq: np.ndarray,
+    distance: str,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """Cosine (1 - cos, features L2-normalised) or Euclidean distances from the feature products
     ``q @ g.T`` and squared norms, into ``out`` or a new array (``product`` is left alone)."""
     if distance == "cosine":
@@ -263,8 +303,9 @@ def plain_distances(product: np.ndarray, q_sq: np.ndarray, g_sq: np.ndarray,
     return np.sqrt(out, out=out)
 
 
-def plain_distance_rows(query: np.ndarray, gallery: np.ndarray, distance: str,
-                        device: str) -> DistanceRows:
+def plain_distance_rows(
+    query: np.ndarray, gallery: np.ndarray, distance: str, device: str
+) -> DistanceRows:
     """Cosine (1 - cos) or Euclidean distance rows, computed on demand; the products on
     ``device`` (NumPy's BLAS on CPU, faster here than torch's)."""
     _check_distance(distance)
@@ -295,9 +336,13 @@ def _top_text(top: np.ndarray) -> list[str]:
     return [" ".join(map(str, row[row >= 0].tolist())) for row in top]
 
 
-def evaluate_embeddings(embeddings: Embeddings, evaluate: EvaluateParams,
-                        re_ranking: ReRankingParams, top_k: int = 10,
-                        device: str = "auto") -> Evaluation:
+def evaluate_embeddings(
+    embeddings: Embeddings,
+    evaluate: EvaluateParams,
+    re_ranking: ReRankingParams,
+    top_k: int = 10,
+    device: str = "auto",
+) -> Evaluation:
     """Plain and (if enabled) re-ranked metrics, CMC curve and per-query table.
 
     With re-ranking, the plain ranking is scored from the query x gallery strips of the
@@ -308,12 +353,18 @@ def evaluate_embeddings(embeddings: Embeddings, evaluate: EvaluateParams,
     for warning in warnings:
         log.warning(warning)
     q, g = embeddings.query, embeddings.gallery
-    ids = (q.meta["pid"].to_numpy(), q.meta["camid"].to_numpy(), g.meta["pid"].to_numpy(),
-           g.meta["camid"].to_numpy())
+    ids = (
+        q.meta["pid"].to_numpy(),
+        q.meta["camid"].to_numpy(),
+        g.meta["pid"].to_numpy(),
+        g.meta["camid"].to_numpy(),
+    )
     plain = _Scores(*ids, ap_method=evaluate.ap_method, top_k=top_k)
     if not (plain.protocol.num_matches > 0).any():
-        raise ReidpipeError(f"none of the {len(q.features)} queries has a true match in the "
-                            "gallery (same pid, another camera); check the query/gallery sets")
+        raise ReidpipeError(
+            f"none of the {len(q.features)} queries has a true match in the "
+            "gallery (same pid, another camera); check the query/gallery sets"
+        )
     rankings: dict[str, Ranking] = {}
     if re_ranking.re_ranking:
         # Re-ranking works on squared Euclidean distances of the features the plain ranking uses.
@@ -323,38 +374,67 @@ def evaluate_embeddings(embeddings: Embeddings, evaluate: EvaluateParams,
 
         buffer = np.empty(0, dtype=np.float32)
 
-        def plain_strip(start: int, stop: int, product: np.ndarray, q_sq: np.ndarray,
-                        g_sq: np.ndarray) -> None:
+        def plain_strip(
+            start: int, stop: int, product: np.ndarray, q_sq: np.ndarray, g_sq: np.ndarray
+        ) -> None:
             # Strips come one at a time, so one buffer serves all (no fresh pages per strip).
             nonlocal buffer
             if buffer.size < product.size:
                 buffer = np.empty(product.size, dtype=np.float32)
-            out = buffer[:product.size].reshape(product.shape)
+            out = buffer[: product.size].reshape(product.shape)
             plain.add(start, plain_distances(product, q_sq, g_sq, evaluate.distance, out))
 
-        ranker = KReciprocalReRanker(feats, len(q.features), k1=re_ranking.k1, k2=re_ranking.k2,
-                                     lambda_value=re_ranking.lambda_value, device=device,
-                                     on_query_strip=plain_strip)
+        ranker = KReciprocalReRanker(
+            feats,
+            len(q.features),
+            k1=re_ranking.k1,
+            k2=re_ranking.k2,
+            lambda_value=re_ranking.lambda_value,
+            device=device,
+            on_query_strip=plain_strip,
+        )
         del feats  # the ranker holds its own reference; nothing else needs them
         rankings["plain"] = plain.ranking(evaluate.max_rank)
         rankings["reranked"] = rank_queries(
-            ranker.distances, len(q.features), *ids, ap_method=evaluate.ap_method,
-            max_rank=evaluate.max_rank, top_k=top_k, chunk_rows=ranker.chunk_size())
+            ranker.distances,
+            len(q.features),
+            *ids,
+            ap_method=evaluate.ap_method,
+            max_rank=evaluate.max_rank,
+            top_k=top_k,
+            chunk_rows=ranker.chunk_size(),
+        )
     else:
         rankings["plain"] = rank_queries(
-            plain_distance_rows(q.features, g.features, evaluate.distance, device), len(q.features),
-            *ids, ap_method=evaluate.ap_method, max_rank=evaluate.max_rank, top_k=top_k)
+            plain_distance_rows(q.features, g.features, evaluate.distance, device),
+            len(q.features),
+            *ids,
+            ap_method=evaluate.ap_method,
+            max_rank=evaluate.max_rank,
+            top_k=top_k,
+        )
     return _evaluation(rankings, q.meta["path"], ids, evaluate, re_ranking, warnings)
 
 
-def _evaluation(rankings: dict[str, Ranking], query_paths: pd.Series,
-                ids: tuple[np.ndarray, ...], evaluate: EvaluateParams,
-                re_ranking: ReRankingParams, warnings: list[str]) -> Evaluation:
+def _evaluation(
+    rankings: dict[str, Ranking],
+    query_paths: pd.Series,
+    ids: tuple[np.ndarray, ...],
+    evaluate: EvaluateParams,
+    re_ranking: ReRankingParams,
+    warnings: list[str],
+) -> Evaluation:
     """The metrics, CMC curve and per-query table of the rankings (``plain`` first)."""
     metrics: dict[str, dict[str, object]] = {}
     cmc = pd.DataFrame({"rank": np.arange(1, evaluate.max_rank + 1)})
-    per_query = pd.DataFrame({"path": query_paths, "pid": ids[0], "camid": ids[1],
-                              "num_matches": rankings["plain"].num_matches})
+    per_query = pd.DataFrame(
+        {
+            "path": query_paths,
+            "pid": ids[0],
+            "camid": ids[1],
+            "num_matches": rankings["plain"].num_matches,
+        }
+    )
     for name, ranking in rankings.items():
         block: dict[str, object] = dict(summarise(ranking))
         block.update(ap_method=evaluate.ap_method, distance=evaluate.distance)
@@ -365,18 +445,24 @@ def _evaluation(rankings: dict[str, Ranking], query_paths: pd.Series,
         per_query[f"ap_{name}"] = ranking.ap
         per_query[f"inp_{name}"] = ranking.inp
         per_query[f"first_hit_{name}"] = pd.Series(ranking.first_hit, dtype="Int64").mask(
-            ranking.num_matches == 0)
+            ranking.num_matches == 0
+        )
         per_query[f"top_{name}"] = _top_text(ranking.top)
     return Evaluation(metrics=metrics, cmc=cmc, per_query=per_query, warnings=warnings)
 
 
-def write_evaluation(result: Evaluation, metrics_path: str | Path, cmc_path: str | Path | None,
-                     per_query_path: str | Path | None,
-                     verification_path: str | Path | None = None) -> None:
+def write_evaluation(
+    result: Evaluation,
+    metrics_path: str | Path,
+    cmc_path: str | Path | None,
+    per_query_path: str | Path | None,
+    verification_path: str | Path | None = None,
+) -> None:
     """The metrics and the other files asked for, as one unit: all replaced, or none."""
     metrics = {**result.metrics, **({"warnings": result.warnings} if result.warnings else {})}
     writers: dict[str | Path, Callable[[Path], object]] = {
-        metrics_path: lambda tmp: tmp.write_text(atomic.json_text(metrics), encoding="utf-8")}
+        metrics_path: lambda tmp: tmp.write_text(atomic.json_text(metrics), encoding="utf-8")
+    }
     if cmc_path is not None:
         writers[cmc_path] = lambda tmp: result.cmc.to_csv(tmp, index=False)
     if per_query_path is not None:
@@ -385,5 +471,6 @@ def write_evaluation(result: Evaluation, metrics_path: str | Path, cmc_path: str
         if result.verification is None:
             raise ReidpipeError(f"{verification_path}: no verification figures were computed")
         writers[verification_path] = lambda tmp: tmp.write_text(
-            atomic.json_text(result.verification), encoding="utf-8")
+            atomic.json_text(result.verification), encoding="utf-8"
+        )
     atomic.write_files(writers)

@@ -8,16 +8,17 @@ image, then L2-normalised.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, Sequence
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from reidpipe.dataset_registry import DatasetSource, dataset_source
 from reidpipe.data.manifest import read_split
+from reidpipe.dataset_registry import DatasetSource, dataset_source
 from reidpipe.errors import ReidpipeError
 from reidpipe.evaluation.embeddings import (
     COLUMNS,
@@ -35,15 +36,25 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def embed(forward: Forward, paths: Sequence[str], pre: Preprocess, batch_size: int,
-          flip: bool = False, workers: int = 4, desc: str = "extract") -> np.ndarray:
+def embed(
+    forward: Forward,
+    paths: Sequence[str],
+    pre: Preprocess,
+    batch_size: int,
+    flip: bool = False,
+    workers: int = 4,
+    desc: str = "extract",
+) -> np.ndarray:
     """L2-normalised features of ``paths`` in order; ``forward`` maps N x 3 x H x W to N x D."""
     if not paths:
         return np.zeros((0, 0), dtype=np.float32)
-    batches = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
+    batches = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
     outputs = []
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, \
-            tqdm(total=len(paths), desc=desc, unit="img", disable=None) as bar:
+    with (
+        ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
+        tqdm(total=len(paths), desc=desc, unit="img", disable=None) as bar,
+    ):
+
         def submit(batch: Sequence[str]) -> list[Future[np.ndarray]]:
             return [pool.submit(load_image, p, pre) for p in batch]
 
@@ -51,22 +62,24 @@ def embed(forward: Forward, paths: Sequence[str], pre: Preprocess, batch_size: i
         for index in range(len(batches)):
             images = np.stack([f.result() for f in pending])
             if index + 1 < len(batches):
-                pending = submit(batches[index + 1])   # decode the next batch while this one runs
+                pending = submit(batches[index + 1])  # decode the next batch while this one runs
             features = np.asarray(forward(images), dtype=np.float32).reshape(len(images), -1)
             if flip:
                 features = features + np.asarray(
-                    forward(np.ascontiguousarray(images[..., ::-1])),
-                    dtype=np.float32).reshape(len(images), -1)
+                    forward(np.ascontiguousarray(images[..., ::-1])), dtype=np.float32
+                ).reshape(len(images), -1)
             outputs.append(features)
             bar.update(len(images))
     features = np.concatenate(outputs)
     if not np.isfinite(features).all():
-        raise ReidpipeError("the model produced NaN or inf features; check the model and its "
-                            "input settings (input size, mean/std, channel order, input scale)")
+        raise ReidpipeError(
+            "the model produced NaN or inf features; check the model and its "
+            "input settings (input size, mean/std, channel order, input scale)"
+        )
     return l2_normalise(features)
 
 
-def torch_forward(module: "torch.nn.Module", device: str = "auto") -> Forward:
+def torch_forward(module: torch.nn.Module, device: str = "auto") -> Forward:
     """Wrap an eval-mode torch module as a numpy-in, numpy-out forward."""
     import torch
 
@@ -84,12 +97,15 @@ def torch_forward(module: "torch.nn.Module", device: str = "auto") -> Forward:
 
 def image_sets_from_splits(splits_dir: str | Path) -> dict[str, pd.DataFrame]:
     """query and gallery rows (``path,pid,camid``) from the split manifests."""
-    return {name: read_split(splits_dir, name)[COLUMNS].reset_index(drop=True)
-            for name in ("query", "gallery")}
+    return {
+        name: read_split(splits_dir, name)[COLUMNS].reset_index(drop=True)
+        for name in ("query", "gallery")
+    }
 
 
-def image_sets_from_dataset(dataset_dir: str | Path,
-                            source: DatasetSource | None = None) -> dict[str, pd.DataFrame]:
+def image_sets_from_dataset(
+    dataset_dir: str | Path, source: DatasetSource | None = None
+) -> dict[str, pd.DataFrame]:
     """query and gallery rows read from a dataset folder in ``source``'s layout (default
     Market-1501: query/, bounding_box_test/)."""
     source = source or dataset_source("market1501")
@@ -102,16 +118,24 @@ def image_sets_from_dataset(dataset_dir: str | Path,
             raise ReidpipeError(
                 f"{len(bad)} file(s) of {source.split_location(dataset_dir, split)} do not follow "
                 f"{source.layout_spec.title} naming ({source.layout_spec.name_pattern}) or are "
-                f"missing: {shown}")
+                f"missing: {shown}"
+            )
         for path in scan.os_metadata:
             log.info("ignoring operating-system file %s", path)
-        sets[split] = pd.DataFrame([(str(p), n.pid, n.camid) for p, n in scan.images],
-                                   columns=COLUMNS)
+        sets[split] = pd.DataFrame(
+            [(str(p), n.pid, n.camid) for p, n in scan.images], columns=COLUMNS
+        )
     return sets
 
 
-def extract_embeddings(forward: Forward, sets: dict[str, pd.DataFrame], pre: Preprocess,
-                       batch_size: int, flip: bool, workers: int = 4) -> Embeddings:
+def extract_embeddings(
+    forward: Forward,
+    sets: dict[str, pd.DataFrame],
+    pre: Preprocess,
+    batch_size: int,
+    flip: bool,
+    workers: int = 4,
+) -> Embeddings:
     subsets = {}
     for name in ("query", "gallery"):
         frame = sets[name]
@@ -127,13 +151,18 @@ class TrainedModel(NamedTuple):
     sits below training and does not import it): the network and the params it was trained with."""
 
     folder: str | Path
-    module: "torch.nn.Module"
+    module: torch.nn.Module
     arch: ArchConfig
 
 
-def model_forward(trained: TrainedModel | None, onnx_path: str | Path | None, arch: ArchConfig,
-                  extract: ExtractParams, device: str = "auto",
-                  model_decides: bool = False) -> tuple[Forward, Preprocess, int]:
+def model_forward(
+    trained: TrainedModel | None,
+    onnx_path: str | Path | None,
+    arch: ArchConfig,
+    extract: ExtractParams,
+    device: str = "auto",
+    model_decides: bool = False,
+) -> tuple[Forward, Preprocess, int]:
     """The forward of a trained model or an ONNX file, its preprocessing and batch.
 
     The params (``arch``) decide the preprocessing, so ``--set`` can override it, and a model

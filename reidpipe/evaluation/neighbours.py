@@ -69,12 +69,18 @@ class Nearest:
             # every entry tied with it at distance 0 (e >= 0) must enter too.
             part = e if fresh.all() else (e[fresh] if axis == 1 else e[:, fresh])
             kth = np.partition(part, size - self.k, axis=axis).take(size - self.k, axis=axis)
-            threshold[fresh] = np.nextafter(np.minimum(kth, np.float32(0.0)),
-                                            np.float32(-np.inf))
+            threshold[fresh] = np.nextafter(np.minimum(kth, np.float32(0.0)), np.float32(-np.inf))
         return threshold
 
-    def select(self, e: np.ndarray, half_rows: np.ndarray, half_cols: np.ndarray,
-               first_row: int, first_col: int, columns: bool) -> Selection:
+    def select(
+        self,
+        e: np.ndarray,
+        half_rows: np.ndarray,
+        half_cols: np.ndarray,
+        first_row: int,
+        first_col: int,
+        columns: bool,
+    ) -> Selection:
         """Turn a block of feature products into ``-d/2`` (in place) and find its candidates:
         for its rows and, if ``columns``, for its columns (not for a diagonal block: its rows
         cover both).
@@ -83,8 +89,8 @@ class Nearest:
         core's cache through the subtraction, both minima and both comparisons.
         """
         height, width = e.shape
-        row_bound = self.bound[first_row:first_row + height].copy()
-        col_bound = self.bound[first_col:first_col + width].copy() if columns else None
+        row_bound = self.bound[first_row : first_row + height].copy()
+        col_bound = self.bound[first_col : first_col + width].copy() if columns else None
         step = max(1, _SELECT_ELEMENTS // width)
         chunks = [(s, min(s + step, height)) for s in range(0, height, step)]
         # Items without k neighbours yet take their threshold from the whole block (rare: the
@@ -141,12 +147,12 @@ class Nearest:
         sizes = sizes[touched]
         table = np.full((len(touched), self.k + int(sizes.max())), NO_NEIGHBOUR, dtype=np.int64)
         lists = self.keys[items]
-        table[:, :self.k] = lists[touched]
+        table[:, : self.k] = lists[touched]
         row = np.repeat(np.arange(len(touched)), sizes)
         slot = self.k + np.arange(len(item)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
         table[row, slot] = keys
         table.sort(axis=1)
-        lists[touched] = table[:, :self.k]
+        lists[touched] = table[:, : self.k]
         self.bound[items][touched] = key_distances(table[:, self.k - 1])
 
     def row_max(self) -> np.ndarray:

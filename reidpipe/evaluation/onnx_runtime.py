@@ -26,8 +26,9 @@ def check_onnx_file(path: Path) -> None:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, RuntimeWarning, ValueError) as exc:
-        raise ReidpipeError(f"ONNX model {path} is not an ONNX model (its bytes do not parse as "
-                            f"one: {exc})") from None
+        raise ReidpipeError(
+            f"ONNX model {path} is not an ONNX model (its bytes do not parse as one: {exc})"
+        ) from None
     if not model.graph.node:
         raise ReidpipeError(f"ONNX model {path} is not an ONNX model (no graph in it)")
 
@@ -48,8 +49,9 @@ def session_options() -> Any:
     return options
 
 
-def onnx_forward(model_path: str | Path, pre: Preprocess,
-                 device: str = "auto") -> tuple[Forward, int | None]:
+def onnx_forward(
+    model_path: str | Path, pre: Preprocess, device: str = "auto"
+) -> tuple[Forward, int | None]:
     """An ONNX Runtime forward and the model's fixed batch size (None when dynamic).
 
     The input name and shape come from the model. A fixed batch is fed at exactly that size,
@@ -64,20 +66,26 @@ def onnx_forward(model_path: str | Path, pre: Preprocess,
     if device != "cpu" and "CUDAExecutionProvider" in available:
         providers.insert(0, "CUDAExecutionProvider")
     elif device.startswith("cuda"):
-        raise ReidpipeError(f"device {device!r} requested but ONNX Runtime has no CUDA provider "
-                            f"(available: {available})")
+        raise ReidpipeError(
+            f"device {device!r} requested but ONNX Runtime has no CUDA provider "
+            f"(available: {available})"
+        )
     try:
         session = ort.InferenceSession(str(model_path), session_options(), providers=providers)
-    except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors for bad files
         raise ReidpipeError(f"ONNX model {model_path} cannot be loaded: {exc}") from None
     inputs = session.get_inputs()
     if len(inputs) != 1 or len(inputs[0].shape) != 4:
-        raise ReidpipeError(f"ONNX model {model_path}: expected one N x C x H x W input, got "
-                            f"{[(i.name, i.shape) for i in inputs]}")
+        raise ReidpipeError(
+            f"ONNX model {model_path}: expected one N x C x H x W input, got "
+            f"{[(i.name, i.shape) for i in inputs]}"
+        )
     if inputs[0].type != "tensor(float)":
-        raise ReidpipeError(f"ONNX model {model_path} takes {inputs[0].type} input "
-                            f"{inputs[0].name!r}, but the input contract feeds float32 "
-                            "(tensor(float)); export the model with a float32 input")
+        raise ReidpipeError(
+            f"ONNX model {model_path} takes {inputs[0].type} input "
+            f"{inputs[0].name!r}, but the input contract feeds float32 "
+            "(tensor(float)); export the model with a float32 input"
+        )
     name, shape = inputs[0].name, inputs[0].shape
     expected = [3, pre.height, pre.width]
     for axis, (have, want) in enumerate(zip(shape[1:], expected), start=1):
@@ -85,7 +93,8 @@ def onnx_forward(model_path: str | Path, pre: Preprocess,
             raise ReidpipeError(
                 f"ONNX model {model_path} expects input shape {shape} but the params give "
                 f"3 x {pre.height} x {pre.width} (model.input_height/input_width); axis {axis} "
-                f"is {have}, not {want}")
+                f"is {have}, not {want}"
+            )
     fixed = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
 
     def forward(images: np.ndarray) -> np.ndarray:
@@ -93,7 +102,7 @@ def onnx_forward(model_path: str | Path, pre: Preprocess,
             return session.run(None, {name: images})[0]
         out = []
         for start in range(0, len(images), fixed):
-            part = images[start:start + fixed]
+            part = images[start : start + fixed]
             padded = np.zeros((fixed, *part.shape[1:]), dtype=np.float32)
             padded[: len(part)] = part
             out.append(session.run(None, {name: padded})[0][: len(part)])

@@ -27,8 +27,9 @@ def gemm_operand(feats: np.ndarray, device: str) -> np.ndarray | torch.Tensor:
     return feats if dev.type == "cpu" else torch.from_numpy(feats).to(dev)
 
 
-def products(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor,
-             out: np.ndarray | None = None) -> np.ndarray:
+def products(
+    a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, out: np.ndarray | None = None
+) -> np.ndarray:
     """``a @ b.T`` as a float32 NumPy array: NumPy's BLAS for arrays (on this project's CPUs
     faster than torch's; into ``out`` when given), torch on the tensors' device otherwise."""
     if isinstance(a, np.ndarray):

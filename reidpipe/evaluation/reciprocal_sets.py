@@ -29,9 +29,9 @@ def expanded_sets(rank: np.ndarray, k: int, k_half: int) -> sp.csr_matrix:
     """CSR pattern of R*(i): R(i, k) plus each candidate's R(c, k_half) lying more than 2/3 in
     R(i, k)."""
     n = len(rank)
-    reciprocal = np.where(_reciprocal_mask(rank, k), rank[:, :k], -1)   # -1: not in R(i)
+    reciprocal = np.where(_reciprocal_mask(rank, k), rank[:, :k], -1)  # -1: not in R(i)
     half_mask = _reciprocal_mask(rank, k_half)
-    half = np.where(half_mask, rank[:, :k_half], -2)                    # -2 matches nothing
+    half = np.where(half_mask, rank[:, :k_half], -2)  # -2 matches nothing
     half_size = half_mask.sum(axis=1)
 
     def members_of(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
@@ -39,11 +39,12 @@ def expanded_sets(rank: np.ndarray, k: int, k_half: int) -> sp.csr_matrix:
         cand = reciprocal[start:stop]
         valid = cand >= 0
         safe = np.where(valid, cand, 0)
-        cand_half = half[safe]                                           # (rows, k, k_half)
+        cand_half = half[safe]  # (rows, k, k_half)
         inside = (cand_half[..., None] == cand[:, None, None, :]).any(axis=3).sum(axis=2)
         accepted = valid & (3 * inside > 2 * half_size[safe])
         members = np.concatenate(
-            [cand, np.where(accepted[..., None], cand_half, -1).reshape(len(cand), -1)], axis=1)
+            [cand, np.where(accepted[..., None], cand_half, -1).reshape(len(cand), -1)], axis=1
+        )
         members.sort(axis=1)
         keep = members >= 0
         keep[:, 1:] &= members[:, 1:] != members[:, :-1]
@@ -52,5 +53,4 @@ def expanded_sets(rank: np.ndarray, k: int, k_half: int) -> sp.csr_matrix:
     counts, parts = zip(*in_chunks(members_of, n, k * k_half * k))
     indptr = np.concatenate([[0], np.cumsum(np.concatenate(counts))])
     indices = np.concatenate(parts).astype(np.int32)
-    return sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr),
-                         shape=(n, n))
+    return sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr), shape=(n, n))

@@ -73,12 +73,21 @@ class KReciprocalReRanker:
     feature products before it becomes distances.
     """
 
-    def __init__(self, features: np.ndarray, num_query: int, k1: int = 20, k2: int = 6,
-                 lambda_value: float = 0.3, device: str = "auto",
-                 on_query_strip: QueryStripHook | None = None) -> None:
+    def __init__(
+        self,
+        features: np.ndarray,
+        num_query: int,
+        k1: int = 20,
+        k2: int = 6,
+        lambda_value: float = 0.3,
+        device: str = "auto",
+        on_query_strip: QueryStripHook | None = None,
+    ) -> None:
         if k1 < 1 or k2 < 1 or not 0.0 <= lambda_value <= 1.0:
-            raise ReidpipeError(f"re-ranking needs k1 >= 1, k2 >= 1 and 0 <= lambda_value <= 1; "
-                                f"got k1={k1}, k2={k2}, lambda_value={lambda_value}")
+            raise ReidpipeError(
+                f"re-ranking needs k1 >= 1, k2 >= 1 and 0 <= lambda_value <= 1; "
+                f"got k1={k1}, k2={k2}, lambda_value={lambda_value}"
+            )
         self.lambda_value = float(lambda_value)
         self.num_query = num_query
         self.feats = np.ascontiguousarray(features, dtype=np.float32)
@@ -86,8 +95,7 @@ class KReciprocalReRanker:
         n = len(self.feats)
         self.num_gallery = n - num_query
         self._copy_of = duplicates(self.feats)
-        self.sq = np.einsum("ij,ij->i", self.feats, self.feats, dtype=np.float64).astype(
-            np.float32)
+        self.sq = np.einsum("ij,ij->i", self.feats, self.feats, dtype=np.float64).astype(np.float32)
         self._gallery_copies = None
         if self._copy_of is not None:
             self.sq = self.sq[self._copy_of]
@@ -113,8 +121,12 @@ class KReciprocalReRanker:
         v = self._weights(pattern, rank, key_distances(nearest.keys))
         if k_qe > 1:
             qe = sp.csr_matrix(
-                (np.full(n * k_qe, 1.0 / k_qe, dtype=np.float32),
-                 (np.repeat(np.arange(n), k_qe), rank[:, :k_qe].ravel())), shape=(n, n))
+                (
+                    np.full(n * k_qe, 1.0 / k_qe, dtype=np.float32),
+                    (np.repeat(np.arange(n), k_qe), rank[:, :k_qe].ravel()),
+                ),
+                shape=(n, n),
+            )
             v = (qe @ v).tocsr()
         v.sort_indices()
         self.v_query = v[:num_query]
@@ -140,11 +152,15 @@ class KReciprocalReRanker:
         end column), in merge order: query row blocks (one strip high), then gallery ones."""
         n, nq = len(self.feats), self.num_query
         query_height = max(1, _STRIP_ELEMENTS // max(1, n - nq))
-        gallery_height = max(1, int(_BLOCK_ELEMENTS ** 0.5))
-        row_blocks = ([(s, min(s + query_height, nq)) for s in range(0, nq, query_height)]
-                      + [(s, min(s + gallery_height, n)) for s in range(nq, n, gallery_height)])
-        return [(start, stop, first, end) for start, stop in row_blocks
-                for first, end in self._blocks(start, stop)]
+        gallery_height = max(1, int(_BLOCK_ELEMENTS**0.5))
+        row_blocks = [(s, min(s + query_height, nq)) for s in range(0, nq, query_height)] + [
+            (s, min(s + gallery_height, n)) for s in range(nq, n, gallery_height)
+        ]
+        return [
+            (start, stop, first, end)
+            for start, stop in row_blocks
+            for first, end in self._blocks(start, stop)
+        ]
 
     def _all_pairs(self, k: int, on_query_strip: QueryStripHook | None) -> Nearest:
         """The one pass over all pairs: neighbours, maxima, strips.
@@ -174,32 +190,46 @@ class KReciprocalReRanker:
                 return products(rows, cols)
             if not hasattr(local, "buffer"):
                 local.buffer = np.empty(size, dtype=np.float32)
-            out = local.buffer[:(stop - start) * (end - first)].reshape(stop - start, end - first)
-            return nearest.select(products(rows, cols, out), half[start:stop], half[first:end],
-                                  start, first, columns=first >= stop)
+            out = local.buffer[: (stop - start) * (end - first)].reshape(stop - start, end - first)
+            return nearest.select(
+                products(rows, cols, out),
+                half[start:stop],
+                half[first:end],
+                start,
+                first,
+                columns=first >= stop,
+            )
 
         workers = usable_cpus()
-        blas = (threadpool_limits(limits=1, user_api="blas")
-                if isinstance(self._gemm_feats, np.ndarray) else nullcontext())
+        blas = (
+            threadpool_limits(limits=1, user_api="blas")
+            if isinstance(self._gemm_feats, np.ndarray)
+            else nullcontext()
+        )
         with blas, ThreadPoolExecutor(max_workers=workers) as pool:
             # Blocks are merged in order, and a query x gallery strip takes a worker as long as
             # several blocks: twice the workers in flight (and one) keep the others busy
             # behind it.
             ahead = 2 * workers + 1
             pending = deque(pool.submit(work, i) for i in range(min(len(blocks), ahead)))
-            for index, (start, stop, first, end) in enumerate(blocks):
+            for index, (start, _stop, first, _end) in enumerate(blocks):
                 result = pending.popleft().result()
                 if index + ahead < len(blocks):
                     pending.append(pool.submit(work, index + ahead))
                 if not isinstance(result, Selection):
-                    result = self._take_strip(nearest, half, blocks[index], result,
-                                              on_query_strip)
+                    result = self._take_strip(nearest, half, blocks[index], result, on_query_strip)
                 nearest.absorb(result, start, first)
         self.query_rows.finish_writes()
         return nearest
 
-    def _take_strip(self, nearest: Nearest, half: np.ndarray, block: tuple[int, int, int, int],
-                    strip: np.ndarray, on_query_strip: QueryStripHook | None) -> Selection:
+    def _take_strip(
+        self,
+        nearest: Nearest,
+        half: np.ndarray,
+        block: tuple[int, int, int, int],
+        strip: np.ndarray,
+        on_query_strip: QueryStripHook | None,
+    ) -> Selection:
         """A query x gallery strip of products, on the merging thread: copies' columns set, the
         products handed to the hook, then turned into ``-d/2``, selected and kept."""
         start, stop, first, end = block
@@ -207,13 +237,15 @@ class KReciprocalReRanker:
             strip[:, self._gallery_copies[0]] = strip[:, self._gallery_copies[1]]
         if on_query_strip is not None:
             on_query_strip(start, stop, strip, self.sq[start:stop], self.sq[first:end])
-        selection = nearest.select(strip, half[start:stop], half[first:end], start, first,
-                                   columns=True)
+        selection = nearest.select(
+            strip, half[start:stop], half[first:end], start, first, columns=True
+        )
         self.query_rows.put(start, strip)
         return selection
 
-    def _weights(self, pattern: sp.csr_matrix, rank: np.ndarray,
-                 nearest_dist: np.ndarray) -> sp.csr_matrix:
+    def _weights(
+        self, pattern: sp.csr_matrix, rank: np.ndarray, nearest_dist: np.ndarray
+    ) -> sp.csr_matrix:
         """V on the pattern of R*: exp(-d / row max), each row normalised to sum 1.
 
         An entry among the row's K nearest takes the pass's distance; the others (a few, from
@@ -237,8 +269,9 @@ class KReciprocalReRanker:
         if self._copy_of is None:
             dist[missing] = pair_distances(self.feats, *pairs)
         else:  # identical features: one computation per pair of first copies
-            code, at = np.unique(self._copy_of[pairs[0]] * n + self._copy_of[pairs[1]],
-                                 return_inverse=True)
+            code, at = np.unique(
+                self._copy_of[pairs[0]] * n + self._copy_of[pairs[1]], return_inverse=True
+            )
             dist[missing] = pair_distances(self.feats, *np.divmod(code, n))[at.ravel()]
         weights = np.exp(-(dist / self.row_max[rows]))
         sums = np.bincount(rows, weights=weights, minlength=n)
@@ -261,7 +294,7 @@ class KReciprocalReRanker:
         lam = np.float32(self.lambda_value)
         factor = (np.float32(-2.0) * lam / self.row_max[start:stop])[:, None]
         e = self.query_rows.get(start, stop)
-        final = np.multiply(e, factor)                    # lambda d / row max (d = -2 e)
+        final = np.multiply(e, factor)  # lambda d / row max (d = -2 e)
         np.maximum(final, np.float32(0.0), out=final)
         final += np.float32(1.0) - lam
         rows_v = self.v_query[start:stop]

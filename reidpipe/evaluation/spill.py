@@ -38,9 +38,14 @@ class QueryRows:
         else:
             # Open for the ranker's lifetime; closing it (or the process ending) deletes it.
             self._file = tempfile.TemporaryFile(prefix="reidpipe-rerank-")  # noqa: SIM115
-            log.info("re-ranking: the %d x %d query x gallery distances (%.1f GB) go to a "
-                     "temporary file in %s", num_query, num_gallery,
-                     num_query * self.row_bytes / 1e9, tempfile.gettempdir())
+            log.info(
+                "re-ranking: the %d x %d query x gallery distances (%.1f GB) go to a "
+                "temporary file in %s",
+                num_query,
+                num_gallery,
+                num_query * self.row_bytes / 1e9,
+                tempfile.gettempdir(),
+            )
             self._io = ThreadPoolExecutor(max_workers=1)
 
     def put(self, start: int, array: np.ndarray) -> None:
@@ -63,7 +68,8 @@ class QueryRows:
             raise ReidpipeError(
                 f"re-ranking keeps the {self.shape[0]} x {self.shape[1]} query x gallery distances "
                 f"({total:.1f} GB) in a temporary file in {tempfile.gettempdir()} and could not "
-                f"write it: {exc}; free space there or point TMPDIR elsewhere") from None
+                f"write it: {exc}; free space there or point TMPDIR elsewhere"
+            ) from None
 
     def finish_writes(self) -> None:
         for write in self._writes:
@@ -84,12 +90,17 @@ class QueryRows:
         if self._strips is not None:
             if start in self._strips and len(self._strips[start]) == stop - start:
                 return self._strips[start]
-            return np.concatenate([strip[max(0, start - first):stop - first]
-                                   for first, strip in sorted(self._strips.items())
-                                   if first < stop and first + len(strip) > start])
+            return np.concatenate(
+                [
+                    strip[max(0, start - first) : stop - first]
+                    for first, strip in sorted(self._strips.items())
+                    if first < stop and first + len(strip) > start
+                ]
+            )
         ahead, self._read_ahead = self._read_ahead, None
-        rows = (ahead[2].result() if ahead and ahead[:2] == (start, stop)
-                else self._read(start, stop))
+        rows = (
+            ahead[2].result() if ahead and ahead[:2] == (start, stop) else self._read(start, stop)
+        )
         following = (stop, min(self.shape[0], 2 * stop - start))
         if following[0] < following[1]:
             self._read_ahead = (*following, self._io.submit(self._read, *following))

@@ -73,7 +73,7 @@ class OperatingPoint:
     far_achieved: float | None
     true_accepts: int | None
     false_accepts: int | None
-    no_match_accuracy: float | None     # open-set queries whose nearest candidate is rejected
+    no_match_accuracy: float | None  # open-set queries whose nearest candidate is rejected
     known_rank1_accepted: float | None  # known queries whose nearest is a true match, accepted
     why_null: dict[str, str]
 
@@ -106,8 +106,9 @@ class OpenSetSplit:
     gallery_kept: np.ndarray  # bool per gallery item: False for the unknown ids' images
 
 
-def hold_out_identities(q_pids: np.ndarray, g_pids: np.ndarray, fraction: float,
-                        seed: int) -> OpenSetSplit:
+def hold_out_identities(
+    q_pids: np.ndarray, g_pids: np.ndarray, fraction: float, seed: int
+) -> OpenSetSplit:
     """Make open-set queries where a test set has none: a seeded choice of round(fraction x the
     labelled query ids), at least one when fraction > 0 (a tiny test set still gets some),
     becomes unknown, and their gallery images are to be dropped."""
@@ -117,10 +118,10 @@ def hold_out_identities(q_pids: np.ndarray, g_pids: np.ndarray, fraction: float,
     if not 0 < count < len(labelled):
         raise ReidpipeError(
             f"evaluate.open_set_fraction {fraction}: of {len(labelled)} labelled query ids it "
-            f"holds out {count}; expected at least one held out and one kept (0 holds none out)")
+            f"holds out {count}; expected at least one held out and one kept (0 holds none out)"
+        )
     unknown = np.sort(np.random.default_rng(seed).choice(labelled, size=count, replace=False))
-    return OpenSetSplit(unknown_pids=unknown,
-                        gallery_kept=~np.isin(np.asarray(g_pids), unknown))
+    return OpenSetSplit(unknown_pids=unknown, gallery_kept=~np.isin(np.asarray(g_pids), unknown))
 
 
 def _order_codes(values: np.ndarray) -> np.ndarray:
@@ -141,8 +142,9 @@ class _Pairs:
     """Which pairs are genuine, excluded or impostor, from pids and cameras alone (junk already
     dropped on both sides); a block's same-pid entries are found through the pid-sorted gallery."""
 
-    def __init__(self, q_pids: np.ndarray, q_cams: np.ndarray, g_pids: np.ndarray,
-                 g_cams: np.ndarray) -> None:
+    def __init__(
+        self, q_pids: np.ndarray, q_cams: np.ndarray, g_pids: np.ndarray, g_cams: np.ndarray
+    ) -> None:
         self.q_pids, self.q_cams, self.g_pids, self.g_cams = q_pids, q_cams, g_pids, g_cams
         self.by_pid = np.argsort(g_pids, kind="stable")
         self.sorted_pids = g_pids[self.by_pid]
@@ -169,8 +171,17 @@ def _histogram_bins(values: np.ndarray, low: float, high: float, num_bins: int) 
 class _Blocks:
     """Query-row blocks of distances with excluded pairs set to +inf, for either pass."""
 
-    def __init__(self, query: np.ndarray, gallery: np.ndarray, pairs: _Pairs, scored: np.ndarray,
-                 columns: np.ndarray | None, distance: str, device: str, block_rows: int) -> None:
+    def __init__(
+        self,
+        query: np.ndarray,
+        gallery: np.ndarray,
+        pairs: _Pairs,
+        scored: np.ndarray,
+        columns: np.ndarray | None,
+        distance: str,
+        device: str,
+        block_rows: int,
+    ) -> None:
         self.rows = plain_distance_rows(query, gallery, distance, device)
         self.pairs, self.scored, self.columns = pairs, scored, columns
         self.num_queries, self.block_rows = len(query), block_rows
@@ -188,15 +199,17 @@ class _Blocks:
                 item = col if self.columns is None else self.columns[col]
                 raise ReidpipeError(
                     f"verification: the distance of query {self.scored[start + row]} to gallery "
-                    f"item {item} is {dist[row, col]}; expected finite embeddings")
+                    f"item {item} is {dist[row, col]}; expected finite embeddings"
+                )
             del finite
             rows, cols, genuine = self.pairs.same_pid(start, stop)
             dist[rows[~genuine], cols[~genuine]] = np.inf
             yield start, stop, dist, rows[genuine], cols[genuine]
 
 
-def _nearest(dist: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray
-             ) -> tuple[np.ndarray, np.ndarray]:
+def _nearest(
+    dist: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Each row's smallest candidate distance (+inf without any) and whether that candidate
     (the first in gallery order among ties, as in the ranking) is a true match."""
     if dist.shape[1] == 0:
@@ -208,36 +221,46 @@ def _nearest(dist: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray
 
 @dataclass
 class _FirstPass:
-    impostor_high: np.ndarray    # impostor pairs per upper 16 bits of the order code
+    impostor_high: np.ndarray  # impostor pairs per upper 16 bits of the order code
     genuine_high: np.ndarray
-    nearest: np.ndarray          # per scored query
+    nearest: np.ndarray  # per scored query
     nearest_genuine: np.ndarray
-    known: np.ndarray            # has a genuine pair
-    largest: float               # largest genuine or impostor distance, when asked for
+    known: np.ndarray  # has a genuine pair
+    largest: float  # largest genuine or impostor distance, when asked for
 
 
 def _first_pass(blocks: _Blocks, pairs: _Pairs, with_largest: bool) -> _FirstPass:
     num_queries = len(pairs.q_pids)
-    result = _FirstPass(np.zeros(_RADIX, dtype=np.int64), np.zeros(_RADIX, dtype=np.int64),
-                        np.full(num_queries, np.inf, dtype=np.float32),
-                        np.zeros(num_queries, dtype=bool), np.zeros(num_queries, dtype=bool), 0.0)
+    result = _FirstPass(
+        np.zeros(_RADIX, dtype=np.int64),
+        np.zeros(_RADIX, dtype=np.int64),
+        np.full(num_queries, np.inf, dtype=np.float32),
+        np.zeros(num_queries, dtype=bool),
+        np.zeros(num_queries, dtype=bool),
+        0.0,
+    )
     for start, stop, dist, rows, cols in blocks:
         result.nearest[start:stop], result.nearest_genuine[start:stop] = _nearest(
-            dist, pairs.q_pids[start:stop], pairs.g_pids)
+            dist, pairs.q_pids[start:stop], pairs.g_pids
+        )
         genuine = dist[rows, cols]
         result.known[start + rows] = True
         result.genuine_high += np.bincount(_order_codes(genuine) >> 16, minlength=_RADIX)
         dist[rows, cols] = np.inf
         result.impostor_high += np.bincount((_order_codes(dist) >> 16).ravel(), minlength=_RADIX)
         if with_largest:
-            result.largest = max(result.largest, float(genuine.max(initial=0.0)),
-                                 float(np.max(dist, where=~np.isinf(dist), initial=0.0)))
+            result.largest = max(
+                result.largest,
+                float(genuine.max(initial=0.0)),
+                float(np.max(dist, where=~np.isinf(dist), initial=0.0)),
+            )
     result.impostor_high[_INF_BIN] = 0
     return result
 
 
-def _selection_targets(impostor_high: np.ndarray, fars: Sequence[float]
-                       ) -> tuple[dict[float, tuple[int, int]], dict[float, str]]:
+def _selection_targets(
+    impostor_high: np.ndarray, fars: Sequence[float]
+) -> tuple[dict[float, tuple[int, int]], dict[float, str]]:
     """For each FAR with a threshold: the upper 16 bits of x(k+1) and its rank among the
     impostors sharing them; for the others, why there is none."""
     cumulative = np.cumsum(impostor_high)
@@ -248,8 +271,7 @@ def _selection_targets(impostor_high: np.ndarray, fars: Sequence[float]
         exact = Fraction(repr(far))  # the FAR as written, not its binary neighbour
         allowed = int(total * exact)
         if allowed < 1:
-            why_none[far] = (f"{total} impostor pairs: FAR {far} needs at least "
-                             f"{ceil(1 / exact)}")
+            why_none[far] = f"{total} impostor pairs: FAR {far} needs at least {ceil(1 / exact)}"
             continue
         upper = int(np.searchsorted(cumulative, allowed + 1))
         targets[far] = (upper, allowed + 1 - (int(cumulative[upper - 1]) if upper else 0))
@@ -264,41 +286,52 @@ class _SecondPass:
     impostor_plot: np.ndarray
 
 
-def _second_pass(blocks: _Blocks, uppers: set[int], plot_range: tuple[float, float],
-                 num_bins: int) -> _SecondPass:
-    result = _SecondPass({u: np.zeros(_RADIX, dtype=np.int64) for u in uppers},
-                         {u: np.zeros(_RADIX, dtype=np.int64) for u in uppers},
-                         np.zeros(num_bins, dtype=np.int64), np.zeros(num_bins, dtype=np.int64))
+def _second_pass(
+    blocks: _Blocks, uppers: set[int], plot_range: tuple[float, float], num_bins: int
+) -> _SecondPass:
+    result = _SecondPass(
+        {u: np.zeros(_RADIX, dtype=np.int64) for u in uppers},
+        {u: np.zeros(_RADIX, dtype=np.int64) for u in uppers},
+        np.zeros(num_bins, dtype=np.int64),
+        np.zeros(num_bins, dtype=np.int64),
+    )
     for _start, _stop, dist, rows, cols in blocks:
         genuine = dist[rows, cols]
-        result.genuine_plot += np.bincount(_histogram_bins(genuine, *plot_range, num_bins),
-                                           minlength=num_bins)
+        result.genuine_plot += np.bincount(
+            _histogram_bins(genuine, *plot_range, num_bins), minlength=num_bins
+        )
         dist[rows, cols] = np.inf
-        result.impostor_plot += np.bincount(_histogram_bins(dist, *plot_range, num_bins).ravel(),
-                                            minlength=num_bins)
+        result.impostor_plot += np.bincount(
+            _histogram_bins(dist, *plot_range, num_bins).ravel(), minlength=num_bins
+        )
         result.impostor_plot[-1] -= np.count_nonzero(np.isinf(dist))  # excluded and genuine
         if not uppers:
             continue
         genuine_codes, codes = _order_codes(genuine), _order_codes(dist)
         genuine_upper, upper_codes = genuine_codes >> 16, codes >> 16
         for upper in uppers:
-            result.impostor_low[upper] += np.bincount(codes[upper_codes == upper] & 0xFFFF,
-                                                      minlength=_RADIX)
+            result.impostor_low[upper] += np.bincount(
+                codes[upper_codes == upper] & 0xFFFF, minlength=_RADIX
+            )
             result.genuine_low[upper] += np.bincount(
-                genuine_codes[genuine_upper == upper] & 0xFFFF, minlength=_RADIX)
+                genuine_codes[genuine_upper == upper] & 0xFFFF, minlength=_RADIX
+            )
     return result
 
 
-def _operating_point(far: float, target: tuple[int, int], first: _FirstPass,
-                     second: _SecondPass) -> OperatingPoint:
+def _operating_point(
+    far: float, target: tuple[int, int], first: _FirstPass, second: _SecondPass
+) -> OperatingPoint:
     upper, rank = target
     low_cumulative = np.cumsum(second.impostor_low[upper])
     lower = int(np.searchsorted(low_cumulative, rank))
     # Impostors below x(k+1): the whole upper bins below, then the lower bins below in its own.
-    false_accepts = int(first.impostor_high[:upper].sum()) + int(low_cumulative[lower - 1]
-                                                                 if lower else 0)
+    false_accepts = int(first.impostor_high[:upper].sum()) + int(
+        low_cumulative[lower - 1] if lower else 0
+    )
     true_accepts = int(first.genuine_high[:upper].sum()) + int(
-        second.genuine_low[upper][:lower].sum())
+        second.genuine_low[upper][:lower].sum()
+    )
     threshold = np.nextafter(_code_value(upper << 16 | lower), np.float32(-np.inf))
     num_genuine, num_impostors = int(first.genuine_high.sum()), int(first.impostor_high.sum())
     known, open_set = first.known, ~first.known & np.isfinite(first.nearest)
@@ -310,31 +343,47 @@ def _operating_point(far: float, target: tuple[int, int], first: _FirstPass,
     if not known.any():
         why_null["known_rank1_accepted"] = "no known queries"
     return OperatingPoint(
-        far=far, threshold=float(threshold),
+        far=far,
+        threshold=float(threshold),
         tar=true_accepts / num_genuine if num_genuine else None,
         far_achieved=false_accepts / num_impostors,
-        true_accepts=true_accepts, false_accepts=false_accepts,
-        no_match_accuracy=(float(np.mean(first.nearest[open_set] > threshold))
-                           if open_set.any() else None),
-        known_rank1_accepted=(float(np.mean(first.nearest_genuine[known]
-                                            & (first.nearest[known] <= threshold)))
-                              if known.any() else None),
-        why_null=why_null)
+        true_accepts=true_accepts,
+        false_accepts=false_accepts,
+        no_match_accuracy=(
+            float(np.mean(first.nearest[open_set] > threshold)) if open_set.any() else None
+        ),
+        known_rank1_accepted=(
+            float(np.mean(first.nearest_genuine[known] & (first.nearest[known] <= threshold)))
+            if known.any()
+            else None
+        ),
+        why_null=why_null,
+    )
 
 
-def verification_figures(query: np.ndarray, gallery: np.ndarray, q_pids: np.ndarray,
-                         q_cams: np.ndarray, g_pids: np.ndarray, g_cams: np.ndarray,
-                         distance: str = "cosine", fars: Sequence[float] = FARS,
-                         num_bins: int = NUM_BINS, block_rows: int | None = None,
-                         device: str = "cpu") -> Verification:
+def verification_figures(
+    query: np.ndarray,
+    gallery: np.ndarray,
+    q_pids: np.ndarray,
+    q_cams: np.ndarray,
+    g_pids: np.ndarray,
+    g_cams: np.ndarray,
+    distance: str = "cosine",
+    fars: Sequence[float] = FARS,
+    num_bins: int = NUM_BINS,
+    block_rows: int | None = None,
+    device: str = "cpu",
+) -> Verification:
     """Genuine/impostor histograms, TAR and threshold at each FAR, and open-set figures (see
     the module docstring for the definitions), ``block_rows`` query rows at a time (default:
     about 4M distances a block)."""
     q_pids, q_cams = np.asarray(q_pids), np.asarray(q_cams)
     g_pids, g_cams = np.asarray(g_pids), np.asarray(g_cams)
     if len(query) != len(q_pids) or len(gallery) != len(g_pids):
-        raise ReidpipeError(f"verification: {len(query)} query and {len(gallery)} gallery "
-                            f"features but {len(q_pids)} and {len(g_pids)} pids")
+        raise ReidpipeError(
+            f"verification: {len(query)} query and {len(gallery)} gallery "
+            f"features but {len(q_pids)} and {len(g_pids)} pids"
+        )
     bad = [f for f in fars if not 0 < f < 1]
     if bad:
         raise ReidpipeError(f"verification FARs {list(fars)}: expected each in (0, 1), got {bad}")
@@ -344,19 +393,32 @@ def verification_figures(query: np.ndarray, gallery: np.ndarray, q_pids: np.ndar
         query = query[scored]
     pairs = _Pairs(q_pids[scored], q_cams[scored], g_pids[kept], g_cams[kept])
     step = block_rows or max(1, _BLOCK_ELEMENTS // max(1, int(kept.sum())))
-    blocks = _Blocks(query, gallery, pairs, scored, None if kept.all() else np.flatnonzero(kept),
-                     distance, device, step)
+    blocks = _Blocks(
+        query,
+        gallery,
+        pairs,
+        scored,
+        None if kept.all() else np.flatnonzero(kept),
+        distance,
+        device,
+        step,
+    )
     first = _first_pass(blocks, pairs, with_largest=distance != "cosine")
     targets, why_none = _selection_targets(first.impostor_high, fars)
     plot_range = COSINE_RANGE if distance == "cosine" else (0.0, first.largest or 1.0)
     second = _second_pass(blocks, {upper for upper, _ in targets.values()}, plot_range, num_bins)
-    points = [_operating_point(far, targets[far], first, second) if far in targets
-              else OperatingPoint(far, None, None, None, None, None, None, None,
-                                  {"threshold": why_none[far]})
-              for far in fars]
+    points = [
+        _operating_point(far, targets[far], first, second)
+        if far in targets
+        else OperatingPoint(
+            far, None, None, None, None, None, None, None, {"threshold": why_none[far]}
+        )
+        for far in fars
+    ]
     known = first.known
     return Verification(
-        distance=distance, num_genuine_pairs=int(first.genuine_high.sum()),
+        distance=distance,
+        num_genuine_pairs=int(first.genuine_high.sum()),
         num_impostor_pairs=int(first.impostor_high.sum()),
         num_known_queries=int(known.sum()),
         num_open_set_queries=int((~known & np.isfinite(first.nearest)).sum()),
@@ -365,11 +427,14 @@ def verification_figures(query: np.ndarray, gallery: np.ndarray, q_pids: np.ndar
         known_rank1=float(first.nearest_genuine[known].mean()) if known.any() else None,
         histogram_edges=np.linspace(*plot_range, num_bins + 1).tolist(),
         genuine_histogram=second.genuine_plot.tolist(),
-        impostor_histogram=second.impostor_plot.tolist(), operating_points=points)
+        impostor_histogram=second.impostor_plot.tolist(),
+        operating_points=points,
+    )
 
 
-def open_set_verification(embeddings: Embeddings, evaluate: EvaluateParams,
-                          device: str = "cpu") -> dict[str, object]:
+def open_set_verification(
+    embeddings: Embeddings, evaluate: EvaluateParams, device: str = "cpu"
+) -> dict[str, object]:
     """``evaluate``'s verification.json: the figures with ``evaluate.open_set_fraction`` of the
     query ids held out (``evaluate.open_set_seed``; their gallery images dropped, for these
     figures only), and which ids those were."""
@@ -378,15 +443,26 @@ def open_set_verification(embeddings: Embeddings, evaluate: EvaluateParams,
     g_cams = g.meta["camid"].to_numpy()
     gallery, held_out = g.features, np.empty(0, dtype=q_pids.dtype)
     if evaluate.open_set_fraction > 0:
-        split = hold_out_identities(q_pids, g_pids, evaluate.open_set_fraction,
-                                    evaluate.open_set_seed)
+        split = hold_out_identities(
+            q_pids, g_pids, evaluate.open_set_fraction, evaluate.open_set_seed
+        )
         held_out = split.unknown_pids
         gallery = gallery[split.gallery_kept]
         g_pids, g_cams = g_pids[split.gallery_kept], g_cams[split.gallery_kept]
-    figures = verification_figures(q.features, gallery, q_pids, q.meta["camid"].to_numpy(),
-                                   g_pids, g_cams, distance=evaluate.distance, device=device)
-    return {"open_set_fraction": evaluate.open_set_fraction,
-            "open_set_seed": evaluate.open_set_seed,
-            "held_out_pids": held_out.tolist(),
-            "gallery_images_held_out": len(g.features) - len(gallery),
-            **figures.to_json()}
+    figures = verification_figures(
+        q.features,
+        gallery,
+        q_pids,
+        q.meta["camid"].to_numpy(),
+        g_pids,
+        g_cams,
+        distance=evaluate.distance,
+        device=device,
+    )
+    return {
+        "open_set_fraction": evaluate.open_set_fraction,
+        "open_set_seed": evaluate.open_set_seed,
+        "held_out_pids": held_out.tolist(),
+        "gallery_images_held_out": len(g.features) - len(gallery),
+        **figures.to_json(),
+    }

@@ -5,10 +5,10 @@ generated JSON schema (``json_schema``). The names below are the package's publi
 
 from reidpipe.params.json_schema import json_schema
 from reidpipe.params.loading import (
-                                     DEFAULT_PARAMS_FILE,
-                                     load_params,
-                                     merged_params_dict,
-                                     params_from_dict,
+    DEFAULT_PARAMS_FILE,
+    load_params,
+    merged_params_dict,
+    params_from_dict,
 )
 from reidpipe.params.schema import Params, params_to_dict
 from reidpipe.params.sections.archs import ArchConfig, ArchRecipe
@@ -21,8 +21,28 @@ from reidpipe.params.sections.pipeline import PipelineParams
 from reidpipe.params.sections.report import ReportParams
 from reidpipe.params.sections.train import DatasetParams, OptimParams, TrainParams
 
-__all__ = ["ArchConfig", "ArchRecipe", "DEFAULT_PARAMS_FILE", "DataParams", "DatasetParams",
-           "DeployParams", "EvaluateParams", "ExportParams", "ExtractParams", "ModelParams",
-           "OptimParams", "Params", "PipelineParams", "ReRankingParams", "ReportParams",
-           "SourceParams", "SplitParams", "TrainParams", "json_schema", "load_params",
-           "merged_params_dict", "params_from_dict", "params_to_dict"]
+__all__ = [
+    "ArchConfig",
+    "ArchRecipe",
+    "DEFAULT_PARAMS_FILE",
+    "DataParams",
+    "DatasetParams",
+    "DeployParams",
+    "EvaluateParams",
+    "ExportParams",
+    "ExtractParams",
+    "ModelParams",
+    "OptimParams",
+    "Params",
+    "PipelineParams",
+    "ReRankingParams",
+    "ReportParams",
+    "SourceParams",
+    "SplitParams",
+    "TrainParams",
+    "json_schema",
+    "load_params",
+    "merged_params_dict",
+    "params_from_dict",
+    "params_to_dict",
+]

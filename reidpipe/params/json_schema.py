@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Any, Literal, Mapping
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from reidpipe.params.schema import Params
 
@@ -19,8 +20,9 @@ def _schema_for(tp: Any, meta: Mapping[str, Any] | None = None) -> dict[str, Any
         schema = {
             "type": "object",
             "additionalProperties": False,
-            "properties": {f.name: _schema_for(hints[f.name], f.metadata)
-                           for f in dataclasses.fields(tp)},
+            "properties": {
+                f.name: _schema_for(hints[f.name], f.metadata) for f in dataclasses.fields(tp)
+            },
         }
     elif origin is Literal:
         schema = {"enum": list(typing.get_args(tp))}

@@ -3,8 +3,9 @@ key while the dataclasses are built, then the cross-section rules)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from reidpipe.bounded_yaml import read_yaml_file
 from reidpipe.errors import ReidpipeError
@@ -21,8 +22,10 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
     read with the bounded YAML loader."""
     data = read_yaml_file(path, what)
     if data is None:
-        raise ReidpipeError(f"{what} {path} is empty (no keys, or only comments); expected "
-                            "a YAML mapping such as `train: {num_epochs: 10}`")
+        raise ReidpipeError(
+            f"{what} {path} is empty (no keys, or only comments); expected "
+            "a YAML mapping such as `train: {num_epochs: 10}`"
+        )
     if not isinstance(data, dict):
         raise ReidpipeError(f"{what} {path} must hold a mapping at the top level")
     return data
@@ -34,8 +37,9 @@ def params_from_dict(data: Mapping[str, Any]) -> Params:
     return params
 
 
-def merged_params_dict(files: Sequence[str | Path] = (DEFAULT_PARAMS_FILE,),
-                       overrides: Sequence[str] = ()) -> dict[str, Any]:
+def merged_params_dict(
+    files: Sequence[str | Path] = (DEFAULT_PARAMS_FILE,), overrides: Sequence[str] = ()
+) -> dict[str, Any]:
     """The raw merged mapping of ``files`` (deep-merged in order) and ``--set`` overrides."""
     data: dict[str, Any] = {}
     for path in files:
@@ -46,8 +50,8 @@ def merged_params_dict(files: Sequence[str | Path] = (DEFAULT_PARAMS_FILE,),
     return data
 
 
-def load_params(files: Sequence[str | Path] = (DEFAULT_PARAMS_FILE,),
-                overrides: Sequence[str] = ()) -> Params:
+def load_params(
+    files: Sequence[str | Path] = (DEFAULT_PARAMS_FILE,), overrides: Sequence[str] = ()
+) -> Params:
     """Load, merge and validate; every problem is one ReidpipeError naming the key."""
     return params_from_dict(merged_params_dict(files, overrides))
-

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import yaml
 
@@ -20,6 +21,7 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
         else:
             merged[key] = copy.deepcopy(value)
     return merged
+
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``a.b.c=value`` -> (["a", "b", "c"], value parsed as YAML)."""
@@ -48,4 +50,3 @@ def apply_override(data: dict[str, Any], parts: Sequence[str], value: Any) -> No
             raise ReidpipeError(f"--set {'.'.join(parts)}: {part!r} is not a mapping")
         node = child
     node[parts[-1]] = value
-

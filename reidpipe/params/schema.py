@@ -55,7 +55,8 @@ class Params:
         """``archs.<name>``; an unknown name fails naming the defined ones."""
         if name not in self.archs:
             raise ReidpipeError(
-                f"params: unknown architecture {name!r}; defined under 'archs': {sorted(self.archs)}")
+                f"params: unknown architecture {name!r}; defined under 'archs': {sorted(self.archs)}"
+            )
         return self.archs[name]
 
     def arch(self, name: str) -> ArchConfig:
@@ -64,9 +65,11 @@ class Params:
 
     def export_for(self, name: str) -> ExportParams:
         """The export settings of one architecture: ``export`` + ``archs.<name>.export``."""
-        return build_dataclass(ExportParams, {**dataclasses.asdict(self.export),
-                                              **self.recipe(name).export},
-                               f"archs.{name}.export")
+        return build_dataclass(
+            ExportParams,
+            {**dataclasses.asdict(self.export), **self.recipe(name).export},
+            f"archs.{name}.export",
+        )
 
     def source_names(self) -> list[str]:
         return [self.data.source, *self.data.sources]
@@ -74,15 +77,18 @@ class Params:
     def source(self, name: str) -> SourceParams:
         """One source's block, with its kind and dataset folder filled in."""
         if name == self.data.source:
-            block = SourceParams(**{f.name: getattr(self.data, f.name)
-                                    for f in dataclasses.fields(SourceParams)})
+            block = SourceParams(
+                **{f.name: getattr(self.data, f.name) for f in dataclasses.fields(SourceParams)}
+            )
         elif name in self.data.sources:
             block = dataclasses.replace(self.data.sources[name])
             block.source = block.source or name  # type: ignore[assignment]
         else:
-            raise ReidpipeError(f"params: unknown source {name!r}; sources are data.source "
-                                f"({self.data.source!r}) and the keys of data.sources "
-                                f"({sorted(self.data.sources)})")
+            raise ReidpipeError(
+                f"params: unknown source {name!r}; sources are data.source "
+                f"({self.data.source!r}) and the keys of data.sources "
+                f"({sorted(self.data.sources)})"
+            )
         if name != self.data.source:
             block.dataset_dir = f"{DATA_DIR}/{name}"
         return block

@@ -24,8 +24,8 @@ from typing import Any, Literal
 
 import yaml
 
-from reidpipe.market import SPLIT_DIRS
 from reidpipe.errors import ReidpipeError
+from reidpipe.market import SPLIT_DIRS
 from reidpipe.params.loading import params_from_dict, read_yaml_mapping
 from reidpipe.params.merge import deep_merge
 from reidpipe.params.schema import Params
@@ -98,24 +98,35 @@ TAO_DEFAULTS: dict[str, Any] = {
 # TAO backbone name -> (timm name, reidpipe arch name, note). TAO's ResNet class builds every
 # depth from Bottleneck blocks with the block counts of its name, and has no ReLU after the stem.
 TAO_BACKBONES: dict[str, tuple[str, str, str]] = {
-    "resnet_18": ("resnet26", "resnet18",
-                  "TAO builds resnet_18 from Bottleneck blocks [2, 2, 2, 2]: timm's resnet26"),
-    "resnet_34": ("resnet50", "resnet34",
-                  "TAO builds resnet_34 from Bottleneck blocks [3, 4, 6, 3]: a ResNet-50"),
+    "resnet_18": (
+        "resnet26",
+        "resnet18",
+        "TAO builds resnet_18 from Bottleneck blocks [2, 2, 2, 2]: timm's resnet26",
+    ),
+    "resnet_34": (
+        "resnet50",
+        "resnet34",
+        "TAO builds resnet_34 from Bottleneck blocks [3, 4, 6, 3]: a ResNet-50",
+    ),
     "resnet_50": ("resnet50", "resnet50", "timm's ResNet-50 (TAO's omits the stem ReLU)"),
     "resnet_101": ("resnet101", "resnet101", "timm's ResNet-101 (TAO's omits the stem ReLU)"),
     "resnet_152": ("resnet152", "resnet152", "timm's ResNet-152 (TAO's omits the stem ReLU)"),
     "swin_tiny_patch4_window7_224": ("swin_tiny_patch4_window7_224", "swin_tiny", "timm's Swin-T"),
-    "swin_small_patch4_window7_224": ("swin_small_patch4_window7_224", "swin_small",
-                                      "timm's Swin-S"),
-    "swin_base_patch4_window7_224": ("swin_base_patch4_window7_224", "swin_base",
-                                     "timm's Swin-B"),
+    "swin_small_patch4_window7_224": (
+        "swin_small_patch4_window7_224",
+        "swin_small",
+        "timm's Swin-S",
+    ),
+    "swin_base_patch4_window7_224": ("swin_base_patch4_window7_224", "swin_base", "timm's Swin-B"),
 }
 # Width of each backbone's pooled feature (ResNets from Bottleneck blocks: 2048).
 NATIVE_DIM = {"resnet": 2048, "swin_tiny": 768, "swin_small": 768, "swin_base": 1024}
 # TAO key of each dataset folder -> reidpipe split name.
-DATASET_DIR_KEYS = {"dataset.train_dataset_dir": "train", "dataset.query_dataset_dir": "query",
-                    "dataset.test_dataset_dir": "gallery"}
+DATASET_DIR_KEYS = {
+    "dataset.train_dataset_dir": "train",
+    "dataset.query_dataset_dir": "query",
+    "dataset.test_dataset_dir": "gallery",
+}
 # Sections whose whole subtree is ignored (logging integrations and hardware flags).
 IGNORED_SUBTREES = {
     "wandb": "Weights & Biases logging: reidpipe logs to train_log.csv and its report",
@@ -156,8 +167,10 @@ class Conversion:
         cells = [_cells(r) for r in rows]
         widths = [max(len(c[i]) for c in cells) for i in range(2)]
         given = sum(r.from_spec for r in rows)
-        title = (f"{given} keys of the spec and {len(rows) - given} TAO defaults -> "
-                 f"archs.{self.arch} and the top-level sections")
+        title = (
+            f"{given} keys of the spec and {len(rows) - given} TAO defaults -> "
+            f"archs.{self.arch} and the top-level sections"
+        )
         lines = [title]
         for row, (kind, tao, target) in zip(rows, cells):
             lines.append(f"{kind.ljust(widths[0])}  {tao.ljust(widths[1])}  -> {target}")
@@ -166,10 +179,12 @@ class Conversion:
         return "\n".join(lines) + "\n"
 
     def yaml_text(self, spec: str | Path) -> str:
-        head = (f"# reidpipe overrides converted from the TAO spec {spec}\n"
-                f"# by `reidpipe params --from-tao`; use after params.yaml:\n"
-                f"#   reidpipe <stage> --params params.yaml THIS_FILE\n"
-                f"#   snakemake --configfile params.yaml THIS_FILE\n")
+        head = (
+            f"# reidpipe overrides converted from the TAO spec {spec}\n"
+            f"# by `reidpipe params --from-tao`; use after params.yaml:\n"
+            f"#   reidpipe <stage> --params params.yaml THIS_FILE\n"
+            f"#   snakemake --configfile params.yaml THIS_FILE\n"
+        )
         return head + yaml.safe_dump(self.overrides, sort_keys=False)
 
 
@@ -230,14 +245,23 @@ def _native_dim(eff: Mapping[str, Any]) -> int:
 def _feat_dim(value: Any, eff: Mapping[str, Any]) -> Outcome:
     native = _native_dim(eff)
     if _family(eff) == "swin" and not eff["model.reduce_feat_dim"]:
-        return Outcome("translated", {"model.feat_dim": 0, "model.reduce_feat_dim": False},
-                       f"TAO's Swin ignores feat_dim unless reduce_feat_dim is true: the "
-                       f"embedding is the backbone's own {native}")
+        return Outcome(
+            "translated",
+            {"model.feat_dim": 0, "model.reduce_feat_dim": False},
+            f"TAO's Swin ignores feat_dim unless reduce_feat_dim is true: the "
+            f"embedding is the backbone's own {native}",
+        )
     if value == native:
-        return Outcome("translated", {"model.feat_dim": 0, "model.reduce_feat_dim": False},
-                       f"the backbone's own width ({native}): no reduction")
-    how = ("TAO's ResNet reduces 2048 to feat_dim (1x1 conv) whenever they differ"
-           if _family(eff) == "resnet" else "a linear reduction after the backbone, as TAO's")
+        return Outcome(
+            "translated",
+            {"model.feat_dim": 0, "model.reduce_feat_dim": False},
+            f"the backbone's own width ({native}): no reduction",
+        )
+    how = (
+        "TAO's ResNet reduces 2048 to feat_dim (1x1 conv) whenever they differ"
+        if _family(eff) == "resnet"
+        else "a linear reduction after the backbone, as TAO's"
+    )
     return Outcome("translated", {"model.feat_dim": value, "model.reduce_feat_dim": True}, how)
 
 
@@ -251,8 +275,11 @@ def _neck(value: Any, eff: Mapping[str, Any]) -> Outcome:
     if value not in ("bnneck", ""):
         raise _NoCounterpart("expected 'bnneck' or ''")
     if _family(eff) == "swin" and value != "bnneck":
-        return Outcome("translated", {"model.neck": "bnneck"},
-                       "TAO's Swin head always has the BNNeck, whatever neck says")
+        return Outcome(
+            "translated",
+            {"model.neck": "bnneck"},
+            "TAO's Swin head always has the BNNeck, whatever neck says",
+        )
     return Outcome("mapped", {"model.neck": value})
 
 
@@ -261,12 +288,18 @@ def _pretrain_choice(value: Any, eff: Mapping[str, Any]) -> Outcome:
         raise _NoCounterpart("expected 'imagenet', 'self' or ''")
     path = eff["model.pretrained_model_path"]
     if path:
-        return Outcome("translated", {"model.pretrain_choice": "self"},
-                       "TAO loads weights only from pretrained_model_path (the choice names its "
-                       "format); reidpipe reads that file with pretrain_choice self")
-    return Outcome("translated", {"model.pretrain_choice": ""},
-                   "without pretrained_model_path TAO trains from random weights; set "
-                   "model.pretrain_choice: imagenet for timm's ImageNet weights")
+        return Outcome(
+            "translated",
+            {"model.pretrain_choice": "self"},
+            "TAO loads weights only from pretrained_model_path (the choice names its "
+            "format); reidpipe reads that file with pretrain_choice self",
+        )
+    return Outcome(
+        "translated",
+        {"model.pretrain_choice": ""},
+        "without pretrained_model_path TAO trains from random weights; set "
+        "model.pretrain_choice: imagenet for timm's ImageNet weights",
+    )
 
 
 def _pretrained_model_path(value: Any, eff: Mapping[str, Any]) -> Outcome:
@@ -292,17 +325,25 @@ def _dataset_dirs(value: Any, eff: Mapping[str, Any]) -> Outcome:
     try:
         root = os.path.commonpath([str(d) for d in dirs.values()])
     except ValueError:
-        raise _NoCounterpart(f"the three folders mix absolute and relative paths: "
-                             f"{sorted(dirs.values())}") from None
+        raise _NoCounterpart(
+            f"the three folders mix absolute and relative paths: {sorted(dirs.values())}"
+        ) from None
     rel = {split: PurePath(os.path.relpath(d, root or ".")).as_posix() for split, d in dirs.items()}
     if "." in rel.values():
         raise _NoCounterpart(f"one dataset folder contains the others: {dirs}")
     # TAO accepts any dataset in this layout: no official statistics to check.
-    data: dict[str, Any] = {"data.source": "custom", "data.dataset_dir": root or ".",
-                            "data.strict": False}
+    data: dict[str, Any] = {
+        "data.source": "custom",
+        "data.dataset_dir": root or ".",
+        "data.strict": False,
+    }
     if rel == SPLIT_DIRS:
-        return Outcome("translated", data, "a dataset in Market-1501 layout (train, query, "
-                       "test = gallery) at the folders' common root")
+        return Outcome(
+            "translated",
+            data,
+            "a dataset in Market-1501 layout (train, query, "
+            "test = gallery) at the folders' common root",
+        )
     data["data.split_dirs"] = rel
     return Outcome("translated", data, "three folders (test = gallery) under their common root")
 
@@ -321,14 +362,19 @@ def _optim_rule(when_linear: Rule, when_cosine: Rule) -> Rule:
 
 def _warmup_method(value: Any, eff: Mapping[str, Any]) -> Outcome:
     if value == "linear":
-        return Outcome("mapped", {"train.optim.warmup_method": "linear"},
-                       "TAO's WarmupMultiStepLR: linear warmup over warmup_iters epochs, then "
-                       "gamma at each of lr_steps")
+        return Outcome(
+            "mapped",
+            {"train.optim.warmup_method": "linear"},
+            "TAO's WarmupMultiStepLR: linear warmup over warmup_iters epochs, then "
+            "gamma at each of lr_steps",
+        )
     if value == "cosine":
-        return Outcome("mapped", {"train.optim.warmup_method": "cosine",
-                                  "train.optim.min_lr_factor": 0.002},
-                       "TAO's cosine scheduler: linear warmup from 0.01 base_lr over warmup_epochs,"
-                       " then cosine to 0.002 base_lr at num_epochs")
+        return Outcome(
+            "mapped",
+            {"train.optim.warmup_method": "cosine", "train.optim.min_lr_factor": 0.002},
+            "TAO's cosine scheduler: linear warmup from 0.01 base_lr over warmup_epochs,"
+            " then cosine to 0.002 base_lr at num_epochs",
+        )
     raise _NoCounterpart("reidpipe has TAO's 'linear' (WarmupMultiStepLR) and 'cosine' schedules")
 
 
@@ -340,25 +386,33 @@ def _warmup_length(note: str) -> Rule:
     """The warmup length in epochs; reidpipe's warmup_iters (which would replace it) is off."""
 
     def rule(value: Any, eff: Mapping[str, Any]) -> Outcome:
-        return Outcome("translated", {"train.optim.warmup_epochs": value,
-                                      "train.optim.warmup_iters": 0}, note)
+        return Outcome(
+            "translated", {"train.optim.warmup_epochs": value, "train.optim.warmup_iters": 0}, note
+        )
 
     return rule
 
 
 def _warmup_factor_cosine(value: Any, eff: Mapping[str, Any]) -> Outcome:
     if value == 0.01:
-        return Outcome("mapped", {"train.optim.warmup_factor": value},
-                       "TAO's cosine warmup starts at 0.01 base_lr")
-    return Outcome("translated", {"train.optim.warmup_factor": 0.01},
-                   "TAO's cosine schedule warms up from 0.01 base_lr whatever warmup_factor says")
+        return Outcome(
+            "mapped",
+            {"train.optim.warmup_factor": value},
+            "TAO's cosine warmup starts at 0.01 base_lr",
+        )
+    return Outcome(
+        "translated",
+        {"train.optim.warmup_factor": 0.01},
+        "TAO's cosine schedule warms up from 0.01 base_lr whatever warmup_factor says",
+    )
 
 
 def _steps(value: Any, eff: Mapping[str, Any]) -> Outcome:
     if eff["train.optim.warmup_method"] == "cosine":
         return _cosine_unused(value, eff)
-    return Outcome("mapped", {"train.optim.lr_steps": value},
-                   "epochs at which the lr is multiplied by gamma")
+    return Outcome(
+        "mapped", {"train.optim.lr_steps": value}, "epochs at which the lr is multiplied by gamma"
+    )
 
 
 def _seed(value: Any, eff: Mapping[str, Any]) -> Outcome:
@@ -368,8 +422,11 @@ def _seed(value: Any, eff: Mapping[str, Any]) -> Outcome:
 
 
 def _num_classes(value: Any, eff: Mapping[str, Any]) -> Outcome:
-    return Outcome("translated", {"dataset.num_classes": 0},
-                   "reidpipe counts the identities it trains on (train minus split.val_ids)")
+    return Outcome(
+        "translated",
+        {"dataset.num_classes": 0},
+        "reidpipe counts the identities it trains on (train minus split.val_ids)",
+    )
 
 
 def _same_folder(split_key: str) -> Rule:
@@ -378,16 +435,20 @@ def _same_folder(split_key: str) -> Rule:
     def rule(value: Any, eff: Mapping[str, Any]) -> Outcome:
         own = eff.get(split_key)
         if value and own and Path(value) != Path(own):
-            raise _NoCounterpart(f"reidpipe evaluates the folders of the dataset section; "
-                                 f"{split_key} is {own}")
+            raise _NoCounterpart(
+                f"reidpipe evaluates the folders of the dataset section; {split_key} is {own}"
+            )
         return Outcome("ignored", {}, f"the {split_key} folder, evaluated by the pipeline")
 
     return rule
 
 
 def _output_file(value: Any, eff: Mapping[str, Any]) -> Outcome:
-    return Outcome("translated", {"extract.tao_json": bool(value)},
-                   "extract also writes TAO's embedding JSON, under results/<arch>/")
+    return Outcome(
+        "translated",
+        {"extract.tao_json": bool(value)},
+        "extract also writes TAO's embedding JSON, under results/<arch>/",
+    )
 
 
 PIPELINE_PATHS = "reidpipe's stages write under results/<arch>/ (Snakemake/DVC outputs)"
@@ -413,22 +474,28 @@ RULES: dict[str, Rule] = {
     "model.reduce_feat_dim": _reduce_feat_dim,
     "model.neck_feat": _mapped("model.neck_feat"),
     "model.metric_loss_type": _mapped("model.metric_loss_type"),
-    "model.no_margin": _mapped("model.no_margin", "soft-margin triplet as documented (TAO "
-                               "5.x-6.x code does not read it and always uses the margin)"),
+    "model.no_margin": _mapped(
+        "model.no_margin",
+        "soft-margin triplet as documented (TAO "
+        "5.x-6.x code does not read it and always uses the margin)",
+    ),
     "model.with_center_loss": _mapped("model.with_center_loss"),
-    "model.with_flip_feature": _mapped("model.with_flip_feature",
-                                       "TAO sums, reidpipe averages: same after L2 norm"),
+    "model.with_flip_feature": _mapped(
+        "model.with_flip_feature", "TAO sums, reidpipe averages: same after L2 norm"
+    ),
     "model.label_smooth": _mapped("model.label_smooth"),
     "model.pretrain_hw_ratio": _ignored(
         "TAO reads it only in its JPM (TransReID ViT) model, to resize a checkpoint's position "
         "embedding pretrained at that height/width ratio; Swin has no position embedding to "
-        "resize"),
+        "resize"
+    ),
     "model.drop_path": _swin_only("model.backbone_kwargs.drop_path_rate"),
     "model.att_drop_rate": _swin_only("model.backbone_kwargs.attn_drop_rate"),
     "model.drop_out": _only_default(0.0, "TAO's Swin dropout after the patch embedding"),
     "model.dropout_rate": _only_default(0.0, "TAO's Swin dropout before the classifier"),
-    "model.id_loss_type": _only_default("softmax", "cosine-margin ID losses (arcface, cosface, "
-                                        "amsoftmax, circle)"),
+    "model.id_loss_type": _only_default(
+        "softmax", "cosine-margin ID losses (arcface, cosface, amsoftmax, circle)"
+    ),
     "model.jpm": _only_default(False, JPM),
     "model.stride_size": _ignored(JPM),
     "model.shift_num": _ignored(JPM),
@@ -465,40 +532,47 @@ RULES: dict[str, Rule] = {
     "re_ranking.k2": _mapped("re_ranking.k2"),
     "re_ranking.lambda_value": _mapped("re_ranking.lambda_value"),
     "re_ranking.max_rank": _mapped("evaluate.max_rank", "length of the CMC curve"),
-    "re_ranking.num_query": _mapped("report.sampled_queries",
-                                    "queries drawn in the sampled-matches figure"),
+    "re_ranking.num_query": _mapped(
+        "report.sampled_queries", "queries drawn in the sampled-matches figure"
+    ),
     # train
     "train.results_dir": _ignored(PIPELINE_PATHS),
     "train.num_epochs": _mapped("train.num_epochs"),
     "train.checkpoint_interval": _mapped("train.checkpoint_interval"),
     "train.validation_interval": _mapped(
-        "train.validation_interval", "reidpipe validates on split.val_ids identities held out "
-        "of train (TAO on query/test)"),
+        "train.validation_interval",
+        "reidpipe validates on split.val_ids identities held out of train (TAO on query/test)",
+    ),
     "train.seed": _seed,
     "train.num_gpus": _mapped("train.num_gpus"),
     "train.gpu_ids": _mapped("train.gpu_ids"),
     "train.num_nodes": _mapped("train.num_nodes"),
     "train.resume_training_checkpoint_path": lambda value, eff: Outcome(
-        "mapped", {"train.resume_training_checkpoint_path": value or ""}),
+        "mapped", {"train.resume_training_checkpoint_path": value or ""}
+    ),
     "train.grad_clip": _mapped("train.clip_grad_norm", "gradient norm clipping, 0 = off"),
     "train.optim.name": _mapped("train.optim.name"),
     "train.optim.lr_monitor": _ignored(
         "TAO hands it to Lightning as the monitored metric, which only a plateau scheduler "
-        "reads; neither TAO's schedules nor reidpipe's do"),
+        "reads; neither TAO's schedules nor reidpipe's do"
+    ),
     "train.optim.lr_steps": _steps,
     "train.optim.steps": _steps,  # TAO 5.0's name of lr_steps
     "train.optim.gamma": _optim_rule(_mapped("train.optim.gamma"), _cosine_unused),
     "train.optim.bias_lr_factor": _mapped("train.optim.bias_lr_factor"),
     "train.optim.weight_decay": _mapped("train.optim.weight_decay"),
     "train.optim.weight_decay_bias": _mapped("train.optim.weight_decay_bias"),
-    "train.optim.warmup_factor": _optim_rule(_mapped("train.optim.warmup_factor"),
-                                             _warmup_factor_cosine),
+    "train.optim.warmup_factor": _optim_rule(
+        _mapped("train.optim.warmup_factor"), _warmup_factor_cosine
+    ),
     "train.optim.warmup_iters": _optim_rule(
         _warmup_length("TAO steps this schedule once per epoch: warmup_iters counts epochs"),
-        _cosine_unused),
+        _cosine_unused,
+    ),
     "train.optim.warmup_epochs": _optim_rule(
         _ignored("TAO's linear (multistep) schedule reads warmup_iters instead"),
-        _warmup_length("the cosine schedule's warmup, in epochs")),
+        _warmup_length("the cosine schedule's warmup, in epochs"),
+    ),
     "train.optim.warmup_method": _warmup_method,
     "train.optim.base_lr": _mapped("train.optim.base_lr"),
     "train.optim.momentum": _mapped("train.optim.momentum", "SGD only"),
@@ -518,7 +592,8 @@ RULES: dict[str, Rule] = {
     "evaluate.gpu_id": _ignored(GPUS),
     "evaluate.num_nodes": _ignored(GPUS),
     "evaluate.output_sampled_matches_plot": _ignored(
-        "the report stage draws the sampled matches (report.sampled_queries)"),
+        "the report stage draws the sampled matches (report.sampled_queries)"
+    ),
     "evaluate.output_cmc_curve_plot": _ignored("the report stage draws the CMC curve"),
     "evaluate.test_dataset": _same_folder("dataset.test_dataset_dir"),
     "evaluate.query_dataset": _same_folder("dataset.query_dataset_dir"),
@@ -543,8 +618,9 @@ RULES: dict[str, Rule] = {
     "export.input_channel": _ignored("TAO's re-id export uses model.input_channels"),
     "export.input_width": _ignored("TAO's re-id export uses model.input_width"),
     "export.input_height": _ignored("TAO's re-id export uses model.input_height"),
-    "export.batch_size": _ignored("reidpipe's ONNX always has a dynamic batch "
-                                  "(deploy.*_batch bound the TensorRT engine)"),
+    "export.batch_size": _ignored(
+        "reidpipe's ONNX always has a dynamic batch (deploy.*_batch bound the TensorRT engine)"
+    ),
     "export.verbose": _ignored("reidpipe logs the export itself"),
 }
 
@@ -569,11 +645,14 @@ def _flatten(data: Mapping[str, Any], prefix: str, spec: Path) -> dict[str, Any]
         elif path in RULES:
             flat[path] = value
         elif path in _SECTIONS:
-            raise ReidpipeError(f"TAO spec {spec}: {path} must be a mapping of keys, got "
-                                f"{_show(value)}")
+            raise ReidpipeError(
+                f"TAO spec {spec}: {path} must be a mapping of keys, got {_show(value)}"
+            )
         else:
-            raise ReidpipeError(f"TAO spec {spec}: unknown key {path!r} (not a TAO "
-                                "ReIdentificationNet key; see README, For TAO users)")
+            raise ReidpipeError(
+                f"TAO spec {spec}: unknown key {path!r} (not a TAO "
+                "ReIdentificationNet key; see README, For TAO users)"
+            )
     return flat
 
 
@@ -590,15 +669,22 @@ def convert_tao_spec(spec: str | Path, arch: str | None = None) -> Conversion:
     spec = Path(spec)
     given = _flatten(read_yaml_mapping(spec, "TAO spec"), "", spec)
     if "train.optim.steps" in given and "train.optim.lr_steps" in given:
-        raise ReidpipeError(f"TAO spec {spec}: both train.optim.steps and train.optim.lr_steps "
-                            "are set (steps is TAO 5.0's name of lr_steps): keep one")
-    defaults = {k: v for k, v in TAO_DEFAULTS.items()
-                if not (k == "train.optim.lr_steps" and "train.optim.steps" in given)}
+        raise ReidpipeError(
+            f"TAO spec {spec}: both train.optim.steps and train.optim.lr_steps "
+            "are set (steps is TAO 5.0's name of lr_steps): keep one"
+        )
+    defaults = {
+        k: v
+        for k, v in TAO_DEFAULTS.items()
+        if not (k == "train.optim.lr_steps" and "train.optim.steps" in given)
+    }
     eff = {**defaults, **given}
     if eff["model.backbone"] not in TAO_BACKBONES:
-        raise ReidpipeError(f"TAO spec {spec}: model.backbone = {eff['model.backbone']!r} is not "
-                            f"a TAO re-identification backbone; expected one of "
-                            f"{', '.join(TAO_BACKBONES)}")
+        raise ReidpipeError(
+            f"TAO spec {spec}: model.backbone = {eff['model.backbone']!r} is not "
+            f"a TAO re-identification backbone; expected one of "
+            f"{', '.join(TAO_BACKBONES)}"
+        )
     name = arch or TAO_BACKBONES[eff["model.backbone"]][1]
     rows: list[KeyRow] = []
     keys = list(given) + [k for k in defaults if k not in given]
@@ -625,13 +711,15 @@ def convert_tao_spec(spec: str | Path, arch: str | None = None) -> Conversion:
     return Conversion(arch=name, overrides=overrides, rows=rows)
 
 
-def validate_conversion(conversion: Conversion, spec: str | Path,
-                        base: Mapping[str, Any]) -> Params:
+def validate_conversion(
+    conversion: Conversion, spec: str | Path, base: Mapping[str, Any]
+) -> Params:
     """The converted overrides on top of ``base`` (the merged params files), validated."""
     try:
         params = params_from_dict(deep_merge(base, conversion.overrides))
         params.arch(conversion.arch)
     except ReidpipeError as exc:
-        raise ReidpipeError(f"TAO spec {spec} converts to invalid reidpipe parameters: "
-                            f"{exc}") from None
+        raise ReidpipeError(
+            f"TAO spec {spec} converts to invalid reidpipe parameters: {exc}"
+        ) from None
     return params

@@ -6,7 +6,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
-from typing import Any, Literal, Mapping
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from reidpipe.errors import ReidpipeError
 
@@ -21,8 +22,12 @@ def _describe(tp: Any) -> str:
         return "a mapping"
     if dataclasses.is_dataclass(tp):
         return "a mapping"
-    return {int: "an integer", float: "a finite number", bool: "true or false", str: "a string"}.get(
-        tp, str(tp))
+    return {
+        int: "an integer",
+        float: "a finite number",
+        bool: "true or false",
+        str: "a string",
+    }.get(tp, str(tp))
 
 
 def _convert(tp: Any, value: Any, key: str) -> Any:
@@ -62,8 +67,11 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         return value
     if tp is float:
         # YAML reads .inf and .nan as floats; no parameter means anything with them.
-        if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
             raise bad()
         return float(value)
     if tp is str:
@@ -76,12 +84,17 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
 def _check_range(meta: Mapping[str, Any], value: Any, key: str) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return
-    bounds = [("ge", lambda v, b: v >= b, ">="), ("le", lambda v, b: v <= b, "<="),
-              ("gt", lambda v, b: v > b, ">")]
+    bounds = [
+        ("ge", lambda v, b: v >= b, ">="),
+        ("le", lambda v, b: v <= b, "<="),
+        ("gt", lambda v, b: v > b, ">"),
+    ]
     for name, ok, symbol in bounds:
         bound = meta.get(name)
         if bound is not None and not ok(value, bound):
-            raise ReidpipeError(f"params: {key} = {value!r} is out of range: expected {symbol} {bound}")
+            raise ReidpipeError(
+                f"params: {key} = {value!r} is out of range: expected {symbol} {bound}"
+            )
 
 
 def build_dataclass(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
@@ -92,19 +105,20 @@ def build_dataclass(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
     moved = [k for k in data if k in getattr(cls, "MOVED_KEYS", {})]
     if moved:
         where = f"{prefix}.{moved[0]}" if prefix else str(moved[0])
-        raise ReidpipeError(f"params: key {where!r} has moved to "
-                            f"{cls.MOVED_KEYS[moved[0]]!r}; move its entries there")
+        raise ReidpipeError(
+            f"params: key {where!r} has moved to "
+            f"{cls.MOVED_KEYS[moved[0]]!r}; move its entries there"
+        )
     unknown = [k for k in data if k not in fields]
     if unknown:
         where = f"{prefix}.{unknown[0]}" if prefix else str(unknown[0])
         raise ReidpipeError(
             f"params: unknown key {where!r}; allowed under {prefix or 'the top level'}: "
-            f"{', '.join(fields)}")
+            f"{', '.join(fields)}"
+        )
     kwargs = {}
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else name
         kwargs[name] = _convert(hints[name], value, key)
         _check_range(fields[name].metadata, kwargs[name], key)
     return cls(**kwargs)
-
-

@@ -42,7 +42,7 @@ from reidpipe.training.model import load_trained_model
 
 Layout = Literal["NCHW", "NHWC"]
 COLORMAP = "jet"
-OVERLAY_ALPHA = 0.5   # share of the heat map in the blend with the image
+OVERLAY_ALPHA = 0.5  # share of the heat map in the blend with the image
 
 
 def last_stage(backbone: nn.Module) -> tuple[nn.Module, Layout]:
@@ -53,8 +53,10 @@ def last_stage(backbone: nn.Module) -> tuple[nn.Module, Layout]:
         # reidpipe's Swin calls each stage's downsample and blocks separately (SOLIDER's semantic
         # embedding sits between them), so the stage's blocks are what runs last
         return backbone.layers[-1].blocks, "NHWC"
-    raise ReidpipeError(f"attention maps: backbone {type(backbone).__name__} has no known last "
-                        "stage (ResNet's layer4 or a Swin's last stage)")
+    raise ReidpipeError(
+        f"attention maps: backbone {type(backbone).__name__} has no known last "
+        "stage (ResNet's layer4 or a Swin's last stage)"
+    )
 
 
 def similarity(query: torch.Tensor, gallery: torch.Tensor, distance: str) -> torch.Tensor:
@@ -77,16 +79,23 @@ def grad_cam(activations: torch.Tensor, gradients: torch.Tensor, layout: Layout)
 def to_image_size(cams: torch.Tensor, height: int, width: int) -> np.ndarray:
     """B x h x w maps upsampled bilinearly to ``height`` x ``width`` and scaled to [0, 1] each
     (a map without any positive value stays all 0)."""
-    maps = F.interpolate(cams[:, None], size=(height, width), mode="bilinear",
-                         align_corners=False)[:, 0]
+    maps = F.interpolate(cams[:, None], size=(height, width), mode="bilinear", align_corners=False)[
+        :, 0
+    ]
     low = maps.amin(dim=(1, 2), keepdim=True)
     span = maps.amax(dim=(1, 2), keepdim=True) - low
     scaled = torch.where(span > 0, (maps - low) / span.clamp_min(1e-12), torch.zeros_like(maps))
     return scaled.detach().cpu().numpy().astype(np.float32)
 
 
-def retrieval_cams(module: nn.Module, stage: nn.Module, layout: Layout, query: torch.Tensor,
-                   gallery: torch.Tensor, distance: str) -> np.ndarray:
+def retrieval_cams(
+    module: nn.Module,
+    stage: nn.Module,
+    layout: Layout,
+    query: torch.Tensor,
+    gallery: torch.Tensor,
+    distance: str,
+) -> np.ndarray:
     """Maps of a query (3 x H x W) and its ranked gallery images (k x 3 x H x W, top-1 first):
     row 0 for the query's similarity to the top-1, row i for gallery image i-1's similarity to the
     query; (1 + k) x H x W in [0, 1].
@@ -101,8 +110,10 @@ def retrieval_cams(module: nn.Module, stage: nn.Module, layout: Layout, query: t
             batch = torch.cat([query[None], gallery]).requires_grad_(True)
             embeddings = F.normalize(module(batch).float(), dim=1)
             q, g = embeddings[:1], embeddings[1:]
-            target = (similarity(q, g[:1].detach(), distance).sum()
-                      + similarity(q.detach(), g, distance).sum())
+            target = (
+                similarity(q, g[:1].detach(), distance).sum()
+                + similarity(q.detach(), g, distance).sum()
+            )
             (gradients,) = torch.autograd.grad(target, captured[-1])
     finally:
         handle.remove()
@@ -138,8 +149,9 @@ class AttentionModel:
     def shown_image(self, path: str | Path) -> np.ndarray:
         """The image as the model sees it (resized to its input), RGB uint8, for the overlay."""
         with decode_file(path) as image:
-            resized = image.convert("RGB").resize((self.pre.width, self.pre.height),
-                                                  Image.Resampling.BILINEAR)
+            resized = image.convert("RGB").resize(
+                (self.pre.width, self.pre.height), Image.Resampling.BILINEAR
+            )
             return np.asarray(resized, dtype=np.uint8)
 
     def maps(self, query_path: str | Path, gallery_paths: Sequence[str | Path]) -> np.ndarray:
@@ -151,44 +163,65 @@ class AttentionModel:
         return retrieval_cams(self.module, self.stage, self.layout, query, gallery, self.distance)
 
 
-CAPTION = ("Grad-CAM of the last backbone stage (red = drives the similarity most): the query's map "
-           "is for its similarity to its top-1, each gallery image's for its similarity to the "
-           "query")
+CAPTION = (
+    "Grad-CAM of the last backbone stage (red = drives the similarity most): the query's map "
+    "is for its similarity to its top-1, each gallery image's for its similarity to the "
+    "query"
+)
 
 
-def attention_model(arch: ArchResults, models_dir: Path, extract: ExtractParams
-                    ) -> AttentionModel | None:
+def attention_model(
+    arch: ArchResults, models_dir: Path, extract: ExtractParams
+) -> AttentionModel | None:
     """The arch's trained model for its maps, under the distance its ranking used; None when
     ``models_dir`` has none (the report then says so)."""
     if not (models_dir / arch.name / MODEL_FILE).exists():
         return None
     distance = arch.metrics["plain"].get("distance")
     if distance is None:
-        raise ReidpipeError(f"{arch.name}'s metrics.json has no plain.distance (the ranking's "
-                            "distance, which the attention maps explain); re-run `reidpipe evaluate`")
+        raise ReidpipeError(
+            f"{arch.name}'s metrics.json has no plain.distance (the ranking's "
+            "distance, which the attention maps explain); re-run `reidpipe evaluate`"
+        )
     return AttentionModel.load(models_dir / arch.name, extract, str(distance))
 
 
-def attention_blocks(arch: ArchResults, model: AttentionModel | None, models_dir: Path,
-                     queries: Sequence[report_figures.SampledQuery], top_k: int, which: str,
-                     out_dir: Path) -> list[Block]:
+def attention_blocks(
+    arch: ArchResults,
+    model: AttentionModel | None,
+    models_dir: Path,
+    queries: Sequence[report_figures.SampledQuery],
+    top_k: int,
+    which: str,
+    out_dir: Path,
+) -> list[Block]:
     """A heading and a figure of ``queries`` (``which``: the figure's name, e.g. sampled) with
     each image's map, in the rank-list layout of the matches figure."""
     heading = Heading(3, f"Attention maps: {which} queries")
     if model is None:
-        return [heading, Paragraph(f"No trained model (`{models_dir / arch.name / MODEL_FILE}`): "
-                                   "no attention maps.")]
-    queries = [q for q in queries if q.top]   # a query needs a top-1 for its target
+        return [
+            heading,
+            Paragraph(
+                f"No trained model (`{models_dir / arch.name / MODEL_FILE}`): no attention maps."
+            ),
+        ]
+    queries = [q for q in queries if q.top]  # a query needs a top-1 for its target
     paths = arch.gallery["path"].tolist()
     overlays = []
     for query in queries:
         ranked = [paths[i] for i in query.top[:top_k]]
         maps = model.maps(query.path, ranked)
-        overlays.append([overlay(model.shown_image(p), cam)
-                         for p, cam in zip([query.path, *ranked], maps)])
+        overlays.append(
+            [overlay(model.shown_image(p), cam) for p, cam in zip([query.path, *ranked], maps)]
+        )
     file = f"{FIGURES_DIR}/{arch.name}_attention_{which}.png"
     report_figures.attention_figure(
         f"{arch.name}: attention maps of {which} queries and their top-{top_k} gallery images "
-        f"({report_figures.RANKING_LABELS[arch.ranking]} ranking)", queries, arch.gallery,
-        max(top_k, 1), overlays, out_dir / file)
+        f"({report_figures.RANKING_LABELS[arch.ranking]} ranking)",
+        queries,
+        arch.gallery,
+        max(top_k, 1),
+        overlays,
+        out_dir / file,
+    )
     return [heading, Figure(file, f"{arch.name}: {len(queries)} {which} queries. {CAPTION}")]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Union
 
 
 @dataclass
@@ -23,7 +22,7 @@ class Metric:
         return f"{100 * self.value:.1f} ({100 * self.delta:+.1f})"
 
 
-Cell = Union[str, int, float, Metric]
+Cell = str | int | float | Metric
 
 
 @dataclass
@@ -54,4 +53,4 @@ class Figure:
     caption: str
 
 
-Block = Union[Heading, Paragraph, Bullets, Table, Figure]
+Block = Heading | Paragraph | Bullets | Table | Figure

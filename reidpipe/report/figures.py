@@ -4,9 +4,9 @@ attention maps), training."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import matplotlib
 
@@ -16,8 +16,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image, UnidentifiedImageError  # noqa: E402
 
-from reidpipe.market import DISTRACTOR_PID  # noqa: E402
 from reidpipe.errors import ReidpipeError  # noqa: E402
+from reidpipe.market import DISTRACTOR_PID  # noqa: E402
 
 RANKING_LABELS = {"plain": "plain", "reranked": "re-ranked"}
 MATCH_COLOR = "#1a9641"
@@ -42,8 +42,15 @@ def cmc_figure(curves: Mapping[str, pd.DataFrame], path: Path) -> None:
             if ranking not in cmc.columns:
                 continue
             values = 100.0 * cmc[ranking].to_numpy(dtype=float)
-            ax.plot(cmc["rank"], values, style, color=color, linewidth=1.8, drawstyle="steps-post",
-                    label=f"{arch}, {RANKING_LABELS[ranking]} (R1 {values[0]:.1f}%)")
+            ax.plot(
+                cmc["rank"],
+                values,
+                style,
+                color=color,
+                linewidth=1.8,
+                drawstyle="steps-post",
+                label=f"{arch}, {RANKING_LABELS[ranking]} (R1 {values[0]:.1f}%)",
+            )
         max_rank = max(max_rank, int(cmc["rank"].max()))
     ax.set_xlim(1, max_rank)
     ax.xaxis.get_major_locator().set_params(integer=True)
@@ -66,12 +73,12 @@ class SampledQuery:
     top: list[int]
 
 
-TILE_W, TILE_H = 80, 160     # thumbnails are resized to this (Market images are 64 x 128)
+TILE_W, TILE_H = 80, 160  # thumbnails are resized to this (Market images are 64 x 128)
 BORDER = 5
 GAP = 8
-QUERY_GAP = 28               # extra space between the query and its ranked list
-LABEL_H = 44                 # room above each tile for three lines of text
-MIN_WIDTH = 760              # pixels: room for the title when top_k is small
+QUERY_GAP = 28  # extra space between the query and its ranked list
+LABEL_H = 44  # room above each tile for three lines of text
+MIN_WIDTH = 760  # pixels: room for the title when top_k is small
 
 
 def _image_tile(path: str) -> Image.Image:
@@ -79,8 +86,10 @@ def _image_tile(path: str) -> Image.Image:
         with Image.open(path) as image:
             return image.convert("RGB")
     except FileNotFoundError:
-        raise ReidpipeError(f"image {path} (listed in the embeddings CSVs) does not exist; the "
-                            "matches figure reads the images from disk") from None
+        raise ReidpipeError(
+            f"image {path} (listed in the embeddings CSVs) does not exist; the "
+            "matches figure reads the images from disk"
+        ) from None
     except (UnidentifiedImageError, OSError) as exc:
         raise ReidpipeError(f"image {path} cannot be read: {exc}") from None
 
@@ -94,26 +103,55 @@ def _framed(image: Image.Image, color: str) -> np.ndarray:
     return framed
 
 
-def matches_figure(arch: str, ranking: str, queries: Sequence[SampledQuery],
-                   gallery: pd.DataFrame, top_k: int, path: Path) -> None:
+def matches_figure(
+    arch: str,
+    ranking: str,
+    queries: Sequence[SampledQuery],
+    gallery: pd.DataFrame,
+    top_k: int,
+    path: Path,
+) -> None:
     """TAO-style sampled matches: each row a query, then its top-k gallery thumbnails, with
     green borders on true matches and red on errors (distractors are errors)."""
     _rank_rows_figure(
         f"{arch}: sampled queries and their top-{top_k} gallery matches "
-        f"({RANKING_LABELS[ranking]} ranking)", queries, gallery, top_k, path,
-        lambda row, column, image_path: _image_tile(image_path))
+        f"({RANKING_LABELS[ranking]} ranking)",
+        queries,
+        gallery,
+        top_k,
+        path,
+        lambda row, column, image_path: _image_tile(image_path),
+    )
 
 
-def attention_figure(title: str, queries: Sequence[SampledQuery], gallery: pd.DataFrame,
-                     top_k: int, overlays: Sequence[np.ndarray], path: Path) -> None:
+def attention_figure(
+    title: str,
+    queries: Sequence[SampledQuery],
+    gallery: pd.DataFrame,
+    top_k: int,
+    overlays: Sequence[np.ndarray],
+    path: Path,
+) -> None:
     """The matches figure's rows with each image replaced by its attention overlay:
     ``overlays[row]`` holds the query's and then its ranked gallery images' (H x W x 3 uint8)."""
-    _rank_rows_figure(title, queries, gallery, top_k, path,
-                      lambda row, column, image_path: Image.fromarray(overlays[row][column]))
+    _rank_rows_figure(
+        title,
+        queries,
+        gallery,
+        top_k,
+        path,
+        lambda row, column, image_path: Image.fromarray(overlays[row][column]),
+    )
 
 
-def _rank_rows_figure(title: str, queries: Sequence[SampledQuery], gallery: pd.DataFrame,
-                      top_k: int, path: Path, tile: Callable[[int, int, str], Image.Image]) -> None:
+def _rank_rows_figure(
+    title: str,
+    queries: Sequence[SampledQuery],
+    gallery: pd.DataFrame,
+    top_k: int,
+    path: Path,
+    tile: Callable[[int, int, str], Image.Image],
+) -> None:
     """Each row a query, then its top-k gallery tiles (``tile(row, column, image path)``, column
     0 the query), with green borders on true matches and red on errors.
 
@@ -131,8 +169,9 @@ def _rank_rows_figure(title: str, queries: Sequence[SampledQuery], gallery: pd.D
     def place(row: int, column: int, image_path: str, color: str, text: str) -> None:
         x = column * cell_w + (QUERY_GAP if column else 0)
         y = row * cell_h + LABEL_H
-        canvas[y:y + TILE_H + 2 * BORDER, x:x + TILE_W + 2 * BORDER] = _framed(
-            tile(row, column, image_path), color)
+        canvas[y : y + TILE_H + 2 * BORDER, x : x + TILE_W + 2 * BORDER] = _framed(
+            tile(row, column, image_path), color
+        )
         labels.append((x + BORDER + TILE_W / 2, y - 4, text, color))
 
     for row, query in enumerate(queries):
@@ -150,20 +189,31 @@ def _rank_rows_figure(title: str, queries: Sequence[SampledQuery], gallery: pd.D
     ax.imshow(canvas, interpolation="nearest")
     ax.set_axis_off()
     for x, y, text, color in labels:
-        ax.text(x, y, text, ha="center", va="bottom", fontsize=7.5, color=color,
-                linespacing=1.1)
-    fig.text(0.01, 1 - 0.1 / fig.get_figheight(), (
-        f"{title}\n"
-        "green border = same identity (true match); red border = wrong identity or distractor\n"
-        "not shown: junk images and same-camera images of the query's identity (excluded by the "
-        "protocol)"), ha="left", va="top", fontsize=9)
+        ax.text(x, y, text, ha="center", va="bottom", fontsize=7.5, color=color, linespacing=1.1)
+    fig.text(
+        0.01,
+        1 - 0.1 / fig.get_figheight(),
+        (
+            f"{title}\n"
+            "green border = same identity (true match); red border = wrong identity or distractor\n"
+            "not shown: junk images and same-camera images of the query's identity (excluded by the "
+            "protocol)"
+        ),
+        ha="left",
+        va="top",
+        fontsize=9,
+    )
     fig.savefig(path, dpi=DPI, facecolor="white")
     plt.close(fig)
 
 
 LOSS_COLUMNS = ("loss", "id_loss", "triplet_loss", "center_loss")
-LOSS_LABELS = {"loss": "total", "id_loss": "ID (cross-entropy)", "triplet_loss": "triplet",
-               "center_loss": "center"}
+LOSS_LABELS = {
+    "loss": "total",
+    "id_loss": "ID (cross-entropy)",
+    "triplet_loss": "triplet",
+    "center_loss": "center",
+}
 
 
 def training_figure(arch: str, log: pd.DataFrame, path: Path) -> None:
@@ -189,13 +239,20 @@ def training_figure(arch: str, log: pd.DataFrame, path: Path) -> None:
     validated = log.dropna(subset=["val_mAP", "val_rank1"], how="all")
     if len(validated):
         for column, label in (("val_mAP", "mAP"), ("val_rank1", "rank-1")):
-            val_ax.plot(validated["epoch"], 100.0 * validated[column].astype(float), marker="o",
-                        label=label)
+            val_ax.plot(
+                validated["epoch"], 100.0 * validated[column].astype(float), marker="o", label=label
+            )
         val_ax.set_ylim(0, 100)
         val_ax.legend(fontsize=8)
     else:
-        val_ax.text(0.5, 0.5, "no validation epochs logged", ha="center", va="center",
-                    transform=val_ax.transAxes)
+        val_ax.text(
+            0.5,
+            0.5,
+            "no validation epochs logged",
+            ha="center",
+            va="center",
+            transform=val_ax.transAxes,
+        )
     val_ax.set_title("Validation (held-out train identities)")
     val_ax.set_ylabel("validation metric (%)")
     for ax in (loss_ax, lr_ax, val_ax):
@@ -218,31 +275,38 @@ def verification_figure(arch: str, verification: Mapping[str, object], path: Pat
     threshold of each target FAR marked."""
     edges = np.asarray(verification["histogram_edges"], dtype=float)
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for key, label, color in (("genuine_histogram", "genuine pairs (same id, other camera)",
-                               GENUINE_COLOR),
-                              ("impostor_histogram", "impostor pairs (other id)",
-                               IMPOSTOR_COLOR)):
+    for key, label, color in (
+        ("genuine_histogram", "genuine pairs (same id, other camera)", GENUINE_COLOR),
+        ("impostor_histogram", "impostor pairs (other id)", IMPOSTOR_COLOR),
+    ):
         counts = np.asarray(verification[key], dtype=float)
         total = counts.sum()
         if not total:
             continue
-        ax.stairs(counts / total, edges, color=color, linewidth=1.6,
-                  label=f"{label}, {int(total):,}")
+        ax.stairs(
+            counts / total, edges, color=color, linewidth=1.6, label=f"{label}, {int(total):,}"
+        )
     styles = (":", "--", "-.")
     for index, point in enumerate(verification["operating_points"]):  # type: ignore[arg-type]
         if point.get("threshold") is None:
             continue
         tar = point.get("tar")
-        ax.axvline(point["threshold"], color="#333333", linestyle=styles[index % len(styles)],
-                   linewidth=1.2, label=f"threshold at FAR {point['far']:g}: "
-                                        f"{point['threshold']:.3f}"
-                                        + ("" if tar is None else f" (TAR {100 * tar:.1f}%)"))
+        ax.axvline(
+            point["threshold"],
+            color="#333333",
+            linestyle=styles[index % len(styles)],
+            linewidth=1.2,
+            label=f"threshold at FAR {point['far']:g}: "
+            f"{point['threshold']:.3f}" + ("" if tar is None else f" (TAR {100 * tar:.1f}%)"),
+        )
     ax.set_yscale("log")
     ax.set_xlim(edges[0], edges[-1])
     ax.set_xlabel(f"{verification.get('distance', '')} distance".strip())
     ax.set_ylabel("share of the pairs per bin (log scale)")
-    ax.set_title(f"{arch}: genuine and impostor distances; a pair is accepted at distance "
-                 "<= threshold", fontsize=10)
+    ax.set_title(
+        f"{arch}: genuine and impostor distances; a pair is accepted at distance <= threshold",
+        fontsize=10,
+    )
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="lower center")
     _save(fig, path)

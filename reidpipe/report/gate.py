@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from scipy import stats
 
@@ -32,8 +33,11 @@ CONFIDENCE = 0.99
 def prediction_band(runs: list[float]) -> tuple[float, float]:
     """(centre, half-width) of the interval one more run falls in with ``CONFIDENCE``."""
     n = len(runs)
-    half = (float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * statistics.stdev(runs)
-            * math.sqrt(1 + 1 / n))
+    half = (
+        float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1))
+        * statistics.stdev(runs)
+        * math.sqrt(1 + 1 / n)
+    )
     return statistics.fmean(runs), half
 
 
@@ -58,8 +62,15 @@ class GateRow:
         return self.band is not None and abs(self.value - self.centre) <= self.band
 
 
-def _row(arch: str, ranking: str, key: str, expected: float | None, value: float | None,
-         measured: Mapping[str, Any] | None, exact: bool) -> GateRow:
+def _row(
+    arch: str,
+    ranking: str,
+    key: str,
+    expected: float | None,
+    value: float | None,
+    measured: Mapping[str, Any] | None,
+    exact: bool,
+) -> GateRow:
     row = GateRow(arch, ranking, key, expected, value, exact=exact)
     if value is None:
         row.problem = "not in this run's metrics"
@@ -68,16 +79,21 @@ def _row(arch: str, ranking: str, key: str, expected: float | None, value: float
     elif measured is None:
         row.problem = "no seed spread measured for it"
     elif measured.get("single") != expected:
-        row.problem = (f"the seed spread was measured beside another baseline "
-                       f"({measured.get('single')}): measure it again (config/seeds.yaml)")
+        row.problem = (
+            f"the seed spread was measured beside another baseline "
+            f"({measured.get('single')}): measure it again (config/seeds.yaml)"
+        )
     else:
         row.centre, row.band = prediction_band([*measured["by_seed"].values(), expected])
     return row
 
 
-def gate_rows(baseline: Mapping[str, Any], current: Mapping[str, Any],
-              spread: Mapping[str, Any], same_environment: frozenset[str] = frozenset()
-              ) -> list[GateRow]:
+def gate_rows(
+    baseline: Mapping[str, Any],
+    current: Mapping[str, Any],
+    spread: Mapping[str, Any],
+    same_environment: frozenset[str] = frozenset(),
+) -> list[GateRow]:
     """One row per arch, ranking and metric of the baseline; the archs in ``same_environment``
     were trained where their baseline was, so theirs must be equal (cross-domain entries,
     ``arch@set``, have no spread of their own and are not gated)."""
@@ -85,17 +101,27 @@ def gate_rows(baseline: Mapping[str, Any], current: Mapping[str, Any],
     for arch in (name for name in baseline if "@" not in name):
         for ranking in (r for r in RANKINGS if r in baseline[arch]):
             for key, _ in METRIC_COLUMNS:
-                rows.append(_row(arch, ranking, key, baseline[arch][ranking].get(key),
-                                 current.get(arch, {}).get(ranking, {}).get(key),
-                                 spread["archs"].get(arch, {}).get(ranking, {}).get(key),
-                                 arch in same_environment))
+                rows.append(
+                    _row(
+                        arch,
+                        ranking,
+                        key,
+                        baseline[arch][ranking].get(key),
+                        current.get(arch, {}).get(ranking, {}).get(key),
+                        spread["archs"].get(arch, {}).get(ranking, {}).get(key),
+                        arch in same_environment,
+                    )
+                )
     return rows
 
 
 def same_environment(baseline: Mapping[str, Any], current: Mapping[str, Any]) -> frozenset[str]:
     """The archs recorded in both environments with no deciding difference."""
-    return frozenset(arch for arch in set(baseline) & set(current)
-                     if not differences(baseline[arch], current[arch]))
+    return frozenset(
+        arch
+        for arch in set(baseline) & set(current)
+        if not differences(baseline[arch], current[arch])
+    )
 
 
 def _fraction(value: float | None) -> str:
@@ -103,16 +129,28 @@ def _fraction(value: float | None) -> str:
 
 
 def gate_table(rows: list[GateRow]) -> str:
-    lines = ["| arch | ranking | metric | baseline | this run | difference | allowed | result |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| arch | ranking | metric | baseline | this run | difference | allowed | result |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
-        moved = (f"{row.value - row.baseline:+.4f}"
-                 if row.value is not None and row.baseline is not None else "—")
-        allowed = ("equal (same environment)" if row.exact else "—" if row.band is None else
-                   f"{row.centre - row.band:.4f} to {row.centre + row.band:.4f}")
+        moved = (
+            f"{row.value - row.baseline:+.4f}"
+            if row.value is not None and row.baseline is not None
+            else "—"
+        )
+        allowed = (
+            "equal (same environment)"
+            if row.exact
+            else "—"
+            if row.band is None
+            else f"{row.centre - row.band:.4f} to {row.centre + row.band:.4f}"
+        )
         result = "pass" if row.passed else f"**FAIL**{': ' + row.problem if row.problem else ''}"
-        lines.append(f"| {row.arch} | {row.ranking} | {row.metric} | {_fraction(row.baseline)} | "
-                     f"{_fraction(row.value)} | {moved} | {allowed} | {result} |")
+        lines.append(
+            f"| {row.arch} | {row.ranking} | {row.metric} | {_fraction(row.baseline)} | "
+            f"{_fraction(row.value)} | {moved} | {allowed} | {result} |"
+        )
     return "\n".join(lines)
 
 
@@ -122,6 +160,8 @@ def environment_notes(baseline: Mapping[str, Any], current: Mapping[str, Any]) -
     for arch in sorted(set(baseline) | set(current)):
         found = differences(baseline.get(arch, {}), current.get(arch, {}))
         if found:
-            notes.append(f"{arch}: trained in another environment than the baseline "
-                         f"(baseline vs this run): {'; '.join(found)}")
+            notes.append(
+                f"{arch}: trained in another environment than the baseline "
+                f"(baseline vs this run): {'; '.join(found)}"
+            )
     return notes

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -34,14 +35,28 @@ from reidpipe.json_files import read_json_file
 
 RANKINGS = ("plain", "reranked")
 # (metrics.json key, column title): all fractions, shown as percentages.
-METRIC_COLUMNS = (("mAP", "mAP"), ("rank1", "R1"), ("rank5", "R5"), ("rank10", "R10"),
-                  ("mINP", "mINP"))
-TRAIN_LOG_COLUMNS = ("epoch", "loss", "id_loss", "triplet_loss", "center_loss", "lr", "val_mAP",
-                     "val_rank1")
+METRIC_COLUMNS = (
+    ("mAP", "mAP"),
+    ("rank1", "R1"),
+    ("rank5", "R5"),
+    ("rank10", "R10"),
+    ("mINP", "mINP"),
+)
+TRAIN_LOG_COLUMNS = (
+    "epoch",
+    "loss",
+    "id_loss",
+    "triplet_loss",
+    "center_loss",
+    "lr",
+    "val_mAP",
+    "val_rank1",
+)
 
 
-def _read_csv(path: Path, columns: Sequence[str], what: str,
-              numeric: Sequence[str] = ()) -> pd.DataFrame:
+def _read_csv(
+    path: Path, columns: Sequence[str], what: str, numeric: Sequence[str] = ()
+) -> pd.DataFrame:
     """``path`` with at least ``columns``; the ``numeric`` ones (those present) must hold numbers
     or be empty."""
     try:
@@ -60,8 +75,10 @@ def _read_csv(path: Path, columns: Sequence[str], what: str,
         bad = frame[column].notna() & values.isna()
         if bad.any():
             row = int(bad.to_numpy().nonzero()[0][0])
-            raise ReidpipeError(f"{path}: column {column!r} row {row + 1} holds "
-                                f"{frame[column].iloc[row]!r}, expected a number ({what})")
+            raise ReidpipeError(
+                f"{path}: column {column!r} row {row + 1} holds "
+                f"{frame[column].iloc[row]!r}, expected a number ({what})"
+            )
         frame[column] = values
     return frame
 
@@ -74,8 +91,10 @@ def read_metrics(path: Path) -> dict[str, dict[str, Any]]:
     """An evaluate stage's metrics.json: a "plain" block and optionally a "reranked" one."""
     data = read_json_file(path)
     if not isinstance(data, dict) or not isinstance(data.get("plain"), dict):
-        raise ReidpipeError(f"{path}: expected an object with a 'plain' metrics block "
-                            "(written by `reidpipe evaluate`)")
+        raise ReidpipeError(
+            f"{path}: expected an object with a 'plain' metrics block "
+            "(written by `reidpipe evaluate`)"
+        )
     for ranking in RANKINGS:
         block = data.get(ranking)
         if block is None:
@@ -83,12 +102,14 @@ def read_metrics(path: Path) -> dict[str, dict[str, Any]]:
         for key, _ in METRIC_COLUMNS:
             value = block.get(key) if isinstance(block, dict) else None
             if not _is_number(value) or not 0 <= value <= 1:  # NaN fails the range too
-                raise ReidpipeError(f"{path}: {ranking}.{key} = {value!r}, expected a fraction "
-                                    "from 0 to 1")
+                raise ReidpipeError(
+                    f"{path}: {ranking}.{key} = {value!r}, expected a fraction from 0 to 1"
+                )
         count = block.get("num_queries", 0)
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-            raise ReidpipeError(f"{path}: {ranking}.num_queries = {count!r}, expected a "
-                                "whole number >= 0")
+            raise ReidpipeError(
+                f"{path}: {ranking}.num_queries = {count!r}, expected a whole number >= 0"
+            )
     return {r: data[r] for r in RANKINGS if r in data}
 
 
@@ -97,33 +118,79 @@ def read_metrics(path: Path) -> dict[str, dict[str, Any]]:
 # real number (NaN included: a failed FP16 gate records one). Absent or null parts are left out.
 NUMBER = "a number"
 _SCORES = {"mAP": NUMBER, "rank1": NUMBER}
-_RETRIEVAL = {"delta_points": {"*": NUMBER}, "torch": _SCORES, "onnx": _SCORES,
-              "onnxruntime": _SCORES, "tensorrt": _SCORES, "int8": _SCORES, "min_cosine": NUMBER}
+_RETRIEVAL = {
+    "delta_points": {"*": NUMBER},
+    "torch": _SCORES,
+    "onnx": _SCORES,
+    "onnxruntime": _SCORES,
+    "tensorrt": _SCORES,
+    "int8": _SCORES,
+    "min_cosine": NUMBER,
+}
 _BATCH_ROWS = [{"batch_size": NUMBER, "max_abs_diff": NUMBER, "min_cosine": NUMBER}]
-PARITY_SPEC = {"gates": {"*": NUMBER}, "retrieval": _RETRIEVAL, "batch_parity": _BATCH_ROWS,
-               "fp16": {"batch_parity": _BATCH_ROWS},
-               "int8": {"batch_parity": _BATCH_ROWS, "retrieval": _RETRIEVAL,
-                        "gates": {"*": NUMBER}},
-               "latency": {"*": [{"batch_size": NUMBER, "median_ms": NUMBER,
-                                  "images_per_second": NUMBER}]}}
-PACKAGE_SPEC = {"triton": {"max_batch_size": NUMBER},
-                "deepstream": {"offsets": [NUMBER], "netScaleFactor": NUMBER,
-                               "networkMode": NUMBER, "folded_channel_scale": [NUMBER]}}
+PARITY_SPEC = {
+    "gates": {"*": NUMBER},
+    "retrieval": _RETRIEVAL,
+    "batch_parity": _BATCH_ROWS,
+    "fp16": {"batch_parity": _BATCH_ROWS},
+    "int8": {"batch_parity": _BATCH_ROWS, "retrieval": _RETRIEVAL, "gates": {"*": NUMBER}},
+    "latency": {"*": [{"batch_size": NUMBER, "median_ms": NUMBER, "images_per_second": NUMBER}]},
+}
+PACKAGE_SPEC = {
+    "triton": {"max_batch_size": NUMBER},
+    "deepstream": {
+        "offsets": [NUMBER],
+        "netScaleFactor": NUMBER,
+        "networkMode": NUMBER,
+        "folded_channel_scale": [NUMBER],
+    },
+}
 VERIFICATION_SPEC = {
-    "open_set_fraction": NUMBER, "held_out_pids": [NUMBER], "gallery_images_held_out": NUMBER,
-    **{f"num_{what}": NUMBER for what in ("genuine_pairs", "impostor_pairs", "known_queries",
-                                          "open_set_queries", "queries_without_candidates",
-                                          "junk_queries")},
-    "known_rank1": NUMBER, "histogram_edges": [NUMBER], "genuine_histogram": [NUMBER],
+    "open_set_fraction": NUMBER,
+    "held_out_pids": [NUMBER],
+    "gallery_images_held_out": NUMBER,
+    **{
+        f"num_{what}": NUMBER
+        for what in (
+            "genuine_pairs",
+            "impostor_pairs",
+            "known_queries",
+            "open_set_queries",
+            "queries_without_candidates",
+            "junk_queries",
+        )
+    },
+    "known_rank1": NUMBER,
+    "histogram_edges": [NUMBER],
+    "genuine_histogram": [NUMBER],
     "impostor_histogram": [NUMBER],
-    "operating_points": [{key: NUMBER for key in ("far", "threshold", "tar", "far_achieved",
-                                                  "true_accepts", "false_accepts",
-                                                  "no_match_accuracy", "known_rank1_accepted")}]}
-TRT_STATUS_SPEC = {"latency": [{"batch_size": NUMBER, "median_ms": NUMBER, "p90_ms": NUMBER,
-                                "images_per_second": NUMBER}],
-                   "parity": {"retrieval": _RETRIEVAL, "batch_parity": _BATCH_ROWS,
-                              "max_metric_delta_points": NUMBER},
-                   "versions": {}}
+    "operating_points": [
+        {
+            key: NUMBER
+            for key in (
+                "far",
+                "threshold",
+                "tar",
+                "far_achieved",
+                "true_accepts",
+                "false_accepts",
+                "no_match_accuracy",
+                "known_rank1_accepted",
+            )
+        }
+    ],
+}
+TRT_STATUS_SPEC = {
+    "latency": [
+        {"batch_size": NUMBER, "median_ms": NUMBER, "p90_ms": NUMBER, "images_per_second": NUMBER}
+    ],
+    "parity": {
+        "retrieval": _RETRIEVAL,
+        "batch_parity": _BATCH_ROWS,
+        "max_metric_delta_points": NUMBER,
+    },
+    "versions": {},
+}
 
 
 def check_spec(path: Path, value: Any, spec: Any, key: str = "") -> None:
@@ -185,40 +252,62 @@ def load_arch(name: str, results_dir: Path, models_dir: Path) -> ArchResults:
     (training log, config, ONNX and TensorRT results) optional."""
     arch_dir = results_dir / name
     metrics = read_metrics(arch_dir / METRICS_FILE)
-    cmc = _read_csv(arch_dir / CMC_FILE, ["rank", "plain"], "CMC curve from `reidpipe evaluate`",
-                    numeric=["rank", *RANKINGS])
+    cmc = _read_csv(
+        arch_dir / CMC_FILE,
+        ["rank", "plain"],
+        "CMC curve from `reidpipe evaluate`",
+        numeric=["rank", *RANKINGS],
+    )
     columns = ["path", "pid", "camid"]
     for ranking in metrics:
         columns += [f"ap_{ranking}", f"first_hit_{ranking}", f"top_{ranking}"]
-    per_query = _read_csv(arch_dir / PER_QUERY_FILE, columns,
-                          "per-query table from `reidpipe evaluate --per-query`",
-                          numeric=["pid", "camid", *(f"{k}_{r}" for r in metrics
-                                                     for k in ("ap", "first_hit"))])
+    per_query = _read_csv(
+        arch_dir / PER_QUERY_FILE,
+        columns,
+        "per-query table from `reidpipe evaluate --per-query`",
+        numeric=["pid", "camid", *(f"{k}_{r}" for r in metrics for k in ("ap", "first_hit"))],
+    )
     emb = arch_dir / EMBEDDINGS_DIR
-    query = _read_csv(emb / embedding_table("query"), ["path", "pid", "camid"], "from `reidpipe extract`")
-    gallery = _read_csv(emb / embedding_table("gallery"), ["path", "pid", "camid"], "from `reidpipe extract`")
+    query = _read_csv(
+        emb / embedding_table("query"), ["path", "pid", "camid"], "from `reidpipe extract`"
+    )
+    gallery = _read_csv(
+        emb / embedding_table("gallery"), ["path", "pid", "camid"], "from `reidpipe extract`"
+    )
     if len(query) != len(per_query) or not query["path"].equals(per_query["path"]):
-        raise ReidpipeError(f"{arch_dir / PER_QUERY_FILE} does not list the queries of "
-                            f"{emb / embedding_table('query')} in the same order; re-run `reidpipe evaluate`")
+        raise ReidpipeError(
+            f"{arch_dir / PER_QUERY_FILE} does not list the queries of "
+            f"{emb / embedding_table('query')} in the same order; re-run `reidpipe evaluate`"
+        )
     train_log = None
     log_path = models_dir / name / TRAIN_LOG_FILE
     if log_path.is_file():
-        train_log = _read_csv(log_path, TRAIN_LOG_COLUMNS, "from `reidpipe train`",
-                              numeric=[*TRAIN_LOG_COLUMNS, "seconds"])
+        train_log = _read_csv(
+            log_path,
+            TRAIN_LOG_COLUMNS,
+            "from `reidpipe train`",
+            numeric=[*TRAIN_LOG_COLUMNS, "seconds"],
+        )
     config = None
     config_path = models_dir / name / TRAIN_CONFIG_FILE
     if config_path.is_file():
         config = read_yaml_file(config_path, "trained model config")
         if not isinstance(config, dict):
             raise ReidpipeError(f"{config_path}: expected a mapping")
-    return ArchResults(name=name, metrics=metrics, cmc=cmc, per_query=per_query, query=query,
-                       gallery=gallery, train_log=train_log, config=config,
-                       parity=_optional_json(arch_dir / ONNX_DIR / PARITY_FILE, PARITY_SPEC),
-                       tensorrt=_optional_json(arch_dir / TENSORRT_DIR / TRT_STATUS_FILE,
-                                               TRT_STATUS_SPEC),
-                       package=_optional_json(arch_dir / DEPLOY_DIR / PACKAGE_MANIFEST_FILE,
-                                              PACKAGE_SPEC),
-                       verification=read_verification(arch_dir / VERIFICATION_FILE))
+    return ArchResults(
+        name=name,
+        metrics=metrics,
+        cmc=cmc,
+        per_query=per_query,
+        query=query,
+        gallery=gallery,
+        train_log=train_log,
+        config=config,
+        parity=_optional_json(arch_dir / ONNX_DIR / PARITY_FILE, PARITY_SPEC),
+        tensorrt=_optional_json(arch_dir / TENSORRT_DIR / TRT_STATUS_FILE, TRT_STATUS_SPEC),
+        package=_optional_json(arch_dir / DEPLOY_DIR / PACKAGE_MANIFEST_FILE, PACKAGE_SPEC),
+        verification=read_verification(arch_dir / VERIFICATION_FILE),
+    )
 
 
 def read_verification(path: Path) -> dict[str, Any] | None:
@@ -230,14 +319,21 @@ def read_verification(path: Path) -> dict[str, Any] | None:
     edges = data.get("histogram_edges")
     for key in ("genuine_histogram", "impostor_histogram"):
         counts = data.get(key)
-        if not isinstance(edges, list) or not isinstance(counts, list) \
-                or len(counts) + 1 != len(edges) or not counts:
-            raise ReidpipeError(f"{path}: {key} has {len(counts or [])} bins and histogram_edges "
-                                f"{len(edges or [])} edges; expected one edge more than bins "
-                                "(written by `reidpipe evaluate --verification`)")
+        if (
+            not isinstance(edges, list)
+            or not isinstance(counts, list)
+            or len(counts) + 1 != len(edges)
+            or not counts
+        ):
+            raise ReidpipeError(
+                f"{path}: {key} has {len(counts or [])} bins and histogram_edges "
+                f"{len(edges or [])} edges; expected one edge more than bins "
+                "(written by `reidpipe evaluate --verification`)"
+            )
     if not isinstance(data.get("operating_points"), list):
-        raise ReidpipeError(f"{path}: operating_points = {data.get('operating_points')!r}, "
-                            "expected a list")
+        raise ReidpipeError(
+            f"{path}: operating_points = {data.get('operating_points')!r}, expected a list"
+        )
     return data
 
 
@@ -261,31 +357,44 @@ def read_baseline(out_dir: Path) -> Baseline:
 
     def git(*args: str) -> subprocess.CompletedProcess[str] | None:
         try:
-            done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True,
-                                  text=True, timeout=60)
+            done = subprocess.run(
+                ["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=60
+            )
         except (OSError, subprocess.TimeoutExpired):
             return None
         return done if done.returncode == 0 else None
 
     shown = git("show", f"HEAD:./{relative.as_posix()}")
     if shown is None:
-        return Baseline(None, f"No baseline: {out_dir / METRICS_FILE} is not committed at git "
-                              "HEAD (or this is not a git repository), so no deltas are shown.")
+        return Baseline(
+            None,
+            f"No baseline: {out_dir / METRICS_FILE} is not committed at git "
+            "HEAD (or this is not a git repository), so no deltas are shown.",
+        )
     commit = git("rev-parse", "--short", "HEAD")
     where = f"commit {commit.stdout.strip()}" if commit else "HEAD"
     try:
         data = json.loads(shown.stdout)
     except json.JSONDecodeError:
-        return Baseline(None, f"No baseline: {out_dir / METRICS_FILE} at {where} is not valid "
-                              "JSON, so no deltas are shown.")
+        return Baseline(
+            None,
+            f"No baseline: {out_dir / METRICS_FILE} at {where} is not valid "
+            "JSON, so no deltas are shown.",
+        )
     if not isinstance(data, dict):
-        return Baseline(None, f"No baseline: {out_dir / METRICS_FILE} at {where} is not a JSON "
-                              "object, so no deltas are shown.")
+        return Baseline(
+            None,
+            f"No baseline: {out_dir / METRICS_FILE} at {where} is not a JSON "
+            "object, so no deltas are shown.",
+        )
     environment = git("show", f"HEAD:./{(relative.parent / ENVIRONMENT_FILE).as_posix()}")
     try:
         recorded = json.loads(environment.stdout) if environment else None
     except json.JSONDecodeError:
         recorded = None
-    return Baseline(data, f"Deltas in parentheses are percentage points against "
-                          f"{out_dir / METRICS_FILE} at {where} (git HEAD).",
-                    recorded if isinstance(recorded, dict) else None)
+    return Baseline(
+        data,
+        f"Deltas in parentheses are percentage points against "
+        f"{out_dir / METRICS_FILE} at {where} (git HEAD).",
+        recorded if isinstance(recorded, dict) else None,
+    )

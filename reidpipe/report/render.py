@@ -6,8 +6,8 @@ import base64
 import html
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from reidpipe.report.document import (
     Block,
@@ -53,8 +53,10 @@ def render_markdown(title: str, blocks: Sequence[Block]) -> str:
         elif isinstance(block, Bullets):
             lines += [f"- {item}" for item in block.items] + [""]
         elif isinstance(block, Table):
+
             def row(cells: Sequence[Cell]) -> str:
                 return "| " + " | ".join(_cell_text(c).replace("|", "\\|") for c in cells) + " |"
+
             lines += [row(block.headers), "|" + "---|" * len(block.headers)]
             lines += [row(r) for r in block.rows] + [""]
         else:
@@ -66,8 +68,7 @@ def _cell_html(cell: Cell) -> str:
     if isinstance(cell, Metric) and cell.delta is not None and not math.isnan(cell.value):
         points = round(100 * cell.delta, 1)
         css = "up" if points > 0 else "down" if points < 0 else "same"
-        return (f"{100 * cell.value:.1f} <span class=\"{css}\">({100 * cell.delta:+.1f})"
-                "</span>")
+        return f'{100 * cell.value:.1f} <span class="{css}">({100 * cell.delta:+.1f})</span>'
     return html.escape(_cell_text(cell))
 
 
@@ -83,30 +84,43 @@ def _is_numeric(cell: Cell) -> bool:
 
 def render_html(title: str, blocks: Sequence[Block], figures_dir: Path) -> str:
     """One self-contained page: figures from ``figures_dir`` embedded as data URIs."""
-    parts = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
-             f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1>"]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
     for block in blocks:
         if isinstance(block, Heading):
             parts.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
         elif isinstance(block, Paragraph):
             parts.append(f"<p>{_inline_code(block.text)}</p>")
         elif isinstance(block, Bullets):
-            parts.append("<ul>" + "".join(f"<li>{_inline_code(i)}</li>" for i in block.items)
-                         + "</ul>")
+            parts.append(
+                "<ul>" + "".join(f"<li>{_inline_code(i)}</li>" for i in block.items) + "</ul>"
+            )
         elif isinstance(block, Table):
             first = block.rows[0] if block.rows else [""] * len(block.headers)
-            head = "".join(f"<th{'' if _is_numeric(c) else _TEXT_CLASS}>{html.escape(h)}</th>"
-                           for h, c in zip(block.headers, first))
-            body = "".join("<tr>" + "".join(
-                f"<td{'' if _is_numeric(c) else _TEXT_CLASS}>{_cell_html(c)}</td>" for c in row)
-                + "</tr>" for row in block.rows)
+            head = "".join(
+                f"<th{'' if _is_numeric(c) else _TEXT_CLASS}>{html.escape(h)}</th>"
+                for h, c in zip(block.headers, first)
+            )
+            body = "".join(
+                "<tr>"
+                + "".join(
+                    f"<td{'' if _is_numeric(c) else _TEXT_CLASS}>{_cell_html(c)}</td>" for c in row
+                )
+                + "</tr>"
+                for row in block.rows
+            )
             parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         else:
             data = base64.b64encode((figures_dir / block.file).read_bytes()).decode("ascii")
-            parts.append(f"<figure><img src=\"data:image/png;base64,{data}\" "
-                         f"alt=\"{html.escape(block.caption)}\"><figcaption>"
-                         f"{html.escape(block.caption)}</figcaption></figure>")
+            parts.append(
+                f'<figure><img src="data:image/png;base64,{data}" '
+                f'alt="{html.escape(block.caption)}"><figcaption>'
+                f"{html.escape(block.caption)}</figcaption></figure>"
+            )
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
@@ -118,5 +132,7 @@ _LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
 def _inline_code(text: str) -> str:
     """Escape ``text``; markdown `code` spans become <code>, [text](target) links <a>."""
     pieces = html.escape(text).split("`")
-    return "".join(f"<code>{p}</code>" if i % 2 else _LINK.sub(r'<a href="\2">\1</a>', p)
-                   for i, p in enumerate(pieces))
+    return "".join(
+        f"<code>{p}</code>" if i % 2 else _LINK.sub(r'<a href="\2">\1</a>', p)
+        for i, p in enumerate(pieces)
+    )

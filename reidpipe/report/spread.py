@@ -28,10 +28,14 @@ def seed_run_dir(results_dir: Path, arch: str, seed: str) -> Path:
 
 def summary(by_seed: dict[str, float], single: float | None) -> dict[str, Any]:
     values = list(by_seed.values())
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values),
-            "min": min(values), "max": max(values),
-            "by_seed": {f"seed{seed}": value for seed, value in by_seed.items()},
-            **({"single": single} if single is not None else {})}
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values),
+        "min": min(values),
+        "max": max(values),
+        "by_seed": {f"seed{seed}": value for seed, value in by_seed.items()},
+        **({"single": single} if single is not None else {}),
+    }
 
 
 def seed_spread(params: Params, results_dir: str | Path) -> dict[str, Any]:
@@ -39,18 +43,28 @@ def seed_spread(params: Params, results_dir: str | Path) -> dict[str, Any]:
     results_dir = Path(results_dir)
     seeds = params.spread_seeds()
     if len(seeds) < 2:
-        raise ReidpipeError(f"params: pipeline.seeds = {params.pipeline.seeds}: a spread needs at "
-                            "least 2 different seeds")
+        raise ReidpipeError(
+            f"params: pipeline.seeds = {params.pipeline.seeds}: a spread needs at "
+            "least 2 different seeds"
+        )
     archs: dict[str, Any] = {}
     for arch in params.pipeline.archs:
-        runs = {seed: read_metrics(seed_run_dir(results_dir, arch, seed) / METRICS_FILE)
-                for seed in seeds}
+        runs = {
+            seed: read_metrics(seed_run_dir(results_dir, arch, seed) / METRICS_FILE)
+            for seed in seeds
+        }
         single = read_metrics(results_dir / arch / METRICS_FILE)
         archs[arch] = {
-            ranking: {key: summary({seed: runs[seed][ranking][key] for seed in seeds},
-                                   single.get(ranking, {}).get(key))
-                      for key, _ in METRIC_COLUMNS}
-            for ranking in RANKINGS if all(ranking in run for run in runs.values())}
+            ranking: {
+                key: summary(
+                    {seed: runs[seed][ranking][key] for seed in seeds},
+                    single.get(ranking, {}).get(key),
+                )
+                for key, _ in METRIC_COLUMNS
+            }
+            for ranking in RANKINGS
+            if all(ranking in run for run in runs.values())
+        }
     return {"seeds": [int(seed) for seed in seeds], "archs": archs}
 
 
@@ -59,18 +73,26 @@ def read_spread(path: Path) -> dict[str, Any]:
     data = read_json_file(path)
     archs = data.get("archs") if isinstance(data, dict) else None
     if not isinstance(archs, dict) or not isinstance(data.get("seeds"), list):
-        raise ReidpipeError(f"{path}: expected 'seeds' and 'archs' (written by "
-                            "`reidpipe seed-spread`)")
+        raise ReidpipeError(
+            f"{path}: expected 'seeds' and 'archs' (written by `reidpipe seed-spread`)"
+        )
     for arch, rankings in archs.items():
         for ranking, metrics in (rankings or {}).items():
             for key, stats in (metrics or {}).items():
                 by_seed = stats.get("by_seed") if isinstance(stats, dict) else None
-                if not isinstance(stats, dict) or not all(
-                        isinstance(stats.get(k), (int, float)) for k in ("mean", "std", "min", "max")
-                ) or not isinstance(by_seed, dict) or not all(
-                        isinstance(v, (int, float)) for v in by_seed.values()):
-                    raise ReidpipeError(f"{path}: {arch}.{ranking}.{key} needs numbers mean, std, "
-                                        "min, max and by_seed")
+                if (
+                    not isinstance(stats, dict)
+                    or not all(
+                        isinstance(stats.get(k), (int, float))
+                        for k in ("mean", "std", "min", "max")
+                    )
+                    or not isinstance(by_seed, dict)
+                    or not all(isinstance(v, (int, float)) for v in by_seed.values())
+                ):
+                    raise ReidpipeError(
+                        f"{path}: {arch}.{ranking}.{key} needs numbers mean, std, "
+                        "min, max and by_seed"
+                    )
     return data
 
 

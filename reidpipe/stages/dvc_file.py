@@ -24,8 +24,7 @@ def _dvc_template(template: str, wildcards: Sequence[str]) -> str:
     return re.sub(r"(?<!\$)\{(\w+)\}", item, template)
 
 
-def _dvc_stage(st: Stage, config: Mapping[str, Any], files: Sequence[str]
-               ) -> dict[str, Any] | None:
+def _dvc_stage(st: Stage, config: Mapping[str, Any], files: Sequence[str]) -> dict[str, Any] | None:
     """The stage's dvc.yaml entry under ``config`` (read from ``files``); ``None`` when the
     params ask for no job of it."""
     params = params_from_dict(config)
@@ -45,8 +44,11 @@ def _dvc_stage(st: Stage, config: Mapping[str, Any], files: Sequence[str]
     refs.update({f"output.{k}": resolve(o.path, config) for k, o in outputs.items()})
     command = re.sub(r"\{((?:input|output)\.\w+)\}", lambda m: refs[m.group(1)], st.command)
     command += f" --params {' '.join(files)} --provenance {refs['output.provenance']}"
-    data_deps = [path(v) if isinstance(v, str) else resolve(v.path, config).split("/{")[0]
-                 for v in st.inputs.values() if not _expands_to_nothing(v, config)]
+    data_deps = [
+        path(v) if isinstance(v, str) else resolve(v.path, config).split("/{")[0]
+        for v in st.inputs.values()
+        if not _expands_to_nothing(v, config)
+    ]
     data_deps = list(dict.fromkeys(data_deps))
     data_deps = [d for d in data_deps if not any(inside(d, o) for o in data_deps)]
     if st.reads_all_params:  # the files whole: `dvc exp run -S` reaches every key of them
@@ -54,8 +56,11 @@ def _dvc_stage(st: Stage, config: Mapping[str, Any], files: Sequence[str]
     else:  # the job's entry in what tracked_params writes
         key = ".".join([st.name, *(f"{{{w}}}" for w in wildcards)])
         tracked = [{TRACKED_PARAMS_FILE: [path(key)]}]
-    body: dict[str, Any] = {"cmd": path(command), "deps": st.code_packages() + data_deps,
-                            "params": tracked}
+    body: dict[str, Any] = {
+        "cmd": path(command),
+        "deps": st.code_packages() + data_deps,
+        "params": tracked,
+    }
     groups: dict[str, list] = {"outs": [], "metrics": [], "plots": []}
     for out in outputs.values():
         if out.dvc == "out":
@@ -80,8 +85,10 @@ def _expands_to_nothing(value: str | AllOf | When, config: Mapping[str, Any]) ->
     params = params_from_dict(config)
     if isinstance(value, When):
         return not value.needed(params)
-    return any(not (value.over[w](params) if w in value.over else wildcard_values(config, w))
-               for w in template_wildcards(value.path))
+    return any(
+        not (value.over[w](params) if w in value.over else wildcard_values(config, w))
+        for w in template_wildcards(value.path)
+    )
 
 
 DVC_HEADER = """\
@@ -97,7 +104,8 @@ DVC_HEADER = """\
 def dvc_yaml(files: Sequence[str] = (DEFAULT_PARAMS_FILE,)) -> str:
     """dvc.yaml for the params ``files`` (merged in order, as ``--params`` merges them)."""
     config = merged_params_dict(files)
-    stages = {st.name: entry for st in STAGES
-              if (entry := _dvc_stage(st, config, files)) is not None}
+    stages = {
+        st.name: entry for st in STAGES if (entry := _dvc_stage(st, config, files)) is not None
+    }
     header = DVC_HEADER.format(files=" ".join(files), tracked=TRACKED_PARAMS_FILE)
     return header + yaml.safe_dump({"stages": stages}, sort_keys=False, width=1000)

@@ -24,19 +24,25 @@ from reidpipe.stages.tracked import resolve, tracked_values, wildcard_values
 def job_provenance(config: Mapping[str, Any], name: str, **wildcards: str) -> Provenance:
     """What the outputs of job ``name`` (with ``wildcards``) record when built under ``config``
     from the code as it is now: the one computation Snakemake, DVC and the stage share."""
-    return Provenance(stage=name, wildcards=dict(sorted(wildcards.items())),
-                      params=tracked_values(config, name, **wildcards),
-                      code=code_digests(stage(name).code_files(), code_deps.ROOT))
+    return Provenance(
+        stage=name,
+        wildcards=dict(sorted(wildcards.items())),
+        params=tracked_values(config, name, **wildcards),
+        code=code_digests(stage(name).code_files(), code_deps.ROOT),
+    )
 
 
 def job_outputs(config: Mapping[str, Any], name: str, **wildcards: str) -> dict[str, str]:
     """The job's output paths, its provenance record last."""
-    return {key: resolve(out.path, config).format(**wildcards)
-            for key, out in stage(name).outputs_under(params_from_dict(config)).items()}
+    return {
+        key: resolve(out.path, config).format(**wildcards)
+        for key, out in stage(name).outputs_under(params_from_dict(config)).items()
+    }
 
 
-def stale_provenance(config: Mapping[str, Any], name: str, **wildcards: str
-                     ) -> tuple[str, list[str]] | None:
+def stale_provenance(
+    config: Mapping[str, Any], name: str, **wildcards: str
+) -> tuple[str, list[str]] | None:
     """Why the job's existing outputs must be rebuilt: its provenance file and what differs from
     the record ``config`` and the code give now. None when they match, or when no output is
     there (the job runs anyway)."""
@@ -83,4 +89,5 @@ def provenance_recorder(path: str, config: Mapping[str, Any]) -> Callable[[], No
     raise ReidpipeError(
         f"--provenance {path}: no job of the pipeline writes it under these params (a job's "
         f"provenance file is its first output + {PROVENANCE_SUFFIX}, e.g. "
-        f"{resolve(stage('validate').all_outputs['provenance'].path, config)})")
+        f"{resolve(stage('validate').all_outputs['provenance'].path, config)})"
+    )

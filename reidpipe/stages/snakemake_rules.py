@@ -52,7 +52,8 @@ def check_config(config: Mapping[str, Any], files: Sequence[str]) -> None:
         if dict(config) != merged_params_dict(files):
             raise ReidpipeError(
                 "values given with `snakemake --config` do not reach the stages (and --config "
-                "cannot set nested keys); put them in a YAML file and add it with --configfile")
+                "cannot set nested keys); put them in a YAML file and add it with --configfile"
+            )
         params_from_dict(config)
     except ReidpipeError as exc:
         raise WorkflowError(str(exc)) from None
@@ -60,15 +61,19 @@ def check_config(config: Mapping[str, Any], files: Sequence[str]) -> None:
 
 def wildcard_constraints(config: Mapping[str, Any]) -> dict[str, str]:
     """Each wildcard matches exactly its values (none: a pattern nothing matches)."""
-    return {w: "|".join(re.escape(v) for v in wildcard_values(config, w)) or "(?!)"
-            for w in WILDCARDS}
+    return {
+        w: "|".join(re.escape(v) for v in wildcard_values(config, w)) or "(?!)" for w in WILDCARDS
+    }
 
 
 def every_output(config: Mapping[str, Any]) -> list[str]:
     """The outputs of every job the params ask for: what ``snakemake`` builds with no target,
     as ``dvc repro`` runs every stage."""
-    return [path for st, wildcards in jobs(config)
-            for path in job_outputs(config, st.name, **wildcards).values()]
+    return [
+        path
+        for st, wildcards in jobs(config)
+        for path in job_outputs(config, st.name, **wildcards).values()
+    ]
 
 
 def inputs(st: Stage, config: Mapping[str, Any], workflow: Any) -> dict[str, Any]:
@@ -104,8 +109,10 @@ def _rebuilt_when_stale(st: Stage, config: Mapping[str, Any], workflow: Any) -> 
         if stale is not None and workflow.dag is not None:
             path, differences = stale
             shown = ", ".join(differences[:4]) + (", ..." if len(differences) > 4 else "")
-            logger.info(f"{path}: the outputs were built from other params or code ({shown}); "
-                        "rebuilding them")
+            logger.info(
+                f"{path}: the outputs were built from other params or code ({shown}); "
+                "rebuilding them"
+            )
             workflow.dag.forcefiles.add(path)
         return code
 
@@ -113,9 +120,10 @@ def _rebuilt_when_stale(st: Stage, config: Mapping[str, Any], workflow: Any) -> 
 
 
 def outputs(st: Stage, config: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: directory(resolve(out.path, config)) if out.directory
-            else resolve(out.path, config)
-            for key, out in st.outputs_under(params_from_dict(config)).items()}
+    return {
+        key: directory(resolve(out.path, config)) if out.directory else resolve(out.path, config)
+        for key, out in st.outputs_under(params_from_dict(config)).items()
+    }
 
 
 def params(st: Stage, config: Mapping[str, Any], files: Sequence[str]) -> dict[str, Callable]:
@@ -150,9 +158,17 @@ def resources(st: Stage, config: Mapping[str, Any]) -> dict[str, Any]:
 def shell(st: Stage, config: Mapping[str, Any]) -> str:
     """The stage's command (``${key}`` written out, wildcards as the job's), after the launcher
     when the stage has one; its output goes to the rule's log."""
-    command = re.sub(r"(?<!\$)\{(\w+)\}", lambda m: f"{{wildcards.{m.group(1)}}}",
-                     resolve(st.command, config))
+    command = re.sub(
+        r"(?<!\$)\{(\w+)\}", lambda m: f"{{wildcards.{m.group(1)}}}", resolve(st.command, config)
+    )
     launcher = f"{{resources.{LAUNCHER}}}" if LAUNCHER in st.resources else ""
-    return " ".join(filter(None, [
-        launcher, f"{command} --params {{params.files}} --provenance {{output.provenance}}",
-        "> {log} 2>&1"]))
+    return " ".join(
+        filter(
+            None,
+            [
+                launcher,
+                f"{command} --params {{params.files}} --provenance {{output.provenance}}",
+                "> {log} 2>&1",
+            ],
+        )
+    )

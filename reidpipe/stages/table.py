@@ -64,9 +64,9 @@ from reidpipe.params import Params
 # changing them means regenerating dvc.yaml.
 WILDCARDS: dict[str, str | Callable[[Params], list[str]]] = {
     "arch": "pipeline.archs",
-    "source": Params.extra_sources,     # further sources: prepared in data/<name>
-    "test_set": Params.cross_sources,   # further test sets: cross-domain evaluation
-    "seed": Params.spread_seeds,        # the seed-spread runs
+    "source": Params.extra_sources,  # further sources: prepared in data/<name>
+    "test_set": Params.cross_sources,  # further test sets: cross-domain evaluation
+    "seed": Params.spread_seeds,  # the seed-spread runs
 }
 
 DATASET = "${data.dataset_dir}"
@@ -195,8 +195,11 @@ class Stage:
 
     def outputs_under(self, params: Params) -> dict[str, Output]:
         """The outputs (provenance last) that ``params`` make outputs (``Output.needed``)."""
-        return {key: out for key, out in self.all_outputs.items()
-                if out.needed is None or out.needed(params)}
+        return {
+            key: out
+            for key, out in self.all_outputs.items()
+            if out.needed is None or out.needed(params)
+        }
 
 
 def template_wildcards(template: str) -> list[str]:
@@ -218,19 +221,30 @@ def _train(name: str, model_dir: str, seed: str = "", in_git: bool = True, **how
     ``in_git``: DVCLive's per-epoch values are DVC metrics and plots kept in git, so that
     `dvc exp show` and `dvc plots diff` compare runs; ``how``: further fields of the stage)."""
     live = f"{model_dir}/{DVCLIVE_DIR}"
-    return Stage(name,
-                 command=f"reidpipe train --arch {{arch}}{seed} --splits {{input.splits}} --out "
-                         + model_dir,
-                 inputs={"splits": TRAIN_SET},
-                 outputs={"model": Output(f"{model_dir}/{MODEL_FILE}"),
-                          "config": Output(f"{model_dir}/{TRAIN_CONFIG_FILE}"),
-                          "train_log": Output(f"{model_dir}/{TRAIN_LOG_FILE}"),
-                          "live_metrics": Output(f"{live}/{DVCLIVE_METRICS_FILE}",
-                                                 dvc="metric" if in_git else "out"),
-                          "live_plots": Output(f"{live}/{DVCLIVE_PLOTS_DIR}", directory=True,
-                                               **({"dvc": "plot", "plot_x": "step"} if in_git
-                                                  else {}))},
-                 params=TRAIN_PARAMS, cli="train", threads=4, gpu=_arch_gpus, **how)
+    return Stage(
+        name,
+        command=f"reidpipe train --arch {{arch}}{seed} --splits {{input.splits}} --out "
+        + model_dir,
+        inputs={"splits": TRAIN_SET},
+        outputs={
+            "model": Output(f"{model_dir}/{MODEL_FILE}"),
+            "config": Output(f"{model_dir}/{TRAIN_CONFIG_FILE}"),
+            "train_log": Output(f"{model_dir}/{TRAIN_LOG_FILE}"),
+            "live_metrics": Output(
+                f"{live}/{DVCLIVE_METRICS_FILE}", dvc="metric" if in_git else "out"
+            ),
+            "live_plots": Output(
+                f"{live}/{DVCLIVE_PLOTS_DIR}",
+                directory=True,
+                **({"dvc": "plot", "plot_x": "step"} if in_git else {}),
+            ),
+        },
+        params=TRAIN_PARAMS,
+        cli="train",
+        threads=4,
+        gpu=_arch_gpus,
+        **how,
+    )
 
 
 def _arch_gpus(params: Params, wildcards: Mapping[str, str]) -> int:
@@ -241,176 +255,318 @@ def _arch_gpus(params: Params, wildcards: Mapping[str, str]) -> int:
 
 def _extract(name: str, model_dir: str, splits: str, embeddings: str, log: str = "") -> Stage:
     """Embeddings of ``splits``' query and gallery by the model in ``model_dir``."""
-    return Stage(name,
-                 command=f"reidpipe extract --arch {{arch}} --model {model_dir} --splits "
-                         "{input.splits} --out {output.embeddings}",
-                 inputs={"model": f"{model_dir}/{MODEL_FILE}", "splits": splits},
-                 outputs={"embeddings": Output(embeddings, directory=True)},
-                 params=("model.input_height", "model.input_width", "model.with_flip_feature",
-                         "dataset.pixel_mean", "dataset.pixel_std", "dataset.num_workers",
-                         "extract", *ARCH_CONFIG, "pipeline.cpu_isa"), cli="extract",
-                 log=log, threads=2, gpu=1)
+    return Stage(
+        name,
+        command=f"reidpipe extract --arch {{arch}} --model {model_dir} --splits "
+        "{input.splits} --out {output.embeddings}",
+        inputs={"model": f"{model_dir}/{MODEL_FILE}", "splits": splits},
+        outputs={"embeddings": Output(embeddings, directory=True)},
+        params=(
+            "model.input_height",
+            "model.input_width",
+            "model.with_flip_feature",
+            "dataset.pixel_mean",
+            "dataset.pixel_std",
+            "dataset.num_workers",
+            "extract",
+            *ARCH_CONFIG,
+            "pipeline.cpu_isa",
+        ),
+        cli="extract",
+        log=log,
+        threads=2,
+        gpu=1,
+    )
 
 
-def _evaluate(name: str, embeddings: str, results: str, in_git: bool = True, log: str = ""
-              ) -> Stage:
+def _evaluate(
+    name: str, embeddings: str, results: str, in_git: bool = True, log: str = ""
+) -> Stage:
     """Metrics, CMC, per-query table and verification figures of ``embeddings`` in ``results``
     (``in_git``: the metrics and CMC are DVC metrics/plots kept in git, the verification figures
     in git too)."""
-    return Stage(name,
-                 command="reidpipe evaluate --embeddings {input.embeddings} --out "
-                         "{output.metrics} --cmc {output.cmc} --per-query {output.per_query} "
-                         "--verification {output.verification}",
-                 inputs={"embeddings": embeddings},
-                 outputs={"metrics": Output(f"{results}/{METRICS_FILE}",
-                                            dvc="metric" if in_git else "out"),
-                          "cmc": Output(f"{results}/{CMC_FILE}",
-                                        **({"dvc": "plot", "plot_x": "rank"} if in_git else {})),
-                          "per_query": Output(f"{results}/{PER_QUERY_FILE}"),
-                          "verification": Output(f"{results}/{VERIFICATION_FILE}",
-                                                 dvc="git" if in_git else "out")},
-                 params=("re_ranking", "evaluate", "report.top_k"), cli="evaluate",
-                 log=log, threads=2, gpu=1)
+    return Stage(
+        name,
+        command="reidpipe evaluate --embeddings {input.embeddings} --out "
+        "{output.metrics} --cmc {output.cmc} --per-query {output.per_query} "
+        "--verification {output.verification}",
+        inputs={"embeddings": embeddings},
+        outputs={
+            "metrics": Output(f"{results}/{METRICS_FILE}", dvc="metric" if in_git else "out"),
+            "cmc": Output(
+                f"{results}/{CMC_FILE}", **({"dvc": "plot", "plot_x": "rank"} if in_git else {})
+            ),
+            "per_query": Output(f"{results}/{PER_QUERY_FILE}"),
+            "verification": Output(
+                f"{results}/{VERIFICATION_FILE}", dvc="git" if in_git else "out"
+            ),
+        },
+        params=("re_ranking", "evaluate", "report.top_k"),
+        cli="evaluate",
+        log=log,
+        threads=2,
+        gpu=1,
+    )
 
 
 STAGES: tuple[Stage, ...] = (
     # The values each job below tracks, as one file: what DVC compares (dvc.yaml's params), so
     # that DVC, like Snakemake, compares validated values rather than the text of params files.
-    Stage("tracked_params",
-          command="reidpipe stages --tracked --out {output.tracked}",
-          outputs={"tracked": Output(TRACKED_PARAMS_FILE)},
-          cli="stages_cmd", reads_all_params=True),
+    Stage(
+        "tracked_params",
+        command="reidpipe stages --tracked --out {output.tracked}",
+        outputs={"tracked": Output(TRACKED_PARAMS_FILE)},
+        cli="stages_cmd",
+        reads_all_params=True,
+    ),
     # A dataset folder the user holds is never an output (a rerun, --forcerun or `dvc checkout`
     # would delete it): download then only checks it and writes its record. A folder download
     # makes (fetched, unpacked, generated; its marker says so) is its output as well.
-    Stage("download",
-          command="reidpipe download --out ${data.dataset_dir} --record {output.record}",
-          outputs={"record": Output(DOWNLOADED),
-                   "dataset": Output(DATASET, directory=True, needed=_makes_dataset)},
-          params=("data.source", "data.dataset_dir", "data.urls", "data.archive_path", "data.md5",
-                  "data.allow_unknown_checksum", "data.max_extract_bytes", "data.cuhk03_variant",
-                  "data.split_dirs", "data.synthetic_ids", "data.synthetic_seed",
-                  "data.synthetic_layout")),
+    Stage(
+        "download",
+        command="reidpipe download --out ${data.dataset_dir} --record {output.record}",
+        outputs={
+            "record": Output(DOWNLOADED),
+            "dataset": Output(DATASET, directory=True, needed=_makes_dataset),
+        },
+        params=(
+            "data.source",
+            "data.dataset_dir",
+            "data.urls",
+            "data.archive_path",
+            "data.md5",
+            "data.allow_unknown_checksum",
+            "data.max_extract_bytes",
+            "data.cuhk03_variant",
+            "data.split_dirs",
+            "data.synthetic_ids",
+            "data.synthetic_seed",
+            "data.synthetic_layout",
+        ),
+    ),
     # The source decides how file names are read: validate and split read its layout keys.
-    Stage("validate",
-          command="reidpipe validate {input.dataset} --report {output.report}",
-          inputs={"download": DOWNLOADED, "dataset": DATASET},
-          outputs={"report": Output(VALIDATION, dvc="git")},
-          params=("data.source", "data.cuhk03_variant", "data.split_dirs",
-                  "data.synthetic_layout", "data.strict"), threads=2),
-    Stage("split",
-          command="reidpipe split {input.dataset} --out {output.splits}",
-          inputs={"validation": VALIDATION, "dataset": DATASET},
-          outputs={"splits": Output(SPLITS, directory=True)},
-          params=("data.source", "data.cuhk03_variant", "data.split_dirs",
-                  "data.synthetic_layout", "split.val_ids", "split.seed")),
+    Stage(
+        "validate",
+        command="reidpipe validate {input.dataset} --report {output.report}",
+        inputs={"download": DOWNLOADED, "dataset": DATASET},
+        outputs={"report": Output(VALIDATION, dvc="git")},
+        params=(
+            "data.source",
+            "data.cuhk03_variant",
+            "data.split_dirs",
+            "data.synthetic_layout",
+            "data.strict",
+        ),
+        threads=2,
+    ),
+    Stage(
+        "split",
+        command="reidpipe split {input.dataset} --out {output.splits}",
+        inputs={"validation": VALIDATION, "dataset": DATASET},
+        outputs={"splits": Output(SPLITS, directory=True)},
+        params=(
+            "data.source",
+            "data.cuhk03_variant",
+            "data.split_dirs",
+            "data.synthetic_layout",
+            "split.val_ids",
+            "split.seed",
+        ),
+    ),
     # Further sources (data.sources), each in data/<name>: the same three data stages. The
     # folder is never an output (it may be the user's): the record is.
-    Stage("download_source",
-          command="reidpipe download --source {source} --out " + SOURCE_DATASET
-                  + " --record {output.record}",
-          outputs={"record": Output(SOURCE_DOWNLOADED)},
-          params=("data.sources.{source}",), cli="download",
-          log=f"{LOGS_DIR}/download_{{source}}.log"),
-    Stage("validate_source",
-          command="reidpipe validate " + SOURCE_DATASET
-                  + " --source {source} --report {output.report}",
-          inputs={"download": SOURCE_DOWNLOADED},
-          outputs={"report": Output(f"{SOURCE_RESULTS}/{VALIDATION_FILE}", dvc="git")},
-          params=("data.sources.{source}",), cli="validate",
-          log=f"{LOGS_DIR}/validate_{{source}}.log", threads=2),
-    Stage("split_source",
-          command="reidpipe split " + SOURCE_DATASET + " --source {source} --out {output.splits}",
-          inputs={"validation": f"{SOURCE_RESULTS}/{VALIDATION_FILE}"},
-          outputs={"splits": Output(SOURCE_SPLITS, directory=True)},
-          params=("data.sources.{source}", "split.val_ids", "split.seed"), cli="split",
-          log=f"{LOGS_DIR}/split_{{source}}.log"),
-    Stage("combine",
-          command="reidpipe combine --main {input.main} --sources "
-                  f"{RESULTS_DIR}/{SOURCES_DIR} --out {{output.train_set}}",
-          inputs={"main": SPLITS,
-                  "more": AllOf(SOURCE_SPLITS, over={"source": Params.extra_train_sources})},
-          outputs={"train_set": Output(TRAIN_SET, directory=True)},
-          params=("data.source", "data.train_sources")),
+    Stage(
+        "download_source",
+        command="reidpipe download --source {source} --out "
+        + SOURCE_DATASET
+        + " --record {output.record}",
+        outputs={"record": Output(SOURCE_DOWNLOADED)},
+        params=("data.sources.{source}",),
+        cli="download",
+        log=f"{LOGS_DIR}/download_{{source}}.log",
+    ),
+    Stage(
+        "validate_source",
+        command="reidpipe validate "
+        + SOURCE_DATASET
+        + " --source {source} --report {output.report}",
+        inputs={"download": SOURCE_DOWNLOADED},
+        outputs={"report": Output(f"{SOURCE_RESULTS}/{VALIDATION_FILE}", dvc="git")},
+        params=("data.sources.{source}",),
+        cli="validate",
+        log=f"{LOGS_DIR}/validate_{{source}}.log",
+        threads=2,
+    ),
+    Stage(
+        "split_source",
+        command="reidpipe split " + SOURCE_DATASET + " --source {source} --out {output.splits}",
+        inputs={"validation": f"{SOURCE_RESULTS}/{VALIDATION_FILE}"},
+        outputs={"splits": Output(SOURCE_SPLITS, directory=True)},
+        params=("data.sources.{source}", "split.val_ids", "split.seed"),
+        cli="split",
+        log=f"{LOGS_DIR}/split_{{source}}.log",
+    ),
+    Stage(
+        "combine",
+        command="reidpipe combine --main {input.main} --sources "
+        f"{RESULTS_DIR}/{SOURCES_DIR} --out {{output.train_set}}",
+        inputs={
+            "main": SPLITS,
+            "more": AllOf(SOURCE_SPLITS, over={"source": Params.extra_train_sources}),
+        },
+        outputs={"train_set": Output(TRAIN_SET, directory=True)},
+        params=("data.source", "data.train_sources"),
+    ),
     # resources.mpi: the launcher of multi-node DDP, which the Slurm profile sets (srun)
     _train("train", ARCH_MODEL, resources={"mpi": ""}),
     _extract("extract", ARCH_MODEL, SPLITS, EMBEDDINGS),
     _evaluate("evaluate", EMBEDDINGS, ARCH_RESULTS),
     # Every arch on each further test set (cross-domain): the extract and evaluate stages.
-    _extract("extract_cross", ARCH_MODEL, f"{RESULTS_DIR}/{SOURCES_DIR}/{{test_set}}/{SPLITS_DIR}",
-             f"{CROSS}/{EMBEDDINGS_DIR}", log=f"{LOGS_DIR}/extract_{{arch}}_{{test_set}}.log"),
-    _evaluate("evaluate_cross", f"{CROSS}/{EMBEDDINGS_DIR}", CROSS,
-              log=f"{LOGS_DIR}/evaluate_{{arch}}_{{test_set}}.log"),
+    _extract(
+        "extract_cross",
+        ARCH_MODEL,
+        f"{RESULTS_DIR}/{SOURCES_DIR}/{{test_set}}/{SPLITS_DIR}",
+        f"{CROSS}/{EMBEDDINGS_DIR}",
+        log=f"{LOGS_DIR}/extract_{{arch}}_{{test_set}}.log",
+    ),
+    _evaluate(
+        "evaluate_cross",
+        f"{CROSS}/{EMBEDDINGS_DIR}",
+        CROSS,
+        log=f"{LOGS_DIR}/evaluate_{{arch}}_{{test_set}}.log",
+    ),
     # The seed spread (pipeline.seeds): each arch trained, extracted and evaluated once per seed.
-    _train("train_seed", SEED_MODEL, seed=" --set train.seed={seed}", in_git=False,
-           log=f"{LOGS_DIR}/train_{{arch}}_seed{{seed}}.log"),
-    _extract("extract_seed", SEED_MODEL, SPLITS, f"{SEED_RESULTS}/{EMBEDDINGS_DIR}",
-             log=f"{LOGS_DIR}/extract_{{arch}}_seed{{seed}}.log"),
-    _evaluate("evaluate_seed", f"{SEED_RESULTS}/{EMBEDDINGS_DIR}", SEED_RESULTS, in_git=False,
-              log=f"{LOGS_DIR}/evaluate_{{arch}}_seed{{seed}}.log"),
-    Stage("seed_spread",
-          command=f"reidpipe seed-spread --results {RESULTS_DIR} --out {{output.spread}}",
-          inputs={"seeds": AllOf(f"{SEED_RESULTS}/{METRICS_FILE}"),
-                  "single": AllOf(f"{ARCH_RESULTS}/{METRICS_FILE}")},
-          outputs={"spread": Output(SEED_SPREAD, dvc="metric")},
-          params=("pipeline.archs", "pipeline.seeds"), wanted=_measures_spread),
-    Stage("export_onnx",
-          command="reidpipe export-onnx --arch {arch} --model " + ARCH_MODEL
-                  + " --splits {input.splits} --out {output.onnx}",
-          inputs={"model": f"{ARCH_MODEL}/{MODEL_FILE}", "splits": SPLITS},
-          outputs={"onnx": Output(ONNX, directory=True)},
-          params=("export", "extract.batch_size", "extract.channel_order", "extract.input_scale",
-                  *PARITY_RANKING, *ARCH_CONFIG, "archs.{arch}.export", "pipeline.cpu_isa"),
-          threads=2, gpu=1),
-    Stage("build_trt",
-          command="reidpipe build-trt --arch {arch} --onnx-dir {input.onnx} --splits {input.splits}"
-                  " --out {output.tensorrt}",
-          inputs={"onnx": ONNX, "splits": SPLITS},
-          outputs={"tensorrt": Output(TENSORRT, directory=True)},
-          params=("deploy", "extract.batch_size", *PARITY_RANKING, "model.with_flip_feature",
-                  *ARCH_CONFIG), threads=2, gpu=1),
+    _train(
+        "train_seed",
+        SEED_MODEL,
+        seed=" --set train.seed={seed}",
+        in_git=False,
+        log=f"{LOGS_DIR}/train_{{arch}}_seed{{seed}}.log",
+    ),
+    _extract(
+        "extract_seed",
+        SEED_MODEL,
+        SPLITS,
+        f"{SEED_RESULTS}/{EMBEDDINGS_DIR}",
+        log=f"{LOGS_DIR}/extract_{{arch}}_seed{{seed}}.log",
+    ),
+    _evaluate(
+        "evaluate_seed",
+        f"{SEED_RESULTS}/{EMBEDDINGS_DIR}",
+        SEED_RESULTS,
+        in_git=False,
+        log=f"{LOGS_DIR}/evaluate_{{arch}}_seed{{seed}}.log",
+    ),
+    Stage(
+        "seed_spread",
+        command=f"reidpipe seed-spread --results {RESULTS_DIR} --out {{output.spread}}",
+        inputs={
+            "seeds": AllOf(f"{SEED_RESULTS}/{METRICS_FILE}"),
+            "single": AllOf(f"{ARCH_RESULTS}/{METRICS_FILE}"),
+        },
+        outputs={"spread": Output(SEED_SPREAD, dvc="metric")},
+        params=("pipeline.archs", "pipeline.seeds"),
+        wanted=_measures_spread,
+    ),
+    Stage(
+        "export_onnx",
+        command="reidpipe export-onnx --arch {arch} --model "
+        + ARCH_MODEL
+        + " --splits {input.splits} --out {output.onnx}",
+        inputs={"model": f"{ARCH_MODEL}/{MODEL_FILE}", "splits": SPLITS},
+        outputs={"onnx": Output(ONNX, directory=True)},
+        params=(
+            "export",
+            "extract.batch_size",
+            "extract.channel_order",
+            "extract.input_scale",
+            *PARITY_RANKING,
+            *ARCH_CONFIG,
+            "archs.{arch}.export",
+            "pipeline.cpu_isa",
+        ),
+        threads=2,
+        gpu=1,
+    ),
+    Stage(
+        "build_trt",
+        command="reidpipe build-trt --arch {arch} --onnx-dir {input.onnx} --splits {input.splits}"
+        " --out {output.tensorrt}",
+        inputs={"onnx": ONNX, "splits": SPLITS},
+        outputs={"tensorrt": Output(TENSORRT, directory=True)},
+        params=(
+            "deploy",
+            "extract.batch_size",
+            *PARITY_RANKING,
+            "model.with_flip_feature",
+            *ARCH_CONFIG,
+        ),
+        threads=2,
+        gpu=1,
+    ),
     # The model card in the package reads the run's records: metrics, verification figures,
     # train config, validation report, the manifests of the test set and of each training
     # source (their images' sizes: the dataset folder) and the arch's recipe.
-    Stage("package",
-          command="reidpipe package --arch {arch} --onnx-dir {input.onnx} --trt-dir"
-                  " {input.tensorrt} --metrics {input.metrics} --verification"
-                  " {input.verification} --train-config {input.config} --splits {input.splits}"
-                  " --train-set {input.train_set} --validation {input.validation}"
-                  " --out {output.deploy}",
-          inputs={"onnx": ONNX, "tensorrt": TENSORRT,
-                  "metrics": f"{ARCH_RESULTS}/{METRICS_FILE}",
-                  "verification": f"{ARCH_RESULTS}/{VERIFICATION_FILE}",
-                  "config": f"{ARCH_MODEL}/{TRAIN_CONFIG_FILE}",
-                  "validation": VALIDATION, "splits": SPLITS, "dataset": DATASET,
-                  "train_set": TRAIN_SET,
-                  "sources": AllOf(SOURCE_SPLITS, over={"source": Params.extra_train_sources})},
-          outputs={"deploy": Output(DEPLOY, directory=True)},
-          params=("deploy", *ARCH_CONFIG)),
-    Stage("report",
-          command=f"reidpipe report --results {RESULTS_DIR} --models {MODELS_DIR}"
-                  f" --out {REPORTS_DIR}",
-          inputs={"validation": VALIDATION,
-                  "metrics": AllOf(f"{ARCH_RESULTS}/{METRICS_FILE}"),
-                  "cmc": AllOf(f"{ARCH_RESULTS}/{CMC_FILE}"),
-                  "per_query": AllOf(f"{ARCH_RESULTS}/{PER_QUERY_FILE}"),
-                  "verification": AllOf(f"{ARCH_RESULTS}/{VERIFICATION_FILE}"),
-                  "embeddings": AllOf(EMBEDDINGS),
-                  "onnx": AllOf(ONNX),
-                  "tensorrt": AllOf(TENSORRT),
-                  "deploy": AllOf(DEPLOY),
-                  "config": AllOf(f"{ARCH_MODEL}/{TRAIN_CONFIG_FILE}"),
-                  "train_log": AllOf(f"{ARCH_MODEL}/{TRAIN_LOG_FILE}"),
-                  "model": AllOf(f"{ARCH_MODEL}/{MODEL_FILE}"),   # the attention maps
-                  "cross": AllOf(f"{CROSS}/{METRICS_FILE}"),
-                  "seed_spread": When(SEED_SPREAD, _measures_spread)},
-          outputs={"markdown": Output(f"{REPORTS_DIR}/{REPORT_MARKDOWN}"),
-                   "html": Output(f"{REPORTS_DIR}/{REPORT_HTML}"),
-                   "metrics": Output(f"{REPORTS_DIR}/{METRICS_FILE}", dvc="metric"),
-                   "environment": Output(f"{REPORTS_DIR}/{ENVIRONMENT_FILE}", dvc="git"),
-                   "figures": Output(f"{REPORTS_DIR}/{FIGURES_DIR}", directory=True)},
-          params=("pipeline.archs", "pipeline.eval_sources", "pipeline.seeds", "data.source",
-                  "data.train_sources", "report", "extract.channel_order", "extract.input_scale")),
+    Stage(
+        "package",
+        command="reidpipe package --arch {arch} --onnx-dir {input.onnx} --trt-dir"
+        " {input.tensorrt} --metrics {input.metrics} --verification"
+        " {input.verification} --train-config {input.config} --splits {input.splits}"
+        " --train-set {input.train_set} --validation {input.validation}"
+        " --out {output.deploy}",
+        inputs={
+            "onnx": ONNX,
+            "tensorrt": TENSORRT,
+            "metrics": f"{ARCH_RESULTS}/{METRICS_FILE}",
+            "verification": f"{ARCH_RESULTS}/{VERIFICATION_FILE}",
+            "config": f"{ARCH_MODEL}/{TRAIN_CONFIG_FILE}",
+            "validation": VALIDATION,
+            "splits": SPLITS,
+            "dataset": DATASET,
+            "train_set": TRAIN_SET,
+            "sources": AllOf(SOURCE_SPLITS, over={"source": Params.extra_train_sources}),
+        },
+        outputs={"deploy": Output(DEPLOY, directory=True)},
+        params=("deploy", *ARCH_CONFIG),
+    ),
+    Stage(
+        "report",
+        command=f"reidpipe report --results {RESULTS_DIR} --models {MODELS_DIR}"
+        f" --out {REPORTS_DIR}",
+        inputs={
+            "validation": VALIDATION,
+            "metrics": AllOf(f"{ARCH_RESULTS}/{METRICS_FILE}"),
+            "cmc": AllOf(f"{ARCH_RESULTS}/{CMC_FILE}"),
+            "per_query": AllOf(f"{ARCH_RESULTS}/{PER_QUERY_FILE}"),
+            "verification": AllOf(f"{ARCH_RESULTS}/{VERIFICATION_FILE}"),
+            "embeddings": AllOf(EMBEDDINGS),
+            "onnx": AllOf(ONNX),
+            "tensorrt": AllOf(TENSORRT),
+            "deploy": AllOf(DEPLOY),
+            "config": AllOf(f"{ARCH_MODEL}/{TRAIN_CONFIG_FILE}"),
+            "train_log": AllOf(f"{ARCH_MODEL}/{TRAIN_LOG_FILE}"),
+            "model": AllOf(f"{ARCH_MODEL}/{MODEL_FILE}"),  # the attention maps
+            "cross": AllOf(f"{CROSS}/{METRICS_FILE}"),
+            "seed_spread": When(SEED_SPREAD, _measures_spread),
+        },
+        outputs={
+            "markdown": Output(f"{REPORTS_DIR}/{REPORT_MARKDOWN}"),
+            "html": Output(f"{REPORTS_DIR}/{REPORT_HTML}"),
+            "metrics": Output(f"{REPORTS_DIR}/{METRICS_FILE}", dvc="metric"),
+            "environment": Output(f"{REPORTS_DIR}/{ENVIRONMENT_FILE}", dvc="git"),
+            "figures": Output(f"{REPORTS_DIR}/{FIGURES_DIR}", directory=True),
+        },
+        params=(
+            "pipeline.archs",
+            "pipeline.eval_sources",
+            "pipeline.seeds",
+            "data.source",
+            "data.train_sources",
+            "report",
+            "extract.channel_order",
+            "extract.input_scale",
+        ),
+    ),
 )
 
 STAGE_BY_NAME = {stage.name: stage for stage in STAGES}
@@ -438,14 +594,16 @@ def describe() -> str:
         each = f" (one job per {', '.join(st.wildcards)})" if st.wildcards else ""
         gpu = "the arch's train.num_gpus" if callable(st.gpu) else st.gpu
         resources = {"gpu": gpu, **st.resources} if gpu else dict(st.resources)
-        lines += [f"{st.name}{each}",
-                  f"  command: {st.command} --params FILES --provenance FILE",
-                  f"  code:    {' '.join(st.code_files())}",
-                  "  inputs:  " + " ".join(f"{k}={_describe_input(v)}"
-                                           for k, v in st.inputs.items()),
-                  "  outputs: " + " ".join(f"{k}={o.path}" for k, o in st.all_outputs.items()),
-                  "  params:  " + ("every job's tracked values" if st.reads_all_params
-                                   else " ".join(st.params)),
-                  f"  runs:    log={st.log_path} threads={st.threads}"
-                  + "".join(f" {k}={v!r}" for k, v in resources.items()), ""]
+        lines += [
+            f"{st.name}{each}",
+            f"  command: {st.command} --params FILES --provenance FILE",
+            f"  code:    {' '.join(st.code_files())}",
+            "  inputs:  " + " ".join(f"{k}={_describe_input(v)}" for k, v in st.inputs.items()),
+            "  outputs: " + " ".join(f"{k}={o.path}" for k, o in st.all_outputs.items()),
+            "  params:  "
+            + ("every job's tracked values" if st.reads_all_params else " ".join(st.params)),
+            f"  runs:    log={st.log_path} threads={st.threads}"
+            + "".join(f" {k}={v!r}" for k, v in resources.items()),
+            "",
+        ]
     return "\n".join(lines)

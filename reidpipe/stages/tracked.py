@@ -59,8 +59,9 @@ def wildcard_values(config: Mapping[str, Any], wildcard: str) -> list[str]:
     return values(params_from_dict(config))
 
 
-def _job_config(config: Mapping[str, Any], st: Stage, wildcards: Mapping[str, str]
-                ) -> Mapping[str, Any]:
+def _job_config(
+    config: Mapping[str, Any], st: Stage, wildcards: Mapping[str, str]
+) -> Mapping[str, Any]:
     """``config`` with the ``--set`` overrides of the stage's own command (train_seed sets
     train.seed), which the job's run sees too."""
     overrides = [text.format(**wildcards) for text in re.findall(r"--set\s+(\S+)", st.command)]
@@ -96,8 +97,10 @@ def jobs(config: Mapping[str, Any]) -> list[tuple[Stage, dict[str, str]]]:
     for st in STAGES:
         if st.wanted(params):
             names = st.wildcards
-            found += [(st, dict(zip(names, combo))) for combo in
-                      itertools.product(*(wildcard_values(config, w) for w in names))]
+            found += [
+                (st, dict(zip(names, combo)))
+                for combo in itertools.product(*(wildcard_values(config, w) for w in names))
+            ]
     return found
 
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 import re
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -30,10 +31,12 @@ log = logging.getLogger(__name__)
 
 SUFFIX = ".ckpt"
 _EPOCH = re.compile(r"(\d+)")
-RESUME_WAY_OUT = ("resume from a checkpoint `reidpipe train` wrote (tensors and plain values "
-                  "only); to start from a trusted file's weights instead, `reidpipe "
-                  "convert-weights {path} --out OUT.safetensors --trust` and give OUT as "
-                  "model.pretrained_model_path")
+RESUME_WAY_OUT = (
+    "resume from a checkpoint `reidpipe train` wrote (tensors and plain values "
+    "only); to start from a trusted file's weights instead, `reidpipe "
+    "convert-weights {path} --out OUT.safetensors --trust` and give OUT as "
+    "model.pretrained_model_path"
+)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -41,8 +44,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     one is in place the older ones beside it are deleted (resume needs only the newest, and a
     ResNet-50 checkpoint with Adam state is ~300 MB)."""
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
-                        storage_options: Any = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
+    ) -> None:
         path = Path(path)
         with atomic.atomic_path(path) as tmp:
             super().save_checkpoint(checkpoint, tmp, storage_options)
@@ -63,7 +67,9 @@ def own_checkpoints(folder: Path) -> list[Path]:
     return sorted(found, key=order, reverse=True)
 
 
-def checkpoint_problem(path: Path, expected: Mapping[str, torch.Tensor] | None = None) -> str | None:
+def checkpoint_problem(
+    path: Path, expected: Mapping[str, torch.Tensor] | None = None
+) -> str | None:
     """Why ``path`` cannot be resumed from (None: it can). ``expected`` is the model's state dict:
     a checkpoint of another network is named as such rather than failing inside Lightning. A
     checkpoint naming globals beyond tensors and plain values is a ReidpipeError instead."""
@@ -81,13 +87,16 @@ def checkpoint_problem(path: Path, expected: Mapping[str, torch.Tensor] | None =
             if broken is not None:
                 return f"its entry {broken} is corrupt (CRC mismatch)"
         data = load_restricted(path, allowed=(), way_out=RESUME_WAY_OUT)
-    except ReidpipeError:   # it names code to run: an error, not a checkpoint to skip
+    except ReidpipeError:  # it names code to run: an error, not a checkpoint to skip
         raise
     except Exception as exc:  # noqa: BLE001 - torch/zipfile/pickle each raise their own types
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return f"it is truncated or not a checkpoint ({first})"
-    if not isinstance(data, dict) or not isinstance(data.get("state_dict"), Mapping) \
-            or "epoch" not in data:
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("state_dict"), Mapping)
+        or "epoch" not in data
+    ):
         return "it is not a Lightning training checkpoint (no state_dict/epoch)"
     if expected is not None:
         return _state_mismatch(data["state_dict"], expected)
@@ -97,16 +106,28 @@ def checkpoint_problem(path: Path, expected: Mapping[str, torch.Tensor] | None =
 def _state_mismatch(found: Mapping[str, Any], expected: Mapping[str, torch.Tensor]) -> str | None:
     missing = [k for k in expected if k not in found]
     unexpected = [k for k in found if k not in expected]
-    shapes = [f"{k} {tuple(found[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-              if k in found and isinstance(found[k], torch.Tensor) and found[k].shape != v.shape]
+    shapes = [
+        f"{k} {tuple(found[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in found and isinstance(found[k], torch.Tensor) and found[k].shape != v.shape
+    ]
     if not (missing or unexpected or shapes):
         return None
-    parts = [f"{label} {items[:3]}" for label, items in
-             (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)) if items]
+    parts = [
+        f"{label} {items[:3]}"
+        for label, items in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("shape mismatch", shapes),
+        )
+        if items
+    ]
     return "it holds another network than this arch's model: " + "; ".join(parts)
 
 
-def choose_resume(folder: Path, configured: str, expected: Mapping[str, torch.Tensor]) -> Path | None:
+def choose_resume(
+    folder: Path, configured: str, expected: Mapping[str, torch.Tensor]
+) -> Path | None:
     """The checkpoint to resume from: the newest readable one of ``folder`` (each unreadable one
     named in a warning), else ``configured`` (an error when it cannot be used), else None."""
     unreadable: list[Path] = []
@@ -125,8 +146,9 @@ def choose_resume(folder: Path, configured: str, expected: Mapping[str, torch.Te
     path = Path(configured)
     problem = checkpoint_problem(path, expected)
     if problem is not None:
-        raise ReidpipeError(f"train.resume_training_checkpoint_path {path} cannot be resumed "
-                            f"from: {problem}")
+        raise ReidpipeError(
+            f"train.resume_training_checkpoint_path {path} cannot be resumed from: {problem}"
+        )
     if unreadable:
         log.warning("resuming from %s (train.resume_training_checkpoint_path) instead", path)
     return path

@@ -22,18 +22,25 @@ def per_rank_batch(dataset: DatasetParams, world_size: int) -> int:
     divides it by the world size), so the recipe's batch holds on any number of GPUs."""
     unit = dataset.num_instances if dataset.sampler != "softmax" else 1
     if dataset.batch_size % (unit * world_size):
-        need = (f"a multiple of dataset.num_instances ({unit}) x {world_size} processes = "
-                f"{unit * world_size}" if unit > 1 else f"a multiple of {world_size} processes")
-        raise ReidpipeError(f"dataset.batch_size ({dataset.batch_size}) is the global batch: it "
-                            f"must be {need}, so that every process gets whole identities")
+        need = (
+            f"a multiple of dataset.num_instances ({unit}) x {world_size} processes = "
+            f"{unit * world_size}"
+            if unit > 1
+            else f"a multiple of {world_size} processes"
+        )
+        raise ReidpipeError(
+            f"dataset.batch_size ({dataset.batch_size}) is the global batch: it "
+            f"must be {need}, so that every process gets whole identities"
+        )
     return dataset.batch_size // world_size
 
 
 class ImageDataset(Dataset):
     """(image tensor, integer target) for each row of a manifest."""
 
-    def __init__(self, paths: list[str], targets: list[int], transform: torch.nn.Module,
-                 channels: int) -> None:
+    def __init__(
+        self, paths: list[str], targets: list[int], transform: torch.nn.Module, channels: int
+    ) -> None:
         self.paths = paths
         self.targets = targets
         self.transform = transform
@@ -57,9 +64,11 @@ class ReidDataModule(L.LightningDataModule):
             raise ReidpipeError(f"{self.splits_dir / 'train.csv'} needs rows and a 'label' column")
         labels = self.train_frame["label"]
         if labels.min() < 0 or set(labels) != set(range(labels.max() + 1)):
-            raise ReidpipeError(f"{self.splits_dir / 'train.csv'}: labels must be contiguous "
-                                f"0..C-1, got {labels.nunique()} values from {labels.min()} to "
-                                f"{labels.max()}")
+            raise ReidpipeError(
+                f"{self.splits_dir / 'train.csv'}: labels must be contiguous "
+                f"0..C-1, got {labels.nunique()} values from {labels.min()} to "
+                f"{labels.max()}"
+            )
         self.val_query = read_split(self.splits_dir, "val_query")
         self.val_gallery = read_split(self.splits_dir, "val_gallery")
 
@@ -68,8 +77,10 @@ class ReidDataModule(L.LightningDataModule):
         found = int(self.train_frame["label"].max()) + 1
         wanted = self.cfg.dataset.num_classes
         if wanted and wanted != found:
-            raise ReidpipeError(f"dataset.num_classes = {wanted} but {self.splits_dir}/train.csv "
-                                f"has {found} identities; set it to 0 (from the manifest)")
+            raise ReidpipeError(
+                f"dataset.num_classes = {wanted} but {self.splits_dir}/train.csv "
+                f"has {found} identities; set it to 0 (from the manifest)"
+            )
         return found
 
     @property
@@ -84,8 +95,9 @@ class ReidDataModule(L.LightningDataModule):
         if d.sampler == "softmax":
             sampler = ShuffleBatchSampler(len(self.train_frame), batch, seed)
         else:
-            sampler = IdentityBatchSampler(self.train_frame["label"].tolist(), batch,
-                                           d.num_instances, seed)
+            sampler = IdentityBatchSampler(
+                self.train_frame["label"].tolist(), batch, d.num_instances, seed
+            )
         # Lightning creates a run's first train iterator before it sets the sampler's epoch, and
         # with worker processes that iterator draws batches at once: a resumed run would replay
         # epoch 0's order. So the sampler starts at the epoch being resumed.
@@ -101,28 +113,45 @@ class ReidDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: Dataset, **kwargs: object) -> DataLoader:
         workers = self.cfg.dataset.num_workers
-        return DataLoader(dataset, num_workers=workers, persistent_workers=workers > 0,
-                          pin_memory=torch.cuda.is_available(), **kwargs)  # type: ignore[arg-type]
+        return DataLoader(
+            dataset,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            **kwargs,
+        )  # type: ignore[arg-type]
 
     def train_dataloader(self) -> DataLoader:
         frame = self.train_frame
-        dataset = ImageDataset(frame["path"].tolist(), frame["label"].tolist(),
-                               train_transform(self.cfg.model, self.cfg.dataset),
-                               self.cfg.model.input_channels)
+        dataset = ImageDataset(
+            frame["path"].tolist(),
+            frame["label"].tolist(),
+            train_transform(self.cfg.model, self.cfg.dataset),
+            self.cfg.model.input_channels,
+        )
         return self._loader(dataset, batch_sampler=self.train_batch_sampler())
 
     def val_frame(self) -> pd.DataFrame:
         """Val query rows then val gallery rows (``is_query`` tells them apart)."""
-        return pd.concat([self.val_query.assign(is_query=True),
-                          self.val_gallery.assign(is_query=False)], ignore_index=True)
+        return pd.concat(
+            [self.val_query.assign(is_query=True), self.val_gallery.assign(is_query=False)],
+            ignore_index=True,
+        )
 
     def val_loader(self) -> DataLoader:
         """Every process evaluates the whole (small) validation set, so no gathering is needed.
         Not named ``val_dataloader``: validation runs inside the epoch-end hook, see
         ``lightning_module``."""
         frame = self.val_frame()
-        dataset = ImageDataset(frame["path"].tolist(), list(range(len(frame))),
-                               test_transform(self.cfg.model, self.cfg.dataset),
-                               self.cfg.model.input_channels)
-        return DataLoader(dataset, batch_size=self.cfg.dataset.val_batch_size, shuffle=False,
-                          num_workers=self.cfg.dataset.num_workers)
+        dataset = ImageDataset(
+            frame["path"].tolist(),
+            list(range(len(frame))),
+            test_transform(self.cfg.model, self.cfg.dataset),
+            self.cfg.model.input_channels,
+        )
+        return DataLoader(
+            dataset,
+            batch_size=self.cfg.dataset.val_batch_size,
+            shuffle=False,
+            num_workers=self.cfg.dataset.num_workers,
+        )

@@ -31,14 +31,30 @@ from reidpipe.training.schedule import make_optimizer, set_epoch_lr
 
 log = logging.getLogger(__name__)
 
-LOG_COLUMNS = ["epoch", "steps", "loss", "id_loss", "triplet_loss", "center_loss", "lr",
-               "val_mAP", "val_rank1", "seconds"]
+LOG_COLUMNS = [
+    "epoch",
+    "steps",
+    "loss",
+    "id_loss",
+    "triplet_loss",
+    "center_loss",
+    "lr",
+    "val_mAP",
+    "val_rank1",
+    "seconds",
+]
 # Each row key the loggers get, by the name they show it under ("/" groups them); a value that is
 # NaN (no validation that epoch, a loss term that is off) is left out.
-LOGGER_NAMES = {"loss": "train/loss", "id_loss": "train/id_loss",
-                "triplet_loss": "train/triplet_loss", "center_loss": "train/center_loss",
-                "lr": "train/lr", "images_per_s": "train/images_per_s", "val_mAP": "val/mAP",
-                "val_rank1": "val/rank1"}
+LOGGER_NAMES = {
+    "loss": "train/loss",
+    "id_loss": "train/id_loss",
+    "triplet_loss": "train/triplet_loss",
+    "center_loss": "train/center_loss",
+    "lr": "train/lr",
+    "images_per_s": "train/images_per_s",
+    "val_mAP": "val/mAP",
+    "val_rank1": "val/rank1",
+}
 
 
 class ReidModule(L.LightningModule):
@@ -66,8 +82,12 @@ class ReidModule(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._sums, self._steps, self._images, self._started = {}, 0, 0, time.monotonic()
-        set_epoch_lr(self.optimizers_list()[0].optimizer, self.current_epoch + 1,
-                     self.cfg.train.optim, self.cfg.train.num_epochs)
+        set_epoch_lr(
+            self.optimizers_list()[0].optimizer,
+            self.current_epoch + 1,
+            self.cfg.train.optim,
+            self.cfg.train.num_epochs,
+        )
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, labels = batch
@@ -89,42 +109,56 @@ class ReidModule(L.LightningModule):
         self._steps += 1
         self._images += len(labels)
         # The progress bar only: the loggers get EpochLog's rows, one step per epoch.
-        self.log("loss", terms["loss"].detach(), prog_bar=True, on_step=True, on_epoch=False,
-                 logger=False)
+        self.log(
+            "loss",
+            terms["loss"].detach(),
+            prog_bar=True,
+            on_step=True,
+            on_epoch=False,
+            logger=False,
+        )
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Clip here, not after ``manual_backward``: under 16-mixed the gradients are unscaled
         only inside ``step()``, just before this hook."""
         if self.cfg.train.clip_grad_norm > 0 and optimizer is self.optimizers_list()[0].optimizer:
-            self.clip_gradients(optimizer, gradient_clip_val=self.cfg.train.clip_grad_norm,
-                                gradient_clip_algorithm="norm")
+            self.clip_gradients(
+                optimizer,
+                gradient_clip_val=self.cfg.train.clip_grad_norm,
+                gradient_clip_algorithm="norm",
+            )
 
     def optimizers_list(self) -> list[Any]:
         opts = self.optimizers()
         return opts if isinstance(opts, list) else [opts]
 
     # ------------------------------------------------------------------ epoch end
-    def epoch_row(self, val_loader: torch.utils.data.DataLoader | None,
-                  val_frame: pd.DataFrame | None) -> dict[str, float | int]:
+    def epoch_row(
+        self, val_loader: torch.utils.data.DataLoader | None, val_frame: pd.DataFrame | None
+    ) -> dict[str, float | int]:
         """The log row of the epoch just trained: mean loss terms over all processes, the lr of
         the first parameter group in its last step, training throughput (images/s of all
         processes, validation aside: not a CSV column) and val mAP/R1 when ``val_loader`` is
         given."""
         train_seconds = time.monotonic() - self._started
-        means = torch.tensor([self._sums.get(k, math.nan) / max(self._steps, 1)
-                              for k in LOG_COLUMNS[2:6]], device=self.device)
+        means = torch.tensor(
+            [self._sums.get(k, math.nan) / max(self._steps, 1) for k in LOG_COLUMNS[2:6]],
+            device=self.device,
+        )
         means = self.trainer.strategy.reduce(means, reduce_op="mean")
         row: dict[str, float | int] = {"epoch": self.current_epoch + 1, "steps": self._steps}
         row.update({k: float(v) for k, v in zip(LOG_COLUMNS[2:6], means.tolist())})
         row["lr"] = self._lr
-        row["images_per_s"] = round(self._images * self.trainer.world_size
-                                    / max(train_seconds, 1e-9), 1)
+        row["images_per_s"] = round(
+            self._images * self.trainer.world_size / max(train_seconds, 1e-9), 1
+        )
         row["val_mAP"] = row["val_rank1"] = math.nan
         if val_loader is not None and val_frame is not None:
             metrics = self.validate(val_loader, val_frame)
             row["val_mAP"], row["val_rank1"] = metrics["mAP"], metrics["rank1"]
-            self.log_dict({"val_mAP": metrics["mAP"], "val_R1": metrics["rank1"]}, prog_bar=True,
-                          logger=False)
+            self.log_dict(
+                {"val_mAP": metrics["mAP"], "val_R1": metrics["rank1"]}, prog_bar=True, logger=False
+            )
         row["seconds"] = round(time.monotonic() - self._started, 2)
         return row
 
@@ -139,22 +173,32 @@ class ReidModule(L.LightningModule):
         self.net.train(was_training)
         return torch.cat(feats).numpy()
 
-    def validate(self, loader: torch.utils.data.DataLoader,
-                 frame: pd.DataFrame) -> dict[str, float | int]:
+    def validate(
+        self, loader: torch.utils.data.DataLoader, frame: pd.DataFrame
+    ) -> dict[str, float | int]:
         feats = self.embed(loader)
         is_query = frame["is_query"].to_numpy()
         q, g = frame[is_query], frame[~is_query]
         rows = plain_distance_rows(feats[is_query], feats[~is_query], "cosine", torch.device("cpu"))
-        ranking = rank_queries(rows, len(q), q["pid"].to_numpy(), q["camid"].to_numpy(),
-                               g["pid"].to_numpy(), g["camid"].to_numpy())
+        ranking = rank_queries(
+            rows,
+            len(q),
+            q["pid"].to_numpy(),
+            q["camid"].to_numpy(),
+            g["pid"].to_numpy(),
+            g["camid"].to_numpy(),
+        )
         return summarise(ranking)
 
     # ------------------------------------------------------------------ checkpoint extras
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         name, keys, pos, has_gauss, cached = np.random.get_state()
         # Plain types only: Lightning loads checkpoints with torch.load(weights_only=True).
-        checkpoint["rng"] = {"python": random.getstate(), "torch": torch.get_rng_state(),
-                             "numpy": [name, keys.tolist(), pos, has_gauss, cached]}
+        checkpoint["rng"] = {
+            "python": random.getstate(),
+            "torch": torch.get_rng_state(),
+            "numpy": [name, keys.tolist(), pos, has_gauss, cached],
+        }
         if torch.cuda.is_available():
             checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
 
@@ -166,12 +210,14 @@ class ReidModule(L.LightningModule):
             np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
             torch.set_rng_state(state["torch"])
             if "cuda" in state and torch.cuda.is_available():
-                restore_cuda_rng(state["cuda"], torch.cuda.device_count(),
-                                 torch.cuda.set_rng_state)
+                restore_cuda_rng(state["cuda"], torch.cuda.device_count(), torch.cuda.set_rng_state)
 
 
-def restore_cuda_rng(states: Sequence[torch.Tensor], device_count: int,
-                     set_state: Callable[[torch.Tensor, int], None]) -> None:
+def restore_cuda_rng(
+    states: Sequence[torch.Tensor],
+    device_count: int,
+    set_state: Callable[[torch.Tensor, int], None],
+) -> None:
     """Restore the saved per-GPU RNG states onto the GPUs both runs have: a run may resume on
     fewer or more GPUs than it was saved on (the others keep their seeded state)."""
     for device in range(min(len(states), device_count)):
@@ -201,22 +247,28 @@ class EpochLog(L.Callback):
             return
         assert isinstance(pl_module, ReidModule)
         metrics = pl_module.validate(self.datamodule.val_loader(), self.datamodule.val_frame())
-        self._append(trainer, {"epoch": 0, "steps": 0, "val_mAP": metrics["mAP"],
-                               "val_rank1": metrics["rank1"]})
+        self._append(
+            trainer,
+            {"epoch": 0, "steps": 0, "val_mAP": metrics["mAP"], "val_rank1": metrics["rank1"]},
+        )
 
     def _append(self, trainer: L.Trainer, row: dict[str, float | int]) -> None:
         self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
         log_row(trainer, row)
         if trainer.is_global_zero:
-            summary = " ".join(f"{k}={row[k]:.4g}" for k in LOG_COLUMNS[2:9]
-                               if k in row and not math.isnan(float(row[k])))
+            summary = " ".join(
+                f"{k}={row[k]:.4g}"
+                for k in LOG_COLUMNS[2:9]
+                if k in row and not math.isnan(float(row[k]))
+            )
             log.info(f"epoch {row['epoch']}/{trainer.max_epochs}: {summary}")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         assert isinstance(pl_module, ReidModule)
         epoch = pl_module.current_epoch + 1
-        due = self.datamodule.has_val and (epoch % self.interval == 0
-                                           or epoch == trainer.max_epochs)
+        due = self.datamodule.has_val and (
+            epoch % self.interval == 0 or epoch == trainer.max_epochs
+        )
         loader = self.datamodule.val_loader() if due else None
         frame = self.datamodule.val_frame() if due else None
         self._append(trainer, pl_module.epoch_row(loader, frame))
@@ -233,7 +285,10 @@ class EpochLog(L.Callback):
 
 def log_row(trainer: L.Trainer, row: Mapping[str, float | int]) -> None:
     """One epoch's row to each of the trainer's loggers, at step = epoch."""
-    metrics = {name: float(row[key]) for key, name in LOGGER_NAMES.items()
-               if key in row and math.isfinite(float(row[key]))}
+    metrics = {
+        name: float(row[key])
+        for key, name in LOGGER_NAMES.items()
+        if key in row and math.isfinite(float(row[key]))
+    }
     for logger in trainer.loggers:
         logger.log_metrics(metrics, step=int(row["epoch"]))

@@ -39,8 +39,15 @@ class EpochDVCLiveLogger(DVCLiveLogger):
     reads a step of 0 as none given and would log the untrained model at step 1)."""
 
     def __init__(self, folder: Path) -> None:
-        super().__init__(run_name=None, dir=str(folder), resume=False, report=None,
-                         save_dvc_exp=False, dvcyaml=None, monitor_system=False)
+        super().__init__(
+            run_name=None,
+            dir=str(folder),
+            resume=False,
+            report=None,
+            save_dvc_exp=False,
+            dvcyaml=None,
+            monitor_system=False,
+        )
 
     @property
     @rank_zero_experiment
@@ -50,8 +57,9 @@ class EpochDVCLiveLogger(DVCLiveLogger):
         return self._experiment
 
     @rank_zero_only
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None,
-                    sync: bool | None = True) -> None:
+    def log_metrics(
+        self, metrics: Mapping[str, float], step: int | None = None, sync: bool | None = True
+    ) -> None:
         self.experiment.step = step or 0
         for name, value in metrics.items():
             self.experiment.log_metric(name, value)
@@ -69,6 +77,7 @@ def make_loggers(names: Sequence[str], live_dir: Path) -> list[Logger]:
     loggers: list[Logger] = [EpochDVCLiveLogger(live_dir / DVCLIVE_DIR)]
     if "tensorboard" in names:
         # version "": no run number in the path, nor in the progress bar
-        loggers.append(TensorBoardLogger(live_dir, name=TENSORBOARD_DIR, version="",
-                                         default_hp_metric=False))
+        loggers.append(
+            TensorBoardLogger(live_dir, name=TENSORBOARD_DIR, version="", default_hp_metric=False)
+        )
     return loggers

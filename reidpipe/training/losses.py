@@ -32,8 +32,9 @@ def fp32(tensor: torch.Tensor) -> AbstractContextManager:
 def id_loss(scores: torch.Tensor, labels: torch.Tensor, label_smooth: bool) -> torch.Tensor:
     """Cross-entropy against (1 - e) * one_hot + e / C when smoothing (e = 0.1)."""
     with fp32(scores):
-        return F.cross_entropy(scores.float(), labels,
-                               label_smoothing=LABEL_SMOOTHING if label_smooth else 0.0)
+        return F.cross_entropy(
+            scores.float(), labels, label_smoothing=LABEL_SMOOTHING if label_smooth else 0.0
+        )
 
 
 def pairwise_euclidean(x: torch.Tensor) -> torch.Tensor:
@@ -42,15 +43,17 @@ def pairwise_euclidean(x: torch.Tensor) -> torch.Tensor:
     return d2.clamp(min=1e-12).sqrt()
 
 
-def batch_hard_triplet(feat: torch.Tensor, labels: torch.Tensor,
-                       margin: float | None) -> torch.Tensor:
+def batch_hard_triplet(
+    feat: torch.Tensor, labels: torch.Tensor, margin: float | None
+) -> torch.Tensor:
     """Mean over anchors of max(0, d_ap - d_an + margin), or softplus(d_ap - d_an) if no margin."""
     with fp32(feat):
         return _batch_hard_triplet(feat.float(), labels, margin)
 
 
-def _batch_hard_triplet(feat: torch.Tensor, labels: torch.Tensor,
-                        margin: float | None) -> torch.Tensor:
+def _batch_hard_triplet(
+    feat: torch.Tensor, labels: torch.Tensor, margin: float | None
+) -> torch.Tensor:
     dist = pairwise_euclidean(feat)
     same = labels[:, None] == labels[None, :]
     hardest_pos = dist.masked_fill(~same, float("-inf")).max(1).values
@@ -87,8 +90,9 @@ class LossPlan:
     center_weight: float
 
     @classmethod
-    def from_config(cls, model: ModelParams, dataset: DatasetParams,
-                    optim: OptimParams) -> LossPlan:
+    def from_config(
+        cls, model: ModelParams, dataset: DatasetParams, optim: OptimParams
+    ) -> LossPlan:
         metric = model.metric_loss_type
         return cls(
             use_id=dataset.sampler != "triplet",
@@ -100,8 +104,13 @@ class LossPlan:
         )
 
 
-def reid_loss(plan: LossPlan, scores: torch.Tensor, feat: torch.Tensor, labels: torch.Tensor,
-              center: CenterLoss | None) -> dict[str, torch.Tensor]:
+def reid_loss(
+    plan: LossPlan,
+    scores: torch.Tensor,
+    feat: torch.Tensor,
+    labels: torch.Tensor,
+    center: CenterLoss | None,
+) -> dict[str, torch.Tensor]:
     """The loss terms and their weighted sum under ``"loss"``."""
     terms: dict[str, torch.Tensor] = {}
     if plan.use_id:
@@ -123,8 +132,9 @@ def loss_scale(scaler: torch.amp.GradScaler | None) -> float:
     return scaler.get_scale() if scaler is not None and scaler.is_enabled() else 1.0
 
 
-def center_step(center: CenterLoss, optimizer: torch.optim.Optimizer, weight: float,
-                grad_scale: float = 1.0) -> bool:
+def center_step(
+    center: CenterLoss, optimizer: torch.optim.Optimizer, weight: float, grad_scale: float = 1.0
+) -> bool:
     """Undo the loss weight (BoT: centers move at center_lr) and the loss scale on the center
     gradient, then step; an overflowed gradient skips the step. Returns whether it stepped.
 

@@ -44,13 +44,15 @@ def embedding_dim(model: ModelParams, backbone_dim: int) -> int:
         raise ReidpipeError(
             f"model.feat_dim = {model.feat_dim} differs from {model.backbone}'s feature size "
             f"{backbone_dim} and model.reduce_feat_dim is false; set feat_dim to 0 (native) or "
-            "reduce_feat_dim to true")
+            "reduce_feat_dim to true"
+        )
     return dim
 
 
 class ReidModel(nn.Module):
-    def __init__(self, backbone: nn.Module, backbone_dim: int, model: ModelParams,
-                 num_classes: int) -> None:
+    def __init__(
+        self, backbone: nn.Module, backbone_dim: int, model: ModelParams, num_classes: int
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.neck_feat = model.neck_feat
@@ -99,15 +101,17 @@ def create_backbone(model: ModelParams, pretrained: bool) -> nn.Module:
     try:
         backbone = timm.create_model(model.backbone, pretrained=pretrained, **kwargs)
     except TypeError as exc:
-        raise ReidpipeError(f"model.backbone_kwargs {model.backbone_kwargs} rejected by "
-                            f"{model.backbone}: {exc}") from None
+        raise ReidpipeError(
+            f"model.backbone_kwargs {model.backbone_kwargs} rejected by {model.backbone}: {exc}"
+        ) from None
     except (OSError, RuntimeError, ValueError) as exc:
         if not pretrained:
             raise
         raise ReidpipeError(
             f"cannot fetch ImageNet weights for {model.backbone} ({type(exc).__name__}: {exc}). "
             "Offline? Download them once and set model.pretrain_choice: self with "
-            "model.pretrained_model_path: <file>, or pretrain_choice: '' for random init") from None
+            "model.pretrained_model_path: <file>, or pretrain_choice: '' for random init"
+        ) from None
     if hasattr(backbone, "layer4"):
         _set_last_stride(backbone, model.last_stride)
     if is_swin:
@@ -132,8 +136,12 @@ def arch_to_dict(cfg: ArchConfig) -> dict[str, Any]:
 def arch_from_dict(data: Mapping[str, Any]) -> ArchConfig:
     train = dict(data["train"])
     train["optim"] = OptimParams(**train["optim"])
-    return ArchConfig(name=data["name"], model=ModelParams(**data["model"]),
-                      dataset=DatasetParams(**data["dataset"]), train=TrainParams(**train))
+    return ArchConfig(
+        name=data["name"],
+        model=ModelParams(**data["model"]),
+        dataset=DatasetParams(**data["dataset"]),
+        train=TrainParams(**train),
+    )
 
 
 def load_trained_model(model_dir: Path) -> tuple[nn.Module, ArchConfig]:
@@ -146,19 +154,27 @@ def load_trained_model(model_dir: Path) -> tuple[nn.Module, ArchConfig]:
     if path.stat().st_size == 0:
         raise ReidpipeError(f"{path} is empty (0 bytes); rerun `reidpipe train`")
     try:
-        saved = load_restricted(path, allowed=(), way_out=(
-            "`reidpipe train` writes model.pt with tensors and plain values only: pass a folder it "
-            "wrote, or train again"))
+        saved = load_restricted(
+            path,
+            allowed=(),
+            way_out=(
+                "`reidpipe train` writes model.pt with tensors and plain values only: pass a folder it "
+                "wrote, or train again"
+            ),
+        )
     except ReidpipeError:
         raise
     except Exception as exc:  # noqa: BLE001 - torch raises pickle, zip and runtime errors alike
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ReidpipeError(f"{path} is not a reidpipe trained model (unreadable: {first})") \
-            from None
+        raise ReidpipeError(
+            f"{path} is not a reidpipe trained model (unreadable: {first})"
+        ) from None
     if not isinstance(saved, dict) or not {"arch", "num_classes", "state_dict"} <= saved.keys():
         keys = list(saved)[:5] if isinstance(saved, dict) else type(saved).__name__
-        raise ReidpipeError(f"{path} is not a reidpipe trained model (no arch, num_classes and "
-                            f"state_dict; found {keys}); pass the folder `reidpipe train` wrote")
+        raise ReidpipeError(
+            f"{path} is not a reidpipe trained model (no arch, num_classes and "
+            f"state_dict; found {keys}); pass the folder `reidpipe train` wrote"
+        )
     try:
         cfg = arch_from_dict(saved["arch"])
         net = build_model(cfg.model, saved["num_classes"], weights=False)

@@ -30,17 +30,30 @@ from reidpipe.training.weights_trust import load_restricted, load_trusted, sha25
 log = logging.getLogger(__name__)
 
 WRAPPER_KEYS = ("state_dict", "model", "teacher", "student", "module", "net", "params")
-KEY_PREFIXES = ("module.", "model.", "net.", "backbone.", "base.", "encoder.", "teacher.",
-                "student.")
+KEY_PREFIXES = (
+    "module.",
+    "model.",
+    "net.",
+    "backbone.",
+    "base.",
+    "encoder.",
+    "teacher.",
+    "student.",
+)
 MIN_FILLED = 0.95
-DERIVED_BUFFERS = ("relative_position_index", "attn_mask")   # recomputed by the model
+DERIVED_BUFFERS = ("relative_position_index", "attn_mask")  # recomputed by the model
 SEMANTIC_PREFIX = "semantic_embed_"
 # mmseg's PatchMerging flattens each 2x2 neighbourhood with nn.Unfold: feature c*4 + k, k = 2*dy + dx.
 # timm concatenates x0..x3 = (dy, dx) (0,0), (1,0), (0,1), (1,1): feature g*C + c. Group g of timm
 # is unfold offset UNFOLD_OF_GROUP[g].
 UNFOLD_OF_GROUP = (0, 2, 1, 3)
-_BLOCK_PARTS = {"attn.w_msa.": "attn.", "ffn.layers.0.0.": "mlp.fc1.", "ffn.layers.1.": "mlp.fc2.",
-                "norm1.": "norm1.", "norm2.": "norm2."}
+_BLOCK_PARTS = {
+    "attn.w_msa.": "attn.",
+    "ffn.layers.0.0.": "mlp.fc1.",
+    "ffn.layers.1.": "mlp.fc2.",
+    "norm1.": "norm1.",
+    "norm2.": "norm2.",
+}
 _MMSEG_BLOCK = re.compile(r"stages\.(\d+)\.blocks\.(\d+)\.(.+)")
 _MMSEG_DOWNSAMPLE = re.compile(r"stages\.(\d+)\.downsample\.(.+)")
 _MMSEG_NORM = re.compile(r"norm(\d+)\.(.+)")
@@ -53,8 +66,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     containers (``state_dict``, ``model``, ``teacher``...). Torch files are read without running
     them (``weights_trust.load_restricted``)."""
     if path.is_dir():
-        raise ReidpipeError(f"model.pretrained_model_path {path} is a directory, not a weights "
-                            "file")
+        raise ReidpipeError(
+            f"model.pretrained_model_path {path} is a directory, not a weights file"
+        )
     if not path.is_file():
         raise ReidpipeError(f"model.pretrained_model_path {path} does not exist")
     if path.suffix == ".safetensors":
@@ -63,8 +77,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path))
         except Exception as exc:  # noqa: BLE001 - safetensors raises its own untyped errors
-            raise ReidpipeError(f"cannot read weights {path}: not a safetensors file ({exc})") \
-                from None
+            raise ReidpipeError(
+                f"cannot read weights {path}: not a safetensors file ({exc})"
+            ) from None
     try:
         data = load_restricted(path)
     except ReidpipeError:
@@ -81,8 +96,10 @@ def state_dict_of(data: Any, path: Path) -> dict[str, torch.Tensor]:
     while isinstance(data, Mapping) and not any(isinstance(v, torch.Tensor) for v in data.values()):
         inner = next((data[k] for k in WRAPPER_KEYS if isinstance(data.get(k), Mapping)), None)
         if inner is None:
-            raise ReidpipeError(f"{path} holds no tensors at its top level nor under any of "
-                                f"{WRAPPER_KEYS}; keys: {list(data)[:10]}")
+            raise ReidpipeError(
+                f"{path} holds no tensors at its top level nor under any of "
+                f"{WRAPPER_KEYS}; keys: {list(data)[:10]}"
+            )
         data = inner
     if not isinstance(data, Mapping):
         raise ReidpipeError(f"{path} does not hold a state dict")
@@ -96,8 +113,10 @@ def convert_trusted(source: Path, out: Path) -> int:
     from safetensors.torch import save_file
 
     if out.suffix != ".safetensors":
-        raise ReidpipeError(f"--out {out} must end in .safetensors (the pretrained loader reads a "
-                            "file by its suffix)")
+        raise ReidpipeError(
+            f"--out {out} must end in .safetensors (the pretrained loader reads a "
+            "file by its suffix)"
+        )
     if not source.is_file():
         raise ReidpipeError(f"{source} does not exist or is not a file")
     digest = sha256_of(source)
@@ -110,7 +129,9 @@ def convert_trusted(source: Path, out: Path) -> int:
     return len(tensors)
 
 
-def strip_prefixes(state: Mapping[str, torch.Tensor], targets: Iterable[str]) -> dict[str, torch.Tensor]:
+def strip_prefixes(
+    state: Mapping[str, torch.Tensor], targets: Iterable[str]
+) -> dict[str, torch.Tensor]:
     """Drop wrapper prefixes (``module.``, ``model.``, ``backbone.``...) until a key names a target
     tensor or no known prefix is left."""
     names = set(targets)
@@ -120,7 +141,7 @@ def strip_prefixes(state: Mapping[str, torch.Tensor], targets: Iterable[str]) ->
             prefix = next((p for p in KEY_PREFIXES if key.startswith(p)), None)
             if prefix is None:
                 break
-            key = key[len(prefix):]
+            key = key[len(prefix) :]
         out[key] = value
     return out
 
@@ -138,18 +159,20 @@ def mmseg_name(key: str, num_stages: int) -> str | None:
     feature never uses (``norm0..`` of the inner stages, the last stage's semantic embedding);
     unknown names come back unchanged."""
     if key.startswith("patch_embed.projection."):
-        return "patch_embed.proj." + key[len("patch_embed.projection."):]
+        return "patch_embed.proj." + key[len("patch_embed.projection.") :]
     if match := _MMSEG_BLOCK.fullmatch(key):
         stage, block, rest = match.groups()
         for old, new in _BLOCK_PARTS.items():
             if rest.startswith(old):
-                return f"layers.{stage}.blocks.{block}.{new}{rest[len(old):]}"
+                return f"layers.{stage}.blocks.{block}.{new}{rest[len(old) :]}"
         return key
-    if match := _MMSEG_DOWNSAMPLE.fullmatch(key):   # mmseg merges at a stage's end, timm at its start
+    if match := _MMSEG_DOWNSAMPLE.fullmatch(
+        key
+    ):  # mmseg merges at a stage's end, timm at its start
         return f"layers.{int(match[1]) + 1}.downsample.{match[2]}"
-    if match := _MMSEG_NORM.fullmatch(key):   # one output norm per stage; the feature uses the last
+    if match := _MMSEG_NORM.fullmatch(key):  # one output norm per stage; the feature uses the last
         return f"norm.{match[2]}" if int(match[1]) == num_stages - 1 else None
-    if match := _MMSEG_SEMANTIC.match(key):   # SOLIDER's forward discards the last stage's
+    if match := _MMSEG_SEMANTIC.match(key):  # SOLIDER's forward discards the last stage's
         return key if int(match[1]) < num_stages - 1 else None
     return key
 
@@ -179,34 +202,45 @@ class LoadReport:
 
     def describe(self) -> str:
         counted = len(self.filled) + len(self.missing)
-        lines = [(f"pretrained weights {self.path} ({self.layout}): filled {len(self.filled)}/"
-                  f"{counted} backbone tensors ({100 * self.fraction:.1f}%)")]
+        lines = [
+            (
+                f"pretrained weights {self.path} ({self.layout}): filled {len(self.filled)}/"
+                f"{counted} backbone tensors ({100 * self.fraction:.1f}%)"
+            )
+        ]
         for label, keys, whole in (
-                ("missing (left at init)", self.missing, True),
-                ("unexpected (ignored)", self.unexpected, False),
-                ("reshaped", self.reshaped, False),
-                ("reordered from mmseg's unfold order", self.reordered, False),
-                ("unused by the re-id feature", self.unused, False),
-                ("left at identity (no SOLIDER semantic embedding in the file)", self.identity, False)):
+            ("missing (left at init)", self.missing, True),
+            ("unexpected (ignored)", self.unexpected, False),
+            ("reshaped", self.reshaped, False),
+            ("reordered from mmseg's unfold order", self.reordered, False),
+            ("unused by the re-id feature", self.unused, False),
+            ("left at identity (no SOLIDER semantic embedding in the file)", self.identity, False),
+        ):
             if keys:
-                shown = keys if whole or len(keys) <= 12 else [*keys[:12], f"... {len(keys) - 12} more"]
+                shown = (
+                    keys if whole or len(keys) <= 12 else [*keys[:12], f"... {len(keys) - 12} more"]
+                )
                 lines.append(f"  {label} {len(keys)}: {', '.join(shown)}")
         return "\n".join(lines)
 
 
-def _fit(key: str, value: torch.Tensor, backbone: nn.Module, want: torch.Tensor) -> torch.Tensor | None:
+def _fit(
+    key: str, value: torch.Tensor, backbone: nn.Module, want: torch.Tensor
+) -> torch.Tensor | None:
     """``value`` reshaped to ``want``'s shape where a known conversion exists, else None."""
     if key.endswith("relative_position_bias_table") and value.shape[1:] == want.shape[1:]:
         attn = backbone.get_submodule(key.rsplit(".", 1)[0])
-        return resize_rel_pos_bias_table(value, new_window_size=attn.window_size,
-                                         new_bias_shape=tuple(want.shape))
+        return resize_rel_pos_bias_table(
+            value, new_window_size=attn.window_size, new_bias_shape=tuple(want.shape)
+        )
     if value.ndim == 4 and value.shape[0] == want.shape[0] and value.shape[2:] == want.shape[2:]:
         return adapt_input_conv(want.shape[1], value, base_chans=value.shape[1])
     return None
 
 
-def convert_state(source: Mapping[str, torch.Tensor], backbone: nn.Module
-                  ) -> tuple[dict[str, torch.Tensor], LoadReport]:
+def convert_state(
+    source: Mapping[str, torch.Tensor], backbone: nn.Module
+) -> tuple[dict[str, torch.Tensor], LoadReport]:
     """``source`` renamed, reordered and reshaped into ``backbone``'s tensors, and the report
     (``path`` left empty)."""
     target = backbone.state_dict()
@@ -223,16 +257,19 @@ def convert_state(source: Mapping[str, torch.Tensor], backbone: nn.Module
             if name is None:
                 unused.append(key)
                 continue
-            if _MMSEG_DOWNSAMPLE.fullmatch(key) and (key.endswith("reduction.weight")
-                                                     or ".norm." in key):
+            if _MMSEG_DOWNSAMPLE.fullmatch(key) and (
+                key.endswith("reduction.weight") or ".norm." in key
+            ):
                 value = unfold_to_concat(value)
                 reordered.append(name)
             renamed[name] = value
         state = renamed
     elif "layers.0.downsample.reduction.weight" in state:
         layout = "Microsoft Swin (merging at stage ends)"
-        state = {_MS_DOWNSAMPLE.sub(lambda m: f"layers.{int(m[1]) + 1}.downsample.", k): v
-                 for k, v in state.items()}
+        state = {
+            _MS_DOWNSAMPLE.sub(lambda m: f"layers.{int(m[1]) + 1}.downsample.", k): v
+            for k, v in state.items()
+        }
     else:
         layout = "timm names"
     loaded, unexpected, reshaped = {}, [], []
@@ -253,9 +290,16 @@ def convert_state(source: Mapping[str, torch.Tensor], backbone: nn.Module
     identity = [k for k in target if k.startswith(SEMANTIC_PREFIX) and not has_semantic]
     counted = [k for k in target if not k.endswith("num_batches_tracked") and k not in identity]
     report = LoadReport(
-        path="", layout=layout, filled=[k for k in counted if k in loaded],
-        missing=[k for k in counted if k not in loaded], unexpected=sorted(unexpected),
-        reshaped=reshaped, reordered=reordered, unused=sorted(unused), identity=identity)
+        path="",
+        layout=layout,
+        filled=[k for k in counted if k in loaded],
+        missing=[k for k in counted if k not in loaded],
+        unexpected=sorted(unexpected),
+        reshaped=reshaped,
+        reordered=reordered,
+        unused=sorted(unused),
+        identity=identity,
+    )
     return loaded, report
 
 
@@ -270,7 +314,8 @@ def load_backbone_weights(backbone: nn.Module, path: Path) -> LoadReport:
             f"{len(report.filled)}/{len(report.filled) + len(report.missing)} of "
             f"{type(backbone).__name__}'s tensors (need {MIN_FILLED:.0%}); missing: "
             f"{', '.join(report.missing)}; unexpected in the file: "
-            f"{', '.join(report.unexpected[:20]) or 'none'}")
+            f"{', '.join(report.unexpected[:20]) or 'none'}"
+        )
     backbone.load_state_dict(state, strict=False)
     log.info("%s", report.describe())
     return report

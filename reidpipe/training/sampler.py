@@ -36,11 +36,20 @@ def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
 
 
 class IdentityBatchSampler(Sampler[list[int]]):
-    def __init__(self, labels: Sequence[int], batch_size: int, num_instances: int, seed: int = 0,
-                 num_replicas: int | None = None, rank: int | None = None) -> None:
+    def __init__(
+        self,
+        labels: Sequence[int],
+        batch_size: int,
+        num_instances: int,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> None:
         if batch_size % num_instances:
-            raise ReidpipeError(f"dataset.batch_size ({batch_size}) must be a multiple of "
-                                f"dataset.num_instances ({num_instances})")
+            raise ReidpipeError(
+                f"dataset.batch_size ({batch_size}) must be a multiple of "
+                f"dataset.num_instances ({num_instances})"
+            )
         self.labels = np.asarray(labels)
         self.k = num_instances
         self.p = batch_size // num_instances
@@ -53,7 +62,8 @@ class IdentityBatchSampler(Sampler[list[int]]):
             raise ReidpipeError(
                 f"P x K sampling needs at least P = batch_size / num_instances = {self.p} identities "
                 f"per process ({self.world} process(es)), but the train split has {len(self.ids)}; "
-                "lower dataset.batch_size or raise dataset.num_instances")
+                "lower dataset.batch_size or raise dataset.num_instances"
+            )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -65,7 +75,7 @@ class IdentityBatchSampler(Sampler[list[int]]):
 
     def _rank_ids(self, rank: int) -> np.ndarray:
         order = np.random.default_rng([self.seed, self.epoch]).permutation(self.ids)
-        return order[rank::self.world]
+        return order[rank :: self.world]
 
     def _num_batches(self, ids: np.ndarray) -> int:
         chunks = sum(max(1, len(self.index_of[int(pid)]) // self.k) for pid in ids)
@@ -84,8 +94,9 @@ class IdentityBatchSampler(Sampler[list[int]]):
                 chunks[int(pid)] = [rng.choice(idx, self.k, replace=True)]
             else:
                 idx = rng.permutation(idx)
-                chunks[int(pid)] = [idx[i * self.k:(i + 1) * self.k]
-                                    for i in range(len(idx) // self.k)]
+                chunks[int(pid)] = [
+                    idx[i * self.k : (i + 1) * self.k] for i in range(len(idx) // self.k)
+                ]
         batches = 0
         total = len(self)
         while batches < total:
@@ -113,16 +124,24 @@ class ShuffleBatchSampler(Sampler[list[int]]):
     """Random batches of ``batch_size`` images, each rank a disjoint shard; the last partial
     batch is dropped."""
 
-    def __init__(self, size: int, batch_size: int, seed: int = 0, num_replicas: int | None = None,
-                 rank: int | None = None) -> None:
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> None:
         self.size = size
         self.batch_size = batch_size
         self.seed = seed
         self.epoch = 0
         self.world, self.rank = _world(num_replicas, rank)
         if len(self) == 0:
-            raise ReidpipeError(f"the train split has {size} images, too few for one batch of "
-                                f"{batch_size} on each of {self.world} process(es)")
+            raise ReidpipeError(
+                f"the train split has {size} images, too few for one batch of "
+                f"{batch_size} on each of {self.world} process(es)"
+            )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -137,6 +156,6 @@ class ShuffleBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         order = np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
-        shard = order[self.rank::self.world][: len(self) * self.batch_size]
+        shard = order[self.rank :: self.world][: len(self) * self.batch_size]
         for start in range(0, len(shard), self.batch_size):
-            yield [int(i) for i in shard[start:start + self.batch_size]]
+            yield [int(i) for i in shard[start : start + self.batch_size]]

@@ -55,8 +55,9 @@ def epoch_lr(epoch: int, group_lr: float, optim: OptimParams, num_epochs: int) -
     return group_lr * factor * optim.gamma ** bisect.bisect_right(optim.lr_steps, epoch)
 
 
-def set_epoch_lr(optimizer: torch.optim.Optimizer, epoch: int, optim: OptimParams,
-                 num_epochs: int) -> None:
+def set_epoch_lr(
+    optimizer: torch.optim.Optimizer, epoch: int, optim: OptimParams, num_epochs: int
+) -> None:
     for group in optimizer.param_groups:
         group["lr"] = epoch_lr(epoch, group[BASE_LR_KEY], optim, num_epochs)
 
@@ -64,9 +65,11 @@ def set_epoch_lr(optimizer: torch.optim.Optimizer, epoch: int, optim: OptimParam
 def unused_settings_note(optim: OptimParams) -> str | None:
     """A TAO spec sets ``lr_steps`` next to ``warmup_method: cosine``, which ignores them."""
     if optim.warmup_method == "cosine" and optim.lr_steps:
-        return (f"train.optim.lr_steps {optim.lr_steps} are unused: warmup_method 'cosine' "
-                "selects TAO's cosine schedule (linear warmup, cosine decay to "
-                "min_lr_factor x base_lr)")
+        return (
+            f"train.optim.lr_steps {optim.lr_steps} are unused: warmup_method 'cosine' "
+            "selects TAO's cosine schedule (linear warmup, cosine decay to "
+            "min_lr_factor x base_lr)"
+        )
     return None
 
 

@@ -27,9 +27,9 @@ from timm.models.swin_transformer import (
 )
 from torch import nn
 
-SWIN_MODULE = "swin_transformer"   # timm's module of Swin v1 (v2 is another class and layout)
-CREATE_KWARGS = {"always_partition": True}   # 7x7 windows and shifts even where a grid is smaller
-SOFTPLUS_ONE = math.log(math.e - 1.0)   # softplus(SOFTPLUS_ONE) == 1: the identity scale
+SWIN_MODULE = "swin_transformer"  # timm's module of Swin v1 (v2 is another class and layout)
+CREATE_KWARGS = {"always_partition": True}  # 7x7 windows and shifts even where a grid is smaller
+SOFTPLUS_ONE = math.log(math.e - 1.0)  # softplus(SOFTPLUS_ONE) == 1: the identity scale
 
 
 def is_swin(backbone: str) -> bool:
@@ -69,7 +69,7 @@ class SemanticSwin(SwinTransformer):
         x = self.patch_embed(x)
         for index, stage in enumerate(self.layers):
             x = stage.downsample(x)
-            if index > 0:   # SOLIDER's stage index-1 output, after its patch merging
+            if index > 0:  # SOLIDER's stage index-1 output, after its patch merging
                 scale = self.semantic_embed_w[index - 1](self.semantic_input)
                 shift = self.semantic_embed_b[index - 1](self.semantic_input)
                 x = x * F.softplus(scale) + shift
@@ -81,7 +81,7 @@ def _identity_linear(out_features: int, bias: float) -> nn.Linear:
     layer = nn.Linear(2, out_features)
     nn.init.zeros_(layer.weight)
     nn.init.constant_(layer.bias, bias)
-    layer.requires_grad_(False)   # SOLIDER freezes them while fine-tuning
+    layer.requires_grad_(False)  # SOLIDER freezes them while fine-tuning
     return layer
 
 
@@ -98,8 +98,14 @@ def to_solider_swin(model: SwinTransformer, semantic_weight: float) -> SemanticS
     widths = [stage.blocks[0].norm1.normalized_shape[0] for stage in model.layers]
     device = model.norm.weight.device
     model.semantic_embed_w = nn.ModuleList(
-        _identity_linear(width, SOFTPLUS_ONE) for width in widths[1:]).to(device)
-    model.semantic_embed_b = nn.ModuleList(_identity_linear(width, 0.0) for width in widths[1:]).to(device)
-    model.register_buffer("semantic_input", torch.tensor([semantic_weight, 1.0 - semantic_weight],
-                                                         device=device), persistent=False)
+        _identity_linear(width, SOFTPLUS_ONE) for width in widths[1:]
+    ).to(device)
+    model.semantic_embed_b = nn.ModuleList(_identity_linear(width, 0.0) for width in widths[1:]).to(
+        device
+    )
+    model.register_buffer(
+        "semantic_input",
+        torch.tensor([semantic_weight, 1.0 - semantic_weight], device=device),
+        persistent=False,
+    )
     return model  # type: ignore[return-value]

@@ -22,9 +22,10 @@ import hashlib
 import logging
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -60,9 +61,15 @@ LIVE_LOGS_DIR = "logs"  # in CHECKPOINT_DIR: the loggers' folders while training
 FINGERPRINT_FILE = "fingerprint.txt"
 PRETRAINED_KEY = "pretrained_weights"  # config.yaml: the weights training started from
 # Keys that change where or how fast training runs, not what it computes.
-_RUNTIME_KEYS = {("train", "num_gpus"), ("train", "gpu_ids"), ("train", "num_nodes"),
-                 ("train", "resume_training_checkpoint_path"), ("dataset", "num_workers"),
-                 ("dataset", "val_batch_size"), ("train", "loggers")}
+_RUNTIME_KEYS = {
+    ("train", "num_gpus"),
+    ("train", "gpu_ids"),
+    ("train", "num_nodes"),
+    ("train", "resume_training_checkpoint_path"),
+    ("dataset", "num_workers"),
+    ("dataset", "val_batch_size"),
+    ("train", "loggers"),
+}
 
 
 def fingerprint(cfg: ArchConfig, splits_dir: Path) -> str:
@@ -115,14 +122,16 @@ def resolve_runtime(cfg: ArchConfig, env: dict[str, str] | None = None) -> Runti
     if lease.ids:
         if precision == "auto":
             # CUDA_VISIBLE_DEVICES now holds the leased GPUs only: they are devices 0..n-1.
-            precision = auto_precision(min(torch.cuda.get_device_capability(i)
-                                           for i in range(len(lease.ids))))
+            precision = auto_precision(
+                min(torch.cuda.get_device_capability(i) for i in range(len(lease.ids)))
+            )
         return Runtime("gpu", len(lease.ids), precision, note, lease)
     if precision == "auto":
         precision = auto_precision(None)
     if precision == "16-mixed":
-        raise ReidpipeError("train.precision = '16-mixed' needs a GPU; on CPU use 32, "
-                            "bf16-mixed or auto")
+        raise ReidpipeError(
+            "train.precision = '16-mixed' needs a GPU; on CPU use 32, bf16-mixed or auto"
+        )
     return Runtime("cpu", 1, precision, note)
 
 
@@ -173,15 +182,20 @@ def _clear_outputs(out_dir: Path) -> None:
         atomic.remove_temporaries(folder)
 
 
-def _write_outputs(out_dir: Path, saved: dict[str, Any], log_frame: Any,
-                   config: dict[str, Any]) -> None:
+def _write_outputs(
+    out_dir: Path, saved: dict[str, Any], log_frame: Any, config: dict[str, Any]
+) -> None:
     """All three outputs as one unit: written to temporaries first, then renamed into place,
     model.pt last (it marks the run done)."""
-    atomic.write_files({
-        out_dir / TRAIN_LOG_FILE: lambda tmp: log_frame.to_csv(tmp, index=False),
-        out_dir / TRAIN_CONFIG_FILE: lambda tmp: tmp.write_text(
-            yaml.safe_dump(config, sort_keys=False), encoding="utf-8"),
-        out_dir / MODEL_FILE: lambda tmp: torch.save(saved, tmp)})
+    atomic.write_files(
+        {
+            out_dir / TRAIN_LOG_FILE: lambda tmp: log_frame.to_csv(tmp, index=False),
+            out_dir / TRAIN_CONFIG_FILE: lambda tmp: tmp.write_text(
+                yaml.safe_dump(config, sort_keys=False), encoding="utf-8"
+            ),
+            out_dir / MODEL_FILE: lambda tmp: torch.save(saved, tmp),
+        }
+    )
 
 
 def _publish_logs(live_dir: Path, out_dir: Path, folders: list[str]) -> None:
@@ -192,8 +206,9 @@ def _publish_logs(live_dir: Path, out_dir: Path, folders: list[str]) -> None:
     shutil.rmtree(live_dir, ignore_errors=True)
 
 
-def train_arch(cfg: ArchConfig, splits_dir: str | Path, out_dir: str | Path,
-               runtime: Runtime) -> dict[str, Any]:
+def train_arch(
+    cfg: ArchConfig, splits_dir: str | Path, out_dir: str | Path, runtime: Runtime
+) -> dict[str, Any]:
     """Train (or resume, or skip when done) one architecture; returns the last log row."""
     splits_dir, out_dir = Path(splits_dir), Path(out_dir)
     ckpt_dir = out_dir / CHECKPOINT_DIR
@@ -218,46 +233,65 @@ def train_arch(cfg: ArchConfig, splits_dir: str | Path, out_dir: str | Path,
     _prepare_checkpoints(ckpt_dir, stamp)
     # The run's own newest checkpoint wins: the configured path is where a run starts, and a
     # rerun after a kill must not go back to it.
-    resume = choose_resume(ckpt_dir, cfg.train.resume_training_checkpoint_path,
-                           module.state_dict())
-    log.info(f"train {cfg.name}: {runtime.note}; {runtime.accelerator} x{runtime.devices}, "
-             f"precision {runtime.precision}" + (f"; resuming from {resume}" if resume else ""))
+    resume = choose_resume(ckpt_dir, cfg.train.resume_training_checkpoint_path, module.state_dict())
+    log.info(
+        f"train {cfg.name}: {runtime.note}; {runtime.accelerator} x{runtime.devices}, "
+        f"precision {runtime.precision}" + (f"; resuming from {resume}" if resume else "")
+    )
     epoch_log = EpochLog(datamodule, cfg.train.validation_interval)
     # Only the newest checkpoint is kept (it replaces the previous one after it is written):
     # resume needs no more, and a ResNet-50 checkpoint with Adam state is ~300 MB.
-    checkpoints = ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}",
-                                  auto_insert_metric_name=False, monitor="step", mode="max",
-                                  save_top_k=1, every_n_epochs=cfg.train.checkpoint_interval)
+    checkpoints = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="epoch{epoch:03d}",
+        auto_insert_metric_name=False,
+        monitor="step",
+        mode="max",
+        save_top_k=1,
+        every_n_epochs=cfg.train.checkpoint_interval,
+    )
     multi = runtime.devices > 1 or cfg.train.num_nodes > 1
     trainer = L.Trainer(
-        accelerator=runtime.accelerator, devices=runtime.devices, num_nodes=cfg.train.num_nodes,
-        strategy=(DDPStrategy(find_unused_parameters=not module.plan.use_id) if multi
-                  else "auto"),
+        accelerator=runtime.accelerator,
+        devices=runtime.devices,
+        num_nodes=cfg.train.num_nodes,
+        strategy=(DDPStrategy(find_unused_parameters=not module.plan.use_id) if multi else "auto"),
         precision=runtime.precision,  # type: ignore[arg-type]
         deterministic=deterministic_mode(cfg.train.deterministic, runtime.accelerator),
         max_epochs=cfg.train.num_epochs,
         limit_train_batches=cfg.train.max_steps_per_epoch or 1.0,
         callbacks=[epoch_log, checkpoints],
         logger=make_loggers(cfg.train.loggers, ckpt_dir / LIVE_LOGS_DIR),
-        enable_autolog_hparams=False, log_every_n_steps=1,  # the loggers get EpochLog's rows only
+        enable_autolog_hparams=False,
+        log_every_n_steps=1,  # the loggers get EpochLog's rows only
         plugins=[AtomicCheckpointIO(), *cluster_plugins(runtime.devices, cfg.train.num_nodes)],
-        use_distributed_sampler=False, num_sanity_val_steps=0,
-        enable_model_summary=False, default_root_dir=str(out_dir))
+        use_distributed_sampler=False,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+        default_root_dir=str(out_dir),
+    )
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     if trainer.is_global_zero:
-        saved = {"state_dict": module.net.state_dict(), "arch": arch_to_dict(cfg),
-                 "num_classes": datamodule.num_classes, "fingerprint": stamp,
-                 "epochs": trainer.current_epoch}
-        config = {**arch_to_dict(cfg),
-                  PRETRAINED_KEY: pretrained_weights(cfg.model, module.net.backbone),
-                  environment.CONFIG_KEY: environment.record(runtime.accelerator, trainer.world_size)}
+        saved = {
+            "state_dict": module.net.state_dict(),
+            "arch": arch_to_dict(cfg),
+            "num_classes": datamodule.num_classes,
+            "fingerprint": stamp,
+            "epochs": trainer.current_epoch,
+        }
+        config = {
+            **arch_to_dict(cfg),
+            PRETRAINED_KEY: pretrained_weights(cfg.model, module.net.backbone),
+            environment.CONFIG_KEY: environment.record(runtime.accelerator, trainer.world_size),
+        }
         _write_outputs(out_dir, saved, epoch_log.frame(), config)
         _publish_logs(ckpt_dir / LIVE_LOGS_DIR, out_dir, log_folders)
     return epoch_log.rows[-1] if epoch_log.rows else {}
 
 
-def cluster_plugins(devices: int, num_nodes: int,
-                    env: Mapping[str, str] | None = None) -> list[LightningEnvironment]:
+def cluster_plugins(
+    devices: int, num_nodes: int, env: Mapping[str, str] | None = None
+) -> list[LightningEnvironment]:
     """Lightning takes any process with ``SLURM_NTASKS`` set as launched by Slurm with one task
     per device. A Snakemake job under Slurm is a single task, so with ``devices > 1`` Lightning
     would start one process instead of ``devices``: then it must launch the ranks itself."""
@@ -267,13 +301,15 @@ def cluster_plugins(devices: int, num_nodes: int,
     return []
 
 
-def train_stage(params: Params, arch: str, splits_dir: str | Path,
-                out_dir: str | Path) -> dict[str, Any]:
+def train_stage(
+    params: Params, arch: str, splits_dir: str | Path, out_dir: str | Path
+) -> dict[str, Any]:
     cfg = params.arch(arch)
     for split in ("train", "val_query", "val_gallery"):
         if not manifest_path(splits_dir, split).is_file():
-            raise ReidpipeError(f"{manifest_path(splits_dir, split)} does not exist "
-                                "(run `reidpipe split` first)")
+            raise ReidpipeError(
+                f"{manifest_path(splits_dir, split)} does not exist (run `reidpipe split` first)"
+            )
     runtime = resolve_runtime(cfg)
     try:
         return train_arch(cfg, splits_dir, out_dir, runtime)

@@ -26,7 +26,6 @@ from reidpipe.errors import ReidpipeError
 from reidpipe.images import decode_file
 from reidpipe.params import DatasetParams, ModelParams
 
-
 # Zhong et al.'s random erasing with BoT's bounds: area fraction, aspect ratio h/w.
 ERASE_AREA = (0.02, 0.4)
 ERASE_ASPECT = (0.3, 1 / 0.3)
@@ -47,15 +46,22 @@ class BotRandomErasing(v2.RandomErasing):
             if h < height and w < width:
                 i = int(torch.randint(0, height - h + 1, (1,)))
                 j = int(torch.randint(0, width - w + 1, (1,)))
-                return {"i": i, "j": j, "h": h, "w": w,
-                        "v": torch.tensor(self.value)[:, None, None]}
+                return {
+                    "i": i,
+                    "j": j,
+                    "h": h,
+                    "w": w,
+                    "v": torch.tensor(self.value)[:, None, None],
+                }
         return {"i": 0, "j": 0, "h": height, "w": width, "v": None}  # no box fits: unchanged
 
 
 def read_image(path: str | Path, channels: int = 3) -> torch.Tensor:
     """A uint8 tensor (channels, H, W): RGB for 3 channels, grey for 1."""
     if channels not in (1, 3):
-        raise ReidpipeError(f"model.input_channels = {channels}: images load as 1 (grey) or 3 (RGB)")
+        raise ReidpipeError(
+            f"model.input_channels = {channels}: images load as 1 (grey) or 3 (RGB)"
+        )
     with decode_file(path) as image:
         pixels = np.asarray(image.convert("RGB" if channels == 3 else "L"))
     tensor = torch.from_numpy(pixels.copy())
@@ -64,24 +70,40 @@ def read_image(path: str | Path, channels: int = 3) -> torch.Tensor:
 
 def train_transform(model: ModelParams, dataset: DatasetParams) -> v2.Compose:
     size = (model.input_height, model.input_width)
-    resize = v2.Resize(size, interpolation=InterpolationMode(dataset.train_interpolation),
-                       antialias=True)
+    resize = v2.Resize(
+        size, interpolation=InterpolationMode(dataset.train_interpolation), antialias=True
+    )
     steps: list[Callable[[torch.Tensor], torch.Tensor]] = [
-        resize, v2.RandomHorizontalFlip(p=dataset.prob)]
+        resize,
+        v2.RandomHorizontalFlip(p=dataset.prob),
+    ]
     if dataset.padding > 0:
         steps += [v2.Pad(dataset.padding), v2.RandomCrop(size)]
-    steps += [v2.ToDtype(torch.float32, scale=True),
-              v2.Normalize(dataset.pixel_mean, dataset.pixel_std)]
+    steps += [
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(dataset.pixel_mean, dataset.pixel_std),
+    ]
     if dataset.re_prob > 0 and dataset.re_mode == "pixel":
-        steps.append(RandomErasing(probability=dataset.re_prob, mode="pixel", max_count=1,
-                                   device="cpu"))
+        steps.append(
+            RandomErasing(probability=dataset.re_prob, mode="pixel", max_count=1, device="cpu")
+        )
     elif dataset.re_prob > 0:
-        steps.append(BotRandomErasing(p=dataset.re_prob, scale=ERASE_AREA, ratio=ERASE_ASPECT,
-                                      value=list(dataset.pixel_mean)))
+        steps.append(
+            BotRandomErasing(
+                p=dataset.re_prob,
+                scale=ERASE_AREA,
+                ratio=ERASE_ASPECT,
+                value=list(dataset.pixel_mean),
+            )
+        )
     return v2.Compose(steps)
 
 
 def test_transform(model: ModelParams, dataset: DatasetParams) -> v2.Compose:
-    return v2.Compose([v2.Resize((model.input_height, model.input_width), antialias=True),
-                       v2.ToDtype(torch.float32, scale=True),
-                       v2.Normalize(dataset.pixel_mean, dataset.pixel_std)])
+    return v2.Compose(
+        [
+            v2.Resize((model.input_height, model.input_width), antialias=True),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(dataset.pixel_mean, dataset.pixel_std),
+        ]
+    )

@@ -56,8 +56,10 @@ ALLOWED_GLOBALS: tuple[Any, ...] = (
     type(np.dtype(np.float32)),
 )
 
-CONVERT_HINT = ("if you trust the file, `reidpipe convert-weights {path} --out OUT.safetensors "
-                "--trust` writes its tensors to a file reidpipe reads without unpickling")
+CONVERT_HINT = (
+    "if you trust the file, `reidpipe convert-weights {path} --out OUT.safetensors "
+    "--trust` writes its tensors to a file reidpipe reads without unpickling"
+)
 _GLOBAL_IN_ERROR = re.compile(r"GLOBAL (\S+)")
 _CLASS_IN_ERROR = re.compile(r"but got <class '([^']+)'>")
 _UNPICKLER_ERROR = re.compile(r"WeightsUnpickler error:\s*(.+)")
@@ -77,20 +79,25 @@ def _refused_globals(error: str) -> list[str]:
     """The global the weights_only unpickler refused, from its message (none: the file is damaged
     or holds pickle instructions that unpickler does not read)."""
     if found := _GLOBAL_IN_ERROR.search(error) or _CLASS_IN_ERROR.search(error):
-        return [found[1] if "." in found[1] else f"builtins.{found[1]}"]   # torch drops 'builtins.'
+        return [found[1] if "." in found[1] else f"builtins.{found[1]}"]  # torch drops 'builtins.'
     return []
 
 
 def _unreadable(exc: pickle.UnpicklingError) -> pickle.UnpicklingError:
     """``exc`` without torch's advice to unpickle the file in full."""
     found = _UNPICKLER_ERROR.search(str(exc))
-    return pickle.UnpicklingError(
-        f"its pickle holds what torch's weights-only unpickler does not read ({found[1].strip()})"
-    ) if found else exc
+    return (
+        pickle.UnpicklingError(
+            f"its pickle holds what torch's weights-only unpickler does not read ({found[1].strip()})"
+        )
+        if found
+        else exc
+    )
 
 
-def load_restricted(path: Path, allowed: Collection[Any] = ALLOWED_GLOBALS,
-                    way_out: str = CONVERT_HINT) -> Any:
+def load_restricted(
+    path: Path, allowed: Collection[Any] = ALLOWED_GLOBALS, way_out: str = CONVERT_HINT
+) -> Any:
     """``torch.load`` of ``path`` on the CPU with ``weights_only`` and ``allowed`` globals.
 
     A file naming anything else is a ReidpipeError ending in ``way_out`` (``{path}`` filled in);
@@ -101,7 +108,7 @@ def load_restricted(path: Path, allowed: Collection[Any] = ALLOWED_GLOBALS,
         unsafe = _unsafe_globals(path)
         if not unsafe:
             try:
-                with warnings.catch_warnings():   # protocol 4 pickles fail below anyway
+                with warnings.catch_warnings():  # protocol 4 pickles fail below anyway
                     warnings.filterwarnings("ignore", message="Detected pickle protocol")
                     return torch.load(path, map_location="cpu", weights_only=True)
             except pickle.UnpicklingError as exc:
@@ -109,10 +116,11 @@ def load_restricted(path: Path, allowed: Collection[Any] = ALLOWED_GLOBALS,
                 if not unsafe:
                     raise _unreadable(exc) from None
     plural = "s" if len(unsafe) > 1 else ""
-    raise ReidpipeError(f"refusing to unpickle {path}: it names the global{plural} "
-                        f"{', '.join(unsafe)}, beyond the tensors, plain values and allow-listed "
-                        "globals reidpipe loads (unpickling it could run code); "
-                        + way_out.format(path=path))
+    raise ReidpipeError(
+        f"refusing to unpickle {path}: it names the global{plural} "
+        f"{', '.join(unsafe)}, beyond the tensors, plain values and allow-listed "
+        "globals reidpipe loads (unpickling it could run code); " + way_out.format(path=path)
+    )
 
 
 def sha256_of(path: Path) -> str:

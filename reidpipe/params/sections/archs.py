@@ -34,15 +34,32 @@ class ArchRecipe:
 PUBLISHED_RECIPES = {
     "resnet50": ArchRecipe(model={"backbone": "resnet50.tv_in1k", "last_stride": 1}),
     "swin_tiny": ArchRecipe(
-        model={"backbone": "swin_tiny_patch4_window7_224", "no_margin": True,
-               "label_smooth": False},
-        dataset={"pixel_mean": [0.5, 0.5, 0.5], "pixel_std": [0.5, 0.5, 0.5],
-                 "re_mode": "pixel", "train_interpolation": "bicubic"},
-        train={"optim": {"name": "SGD", "base_lr": 0.0008, "momentum": 0.9,
-                         "warmup_method": "cosine", "warmup_epochs": 20, "lr_steps": [],
-                         "bias_lr_factor": 2.0, "weight_decay": 0.0001,
-                         "weight_decay_bias": 0.0001}},
-        export={"int8_calibration_method": "minmax"}),
+        model={
+            "backbone": "swin_tiny_patch4_window7_224",
+            "no_margin": True,
+            "label_smooth": False,
+        },
+        dataset={
+            "pixel_mean": [0.5, 0.5, 0.5],
+            "pixel_std": [0.5, 0.5, 0.5],
+            "re_mode": "pixel",
+            "train_interpolation": "bicubic",
+        },
+        train={
+            "optim": {
+                "name": "SGD",
+                "base_lr": 0.0008,
+                "momentum": 0.9,
+                "warmup_method": "cosine",
+                "warmup_epochs": 20,
+                "lr_steps": [],
+                "bias_lr_factor": 2.0,
+                "weight_decay": 0.0001,
+                "weight_decay_bias": 0.0001,
+            }
+        },
+        export={"int8_calibration_method": "minmax"},
+    ),
 }
 
 
@@ -56,8 +73,9 @@ class ArchConfig:
     train: TrainParams
 
 
-def arch_config(name: str, recipe: ArchRecipe, model: ModelParams, dataset: DatasetParams,
-                train: TrainParams) -> ArchConfig:
+def arch_config(
+    name: str, recipe: ArchRecipe, model: ModelParams, dataset: DatasetParams, train: TrainParams
+) -> ArchConfig:
     """Deep-merge ``recipe`` into the shared sections and validate each result."""
     sections = {}
     for section, shared in (("model", model), ("dataset", dataset), ("train", train)):

@@ -28,12 +28,16 @@ class ExtractParams:
 class EvaluateParams:
     distance: Literal["cosine", "euclidean"] = setting("cosine")
     ap_method: Literal["non_interpolated", "trapezoidal"] = setting(
-        "non_interpolated", doc="trapezoidal = original Market-1501 MATLAB code")
+        "non_interpolated", doc="trapezoidal = original Market-1501 MATLAB code"
+    )
     max_rank: int = setting(50, ge=1)
     open_set_fraction: float = setting(
-        0.1, ge=0, le=0.5,
+        0.1,
+        ge=0,
+        le=0.5,
         doc="share of the labelled query ids (at least one) held out for verification.json only "
-            "(their gallery images dropped there) so that some queries have no match; 0: none "
-            "held out, the open-set figures then come from the queries the gallery already lacks "
-            "(often none: no-match accuracy is then null)")
+        "(their gallery images dropped there) so that some queries have no match; 0: none "
+        "held out, the open-set figures then come from the queries the gallery already lacks "
+        "(often none: no-match accuracy is then null)",
+    )
     open_set_seed: int = setting(0, ge=0, doc="seed of the held-out ids' choice")

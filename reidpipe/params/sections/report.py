@@ -13,5 +13,7 @@ class ReportParams:
     top_k: int = setting(10, ge=1)
     hardest_queries: int = setting(10, ge=1)
     attention_maps: bool = setting(
-        True, doc="Grad-CAM maps of the sampled and hardest queries and their ranked gallery images "
-                  "(needs each arch's trained model)")
+        True,
+        doc="Grad-CAM maps of the sampled and hardest queries and their ranked gallery images "
+        "(needs each arch's trained model)",
+    )

@@ -10,8 +10,14 @@ from dataclasses import field
 from typing import Any
 
 
-def setting(default: Any, *, ge: float | None = None, le: float | None = None,
-            gt: float | None = None, doc: str = "") -> Any:
+def setting(
+    default: Any,
+    *,
+    ge: float | None = None,
+    le: float | None = None,
+    gt: float | None = None,
+    doc: str = "",
+) -> Any:
     """A dataclass field with a range and a description (the description goes into the schema)."""
     meta = {"ge": ge, "le": le, "gt": gt, "doc": doc}
     if isinstance(default, (list, dict)):
