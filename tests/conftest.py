@@ -1,4 +1,6 @@
-"""Fixtures shared by several test modules."""
+"""Fixtures shared by several test modules. Tests are grouped by phase: tests/unit/<package>
+(one folder per layer of the package), tests/e2e (real Snakemake, DVC and Slurm runs, marked
+``slow``: ``pytest -m "not slow"`` leaves them out); what tests share lives in tests/support."""
 
 import logging
 import sys
@@ -10,6 +12,9 @@ from reidpipe.data.split import make_split
 from reidpipe.data.synth import SynthSummary, generate_synthetic_market
 from reidpipe.data.synth_layouts import generate_synthetic
 from reidpipe.dataset_registry import SYNTH_LAYOUTS
+
+# Tests under tests/e2e run the whole pipeline (Snakemake, DVC, Slurm): marked slow
+E2E_DIR = Path(__file__).resolve().parent / "e2e"
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +58,10 @@ def reidpipe_logger():
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that fork the test process (``tests/forked.py``) run first: once a process has run
+    """Tests that fork the test process (``tests/support/forked.py``) run first: once a process has run
     autograd, torch refuses autograd in its forked children, so a fork after any in-process
     training would fail for a reason that has nothing to do with the test."""
     items.sort(key=lambda item: not hasattr(item.module, "run_forked"))
+    for item in items:  # tests/e2e: real Snakemake, DVC and Slurm runs of the pipeline
+        if E2E_DIR in item.path.parents:
+            item.add_marker(pytest.mark.slow)
