@@ -21,7 +21,8 @@ from PIL import Image
 from reidpipe.errors import ReidpipeError
 from reidpipe.images import decode_file
 
-if TYPE_CHECKING:  # annotations only: shared modules sit below params (tests/test_imports.py)
+# annotations only: shared modules sit below params (tests/unit/shared/test_imports.py)
+if TYPE_CHECKING:
     from reidpipe.params import ArchConfig, ExtractParams
 
 # A model call over a preprocessed batch: N x 3 x H x W float32 in, N x D features out.

@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 _NUMPY_SCALAR = np.float64(0).__reduce__()[0]
 _NUMPY_RECONSTRUCT = np.zeros(1).__reduce__()[0]
 
-# Each entry is what one of the release structures that tests/test_weights_trust.py mimics needs
+# Each entry is what one of the release structures that
+# tests/unit/training/test_weights_trust.py mimics needs
 # (SOLIDER's DINO save dict, TAO's Lightning checkpoint); a test checks that each is needed. A real
 # file with another harmless extra is refused, and converted once with `convert-weights --trust`.
 ALLOWED_GLOBALS: tuple[Any, ...] = (
