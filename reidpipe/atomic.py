@@ -252,20 +252,26 @@ _MARKER_TEXT = (
 
 
 def check_replaceable_dir(path: str | os.PathLike[str], owned_by: Sequence[str] = ()) -> None:
-    """Refuse to replace a non-empty folder that no stage wrote: one that holds neither
+    """Refuse to replace a folder holding files that no stage wrote: one that holds neither
     ``OUTPUT_MARKER_FILE`` nor one of the stage's own markers ``owned_by`` (a download or a
-    synthetic set written before the common marker existed)."""
+    synthetic set written before the common marker existed). Empty folders inside do not count:
+    Snakemake makes the parent folders of a job's outputs before the job runs."""
     folder = Path(path)
     if not folder.is_dir() or folder.is_symlink():
         return
     markers = (OUTPUT_MARKER_FILE, *owned_by)
-    if any((folder / name).is_file() for name in markers) or not any(folder.iterdir()):
+    if any((folder / name).is_file() for name in markers) or not _holds_a_file(folder):
         return
     raise ReidpipeError(
         f"{folder} holds files that no reidpipe stage wrote (no "
         f"{OUTPUT_MARKER_FILE}); refusing to replace it: choose another output "
         "folder, or move it away yourself if its contents may go"
     )
+
+
+def _holds_a_file(folder: Path) -> bool:
+    """Whether anything but folders lies under ``folder`` (stops at the first such entry)."""
+    return any(not entry.is_dir() or entry.is_symlink() for entry in folder.rglob("*"))
 
 
 def remove_output_dir(path: str | os.PathLike[str]) -> None:

@@ -129,7 +129,8 @@ DATASET_DIR_KEYS = {
 }
 # Sections whose whole subtree is ignored (logging integrations and hardware flags).
 IGNORED_SUBTREES = {
-    "wandb": "Weights & Biases logging: reidpipe logs to train_log.csv and its report",
+    "wandb": "Weights & Biases logging: reidpipe logs to train_log.csv, DVCLive and (with "
+    "train.loggers: [tensorboard]) TensorBoard",
     "train.cudnn": "cuDNN flags: reidpipe keeps Lightning's defaults and seeds with train.seed",
 }
 

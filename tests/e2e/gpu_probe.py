@@ -92,11 +92,21 @@ def main() -> None:
     probe_dir.mkdir(parents=True, exist_ok=True)
     (probe_dir / f"{args.arch}-{os.getpid()}.json").write_text(json.dumps(record))
     if os.environ.get("SLURM_PROCID", "0") == "0":
-        from reidpipe.filenames import MODEL_FILE, TRAIN_CONFIG_FILE, TRAIN_LOG_FILE
+        from reidpipe.filenames import (
+            DVCLIVE_DIR,
+            DVCLIVE_METRICS_FILE,
+            DVCLIVE_PLOTS_DIR,
+            MODEL_FILE,
+            TRAIN_CONFIG_FILE,
+            TRAIN_LOG_FILE,
+        )
 
+        out = Path(args.out)
         for name in (MODEL_FILE, TRAIN_CONFIG_FILE, TRAIN_LOG_FILE):
-            (Path(args.out) / name).parent.mkdir(parents=True, exist_ok=True)
-            (Path(args.out) / name).write_text("")
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            (out / name).write_text("")
+        (out / DVCLIVE_DIR / DVCLIVE_PLOTS_DIR).mkdir(parents=True, exist_ok=True)
+        (out / DVCLIVE_DIR / DVCLIVE_METRICS_FILE).write_text("{}")
         Path(args.provenance).write_text("{}")
 
 

@@ -74,11 +74,15 @@ def test_dvc_records_snakemake_outputs_and_runs_an_experiment(demo_repo: Path) -
     assert changed == {f"train@{arch}" for arch in ARCHS}, changed
     run(demo_repo, "git", "checkout", "params.yaml")
 
-    # A real experiment on an evaluation key: exactly the stages that read it and the report run.
+    # A real experiment on an evaluation key: exactly the stages that read it (evaluate, and the
+    # package, whose model card shows the metrics) and the report run.
     before = json.loads((demo_repo / "reports" / "metrics.json").read_text())
     exp = run(demo_repo, *dvc("exp", "run", "-S", "re_ranking.lambda_value=0.6"))
     ran = set(re.findall(r"Running stage '([^']+)'", exp.stdout + exp.stderr))
-    assert ran == {f"evaluate@{arch}" for arch in ARCHS} | {"report", "tracked_params"}, ran
+    assert ran == {f"{stage}@{arch}" for stage in ("evaluate", "package") for arch in ARCHS} | {
+        "report",
+        "tracked_params",
+    }, ran
     after = json.loads((demo_repo / "reports" / "metrics.json").read_text())
     for arch in ARCHS:
         assert after[arch]["plain"] == before[arch]["plain"]

@@ -77,6 +77,20 @@ def test_a_folder_a_stage_wrote_is_replaced_whole(tmp_path):
     assert not out.exists()
 
 
+def test_a_folder_of_empty_folders_holds_nothing_to_lose(tmp_path):
+    """Snakemake makes the parents of a job's outputs (dvclive/plots/) before the job runs."""
+    out = tmp_path / "dvclive"
+    (out / "plots" / "metrics").mkdir(parents=True)
+    with atomic.atomic_dir(out) as tmp:
+        (tmp / "metrics.json").write_text("{}")
+    assert (out / "metrics.json").is_file() and not (out / "plots").exists()
+    (out / "plots" / "metrics").mkdir(parents=True)
+    (out / OUTPUT_MARKER_FILE).unlink()
+    (out / "plots" / "metrics" / "loss.tsv").write_text("step\tloss\n")  # a file deep inside
+    with pytest.raises(ReidpipeError, match="holds files that no reidpipe stage wrote"):
+        atomic.remove_output_dir(out)
+
+
 def test_a_stage_own_older_marker_also_proves_it_wrote_the_folder(tmp_path):
     """A dataset download or synth wrote before the common marker existed is still theirs."""
     old = tmp_path / "dataset"
