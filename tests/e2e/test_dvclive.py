@@ -19,8 +19,10 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from support import deep_merge
 from support.market_fixtures import make_tiny_market
 from support.repo_copy import ROOT, SMALL, dvc, make_repo, run, snakemake
+from support.tiny_run import TINY as RECOVERY_RUN
 
 from reidpipe.data.split import make_split
 from reidpipe.filenames import (
@@ -35,34 +37,8 @@ from reidpipe.training.lightning_module import LOGGER_NAMES
 from reidpipe.training.loggers import EpochDVCLiveLogger
 from reidpipe.training.train import Runtime, train_arch
 
-TINY = {
-    "pipeline": {"archs": ["tiny"]},
-    "model": {
-        "backbone": "test_resnet",
-        "pretrain_choice": "",
-        "input_width": 16,
-        "input_height": 32,
-        "feat_dim": 32,
-        "metric_loss_type": "triplet_center",
-    },
-    "dataset": {
-        "batch_size": 4,
-        "val_batch_size": 16,
-        "num_workers": 0,
-        "padding": 2,
-        "num_instances": 2,
-    },
-    "train": {
-        "num_epochs": 3,
-        "checkpoint_interval": 1,
-        "validation_interval": 2,
-        "num_gpus": 0,
-        "max_steps_per_epoch": 2,
-        "loggers": ["tensorboard"],
-        "optim": {"lr_steps": [2], "warmup_epochs": 1},
-    },
-    "archs": {"tiny": {}},
-}
+# The recovery tests' tiny run, validating every other epoch, with TensorBoard too
+TINY = deep_merge(RECOVERY_RUN, {"train": {"validation_interval": 2, "loggers": ["tensorboard"]}})
 TIMING = "images_per_s"
 
 

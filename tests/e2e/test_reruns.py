@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support import deep_merge
 from support.repo_copy import ROOT, SMALL, copy_working_tree, dvc, run, snakemake
 
 pytestmark = pytest.mark.slow
@@ -29,16 +30,6 @@ FILES = ("params.yaml", OVERLAY)
 # The jobs, by hand: what a model key or the training code reaches, and every stage.
 MODEL_DOWNSTREAM = {"train", "extract", "evaluate", "export_onnx", "build_trt", "package", "report"}
 EVERY_STAGE = {"tracked_params", "download", "validate", "split", "combine"} | MODEL_DOWNSTREAM
-
-
-def deep_merge(base: dict, override: dict) -> dict:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def record(repo: Path) -> None:
