@@ -28,6 +28,8 @@ from reidpipe.params.sections.archs import PUBLISHED_RECIPES
 TRAINING_SECTIONS = ("model", "dataset", "train")
 # The FAR whose threshold the card and the package README recommend.
 RECOMMENDED_FAR = 1e-3
+# The retrieval figures of each ranking the card reports (its JSON and its Markdown table).
+METRIC_KEYS = ("mAP", "mINP", "rank1", "rank5", "rank10", "rank20")
 # Where each published recipe comes from (the recipes: ``PUBLISHED_RECIPES``).
 RECIPE_SOURCES = {
     "resnet50": "Bag of Tricks and a Strong Baseline for Deep Person Re-identification "
@@ -247,6 +249,111 @@ def _deployment(
     }
 
 
+def _overview(arch: str, embedding_dim: int, distance: Any) -> dict[str, Any]:
+    return {
+        "name": arch,
+        "description": "Person re-identification embedding model: one cropped person image "
+        f"in, a {embedding_dim}-d appearance embedding out; two crops show "
+        "the same person when their embeddings are close "
+        f"({distance} distance).",
+        "trained_by": "reidpipe (train, evaluate, export-onnx, build-trt, package)",
+        "intended_use": "matching person crops across cameras (multi-camera tracking, "
+        "DeepStream NvDCF re-association, gallery retrieval) where the "
+        "deployment is lawful and consented; see ethical considerations",
+    }
+
+
+def _architecture(
+    train_config: dict[str, Any], embedding_dim: int, recipe: dict[str, Any]
+) -> dict[str, Any]:
+    model = train_config["model"]
+    return {
+        "backbone": model.get("backbone"),
+        "backbone_kwargs": model.get("backbone_kwargs"),
+        "feat_dim": embedding_dim,
+        "neck": model.get("neck"),
+        "bnneck": model.get("neck") == "bnneck",
+        "neck_feat": model.get("neck_feat"),
+        "last_stride": model.get("last_stride"),
+        "input": {
+            "channels": model.get("input_channels"),
+            "height": model.get("input_height"),
+            "width": model.get("input_width"),
+        },
+        "losses": {
+            "id": "cross-entropy" + (" with label smoothing" if model.get("label_smooth") else ""),
+            "metric": model.get("metric_loss_type"),
+            "center": bool(model.get("with_center_loss")),
+        },
+        "recipe": recipe,
+        "pretrained_weights": train_config["pretrained_weights"],
+    }
+
+
+def _training_data(run: RunRecords) -> dict[str, Any]:
+    return {
+        "sources": run.training_sources,
+        "validation": {
+            key: run.validation.get(key)
+            for key in ("dataset_dir", "strict", "valid", "num_problems")
+        },
+    }
+
+
+def _evaluation_data(run: RunRecords) -> dict[str, Any]:
+    plain = run.metrics["plain"]
+    return {
+        "dataset": run.evaluation_data,
+        "protocol": PROTOCOL,
+        "distance": plain.get("distance"),
+        "ap_method": plain.get("ap_method"),
+        "queries": plain.get("num_queries"),
+        "skipped_queries": plain.get("num_skipped"),
+        "re_ranking": (
+            {key: run.metrics["reranked"].get(key) for key in ("k1", "k2", "lambda_value")}
+            if "reranked" in run.metrics
+            else None
+        ),
+    }
+
+
+def _metrics(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each ranking's (plain, re-ranked) figures."""
+    return {
+        ranking: {key: values.get(key) for key in METRIC_KEYS}
+        for ranking, values in metrics.items()
+        if isinstance(values, dict)
+    }
+
+
+def _open_set_verification(verification: dict[str, Any] | None) -> dict[str, Any] | None:
+    if verification is None:
+        return None
+    return {
+        "distance": verification.get("distance"),
+        "genuine_pairs": verification.get("num_genuine_pairs"),
+        "impostor_pairs": verification.get("num_impostor_pairs"),
+        "known_queries": verification.get("num_known_queries"),
+        "open_set_queries": verification.get("num_open_set_queries"),
+        "open_set_fraction": verification.get("open_set_fraction"),
+        "operating_points": [
+            {
+                key: point.get(key)
+                for key in (
+                    "far",
+                    "threshold",
+                    "tar",
+                    "far_achieved",
+                    "no_match_accuracy",
+                    "why_null",
+                )
+            }
+            for point in verification.get("operating_points") or []
+        ],
+        "recommended": recommended_threshold(verification),
+    }
+
+
 def build_card(
     arch: str,
     recipe: dict[str, Any],
@@ -256,99 +363,14 @@ def build_card(
     trt: dict[str, Any],
 ) -> dict[str, Any]:
     """The card as a JSON-ready dict."""
-    model = run.train_config["model"]
     embedding_dim = manifest["contract"]["output"]["shape"][1]
-    evaluation = run.evaluation_data
-    plain = run.metrics["plain"]
     return {
-        "model_overview": {
-            "name": arch,
-            "description": "Person re-identification embedding model: one cropped person image "
-            f"in, a {embedding_dim}-d appearance embedding out; two crops show "
-            "the same person when their embeddings are close "
-            f"({plain.get('distance')} distance).",
-            "trained_by": "reidpipe (train, evaluate, export-onnx, build-trt, package)",
-            "intended_use": "matching person crops across cameras (multi-camera tracking, "
-            "DeepStream NvDCF re-association, gallery retrieval) where the "
-            "deployment is lawful and consented; see ethical considerations",
-        },
-        "architecture": {
-            "backbone": model.get("backbone"),
-            "backbone_kwargs": model.get("backbone_kwargs"),
-            "feat_dim": embedding_dim,
-            "neck": model.get("neck"),
-            "bnneck": model.get("neck") == "bnneck",
-            "neck_feat": model.get("neck_feat"),
-            "last_stride": model.get("last_stride"),
-            "input": {
-                "channels": model.get("input_channels"),
-                "height": model.get("input_height"),
-                "width": model.get("input_width"),
-            },
-            "losses": {
-                "id": "cross-entropy"
-                + (" with label smoothing" if model.get("label_smooth") else ""),
-                "metric": model.get("metric_loss_type"),
-                "center": bool(model.get("with_center_loss")),
-            },
-            "recipe": recipe,
-            "pretrained_weights": run.train_config["pretrained_weights"],
-        },
-        "training_data": {
-            "sources": run.training_sources,
-            "validation": {
-                key: run.validation.get(key)
-                for key in ("dataset_dir", "strict", "valid", "num_problems")
-            },
-        },
-        "evaluation_data": {
-            "dataset": evaluation,
-            "protocol": PROTOCOL,
-            "distance": plain.get("distance"),
-            "ap_method": plain.get("ap_method"),
-            "queries": plain.get("num_queries"),
-            "skipped_queries": plain.get("num_skipped"),
-            "re_ranking": (
-                {key: run.metrics["reranked"].get(key) for key in ("k1", "k2", "lambda_value")}
-                if "reranked" in run.metrics
-                else None
-            ),
-        },
-        "metrics": {
-            ranking: {
-                key: values.get(key)
-                for key in ("mAP", "mINP", "rank1", "rank5", "rank10", "rank20")
-            }
-            for ranking, values in run.metrics.items()
-            if isinstance(values, dict)
-        },
-        "open_set_verification": (
-            None
-            if run.verification is None
-            else {
-                "distance": run.verification.get("distance"),
-                "genuine_pairs": run.verification.get("num_genuine_pairs"),
-                "impostor_pairs": run.verification.get("num_impostor_pairs"),
-                "known_queries": run.verification.get("num_known_queries"),
-                "open_set_queries": run.verification.get("num_open_set_queries"),
-                "open_set_fraction": run.verification.get("open_set_fraction"),
-                "operating_points": [
-                    {
-                        key: point.get(key)
-                        for key in (
-                            "far",
-                            "threshold",
-                            "tar",
-                            "far_achieved",
-                            "no_match_accuracy",
-                            "why_null",
-                        )
-                    }
-                    for point in run.verification.get("operating_points") or []
-                ],
-                "recommended": recommended_threshold(run.verification),
-            }
-        ),
+        "model_overview": _overview(arch, embedding_dim, run.metrics["plain"].get("distance")),
+        "architecture": _architecture(run.train_config, embedding_dim, recipe),
+        "training_data": _training_data(run),
+        "evaluation_data": _evaluation_data(run),
+        "metrics": _metrics(run.metrics),
+        "open_set_verification": _open_set_verification(run.verification),
         "inference_and_deployment": _deployment(manifest, parity, trt),
         "environment": run.train_config["environment"],
         "limitations": list(LIMITATIONS),
@@ -382,56 +404,63 @@ def _dataset_lines(fingerprint: dict[str, Any], splits: tuple[str, ...]) -> list
     return lines + [""]
 
 
-def card_markdown(card: dict[str, Any]) -> str:
-    """The card as Markdown, section by section."""
-    overview, arch = card["model_overview"], card["architecture"]
-    training, evaluation = card["training_data"], card["evaluation_data"]
-    deploy, recipe = card["inference_and_deployment"], arch["recipe"]
-    lines = [
-        f"# Model card: {overview['name']}",
-        "",
-        "## Model overview",
-        "",
-        overview["description"],
-        "",
-        f"- trained by: {overview['trained_by']}",
-        f"- intended use: {overview['intended_use']}",
-        "",
-        "## Architecture",
-        "",
-        f"- backbone `{arch['backbone']}`"
-        + (f" ({arch['backbone_kwargs']})" if arch["backbone_kwargs"] else ""),
-        f"- embedding: {arch['feat_dim']}-d, neck `{arch['neck']}` (BNNeck: "
-        f"{'yes' if arch['bnneck'] else 'no'}, feature {arch['neck_feat']} it), last "
-        f"stride {arch['last_stride']}",
-        f"- input: {arch['input']['channels']} x {arch['input']['height']} x "
-        f"{arch['input']['width']} (C x H x W)",
-        f"- losses: {arch['losses']['id']}, {arch['losses']['metric']}"
-        + (", center" if arch["losses"]["center"] else ""),
-        f"- recipe `{recipe['name']}`: {recipe['source']}",
-        f"- pretrained weights: {arch['pretrained_weights']}",
-        "",
-        "## Training data",
-        "",
-    ]
+def _section(heading: str, body: list[str]) -> list[str]:
+    return [f"## {heading}", "", *body]
+
+
+def _overview_section(overview: dict[str, Any]) -> list[str]:
+    return _section(
+        "Model overview",
+        [
+            overview["description"],
+            "",
+            f"- trained by: {overview['trained_by']}",
+            f"- intended use: {overview['intended_use']}",
+        ],
+    )
+
+
+def _architecture_section(arch: dict[str, Any]) -> list[str]:
+    recipe = arch["recipe"]
+    return _section(
+        "Architecture",
+        [
+            f"- backbone `{arch['backbone']}`"
+            + (f" ({arch['backbone_kwargs']})" if arch["backbone_kwargs"] else ""),
+            f"- embedding: {arch['feat_dim']}-d, neck `{arch['neck']}` (BNNeck: "
+            f"{'yes' if arch['bnneck'] else 'no'}, feature {arch['neck_feat']} it), last "
+            f"stride {arch['last_stride']}",
+            f"- input: {arch['input']['channels']} x {arch['input']['height']} x "
+            f"{arch['input']['width']} (C x H x W)",
+            f"- losses: {arch['losses']['id']}, {arch['losses']['metric']}"
+            + (", center" if arch["losses"]["center"] else ""),
+            f"- recipe `{recipe['name']}`: {recipe['source']}",
+            f"- pretrained weights: {arch['pretrained_weights']}",
+        ],
+    )
+
+
+def _training_section(training: dict[str, Any]) -> list[str]:
+    """Each source's images and fingerprint, then the dataset's validation."""
+    body = []
     for name, used in training["sources"].items():
-        lines += [
+        body += [
             f"### {name}: {used['train_images']} training images of {used['train_ids']} "
             f"ids, {used['val_images']} held out for validation",
             "",
         ]
-        lines += _dataset_lines(used["fingerprint"], ("train",))
+        body += _dataset_lines(used["fingerprint"], ("train",))
     valid = training["validation"]
-    lines += [
+    body.append(
         f"Validation of `{valid['dataset_dir']}`: valid {valid['valid']}, strict "
-        f"{valid['strict']}, {valid['num_problems']} problem(s).",
-        "",
-        "## Evaluation data and protocol",
-        "",
-    ]
-    lines += _dataset_lines(evaluation["dataset"], ("query", "gallery"))
+        f"{valid['strict']}, {valid['num_problems']} problem(s)."
+    )
+    return _section("Training data", body)
+
+
+def _evaluation_section(evaluation: dict[str, Any]) -> list[str]:
     rerank = evaluation["re_ranking"]
-    lines += [
+    protocol = (
         f"{evaluation['protocol']}. Distance: {evaluation['distance']}; AP: "
         f"{evaluation['ap_method']}; {evaluation['queries']} queries, "
         f"{evaluation['skipped_queries']} skipped (no true match). Re-ranking: "
@@ -440,29 +469,51 @@ def card_markdown(card: dict[str, Any]) -> str:
             f"lambda {rerank['lambda_value']}."
             if rerank
             else "not run."
-        ),
-        "",
-        "## Metrics",
-        "",
-        "| ranking | mAP | mINP | R1 | R5 | R10 | R20 |",
-        "|---|---|---|---|---|---|---|",
+        )
+    )
+    return _section(
+        "Evaluation data and protocol",
+        [*_dataset_lines(evaluation["dataset"], ("query", "gallery")), protocol],
+    )
+
+
+def _metrics_section(metrics: dict[str, dict[str, Any]]) -> list[str]:
+    rows = [
+        f"| {ranking} | " + " | ".join(_pct(m[k]) for k in METRIC_KEYS) + " |"
+        for ranking, m in metrics.items()
     ]
-    lines += [
-        f"| {ranking} | "
-        + " | ".join(_pct(m[k]) for k in ("mAP", "mINP", "rank1", "rank5", "rank10", "rank20"))
-        + " |"
-        for ranking, m in card["metrics"].items()
-    ]
-    lines += ["", "## Open-set verification", ""]
-    verification = card["open_set_verification"]
+    return _section(
+        "Metrics",
+        ["| ranking | mAP | mINP | R1 | R5 | R10 | R20 |", "|---|---|---|---|---|---|---|", *rows],
+    )
+
+
+def _operating_point_row(point: dict[str, Any]) -> str:
+    """One row of the verification table; a FAR without a threshold says why."""
+    threshold = (
+        f"none: {point['why_null'].get('threshold', '-')}"
+        if point["threshold"] is None
+        else f"{point['threshold']:.6g}"
+    )
+    far_achieved = "-" if point["far_achieved"] is None else f"{point['far_achieved']:.2g}"
+    return (
+        f"| {point['far']:g} | {threshold} | {_pct(point['tar'])} | {far_achieved} | "
+        f"{_pct(point['no_match_accuracy'])} |"
+    )
+
+
+def _verification_section(verification: dict[str, Any] | None) -> list[str]:
     if verification is None:
-        lines += [
-            "Not measured (`reidpipe evaluate` wrote no verification figures): no "
-            "recommended threshold.",
-            "",
-        ]
-    else:
-        lines += [
+        return _section(
+            "Open-set verification",
+            [
+                "Not measured (`reidpipe evaluate` wrote no verification figures): no "
+                "recommended threshold."
+            ],
+        )
+    return _section(
+        "Open-set verification",
+        [
             f"{verification['genuine_pairs']} genuine and {verification['impostor_pairs']} "
             f"impostor pairs ({verification['distance']} distance); "
             f"{verification['known_queries']} known and "
@@ -470,49 +521,30 @@ def card_markdown(card: dict[str, Any]) -> str:
             "",
             "| FAR | threshold | TAR | FAR achieved | no-match accuracy |",
             "|---|---|---|---|---|",
-        ]
-        lines += [
-            f"| {p['far']:g} | "
-            + (
-                f"none: {p['why_null'].get('threshold', '-')}"
-                if p["threshold"] is None
-                else f"{p['threshold']:.6g}"
-            )
-            + f" | {_pct(p['tar'])} | "
-            + ("-" if p["far_achieved"] is None else f"{p['far_achieved']:.2g}")
-            + f" | {_pct(p['no_match_accuracy'])} |"
-            for p in verification["operating_points"]
-        ]
-        lines += ["", "Recommended threshold: " + threshold_text(verification["recommended"]), ""]
-    formats = deploy["formats"]
-    lines += [
-        "## Inference and deployment formats",
-        "",
-        f"Input `{deploy['input_contract']['input']['name']}` "
-        f"{' x '.join(map(str, deploy['input_contract']['input']['shape']))}, "
-        f"{deploy['input_contract']['input']['channel_order']}, mean "
-        f"{deploy['input_contract']['input']['mean']}, std "
-        f"{deploy['input_contract']['input']['std']}; output "
-        f"`{deploy['input_contract']['output']['name']}` (not L2-normalised).",
-        "",
-        "| format | status | min cosine vs PyTorch/FP32 | max abs diff | mAP / R1 delta (points) |",
-        "|---|---|---|---|---|",
-    ]
-    for name in ("onnx_fp32", "onnx_fp16", "onnx_int8"):
-        entry = formats[name]
-        if entry is None:
-            lines.append(f"| {name} | disabled | - | - | - |")
-            continue
-        delta = entry["retrieval_delta_points"] or {}
-        lines.append(
-            f"| {name} | {entry['status']}"
-            + (f" ({entry['reason']})" if entry["reason"] else "")
-            + f" | {entry['min_cosine']} | {entry['max_abs_diff']} | "
-            f"{delta.get('mAP', '-')} / {delta.get('rank1', '-')} |"
-        )
-    trt, triton, ds = formats["tensorrt"], deploy["triton"], deploy["deepstream"]
-    lines += [
-        "",
+            *map(_operating_point_row, verification["operating_points"]),
+            "",
+            "Recommended threshold: " + threshold_text(verification["recommended"]),
+        ],
+    )
+
+
+def _format_row(name: str, entry: dict[str, Any] | None) -> str:
+    """One ONNX graph's row of the formats table: its status and its parity with FP32."""
+    if entry is None:
+        return f"| {name} | disabled | - | - | - |"
+    delta = entry["retrieval_delta_points"] or {}
+    return (
+        f"| {name} | {entry['status']}"
+        + (f" ({entry['reason']})" if entry["reason"] else "")
+        + f" | {entry['min_cosine']} | {entry['max_abs_diff']} | "
+        f"{delta.get('mAP', '-')} / {delta.get('rank1', '-')} |"
+    )
+
+
+def _serving_lines(deploy: dict[str, Any]) -> list[str]:
+    """TensorRT's outcome, and what Triton and DeepStream serve."""
+    trt, triton, ds = deploy["formats"]["tensorrt"], deploy["triton"], deploy["deepstream"]
+    return [
         f"TensorRT: {trt['status']}"
         + (f" ({trt['reason']})" if trt["reason"] else "")
         + (
@@ -524,20 +556,57 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"Triton: model `{triton['model']}` ({triton['platform']}, `{triton['model_file']}`, "
         f"max batch {triton['max_batch_size']}). DeepStream: `{ds['config']}` with "
         f"`{ds['onnx']}`, networkMode {ds['networkMode']}.",
-        "",
-        "## Environment",
-        "",
-        "```yaml",
-        yaml.safe_dump(card["environment"], sort_keys=False).rstrip(),
-        "```",
-        "",
-        "## Limitations",
-        "",
     ]
-    lines += [f"- {text}" for text in card["limitations"]]
-    lines += ["", "## Ethical considerations", ""]
-    lines += [f"- {text}" for text in card["ethical_considerations"]]
-    return "\n".join(lines) + "\n"
+
+
+def _deployment_section(deploy: dict[str, Any]) -> list[str]:
+    contract = deploy["input_contract"]
+    inp = contract["input"]
+    return _section(
+        "Inference and deployment formats",
+        [
+            f"Input `{inp['name']}` {' x '.join(map(str, inp['shape']))}, "
+            f"{inp['channel_order']}, mean {inp['mean']}, std {inp['std']}; output "
+            f"`{contract['output']['name']}` (not L2-normalised).",
+            "",
+            "| format | status | min cosine vs PyTorch/FP32 | max abs diff | mAP / R1 delta "
+            "(points) |",
+            "|---|---|---|---|---|",
+            *(
+                _format_row(name, deploy["formats"][name])
+                for name in ("onnx_fp32", "onnx_fp16", "onnx_int8")
+            ),
+            "",
+            *_serving_lines(deploy),
+        ],
+    )
+
+
+def _environment_section(environment: dict[str, Any]) -> list[str]:
+    return _section(
+        "Environment",
+        ["```yaml", yaml.safe_dump(environment, sort_keys=False).rstrip(), "```"],
+    )
+
+
+def card_markdown(card: dict[str, Any]) -> str:
+    """The card as Markdown, section by section, a blank line between two sections."""
+    sections = [
+        [f"# Model card: {card['model_overview']['name']}"],
+        _overview_section(card["model_overview"]),
+        _architecture_section(card["architecture"]),
+        _training_section(card["training_data"]),
+        _evaluation_section(card["evaluation_data"]),
+        _metrics_section(card["metrics"]),
+        _verification_section(card["open_set_verification"]),
+        _deployment_section(card["inference_and_deployment"]),
+        _environment_section(card["environment"]),
+        _section("Limitations", [f"- {text}" for text in card["limitations"]]),
+        _section(
+            "Ethical considerations", [f"- {text}" for text in card["ethical_considerations"]]
+        ),
+    ]
+    return "\n\n".join("\n".join(lines) for lines in sections) + "\n"
 
 
 def threshold_text(recommended: dict[str, Any] | None) -> str:
