@@ -13,39 +13,24 @@ import torch
 import yaml
 from support import ROOT
 from support.repo_copy import SMALL, make_repo, run, snakemake
+from support.tiny_run import EVERY_EPOCH, tiny_params
 
 from reidpipe.cli import main
 from reidpipe.data.manifest import read_split
 from reidpipe.dataset_registry import SYNTH_LAYOUTS
 
-TINY = {
-    "pipeline": {"archs": ["tiny"]},
-    "split": {"val_ids": 1},
-    "model": {
-        "backbone": "resnet18",
-        "pretrain_choice": "",
-        "input_width": 16,
-        "input_height": 32,
-        "feat_dim": 16,
-    },
-    "dataset": {
-        "batch_size": 4,
-        "val_batch_size": 32,
-        "num_workers": 0,
-        "padding": 2,
-        "num_instances": 2,
-    },
-    "train": {
+TINY = tiny_params(
+    split={"val_ids": 1},
+    model={"backbone": "resnet18", "feat_dim": 16},
+    dataset={"val_batch_size": 32},
+    train={
         "num_epochs": 1,
-        "checkpoint_interval": 1,
-        "validation_interval": 1,
-        "num_gpus": 0,
+        **EVERY_EPOCH,
         "max_steps_per_epoch": 2,
         "optim": {"lr_steps": [1], "warmup_epochs": 0},
     },
-    "archs": {"tiny": {}},
-    "report": {"top_k": 3},
-}
+    report={"top_k": 3},
+)
 
 
 def params_for(tmp_path: Path, data: dict) -> list[str]:

@@ -17,9 +17,11 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from support import deep_merge
 from support.references import bot_lr
 from support.repo_copy import copy_working_tree, pipeline_env, snakemake
 from support.slurm_cluster import SUBMITTED, job_record, profile_with, slurm_unavailable
+from support.tiny_run import DDP_RUN
 
 from reidpipe.filenames import MODEL_FILE, TRAIN_CONFIG_FILE, TRAIN_LOG_FILE
 from reidpipe.params import load_params
@@ -30,47 +32,17 @@ from reidpipe.training.train import Runtime, train_arch
 # (README "Running on a Slurm cluster"): no GPU, two nodes, two tasks, and the launcher that
 # starts the command once a task (Lightning reads its ranks from srun's SLURM_* variables).
 MULTI_NODE_CPU = {"nodes": 2, "tasks": 2, "mpi": "srun --nodes=2 --ntasks-per-node=1 --label"}
-GLOBAL_BATCH, K, EPOCHS, SEED, STEPS = 8, 2, 2, 1234, 3
-TINY = {
-    "pipeline": {"archs": ["tiny"]},
-    "data": {"synthetic_ids": 16, "dataset_dir": "data/tiny-synthetic"},
-    "split": {"val_ids": 2},
-    "model": {
-        "backbone": "resnet18",
-        "pretrain_choice": "",
-        "input_width": 16,
-        "input_height": 32,
-        "feat_dim": 16,
-        "backbone_kwargs": {"channels": [8, 16, 32, 64], "layers": [1, 1, 1, 1]},
+SEED, STEPS = 1234, 3
+TINY = deep_merge(
+    DDP_RUN,
+    {
+        "data": {"synthetic_ids": 16, "dataset_dir": "data/tiny-synthetic"},
+        "split": {"val_ids": 2},
+        "train": {"seed": SEED, "max_steps_per_epoch": STEPS, "num_nodes": 2, "num_threads": 1},
     },
-    "dataset": {
-        "batch_size": GLOBAL_BATCH,
-        "num_instances": K,
-        "num_workers": 0,
-        "padding": 2,
-        "val_batch_size": 32,
-    },
-    "train": {
-        "seed": SEED,
-        "num_epochs": EPOCHS,
-        "checkpoint_interval": 1,
-        "validation_interval": 1,
-        "max_steps_per_epoch": STEPS,
-        "num_gpus": 0,
-        "num_nodes": 2,
-        "num_threads": 1,
-        "optim": {
-            "name": "SGD",
-            "base_lr": 1e-3,
-            "lr_steps": [3],
-            "gamma": 0.5,
-            "warmup_epochs": 2,
-            "warmup_factor": 0.1,
-            "warmup_method": "linear",
-        },
-    },
-    "archs": {"tiny": {}},
-}
+)
+GLOBAL_BATCH, K = TINY["dataset"]["batch_size"], TINY["dataset"]["num_instances"]
+EPOCHS = TINY["train"]["num_epochs"]
 PARAMS = ["params.yaml", "config/demo.yaml", "tiny.yaml"]
 # The tiny arch on 2 processes of this machine (Lightning starts rank 1 by running the script
 # again), with the CPU kernels pinned as the CLI pins them.

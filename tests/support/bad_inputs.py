@@ -17,26 +17,9 @@ from reidpipe import market
 from reidpipe.data.split import make_split
 from support import ROOT
 from support.market_fixtures import make_tiny_market
+from support.tiny_run import tiny_params
 
-PARAMS = {
-    "pipeline": {"archs": ["tiny"]},
-    "model": {
-        "backbone": "test_resnet",
-        "pretrain_choice": "",
-        "input_width": 16,
-        "input_height": 32,
-        "feat_dim": 32,
-    },
-    "dataset": {
-        "batch_size": 4,
-        "val_batch_size": 16,
-        "num_workers": 1,
-        "padding": 2,
-        "num_instances": 2,
-    },
-    "train": {"num_epochs": 1, "num_gpus": 0, "max_steps_per_epoch": 2},
-    "archs": {"tiny": {}},
-}
+PARAMS = tiny_params(dataset={"num_workers": 1}, train={"num_epochs": 1, "max_steps_per_epoch": 2})
 QUERY = market.format_name(7, 1, 1, 10, 1)  # the tiny dataset's first query image
 
 

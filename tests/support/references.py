@@ -4,6 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
+# The schedule ``bot_lr`` computes, as train.optim keys
+BOT_LR_OPTIM = {
+    "name": "SGD",
+    "base_lr": 1e-3,
+    "lr_steps": [3],
+    "gamma": 0.5,
+    "warmup_epochs": 2,
+    "warmup_factor": 0.1,
+    "warmup_method": "linear",
+}
+
 
 def bot_lr(epoch: int, base: float = 1e-3) -> float:
     """BoT's WarmupMultiStepLR at epoch start: factor 0.1, 2 warmup epochs, x0.5 from epoch 3."""

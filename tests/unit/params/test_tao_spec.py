@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 from support import ROOT
+from support.tiny_run import BASE, EVERY_EPOCH
 
 from reidpipe.data.split import make_split
 from reidpipe.data.synth import generate_synthetic_market
@@ -170,20 +171,8 @@ TINY_RECIPE = {
         "input_width": 32,
         "input_height": 64,
     },
-    "dataset": {
-        "batch_size": 4,
-        "val_batch_size": 16,
-        "num_workers": 0,
-        "padding": 2,
-        "num_instances": 2,
-    },
-    "train": {
-        "num_epochs": 2,
-        "checkpoint_interval": 1,
-        "validation_interval": 1,
-        "max_steps_per_epoch": 1,
-        "num_gpus": 0,
-    },
+    "dataset": BASE["dataset"],
+    "train": {"num_epochs": 2, **EVERY_EPOCH, "max_steps_per_epoch": 1, "num_gpus": 0},
 }
 NARROW_SWIN = {"embed_dim": 16, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2]}
 

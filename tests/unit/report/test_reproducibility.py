@@ -14,6 +14,7 @@ import torch
 import yaml
 from support import ROOT
 from support.market_fixtures import make_tiny_market
+from support.tiny_run import EVERY_EPOCH, tiny_params
 
 from reidpipe.data.split import make_split
 from reidpipe.environment import CPU_ISA_PINS, DECIDING_KEYS, differences
@@ -22,34 +23,18 @@ from reidpipe.training.train import deterministic_mode
 
 FIXTURES = ROOT / "tests" / "fixtures" / "gate"
 CLI = [sys.executable, "-m", "reidpipe"]
-TINY = {
-    "pipeline": {"archs": ["tiny"]},
-    "model": {
-        "backbone": "resnet18",
-        "pretrain_choice": "",
-        "input_width": 16,
-        "input_height": 32,
-        "feat_dim": 32,
-    },
+TINY = tiny_params(
+    model={"backbone": "resnet18"},
     # one loader worker: its augmentation RNG must be seeded too, whatever its timing
-    "dataset": {
-        "batch_size": 4,
-        "val_batch_size": 16,
-        "num_workers": 1,
-        "padding": 2,
-        "num_instances": 2,
-    },
-    "train": {
+    dataset={"num_workers": 1},
+    train={
         "num_epochs": 2,
-        "checkpoint_interval": 1,
-        "validation_interval": 1,
+        **EVERY_EPOCH,
         "max_steps_per_epoch": 3,
-        "num_gpus": 0,
         "num_threads": 2,
         "optim": {"lr_steps": [1], "warmup_epochs": 1},
     },
-    "archs": {"tiny": {}},
-}
+)
 
 
 @pytest.fixture(scope="module")

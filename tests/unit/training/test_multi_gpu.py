@@ -10,6 +10,7 @@ import yaml
 from support import ROOT
 from support.market_fixtures import make_tiny_market
 from support.references import bot_lr
+from support.tiny_run import DDP_RUN
 
 from reidpipe.data.split import make_split
 from reidpipe.errors import ReidpipeError
@@ -58,40 +59,7 @@ def test_a_two_process_checkpoint_resumes_in_one_process(tmp_path):
     make_tiny_market(tmp_path / "market", train_ids=10)
     make_split(tmp_path / "market", tmp_path / "splits", val_ids=2, seed=0)
     splits = tmp_path / "splits"
-    spec = {
-        "pipeline": {"archs": ["tiny"]},
-        "model": {
-            "backbone": "resnet18",
-            "pretrain_choice": "",
-            "input_width": 16,
-            "input_height": 32,
-            "feat_dim": 16,
-            "backbone_kwargs": {"channels": [8, 16, 32, 64], "layers": [1, 1, 1, 1]},
-        },
-        "dataset": {
-            "batch_size": 8,
-            "num_instances": 2,
-            "num_workers": 0,
-            "padding": 2,
-            "val_batch_size": 32,
-        },
-        "train": {
-            "num_epochs": 2,
-            "checkpoint_interval": 1,
-            "validation_interval": 1,
-            "num_gpus": 0,
-            "optim": {
-                "name": "SGD",
-                "base_lr": 1e-3,
-                "lr_steps": [3],
-                "gamma": 0.5,
-                "warmup_epochs": 2,
-                "warmup_factor": 0.1,
-            },
-        },
-        "archs": {"tiny": {}},
-    }
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(spec))
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(DDP_RUN))
     files = [ROOT / "params.yaml", tmp_path / "tiny.yaml"]
     script = tmp_path / "ddp.py"
     script.write_text(

@@ -20,12 +20,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-import yaml
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from support import ROOT
 from support.forked import kill_self, run_forked
 from support.market_fixtures import make_tiny_market
-from support.tiny_run import EPOCHS, TINY
+from support.tiny_run import EPOCHS, TINY, tiny_arch
 
 from reidpipe.cli import main
 from reidpipe.data.split import make_split
@@ -56,20 +55,12 @@ def splits(tmp_path_factory) -> Path:
     return root / "splits"
 
 
-def tiny_cfg(tmp_path: Path, **train_keys):
-    data = yaml.safe_load(yaml.safe_dump(TINY))
-    data["train"].update(train_keys)
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return load_params([ROOT / "params.yaml", path]).arch("tiny")
-
-
 @pytest.fixture(scope="module")
 def reference(splits, tmp_path_factory) -> Path:
     """The outputs of an uninterrupted run."""
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("reference") / "model"
-    train_arch(tiny_cfg(out.parent), splits, out, CPU)
+    train_arch(tiny_arch(out.parent, TINY), splits, out, CPU)
     return out
 
 
@@ -198,7 +189,7 @@ KILL_POINTS = {
 def test_a_killed_run_leaves_no_output_and_a_rerun_matches_an_uninterrupted_one(
     point, tmp_path, splits, reference
 ):
-    cfg = tiny_cfg(tmp_path)
+    cfg = tiny_arch(tmp_path, TINY)
     out = tmp_path / "model"
     run_killed(cfg, splits, out, KILL_POINTS[point])
     assert not OUTPUTS & visible(out), f"killed {point}, a declared output was left behind"
@@ -212,7 +203,7 @@ def test_a_killed_run_leaves_no_output_and_a_rerun_matches_an_uninterrupted_one(
 def test_a_truncated_newest_checkpoint_falls_back_to_the_older_one(
     tmp_path, splits, reference, caplog
 ):
-    cfg = tiny_cfg(tmp_path)
+    cfg = tiny_arch(tmp_path, TINY)
     out = tmp_path / "model"
     run_killed(cfg, splits, out, kill_after_checkpoint(0))
     ckpt_dir = out / train.CHECKPOINT_DIR
@@ -228,7 +219,7 @@ def test_a_truncated_newest_checkpoint_falls_back_to_the_older_one(
 
 
 def test_a_corrupt_only_checkpoint_means_training_afresh(tmp_path, splits, reference, caplog):
-    cfg = tiny_cfg(tmp_path)
+    cfg = tiny_arch(tmp_path, TINY)
     out = tmp_path / "model"
     run_killed(cfg, splits, out, kill_after_checkpoint(0))
     only = out / train.CHECKPOINT_DIR / "epoch000.ckpt"
@@ -257,7 +248,7 @@ def test_an_unusable_configured_checkpoint_is_one_clear_error(tmp_path, splits, 
     path = tmp_path / "start.ckpt"
     if content is not None:
         path.write_bytes(content)
-    cfg = tiny_cfg(tmp_path, resume_training_checkpoint_path=str(path))
+    cfg = tiny_arch(tmp_path, TINY, resume_training_checkpoint_path=str(path))
     with pytest.raises(ReidpipeError, match="resume_training_checkpoint_path") as error:
         train_arch(cfg, splits, tmp_path / "model", CPU)
     assert str(path) in str(error.value) and fragment in str(error.value)
@@ -268,7 +259,7 @@ def test_a_configured_checkpoint_of_another_network_is_named_as_such(tmp_path, s
     shutil.copy(
         reference / train.CHECKPOINT_DIR / f"epoch{EPOCHS - 1:03d}.ckpt", tmp_path / "other.ckpt"
     )
-    cfg = tiny_cfg(tmp_path, resume_training_checkpoint_path=str(tmp_path / "other.ckpt"))
+    cfg = tiny_arch(tmp_path, TINY, resume_training_checkpoint_path=str(tmp_path / "other.ckpt"))
     cfg.model.feat_dim = 16  # another embedding width: the checkpoint's tensors do not fit
     with pytest.raises(ReidpipeError, match="another network than this arch's model"):
         train_arch(cfg, splits, tmp_path / "model", CPU)
@@ -285,7 +276,7 @@ def test_sigint_and_sigterm_stop_with_one_line_and_stay_recoverable(
     """Ctrl-C reaches the whole process group (DataLoader workers too); SIGTERM is what Slurm and
     Snakemake send. Exit 128 + signal, one line, no output, and the rerun finishes the run."""
     cfg_file = tmp_path / "tiny.yaml"
-    tiny_cfg(tmp_path)  # writes cfg_file
+    tiny_arch(tmp_path, TINY)  # writes cfg_file
     out = tmp_path / "model"
     argv = [
         "train",

@@ -13,14 +13,14 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from support import ROOT
+from support import ROOT, deep_merge
 from support.market_fixtures import make_tiny_market
+from support.tiny_run import EVERY_EPOCH, tiny_arch, tiny_params
 
 from reidpipe.data.manifest import manifest_path
 from reidpipe.data.split import make_split
 from reidpipe.errors import ReidpipeError
 from reidpipe.filenames import MODEL_FILE, TRAIN_LOG_FILE
-from reidpipe.params import load_params
 from reidpipe.training.model import load_trained_model
 from reidpipe.training.train import (
     CHECKPOINT_DIR,
@@ -33,32 +33,11 @@ from reidpipe.training.train import (
 )
 
 CLI = [sys.executable, "-c", "import sys; from reidpipe.cli import main; sys.exit(main())"]
-TINY = {
-    "pipeline": {"archs": ["tiny"]},
-    "model": {
-        "backbone": "resnet18",
-        "pretrain_choice": "",
-        "input_width": 16,
-        "input_height": 32,
-        "feat_dim": 32,
-        "metric_loss_type": "triplet_center",
-    },
-    "dataset": {
-        "batch_size": 4,
-        "val_batch_size": 16,
-        "num_workers": 0,
-        "padding": 2,
-        "num_instances": 2,
-    },
-    "train": {
-        "num_epochs": 2,
-        "checkpoint_interval": 1,
-        "validation_interval": 1,
-        "num_gpus": 0,
-        "optim": {"lr_steps": [1], "warmup_epochs": 1},
-    },
-    "archs": {"tiny": {}},
-}
+# A full-width resnet18 for 2 whole epochs
+TINY = tiny_params(
+    model={"backbone": "resnet18", "metric_loss_type": "triplet_center"},
+    train={"num_epochs": 2, **EVERY_EPOCH, "optim": {"lr_steps": [1], "warmup_epochs": 1}},
+)
 
 
 @pytest.fixture(scope="module")
@@ -70,15 +49,13 @@ def splits(tmp_path_factory):
 
 
 def params_file(tmp_path, **train):
-    data = yaml.safe_load(yaml.safe_dump(TINY))
-    data["train"].update(train)
     path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path.write_text(yaml.safe_dump(deep_merge(TINY, {"train": train})))
     return path
 
 
 def tiny_cfg(tmp_path, **train):
-    return load_params([ROOT / "params.yaml", params_file(tmp_path, **train)]).arch("tiny")
+    return tiny_arch(tmp_path, TINY, **train)
 
 
 def test_train_writes_model_log_and_config_and_rerun_is_a_no_op(tmp_path, splits, caplog):
