@@ -174,6 +174,22 @@ def add_source_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_arch_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--arch", required=True, metavar="NAME", help="architecture name (keys of archs)"
+    )
+
+
+# The --splits of the stages that check a model's retrieval against another's
+PARITY_SPLITS_HELP = "split manifests; query/gallery give the retrieval parity check"
+
+
+def add_folder_arguments(parser: argparse.ArgumentParser, **helps: str) -> None:
+    """A required ``--NAME DIR`` for each keyword (``onnx_dir``: ``--onnx-dir``), in order."""
+    for name, text in helps.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", required=True, metavar="DIR", help=text)
+
+
 def source_from_args(args: argparse.Namespace, params: Params) -> SourceParams:
     """The block of the source ``--source`` names (default: data.source)."""
     return params.source(args.source or params.data.source)

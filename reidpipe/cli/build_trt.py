@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 
-from reidpipe.cli import params_from_args
+from reidpipe.cli import (
+    PARITY_SPLITS_HELP,
+    add_arch_argument,
+    add_folder_arguments,
+    params_from_args,
+)
 
 log = logging.getLogger(__name__)
 
@@ -16,23 +21,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         parents=[common],
         help="build a TensorRT engine (or record why not), time it, check parity with ONNX Runtime",
     )
-    parser.add_argument(
-        "--arch", required=True, metavar="NAME", help="architecture name (keys of archs)"
-    )
-    parser.add_argument(
-        "--onnx-dir", required=True, metavar="DIR", help="folder written by `reidpipe export-onnx`"
-    )
-    parser.add_argument(
-        "--splits",
-        required=True,
-        metavar="DIR",
-        help="split manifests; query/gallery give the retrieval parity check",
-    )
-    parser.add_argument(
-        "--out",
-        required=True,
-        metavar="DIR",
-        help="folder to write: status.json (+ model.engine, timing.cache)",
+    add_arch_argument(parser)
+    add_folder_arguments(
+        parser,
+        onnx_dir="folder written by `reidpipe export-onnx`",
+        splits=PARITY_SPLITS_HELP,
+        out="folder to write: status.json (+ model.engine, timing.cache)",
     )
     parser.set_defaults(run=run, single_gpu=True)
 

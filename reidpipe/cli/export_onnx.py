@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 
-from reidpipe.cli import params_from_args
+from reidpipe.cli import (
+    PARITY_SPLITS_HELP,
+    add_arch_argument,
+    add_folder_arguments,
+    params_from_args,
+)
 
 log = logging.getLogger(__name__)
 
@@ -16,23 +21,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         parents=[common],
         help="export a trained model to ONNX (+ FP16) and gate it on parity with PyTorch",
     )
-    parser.add_argument(
-        "--arch", required=True, metavar="NAME", help="architecture name (keys of archs)"
-    )
-    parser.add_argument(
-        "--model", required=True, metavar="DIR", help="trained model folder (reidpipe train)"
-    )
-    parser.add_argument(
-        "--splits",
-        required=True,
-        metavar="DIR",
-        help="split manifests; query/gallery give the retrieval parity check",
-    )
-    parser.add_argument(
-        "--out",
-        required=True,
-        metavar="DIR",
-        help="folder to write: model.onnx[.data], model_fp16.onnx, parity.json",
+    add_arch_argument(parser)
+    add_folder_arguments(
+        parser,
+        model="trained model folder (reidpipe train)",
+        splits=PARITY_SPLITS_HELP,
+        out="folder to write: model.onnx[.data], model_fp16.onnx, parity.json",
     )
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     parser.set_defaults(run=run, single_gpu=True)

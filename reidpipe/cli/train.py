@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from reidpipe.cli import params_from_args
+from reidpipe.cli import add_arch_argument, add_folder_arguments, params_from_args
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
         "train", parents=[common], help="train one architecture on the split manifests"
     )
-    parser.add_argument("--arch", required=True, metavar="NAME", help="a key of params 'archs'")
-    parser.add_argument("--splits", required=True, metavar="DIR", help="manifest folder")
-    parser.add_argument("--out", required=True, metavar="DIR", help="model folder to write")
+    add_arch_argument(parser)
+    add_folder_arguments(parser, splits="manifest folder", out="model folder to write")
     parser.set_defaults(run=run)
 
 
