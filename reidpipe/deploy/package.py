@@ -91,6 +91,80 @@ def _deepstream_source(onnx_dir: Path, parity: dict[str, Any], precision: str) -
     return onnx_dir / INT8_FILE
 
 
+def _embedding_io(onnx_file: Path) -> tuple[TensorSpec, TensorSpec]:
+    """The exported graph's one image input and its one N x D embedding output."""
+    model = onnx.load(str(onnx_file), load_external_data=False)
+    inputs, outputs = io_specs(model, onnx_file)
+    if len(inputs) != 1 or len(outputs) != 1 or len(outputs[0].dims) != 1:
+        raise ReidpipeError(
+            f"{onnx_file}: expected one image input and one N x D "
+            f"output, got inputs {inputs} and outputs {outputs}"
+        )
+    return inputs[0], outputs[0]
+
+
+def _write_triton(
+    folder: Path,
+    arch: str,
+    onnx_file: Path,
+    engine: Path | None,
+    max_batch: int,
+    image: TensorSpec,
+    embedding: TensorSpec,
+) -> dict[str, Any]:
+    """Triton's model repository under ``folder``: the ONNX, the TensorRT engine when one was
+    built (then served instead), config.pbtxt. Returns its entry of package.json."""
+    version = folder / TRITON_DIR / arch / TRITON_VERSION
+    for file in model_files(onnx_file):
+        _place(file, version / file.name)
+    if engine is not None:
+        _place(engine, version / TRITON_PLAN)
+    platform, model_file = (
+        ("tensorrt_plan", TRITON_PLAN) if engine is not None else ("onnxruntime_onnx", ONNX_FILE)
+    )
+    atomic.write_text(
+        folder / TRITON_DIR / arch / TRITON_CONFIG,
+        triton_config(arch, platform, model_file, max_batch, [image], [embedding]),
+    )
+    return {
+        "model": arch,
+        "platform": platform,
+        "model_file": model_file,
+        "max_batch_size": max_batch,
+        "dynamic_batching": True,
+    }
+
+
+def _write_deepstream(
+    folder: Path,
+    pre: Preprocess,
+    ds: DeepStreamInput,
+    source: Path,
+    embedding_dim: int,
+    deploy: DeployParams,
+    embed_limit: int,
+) -> dict[str, Any]:
+    """DeepStream's folder under ``folder``: the ONNX its section names (with the per-channel
+    scale folded in when DeepStream's one netScaleFactor cannot express it) and the section.
+    Returns its entry of package.json."""
+    ds_dir = folder / DEEPSTREAM_DIR
+    ds_dir.mkdir()
+    if ds.channel_scale is None:
+        for file in model_files(source):
+            _place(file, ds_dir / file.name)
+    else:
+        folded = fold_channel_scale(onnx.load(str(source)), ds.channel_scale, pre)
+        save_onnx(folded, ds_dir / source.name, embed_limit)
+    section = deepstream_section(pre, ds, embedding_dim, deploy, source.name)
+    atomic.write_yaml(ds_dir / DEEPSTREAM_CONFIG, section)
+    return {
+        "config": f"{DEEPSTREAM_DIR}/{DEEPSTREAM_CONFIG}",
+        "onnx": f"{DEEPSTREAM_DIR}/{source.name}",
+        "folded_channel_scale": list(ds.channel_scale) if ds.channel_scale is not None else None,
+        **section["ReID"],
+    }
+
+
 def package(
     arch: str,
     onnx_dir: str | Path,
@@ -109,59 +183,19 @@ def package(
         for path in (onnx_dir / PARITY_FILE, trt_dir / TRT_STATUS_FILE)
     )
     pre = read_input_contract(onnx_dir / ONNX_FILE)
-    model = onnx.load(str(onnx_dir / ONNX_FILE), load_external_data=False)
-    inputs, outputs = io_specs(model, onnx_dir / ONNX_FILE)
-    if len(inputs) != 1 or len(outputs) != 1 or len(outputs[0].dims) != 1:
-        raise ReidpipeError(
-            f"{onnx_dir / ONNX_FILE}: expected one image input and one N x D "
-            f"output, got inputs {inputs} and outputs {outputs}"
-        )
-    embedding_dim = outputs[0].dims[0]
+    image, embedding = _embedding_io(onnx_dir / ONNX_FILE)
     ds = deepstream_input(pre, deploy.deepstream_fold_normalisation)
     ds_source = _deepstream_source(onnx_dir, parity, deploy.precision)
     engine = trt_dir / TRT_ENGINE_FILE if trt.get("status") == "built" else None
 
     with atomic.atomic_dir(out_dir) as tmp:
-        version = tmp / TRITON_DIR / arch / TRITON_VERSION
-        for file in model_files(onnx_dir / ONNX_FILE):
-            _place(file, version / file.name)
-        if engine is not None:
-            _place(engine, version / TRITON_PLAN)
-        platform, model_file = (
-            ("tensorrt_plan", TRITON_PLAN)
-            if engine is not None
-            else ("onnxruntime_onnx", ONNX_FILE)
+        triton = _write_triton(
+            tmp, arch, onnx_dir / ONNX_FILE, engine, deploy.max_batch, image, embedding
         )
-        atomic.write_text(
-            tmp / TRITON_DIR / arch / TRITON_CONFIG,
-            triton_config(arch, platform, model_file, deploy.max_batch, inputs, outputs),
+        deepstream = _write_deepstream(
+            tmp, pre, ds, ds_source, embedding.dims[0], deploy, embed_limit
         )
-
-        ds_dir = tmp / DEEPSTREAM_DIR
-        ds_dir.mkdir()
-        if ds.channel_scale is None:
-            for file in model_files(ds_source):
-                _place(file, ds_dir / file.name)
-        else:
-            folded = fold_channel_scale(onnx.load(str(ds_source)), ds.channel_scale, pre)
-            save_onnx(folded, ds_dir / ds_source.name, embed_limit)
-        section = deepstream_section(pre, ds, embedding_dim, deploy, ds_source.name)
-        atomic.write_yaml(ds_dir / DEEPSTREAM_CONFIG, section)
-
-        manifest = _manifest(
-            arch,
-            pre,
-            inputs[0],
-            outputs[0],
-            deploy,
-            ds,
-            ds_source,
-            section,
-            platform,
-            model_file,
-            trt,
-            parity,
-        )
+        manifest = _manifest(arch, pre, image, embedding, triton, deepstream, trt, parity)
         manifest["recommended_threshold"] = recommended_threshold(run.verification)
         manifest["model_card"] = {"markdown": MODEL_CARD_MARKDOWN, "json": MODEL_CARD_JSON}
         card = build_card(arch, recipe, run, manifest, parity, trt)
@@ -172,17 +206,36 @@ def package(
     return manifest
 
 
+def _contract(pre: Preprocess, image: TensorSpec, embedding: TensorSpec) -> dict[str, Any]:
+    """The input contract: what the model takes (tensor and preprocessing) and gives."""
+    return {
+        "input": {
+            "name": image.name,
+            "shape": ["batch", *image.dims],
+            "dtype": image.data_type,
+            "height": pre.height,
+            "width": pre.width,
+            "channel_order": pre.channel_order,
+            "input_scale": pre.input_scale,
+            "mean": list(pre.mean),
+            "std": list(pre.std),
+        },
+        "output": {
+            "name": embedding.name,
+            "shape": ["batch", embedding.dims[0]],
+            "dtype": embedding.data_type,
+            "l2_normalised": False,
+        },
+    }
+
+
 def _manifest(
     arch: str,
     pre: Preprocess,
-    inp: TensorSpec,
-    out: TensorSpec,
-    deploy: DeployParams,
-    ds: DeepStreamInput,
-    ds_source: Path,
-    section: dict[str, Any],
-    platform: str,
-    model_file: str,
+    image: TensorSpec,
+    embedding: TensorSpec,
+    triton: dict[str, Any],
+    deepstream: dict[str, Any],
     trt: dict[str, Any],
     parity: dict[str, Any],
 ) -> dict[str, Any]:
@@ -190,44 +243,13 @@ def _manifest(
     status."""
     return {
         "arch": arch,
-        "contract": {
-            "input": {
-                "name": inp.name,
-                "shape": ["batch", *inp.dims],
-                "dtype": inp.data_type,
-                "height": pre.height,
-                "width": pre.width,
-                "channel_order": pre.channel_order,
-                "input_scale": pre.input_scale,
-                "mean": list(pre.mean),
-                "std": list(pre.std),
-            },
-            "output": {
-                "name": out.name,
-                "shape": ["batch", out.dims[0]],
-                "dtype": out.data_type,
-                "l2_normalised": False,
-            },
-        },
-        "triton": {
-            "model": arch,
-            "platform": platform,
-            "model_file": model_file,
-            "max_batch_size": deploy.max_batch,
-            "dynamic_batching": True,
-        },
-        "deepstream": {
-            "config": f"{DEEPSTREAM_DIR}/{DEEPSTREAM_CONFIG}",
-            "onnx": f"{DEEPSTREAM_DIR}/{ds_source.name}",
-            "folded_channel_scale": (
-                list(ds.channel_scale) if ds.channel_scale is not None else None
-            ),
-            **section["ReID"],
-        },
+        "contract": _contract(pre, image, embedding),
+        "triton": triton,
+        "deepstream": deepstream,
         "tensorrt": {
             "status": trt.get("status"),
             "reason": trt.get("reason"),
-            "engine": platform == "tensorrt_plan",
+            "engine": triton["platform"] == "tensorrt_plan",
         },
         "int8": {
             "status": (parity.get("int8") or {}).get("status", "disabled"),
