@@ -41,7 +41,7 @@ from reidpipe.data.http_transfer import (
 from reidpipe.data.synth import MARKER_FILE as SYNTH_MARKER
 from reidpipe.data.synth_layouts import generate_synthetic
 from reidpipe.data.unzip import plan_entries
-from reidpipe.dataset_registry import DatasetSource
+from reidpipe.dataset_registry import DatasetSource, SourceSpec
 from reidpipe.errors import ReidpipeError
 from reidpipe.params import SourceParams
 
@@ -88,26 +88,63 @@ def fetch_dataset(
     if local is not None and Path(local).is_dir():
         return _copy_folder(Path(local), target, source, log)
     if local is not None:
-        path = Path(local)
-        if not path.is_file():
-            raise ReidpipeError(f"archive {path} (--archive / data.archive_path) does not exist")
-        md5 = file_md5(path)
-        _verify(md5, expected, data, str(path), log)
-        marker = read_marker(target, source)
-        if marker is not None and marker.get("md5") == md5:
-            log(f"{target} already holds the dataset from an archive with MD5 {md5}; reusing it")
-            return FetchResult(target, md5, str(path), reused=True)
-        extract_archive(
-            path,
-            target,
-            source,
-            md5=md5,
-            origin=str(path),
-            max_bytes=data.max_extract_bytes,
-            log=log,
-        )
-        return FetchResult(target, md5, str(path), reused=False)
+        return _fetch_given_archive(Path(local), target, source, data, expected, log)
+    reused = _reuse_dataset_folder(target, source, data, expected, log)
+    if reused is not None:
+        return reused
+    kept = archive_path_for(target, source)
+    origin, md5 = _kept_or_downloaded_archive(
+        kept,
+        spec,
+        data,
+        expected,
+        url_list,
+        timeout=timeout,
+        progress_every=progress_every,
+        log=log,
+    )
+    extract_archive(
+        kept, target, source, md5=md5, origin=origin, max_bytes=data.max_extract_bytes, log=log
+    )
+    return FetchResult(target, md5, origin, reused=False)
 
+
+def _fetch_given_archive(
+    path: Path,
+    target: Path,
+    source: DatasetSource,
+    data: SourceParams,
+    expected: str,
+    log: Log,
+) -> FetchResult:
+    """A zip given as --archive / data.archive_path: checked, then extracted unless ``target``
+    already holds what an archive with its MD5 unpacked to."""
+    if not path.is_file():
+        raise ReidpipeError(f"archive {path} (--archive / data.archive_path) does not exist")
+    md5 = file_md5(path)
+    _verify(md5, expected, data, str(path), log)
+    marker = read_marker(target, source)
+    if marker is not None and marker.get("md5") == md5:
+        log(f"{target} already holds the dataset from an archive with MD5 {md5}; reusing it")
+        return FetchResult(target, md5, str(path), reused=True)
+    extract_archive(
+        path,
+        target,
+        source,
+        md5=md5,
+        origin=str(path),
+        max_bytes=data.max_extract_bytes,
+        log=log,
+    )
+    return FetchResult(target, md5, str(path), reused=False)
+
+
+def _reuse_dataset_folder(
+    target: Path, source: DatasetSource, data: SourceParams, expected: str, log: Log
+) -> FetchResult | None:
+    """The existing dataset folder to keep as it is (one a previous run completed with the
+    expected archive, or the user's own); ``None`` when the archive must be extracted."""
+    spec = source.spec
     marker = read_marker(target, source)
     if marker is not None and (
         marker.get("md5") == expected or not expected or data.allow_unknown_checksum
@@ -124,9 +161,22 @@ def fetch_dataset(
                 f"{source.describe_layout()}; {spec.obtain}"
             )
         _check_replaceable(target)  # a folder download did not make: refused, never replaced
+    return None
 
-    kept = archive_path_for(target, source)
-    origin = str(kept)
+
+def _kept_or_downloaded_archive(
+    kept: Path,
+    spec: SourceSpec,
+    data: SourceParams,
+    expected: str,
+    url_list: list[str],
+    *,
+    timeout: float,
+    progress_every: int,
+    log: Log,
+) -> tuple[str, str]:
+    """(origin, md5) of the archive at ``kept``: the copy a previous run kept when its MD5 is
+    right, else one downloaded there from ``url_list``."""
     md5 = file_md5(kept) if kept.is_file() else ""
     if md5 and expected and md5 != expected and not data.allow_unknown_checksum:
         log(f"kept archive {kept} has MD5 {md5}, expected {expected}: downloading it again")
@@ -134,26 +184,22 @@ def fetch_dataset(
     if md5:
         _verify(md5, expected, data, str(kept), log)
         log(f"using the kept archive {kept} (MD5 {md5})")
-    elif not url_list:
+        return str(kept), md5
+    if not url_list:
         raise ReidpipeError(
             f"{spec.title}: no archive and no download mirror. {spec.obtain}. Put "
             f"{spec.archive_name} at {kept}, or pass `reidpipe download --archive PATH` (a zip or "
             "the extracted folder) or set data.archive_path; mirrors you trust go in data.urls"
         )
-    else:
-        origin, md5 = download_archive(
-            url_list,
-            kept,
-            expected_md5=expected,
-            allow_unknown_checksum=data.allow_unknown_checksum or not expected,
-            timeout=timeout,
-            progress_every=progress_every,
-            log=log,
-        )
-    extract_archive(
-        kept, target, source, md5=md5, origin=origin, max_bytes=data.max_extract_bytes, log=log
+    return download_archive(
+        url_list,
+        kept,
+        expected_md5=expected,
+        allow_unknown_checksum=data.allow_unknown_checksum or not expected,
+        timeout=timeout,
+        progress_every=progress_every,
+        log=log,
     )
-    return FetchResult(target, md5, origin, reused=False)
 
 
 def _verify(md5: str, expected: str, data: SourceParams, what: str, log: Log) -> None:
