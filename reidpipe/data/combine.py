@@ -71,27 +71,41 @@ def combine_splits(
     into ``out_dir`` atomically; returns each source's offsets."""
     if not split_dirs:
         raise ReidpipeError("no training sources: data.train_sources names none")
-    frames = {
-        name: {
-            split: (
-                read_split(folder, split)
-                if split == "train"
-                else read_manifest(manifest_path(folder, split))
-            )
-            for split in TRAIN_SPLITS
-        }
-        for name, folder in split_dirs.items()
-    }
-    tests = {
-        name: set().union(
-            *(_real_paths(read_manifest(manifest_path(folder, split))) for split in TEST_SPLITS)
-        )
-        for name, folder in split_dirs.items()
-    }
+    frames = {name: _read_train_splits(folder) for name, folder in split_dirs.items()}
+    tests = {name: _test_image_paths(folder) for name, folder in split_dirs.items()}
     _check_no_test_images(
         {name: pd.concat(list(parts.values())) for name, parts in frames.items()}, tests
     )
+    tables, offsets = _shift_sources(frames, split_dirs)
+    train_ids = _add_labels(tables["train"])
+    _write_combined(out_dir, tables, offsets, split_dirs, train_ids)
+    return offsets
 
+
+def _read_train_splits(folder: str | Path) -> dict[str, pd.DataFrame]:
+    """A source's train and val manifests, by split name."""
+    return {
+        split: (
+            read_split(folder, split)
+            if split == "train"
+            else read_manifest(manifest_path(folder, split))
+        )
+        for split in TRAIN_SPLITS
+    }
+
+
+def _test_image_paths(folder: str | Path) -> set[str]:
+    """The real paths of a source's query and gallery images."""
+    return set().union(
+        *(_real_paths(read_manifest(manifest_path(folder, split))) for split in TEST_SPLITS)
+    )
+
+
+def _shift_sources(
+    frames: dict[str, dict[str, pd.DataFrame]], split_dirs: Mapping[str, str | Path]
+) -> tuple[dict[str, pd.DataFrame], dict[str, SourceOffsets]]:
+    """Each split's rows of all sources, each source's person and camera numbers moved past
+    those of the sources before it (labels dropped, a source column added); and the offsets."""
     merged: dict[str, list[pd.DataFrame]] = {split: [] for split in TRAIN_SPLITS}
     offsets: dict[str, SourceOffsets] = {}
     pid_offset = camid_offset = 0
@@ -117,11 +131,26 @@ def combine_splits(
         )
         pid_offset += int(rows["pid"].max()) if len(rows) else 0
         camid_offset += int(rows["camid"].max()) if len(rows) else 0
-
     tables = {split: pd.concat(parts, ignore_index=True) for split, parts in merged.items()}
-    train = tables["train"]
+    return tables, offsets
+
+
+def _add_labels(train: pd.DataFrame) -> int:
+    """Number the identities of ``train`` 0..C-1 (a ``label`` column, in pid order); returns C."""
     labels = {pid: label for label, pid in enumerate(sorted(train["pid"].unique()))}
     train.insert(len(train.columns), "label", train["pid"].map(labels).astype(int))
+    return len(labels)
+
+
+def _write_combined(
+    out_dir: str | Path,
+    tables: dict[str, pd.DataFrame],
+    offsets: dict[str, SourceOffsets],
+    split_dirs: Mapping[str, str | Path],
+    train_ids: int,
+) -> None:
+    """The merged manifests and ``SOURCES_FILE``, written into ``out_dir`` all or nothing."""
+    train = tables["train"]
     with atomic.atomic_dir(out_dir) as tmp:
         for split, table in tables.items():
             write_manifest(table, manifest_path(tmp, split))
@@ -132,8 +161,7 @@ def combine_splits(
                     name: {**vars(o), "splits": str(split_dirs[name])}
                     for name, o in offsets.items()
                 },
-                "train_ids": len(labels),
+                "train_ids": train_ids,
                 "train_images": len(train),
             },
         )
-    return offsets
