@@ -782,6 +782,19 @@ def generate_synthetic_market(
     archive also has files beside them). An earlier synthetic dataset at ``out_dir`` is
     replaced whole; any other non-empty path is refused.
     """
+    workers = _checked_arguments(num_ids, seed, workers)
+    out = Path(out_dir)
+    check_replaceable(out)
+    start = time.perf_counter()
+    cameras, specs, counts = _plan(num_ids, seed)
+    summary = _summarize(out, num_ids, seed, specs, counts)
+    _write_dataset(out, cameras, specs, summary, workers)
+    return replace(summary, seconds=time.perf_counter() - start)
+
+
+def _checked_arguments(num_ids: int, seed: int, workers: int | None) -> int:
+    """Refuse an id count, seed or worker count out of range; returns the worker count
+    (default: the usable CPUs)."""
     if not MIN_IDS <= num_ids <= MAX_IDS:
         raise ReidpipeError(
             f"synthetic ids: got {num_ids}, expected {MIN_IDS} to {MAX_IDS} "
@@ -792,15 +805,18 @@ def generate_synthetic_market(
     workers = usable_cpus() if workers is None else workers
     if workers < 1:
         raise ReidpipeError(f"synthetic workers: got {workers}, expected at least 1")
-    out = Path(out_dir)
-    check_replaceable(out)
-    start = time.perf_counter()
-    cameras, specs, counts = _plan(num_ids, seed)
+    return workers
+
+
+def _summarize(
+    out: Path, num_ids: int, seed: int, specs: list[ImageSpec], counts: dict[str, int]
+) -> SynthSummary:
+    """The planned dataset's counts (its time not yet taken)."""
     in_folder = {
         folder: sum(s.path.startswith(folder + "/") for s in specs)
         for folder in (TRAIN_DIR, GALLERY_DIR, QUERY_DIR)
     }
-    summary = SynthSummary(
+    return SynthSummary(
         out_dir=out,
         num_ids=num_ids,
         seed=seed,
@@ -813,6 +829,13 @@ def generate_synthetic_market(
         junk=counts["junk"],
         seconds=0.0,
     )
+
+
+def _write_dataset(
+    out: Path, cameras: list[Camera], specs: list[ImageSpec], summary: SynthSummary, workers: int
+) -> None:
+    """Render the planned images into ``out``'s three folders, with ``MARKER_FILE`` recording
+    ``summary``, all or nothing; over ``workers`` processes when more than one."""
     record = {
         "generator": "reidpipe synth",
         **{
@@ -835,4 +858,3 @@ def generate_synthetic_market(
                     )
                 )
         write_json(tmp / MARKER_FILE, record)
-    return replace(summary, seconds=time.perf_counter() - start)
