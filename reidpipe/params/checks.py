@@ -69,6 +69,13 @@ def _check_archs(params: Params) -> None:
 def _check_sources(params: Params) -> None:
     """Source names and folders, each source's block against its registry entry, and the
     train and test source lists."""
+    _check_source_names(params)
+    _check_source_blocks(params)
+    _check_source_lists(params)
+
+
+def _check_source_names(params: Params) -> None:
+    """The further sources' names and folders, and the main source's folder."""
     for name in params.data.sources:
         if not re.fullmatch(r"[A-Za-z0-9_]+", name) or name == params.data.source:
             raise ReidpipeError(
@@ -87,6 +94,10 @@ def _check_sources(params: Params) -> None:
             "params: data.dataset_dir is empty; expected the main dataset's folder "
             f"(e.g. {DATA_DIR}/{source_spec(params.data.source).folder})"
         )
+
+
+def _check_source_blocks(params: Params) -> None:
+    """Each source's block against its registry entry; no two sources in one folder."""
     folders: dict[str, str] = {}
     for name in params.source_names():
         key = "data" if name == params.data.source else f"data.sources.{name}"
@@ -112,6 +123,10 @@ def _check_sources(params: Params) -> None:
                 f"dataset folder {block.dataset_dir}; give each its own"
             )
         folders[folder] = name
+
+
+def _check_source_lists(params: Params) -> None:
+    """data.train_sources and pipeline.eval_sources: known sources, each once, the main one in."""
     for key, names in (
         ("data.train_sources", params.data.train_sources),
         ("pipeline.eval_sources", params.pipeline.eval_sources),
