@@ -112,16 +112,29 @@ def allocate_gpus(
         return GpuLease([], "train.num_gpus = 0: running on CPU")
     preset = env.get(CUDA_ENV)
     if preset is not None and preset.strip() != "":
-        visible = [d.strip() for d in preset.split(",") if d.strip()]
-        if len(visible) < num_gpus:
-            raise ReidpipeError(
-                f"{CUDA_ENV}={preset!r} names {len(visible)} device(s) but "
-                f"train.num_gpus = {num_gpus}"
-            )
-        return GpuLease(visible[:num_gpus], f"using preset {CUDA_ENV}={preset}")
+        return _preset_lease(preset, num_gpus)
     total = count_gpus() if total is None else total
     if total == 0:
         return GpuLease([], "no NVIDIA GPU found: running on CPU")
+    candidates = _candidate_gpus(num_gpus, gpu_ids, total)
+    lock_dir = default_lock_dir() if lock_dir is None else lock_dir
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    return _lock_free_gpus(num_gpus, candidates, lock_dir, env, wait_s)
+
+
+def _preset_lease(preset: str, num_gpus: int) -> GpuLease:
+    """The first ``num_gpus`` devices of a preset ``CUDA_VISIBLE_DEVICES``, with no locks."""
+    visible = [d.strip() for d in preset.split(",") if d.strip()]
+    if len(visible) < num_gpus:
+        raise ReidpipeError(
+            f"{CUDA_ENV}={preset!r} names {len(visible)} device(s) but train.num_gpus = {num_gpus}"
+        )
+    return GpuLease(visible[:num_gpus], f"using preset {CUDA_ENV}={preset}")
+
+
+def _candidate_gpus(num_gpus: int, gpu_ids: Sequence[int], total: int) -> list[int]:
+    """The GPUs to choose from (``gpu_ids``, default all ``total``), checked against the machine
+    and against ``num_gpus``."""
     candidates = list(gpu_ids) or list(range(total))
     bad = [i for i in candidates if not 0 <= i < total]
     if bad:
@@ -134,8 +147,18 @@ def allocate_gpus(
             f"train.num_gpus = {num_gpus} but only {len(candidates)} GPU(s) are "
             f"available ({candidates})"
         )
-    lock_dir = default_lock_dir() if lock_dir is None else lock_dir
-    lock_dir.mkdir(parents=True, exist_ok=True)
+    return candidates
+
+
+def _lock_free_gpus(
+    num_gpus: int,
+    candidates: list[int],
+    lock_dir: Path,
+    env: MutableMapping[str, str],
+    wait_s: float,
+) -> GpuLease:
+    """Lock ``num_gpus`` of ``candidates`` in ``lock_dir`` (the first free ones) and make them
+    ``env``'s visible devices; retried each second for ``wait_s`` seconds while too few are free."""
     deadline = time.monotonic() + wait_s
     while True:
         taken: list[tuple[int, IO[str]]] = []
