@@ -247,31 +247,68 @@ def convert_state(
     state = strip_prefixes(source, target)
     unused = sorted(k for k in state if k.rsplit(".", 1)[-1] in DERIVED_BUFFERS)
     state = {k: v for k, v in state.items() if k not in unused}
-    reordered: list[str] = []
+    layout, state, reordered, dropped = _to_timm_names(state)
+    loaded, unexpected, reshaped = _fit_to_backbone(state, backbone, target)
+    has_semantic = any(k.startswith(SEMANTIC_PREFIX) for k in loaded)
+    identity = [k for k in target if k.startswith(SEMANTIC_PREFIX) and not has_semantic]
+    counted = [k for k in target if not k.endswith("num_batches_tracked") and k not in identity]
+    report = LoadReport(
+        path="",
+        layout=layout,
+        filled=[k for k in counted if k in loaded],
+        missing=[k for k in counted if k not in loaded],
+        unexpected=sorted(unexpected),
+        reshaped=reshaped,
+        reordered=reordered,
+        unused=sorted(unused + dropped),
+        identity=identity,
+    )
+    return loaded, report
+
+
+def _to_timm_names(
+    state: dict[str, torch.Tensor],
+) -> tuple[str, dict[str, torch.Tensor], list[str], list[str]]:
+    """The file's layout, and its tensors under timm's names; with the (timm) names of those
+    reordered and the (file's) names of those the re-id feature never uses."""
     if is_mmseg_swin(state):
-        layout = "mmseg Swin (SOLIDER/TAO)"
-        stages = 1 + max(int(m[1]) for k in state if (m := re.match(r"stages\.(\d+)\.", k)))
-        renamed = {}
-        for key, value in state.items():
-            name = mmseg_name(key, stages)
-            if name is None:
-                unused.append(key)
-                continue
-            if _MMSEG_DOWNSAMPLE.fullmatch(key) and (
-                key.endswith("reduction.weight") or ".norm." in key
-            ):
-                value = unfold_to_concat(value)
-                reordered.append(name)
-            renamed[name] = value
-        state = renamed
-    elif "layers.0.downsample.reduction.weight" in state:
-        layout = "Microsoft Swin (merging at stage ends)"
-        state = {
+        renamed, reordered, unused = _from_mmseg(state)
+        return "mmseg Swin (SOLIDER/TAO)", renamed, reordered, unused
+    if "layers.0.downsample.reduction.weight" in state:
+        moved = {
             _MS_DOWNSAMPLE.sub(lambda m: f"layers.{int(m[1]) + 1}.downsample.", k): v
             for k, v in state.items()
         }
-    else:
-        layout = "timm names"
+        return "Microsoft Swin (merging at stage ends)", moved, [], []
+    return "timm names", state, [], []
+
+
+def _from_mmseg(
+    state: dict[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
+    """An mmseg-style Swin's tensors renamed for timm, the patch-merging ones reordered; with
+    the names reordered and those left out as unused."""
+    stages = 1 + max(int(m[1]) for k in state if (m := re.match(r"stages\.(\d+)\.", k)))
+    renamed, reordered, unused = {}, [], []
+    for key, value in state.items():
+        name = mmseg_name(key, stages)
+        if name is None:
+            unused.append(key)
+            continue
+        if _MMSEG_DOWNSAMPLE.fullmatch(key) and (
+            key.endswith("reduction.weight") or ".norm." in key
+        ):
+            value = unfold_to_concat(value)
+            reordered.append(name)
+        renamed[name] = value
+    return renamed, reordered, unused
+
+
+def _fit_to_backbone(
+    state: dict[str, torch.Tensor], backbone: nn.Module, target: dict[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
+    """The tensors of ``state`` that ``backbone`` has (``target``: its state dict), reshaped
+    where needed; with the unexpected ones (names, or names and both shapes) and those reshaped."""
     loaded, unexpected, reshaped = {}, [], []
     for key, value in state.items():
         want = target.get(key)
@@ -286,21 +323,7 @@ def convert_state(
             value = fitted
             reshaped.append(key)
         loaded[key] = value
-    has_semantic = any(k.startswith(SEMANTIC_PREFIX) for k in loaded)
-    identity = [k for k in target if k.startswith(SEMANTIC_PREFIX) and not has_semantic]
-    counted = [k for k in target if not k.endswith("num_batches_tracked") and k not in identity]
-    report = LoadReport(
-        path="",
-        layout=layout,
-        filled=[k for k in counted if k in loaded],
-        missing=[k for k in counted if k not in loaded],
-        unexpected=sorted(unexpected),
-        reshaped=reshaped,
-        reordered=reordered,
-        unused=sorted(unused),
-        identity=identity,
-    )
-    return loaded, report
+    return loaded, unexpected, reshaped
 
 
 def load_backbone_weights(backbone: nn.Module, path: Path) -> LoadReport:
