@@ -228,48 +228,14 @@ def train_arch(
     datamodule = ReidDataModule(splits_dir, cfg)
     module = ReidModule(cfg, datamodule.num_classes)
     # Only now that the manifests and weights were read: bad input leaves out_dir untouched.
-    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
-        _clear_outputs(out_dir)
-    _prepare_checkpoints(ckpt_dir, stamp)
-    # The run's own newest checkpoint wins: the configured path is where a run starts, and a
-    # rerun after a kill must not go back to it.
-    resume = choose_resume(ckpt_dir, cfg.train.resume_training_checkpoint_path, module.state_dict())
+    resume = _clear_and_choose_resume(cfg, out_dir, stamp, module)
     log.info(
         f"train {cfg.name}: {runtime.note}; {runtime.accelerator} x{runtime.devices}, "
         f"precision {runtime.precision}" + (f"; resuming from {resume}" if resume else "")
     )
     epoch_log = EpochLog(datamodule, cfg.train.validation_interval)
-    # Only the newest checkpoint is kept (it replaces the previous one after it is written):
-    # resume needs no more, and a ResNet-50 checkpoint with Adam state is ~300 MB.
-    checkpoints = ModelCheckpoint(
-        dirpath=ckpt_dir,
-        filename="epoch{epoch:03d}",
-        auto_insert_metric_name=False,
-        monitor="step",
-        mode="max",
-        save_top_k=1,
-        every_n_epochs=cfg.train.checkpoint_interval,
-    )
-    multi = runtime.devices > 1 or cfg.train.num_nodes > 1
-    trainer = L.Trainer(
-        accelerator=runtime.accelerator,
-        devices=runtime.devices,
-        num_nodes=cfg.train.num_nodes,
-        strategy=(DDPStrategy(find_unused_parameters=not module.plan.use_id) if multi else "auto"),
-        precision=runtime.precision,  # type: ignore[arg-type]
-        deterministic=deterministic_mode(cfg.train.deterministic, runtime.accelerator),
-        max_epochs=cfg.train.num_epochs,
-        limit_train_batches=cfg.train.max_steps_per_epoch or 1.0,
-        callbacks=[epoch_log, checkpoints],
-        logger=make_loggers(cfg.train.loggers, ckpt_dir / LIVE_LOGS_DIR),
-        enable_autolog_hparams=False,
-        log_every_n_steps=1,  # the loggers get EpochLog's rows only
-        plugins=[AtomicCheckpointIO(), *cluster_plugins(runtime.devices, cfg.train.num_nodes)],
-        use_distributed_sampler=False,
-        num_sanity_val_steps=0,
-        enable_model_summary=False,
-        default_root_dir=str(out_dir),
-    )
+    checkpoints = _newest_checkpoint(ckpt_dir, cfg.train.checkpoint_interval)
+    trainer = _make_trainer(cfg, runtime, module, [epoch_log, checkpoints], out_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     if trainer.is_global_zero:
         saved = {
@@ -287,6 +253,66 @@ def train_arch(
         _write_outputs(out_dir, saved, epoch_log.frame(), config)
         _publish_logs(ckpt_dir / LIVE_LOGS_DIR, out_dir, log_folders)
     return epoch_log.rows[-1] if epoch_log.rows else {}
+
+
+def _clear_and_choose_resume(
+    cfg: ArchConfig, out_dir: Path, stamp: str, module: ReidModule
+) -> Path | None:
+    """Clear an older run's outputs (rank 0) and checkpoints made under another fingerprint;
+    returns the checkpoint to resume from."""
+    ckpt_dir = out_dir / CHECKPOINT_DIR
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        _clear_outputs(out_dir)
+    _prepare_checkpoints(ckpt_dir, stamp)
+    # The run's own newest checkpoint wins: the configured path is where a run starts, and a
+    # rerun after a kill must not go back to it.
+    return choose_resume(ckpt_dir, cfg.train.resume_training_checkpoint_path, module.state_dict())
+
+
+def _newest_checkpoint(ckpt_dir: Path, every_n_epochs: int) -> ModelCheckpoint:
+    """The checkpoint callback. Only the newest checkpoint is kept (it replaces the previous one
+    after it is written): resume needs no more, and a ResNet-50 checkpoint with Adam state is
+    ~300 MB."""
+    return ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="epoch{epoch:03d}",
+        auto_insert_metric_name=False,
+        monitor="step",
+        mode="max",
+        save_top_k=1,
+        every_n_epochs=every_n_epochs,
+    )
+
+
+def _make_trainer(
+    cfg: ArchConfig,
+    runtime: Runtime,
+    module: ReidModule,
+    callbacks: list[L.Callback],
+    out_dir: Path,
+) -> L.Trainer:
+    """The Lightning trainer of ``runtime``'s devices, its loggers writing live into the
+    checkpoints' ``LIVE_LOGS_DIR``."""
+    multi = runtime.devices > 1 or cfg.train.num_nodes > 1
+    return L.Trainer(
+        accelerator=runtime.accelerator,
+        devices=runtime.devices,
+        num_nodes=cfg.train.num_nodes,
+        strategy=(DDPStrategy(find_unused_parameters=not module.plan.use_id) if multi else "auto"),
+        precision=runtime.precision,  # type: ignore[arg-type]
+        deterministic=deterministic_mode(cfg.train.deterministic, runtime.accelerator),
+        max_epochs=cfg.train.num_epochs,
+        limit_train_batches=cfg.train.max_steps_per_epoch or 1.0,
+        callbacks=callbacks,
+        logger=make_loggers(cfg.train.loggers, out_dir / CHECKPOINT_DIR / LIVE_LOGS_DIR),
+        enable_autolog_hparams=False,
+        log_every_n_steps=1,  # the loggers get EpochLog's rows only
+        plugins=[AtomicCheckpointIO(), *cluster_plugins(runtime.devices, cfg.train.num_nodes)],
+        use_distributed_sampler=False,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+        default_root_dir=str(out_dir),
+    )
 
 
 def cluster_plugins(
