@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from support import ROOT
+from support.evaluate_run import evaluate_argv
 from support.references import dense_re_ranking
 
 from reidpipe.cli import main
@@ -177,27 +178,8 @@ def test_cli_writes_metrics_cmc_and_per_query(tmp_path: Path, distance: str) -> 
     write_embeddings(tmp_path / "emb", hand_embeddings())
     params = write_params(tmp_path / "params.yaml", distance=distance)
     out = tmp_path / "metrics.json"
-    code = main(
-        [
-            "evaluate",
-            "--params",
-            str(params),
-            "--embeddings",
-            str(tmp_path / "emb"),
-            "--out",
-            str(out),
-            "--cmc",
-            str(tmp_path / "cmc.csv"),
-            "--per-query",
-            str(tmp_path / "pq.csv"),
-            "--set",
-            "re_ranking.k1=3",
-            "--set",
-            "evaluate.max_rank=6",
-            "--device",
-            "cpu",
-        ]
-    )
+    settings = ["--set", "re_ranking.k1=3", "--set", "evaluate.max_rank=6"]
+    code = main(evaluate_argv(params, tmp_path / "emb", tmp_path, *settings))
     assert code == 0
     metrics = json.loads(out.read_text())
     plain = metrics["plain"]
@@ -208,7 +190,7 @@ def test_cli_writes_metrics_cmc_and_per_query(tmp_path: Path, distance: str) -> 
     assert list(cmc.columns) == ["rank", "plain", "reranked"]
     assert cmc["rank"].tolist() == list(range(1, 7))
     assert cmc["plain"].tolist() == [0.5] + [1.0] * 5
-    pq = pd.read_csv(tmp_path / "pq.csv", keep_default_na=True)
+    pq = pd.read_csv(tmp_path / "per_query.csv", keep_default_na=True)
     assert pq.loc[0, "path"] == "q/0.jpg" and pq.loc[0, "ap_plain"] == pytest.approx(0.5)
     assert pq.loc[0, "first_hit_plain"] == 2 and pq.loc[0, "top_plain"] == "2 3 4 5 6"
     assert pd.isna(pq.loc[1, "ap_plain"]) and pd.isna(pq.loc[1, "first_hit_plain"])
@@ -247,34 +229,13 @@ def test_cli_verification_figures_and_unchanged_metrics(tmp_path: Path) -> None:
     emb = clustered_embeddings()
     write_embeddings(tmp_path / "emb", emb)
     params = write_params(tmp_path / "params.yaml")
-    outputs = ("metrics.json", "cmc.csv", "pq.csv")
+    outputs = ("metrics.json", "cmc.csv", "per_query.csv")
 
     def run(name: str, *extra: str) -> Path:
         out = tmp_path / name
         out.mkdir()
-        assert (
-            main(
-                [
-                    "evaluate",
-                    "--params",
-                    str(params),
-                    "--embeddings",
-                    str(tmp_path / "emb"),
-                    "--out",
-                    str(out / "metrics.json"),
-                    "--cmc",
-                    str(out / "cmc.csv"),
-                    "--per-query",
-                    str(out / "pq.csv"),
-                    "--set",
-                    "re_ranking.k1=5",
-                    "--device",
-                    "cpu",
-                    *extra,
-                ]
-            )
-            == 0
-        )
+        settings = ["--set", "re_ranking.k1=5", *extra]
+        assert main(evaluate_argv(params, tmp_path / "emb", out, *settings)) == 0
         return out
 
     plain = run("without")
@@ -422,36 +383,15 @@ def test_cli_re_ranked_results_match_the_dense_oracle(tmp_path: Path, distance: 
         ),
     )
     params = write_params(tmp_path / "params.yaml", distance=distance)
-    assert (
-        main(
-            [
-                "evaluate",
-                "--params",
-                str(params),
-                "--embeddings",
-                str(tmp_path / "emb"),
-                "--out",
-                str(tmp_path / "metrics.json"),
-                "--cmc",
-                str(tmp_path / "cmc.csv"),
-                "--per-query",
-                str(tmp_path / "pq.csv"),
-                "--set",
-                f"re_ranking.k1={k1}",
-                "--set",
-                f"re_ranking.k2={k2}",
-                "--set",
-                f"re_ranking.lambda_value={lam}",
-                "--set",
-                f"evaluate.max_rank={max_rank}",
-                "--set",
-                f"report.top_k={top_k}",
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
+    settings = {
+        "re_ranking.k1": k1,
+        "re_ranking.k2": k2,
+        "re_ranking.lambda_value": lam,
+        "evaluate.max_rank": max_rank,
+        "report.top_k": top_k,
+    }
+    sets = [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
+    assert main(evaluate_argv(params, tmp_path / "emb", tmp_path, *sets)) == 0
 
     if distance == "cosine":
         feats = feats / np.linalg.norm(feats, axis=1, keepdims=True)
@@ -464,7 +404,7 @@ def test_cli_re_ranked_results_match_the_dense_oracle(tmp_path: Path, distance: 
     assert (got["k1"], got["k2"], got["lambda_value"]) == (k1, k2, lam)
     cmc = pd.read_csv(tmp_path / "cmc.csv")
     np.testing.assert_allclose(cmc["reranked"], oracle["cmc"], atol=1e-12)
-    pq = pd.read_csv(tmp_path / "pq.csv", keep_default_na=False, na_values=[""])
+    pq = pd.read_csv(tmp_path / "per_query.csv", keep_default_na=False, na_values=[""])
     np.testing.assert_allclose(pq["ap_reranked"], oracle["ap"], atol=1e-6, equal_nan=True)
     np.testing.assert_allclose(pq["inp_reranked"], oracle["inp"], atol=1e-6, equal_nan=True)
     np.testing.assert_array_equal(pq["first_hit_reranked"].fillna(0), oracle["first_hit"])

@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 import yaml
 from support import ROOT
+from support.evaluate_run import evaluate_argv
 from support.market_fixtures import make_tiny_market
 from support.tiny_run import TINY
 from test_evaluate import hand_embeddings, write_params
@@ -61,33 +62,17 @@ def random_embeddings(queries: int, gallery: int, dim: int = 8) -> Embeddings:
     return Embeddings(query=subset(queries, "q"), gallery=subset(gallery, "g"))
 
 
-def evaluate_argv(tmp_path: Path, *more: str) -> list[str]:
-    out = tmp_path / "out"
-    return [
-        "evaluate",
-        "--params",
-        str(write_params(tmp_path / "params.yaml")),
-        "--embeddings",
-        str(tmp_path / "emb"),
-        "--out",
-        str(out / "metrics.json"),
-        "--cmc",
-        str(out / "cmc.csv"),
-        "--per-query",
-        str(out / "per_query.csv"),
-        "--verification",
-        str(out / "verification.json"),
-        "--device",
-        "cpu",
-        *more,
-    ]
+def evaluate_run(tmp_path: Path, *more: str) -> list[str]:
+    """evaluate's arguments for tmp_path/emb into tmp_path/out, verification figures too."""
+    params = write_params(tmp_path / "params.yaml")
+    return evaluate_argv(params, tmp_path / "emb", tmp_path / "out", *more, verification=True)
 
 
 @pytest.fixture
 def evaluated(tmp_path: Path) -> Path:
     """An earlier run's evaluate outputs in tmp_path/out."""
     write_embeddings(tmp_path / "emb", random_embeddings(40, 80))
-    assert main(evaluate_argv(tmp_path)) == 0
+    assert main(evaluate_run(tmp_path)) == 0
     return tmp_path / "out"
 
 
@@ -110,7 +95,7 @@ def test_evaluate_that_fails_mid_write_keeps_the_previous_set(
     # another seed: verification.json would change too
     assert (
         main(
-            evaluate_argv(
+            evaluate_run(
                 tmp_path, "--set", "evaluate.max_rank=5", "--set", "evaluate.open_set_seed=3"
             )
         )
@@ -124,7 +109,7 @@ def test_evaluate_that_fails_mid_write_keeps_the_previous_set(
         "(ENOSPC); the previous outputs are left as they were"
     ]
     monkeypatch.undo()
-    assert main(evaluate_argv(tmp_path, "--set", "evaluate.max_rank=5")) == 0
+    assert main(evaluate_run(tmp_path, "--set", "evaluate.max_rank=5")) == 0
     assert len(pd.read_csv(evaluated / "cmc.csv")) == 5
 
 
@@ -156,7 +141,7 @@ def test_evaluate_over_the_file_size_limit_keeps_the_previous_set(
         f"""
         import sys
         from reidpipe.cli import main
-        sys.exit(main({evaluate_argv(tmp_path, "--set", "evaluate.max_rank=5")!r}))
+        sys.exit(main({evaluate_run(tmp_path, "--set", "evaluate.max_rank=5")!r}))
     """,
         limit,
         tmp_path,

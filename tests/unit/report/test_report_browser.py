@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from support.evaluate_run import evaluate_argv
 from support.market_fixtures import make_tiny_market
 
 from reidpipe.cli import main
@@ -83,27 +84,7 @@ def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
         == 0
     )
-    assert (
-        main(
-            [
-                "evaluate",
-                *common,
-                "--embeddings",
-                str(results / "embeddings"),
-                "--out",
-                str(results / "metrics.json"),
-                "--cmc",
-                str(results / "cmc.csv"),
-                "--per-query",
-                str(results / "per_query.csv"),
-                "--verification",
-                str(results / "verification.json"),
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
+    assert main(evaluate_argv(params, results / "embeddings", results, verification=True)) == 0
     assert report(root, root / "reports") == 0
     return root / "reports"
 

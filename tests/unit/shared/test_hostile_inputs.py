@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from support.bad_inputs import QUERY, ROOT, dataset_with, make_work, params, png_file, tree
+from support.evaluate_run import evaluate_argv
 from support.market_fixtures import write_jpeg
 
 from reidpipe import market
@@ -188,21 +189,7 @@ def test_collapsed_embeddings_are_flagged_in_the_log_and_metrics(
     results, models = tmp_path / "results", tmp_path / "models"
     arch = results / "net"
     write_embeddings(arch / "embeddings", embeddings(features))
-    argv = [
-        "evaluate",
-        "--params",
-        str(ROOT / "params.yaml"),
-        "--embeddings",
-        str(arch / "embeddings"),
-        "--out",
-        str(arch / "metrics.json"),
-        "--cmc",
-        str(arch / "cmc.csv"),
-        "--per-query",
-        str(arch / "per_query.csv"),
-        "--device",
-        "cpu",
-    ]
+    argv = evaluate_argv(ROOT / "params.yaml", arch / "embeddings", arch)
     code, err, seconds = timed_main(argv, capsys)
     assert code == 0, err
     assert seconds < LIMIT_S
@@ -297,26 +284,7 @@ def test_tao_spec_and_trained_config_share_the_bounded_loader(
     results, models = tmp_path / "results", tmp_path / "models"
     arch = results / "net"
     write_embeddings(arch / "embeddings", embeddings())
-    assert (
-        main(
-            [
-                "evaluate",
-                "--params",
-                str(ROOT / "params.yaml"),
-                "--embeddings",
-                str(arch / "embeddings"),
-                "--out",
-                str(arch / "metrics.json"),
-                "--cmc",
-                str(arch / "cmc.csv"),
-                "--per-query",
-                str(arch / "per_query.csv"),
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
+    assert main(evaluate_argv(ROOT / "params.yaml", arch / "embeddings", arch)) == 0
     config = models / "net" / "config.yaml"
     config.parent.mkdir(parents=True)
     config.write_text("model:\n  backbone_kwargs:\n" + bomb())
