@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from reidpipe.cli import params_from_args
+from reidpipe.cli import add_arch_argument, add_folder_arguments, params_from_args
 
 log = logging.getLogger(__name__)
 
@@ -17,19 +17,24 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         parents=[common],
         help="write the deployment package: Triton model repository, DeepStream ReID section",
     )
-    parser.add_argument(
-        "--arch", required=True, metavar="NAME", help="architecture name (keys of archs)"
-    )
-    parser.add_argument(
-        "--onnx-dir", required=True, metavar="DIR", help="folder written by `reidpipe export-onnx`"
-    )
-    parser.add_argument(
-        "--trt-dir",
-        required=True,
-        metavar="DIR",
-        help="folder written by `reidpipe build-trt` (its engine, when built, "
+    add_arch_argument(parser)
+    add_folder_arguments(
+        parser,
+        onnx_dir="folder written by `reidpipe export-onnx`",
+        trt_dir="folder written by `reidpipe build-trt` (its engine, when built, "
         "becomes Triton's model.plan)",
     )
+    _add_run_record_arguments(parser)
+    add_folder_arguments(
+        parser,
+        out="folder to write: triton/, deepstream/, README.md, package.json, "
+        "MODEL_CARD.md, model_card.json",
+    )
+    parser.set_defaults(run=run)
+
+
+def _add_run_record_arguments(parser: argparse.ArgumentParser) -> None:
+    """The run's records that the model card is built from (``read_run_records``' files)."""
     parser.add_argument(
         "--metrics",
         required=True,
@@ -50,17 +55,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="the config `reidpipe train` wrote beside the model (architecture, "
         "pretrained weights, environment)",
     )
-    parser.add_argument(
-        "--splits",
-        required=True,
-        metavar="DIR",
-        help="split manifests of the test set (`reidpipe split`): fingerprinted",
-    )
-    parser.add_argument(
-        "--train-set",
-        required=True,
-        metavar="DIR",
-        help="the training set (`reidpipe combine`): each source's split "
+    add_folder_arguments(
+        parser,
+        splits="split manifests of the test set (`reidpipe split`): fingerprinted",
+        train_set="the training set (`reidpipe combine`): each source's split "
         "manifests are fingerprinted",
     )
     parser.add_argument(
@@ -69,14 +67,6 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         metavar="JSON",
         help="`reidpipe validate`'s report of the dataset",
     )
-    parser.add_argument(
-        "--out",
-        required=True,
-        metavar="DIR",
-        help="folder to write: triton/, deepstream/, README.md, package.json, "
-        "MODEL_CARD.md, model_card.json",
-    )
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
