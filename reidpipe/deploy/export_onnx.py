@@ -116,53 +116,65 @@ def fp32_variant(
         file=ONNX_FILE,
         build=build,
         reference="torch",
-        about={
-            "arch": arch,
-            "opset": export.opset,
-            "versions": {
-                "torch": torch.__version__,
-                "onnx": onnx.__version__,
-                "onnxruntime": _ort_version(),
-            },
-            "input": {
-                "name": INPUT_NAME,
-                "shape": ["batch", 3, pre.height, pre.width],
-                **{k[len(META_PREFIX) :]: v for k, v in metadata.items()},
-            },
-            "output": {"name": OUTPUT_NAME, "shape": ["batch", embedding_dim]},
+        about=_fp32_about(pre, arch, export, metadata, embedding_dim),
+        gate=_fp32_gate(arch, export),
+    )
+
+
+def _fp32_about(
+    pre: Preprocess, arch: str, export: ExportParams, metadata: dict[str, str], embedding_dim: int
+) -> dict[str, Any]:
+    """The report's description of ``model.onnx``: versions, input contract, output shape."""
+    return {
+        "arch": arch,
+        "opset": export.opset,
+        "versions": {
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": _ort_version(),
         },
-        gate=Gate(
-            title=f"ONNX parity gate failed for {arch}",
-            record={
-                "gates": {
-                    "max_abs_diff": export.max_abs_diff,
-                    "min_cosine": export.min_cosine,
-                    "max_metric_delta_points": export.max_metric_delta,
-                }
-            },
-            rows=(
-                Limit(
-                    "max_abs_diff",
-                    "export.max_abs_diff",
-                    export.max_abs_diff,
-                    "batch {batch_size}: max abs diff {max_abs_diff:.3g} > {key} {limit}",
-                ),
-                Limit(
-                    "min_cosine",
-                    "export.min_cosine",
-                    export.min_cosine,
-                    "batch {batch_size}: min cosine {min_cosine:.6f} < {key} {limit}",
-                ),
+        "input": {
+            "name": INPUT_NAME,
+            "shape": ["batch", 3, pre.height, pre.width],
+            **{k[len(META_PREFIX) :]: v for k, v in metadata.items()},
+        },
+        "output": {"name": OUTPUT_NAME, "shape": ["batch", embedding_dim]},
+    }
+
+
+def _fp32_gate(arch: str, export: ExportParams) -> Gate:
+    """The limits ``model.onnx`` must meet against PyTorch."""
+    return Gate(
+        title=f"ONNX parity gate failed for {arch}",
+        record={
+            "gates": {
+                "max_abs_diff": export.max_abs_diff,
+                "min_cosine": export.min_cosine,
+                "max_metric_delta_points": export.max_metric_delta,
+            }
+        },
+        rows=(
+            Limit(
+                "max_abs_diff",
+                "export.max_abs_diff",
+                export.max_abs_diff,
+                "batch {batch_size}: max abs diff {max_abs_diff:.3g} > {key} {limit}",
             ),
-            metric_delta=Limit(
-                "delta_points",
-                "export.max_metric_delta",
-                export.max_metric_delta,
-                "{metric} differs by {delta:.3f} points (torch {reference:.2f}, "
-                "onnx {candidate:.2f}) > {key} {limit}",
+            Limit(
+                "min_cosine",
+                "export.min_cosine",
+                export.min_cosine,
+                "batch {batch_size}: min cosine {min_cosine:.6f} < {key} {limit}",
             ),
-            names=("torch", "onnx"),
         ),
+        metric_delta=Limit(
+            "delta_points",
+            "export.max_metric_delta",
+            export.max_metric_delta,
+            "{metric} differs by {delta:.3f} points (torch {reference:.2f}, "
+            "onnx {candidate:.2f}) > {key} {limit}",
+        ),
+        names=("torch", "onnx"),
     )
 
 
@@ -208,11 +220,7 @@ def export_onnx(
     model passes for valid.
     """
     out_dir = Path(out_dir)
-    if not export.parity_batch_sizes or min(export.parity_batch_sizes) < 1:
-        raise ReidpipeError(
-            f"export.parity_batch_sizes = {export.parity_batch_sizes}: expected "
-            "a non-empty list of positive batch sizes"
-        )
+    _check_parity_batch_sizes(export)
     sets = image_sets_from_splits(splits_dir)
     images = parity_images(list(sets["query"]["path"]), pre, max(export.parity_batch_sizes))
     net = net.eval()
@@ -231,31 +239,52 @@ def export_onnx(
         embedding_dim = int(np.asarray(bench.forwards["torch"](images[:1])).shape[1])
         # built before the export, which takes minutes on a big model: bad INT8 settings fail now
         variants = export_variants(net, pre, arch, splits_dir, export, embedding_dim, embed_limit)
-        entries: dict[str, dict[str, Any]] = {}
-        files: list[Path] = []
-        with atomic.atomic_dir(out_dir) as tmp:
-            for variant in variants:
-                entries[variant.name], kept, failure = build_and_gate(variant, tmp, bench)
-                if failure is not None:
-                    shutil.rmtree(out_dir, ignore_errors=True)
-                    raise ReidpipeError(failure)
-                files += kept
-            report = {
-                **entries["fp32"],
-                "fp16": entries.get("fp16"),
-                "int8": entries.get("int8"),
-                "latency": {
-                    v.name: forward_latency(
-                        bench.forwards[v.name], images, export.parity_batch_sizes
-                    )
-                    for v in variants
-                    if v.name in bench.forwards
-                },
-                "files": {p.name: p.stat().st_size for p in files},
-                "status": "passed",
-            }
-            atomic.write_json(tmp / PARITY_FILE, report)
+        return _write_gated_variants(variants, bench, out_dir)
+
+
+def _check_parity_batch_sizes(export: ExportParams) -> None:
+    if not export.parity_batch_sizes or min(export.parity_batch_sizes) < 1:
+        raise ReidpipeError(
+            f"export.parity_batch_sizes = {export.parity_batch_sizes}: expected "
+            "a non-empty list of positive batch sizes"
+        )
+
+
+def _write_gated_variants(variants: list[Variant], bench: Bench, out_dir: Path) -> dict[str, Any]:
+    """Build and gate each variant in turn into the folder that becomes ``out_dir`` with
+    ``parity.json``; returns the parity report. A required variant's failed gate removes
+    ``out_dir`` and raises."""
+    entries: dict[str, dict[str, Any]] = {}
+    files: list[Path] = []
+    with atomic.atomic_dir(out_dir) as tmp:
+        for variant in variants:
+            entries[variant.name], kept, failure = build_and_gate(variant, tmp, bench)
+            if failure is not None:
+                shutil.rmtree(out_dir, ignore_errors=True)
+                raise ReidpipeError(failure)
+            files += kept
+        report = _parity_report(entries, variants, bench, files)
+        atomic.write_json(tmp / PARITY_FILE, report)
     return report
+
+
+def _parity_report(
+    entries: dict[str, dict[str, Any]], variants: list[Variant], bench: Bench, files: list[Path]
+) -> dict[str, Any]:
+    """parity.json: the FP32 gate's entries at the top, FP16's and INT8's under their names,
+    the ONNX Runtime latency of each precision and the size of each file."""
+    return {
+        **entries["fp32"],
+        "fp16": entries.get("fp16"),
+        "int8": entries.get("int8"),
+        "latency": {
+            v.name: forward_latency(bench.forwards[v.name], bench.images, bench.batch_sizes)
+            for v in variants
+            if v.name in bench.forwards
+        },
+        "files": {p.name: p.stat().st_size for p in files},
+        "status": "passed",
+    }
 
 
 def _ort_version() -> str:

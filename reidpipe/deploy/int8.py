@@ -106,14 +106,27 @@ def quantize_int8(
     """Write the QDQ INT8 copy of ``source`` calibrated on the images ``calibration`` as
     ``export.int8_*`` say; returns the files written. The contract metadata of ``source`` is
     carried over."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     symmetric = export.int8_activations == "int8"
     op_types = list(export.int8_op_types) or sorted(quantizable_op_types())
     model = onnx.load(str(source), load_external_data=False)
-    input_name = model.graph.input[0].name
     large = sum(t.ByteSize() for t in model.graph.initializer) > embed_limit
+    result = _quantize_static(
+        source,
+        _reader(model.graph.input[0].name, calibration, pre),
+        export,
+        op_types,
+        symmetric,
+        large,
+    )
+    del result.metadata_props[:]
+    result.metadata_props.extend(model.metadata_props)
+    return save_onnx(result, target, embed_limit)
+
+
+def _quantizer_options(
+    export: ExportParams, op_types: list[str], symmetric: bool
+) -> dict[str, Any]:
+    """``extra_options`` of ONNX Runtime's ``quantize_static`` for ``export.int8_*``."""
     extra: dict[str, Any] = {
         "ActivationSymmetric": symmetric,
         "WeightSymmetric": True,
@@ -129,6 +142,22 @@ def quantize_int8(
         extra["CalibPercentile"] = export.int8_calibration_percentile
     if not export.int8_quantize_outputs:
         extra["OpTypesToExcludeOutputQuantization"] = op_types
+    return extra
+
+
+def _quantize_static(
+    source: Path,
+    reader: Any,
+    export: ExportParams,
+    op_types: list[str],
+    symmetric: bool,
+    large: bool,
+) -> onnx.ModelProto:
+    """The QDQ model ONNX Runtime writes for ``source`` calibrated on ``reader``'s batches,
+    loaded back from its scratch folder."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
     with tempfile.TemporaryDirectory(prefix="reidpipe-int8-") as work:
         prepared = Path(work) / "prepared.onnx"
         quantized = Path(work) / "quantized.onnx"
@@ -140,7 +169,7 @@ def quantize_int8(
             quantize_static(
                 str(prepared),
                 str(quantized),
-                _reader(input_name, calibration, pre),
+                reader,
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
                 op_types_to_quantize=op_types,
@@ -152,13 +181,10 @@ def quantize_int8(
                 }[export.int8_calibration_method],
                 nodes_to_exclude=_output_nodes(onnx.load(str(prepared), load_external_data=False)),
                 use_external_data_format=large,
-                extra_options=extra,
+                extra_options=_quantizer_options(export, op_types, symmetric),
             )
         log.debug("ONNX Runtime calibration: %s", chatter.getvalue())
-        result = onnx.load(str(quantized))
-    del result.metadata_props[:]
-    result.metadata_props.extend(model.metadata_props)
-    return save_onnx(result, target, embed_limit)
+        return onnx.load(str(quantized))
 
 
 def _output_nodes(model: onnx.ModelProto) -> list[str]:
@@ -195,54 +221,61 @@ def int8_variant(
         reference="fp32",
         required=False,
         build_failed="quantization failed",
-        about={
-            "file": INT8_FILE,
-            "format": "QDQ",
-            "weights": "int8 per channel, symmetric",
-            "activations": export.int8_activations,
-            "activation_scheme": (
-                "symmetric" if export.int8_activations == "int8" else "asymmetric"
-            ),
-            "tensorrt_compatible": export.int8_activations == "int8",
-            "calibration": {
-                "method": export.int8_calibration_method,
-                "images": len(calibration),
-                "seed": export.int8_seed,
-                "source": "train split",
-                **(
-                    {"percentile": export.int8_calibration_percentile}
-                    if export.int8_calibration_method == "percentile"
-                    else {}
-                ),
-            },
-            "quantized_ops": list(export.int8_op_types) or "all ONNX Runtime quantizes",
-            "quantized_tensors": (
-                "inputs and outputs" if export.int8_quantize_outputs else "inputs"
+        about=_int8_about(export, len(calibration)),
+        gate=_int8_gate(export),
+    )
+
+
+def _int8_about(export: ExportParams, calibration_images: int) -> dict[str, Any]:
+    """The report's description of ``model_int8.onnx``: format, schemes, calibration and
+    placement."""
+    return {
+        "file": INT8_FILE,
+        "format": "QDQ",
+        "weights": "int8 per channel, symmetric",
+        "activations": export.int8_activations,
+        "activation_scheme": "symmetric" if export.int8_activations == "int8" else "asymmetric",
+        "tensorrt_compatible": export.int8_activations == "int8",
+        "calibration": {
+            "method": export.int8_calibration_method,
+            "images": calibration_images,
+            "seed": export.int8_seed,
+            "source": "train split",
+            **(
+                {"percentile": export.int8_calibration_percentile}
+                if export.int8_calibration_method == "percentile"
+                else {}
             ),
         },
-        gate=Gate(
-            title="INT8 gate failed",
-            record={
-                "gates": {
-                    "min_cosine": export.int8_min_cosine,
-                    "max_metric_delta_points": export.int8_max_metric_delta,
-                }
-            },
-            rows=(
-                Limit(
-                    "min_cosine",
-                    "export.int8_min_cosine",
-                    export.int8_min_cosine,
-                    "batch {batch_size}: min cosine {min_cosine:.5f} < {key} {limit}",
-                ),
+        "quantized_ops": list(export.int8_op_types) or "all ONNX Runtime quantizes",
+        "quantized_tensors": "inputs and outputs" if export.int8_quantize_outputs else "inputs",
+    }
+
+
+def _int8_gate(export: ExportParams) -> Gate:
+    """The limits ``model_int8.onnx`` must meet against ``model.onnx``."""
+    return Gate(
+        title="INT8 gate failed",
+        record={
+            "gates": {
+                "min_cosine": export.int8_min_cosine,
+                "max_metric_delta_points": export.int8_max_metric_delta,
+            }
+        },
+        rows=(
+            Limit(
+                "min_cosine",
+                "export.int8_min_cosine",
+                export.int8_min_cosine,
+                "batch {batch_size}: min cosine {min_cosine:.5f} < {key} {limit}",
             ),
-            metric_delta=Limit(
-                "delta_points",
-                "export.int8_max_metric_delta",
-                export.int8_max_metric_delta,
-                "{metric} differs by {delta:.3f} points (FP32 {reference:.2f}, "
-                "INT8 {candidate:.2f}) > {key} {limit}",
-            ),
-            names=("onnx", "int8"),
         ),
+        metric_delta=Limit(
+            "delta_points",
+            "export.int8_max_metric_delta",
+            export.int8_max_metric_delta,
+            "{metric} differs by {delta:.3f} points (FP32 {reference:.2f}, "
+            "INT8 {candidate:.2f}) > {key} {limit}",
+        ),
+        names=("onnx", "int8"),
     )

@@ -321,37 +321,17 @@ def build_trt(
         return _write_status_only(
             out_dir, _status(mode, "disabled", "deploy.tensorrt is 'off'", arch, deploy)
         )
-    if not (onnx_dir / PARITY_FILE).is_file():
-        raise ReidpipeError(
-            f"{onnx_dir / PARITY_FILE} does not exist: {onnx_dir} is not an "
-            "`reidpipe export-onnx` folder (run it first)"
-        )
+    _check_export_folder(onnx_dir)
     reason = unavailable_reason()
     if reason is not None:
         if mode == "required":
             raise ReidpipeError(f"deploy.tensorrt is 'required' but {reason}")
         return _write_status_only(out_dir, _status(mode, "skipped", reason, arch, deploy))
 
-    import tensorrt as trt
-
     pre = read_input_contract(onnx_dir / ONNX_FILE)
-    onnx_name, fp16_flag, strongly_typed = build_plan(
-        hasattr(trt.BuilderFlag, "FP16"), deploy.precision
-    )
-    if not (onnx_dir / onnx_name).is_file():
-        int8 = json.loads((onnx_dir / PARITY_FILE).read_text()).get("int8") or {}
-        why = (
-            f"export's INT8 copy was left out: {int8['reason']}"
-            if int8.get("reason")
-            else "export.fp16 / export.int8 true writes it"
-        )
-        raise ReidpipeError(
-            f"{onnx_dir / onnx_name} does not exist; TensorRT {trt.__version__} "
-            f"needs it for precision {deploy.precision} ({why})"
-        )
+    onnx_name, fp16_flag, strongly_typed = _installed_build_plan(onnx_dir, deploy.precision)
     shapes = profile_shapes(deploy, pre)
-    old_cache = out_dir / CACHE_FILE
-    cache_in = old_cache.read_bytes() if old_cache.is_file() else b""
+    cache_in = _previous_timing_cache(out_dir)
     start = time.perf_counter()
     engine, cache_out, cache_reused = build_engine(
         onnx_dir / onnx_name, shapes, deploy, fp16_flag, strongly_typed, cache_in
@@ -370,7 +350,51 @@ def build_trt(
     status["parity"] = _engine_parity(
         runner, onnx_dir, pre, splits_dir, deploy, evaluate, min(batch_size, deploy.max_batch), flip
     )
-    deltas = status["parity"]["retrieval"]["delta_points"]
+    _check_parity_gate(status["parity"], arch, deploy, out_dir)
+    _write_engine_folder(out_dir, engine, cache_out, status)
+    return status
+
+
+def _check_export_folder(onnx_dir: Path) -> None:
+    if not (onnx_dir / PARITY_FILE).is_file():
+        raise ReidpipeError(
+            f"{onnx_dir / PARITY_FILE} does not exist: {onnx_dir} is not an "
+            "`reidpipe export-onnx` folder (run it first)"
+        )
+
+
+def _installed_build_plan(onnx_dir: Path, precision: str) -> tuple[str, bool, bool]:
+    """:func:`build_plan` for the installed TensorRT, once the ONNX file it parses is known to
+    be in ``onnx_dir``."""
+    import tensorrt as trt
+
+    onnx_name, fp16_flag, strongly_typed = build_plan(hasattr(trt.BuilderFlag, "FP16"), precision)
+    if not (onnx_dir / onnx_name).is_file():
+        int8 = json.loads((onnx_dir / PARITY_FILE).read_text()).get("int8") or {}
+        why = (
+            f"export's INT8 copy was left out: {int8['reason']}"
+            if int8.get("reason")
+            else "export.fp16 / export.int8 true writes it"
+        )
+        raise ReidpipeError(
+            f"{onnx_dir / onnx_name} does not exist; TensorRT {trt.__version__} "
+            f"needs it for precision {precision} ({why})"
+        )
+    return onnx_name, fp16_flag, strongly_typed
+
+
+def _previous_timing_cache(out_dir: Path) -> bytes:
+    """The timing cache the last build left in ``out_dir``; empty when there is none."""
+    old_cache = out_dir / CACHE_FILE
+    return old_cache.read_bytes() if old_cache.is_file() else b""
+
+
+def _check_parity_gate(
+    parity: dict[str, Any], arch: str, deploy: DeployParams, out_dir: Path
+) -> None:
+    """Fails (removing ``out_dir``) when a retrieval metric of the engine is further than
+    ``deploy.max_metric_delta`` points from ONNX Runtime's."""
+    deltas = parity["retrieval"]["delta_points"]
     failed = {k: d for k, d in deltas.items() if not d <= deploy.max_metric_delta}
     if failed:
         atomic.remove_output_dir(out_dir)  # no stale engine passes for this model's
@@ -381,12 +405,17 @@ def build_trt(
             )
             + f" > deploy.max_metric_delta {deploy.max_metric_delta}"
         )
+
+
+def _write_engine_folder(
+    out_dir: Path, engine: bytes, cache_out: bytes, status: dict[str, Any]
+) -> None:
+    """The engine, its timing cache and ``status.json`` (which lists their sizes)."""
     with atomic.atomic_dir(out_dir) as tmp:
         (tmp / TRT_ENGINE_FILE).write_bytes(engine)
         (tmp / CACHE_FILE).write_bytes(cache_out)
         status["files"] = {TRT_ENGINE_FILE: len(engine), CACHE_FILE: len(cache_out)}
         atomic.write_json(tmp / TRT_STATUS_FILE, status)
-    return status
 
 
 def build_trt_stage(
