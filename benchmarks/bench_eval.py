@@ -101,74 +101,104 @@ def _embeddings(scale: str, dim: int) -> object:
 
 
 def run_case(scale: str, dim: int, task: str) -> dict[str, object]:
-    from reidpipe.evaluation.embeddings import write_embeddings
-    from reidpipe.evaluation.evaluate import (
-        evaluate_embeddings,
-        rank_queries,
-        summarise,
-    )
-    from reidpipe.params import EvaluateParams, ReRankingParams
+    # Loaded before the baseline RSS is read, so that the baseline counts the evaluation code.
+    import reidpipe.evaluation.evaluate  # noqa: F401
 
     embeddings = _embeddings(scale, dim)
+    ids = _ids(embeddings)
+    result: dict[str, object] = {"baseline_rss_gb": round(_peak_rss_gb(), 3)}
+    if task == "cli":
+        return {**result, **_run_cli(embeddings)}
+    started, cpu = time.perf_counter(), _cpu_s()
+    if task == "dense":
+        summaries = _dense_summaries(embeddings, ids)
+    else:
+        summaries = _evaluate_summaries(embeddings, re_ranking=task == "rerank")
+    result["wall_s"] = round(time.perf_counter() - started, 2)
+    result["cpu_s"] = round(_cpu_s() - cpu, 2)
+    result["peak_rss_gb"] = round(_peak_rss_gb(), 3)
+    return {**result, **_headline_metrics(summaries)}
+
+
+def _ids(embeddings: object) -> tuple[np.ndarray, ...]:
+    """Query pids and camids, then gallery pids and camids, as ``rank_queries`` takes them."""
     q, g = embeddings.query, embeddings.gallery
-    ids = (
+    return (
         q.meta["pid"].to_numpy(),
         q.meta["camid"].to_numpy(),
         g.meta["pid"].to_numpy(),
         g.meta["camid"].to_numpy(),
     )
-    result: dict[str, object] = {"baseline_rss_gb": round(_peak_rss_gb(), 3)}
-    if task == "cli":
-        with tempfile.TemporaryDirectory() as tmp:
-            write_embeddings(Path(tmp) / "emb", embeddings)
-            command = [
-                sys.executable,
-                "-m",
-                "reidpipe",
-                "evaluate",
-                "--embeddings",
-                f"{tmp}/emb",
-                "--out",
-                f"{tmp}/metrics.json",
-                "--cmc",
-                f"{tmp}/cmc.csv",
-                "--per-query",
-                f"{tmp}/per_query.csv",
-                "--device",
-                "cpu",
-            ]
-            started = time.perf_counter()
-            subprocess.run(command, check=True, cwd=ROOT, capture_output=True)
-            result["wall_s"] = round(time.perf_counter() - started, 2)
-            result["cpu_s"] = round(_cpu_s(resource.RUSAGE_CHILDREN), 2)
-            result["peak_rss_gb"] = round(
+
+
+def _run_cli(embeddings: object) -> dict[str, object]:
+    """``reidpipe evaluate`` on ``embeddings`` in a fresh interpreter: its wall and CPU seconds,
+    its peak RSS and the metrics it wrote."""
+    from reidpipe.evaluation.embeddings import write_embeddings
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write_embeddings(Path(tmp) / "emb", embeddings)
+        command = [
+            sys.executable,
+            "-m",
+            "reidpipe",
+            "evaluate",
+            "--embeddings",
+            f"{tmp}/emb",
+            "--out",
+            f"{tmp}/metrics.json",
+            "--cmc",
+            f"{tmp}/cmc.csv",
+            "--per-query",
+            f"{tmp}/per_query.csv",
+            "--device",
+            "cpu",
+        ]
+        started = time.perf_counter()
+        subprocess.run(command, check=True, cwd=ROOT, capture_output=True)
+        result: dict[str, object] = {
+            "wall_s": round(time.perf_counter() - started, 2),
+            "cpu_s": round(_cpu_s(resource.RUSAGE_CHILDREN), 2),
+            "peak_rss_gb": round(
                 resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2, 3
-            )
-            metrics = json.loads((Path(tmp) / "metrics.json").read_text(encoding="utf-8"))
-        for name, block in metrics.items():
-            result[name] = {"mAP": round(block["mAP"], 4), "rank1": round(block["rank1"], 4)}
-        return result
-    started, cpu = time.perf_counter(), _cpu_s()
-    if task == "dense":
-        spec = importlib.util.spec_from_file_location("oracle", ROOT / "tests" / "test_rerank.py")
-        oracle = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(oracle)
-        final = oracle.dense_re_ranking(q.features, g.features, 20, 6, 0.3, dtype=np.float32)
-        summaries = {"reranked": summarise(rank_queries(lambda s, e: final[s:e], len(final), *ids))}
-    else:
-        evaluation = evaluate_embeddings(
-            embeddings,
-            EvaluateParams(),
-            ReRankingParams(re_ranking=task == "rerank", k1=20, k2=6, lambda_value=0.3),
-            device="cpu",
-        )
-        summaries = evaluation.metrics
-    result["wall_s"] = round(time.perf_counter() - started, 2)
-    result["cpu_s"] = round(_cpu_s() - cpu, 2)
-    result["peak_rss_gb"] = round(_peak_rss_gb(), 3)
-    for name, block in summaries.items():
-        result[name] = {"mAP": round(block["mAP"], 4), "rank1": round(block["rank1"], 4)}
-    return result
+            ),
+        }
+        metrics = json.loads((Path(tmp) / "metrics.json").read_text(encoding="utf-8"))
+    return {**result, **_headline_metrics(metrics)}
+
+
+def _dense_summaries(embeddings: object, ids: tuple[np.ndarray, ...]) -> dict[str, dict]:
+    """The re-ranked summary from the test suite's dense oracle."""
+    from reidpipe.evaluation.evaluate import rank_queries, summarise
+
+    spec = importlib.util.spec_from_file_location("oracle", ROOT / "tests" / "test_rerank.py")
+    oracle = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(oracle)
+    q, g = embeddings.query, embeddings.gallery
+    final = oracle.dense_re_ranking(q.features, g.features, 20, 6, 0.3, dtype=np.float32)
+    return {"reranked": summarise(rank_queries(lambda s, e: final[s:e], len(final), *ids))}
+
+
+def _evaluate_summaries(embeddings: object, re_ranking: bool) -> dict[str, dict]:
+    """``evaluate_embeddings``'s summaries, with or without re-ranking."""
+    from reidpipe.evaluation.evaluate import evaluate_embeddings
+    from reidpipe.params import EvaluateParams, ReRankingParams
+
+    evaluation = evaluate_embeddings(
+        embeddings,
+        EvaluateParams(),
+        ReRankingParams(re_ranking=re_ranking, k1=20, k2=6, lambda_value=0.3),
+        device="cpu",
+    )
+    return evaluation.metrics
+
+
+def _headline_metrics(summaries: dict[str, dict]) -> dict[str, dict[str, float]]:
+    """mAP and rank-1 of each summary, rounded."""
+    return {
+        name: {"mAP": round(block["mAP"], 4), "rank1": round(block["rank1"], 4)}
+        for name, block in summaries.items()
+    }
 
 
 def _speedups(cases: list[dict[str, object]]) -> dict[str, dict[str, float]]:
@@ -228,6 +258,22 @@ def _case_key(case: dict[str, object]) -> tuple[int, int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    if args.child:
+        scale, dim, task = args.child
+        print(json.dumps(run_case(scale, int(dim), task)))
+        return 0
+    cases = _run_cases(args.scales, args.dims, args.tasks, args.repeat)
+    # A partial run (--scales/--dims/--tasks) updates its cases in an existing results file.
+    out = Path(args.out)
+    if out.is_file():
+        cases = _merged_with(out, cases)
+    write_json(out, _report(cases))
+    print(f"wrote {out}")
+    return 0
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", nargs="+", choices=sorted(SCALES), default=list(SCALES))
     parser.add_argument("--dims", nargs="+", type=int, default=[256, 512, 2048])
@@ -242,22 +288,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--child", nargs=3, metavar=("SCALE", "DIM", "TASK"), help=argparse.SUPPRESS
     )
-    args = parser.parse_args(argv)
-    if args.child:
-        scale, dim, task = args.child
-        print(json.dumps(run_case(scale, int(dim), task)))
-        return 0
+    return parser.parse_args(argv)
+
+
+def _runs(scale: str, dim: int, task: str) -> bool:
+    """Whether the case is run at all."""
+    if task == "dense" and (scale not in DENSE_SCALES or dim != DENSE_DIM):
+        return False  # dense N x N arrays do not fit beyond Market scale; one dim suffices
+    return not (task == "cli" and scale not in CLI_SCALES)
+
+
+def _run_cases(
+    scales: list[str], dims: list[int], tasks: list[str], repeat: int
+) -> list[dict[str, object]]:
+    """Each case in turn, printed as it starts and as it ends."""
     cases = []
-    for scale in args.scales:
-        for dim in args.dims:
-            for task in args.tasks:
-                if task == "dense" and (scale not in DENSE_SCALES or dim != DENSE_DIM):
-                    continue  # dense N x N arrays do not fit beyond Market scale; one dim suffices
-                if task == "cli" and scale not in CLI_SCALES:
+    for scale in scales:
+        for dim in dims:
+            for task in tasks:
+                if not _runs(scale, dim, task):
                     continue
                 q, g = SCALES[scale][:2]
                 print(f"{scale} ({q} x {g}) {dim}-d {task} ...", flush=True)
-                case = _measured(scale, dim, task, 1 if task == "dense" else args.repeat)
+                case = _measured(scale, dim, task, 1 if task == "dense" else repeat)
                 case = {
                     "scale": scale,
                     "num_query": q,
@@ -268,19 +321,23 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 print("   ", json.dumps(case), flush=True)
                 cases.append(case)
+    return cases
+
+
+def _merged_with(out: Path, cases: list[dict[str, object]]) -> list[dict[str, object]]:
+    """The cases of the results file ``out`` that this run did not measure, and this run's,
+    in the file's order."""
+    fresh = {_case_key(c) for c in cases}
+    kept = [
+        c for c in json.loads(out.read_text(encoding="utf-8"))["cases"] if _case_key(c) not in fresh
+    ]
+    return sorted(kept + cases, key=_case_key)
+
+
+def _report(cases: list[dict[str, object]]) -> dict[str, object]:
     import torch
 
-    # A partial run (--scales/--dims/--tasks) updates its cases in an existing results file.
-    out = Path(args.out)
-    if out.is_file():
-        fresh = {_case_key(c) for c in cases}
-        kept = [
-            c
-            for c in json.loads(out.read_text(encoding="utf-8"))["cases"]
-            if _case_key(c) not in fresh
-        ]
-        cases = sorted(kept + cases, key=_case_key)
-    report = {
+    return {
         "machine": {
             "cpus": torch.get_num_threads(),
             "platform": platform.platform(),
@@ -291,9 +348,6 @@ def main(argv: list[str] | None = None) -> int:
         "cases": cases,
         "speedup_over_dense": _speedups(cases),
     }
-    write_json(out, report)
-    print(f"wrote {out}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -24,11 +24,18 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from reidpipe.atomic import write_json
 from reidpipe.params import ExportParams
+
+if TYPE_CHECKING:
+    import onnxruntime
+    import torch
+
+    from reidpipe.input_contract import Preprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("resnet50", "swin_tiny")
@@ -77,13 +84,9 @@ def _calibration_images(folder: Path, pre) -> list[str]:
 
 
 def bench_model(name: str, batches: list[int], runtimes: list[str]) -> list[dict[str, object]]:
-    import onnxruntime as ort
     import torch
 
-    from reidpipe.deploy.export_onnx import export_graph
-    from reidpipe.deploy.int8 import quantize_int8
-    from reidpipe.evaluation.onnx_runtime import session_options
-    from reidpipe.input_contract import Preprocess, contract_metadata
+    from reidpipe.input_contract import Preprocess
     from reidpipe.params import ExtractParams, load_params
     from reidpipe.training.model import build_model
 
@@ -93,28 +96,8 @@ def bench_model(name: str, batches: list[int], runtimes: list[str]) -> list[dict
     net = build_model(cfg.model, num_classes=751, weights=False).eval()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-infer-") as work:
-        folder = Path(work)
-        files = {"ort_fp32": folder / "model.onnx"}
-        export_graph(net, pre, files["ort_fp32"], 18, contract_metadata(pre, name, 0))
-        calibration = _calibration_images(folder, pre)
-        for name_, export in INT8_FORMATS.items():
-            if any(FILE_OF.get(r, r) == name_ for r in runtimes):
-                files[name_] = folder / f"{name_}.onnx"
-                quantize_int8(files["ort_fp32"], files[name_], calibration, pre, export)
-        sessions, failed = {}, {}
-        for runtime in runtimes:
-            if runtime == "torch_fp32":
-                continue
-            options = ort.SessionOptions() if runtime == "ort_uint8_u8s8" else session_options()
-            try:
-                sessions[runtime] = ort.InferenceSession(
-                    str(files[FILE_OF.get(runtime, runtime)]),
-                    options,
-                    providers=["CPUExecutionProvider"],
-                )
-            except Exception as exc:  # noqa: BLE001 - ONNX Runtime's errors are untyped; record and go on
-                failed[runtime] = f"{type(exc).__name__}: {str(exc).strip()[-300:]}"
-                print(f"    {runtime}: session failed: {failed[runtime]}", flush=True)
+        files = _model_files(net, pre, name, Path(work), runtimes)
+        sessions, failed = _sessions(files, runtimes)
         for batch in batches:
             images = (
                 np.random.default_rng(batch)
@@ -132,35 +115,95 @@ def bench_model(name: str, batches: list[int], runtimes: list[str]) -> list[dict
                         }
                     )
                     continue
-                if runtime == "torch_fp32":
-                    tensor = torch.from_numpy(images)
-
-                    def call(tensor: torch.Tensor = tensor) -> object:
-                        with torch.inference_mode():
-                            return net(tensor)
-                else:
-                    session = sessions[runtime]
-
-                    def call(
-                        session: ort.InferenceSession = session, images: np.ndarray = images
-                    ) -> object:
-                        return session.run(None, {"input": images})
-
-                load = os.getloadavg()[0]
-                ms, repeats = _time(call)
-                row = {
-                    "model": name,
-                    "input": [3, pre.height, pre.width],
-                    "runtime": runtime,
-                    "batch": batch,
-                    "ms_per_batch": round(ms, 2),
-                    "images_per_s": round(batch * 1000.0 / ms, 2),
-                    "repeats": repeats,
-                    "load_avg_1m_before": round(load, 2),
-                }
-                print("   ", json.dumps(row), flush=True)
-                rows.append(row)
+                call = _inference_call(runtime, net, sessions, images)
+                rows.append(_timed_row(name, pre, runtime, batch, call))
     return rows
+
+
+def _model_files(
+    net: torch.nn.Module, pre: Preprocess, name: str, folder: Path, runtimes: list[str]
+) -> dict[str, Path]:
+    """The ONNX file of each runtime: the FP32 export, and the INT8 formats ``runtimes`` use
+    quantized from it."""
+    from reidpipe.deploy.export_onnx import export_graph
+    from reidpipe.deploy.int8 import quantize_int8
+    from reidpipe.input_contract import contract_metadata
+
+    files = {"ort_fp32": folder / "model.onnx"}
+    export_graph(net, pre, files["ort_fp32"], 18, contract_metadata(pre, name, 0))
+    calibration = _calibration_images(folder, pre)
+    for name_, export in INT8_FORMATS.items():
+        if any(FILE_OF.get(r, r) == name_ for r in runtimes):
+            files[name_] = folder / f"{name_}.onnx"
+            quantize_int8(files["ort_fp32"], files[name_], calibration, pre, export)
+    return files
+
+
+def _sessions(
+    files: dict[str, Path], runtimes: list[str]
+) -> tuple[dict[str, onnxruntime.InferenceSession], dict[str, str]]:
+    """An ONNX Runtime session per ``ort_*`` runtime, and the error of each that failed to
+    open (printed as it happens)."""
+    import onnxruntime as ort
+
+    from reidpipe.evaluation.onnx_runtime import session_options
+
+    sessions, failed = {}, {}
+    for runtime in runtimes:
+        if runtime == "torch_fp32":
+            continue
+        options = ort.SessionOptions() if runtime == "ort_uint8_u8s8" else session_options()
+        try:
+            sessions[runtime] = ort.InferenceSession(
+                str(files[FILE_OF.get(runtime, runtime)]),
+                options,
+                providers=["CPUExecutionProvider"],
+            )
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime's errors are untyped; record and go on
+            failed[runtime] = f"{type(exc).__name__}: {str(exc).strip()[-300:]}"
+            print(f"    {runtime}: session failed: {failed[runtime]}", flush=True)
+    return sessions, failed
+
+
+def _inference_call(
+    runtime: str,
+    net: torch.nn.Module,
+    sessions: dict[str, onnxruntime.InferenceSession],
+    images: np.ndarray,
+) -> Callable[[], object]:
+    """One forward of ``images`` with ``runtime``: eager PyTorch, or its ONNX Runtime session."""
+    import torch
+
+    if runtime == "torch_fp32":
+        tensor = torch.from_numpy(images)
+
+        def call() -> object:
+            with torch.inference_mode():
+                return net(tensor)
+
+        return call
+    session = sessions[runtime]
+    return lambda: session.run(None, {"input": images})
+
+
+def _timed_row(
+    name: str, pre: Preprocess, runtime: str, batch: int, call: Callable[[], object]
+) -> dict[str, object]:
+    """``call`` timed, as a result row (printed)."""
+    load = os.getloadavg()[0]
+    ms, repeats = _time(call)
+    row = {
+        "model": name,
+        "input": [3, pre.height, pre.width],
+        "runtime": runtime,
+        "batch": batch,
+        "ms_per_batch": round(ms, 2),
+        "images_per_s": round(batch * 1000.0 / ms, 2),
+        "repeats": repeats,
+        "load_avg_1m_before": round(load, 2),
+    }
+    print("   ", json.dumps(row), flush=True)
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
