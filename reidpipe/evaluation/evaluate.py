@@ -28,7 +28,7 @@ from reidpipe.errors import ReidpipeError
 from reidpipe.evaluation.arrays import ragged_positions
 from reidpipe.evaluation.embeddings import Embeddings, collapse_warning, l2_normalise
 from reidpipe.evaluation.products import gemm_operand, products
-from reidpipe.evaluation.rerank import KReciprocalReRanker
+from reidpipe.evaluation.rerank import KReciprocalReRanker, QueryStripHook
 from reidpipe.market import JUNK_PID
 from reidpipe.params import EvaluateParams, ReRankingParams
 
@@ -336,6 +336,70 @@ def _top_text(top: np.ndarray) -> list[str]:
     return [" ".join(map(str, row[row >= 0].tolist())) for row in top]
 
 
+def _plain_strip_scorer(plain: _Scores, distance: str) -> QueryStripHook:
+    """The re-ranker's ``on_query_strip``: each query x gallery strip of its all-pairs pass,
+    scored for the plain ranking."""
+    buffer = np.empty(0, dtype=np.float32)
+
+    def score_strip(
+        start: int, stop: int, product: np.ndarray, q_sq: np.ndarray, g_sq: np.ndarray
+    ) -> None:
+        # Strips come one at a time, so one buffer serves all (no fresh pages per strip).
+        nonlocal buffer
+        if buffer.size < product.size:
+            buffer = np.empty(product.size, dtype=np.float32)
+        out = buffer[: product.size].reshape(product.shape)
+        plain.add(start, plain_distances(product, q_sq, g_sq, distance, out))
+
+    return score_strip
+
+
+def _rerank_features(embeddings: Embeddings, distance: str) -> np.ndarray:
+    """Query then gallery features as the plain ranking compares them: re-ranking works on
+    their squared Euclidean distances."""
+    feats = np.concatenate([embeddings.query.features, embeddings.gallery.features]).astype(
+        np.float32, copy=False
+    )
+    if distance == "cosine":
+        feats = l2_normalise(feats, in_place=True)
+    return feats
+
+
+def _rankings_with_reranking(
+    embeddings: Embeddings,
+    plain: _Scores,
+    ids: tuple[np.ndarray, ...],
+    evaluate: EvaluateParams,
+    re_ranking: ReRankingParams,
+    top_k: int,
+    device: str,
+) -> dict[str, Ranking]:
+    """The plain ranking, scored from the re-ranker's strips, and the re-ranked one."""
+    num_queries = len(embeddings.query.features)
+    # Only the ranker holds the features: nothing else needs them
+    ranker = KReciprocalReRanker(
+        _rerank_features(embeddings, evaluate.distance),
+        num_queries,
+        k1=re_ranking.k1,
+        k2=re_ranking.k2,
+        lambda_value=re_ranking.lambda_value,
+        device=device,
+        on_query_strip=_plain_strip_scorer(plain, evaluate.distance),
+    )
+    return {
+        "plain": plain.ranking(evaluate.max_rank),
+        "reranked": rank_queries(
+            ranker.distances,
+            num_queries,
+            *ids,
+            ap_method=evaluate.ap_method,
+            max_rank=evaluate.max_rank,
+            top_k=top_k,
+            chunk_rows=ranker.chunk_size(),
+        ),
+    }
+
+
 def evaluate_embeddings(
     embeddings: Embeddings,
     evaluate: EvaluateParams,
@@ -365,54 +429,21 @@ def evaluate_embeddings(
             f"none of the {len(q.features)} queries has a true match in the "
             "gallery (same pid, another camera); check the query/gallery sets"
         )
-    rankings: dict[str, Ranking] = {}
     if re_ranking.re_ranking:
-        # Re-ranking works on squared Euclidean distances of the features the plain ranking uses.
-        feats = np.concatenate([q.features, g.features]).astype(np.float32, copy=False)
-        if evaluate.distance == "cosine":
-            feats = l2_normalise(feats, in_place=True)
-
-        buffer = np.empty(0, dtype=np.float32)
-
-        def plain_strip(
-            start: int, stop: int, product: np.ndarray, q_sq: np.ndarray, g_sq: np.ndarray
-        ) -> None:
-            # Strips come one at a time, so one buffer serves all (no fresh pages per strip).
-            nonlocal buffer
-            if buffer.size < product.size:
-                buffer = np.empty(product.size, dtype=np.float32)
-            out = buffer[: product.size].reshape(product.shape)
-            plain.add(start, plain_distances(product, q_sq, g_sq, evaluate.distance, out))
-
-        ranker = KReciprocalReRanker(
-            feats,
-            len(q.features),
-            k1=re_ranking.k1,
-            k2=re_ranking.k2,
-            lambda_value=re_ranking.lambda_value,
-            device=device,
-            on_query_strip=plain_strip,
-        )
-        del feats  # the ranker holds its own reference; nothing else needs them
-        rankings["plain"] = plain.ranking(evaluate.max_rank)
-        rankings["reranked"] = rank_queries(
-            ranker.distances,
-            len(q.features),
-            *ids,
-            ap_method=evaluate.ap_method,
-            max_rank=evaluate.max_rank,
-            top_k=top_k,
-            chunk_rows=ranker.chunk_size(),
+        rankings = _rankings_with_reranking(
+            embeddings, plain, ids, evaluate, re_ranking, top_k, device
         )
     else:
-        rankings["plain"] = rank_queries(
-            plain_distance_rows(q.features, g.features, evaluate.distance, device),
-            len(q.features),
-            *ids,
-            ap_method=evaluate.ap_method,
-            max_rank=evaluate.max_rank,
-            top_k=top_k,
-        )
+        rankings = {
+            "plain": rank_queries(
+                plain_distance_rows(q.features, g.features, evaluate.distance, device),
+                len(q.features),
+                *ids,
+                ap_method=evaluate.ap_method,
+                max_rank=evaluate.max_rank,
+                top_k=top_k,
+            )
+        }
     return _evaluation(rankings, q.meta["path"], ids, evaluate, re_ranking, warnings)
 
 

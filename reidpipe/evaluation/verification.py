@@ -361,6 +361,52 @@ def _operating_point(
     )
 
 
+def _check_inputs(
+    num_query: int, num_gallery: int, q_pids: np.ndarray, g_pids: np.ndarray, fars: Sequence[float]
+) -> None:
+    """One pid per feature on each side, and each FAR strictly between 0 and 1."""
+    if num_query != len(q_pids) or num_gallery != len(g_pids):
+        raise ReidpipeError(
+            f"verification: {num_query} query and {num_gallery} gallery "
+            f"features but {len(q_pids)} and {len(g_pids)} pids"
+        )
+    bad = [f for f in fars if not 0 < f < 1]
+    if bad:
+        raise ReidpipeError(f"verification FARs {list(fars)}: expected each in (0, 1), got {bad}")
+
+
+def _no_threshold(far: float, why: str) -> OperatingPoint:
+    """A target FAR too small for the impostor pairs there are: every figure null, and why."""
+    return OperatingPoint(far, None, None, None, None, None, None, None, {"threshold": why})
+
+
+def _verification(
+    distance: str,
+    first: _FirstPass,
+    second: _SecondPass,
+    plot_range: tuple[float, float],
+    num_bins: int,
+    points: list[OperatingPoint],
+    num_junk_queries: int,
+) -> Verification:
+    """The counts of the first pass, the plot histograms of the second and the operating points."""
+    known = first.known
+    return Verification(
+        distance=distance,
+        num_genuine_pairs=int(first.genuine_high.sum()),
+        num_impostor_pairs=int(first.impostor_high.sum()),
+        num_known_queries=int(known.sum()),
+        num_open_set_queries=int((~known & np.isfinite(first.nearest)).sum()),
+        num_queries_without_candidates=int((~np.isfinite(first.nearest)).sum()),
+        num_junk_queries=num_junk_queries,
+        known_rank1=float(first.nearest_genuine[known].mean()) if known.any() else None,
+        histogram_edges=np.linspace(*plot_range, num_bins + 1).tolist(),
+        genuine_histogram=second.genuine_plot.tolist(),
+        impostor_histogram=second.impostor_plot.tolist(),
+        operating_points=points,
+    )
+
+
 def verification_figures(
     query: np.ndarray,
     gallery: np.ndarray,
@@ -379,30 +425,15 @@ def verification_figures(
     about 4M distances a block)."""
     q_pids, q_cams = np.asarray(q_pids), np.asarray(q_cams)
     g_pids, g_cams = np.asarray(g_pids), np.asarray(g_cams)
-    if len(query) != len(q_pids) or len(gallery) != len(g_pids):
-        raise ReidpipeError(
-            f"verification: {len(query)} query and {len(gallery)} gallery "
-            f"features but {len(q_pids)} and {len(g_pids)} pids"
-        )
-    bad = [f for f in fars if not 0 < f < 1]
-    if bad:
-        raise ReidpipeError(f"verification FARs {list(fars)}: expected each in (0, 1), got {bad}")
+    _check_inputs(len(query), len(gallery), q_pids, g_pids, fars)
     scored = np.flatnonzero(q_pids != JUNK_PID)
     kept = g_pids != JUNK_PID
     if len(scored) < len(q_pids):
         query = query[scored]
     pairs = _Pairs(q_pids[scored], q_cams[scored], g_pids[kept], g_cams[kept])
     step = block_rows or max(1, _BLOCK_ELEMENTS // max(1, int(kept.sum())))
-    blocks = _Blocks(
-        query,
-        gallery,
-        pairs,
-        scored,
-        None if kept.all() else np.flatnonzero(kept),
-        distance,
-        device,
-        step,
-    )
+    columns = None if kept.all() else np.flatnonzero(kept)
+    blocks = _Blocks(query, gallery, pairs, scored, columns, distance, device, step)
     first = _first_pass(blocks, pairs, with_largest=distance != "cosine")
     targets, why_none = _selection_targets(first.impostor_high, fars)
     plot_range = COSINE_RANGE if distance == "cosine" else (0.0, first.largest or 1.0)
@@ -410,25 +441,11 @@ def verification_figures(
     points = [
         _operating_point(far, targets[far], first, second)
         if far in targets
-        else OperatingPoint(
-            far, None, None, None, None, None, None, None, {"threshold": why_none[far]}
-        )
+        else _no_threshold(far, why_none[far])
         for far in fars
     ]
-    known = first.known
-    return Verification(
-        distance=distance,
-        num_genuine_pairs=int(first.genuine_high.sum()),
-        num_impostor_pairs=int(first.impostor_high.sum()),
-        num_known_queries=int(known.sum()),
-        num_open_set_queries=int((~known & np.isfinite(first.nearest)).sum()),
-        num_queries_without_candidates=int((~np.isfinite(first.nearest)).sum()),
-        num_junk_queries=len(q_pids) - len(scored),
-        known_rank1=float(first.nearest_genuine[known].mean()) if known.any() else None,
-        histogram_edges=np.linspace(*plot_range, num_bins + 1).tolist(),
-        genuine_histogram=second.genuine_plot.tolist(),
-        impostor_histogram=second.impostor_plot.tolist(),
-        operating_points=points,
+    return _verification(
+        distance, first, second, plot_range, num_bins, points, len(q_pids) - len(scored)
     )
 
 

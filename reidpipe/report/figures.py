@@ -144,24 +144,21 @@ def attention_figure(
     )
 
 
-def _rank_rows_figure(
-    title: str,
+TileLabel = tuple[float, float, str, str]  # x, y (pixels of the canvas), text, colour
+
+
+def _rank_rows_canvas(
     queries: Sequence[SampledQuery],
     gallery: pd.DataFrame,
     top_k: int,
-    path: Path,
     tile: Callable[[int, int, str], Image.Image],
-) -> None:
-    """Each row a query, then its top-k gallery tiles (``tile(row, column, image path)``, column
-    0 the query), with green borders on true matches and red on errors.
-
-    The tiles are composed into one image (drawn once) rather than one axis per thumbnail,
-    which keeps the figure fast to draw at 8 x 11 tiles."""
+) -> tuple[np.ndarray, list[TileLabel]]:
+    """The framed tiles of every row composed into one RGB image, and the label above each."""
     cell_w, cell_h = TILE_W + 2 * BORDER + GAP, TILE_H + 2 * BORDER + LABEL_H + GAP
     width = QUERY_GAP + (top_k + 1) * cell_w
     height = len(queries) * cell_h
     canvas = np.full((height, width, 3), 255, dtype=np.uint8)
-    labels: list[tuple[float, float, str, str]] = []
+    labels: list[TileLabel] = []
     g_paths = gallery["path"].tolist()
     g_pids = gallery["pid"].to_numpy()
     g_cams = gallery["camid"].to_numpy()
@@ -182,6 +179,14 @@ def _rank_rows_figure(
             color = MATCH_COLOR if pid == query.pid else ERROR_COLOR
             label = "distractor" if pid == DISTRACTOR_PID else f"id {pid}"
             place(row, rank, g_paths[index], color, f"rank {rank}\n{label}\ncam {cam}")
+    return canvas, labels
+
+
+def _save_rank_rows(
+    title: str, canvas: np.ndarray, labels: Sequence[TileLabel], path: Path
+) -> None:
+    """The canvas at one pixel per pixel under three title lines (``title`` and the legend)."""
+    height, width = canvas.shape[:2]
     header = 0.75  # inches for the three title lines
     fig_w = max(width, MIN_WIDTH)
     fig = plt.figure(figsize=(fig_w / DPI, height / DPI + header))
@@ -205,6 +210,23 @@ def _rank_rows_figure(
     )
     fig.savefig(path, dpi=DPI, facecolor="white")
     plt.close(fig)
+
+
+def _rank_rows_figure(
+    title: str,
+    queries: Sequence[SampledQuery],
+    gallery: pd.DataFrame,
+    top_k: int,
+    path: Path,
+    tile: Callable[[int, int, str], Image.Image],
+) -> None:
+    """Each row a query, then its top-k gallery tiles (``tile(row, column, image path)``, column
+    0 the query), with green borders on true matches and red on errors.
+
+    The tiles are composed into one image (drawn once) rather than one axis per thumbnail,
+    which keeps the figure fast to draw at 8 x 11 tiles."""
+    canvas, labels = _rank_rows_canvas(queries, gallery, top_k, tile)
+    _save_rank_rows(title, canvas, labels, path)
 
 
 LOSS_COLUMNS = ("loss", "id_loss", "triplet_loss", "center_loss")

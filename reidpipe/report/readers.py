@@ -247,26 +247,24 @@ def _optional_json(path: Path, spec: dict[str, Any]) -> dict[str, Any] | None:
     return data
 
 
-def load_arch(name: str, results_dir: Path, models_dir: Path) -> ArchResults:
-    """Everything the report shows for one arch; evaluation outputs are required, the rest
-    (training log, config, ONNX and TensorRT results) optional."""
-    arch_dir = results_dir / name
-    metrics = read_metrics(arch_dir / METRICS_FILE)
-    cmc = _read_csv(
-        arch_dir / CMC_FILE,
-        ["rank", "plain"],
-        "CMC curve from `reidpipe evaluate`",
-        numeric=["rank", *RANKINGS],
-    )
+def _read_per_query(arch_dir: Path, metrics: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """per_query.csv with the AP, first-hit rank and top-k columns of each ranking in ``metrics``."""
     columns = ["path", "pid", "camid"]
     for ranking in metrics:
         columns += [f"ap_{ranking}", f"first_hit_{ranking}", f"top_{ranking}"]
-    per_query = _read_csv(
+    return _read_csv(
         arch_dir / PER_QUERY_FILE,
         columns,
         "per-query table from `reidpipe evaluate --per-query`",
         numeric=["pid", "camid", *(f"{k}_{r}" for r in metrics for k in ("ap", "first_hit"))],
     )
+
+
+def _read_image_tables(
+    arch_dir: Path, per_query: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The query and gallery tables of the arch's embeddings; per_query.csv must list the same
+    queries in the same order (its top-k cells index the gallery table)."""
     emb = arch_dir / EMBEDDINGS_DIR
     query = _read_csv(
         emb / embedding_table("query"), ["path", "pid", "camid"], "from `reidpipe extract`"
@@ -279,21 +277,44 @@ def load_arch(name: str, results_dir: Path, models_dir: Path) -> ArchResults:
             f"{arch_dir / PER_QUERY_FILE} does not list the queries of "
             f"{emb / embedding_table('query')} in the same order; re-run `reidpipe evaluate`"
         )
-    train_log = None
-    log_path = models_dir / name / TRAIN_LOG_FILE
-    if log_path.is_file():
-        train_log = _read_csv(
-            log_path,
-            TRAIN_LOG_COLUMNS,
-            "from `reidpipe train`",
-            numeric=[*TRAIN_LOG_COLUMNS, "seconds"],
-        )
-    config = None
-    config_path = models_dir / name / TRAIN_CONFIG_FILE
-    if config_path.is_file():
-        config = read_yaml_file(config_path, "trained model config")
-        if not isinstance(config, dict):
-            raise ReidpipeError(f"{config_path}: expected a mapping")
+    return query, gallery
+
+
+def _read_train_log(model_dir: Path) -> pd.DataFrame | None:
+    log_path = model_dir / TRAIN_LOG_FILE
+    if not log_path.is_file():
+        return None
+    return _read_csv(
+        log_path,
+        TRAIN_LOG_COLUMNS,
+        "from `reidpipe train`",
+        numeric=[*TRAIN_LOG_COLUMNS, "seconds"],
+    )
+
+
+def _read_train_config(model_dir: Path) -> dict[str, Any] | None:
+    config_path = model_dir / TRAIN_CONFIG_FILE
+    if not config_path.is_file():
+        return None
+    config = read_yaml_file(config_path, "trained model config")
+    if not isinstance(config, dict):
+        raise ReidpipeError(f"{config_path}: expected a mapping")
+    return config
+
+
+def load_arch(name: str, results_dir: Path, models_dir: Path) -> ArchResults:
+    """Everything the report shows for one arch; evaluation outputs are required, the rest
+    (training log, config, ONNX and TensorRT results) optional."""
+    arch_dir = results_dir / name
+    metrics = read_metrics(arch_dir / METRICS_FILE)
+    cmc = _read_csv(
+        arch_dir / CMC_FILE,
+        ["rank", "plain"],
+        "CMC curve from `reidpipe evaluate`",
+        numeric=["rank", *RANKINGS],
+    )
+    per_query = _read_per_query(arch_dir, metrics)
+    query, gallery = _read_image_tables(arch_dir, per_query)
     return ArchResults(
         name=name,
         metrics=metrics,
@@ -301,8 +322,8 @@ def load_arch(name: str, results_dir: Path, models_dir: Path) -> ArchResults:
         per_query=per_query,
         query=query,
         gallery=gallery,
-        train_log=train_log,
-        config=config,
+        train_log=_read_train_log(models_dir / name),
+        config=_read_train_config(models_dir / name),
         parity=_optional_json(arch_dir / ONNX_DIR / PARITY_FILE, PARITY_SPEC),
         tensorrt=_optional_json(arch_dir / TENSORRT_DIR / TRT_STATUS_FILE, TRT_STATUS_SPEC),
         package=_optional_json(arch_dir / DEPLOY_DIR / PACKAGE_MANIFEST_FILE, PACKAGE_SPEC),

@@ -327,6 +327,38 @@ def _latency_text(rows: Sequence[dict[str, Any]]) -> str:
     )
 
 
+_PRECISION_HEADERS = [
+    "precision",
+    "min cosine",
+    "mAP",
+    "R1",
+    "ONNX Runtime latency",
+    "TensorRT latency",
+]
+
+
+def _min_cosine(entries: Sequence[dict[str, Any]]) -> str:
+    values = [r.get("min_cosine", math.nan) for r in entries]
+    return f"{min(values):.5f}" if values else "-"
+
+
+def _retrieval_cells(block: dict[str, Any] | None) -> list[Cell]:
+    """mAP and R1 where the precision's retrieval was measured."""
+    return (
+        [_pct((block or {}).get("mAP")), _pct((block or {}).get("rank1"))] if block else ["-", "-"]
+    )
+
+
+def _precision_row(
+    precision: str, cells: list[Cell], status: dict[str, Any] | None, measured: bool = True
+) -> list[Cell]:
+    """``precision``'s row: its cells, then the TensorRT latency where the engine was built at
+    this precision (and the precision has an ONNX file to build from: ``measured``)."""
+    built = (status or {}).get("status") == "built"
+    trt = built and measured and precision.lower() == status.get("precision")
+    return [precision, *cells, _latency_text(status.get("latency") or []) if trt else "-"]
+
+
 def _precision_table(parity: dict[str, Any] | None, status: dict[str, Any] | None) -> list[Block]:
     """FP32 / FP16 / INT8 side by side: lowest cosine against the reference, retrieval where
     measured, ONNX Runtime latency from export-onnx and TensorRT latency from build-trt."""
@@ -335,60 +367,31 @@ def _precision_table(parity: dict[str, Any] | None, status: dict[str, Any] | Non
     retrieval = parity.get("retrieval") or {}
     int8 = parity.get("int8") or {}
     latency = parity.get("latency") or {}
-    built = (status or {}).get("status") == "built"
-
-    def cosine(entries: Sequence[dict[str, Any]]) -> str:
-        values = [r.get("min_cosine", math.nan) for r in entries]
-        return f"{min(values):.5f}" if values else "-"
-
-    def scores(block: dict[str, Any] | None) -> list[Cell]:
-        return (
-            [_pct((block or {}).get("mAP")), _pct((block or {}).get("rank1"))]
-            if block
-            else ["-", "-"]
-        )
-
-    rows: list[list[Cell]] = []
-
-    def add(precision: str, cells: list[Cell], measured: bool = True) -> None:
-        trt = built and measured and precision.lower() == status.get("precision")
-        rows.append([precision, *cells, _latency_text(status.get("latency") or []) if trt else "-"])
-
-    add(
-        "FP32",
-        [
-            "vs PyTorch " + cosine(parity.get("batch_parity") or []),
-            *scores(retrieval.get("onnx")),
-            _latency_text(latency.get("fp32") or []),
-        ],
-    )
-    if parity.get("fp16"):
-        add(
-            "FP16",
-            [
-                "vs FP32 " + cosine(parity["fp16"].get("batch_parity") or []),
-                "-",
-                "-",
-                _latency_text(latency.get("fp16") or []),
-            ],
-        )
-    if int8.get("status") == "passed":
-        add(
-            "INT8",
-            [
-                "vs FP32 " + cosine(int8.get("batch_parity") or []),
-                *scores((int8.get("retrieval") or {}).get("int8")),
-                _latency_text(latency.get("int8") or []),
-            ],
-        )
-    elif int8:
-        add("INT8", [str(int8.get("reason")), "-", "-", "-"], measured=False)
-    return [
-        Table(
-            ["precision", "min cosine", "mAP", "R1", "ONNX Runtime latency", "TensorRT latency"],
-            rows,
-        )
+    fp32: list[Cell] = [
+        "vs PyTorch " + _min_cosine(parity.get("batch_parity") or []),
+        *_retrieval_cells(retrieval.get("onnx")),
+        _latency_text(latency.get("fp32") or []),
     ]
+    rows = [_precision_row("FP32", fp32, status)]
+    if parity.get("fp16"):
+        fp16: list[Cell] = [
+            "vs FP32 " + _min_cosine(parity["fp16"].get("batch_parity") or []),
+            "-",
+            "-",
+            _latency_text(latency.get("fp16") or []),
+        ]
+        rows.append(_precision_row("FP16", fp16, status))
+    if int8.get("status") == "passed":
+        passed: list[Cell] = [
+            "vs FP32 " + _min_cosine(int8.get("batch_parity") or []),
+            *_retrieval_cells((int8.get("retrieval") or {}).get("int8")),
+            _latency_text(latency.get("int8") or []),
+        ]
+        rows.append(_precision_row("INT8", passed, status))
+    elif int8:
+        failed: list[Cell] = [str(int8.get("reason")), "-", "-", "-"]
+        rows.append(_precision_row("INT8", failed, status, measured=False))
+    return [Table(_PRECISION_HEADERS, rows)]
 
 
 def _package_blocks(manifest: dict[str, Any] | None, deploy_link: str) -> list[Block]:
@@ -554,17 +557,18 @@ def _count(value: Any) -> str:
     return "n/a" if value is None else f"{int(value):,}"
 
 
-def verification_section(arch: ArchResults, out_dir: Path) -> list[Block]:
-    """verification.json: the genuine/impostor distance distributions with each FAR's threshold,
-    and per FAR the threshold, TAR and the "no match" accuracy on the open-set queries."""
-    blocks: list[Block] = [Heading(3, "Verification thresholds (open set)")]
-    data = arch.verification
-    if data is None:
-        return blocks + [
-            Paragraph(
-                f"Not available: no {VERIFICATION_FILE} (run `reidpipe evaluate --verification`)."
-            )
-        ]
+_VERIFICATION_HEADERS = [
+    "target FAR",
+    "threshold (distance)",
+    "TAR",
+    "achieved FAR",
+    "no-match accuracy",
+    "known accepted",
+]
+
+
+def _verification_text(data: dict[str, Any]) -> str:
+    """Which identities were held out, the pairs and queries counted, and what the figures mean."""
     held_out = data.get("held_out_pids") or []
     setup = (
         f"{len(held_out)} query identities (evaluate.open_set_fraction "
@@ -574,56 +578,60 @@ def verification_section(arch: ArchResults, out_dir: Path) -> list[Block]:
         if held_out
         else "No identities were held out (evaluate.open_set_fraction 0)"
     )
-    blocks.append(
-        Paragraph(
-            f"{setup}. {data.get('distance', '?')} distance, the ranking's; "
-            f"{_count(data.get('num_genuine_pairs'))} genuine pairs (same identity, another camera), "
-            f"{_count(data.get('num_impostor_pairs'))} impostor pairs; "
-            f"{_count(data.get('num_known_queries'))} queries with a match and "
-            f"{_count(data.get('num_open_set_queries'))} open-set queries (no match in the gallery). "
-            "A pair is accepted when its distance is at most the threshold; the threshold of a "
-            "target FAR is the largest that accepts at most that share of the impostor pairs. "
-            "No-match accuracy: open-set queries whose nearest gallery image is rejected. Known "
-            "accepted: queries with a match whose nearest image is a true match and accepted."
-        )
+    return (
+        f"{setup}. {data.get('distance', '?')} distance, the ranking's; "
+        f"{_count(data.get('num_genuine_pairs'))} genuine pairs (same identity, another camera), "
+        f"{_count(data.get('num_impostor_pairs'))} impostor pairs; "
+        f"{_count(data.get('num_known_queries'))} queries with a match and "
+        f"{_count(data.get('num_open_set_queries'))} open-set queries (no match in the gallery). "
+        "A pair is accepted when its distance is at most the threshold; the threshold of a "
+        "target FAR is the largest that accepts at most that share of the impostor pairs. "
+        "No-match accuracy: open-set queries whose nearest gallery image is rejected. Known "
+        "accepted: queries with a match whose nearest image is a true match and accepted."
     )
+
+
+def _operating_point_row(point: dict[str, Any]) -> list[Cell]:
+    """One target FAR: its threshold and figures, or why it has no threshold."""
+    threshold = point.get("threshold")
+    if threshold is None:
+        reason = (point.get("why_null") or {}).get("threshold", "none")
+        return [f"{point.get('far'):g}", f"none: {reason}", "-", "-", "-", "-"]
+    return [
+        f"{point.get('far'):g}",
+        f"{threshold:.4f}",
+        _pct(point.get("tar")),
+        f"{point.get('far_achieved', math.nan):.2e}",
+        _pct(point.get("no_match_accuracy")),
+        _pct(point.get("known_rank1_accepted")),
+    ]
+
+
+def verification_section(arch: ArchResults, out_dir: Path) -> list[Block]:
+    """verification.json: the genuine/impostor distance distributions with each FAR's threshold,
+    and per FAR the threshold, TAR and the "no match" accuracy on the open-set queries."""
+    heading = Heading(3, "Verification thresholds (open set)")
+    data = arch.verification
+    if data is None:
+        return [
+            heading,
+            Paragraph(
+                f"Not available: no {VERIFICATION_FILE} (run `reidpipe evaluate --verification`)."
+            ),
+        ]
+    text = _verification_text(data)
     file = f"{FIGURES_DIR}/{arch.name}_verification.png"
     report_figures.verification_figure(arch.name, data, out_dir / file)
-    blocks.append(
+    return [
+        heading,
+        Paragraph(text),
         Figure(
             file,
             f"{arch.name}: distance distributions of genuine and impostor "
             "pairs, with the threshold of each target FAR",
-        )
-    )
-    rows: list[list[Cell]] = []
-    for point in data["operating_points"]:
-        threshold = point.get("threshold")
-        if threshold is None:
-            reason = (point.get("why_null") or {}).get("threshold", "none")
-            rows.append([f"{point.get('far'):g}", f"none: {reason}", "-", "-", "-", "-"])
-            continue
-        rows.append(
-            [
-                f"{point.get('far'):g}",
-                f"{threshold:.4f}",
-                _pct(point.get("tar")),
-                f"{point.get('far_achieved', math.nan):.2e}",
-                _pct(point.get("no_match_accuracy")),
-                _pct(point.get("known_rank1_accepted")),
-            ]
-        )
-    blocks.append(
+        ),
         Table(
-            [
-                "target FAR",
-                "threshold (distance)",
-                "TAR",
-                "achieved FAR",
-                "no-match accuracy",
-                "known accepted",
-            ],
-            rows,
-        )
-    )
-    return blocks
+            _VERIFICATION_HEADERS,
+            [_operating_point_row(point) for point in data["operating_points"]],
+        ),
+    ]
