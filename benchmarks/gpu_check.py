@@ -42,7 +42,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -50,7 +50,12 @@ from reidpipe import atomic
 from reidpipe.data.split import make_split
 from reidpipe.data.synth import generate_synthetic_market
 from reidpipe.filenames import INT8_FILE, ONNX_FILE, TRAIN_LOG_FILE
-from reidpipe.params import ArchConfig, Params, load_params
+from reidpipe.params import ArchConfig, ExportParams, Params, load_params
+
+if TYPE_CHECKING:
+    from reidpipe.input_contract import Preprocess
+    from reidpipe.training.datamodule import ReidDataModule
+    from reidpipe.training.lightning_module import ReidModule
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = ROOT / "params.yaml"
@@ -66,6 +71,7 @@ WEIGHTS_NOTE = (
     "pretrained weights off (model.pretrain_choice: ''): random init, no downloads; "
     "throughput does not depend on the weights"
 )
+Batch = tuple[torch.Tensor, torch.Tensor]  # images, labels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,17 +218,53 @@ def _timed_training(
 ) -> dict[str, Any]:
     from reidpipe.training.datamodule import ReidDataModule
     from reidpipe.training.lightning_module import ReidModule
-    from reidpipe.training.losses import reid_loss
-    from reidpipe.training.schedule import make_optimizer
 
     torch.manual_seed(0)
     datamodule = ReidDataModule(ctx.splits, cfg)
     module = ReidModule(cfg, datamodule.num_classes).to(device)
+    batches = _first_batches(datamodule, device, 2)
+    step = _training_step(module, cfg, device, precision)
+    on_gpu = device.type == "cuda"
+    warmup = ctx.budget.warmup_steps if on_gpu else ctx.budget.cpu_warmup_steps
+    timed = ctx.budget.timed_steps if on_gpu else ctx.budget.cpu_timed_steps
+    rate, steps = _steps_rate(step, batches, device, warmup, timed, ctx.budget.train_budget_s)
+    row: dict[str, Any] = {
+        "backbone": cfg.model.backbone,
+        "input": [cfg.model.input_height, cfg.model.input_width],
+        "batch_size": len(batches[0][0]),
+        "precision": precision,
+        "deterministic": deterministic,
+        "warmup_steps": warmup,
+        "timed_steps": steps,
+        "images_per_s": round(rate, 1),
+    }
+    if arch in TAO_A100_HOURS:
+        tao = tao_images_per_s(arch)
+        row.update(tao_a100_images_per_s=round(tao, 1), ratio_to_tao=round(rate / tao, 3))
+    summary = f"{rate:.1f} img/s, precision {precision}, batch {row['batch_size']}"
+    if "ratio_to_tao" in row:
+        summary += f"; TAO A100 {row['tao_a100_images_per_s']} img/s -> x{row['ratio_to_tao']}"
+    return {**row, "summary": summary}
+
+
+def _first_batches(datamodule: ReidDataModule, device: torch.device, count: int) -> list[Batch]:
+    """The training loader's first ``count`` batches, moved to ``device`` and held there."""
     batches = []
     for images, labels in datamodule.train_dataloader():
         batches.append((images.to(device), labels.to(device)))
-        if len(batches) == 2:
+        if len(batches) == count:
             break
+    return batches
+
+
+def _training_step(
+    module: ReidModule, cfg: ArchConfig, device: torch.device, precision: str
+) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """One optimiser step of the recipe's loss on a batch, under autocast (and a gradient
+    scaler for fp16) as ``precision`` asks. Puts the network in training mode."""
+    from reidpipe.training.losses import reid_loss
+    from reidpipe.training.schedule import make_optimizer
+
     optimizer = make_optimizer(module.net, cfg.train.optim)
     dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
     scaler = torch.amp.GradScaler(device.type) if precision == "16-mixed" else None
@@ -241,37 +283,30 @@ def _timed_training(
             scaler.step(optimizer)
             scaler.update()
 
-    on_gpu = device.type == "cuda"
-    warmup = ctx.budget.warmup_steps if on_gpu else ctx.budget.cpu_warmup_steps
-    timed = ctx.budget.timed_steps if on_gpu else ctx.budget.cpu_timed_steps
+    return step
+
+
+def _steps_rate(
+    step: Callable[[torch.Tensor, torch.Tensor], None],
+    batches: list[Batch],
+    device: torch.device,
+    warmup: int,
+    timed: int,
+    budget_s: float,
+) -> tuple[float, int]:
+    """Images per second over up to ``timed`` steps after ``warmup`` untimed ones (at least
+    one timed step; none started past ``budget_s``), and the number of timed steps."""
     for i in range(warmup):
         step(*batches[i % len(batches)])
     _sync(device)
     start, seen, steps = time.perf_counter(), 0, 0
-    while steps < timed and (steps == 0 or time.perf_counter() - start < ctx.budget.train_budget_s):
+    while steps < timed and (steps == 0 or time.perf_counter() - start < budget_s):
         images, labels = batches[steps % len(batches)]
         step(images, labels)
         seen += len(images)
         steps += 1
     _sync(device)
-    rate = seen / (time.perf_counter() - start)
-    row: dict[str, Any] = {
-        "backbone": cfg.model.backbone,
-        "input": [cfg.model.input_height, cfg.model.input_width],
-        "batch_size": len(batches[0][0]),
-        "precision": precision,
-        "deterministic": deterministic,
-        "warmup_steps": warmup,
-        "timed_steps": steps,
-        "images_per_s": round(rate, 1),
-    }
-    if arch in TAO_A100_HOURS:
-        tao = tao_images_per_s(arch)
-        row.update(tao_a100_images_per_s=round(tao, 1), ratio_to_tao=round(rate / tao, 3))
-    summary = f"{rate:.1f} img/s, precision {precision}, batch {row['batch_size']}"
-    if "ratio_to_tao" in row:
-        summary += f"; TAO A100 {row['tao_a100_images_per_s']} img/s -> x{row['ratio_to_tao']}"
-    return {**row, "summary": summary}
+    return seen / (time.perf_counter() - start), steps
 
 
 def part_loader(ctx: Context, arch: str, device_name: str) -> dict[str, Any]:
@@ -389,11 +424,7 @@ def part_extract_evaluate(ctx: Context, arch: str, device_name: str) -> dict[str
 
 
 def part_onnx_export(ctx: Context, arch: str, device_name: str) -> dict[str, Any]:
-    import onnxruntime
-
-    from reidpipe.data.manifest import read_split
     from reidpipe.deploy.export_onnx import export_onnx
-    from reidpipe.deploy.int8 import calibration_sample, quantize_int8
     from reidpipe.input_contract import Preprocess
     from reidpipe.training.model import build_model
 
@@ -416,8 +447,27 @@ def part_onnx_export(ctx: Context, arch: str, device_name: str) -> dict[str, Any
         flip=cfg.model.with_flip_feature,
         device="auto",
     )  # ONNX Runtime on CUDA where its CUDA provider is there
+    row = _export_row(arch, pre, out, report)
+    fp16 = "off" if row["fp16_min_cosine"] is None else f"{row['fp16_min_cosine']:.6f}"
+    summary = (
+        f"gates passed; fp32 max abs diff {row['fp32_max_abs_diff']:.2g}, fp16 min cos "
+        f"{fp16}; int8 gate {row['int8_status']}"
+    )
+    if export.int8 and row["int8_status"] != "passed":
+        # Random weights can fail the INT8 accuracy gate; TensorRT's INT8 parity is against ONNX
+        # Runtime running the same QDQ graph, so an ungated copy still tests that build.
+        _write_ungated_int8(ctx.splits, out, pre, export)
+        row["int8_file"] = "written ungated for the TensorRT build"
+        summary += " (QDQ copy written ungated for TensorRT)"
+    return {**row, "summary": summary}
+
+
+def _export_row(arch: str, pre: Preprocess, out: Path, report: dict[str, Any]) -> dict[str, Any]:
+    """The part's row from export-onnx's parity report."""
+    import onnxruntime
+
     int8 = report.get("int8") or {}
-    row: dict[str, Any] = {
+    return {
         "arch": arch,
         "input": [pre.height, pre.width],
         "onnx_dir": str(out),
@@ -432,23 +482,20 @@ def part_onnx_export(ctx: Context, arch: str, device_name: str) -> dict[str, Any
         "int8_status": int8.get("status"),
         "int8_reason": int8.get("reason"),
     }
-    fp16 = "off" if row["fp16_min_cosine"] is None else f"{row['fp16_min_cosine']:.6f}"
-    summary = (
-        f"gates passed; fp32 max abs diff {row['fp32_max_abs_diff']:.2g}, fp16 min cos "
-        f"{fp16}; int8 gate {row['int8_status']}"
+
+
+def _write_ungated_int8(splits: Path, out: Path, pre: Preprocess, export: ExportParams) -> None:
+    """The QDQ INT8 copy of ``out``'s model, calibrated as export-onnx calibrates it, without
+    its gate."""
+    from reidpipe.data.manifest import read_split
+    from reidpipe.deploy.int8 import calibration_sample, quantize_int8
+
+    calibration = calibration_sample(
+        list(read_split(splits, "train")["path"]),
+        export.int8_calibration_images,
+        export.int8_seed,
     )
-    if export.int8 and int8.get("status") != "passed":
-        # Random weights can fail the INT8 accuracy gate; TensorRT's INT8 parity is against ONNX
-        # Runtime running the same QDQ graph, so an ungated copy still tests that build.
-        calibration = calibration_sample(
-            list(read_split(ctx.splits, "train")["path"]),
-            export.int8_calibration_images,
-            export.int8_seed,
-        )
-        quantize_int8(out / ONNX_FILE, out / INT8_FILE, calibration, pre, export)
-        row["int8_file"] = "written ungated for the TensorRT build"
-        summary += " (QDQ copy written ungated for TensorRT)"
-    return {**row, "summary": summary}
+    quantize_int8(out / ONNX_FILE, out / INT8_FILE, calibration, pre, export)
 
 
 def part_trt(ctx: Context, precision: str, device_name: str) -> dict[str, Any]:
