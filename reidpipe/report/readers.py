@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from reidpipe import train_log
 from reidpipe.bounded_yaml import read_yaml_file
 from reidpipe.errors import ReidpipeError
 from reidpipe.filenames import (
@@ -42,16 +43,8 @@ METRIC_COLUMNS = (
     ("rank10", "R10"),
     ("mINP", "mINP"),
 )
-TRAIN_LOG_COLUMNS = (
-    "epoch",
-    "loss",
-    "id_loss",
-    "triplet_loss",
-    "center_loss",
-    "lr",
-    "val_mAP",
-    "val_rank1",
-)
+# What the report needs of train_log.csv (a log without "steps" reads too)
+TRAIN_LOG_COLUMNS = ("epoch", *train_log.SHOWN_COLUMNS)
 
 
 def _read_csv(

@@ -25,24 +25,13 @@ import torch
 
 from reidpipe.evaluation.evaluate import plain_distance_rows, rank_queries, summarise
 from reidpipe.params import ArchConfig
+from reidpipe.train_log import COLUMNS, LOSS_COLUMNS, SHOWN_COLUMNS
 from reidpipe.training.losses import CenterLoss, LossPlan, center_step, loss_scale, reid_loss
 from reidpipe.training.model import build_model
 from reidpipe.training.schedule import make_optimizer, set_epoch_lr
 
 log = logging.getLogger(__name__)
 
-LOG_COLUMNS = [
-    "epoch",
-    "steps",
-    "loss",
-    "id_loss",
-    "triplet_loss",
-    "center_loss",
-    "lr",
-    "val_mAP",
-    "val_rank1",
-    "seconds",
-]
 # Each row key the loggers get, by the name they show it under ("/" groups them); a value that is
 # NaN (no validation that epoch, a loss term that is off) is left out.
 LOGGER_NAMES = {
@@ -142,12 +131,12 @@ class ReidModule(L.LightningModule):
         given."""
         train_seconds = time.monotonic() - self._started
         means = torch.tensor(
-            [self._sums.get(k, math.nan) / max(self._steps, 1) for k in LOG_COLUMNS[2:6]],
+            [self._sums.get(k, math.nan) / max(self._steps, 1) for k in LOSS_COLUMNS],
             device=self.device,
         )
         means = self.trainer.strategy.reduce(means, reduce_op="mean")
         row: dict[str, float | int] = {"epoch": self.current_epoch + 1, "steps": self._steps}
-        row.update({k: float(v) for k, v in zip(LOG_COLUMNS[2:6], means.tolist())})
+        row.update({k: float(v) for k, v in zip(LOSS_COLUMNS, means.tolist())})
         row["lr"] = self._lr
         row["images_per_s"] = round(
             self._images * self.trainer.world_size / max(train_seconds, 1e-9), 1
@@ -258,7 +247,7 @@ class EpochLog(L.Callback):
         if trainer.is_global_zero:
             summary = " ".join(
                 f"{k}={row[k]:.4g}"
-                for k in LOG_COLUMNS[2:9]
+                for k in SHOWN_COLUMNS
                 if k in row and not math.isnan(float(row[k]))
             )
             log.info(f"epoch {row['epoch']}/{trainer.max_epochs}: {summary}")
@@ -274,7 +263,7 @@ class EpochLog(L.Callback):
         self._append(trainer, pl_module.epoch_row(loader, frame))
 
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows, columns=LOG_COLUMNS)
+        return pd.DataFrame(self.rows, columns=list(COLUMNS))
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": self.rows}

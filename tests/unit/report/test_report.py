@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from support.market_fixtures import make_tiny_market
 
-from reidpipe import market
+from reidpipe import market, train_log
 from reidpipe.cli import main
 from reidpipe.data.validate import run_validation
 from reidpipe.deploy.tensorrt_build import build_trt, unavailable_reason
@@ -37,7 +37,6 @@ from reidpipe.params import (
     SourceParams,
 )
 from reidpipe.report.build import build_report
-from reidpipe.training.lightning_module import LOG_COLUMNS
 
 ARCHS = ["net_a", "net_b"]
 METRIC_KEYS = ["mAP", "rank1", "rank5", "rank10", "mINP"]
@@ -93,7 +92,7 @@ def _write_arch(root: Path, dataset: Path, arch: str, noise: float) -> None:
         }
     )
     (root / "models" / arch).mkdir(parents=True)
-    log[LOG_COLUMNS].to_csv(root / "models" / arch / "train_log.csv", index=False)
+    log[list(train_log.COLUMNS)].to_csv(root / "models" / arch / "train_log.csv", index=False)
 
 
 @pytest.fixture(scope="module")
