@@ -39,10 +39,13 @@ demo: $(STAMP)
 # Two workers, one test file at a time each (a file's fixtures, such as a whole demo-sized DAG,
 # are built once): much of the suite is single-threaded process start-up and Snakemake/DVC
 # bookkeeping, so two workers finish it far sooner than one on a 2-core machine.
+# --no-loadscope-reorder: files are handed out in the order tests/conftest.py gives them, which
+# puts the files that fork the test process first (xdist's default reorders by test count, so a
+# worker could run torch.export, which forbids autograd in forked children, before them).
 TEST_WORKERS ?= 2
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # ruff's linter and formatter (settings: pyproject.toml), then Snakemake's lint of the workflow;
 # any finding fails (CI runs it), but Snakemake's request for a conda environment or container

@@ -58,9 +58,11 @@ def reidpipe_logger():
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that fork the test process (``tests/support/forked.py``) run first: once a process has run
-    autograd, torch refuses autograd in its forked children, so a fork after any in-process
-    training would fail for a reason that has nothing to do with the test."""
+    """Tests that fork the test process (``tests/support/forked.py``) run first: once a process has
+    started autograd's device threads (``torch.export``, which ONNX export runs, does), torch
+    refuses autograd in its forked children, so a fork after an in-process export would fail for
+    a reason that has nothing to do with the test. Under xdist the files keep this order only with
+    ``--no-loadscope-reorder`` (the Makefile's ``make test``)."""
     items.sort(key=lambda item: not hasattr(item.module, "run_forked"))
     for item in items:  # tests/e2e: real Snakemake, DVC and Slurm runs of the pipeline
         if E2E_DIR in item.path.parents:

@@ -22,6 +22,29 @@ def kill_self(signum: int = signal.SIGKILL) -> None:
         os.kill(os.getpid(), signum)
 
 
+def _backward_then_exit() -> None:
+    try:
+        torch.ones(1, requires_grad=True).sum().backward()
+    except RuntimeError:
+        os._exit(1)
+    os._exit(0)
+
+
+def _check_forks_can_train() -> None:
+    """Fail clearly when this process's forked children cannot run autograd (see
+    tests/conftest.py), instead of through the test's own checks."""
+    probe = multiprocessing.get_context("fork").Process(target=_backward_then_exit)
+    probe.start()
+    probe.join()
+    if probe.exitcode != 0:
+        raise AssertionError(
+            "autograd is refused in this test process's forked children: an earlier test in "
+            "the same process started autograd's device threads (torch.export, which ONNX export "
+            "runs, does). Run the files that fork first: `make test` (pytest-xdist with "
+            "--no-loadscope-reorder), or this file on its own"
+        )
+
+
 def run_forked(
     target: Callable[[], int | None], stderr: Path, own_group: bool = False, timeout: float = 600
 ) -> int:
@@ -40,6 +63,7 @@ def run_forked(
         handle.flush()
         os._exit(int(code or 0))
 
+    _check_forks_can_train()
     proc = multiprocessing.get_context("fork").Process(target=child)
     proc.start()
     proc.join(timeout=timeout)
