@@ -102,24 +102,7 @@ def test_build_plan_per_tensorrt_version():
 @needs_no_trt
 def test_auto_without_tensorrt_writes_skipped_status(onnx_dir, splits, tmp_path):
     out = tmp_path / "tensorrt"
-    assert (
-        main(
-            [
-                "build-trt",
-                "--params",
-                *DEMO,
-                "--arch",
-                "resnet_demo",
-                "--onnx-dir",
-                str(onnx_dir),
-                "--splits",
-                str(splits),
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert build_cli(onnx_dir, splits, out) == 0
     status = json.loads((out / TRT_STATUS_FILE).read_text())
     assert status["status"] == "skipped" and status["mode"] == "auto"
     assert status["reason"] == REASON
@@ -137,26 +120,7 @@ def test_auto_without_tensorrt_writes_skipped_status(onnx_dir, splits, tmp_path)
 @needs_no_trt
 def test_required_fails_with_the_reason(onnx_dir, splits, tmp_path, capsys):
     out = tmp_path / "tensorrt"
-    assert (
-        main(
-            [
-                "build-trt",
-                "--params",
-                *DEMO,
-                "--set",
-                "deploy.tensorrt=required",
-                "--arch",
-                "resnet_demo",
-                "--onnx-dir",
-                str(onnx_dir),
-                "--splits",
-                str(splits),
-                "--out",
-                str(out),
-            ]
-        )
-        == 2
-    )
+    assert build_cli(onnx_dir, splits, out, "deploy.tensorrt=required") == 2
     assert f"deploy.tensorrt is 'required' but {REASON}" in capsys.readouterr().err
     assert not out.exists()
 
