@@ -37,7 +37,7 @@ def tiny_params(**sections: Mapping[str, Any]) -> dict[str, Any]:
     return deep_merge(BASE, sections)
 
 
-# A checkpoint and a validation every epoch, the LR stepping within the run
+# A checkpoint and a validation after every epoch
 EVERY_EPOCH = {"checkpoint_interval": 1, "validation_interval": 1}
 
 # The recovery tests' run (and the output-unit tests'): 3 epochs of 2 steps, center loss too
